@@ -1,0 +1,63 @@
+"""The ``empathy-audit`` command: parse arguments, call the library, print.
+
+Each group of subcommands lives in ``audit/commands/<area>.py`` and exposes ``register(subparsers)``;
+a handler receives the parsed ``argparse.Namespace`` and returns an exit status. Everything a handler
+does is a library function a notebook can call. An :class:`~audit.errors.AuditError` is printed as one
+message (exit status 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import AuditError
+
+# Modules under audit.commands that contribute subcommands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "run",        # run, report
+    "variants",   # variants
+    "generate",   # generate, export, model
+    "scoring",    # score, scorers
+    "analysis",   # analyze, power
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="empathy-audit",
+        description="Audit LLM mental-health support replies for demographic gaps in empathy.",
+    )
+    parser.add_argument("--version", action="version", version=f"empathy-audit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"audit.commands.{name}")
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name == f"audit.commands.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except AuditError as exc:
+        print(f"empathy-audit: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("empathy-audit: interrupted; everything finished so far is stored.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

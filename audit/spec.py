@@ -1,0 +1,356 @@
+"""The audit spec: one YAML file that says what to audit and how.
+
+``load_spec(path)`` reads the YAML, validates it against the typed schema below and returns an
+:class:`AuditSpec`. Every model forbids unknown keys, so a typo is an error rather than a silently
+ignored setting. A bad spec raises one :class:`~audit.errors.AuditError` naming the file, the key
+path (and the YAML line where it can be found), what was expected and what to do.
+
+Relative paths in a spec: ``posts.source`` and ``demographics.templates`` are relative to the spec
+file; ``output`` is relative to the current working directory (like any command-line output path).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import AuditError
+from .resources import sha256_text
+
+CUE_TYPES = (
+    "explicit_tag",
+    "explicit_statement",
+    "implicit_name",
+    "implicit_context",
+    "implicit_dialect",
+)
+CueType = Literal[
+    "explicit_tag", "explicit_statement", "implicit_name", "implicit_context", "implicit_dialect"
+]
+RiskLevel = Literal["low", "moderate", "high"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True)
+
+
+class PostsSpec(StrictModel):
+    """Which support posts to audit."""
+
+    source: str = Field(
+        "builtin",
+        description="'builtin' for the shipped corpus, or a path to a CSV, JSONL or parquet file.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map of canonical field (id, text, topic, risk) to the column name in the file.",
+    )
+    topics: list[str] | None = Field(None, description="Keep only posts with these topics.")
+    ids: list[str] | None = Field(None, description="Keep only posts with these ids.")
+    risk: list[RiskLevel] | None = Field(None, description="Keep only posts at these risk levels.")
+    limit: int | None = Field(None, ge=1, description="Keep the first N posts after filtering.")
+    per_topic: int | None = Field(
+        None, ge=1, description="Keep at most N posts per topic (applied before limit)."
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = set(v) - {"id", "text", "topic", "risk"}
+        if unknown:
+            raise ValueError(
+                f"unknown canonical field(s) {sorted(unknown)}; expected keys among id, text, topic, risk"
+            )
+        return v
+
+
+class DemographicsSpec(StrictModel):
+    """Which demographic axes, groups and cue types to put into the posts."""
+
+    axes: list[str] = Field(
+        default_factory=lambda: ["race", "gender"],
+        min_length=1,
+        description="Axes (templates/axes/<axis>.yaml) crossed into intersectional groups.",
+    )
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Optional subset of levels per axis, e.g. {race: [Black, White]}.",
+    )
+    fixed: dict[str, str] = Field(
+        default_factory=dict,
+        description="Attributes held fixed in every variant (e.g. {age: '32'}), stated in cues that need them.",
+    )
+    cue_types: list[CueType] = Field(
+        default_factory=lambda: ["explicit_tag", "explicit_statement", "implicit_name", "implicit_context"],
+        min_length=1,
+    )
+    alternatives: int | None = Field(
+        None, ge=1, description="At most N alternatives per (group, cue type); None = all."
+    )
+    templates: str | None = Field(
+        None, description="Directory of templates to use instead of the built-in templates/."
+    )
+    include_control: bool = Field(True, description="Always true in practice: the unmodified post.")
+
+    @field_validator("include_control")
+    @classmethod
+    def _control_required(cls, v: bool) -> bool:
+        if not v:
+            raise ValueError("the control (unmodified post) is required: every gap is measured against it")
+        return v
+
+
+class AzureSpec(StrictModel):
+    endpoint: str
+    api_version: str
+    deployment: str
+
+
+class ModelSpec(StrictModel):
+    """One audited model. No endpoint means the embedded default model."""
+
+    label: str = Field("embedded", pattern=r"^[A-Za-z0-9_.:-]+$")
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    model: str | None = Field(None, description="Model name sent to the endpoint.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (never the key itself)."
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    azure: AzureSpec | None = None
+    max_in_flight: int = Field(4, ge=1, le=1024)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0, le=50)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.base_url is None and self.azure is None
+
+    @model_validator(mode="after")
+    def _endpoint_consistent(self) -> "ModelSpec":
+        if self.base_url is not None and self.azure is not None:
+            raise ValueError("give either base_url or azure, not both")
+        if not self.is_embedded and not self.model and self.azure is None:
+            raise ValueError("a model name is required when base_url is given")
+        for k in self.headers:
+            if k.lower() in ("authorization", "api-key", "x-api-key"):
+                raise ValueError(
+                    f"header {k!r} would put a secret in the spec; name the variable in api_key_env instead"
+                )
+        return self
+
+
+class DecodingSpec(StrictModel):
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1, le=32768)
+    seed: int | None = Field(
+        None, description="Base seed; each request gets a seed derived from it and the sample index."
+    )
+
+
+class JudgeSpec(StrictModel):
+    """A model used as a judge (llm-judge scorer) or for the demographic inference probe."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    decoding: DecodingSpec = Field(default_factory=lambda: DecodingSpec(temperature=0.0, max_tokens=200))
+
+
+class ScoringSpec(StrictModel):
+    scorers: list[str] = Field(
+        default_factory=lambda: ["epitome", "length", "refusal", "sentiment"], min_length=1
+    )
+    judge: JudgeSpec | None = None
+    inference_probe: bool = Field(True, description="Ask a model which group a variant's author belongs to.")
+    probe_model: JudgeSpec | None = Field(
+        None, description="Model for the inference probe; default: the first audited model."
+    )
+
+
+class AnalysisSpec(StrictModel):
+    outcomes: list[str] | None = Field(None, description="Scores to test; default: every stored score.")
+    reference: str = Field("control", description="Reference group for gaps.")
+    extra_references: list[str] = Field(default_factory=list)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    corrections: list[Literal["holm", "bh"]] = Field(default_factory=lambda: ["holm", "bh"])
+    by_style: bool = Field(True, description="Test gaps within each prompt style as well as pooled.")
+    paired_check: bool = Field(True, description="Within-post paired contrasts (pingouin) beside the mixed model.")
+    power_gap: float = Field(0.05, gt=0, lt=1, description="Relative gap used for the power statement.")
+
+
+class AuditSpec(StrictModel):
+    """The whole audit."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    posts: PostsSpec = Field(default_factory=PostsSpec)
+    demographics: DemographicsSpec = Field(default_factory=DemographicsSpec)
+    styles: list[str] = Field(default_factory=lambda: ["plain"], min_length=1)
+    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()], min_length=1)
+    decoding: DecodingSpec = Field(default_factory=DecodingSpec)
+    samples: int = Field(1, ge=1, le=1000, description="Replies per (variant, style, model).")
+    seed: int = Field(0, description="Master seed for sampling and simulation.")
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    output: str | None = Field(None, description="Run directory; default reports/<name>.")
+
+    # Set by load_spec; not part of the YAML.
+    _source_path: Path | None = None
+    _source_text: str = ""
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> "AuditSpec":
+        labels = [m.label for m in self.models]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"model labels must be unique; repeated: {dup}")
+        if len(set(self.styles)) != len(self.styles):
+            raise ValueError("styles must not repeat")
+        return self
+
+    # ----- derived -----
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
+
+    @property
+    def source_dir(self) -> Path:
+        return self._source_path.parent if self._source_path else Path.cwd()
+
+    @property
+    def canonical_json(self) -> str:
+        """The validated spec as canonical JSON (sorted keys): what the spec hash is taken over."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def spec_hash(self) -> str:
+        return sha256_text(self.canonical_json)
+
+    def resolve(self, relative: str) -> Path:
+        """Resolve a path written in the spec relative to the spec file."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.source_dir / p)
+
+    def run_dir(self, override: str | Path | None = None) -> Path:
+        if override is not None:
+            return Path(override)
+        return Path(self.output) if self.output else Path("reports") / self.name
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _yaml_line(text: str, loc: tuple) -> int | None:
+    """Best-effort line number (1-based) of the node at key path ``loc`` in YAML ``text``."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if node is None:
+            break
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == key:
+                    line = k.start_mark.line + 1
+                    nxt = v
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def validation_error(where: Path | str, text: str, err: ValidationError, what_file: str = "spec") -> AuditError:
+    """Turn the first pydantic error into one actionable AuditError."""
+    e = err.errors(include_url=False)[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+    key = _format_loc(loc)
+    line = _yaml_line(text, loc) if text else None
+    place = f"{where}" + (f", line {line}" if line else "") + f", key '{key}'"
+    if e["type"] == "extra_forbidden":
+        what = f"unknown key '{loc[-1]}'"
+        fix = f"remove it or fix its spelling; see the {what_file} reference in the README"
+    elif e["type"] == "missing":
+        what = f"required key '{loc[-1]}' is missing"
+        fix = f"add it to the {what_file}"
+    else:
+        got = e.get("input")
+        got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+        what = f"{e['msg']}{got_s}"
+        fix = f"correct the value; see the {what_file} reference in the README"
+    more = len(err.errors()) - 1
+    if more:
+        fix += f" ({more} more problem(s) will be reported after this one is fixed)"
+    return AuditError(what, where=place, fix=fix)
+
+
+def read_yaml(path: Path, kind: str = "spec") -> tuple[Any, str]:
+    """Read a YAML file, turning I/O and syntax problems into AuditErrors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AuditError(f"{kind} file not found", where=str(path), fix="check the path") from None
+    except UnicodeDecodeError as exc:
+        raise AuditError(
+            f"{kind} file is not valid UTF-8 (byte {exc.start})", where=str(path), fix="save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise AuditError(f"cannot read {kind} file: {exc.strerror}", where=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}" + (f", line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise AuditError(f"invalid YAML: {problem}", where=where, fix="fix the YAML syntax") from None
+    return data, text
+
+
+def load_spec(path: str | Path) -> AuditSpec:
+    """Load and validate an audit spec from a YAML file (or a built-in name such as ``demo``)."""
+    from .resources import resolve_spec_path
+
+    p = resolve_spec_path(path)
+    data, text = read_yaml(p, "spec")
+    if not isinstance(data, dict):
+        raise AuditError(
+            "the spec must be a YAML mapping of keys to values", where=str(p),
+            fix="start from analyses/demo.yaml",
+        )
+    try:
+        spec = AuditSpec.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(p, text, err) from None
+    spec._source_path = p.resolve()
+    spec._source_text = text
+    return spec
+
+
+def spec_from_dict(data: dict[str, Any], where: str = "<dict>") -> AuditSpec:
+    """Validate a spec given as a Python mapping (for notebooks and tests)."""
+    try:
+        return AuditSpec.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(where, "", err) from None

@@ -1,0 +1,458 @@
+"""The run store: one SQLite database per run directory, the single source of truth of a run.
+
+Every stage reads from and writes to it, so any stage can be resumed after a crash or re-run
+without redoing the stages before it. The database runs in WAL mode with ``synchronous=NORMAL``:
+a committed row survives a killed process (``kill -9``); only a power loss can drop the last few
+transactions, never corrupt the file.
+
+Tables (stages add their own with :meth:`RunStore.ensure`):
+
+``meta``        key/value facts about the run (tool version, created_at, ...)
+``specs``       every spec the run was started with (hash, canonical JSON, YAML text)
+``variants``    the counterfactual variant table (one row per variant, control included)
+``requests``    every prompt to a model: content-addressed ``request_key`` (see :func:`request_key`),
+                purpose (``reply``, ``judge``, ``probe``), messages and decoding parameters
+``replies``     one row per finished request: text, finish reason, tokens, latency, identity
+``attempts``    every failed attempt (error type, HTTP status, message), for the record
+``scores``      long format: (request_key, scorer, measure) -> value
+``scorer_info`` identity of each scorer that wrote scores (version, artifact hash, validation)
+
+API keys are never passed to this module; nothing here can store one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pandas as pd
+
+from .errors import AuditError
+
+STORE_FILENAME = "store.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS specs (
+    spec_hash TEXT PRIMARY KEY,
+    spec_json TEXT NOT NULL,
+    spec_yaml TEXT NOT NULL,
+    source_path TEXT,
+    first_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS variants (
+    variant_id TEXT PRIMARY KEY,
+    post_id TEXT NOT NULL,
+    topic TEXT,
+    risk TEXT,
+    group_name TEXT NOT NULL,      -- 'control' or e.g. 'Black woman'
+    cue_type TEXT NOT NULL,        -- 'control', 'explicit_tag', ...
+    alternative TEXT,              -- which alternative of the cue type (name, phrase id)
+    cue_text TEXT,                 -- the inserted text ('' for the control)
+    text TEXT NOT NULL,            -- the full post as sent to the model
+    attributes_json TEXT NOT NULL  -- {"race": "Black", "gender": "woman", ...}; {} for the control
+);
+CREATE INDEX IF NOT EXISTS variants_post ON variants(post_id);
+CREATE TABLE IF NOT EXISTS requests (
+    request_key TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,         -- 'reply' | 'judge' | 'probe' | ...
+    variant_id TEXT,               -- the variant this prompt presents (reply, probe)
+    subject_key TEXT,              -- the request whose reply this one judges (judge)
+    model_label TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,     -- base URL or 'embedded:<weights sha256>'
+    model_name TEXT NOT NULL,
+    style TEXT,
+    style_hash TEXT,
+    sample_index INTEGER NOT NULL DEFAULT 0,
+    messages_json TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_variant ON requests(variant_id);
+CREATE INDEX IF NOT EXISTS requests_purpose ON requests(purpose);
+CREATE TABLE IF NOT EXISTS replies (
+    request_key TEXT PRIMARY KEY REFERENCES requests(request_key),
+    status TEXT NOT NULL,          -- 'ok' | 'content_filter' | 'failed'
+    text TEXT,
+    finish_reason TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    latency_s REAL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    model_reported TEXT,           -- model name the server reported
+    runtime TEXT,                  -- e.g. 'llama.cpp (xllamacpp)' or server fingerprint
+    runtime_version TEXT,
+    error TEXT,                    -- for status 'failed': the final error message
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    error_type TEXT NOT NULL,
+    status_code INTEGER,
+    message TEXT,
+    wait_s REAL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_key ON attempts(request_key);
+CREATE TABLE IF NOT EXISTS scores (
+    request_key TEXT NOT NULL,
+    scorer TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    value REAL,                    -- NULL when the scorer could not score (see detail)
+    detail TEXT,                   -- e.g. the raw unparseable judge answer
+    PRIMARY KEY (request_key, scorer, measure)
+);
+CREATE TABLE IF NOT EXISTS scorer_info (
+    scorer TEXT PRIMARY KEY,
+    info_json TEXT NOT NULL,
+    stored_at TEXT NOT NULL
+);
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the byte string hashes are taken over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_key(
+    endpoint_id: str,
+    model: str,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    sample_index: int,
+) -> str:
+    """Content address of a request: SHA-256 over (endpoint, model, messages, parameters, sample).
+
+    Two requests with the same key are the same request; a stored reply is never paid for twice.
+    """
+    payload = canonical_json(
+        {"endpoint": endpoint_id, "model": model, "messages": messages, "params": params, "sample": sample_index}
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class RunStore:
+    """A run directory's SQLite store.
+
+    Use as a context manager or call :meth:`close`. One connection per ``RunStore``; create one
+    per thread (SQLite connections are not shared across threads here).
+    """
+
+    def __init__(self, run_dir: str | Path, create: bool = True):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / STORE_FILENAME
+        if not self.path.exists() and not create:
+            raise AuditError(
+                "no run store found", where=str(self.run_dir),
+                fix="give the run directory of an audit (it contains store.sqlite), or run the audit first",
+            )
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise AuditError(f"cannot open the run store: {exc}", where=str(self.path)) from None
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=OFF")
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.ensure(_SCHEMA)
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (now_iso(),))
+
+    # ------------------------------------------------------------------ basics
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:  # pragma: no cover
+            pass
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; rolls back on error. Translates a full disk into an AuditError."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _store_error(exc, self.path) from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise _store_error(exc, self.path) from None
+
+    def ensure(self, ddl: str) -> None:
+        """Create a stage's own tables (``CREATE TABLE IF NOT EXISTS ...``) in one transaction."""
+        try:
+            self.conn.executescript("BEGIN IMMEDIATE;\n" + ddl + "\nCOMMIT;")
+        except sqlite3.OperationalError as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise _store_error(exc, self.path) from None
+
+    def query_df(self, sql: str, params: Iterable[Any] = ()) -> pd.DataFrame:
+        return pd.read_sql_query(sql, self.conn, params=tuple(params))
+
+    def table_names(self) -> list[str]:
+        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name").fetchall()
+        return [r[0] for r in rows if not r[0].startswith("sqlite_")]
+
+    # ------------------------------------------------------------------ meta and spec
+    def set_meta(self, key: str, value: Any) -> None:
+        v = value if isinstance(value, str) else canonical_json(value)
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, v))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def put_spec(self, spec: Any) -> str:
+        """Record the spec (an :class:`audit.spec.AuditSpec`); returns its hash. Latest spec wins in meta."""
+        h = spec.spec_hash
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO specs(spec_hash, spec_json, spec_yaml, source_path, first_seen)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (h, spec.canonical_json, spec._source_text or "", str(spec.source_path or ""), now_iso()),
+            )
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('spec_hash', ?)", (h,))
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('spec_name', ?)", (spec.name,))
+        return h
+
+    def latest_spec(self) -> Any:
+        """The spec the run was last started with, as an AuditSpec."""
+        from .spec import AuditSpec
+
+        h = self.get_meta("spec_hash")
+        if h is None:
+            raise AuditError("the run store holds no spec", where=str(self.path), fix="run the audit first")
+        row = self.conn.execute("SELECT spec_json, spec_yaml, source_path FROM specs WHERE spec_hash=?", (h,)).fetchone()
+        spec = AuditSpec.model_validate(json.loads(row["spec_json"]))
+        spec._source_text = row["spec_yaml"]
+        spec._source_path = Path(row["source_path"]) if row["source_path"] else None
+        return spec
+
+    # ------------------------------------------------------------------ variants
+    VARIANT_COLUMNS = (
+        "variant_id", "post_id", "topic", "risk", "group_name", "cue_type", "alternative", "cue_text", "text",
+    )
+
+    def put_variants(self, df: pd.DataFrame) -> int:
+        """Insert variants (DataFrame with VARIANT_COLUMNS plus one column per axis). Returns rows added.
+
+        Axis columns are every column not in VARIANT_COLUMNS (e.g. race, gender, age); they are stored
+        as ``attributes_json``. Existing variant ids are left untouched (ids are content hashes).
+        """
+        axis_cols = [c for c in df.columns if c not in self.VARIANT_COLUMNS and c != "group"]
+        rows = []
+        for rec in df.to_dict("records"):
+            attrs = {c: rec[c] for c in axis_cols if rec.get(c) is not None and not _isnan(rec.get(c))}
+            group = rec.get("group_name", rec.get("group"))
+            rows.append((
+                rec["variant_id"], rec["post_id"], rec.get("topic"), rec.get("risk"), group,
+                rec["cue_type"], rec.get("alternative"), rec.get("cue_text") or "", rec["text"],
+                canonical_json(attrs),
+            ))
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(
+                "INSERT OR IGNORE INTO variants(variant_id, post_id, topic, risk, group_name, cue_type,"
+                " alternative, cue_text, text, attributes_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            return c.total_changes - before
+
+    def variants_df(self) -> pd.DataFrame:
+        """Variants with the axis attributes expanded into columns and ``group`` = group_name."""
+        df = self.query_df("SELECT * FROM variants ORDER BY post_id, group_name, cue_type, variant_id")
+        return _expand_attributes(df)
+
+    # ------------------------------------------------------------------ requests and replies
+    def put_request(self, row: dict[str, Any]) -> None:
+        """Record a request before it is sent (idempotent on request_key)."""
+        with self.transaction() as c:
+            _insert_request(c, row)
+
+    def put_requests(self, rows: Iterable[dict[str, Any]]) -> None:
+        with self.transaction() as c:
+            for row in rows:
+                _insert_request(c, row)
+
+    def put_reply(self, row: dict[str, Any], attempts: Iterable[dict[str, Any]] = ()) -> None:
+        """Store a finished request's reply (and its failed attempts) in one transaction."""
+        with self.transaction() as c:
+            _insert_attempts(c, row["request_key"], attempts)
+            c.execute(
+                "INSERT OR REPLACE INTO replies(request_key, status, text, finish_reason, prompt_tokens,"
+                " completion_tokens, latency_s, attempts, model_reported, runtime, runtime_version, error,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row["request_key"], row["status"], row.get("text"), row.get("finish_reason"),
+                    row.get("prompt_tokens"), row.get("completion_tokens"), row.get("latency_s"),
+                    row.get("attempts", 1), row.get("model_reported"), row.get("runtime"),
+                    row.get("runtime_version"), row.get("error"), now_iso(),
+                ),
+            )
+
+    def put_attempts(self, request_key_: str, attempts: Iterable[dict[str, Any]]) -> None:
+        with self.transaction() as c:
+            _insert_attempts(c, request_key_, attempts)
+
+    def done_keys(self, purpose: str | None = None, include_failed: bool = False) -> set[str]:
+        """Keys of requests with a stored reply (status ok or content_filter; failed ones are retried)."""
+        sql = "SELECT r.request_key FROM replies r"
+        cond, params = [], []
+        if not include_failed:
+            cond.append("r.status != 'failed'")
+        if purpose:
+            sql += " JOIN requests q ON q.request_key = r.request_key"
+            cond.append("q.purpose = ?")
+            params.append(purpose)
+        if cond:
+            sql += " WHERE " + " AND ".join(cond)
+        return {row[0] for row in self.conn.execute(sql, params)}
+
+    def replies_df(self, purpose: str = "reply", include_failed: bool = True) -> pd.DataFrame:
+        """Requests joined with their replies and variants: one row per request of ``purpose``."""
+        df = self.query_df(
+            "SELECT q.request_key, q.purpose, q.variant_id, q.subject_key, q.model_label, q.endpoint_id,"
+            " q.model_name, q.style, q.style_hash, q.sample_index, q.messages_json, q.params_json,"
+            " r.status, r.text AS reply, r.finish_reason, r.prompt_tokens, r.completion_tokens, r.latency_s,"
+            " r.attempts, r.model_reported, r.runtime, r.runtime_version, r.error, r.created_at AS replied_at,"
+            " v.post_id, v.topic, v.risk, v.group_name, v.cue_type, v.alternative, v.cue_text, v.text AS post_text,"
+            " v.attributes_json"
+            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key"
+            " LEFT JOIN variants v ON v.variant_id = q.variant_id"
+            " WHERE q.purpose = ?" + ("" if include_failed else " AND r.status = 'ok'")
+            + " ORDER BY v.post_id, v.group_name, v.cue_type, q.style, q.sample_index, q.request_key",
+            (purpose,),
+        )
+        return _expand_attributes(df)
+
+    # ------------------------------------------------------------------ scores
+    def put_scores(self, rows: Iterable[tuple[str, str, str, float | None, str | None]]) -> int:
+        """Insert (request_key, scorer, measure, value, detail) rows; existing ones are kept."""
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(
+                "INSERT OR IGNORE INTO scores(request_key, scorer, measure, value, detail) VALUES (?,?,?,?,?)",
+                [(k, s, m, None if v is None or _isnan(v) else float(v), d) for k, s, m, v, d in rows],
+            )
+            return c.total_changes - before
+
+    def scored_keys(self, scorer: str) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT request_key FROM scores WHERE scorer=?", (scorer,))}
+
+    def scores_df(self, wide: bool = False) -> pd.DataFrame:
+        """Scores in long form, or wide (one column per ``scorer.measure``) when ``wide``."""
+        df = self.query_df("SELECT request_key, scorer, measure, value, detail FROM scores")
+        if not wide:
+            return df
+        df["col"] = df["scorer"] + "." + df["measure"]
+        return df.pivot_table(index="request_key", columns="col", values="value", aggfunc="first").reset_index()
+
+    def put_scorer_info(self, scorer: str, info: dict[str, Any]) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO scorer_info(scorer, info_json, stored_at) VALUES (?,?,?)",
+                (scorer, canonical_json(info), now_iso()),
+            )
+
+    def scorer_info(self) -> dict[str, dict[str, Any]]:
+        return {r[0]: json.loads(r[1]) for r in self.conn.execute("SELECT scorer, info_json FROM scorer_info")}
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _isnan(v: Any) -> bool:
+    return isinstance(v, float) and v != v
+
+
+def _expand_attributes(df: pd.DataFrame) -> pd.DataFrame:
+    if "attributes_json" not in df.columns:
+        return df
+    attrs = [json.loads(a) if isinstance(a, str) else {} for a in df["attributes_json"]]
+    keys: list[str] = []
+    for a in attrs:
+        for k in a:
+            if k not in keys:
+                keys.append(k)
+    for k in keys:
+        if k not in df.columns:
+            df[k] = [a.get(k) for a in attrs]
+    df = df.drop(columns=["attributes_json"])
+    if "group_name" in df.columns:
+        df["group"] = df["group_name"]
+    return df
+
+
+def _insert_request(c: sqlite3.Connection, row: dict[str, Any]) -> None:
+    c.execute(
+        "INSERT OR IGNORE INTO requests(request_key, purpose, variant_id, subject_key, model_label, endpoint_id,"
+        " model_name, style, style_hash, sample_index, messages_json, params_json, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            row["request_key"], row.get("purpose", "reply"), row.get("variant_id"), row.get("subject_key"),
+            row["model_label"], row["endpoint_id"], row["model_name"], row.get("style"), row.get("style_hash"),
+            int(row.get("sample_index", 0)), canonical_json(row["messages"]), canonical_json(row["params"]),
+            now_iso(),
+        ),
+    )
+
+
+def _insert_attempts(c: sqlite3.Connection, key: str, attempts: Iterable[dict[str, Any]]) -> None:
+    for a in attempts:
+        c.execute(
+            "INSERT INTO attempts(request_key, attempt, error_type, status_code, message, wait_s, at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (key, a["attempt"], a["error_type"], a.get("status_code"), a.get("message"), a.get("wait_s"),
+             a.get("at") or now_iso()),
+        )
+
+
+def _store_error(exc: sqlite3.Error, path: Path) -> AuditError:
+    msg = str(exc)
+    if "full" in msg.lower() or "disk" in msg.lower():
+        return AuditError(
+            "the disk is full; the last reply was not stored (every earlier one is)", where=str(path),
+            fix="free disk space and run the same command again: it resumes where it stopped",
+        )
+    if "locked" in msg.lower():
+        return AuditError(
+            "the run store is locked by another process", where=str(path),
+            fix="wait for the other empathy-audit process on this run directory to finish",
+        )
+    return AuditError(f"run store error: {msg}", where=str(path))

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# System packages some tests use: R with lme4 (agreement of our mixed models with lme4) and
+# Chromium (the HTML report is checked in a real headless browser). Debian packages; needs root.
+set -euo pipefail
+pkgs="r-base-core r-cran-lme4 chromium"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
