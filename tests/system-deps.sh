@@ -5,6 +5,10 @@ set -euo pipefail
 pkgs="r-base-core r-cran-lme4 chromium"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ] && [ "$(id -u)" != 0 ]; then
+  echo "system-deps: not root; skipping apt-get install of:$missing (the lme4-agreement and browser tests will be skipped with a reason)" >&2
+  exit 0
+fi
 if [ -n "$missing" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
