@@ -1,0 +1,27 @@
+"""Statistics: mixed-effects gap tests, corrections, effect sizes, paired checks, pooling, power.
+
+One function per procedure, pandas in and pandas out (see ``docs/statistics.md``):
+
+* :func:`gap_test` - gaps of each group to the reference in a mixed model (exact fast REML path;
+  GEE logistic for 0/1 outcomes), with absolute, relative and standardised effect sizes.
+* :func:`adjust_family` - Holm and Benjamini-Hochberg over the whole family of tests.
+* :func:`paired_contrasts` - within-post paired t-tests (pingouin) as a robustness check.
+* :func:`partial_pool` - empirical-Bayes partial pooling of intersectional cells.
+* :func:`detectable_gap`, :func:`simulate_power`, :func:`power_grid` - power.
+* :func:`fit_nested_ri` - the exact random-intercept LMM on sufficient statistics.
+* :func:`analysis_table`, :func:`analyze_run` - the pipeline stage.
+"""
+
+from .corrections import adjust_family
+from .fastlmm import NestedRIFit, fit_nested_ri
+from .gaps import gap_test, validate_table
+from .paired import paired_contrasts
+from .pooling import partial_pool
+from .power import detectable_gap, power_grid, simulate_power
+from .stage import AnalysisResult, analysis_table, analyze_run, analyze_table
+
+__all__ = [
+    "adjust_family", "fit_nested_ri", "NestedRIFit", "gap_test", "validate_table", "paired_contrasts",
+    "partial_pool", "detectable_gap", "simulate_power", "power_grid", "analysis_table", "analyze_run",
+    "analyze_table", "AnalysisResult",
+]

@@ -1,0 +1,54 @@
+"""Multiple-comparison corrections across the whole family of tests of an audit.
+
+:func:`adjust_family` adds Holm (family-wise error rate) and Benjamini-Hochberg (false discovery
+rate) adjusted p-values to a results table, over *every* row of the table: the family is all tests
+an audit makes (groups x cue types x outcomes x styles x models), written down as the table itself.
+
+Formulas (``p_(1) <= ... <= p_(m)`` the sorted raw p-values):
+
+* Holm (1979): ``p_holm_(i) = max_{k <= i} min(1, (m - k + 1) p_(k))``. Controls the FWER at
+  ``alpha`` under any dependence between the tests.
+* Benjamini & Hochberg (1995): ``p_bh_(i) = min_{k >= i} min(1, m p_(k) / k)``. Controls the FDR
+  under independence or positive regression dependence (PRDS).
+
+Both are computed with :func:`statsmodels.stats.multitest.multipletests` (``holm``, ``fdr_bh``).
+Rows with a missing p-value (a test that could not be fitted) are not part of the family and get
+missing adjusted values.
+
+Example
+-------
+>>> import pandas as pd
+>>> from audit.stats import adjust_family
+>>> adjust_family(pd.DataFrame({"p_value": [0.01, 0.04, 0.03]}))["p_holm"].round(3).tolist()
+[0.03, 0.06, 0.06]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.multitest import multipletests
+
+__all__ = ["adjust_family"]
+
+
+def adjust_family(results: pd.DataFrame, alpha: float = 0.05, p_col: str = "p_value") -> pd.DataFrame:
+    """Return a copy of ``results`` with ``p_holm``, ``p_bh`` and ``significant_holm`` added.
+
+    Parameters
+    ----------
+    results : one row per test; ``p_col`` holds the raw two-sided p-values.
+    alpha : family-wise level for ``significant_holm`` (``p_holm < alpha``).
+    """
+    out = results.copy()
+    p = pd.to_numeric(out[p_col], errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(p)
+    holm = np.full(len(p), np.nan)
+    bh = np.full(len(p), np.nan)
+    if ok.any():
+        holm[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+        bh[ok] = multipletests(p[ok], alpha=alpha, method="fdr_bh")[1]
+    out["p_holm"] = holm
+    out["p_bh"] = bh
+    out["significant_holm"] = np.where(ok, holm < alpha, False)
+    return out

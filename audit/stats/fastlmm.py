@@ -1,0 +1,302 @@
+"""Exact linear mixed model with nested random intercepts, fitted on per-cluster sufficient statistics.
+
+Model (one or two nested levels of random intercepts)::
+
+    y_ijk = x_ijk' beta + u_i + v_ij + e_ijk
+    u_i ~ N(0, s2_post),  v_ij ~ N(0, s2_inner),  e_ijk ~ N(0, s2)
+
+``i`` is the outer cluster (base post), ``j`` the optional inner cluster nested in it (e.g. the
+variant, whose replicate samples share a variant effect), ``k`` the observation. In lme4 notation
+``y ~ X + (1 | post)`` or ``y ~ X + (1 | post) + (1 | post:variant)``.
+
+Why hand-written: statsmodels' ``MixedLM`` handles any covariance structure by looping over groups
+in Python, which is about 19x slower than lme4 on a 40,000-row random-intercept model. For nested
+random intercepts the marginal covariance of a cluster has a closed-form inverse and determinant
+(Sherman-Morrison twice), so the REML/ML criterion, profiled over ``beta`` and ``s2``, needs only
+
+* the global Gram matrix ``[X y]'[X y]`` (computed once, O(N p^2)),
+* the per-inner-cluster sums of ``[X y]`` and sizes (computed once, O(N p)),
+
+after which each evaluation of the criterion costs O(n_clusters p^2), independent of N. The fit is
+*exact* (the same criterion lme4 optimises, to optimiser tolerance), not an approximation; it is
+checked against statsmodels ``MixedLM`` and lme4 in ``tests/test_stats_fastlmm.py`` and
+``tests/test_lme4_agreement.py``.
+
+Formulae (``H = V / s2``, ``g_p = s2_post / s2``, ``g_v = s2_inner / s2``; ``S_j`` the column sums
+of ``[X y]`` over inner cluster ``j`` of size ``n_j``)::
+
+    a_j = 1 / (1 + n_j g_v),       c_j = g_v a_j,        t_i = sum_{j in i} n_j a_j
+    Q_i = sum_{j in i} a_j S_j,    d_i = g_p / (1 + g_p t_i)
+    [X y]' H^-1 [X y] = G - sum_j c_j S_j S_j' - sum_i d_i Q_i Q_i'
+    log|H| = sum_j log(1 + n_j g_v) + sum_i log(1 + g_p t_i)
+
+With ``A = X'H^-1X``, ``beta = A^-1 X'H^-1 y`` and ``r = y'H^-1y - beta' A beta``:
+
+    -2 l_REML = (N - p) (1 + log(2 pi r / (N - p))) + log|H| + log|A|
+    -2 l_ML   = N (1 + log(2 pi r / N)) + log|H|
+
+``s2 = r / (N - p)`` (REML) or ``r / N`` (ML) and ``Cov(beta) = s2 A^-1`` (as in lme4's ``vcov``).
+The relative standard deviations ``theta = sqrt(g)`` are optimised on ``[0, inf)`` like lme4's
+``theta``; a fit with ``theta`` on the boundary 0 is reported as singular.
+
+References: Bates, Maechler, Bolker & Walker (2015), Fitting linear mixed-effects models using lme4,
+J. Stat. Softw. 67(1); Searle, Casella & McCulloch (1992), Variance Components, ch. 6.
+
+Example
+-------
+>>> import numpy as np
+>>> from audit.stats.fastlmm import fit_nested_ri
+>>> rng = np.random.default_rng(0)
+>>> post = np.repeat(np.arange(50), 8)
+>>> x = rng.integers(0, 2, post.size).astype(float)
+>>> y = 1 + 0.5 * x + rng.normal(0, 1, 50)[post] + rng.normal(0, 1, post.size)
+>>> fit = fit_nested_ri(y, np.column_stack([np.ones_like(x), x]), post)
+>>> bool(abs(fit.params[1] - 0.5) < 3 * fit.bse[1])
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg, optimize
+
+__all__ = ["NestedRIFit", "fit_nested_ri"]
+
+_SINGULAR_THETA = 1e-4
+
+
+@dataclass
+class NestedRIFit:
+    """Result of :func:`fit_nested_ri`."""
+
+    params: np.ndarray          # fixed effects, in the columns' order
+    cov_params: np.ndarray      # s2 * (X'V^-1X)^-1 (scaled back to V)
+    scale: float                # residual variance s2
+    var_post: float             # outer random-intercept variance
+    var_inner: float            # inner random-intercept variance (0 when there is no inner level)
+    theta: np.ndarray           # relative SDs (outer[, inner]) as lme4's getME(fit, "theta")
+    criterion: float            # -2 log (restricted) likelihood, as lme4's deviance / REMLcrit
+    reml: bool
+    converged: bool
+    singular: bool
+    n_obs: int
+    n_groups: int
+    n_inner: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bse(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.cov_params))
+
+    @property
+    def llf(self) -> float:
+        return -0.5 * self.criterion
+
+
+def _group_sums(idx: np.ndarray, n_groups: int, M: np.ndarray) -> np.ndarray:
+    """Column sums of M per group label idx (0..n_groups-1), via one sparse-free pass."""
+    out = np.zeros((n_groups, M.shape[1]))
+    order = np.argsort(idx, kind="stable")
+    sidx = idx[order]
+    starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
+    out[sidx[starts]] = np.add.reduceat(M[order], starts, axis=0)
+    return out
+
+
+def fit_nested_ri(
+    y: np.ndarray,
+    X: np.ndarray,
+    groups: np.ndarray,
+    inner: np.ndarray | None = None,
+    *,
+    reml: bool = True,
+) -> NestedRIFit:
+    """Fit ``y ~ X + (1|groups) [+ (1|groups:inner)]`` exactly, by REML (default) or ML.
+
+    Parameters
+    ----------
+    y : (N,) outcome.  X : (N, p) full-rank fixed-effects design (include the intercept column).
+    groups : (N,) outer cluster labels (any hashable values).  inner : (N,) optional inner cluster
+    labels; they are interpreted as nested in ``groups`` (the pair identifies the inner cluster).
+    reml : restricted maximum likelihood (default, as lme4) or maximum likelihood.
+
+    Returns
+    -------
+    NestedRIFit with ``params``, ``bse``, ``cov_params``, variance components, ``theta``, the
+    criterion (-2 log-likelihood), ``converged`` and ``singular`` flags and warnings.
+    """
+    y = np.asarray(y, dtype=float)
+    X = np.asarray(X, dtype=float)
+    N, p = X.shape
+    if y.shape != (N,):
+        raise ValueError("y and X have different numbers of rows")
+    # Centre the non-constant columns and y: the criterion is invariant, but the Gram-matrix
+    # updates below subtract large nearly equal numbers and centring keeps them well conditioned.
+    xm = X.mean(axis=0)
+    const = np.all(X == X[:1], axis=0)
+    shift = np.where(const, 0.0, xm)
+    Xc = X - shift
+    ym = y.mean()
+    Z = np.column_stack([Xc, y - ym])
+
+    g_codes, g_inv = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = len(g_codes)
+    if inner is None:
+        cell = g_inv
+        n_cells = n_groups
+        cell_group = np.arange(n_groups)
+    else:
+        pair = np.column_stack([g_inv, np.unique(np.asarray(inner), return_inverse=True)[1]])
+        cells, cell = np.unique(pair, axis=0, return_inverse=True)
+        cell = cell.ravel()
+        n_cells = len(cells)
+        cell_group = cells[:, 0]
+    G = Z.T @ Z
+    S = _group_sums(cell, n_cells, Z)
+    n_cell = np.bincount(cell, minlength=n_cells).astype(float)
+    # order cells by group for reduceat
+    order = np.argsort(cell_group, kind="stable")
+    S, n_cell, cell_group = S[order], n_cell[order], cell_group[order]
+    gstarts = np.flatnonzero(np.r_[True, cell_group[1:] != cell_group[:-1]])
+    has_inner = inner is not None and n_cells > n_groups
+    dof = N - p if reml else N
+
+    def assemble(theta: np.ndarray):
+        gp = theta[0] ** 2
+        gv = theta[1] ** 2 if has_inner else 0.0
+        M = G.copy()
+        logdet = 0.0
+        if gv > 0:
+            a = 1.0 / (1.0 + n_cell * gv)
+            c = gv * a
+            M -= (S * c[:, None]).T @ S
+            logdet += np.sum(np.log1p(n_cell * gv))
+            Q = np.add.reduceat(S * a[:, None], gstarts, axis=0)
+            t = np.add.reduceat(n_cell * a, gstarts)
+        else:
+            Q = np.add.reduceat(S, gstarts, axis=0) if has_inner else S
+            t = np.add.reduceat(n_cell, gstarts) if has_inner else n_cell
+        d = gp / (1.0 + gp * t)
+        M -= (Q * d[:, None]).T @ Q
+        logdet += np.sum(np.log1p(gp * t))
+        return M, logdet
+
+    def solve(theta: np.ndarray):
+        M, logdetH = assemble(theta)
+        A = M[:p, :p]
+        b = M[:p, p]
+        try:
+            L = linalg.cho_factor(A, lower=True, check_finite=False)
+        except linalg.LinAlgError:
+            return None
+        beta = linalg.cho_solve(L, b, check_finite=False)
+        r = M[p, p] - b @ beta
+        logdetA = 2.0 * np.sum(np.log(np.diag(L[0])))
+        return beta, r, logdetH, logdetA, L
+
+    def crit(theta: np.ndarray) -> float:
+        s = solve(np.maximum(theta, 0.0))
+        if s is None:
+            return np.inf
+        beta, r, logdetH, logdetA, _ = s
+        if r <= 0:
+            return np.inf
+        val = dof * (1.0 + np.log(2.0 * np.pi * r / dof)) + logdetH
+        if reml:
+            val += logdetA
+        return float(val)
+
+    warnings: list[str] = []
+    converged = True
+    if solve(np.zeros(2)) is None:
+        raise np.linalg.LinAlgError("the fixed-effects design matrix is rank deficient")
+    grid = np.r_[0.0, np.logspace(-3, 2.5, 23)]
+    if not has_inner:
+        vals = np.array([crit(np.array([g, 0.0])) for g in grid])
+        k = int(np.argmin(vals))
+        lo = grid[max(k - 1, 0)]
+        hi = grid[min(k + 1, len(grid) - 1)]
+        if k == len(grid) - 1:
+            warnings.append("post variance at the upper search bound (theta > 300)")
+            converged = False
+        res = optimize.minimize_scalar(
+            lambda t: crit(np.array([t, 0.0])), bounds=(lo, hi), method="bounded",
+            options={"xatol": 1e-10, "maxiter": 500},
+        )
+        theta = np.array([res.x, 0.0])
+        if vals[0] <= res.fun:
+            theta = np.array([0.0, 0.0])
+        if not res.success:
+            converged = False
+            warnings.append(f"optimiser did not converge: {res.message}")
+    else:
+        coarse = grid[::2]
+        best, best_v = None, np.inf
+        for a in coarse:
+            for b in coarse:
+                v = crit(np.array([a, b]))
+                if v < best_v:
+                    best, best_v = np.array([a, b]), v
+        res = optimize.minimize(
+            crit, best, method="L-BFGS-B", bounds=[(0.0, 1e3), (0.0, 1e3)],
+            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000},
+        )
+        theta = np.maximum(res.x, 0.0)
+        # polish each coordinate (the profiled criterion is smooth and cheap to evaluate)
+        for _ in range(3):
+            for j in range(2):
+                def f1(t, j=j):
+                    th = theta.copy()
+                    th[j] = t
+                    return crit(th)
+                lo, hi = max(theta[j] * 0.5 - 1e-3, 0.0), theta[j] * 2 + 1e-3
+                r1 = optimize.minimize_scalar(f1, bounds=(lo, hi), method="bounded",
+                                              options={"xatol": 1e-11})
+                cand = theta.copy()
+                cand[j] = r1.x
+                if crit(cand) < crit(theta):
+                    theta = cand
+                cand0 = theta.copy()
+                cand0[j] = 0.0
+                if crit(cand0) <= crit(theta):
+                    theta = cand0
+        if not res.success and not np.isfinite(crit(theta)):
+            converged = False
+            warnings.append(f"optimiser did not converge: {res.message}")
+    beta_c, r, logdetH, logdetA, L = solve(theta)
+    scale = r / dof
+    Ainv = linalg.cho_solve(L, np.eye(p), check_finite=False)
+    cov_c = scale * Ainv
+    # undo the centring: X beta = Xc beta + shift'beta; the intercept absorbs it
+    # undo the centring: y = Xc b_c + ym = X b_c + (ym - shift'b_c); the intercept absorbs it
+    icol = np.flatnonzero(const & (X[0] != 0))
+    T = np.eye(p)
+    if len(icol):
+        j0 = icol[0]
+        T[j0, :] -= shift / X[0, j0]
+        beta = T @ beta_c
+        beta[j0] += ym / X[0, j0]
+    else:
+        beta = beta_c.copy()
+        warnings.append("no intercept column: y was centred, estimates are for the centred outcome")
+    cov = T @ cov_c @ T.T
+    singular = bool(theta[0] < _SINGULAR_THETA or (has_inner and theta[1] < _SINGULAR_THETA))
+    if singular:
+        which = []
+        if theta[0] < _SINGULAR_THETA:
+            which.append("post")
+        if has_inner and theta[1] < _SINGULAR_THETA:
+            which.append("inner (variant)")
+        warnings.append(
+            "singular fit: the " + " and ".join(which) + " random-intercept variance is estimated as 0 "
+            "(boundary); estimates equal those of the model without that term"
+        )
+    return NestedRIFit(
+        params=beta, cov_params=cov, scale=float(scale),
+        var_post=float(theta[0] ** 2 * scale), var_inner=float((theta[1] ** 2 if has_inner else 0.0) * scale),
+        theta=theta[: 2 if has_inner else 1].copy(), criterion=crit(theta), reml=reml,
+        converged=converged, singular=singular, n_obs=N, n_groups=n_groups,
+        n_inner=n_cells if has_inner else 0, warnings=warnings,
+    )

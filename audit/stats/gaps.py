@@ -1,0 +1,429 @@
+"""Gap tests: does the outcome of group G differ from the reference (control), by how much, how sure?
+
+One function per procedure, pandas in and out (as pingouin):
+
+* :func:`validate_table` - one clear :class:`~audit.errors.AuditError` for a table that cannot be
+  analysed (missing columns, absent reference level, constant outcome, too few clusters, ...).
+* :func:`gap_test` - mixed-model gaps of every group against the reference, with absolute,
+  relative and standardised effect sizes, optionally per level of a ``by`` column and pooled.
+
+Continuous outcomes
+-------------------
+Linear mixed model, REML, fitted exactly on per-cluster sufficient statistics
+(:mod:`audit.stats.fastlmm`, identical to lme4 / statsmodels ``MixedLM``)::
+
+    y = b0 + sum_g b_g [group = g] + factors + u_post (+ v_post:inner) + e
+
+``b_g`` is the absolute gap of group ``g`` to the reference; Wald ``z = b_g / se`` with a normal
+reference distribution (as statsmodels ``MixedLM``); 95% CI ``b_g +- 1.96 se``.
+
+Binary outcomes (values only 0/1)
+----------------------------------
+Population-averaged logistic model fitted by GEE (Liang & Zeger 1986) with an exchangeable working
+correlation within posts and robust (sandwich) standard errors. The gap is reported on the
+probability scale: ``p_g - p_ref`` where both are the mean predicted probabilities over the
+reference rows' covariates with the group indicator set to ``g`` or the reference (standardisation);
+CIs by the delta method; the p-value is the robust Wald test of the log odds ratio. Where GEE cannot
+be fitted (no events in a group, perfect separation) the linear mixed model on the 0/1 outcome
+(linear probability model) is used instead and the row says so.
+
+Effect sizes
+------------
+* absolute gap ``b_g`` with 95% CI;
+* relative gap ``b_g / m_ref`` where ``m_ref = mean_{reference rows}(x' b)`` is the model-based
+  reference mean; its 95% CI is by the delta method with the full covariance of ``b``
+  (``grad = e_g / m_ref - b_g c / m_ref^2``, ``c`` the mean reference design row). Not reported
+  (NaN, with a warning) when the reference mean's own 95% CI contains 0;
+* standardised gap ``b_g / sqrt(s2_post + s2_inner + s2)`` (the "d" of Westfall, Kenny & Judd 2014,
+  total-variance standardisation) for the linear model; ``log OR * sqrt(3) / pi`` (Chinn 2000) for
+  GEE.
+
+Fallbacks (always named in ``method`` and ``warning``): nested model -> post-only random intercept
+(if the nested fit fails) -> OLS with post-clustered (CR1) standard errors (if the mixed fit fails).
+
+Example
+-------
+>>> import numpy as np, pandas as pd
+>>> from audit.stats import gap_test
+>>> rng = np.random.default_rng(1)
+>>> df = pd.DataFrame({"post": np.repeat(np.arange(40), 3), "group": np.tile(["control", "A", "B"], 40)})
+>>> df["y"] = 1.0 + 0.5 * (df.group == "A") + rng.normal(0, 1, 40)[df.post] + rng.normal(0, .5, len(df))
+>>> res = gap_test(df, "y", "group", "control", "post")
+>>> list(res.group)
+['A', 'B']
+"""
+
+from __future__ import annotations
+
+import warnings as _warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import AuditError
+from .fastlmm import NestedRIFit, fit_nested_ri
+
+__all__ = ["gap_test", "validate_table", "design_matrix", "GAP_COLUMNS", "MIN_CLUSTERS", "is_binary"]
+
+MIN_CLUSTERS = 5
+GAP_COLUMNS = [
+    "group", "reference", "estimate", "se", "ci_low", "ci_high", "ref_mean", "relative_gap", "rel_ci_low",
+    "rel_ci_high", "std_effect", "z", "p_value", "n", "n_posts", "method", "converged", "warning",
+]
+
+
+def is_binary(values: pd.Series | np.ndarray) -> bool:
+    v = pd.unique(np.asarray(values, dtype=float))
+    v = v[~np.isnan(v)]
+    return len(v) == 2 and set(v.tolist()) <= {0.0, 1.0}
+
+
+def validate_table(
+    data: pd.DataFrame,
+    outcome: str,
+    group: str,
+    control: str,
+    cluster: str,
+    factors: tuple[str, ...] | list[str] = (),
+    inner: str | None = None,
+    *,
+    where: str = "the table",
+    min_clusters: int = MIN_CLUSTERS,
+) -> pd.DataFrame:
+    """Check a long table for a gap test and return the usable rows (outcome not missing).
+
+    Raises one :class:`AuditError` saying what is wrong, where and what to do.
+    """
+    if not isinstance(data, pd.DataFrame) or data.empty:
+        raise AuditError("the table has no rows", where=where, fix="give a table with one row per reply")
+    needed = [outcome, group, cluster, *factors] + ([inner] if inner else [])
+    missing = [c for c in dict.fromkeys(needed) if c not in data.columns]
+    if missing:
+        cols = ", ".join(map(str, list(data.columns)[:20]))
+        raise AuditError(
+            f"column(s) {missing} not found (columns are: {cols})", where=where,
+            fix="name existing columns with --outcome/--group/--cluster/--factor",
+        )
+    y = pd.to_numeric(data[outcome], errors="coerce")
+    bad = data[outcome].notna() & y.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise AuditError(
+            f"outcome column '{outcome}' is not numeric (row {i + 1}: {data[outcome].iloc[i]!r})", where=where,
+            fix="give a numeric outcome (scores, 0/1 for yes/no outcomes)",
+        )
+    d = data.loc[y.notna()].copy()
+    d[outcome] = y[y.notna()].astype(float)
+    for c in [group, cluster, *factors] + ([inner] if inner else []):
+        if d[c].isna().any():
+            i = int(np.flatnonzero(d[c].isna().to_numpy())[0])
+            raise AuditError(f"column '{c}' has missing values (first at data row {d.index[i]})", where=where,
+                             fix=f"fill or drop the rows without a '{c}'")
+    if d.empty:
+        raise AuditError(f"outcome column '{outcome}' has no values", where=where, fix="choose a scored outcome")
+    gvals = d[group].astype(str)
+    if str(control) not in set(gvals):
+        levels = ", ".join(sorted(set(gvals))[:15])
+        raise AuditError(
+            f"reference level '{control}' does not occur in column '{group}' (levels: {levels})", where=where,
+            fix="give a level that occurs with --control",
+        )
+    if gvals.nunique() < 2:
+        raise AuditError(f"column '{group}' has only the reference level", where=where,
+                         fix="the table needs rows of at least one other group")
+    if np.nanstd(d[outcome].to_numpy()) == 0:
+        raise AuditError(
+            f"outcome '{outcome}' is constant ({d[outcome].iloc[0]:g}) in every row: there is no gap to test",
+            where=where, fix="choose an outcome that varies",
+        )
+    ncl = d[cluster].nunique()
+    if ncl < min_clusters:
+        raise AuditError(
+            f"only {ncl} cluster(s) in '{cluster}'; a random-intercept model needs at least {min_clusters}",
+            where=where, fix="analyse more posts (or give the right --cluster column)",
+        )
+    return d
+
+
+def design_matrix(
+    d: pd.DataFrame, group: str, reference: str, factors: tuple[str, ...] | list[str] = ()
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Intercept + treatment dummies of ``group`` (reference dropped) + dummies of each factor
+    (first sorted level dropped). Returns (X, column names, group levels in column order)."""
+    g = d[group].astype(str).to_numpy()
+    levels = [lv for lv in sorted(pd.unique(g)) if lv != str(reference)]
+    cols = [np.ones(len(d))]
+    names = ["Intercept"]
+    for lv in levels:
+        cols.append((g == lv).astype(float))
+        names.append(f"{group}[{lv}]")
+    for f in factors:
+        fv = d[f].astype(str).to_numpy()
+        flev = sorted(pd.unique(fv))
+        for lv in flev[1:]:
+            cols.append((fv == lv).astype(float))
+            names.append(f"{f}[{lv}]")
+    return np.column_stack(cols), names, levels
+
+
+@dataclass
+class _Fit:
+    params: np.ndarray
+    cov: np.ndarray
+    method: str
+    converged: bool
+    warnings: list[str]
+    total_sd: float
+    link: str = "identity"
+    raw: NestedRIFit | None = None
+
+
+def _fit_lmm(y, X, clusters, inner, reml) -> _Fit:
+    warns: list[str] = []
+    if inner is not None:
+        try:
+            f = fit_nested_ri(y, X, clusters, inner, reml=reml)
+            if f.converged:
+                return _Fit(f.params, f.cov_params, "lmm (1|post)+(1|post:inner), " + ("REML" if reml else "ML"),
+                            True, f.warnings, float(np.sqrt(f.var_post + f.var_inner + f.scale)), raw=f)
+            warns.append("nested model did not converge (" + "; ".join(f.warnings) + "); fell back to (1|post)")
+        except np.linalg.LinAlgError as exc:
+            warns.append(f"nested model failed ({exc}); fell back to (1|post)")
+    try:
+        f = fit_nested_ri(y, X, clusters, None, reml=reml)
+        if f.converged:
+            return _Fit(f.params, f.cov_params, "lmm (1|post), " + ("REML" if reml else "ML"), True,
+                        warns + f.warnings, float(np.sqrt(f.var_post + f.scale)), raw=f)
+        warns.append("random-intercept model did not converge (" + "; ".join(f.warnings) + ")")
+    except np.linalg.LinAlgError as exc:
+        warns.append(f"random-intercept model failed ({exc})")
+    return _fit_ols_cluster(y, X, clusters, warns + ["fell back to OLS with post-clustered standard errors"])
+
+
+def _fit_ols_cluster(y, X, clusters, warns) -> _Fit:
+    import statsmodels.api as sm
+
+    codes = pd.factorize(pd.Series(clusters))[0]
+    res = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": codes})
+    return _Fit(np.asarray(res.params), np.asarray(res.cov_params()), "ols, cluster-robust (CR1) by post",
+                True, warns, float(np.sqrt(res.scale)))
+
+
+def _fit_mixedlm(y, X, clusters, inner, reml) -> _Fit:
+    """statsmodels MixedLM (the slow reference implementation), for cross-checks."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    k = X.shape[1]
+    df = pd.DataFrame(X, columns=[f"x{i}" for i in range(k)])
+    df["y"] = y
+    df["g"] = clusters
+    vc = None
+    if inner is not None:
+        df["inner"] = inner
+        vc = {"inner": "0 + C(inner)"}
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        m = MixedLM.from_formula("y ~ 0 + " + " + ".join(f"x{i}" for i in range(k)), df, groups="g",
+                                 re_formula="1", vc_formula=vc)
+        r = m.fit(reml=reml)
+    k = X.shape[1]
+    msgs = sorted({str(w.message).splitlines()[0] for w in caught})
+    re_var = float(np.sum(np.diag(np.atleast_2d(r.cov_re)))) + float(np.sum(np.asarray(r.vcomp)))
+    return _Fit(np.asarray(r.fe_params), np.asarray(r.cov_params())[:k, :k], "statsmodels MixedLM",
+                bool(r.converged), msgs, float(np.sqrt(re_var + r.scale)))
+
+
+def _fit_gee_logit(y, X, clusters) -> _Fit:
+    import statsmodels.api as sm
+    from statsmodels.genmod.cov_struct import Exchangeable
+
+    codes = pd.factorize(pd.Series(clusters))[0]
+    order = np.argsort(codes, kind="stable")
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        m = sm.GEE(y[order], X[order], groups=codes[order], family=sm.families.Binomial(), cov_struct=Exchangeable())
+        r = m.fit(maxiter=100)
+    msgs = sorted({str(w.message).splitlines()[0] for w in caught})
+    conv = not any("converge" in s.lower() for s in msgs)
+    return _Fit(np.asarray(r.params), np.asarray(r.cov_params()), "gee logistic, exchangeable within post, robust SE",
+                conv, msgs, float("nan"), link="logit")
+
+
+def _expit(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], levels: list[str],
+              d: pd.DataFrame, group: str, cluster: str, reference: str, alpha: float) -> list[dict]:
+    zc = stats.norm.ppf(1 - alpha / 2)
+    b, V = fit.params, fit.cov
+    Xr = X[is_ref]
+    rows = []
+    gcol = d[group].astype(str).to_numpy()
+    for j, lv in enumerate(levels, start=1):
+        warn = list(fit.warnings)
+        if fit.link == "identity":
+            c = Xr.mean(axis=0)
+            ref_mean = float(c @ b)
+            est = float(b[j])
+            grad_est = np.zeros_like(b)
+            grad_est[j] = 1.0
+            grad_ref = c
+            std = est / fit.total_sd if fit.total_sd > 0 else np.nan
+            z = est / np.sqrt(V[j, j])
+        else:
+            # standardise over the reference rows: group indicator off (reference) or on (group lv)
+            Xg = Xr.copy()
+            Xg[:, 1:len(levels) + 1] = 0.0
+            Xg[:, j] = 1.0
+            X0 = Xr.copy()
+            X0[:, 1:len(levels) + 1] = 0.0
+            p0, p1 = _expit(X0 @ b), _expit(Xg @ b)
+            ref_mean = float(p0.mean())
+            est = float(p1.mean() - p0.mean())
+            grad_ref = (p0 * (1 - p0)) @ X0 / len(X0)
+            grad_est = (p1 * (1 - p1)) @ Xg / len(Xg) - grad_ref
+            std = float(b[j] * np.sqrt(3) / np.pi)
+            z = b[j] / np.sqrt(V[j, j])  # Wald test of the log odds ratio
+        se = float(np.sqrt(grad_est @ V @ grad_est))
+        p = float(2 * stats.norm.sf(abs(z)))
+        se_ref = float(np.sqrt(grad_ref @ V @ grad_ref))
+        if abs(ref_mean) > zc * se_ref and ref_mean != 0:
+            rel = est / ref_mean
+            g = grad_est / ref_mean - est * grad_ref / ref_mean ** 2
+            rse = float(np.sqrt(g @ V @ g))
+            rel_lo, rel_hi = rel - zc * rse, rel + zc * rse
+        else:
+            rel = rel_lo = rel_hi = np.nan
+            warn.append("relative gap not reported: the reference mean is not distinguishable from 0")
+        in_g = gcol == lv
+        rows.append(dict(
+            group=lv, reference=str(reference), estimate=est, se=se, ci_low=est - zc * se, ci_high=est + zc * se,
+            ref_mean=ref_mean, relative_gap=rel, rel_ci_low=rel_lo, rel_ci_high=rel_hi, std_effect=float(std),
+            z=float(z), p_value=p, n=int(in_g.sum()), n_posts=int(d.loc[in_g, cluster].nunique()),
+            method=fit.method, converged=bool(fit.converged), warning="; ".join(dict.fromkeys(warn)) or None,
+        ))
+    return rows
+
+
+def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml, alpha, binary):
+    X, names, levels = design_matrix(d, group, reference, factors)
+    rank = np.linalg.matrix_rank(X.T @ X)
+    if rank < X.shape[1]:
+        raise AuditError(
+            f"the fixed effects are collinear (rank {rank} < {X.shape[1]} columns: {', '.join(names)})",
+            where=f"outcome '{outcome}'",
+            fix="drop a --factor that is determined by the group (or by another factor)",
+        )
+    y = d[outcome].to_numpy(dtype=float)
+    clusters = d[cluster].astype(str).to_numpy()
+    inn = d[inner].astype(str).to_numpy() if inner else None
+    if inn is not None and pd.Series(list(zip(clusters, inn))).nunique() == len(d):
+        inn = None  # one row per inner cluster: the inner variance is not identified
+    if method == "auto":
+        method = "gee" if binary else "fast"
+    if method == "gee":
+        fit = None
+        counts = pd.crosstab(d[group].astype(str), y)
+        degenerate = (counts == 0).any(axis=1)
+        if degenerate.any():
+            why = f"no variation in group(s) {', '.join(counts.index[degenerate])}"
+        else:
+            try:
+                fit = _fit_gee_logit(y, X, clusters)
+                why = None if fit.converged and np.all(np.isfinite(fit.cov)) else "GEE did not converge"
+            except Exception as exc:  # statsmodels raises several types on separation
+                why = f"GEE failed ({type(exc).__name__}: {exc})"
+        if why:
+            fit = _fit_lmm(y, X, clusters, inn, reml)
+            fit.method = "linear probability " + fit.method + " (GEE fallback)"
+            fit.warnings = [why + "; used the linear mixed model on the 0/1 outcome instead"] + fit.warnings
+    elif method == "fast":
+        fit = _fit_lmm(y, X, clusters, inn, reml)
+    elif method == "mixedlm":
+        fit = _fit_mixedlm(y, X, clusters, inn, reml)
+    elif method == "ols":
+        fit = _fit_ols_cluster(y, X, clusters, [])
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    is_ref = d[group].astype(str).to_numpy() == str(reference)
+    return _gap_rows(fit, X, is_ref, names, levels, d, group, cluster, reference, alpha), fit
+
+
+def gap_test(
+    data: pd.DataFrame,
+    outcome: str,
+    group: str,
+    control: str,
+    cluster: str,
+    *,
+    factors: tuple[str, ...] | list[str] = (),
+    inner: str | None = None,
+    by: str | None = None,
+    method: str = "auto",
+    reml: bool = True,
+    alpha: float = 0.05,
+    where: str = "the table",
+) -> pd.DataFrame:
+    """Gap of every group to the reference level ``control`` in a mixed model with a random
+    intercept per ``cluster`` (and per ``cluster:inner`` when ``inner`` is given).
+
+    Parameters
+    ----------
+    data : long table, one row per observation (reply).
+    outcome, group, cluster : column names; ``control`` is the reference level of ``group``.
+    factors : further categorical fixed effects (e.g. prompt style).
+    inner : optional inner cluster nested in ``cluster`` (e.g. variant id when each variant was
+        sampled several times): adds the variance component ``(1 | cluster:inner)``.
+    by : optional column (e.g. ``cue_type``): gaps are also reported per level of ``by``. When the
+        reference rows have a single ``by`` value (the control has cue type ``control``) one model
+        with a group-by-level condition is fitted; otherwise the data are split by level.
+    method : ``auto`` (fast exact LMM; GEE logistic for 0/1 outcomes), ``fast``, ``mixedlm``
+        (statsmodels, slow, for cross-checks), ``gee`` or ``ols`` (cluster-robust).
+    reml : REML (default) or ML.  alpha : for the (1 - alpha) confidence intervals.
+
+    Returns
+    -------
+    DataFrame with one row per compared group (and per ``by`` level, ``by`` column set to
+    ``'pooled'`` or the level): ``group, reference, estimate, se, ci_low, ci_high, ref_mean,
+    relative_gap, rel_ci_low, rel_ci_high, std_effect, z, p_value, n, n_posts, method, converged,
+    warning``. See the module docstring for the formulas.
+    """
+    d = validate_table(data, outcome, group, control, cluster, factors, inner, where=where)
+    binary = is_binary(d[outcome])
+    rows, _ = _fit_one(d, outcome, group, control, cluster, tuple(factors), inner, method, reml, alpha, binary)
+    out = pd.DataFrame(rows, columns=GAP_COLUMNS)
+    if by is None:
+        return out
+    out.insert(1, by, "pooled")
+    parts = [out]
+    ref_by = d.loc[d[group].astype(str) == str(control), by].astype(str).unique()
+    if len(ref_by) == 1:
+        cond = "__condition__"
+        dd = d.copy()
+        is_ref = dd[group].astype(str) == str(control)
+        dd[cond] = np.where(is_ref, str(control), dd[group].astype(str) + "\x1f" + dd[by].astype(str))
+        rows, _ = _fit_one(dd, outcome, cond, control, cluster, tuple(factors), inner, method, reml, alpha, binary)
+        r = pd.DataFrame(rows, columns=GAP_COLUMNS)
+        split = r["group"].str.split("\x1f", n=1, expand=True)
+        r["group"] = split[0]
+        r.insert(1, by, split[1])
+        parts.append(r)
+    else:
+        for lv in sorted(d[by].astype(str).unique()):
+            sub = d[d[by].astype(str) == lv]
+            if str(control) not in set(sub[group].astype(str)) or sub[group].astype(str).nunique() < 2:
+                continue  # nothing to compare at this level
+            try:
+                sub = validate_table(sub, outcome, group, control, cluster, factors, inner, where=f"{where}, {by}={lv}")
+                rows, _ = _fit_one(sub, outcome, group, control, cluster, tuple(factors), inner, method, reml,
+                                   alpha, binary)
+            except AuditError as exc:
+                rows = [dict(group=g, reference=str(control), method="not fitted", converged=False,
+                             warning=exc.message) for g in sorted(set(d[group].astype(str)) - {str(control)})]
+            r = pd.DataFrame(rows, columns=GAP_COLUMNS)
+            r.insert(1, by, lv)
+            parts.append(r)
+    return pd.concat(parts, ignore_index=True)

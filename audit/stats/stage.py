@@ -1,0 +1,313 @@
+"""The analysis stage: scores in the run store -> the family of gap tests -> results tables.
+
+:func:`analysis_table` joins the replies with their scores (long per outcome);
+:func:`analyze_run` fits every test of the audit's family and writes ``results``,
+``results_paired``, ``results_intersectional``, ``results_power`` and ``analysis_meta`` into the
+store (replacing earlier analysis tables in one transaction; the analysis is a pure function of the
+stored scores and the spec).
+
+The family (what Holm and BH correct over) is every row of ``results``: outcomes x models x styles
+(``pooled`` plus each style when ``analysis.by_style`` and there is more than one) x cue types
+(``pooled`` plus each) x groups x references (the control plus ``analysis.extra_references``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AuditError
+from ..store import RunStore, now_iso
+from .corrections import adjust_family
+from .gaps import gap_test, is_binary
+from .paired import paired_contrasts
+from .pooling import partial_pool
+from .power import detectable_gap
+
+__all__ = ["analysis_table", "analyze_run", "analyze_table", "AnalysisResult", "RESULTS_COLUMNS"]
+
+RESULTS_COLUMNS = [
+    "family_id", "outcome", "model_label", "style", "cue_type", "group", "reference", "estimate", "se", "ci_low",
+    "ci_high", "ref_mean", "relative_gap", "rel_ci_low", "rel_ci_high", "std_effect", "z", "p_value", "p_holm",
+    "p_bh", "significant_holm", "n", "n_posts", "method", "converged", "warning",
+]
+_KEYS = ["family_id", "outcome", "model_label", "style", "cue_type", "group", "reference"]
+_BASE_COLS = ["request_key", "post_id", "variant_id", "group", "cue_type", "style", "model_label", "sample_index"]
+_NOT_AXES = set(_BASE_COLS) | {
+    "purpose", "subject_key", "endpoint_id", "model_name", "style_hash", "messages_json", "params_json", "status",
+    "reply", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "model_reported",
+    "runtime", "runtime_version", "error", "replied_at", "topic", "risk", "group_name", "alternative", "cue_text",
+    "post_text",
+}
+
+
+@dataclass
+class AnalysisResult:
+    results: pd.DataFrame
+    paired: pd.DataFrame
+    intersectional: pd.DataFrame
+    power: pd.DataFrame
+    meta: pd.DataFrame
+    axes: list[str] = field(default_factory=list)
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"results": self.results, "results_paired": self.paired,
+                "results_intersectional": self.intersectional, "results_power": self.power,
+                "analysis_meta": self.meta}
+
+
+def _match_outcomes(available: list[str], wanted: list[str] | None, where: str) -> list[str]:
+    if not wanted:
+        return sorted(available)
+    out = []
+    for w in wanted:
+        hits = [a for a in available if a == w] or [a for a in available if a.split(".")[-1] == w]
+        if len(hits) != 1:
+            raise AuditError(
+                f"analysis outcome '{w}' " + ("is ambiguous: " + ", ".join(hits) if hits else "has no stored scores"),
+                where=where, fix="use one of: " + ", ".join(sorted(available)),
+            )
+        out.append(hits[0])
+    return list(dict.fromkeys(out))
+
+
+def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
+    """Replies joined with their scores, long per outcome.
+
+    Columns: ``request_key, post_id, variant_id, group, cue_type, style, model_label, sample_index,
+    outcome, value`` plus the axis columns (race, gender, ...). Only replies with status ``ok`` or
+    ``content_filter`` and a non-missing score are kept. ``outcome`` is ``scorer.measure``.
+    """
+    rep = store.replies_df(purpose="reply")
+    sc = store.scores_df(wide=False)
+    axes = [c for c in rep.columns if c not in _NOT_AXES]
+    if rep.empty or sc.empty:
+        return pd.DataFrame(columns=_BASE_COLS + ["outcome", "value"] + axes)
+    rep = rep[rep["status"].isin(["ok", "content_filter"]) & rep["post_id"].notna()]
+    sc = sc[sc["value"].notna()].copy()
+    sc["outcome"] = sc["scorer"].astype(str) + "." + sc["measure"].astype(str)
+    df = rep[_BASE_COLS + axes].merge(sc[["request_key", "outcome", "value"]], on="request_key", how="inner")
+    if spec is not None and getattr(spec, "analysis", None) is not None and spec.analysis.outcomes:
+        keep = _match_outcomes(sorted(df["outcome"].unique()), spec.analysis.outcomes, "spec key analysis.outcomes")
+        df = df[df["outcome"].isin(keep)]
+    df["style"] = df["style"].fillna("default")
+    df["value"] = df["value"].astype(float)
+    return df.reset_index(drop=True)
+
+
+def _family_id(res: pd.DataFrame) -> str:
+    keys = res[["outcome", "model_label", "style", "cue_type", "group", "reference"]].astype(str)
+    text = "\n".join(sorted("|".join(r) for r in keys.itertuples(index=False)))
+    return "F-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def analyze_table(
+    table: pd.DataFrame,
+    *,
+    reference: str = "control",
+    extra_references: list[str] | tuple[str, ...] = (),
+    alpha: float = 0.05,
+    by_style: bool = True,
+    paired_check: bool = True,
+    power: float = 0.8,
+) -> AnalysisResult:
+    """Fit the whole family on an :func:`analysis_table` and return the five result tables."""
+    axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value"}]
+    parts, paired_parts, notes = [], [], []
+    formulas = set()
+    for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
+        styles = sorted(d_om["style"].unique())
+        blocks = [("pooled", d_om)]
+        if by_style and len(styles) > 1:
+            blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
+        for style, d in blocks:
+            factors = ["style"] if style == "pooled" and len(styles) > 1 else []
+            inner = "variant_id" if d.groupby("variant_id").size().max() > 1 else None
+            formulas.add(
+                "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
+                + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
+            )
+            for ref in [reference, *extra_references]:
+                where = f"outcome {outcome}, model {model}, style {style}, reference {ref}"
+                try:
+                    r = gap_test(d, "value", "group", ref, "post_id", factors=factors, inner=inner, by="cue_type",
+                                 alpha=alpha, where=where)
+                except AuditError as exc:
+                    others = sorted(set(d["group"].astype(str)) - {ref})
+                    r = pd.DataFrame([dict(group=g, reference=ref, cue_type="pooled", method="not fitted",
+                                           converged=False, warning=exc.message) for g in others])
+                    notes.append(exc.message)
+                r.insert(0, "outcome", outcome)
+                r.insert(1, "model_label", model)
+                r.insert(2, "style", style)
+                parts.append(r)
+            if paired_check:
+                p = paired_contrasts(d, "value", "group", reference, "post_id", by="cue_type")
+                p.insert(0, "outcome", outcome)
+                p.insert(1, "model_label", model)
+                p.insert(2, "style", style)
+                paired_parts.append(p)
+    if not parts:
+        raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
+    res = pd.concat(parts, ignore_index=True)
+    res["family_id"] = _family_id(res)
+    res = adjust_family(res, alpha=alpha)
+    for c in RESULTS_COLUMNS:
+        if c not in res.columns:
+            res[c] = np.nan
+    res = res[RESULTS_COLUMNS]
+    m = int(res["p_value"].notna().sum())
+
+    paired = pd.concat(paired_parts, ignore_index=True) if paired_parts else pd.DataFrame()
+    if not paired.empty:
+        paired["family_id"] = res["family_id"].iloc[0] + "-paired"
+        paired = adjust_family(paired, alpha=alpha)
+        front = ["family_id", "outcome", "model_label", "style", "cue_type", "group", "reference"]
+        paired = paired[front + [c for c in paired.columns if c not in front]]
+
+    # intersectional cells: pooled style, pooled cue type, reference = control
+    inter_parts = []
+    cells = res[(res["style"] == "pooled") & (res["cue_type"] == "pooled") & (res["reference"] == reference)]
+    ax = [a for a in axes if a in table.columns]
+    group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
+    for (outcome, model), c in cells.groupby(["outcome", "model_label"], sort=True):
+        c = c[["outcome", "model_label", "group", "estimate", "se", "ref_mean", "n"]].copy()
+        pooled = partial_pool(c)
+        if group_axes is not None:
+            for a in ax:
+                pooled[a] = pooled["group"].map(group_axes[a])
+        pooled["relative_gap"] = pooled["pooled_estimate"] / pooled["ref_mean"]
+        inter_parts.append(pooled)
+    inter = pd.concat(inter_parts, ignore_index=True) if inter_parts else pd.DataFrame()
+    if not inter.empty:
+        inter = inter.rename(columns={"estimate": "raw_gap", "se": "raw_gap_se"}).drop(columns=["raw_estimate", "raw_se"])
+        inter["estimate"] = inter["pooled_estimate"]
+        inter["se"] = inter["pooled_se"]
+        inter["ci_low"] = inter["pooled_ci_low"]
+        inter["ci_high"] = inter["pooled_ci_high"]
+        inter = inter.drop(columns=["pooled_estimate", "pooled_se", "pooled_ci_low", "pooled_ci_high"])
+        inter["method"] = "empirical Bayes partial pooling (normal-normal, REML tau) of the pooled gaps"
+
+    # detectable gap of the audit that was run
+    pw_rows = []
+    for (outcome, model), c in cells.groupby(["outcome", "model_label"], sort=True):
+        c = c[c["se"].notna()]
+        if c.empty:
+            continue
+        se = float(c["se"].median())
+        ref_mean = float(c["ref_mean"].median())
+        mde, rel = detectable_gap(se, ref_mean, alpha=alpha, family_size=m, power=power)
+        d_om = table[(table["outcome"] == outcome) & (table["model_label"] == model)]
+        pw_rows.append(dict(outcome=outcome, model_label=model, ref_mean=ref_mean, se=se, detectable_gap=mde,
+                            detectable_relative_gap=rel, power=power, alpha=alpha, family_size=m,
+                            n_posts=int(d_om["post_id"].nunique()), n_rows=int(len(d_om)),
+                            method="(z_{1-alpha/(2m)} + z_power) * median SE of the pooled gaps"))
+    power_df = pd.DataFrame(pw_rows)
+
+    binary = sorted(o for o, d in table.groupby("outcome") if is_binary(d["value"]))
+    fallbacks = res.loc[res["method"].astype(str).str.contains("fallback|ols|not fitted"), "method"]
+    meta = {
+        "formula": sorted(formulas),
+        "formula_binary": "logit P(value=1) ~ C(group, Treatment(reference)) [+ C(style)]; GEE, exchangeable "
+                          "working correlation within post_id, robust SE; gap on the probability scale",
+        "binary_outcomes": binary,
+        "estimation": "REML; exact random-intercept fit on per-cluster sufficient statistics (audit.stats.fastlmm), "
+                      "identical to lme4::lmer / statsmodels MixedLM",
+        "tests": "two-sided Wald z tests; 95% CIs; relative gaps by the delta method",
+        "family_id": res["family_id"].iloc[0],
+        "family_size": m,
+        "family": "outcomes x models x styles (pooled + each) x cue types (pooled + each) x groups x references",
+        "family_outcomes": sorted(res["outcome"].unique()),
+        "references": [reference, *extra_references],
+        "corrections": ["holm (FWER)", "bh (FDR)"],
+        "alpha": alpha,
+        "n_significant_holm": int(res["significant_holm"].sum()),
+        "fallbacks_used": fallbacks.value_counts().to_dict(),
+        "singular_fits": int(res["warning"].astype(str).str.contains("singular").sum()),
+        "not_fitted": notes,
+        "n_rows": int(len(table)),
+        "software": _versions(),
+        "analyzed_at": now_iso(),
+    }
+    meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
+                                                         for v in meta.values()]})
+    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax)
+
+
+def _versions() -> dict[str, str]:
+    import pingouin
+    import scipy
+    import statsmodels
+
+    from .. import __version__
+
+    return {"empathy-audit": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "pandas": pd.__version__, "scipy": scipy.__version__, "statsmodels": statsmodels.__version__,
+            "pingouin": pingouin.__version__}
+
+
+def _sql_type(s: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
+        return "INTEGER"
+    if pd.api.types.is_float_dtype(s):
+        return "REAL"
+    return "TEXT"
+
+
+def _py(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, (np.bool_, bool)):
+        return int(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, default=str)
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v) if not isinstance(v, (int, str)) else v
+
+
+def write_tables(store: RunStore, tables: dict[str, pd.DataFrame]) -> None:
+    """Replace the analysis tables in the store, all in one transaction."""
+    with store.transaction() as c:
+        for name, df in tables.items():
+            c.execute(f'DROP TABLE IF EXISTS "{name}"')
+            if df is None or df.columns.empty:
+                df = pd.DataFrame({"empty": pd.Series(dtype=str)})
+            cols = ", ".join(f'"{col}" {_sql_type(df[col])}' for col in df.columns)
+            c.execute(f'CREATE TABLE "{name}" ({cols})')
+            marks = ",".join("?" * len(df.columns))
+            c.executemany(f'INSERT INTO "{name}" VALUES ({marks})',
+                          [tuple(_py(v) for v in row) for row in df.itertuples(index=False, name=None)])
+
+
+def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
+    """The ``analyze`` stage: fit the audit's family of tests and store the results tables."""
+    rd = spec.run_dir(run_dir) if spec is not None else Path(run_dir)
+    with RunStore(rd, create=False) as store:
+        if spec is None:
+            spec = store.latest_spec()
+        table = analysis_table(store, spec)
+        if table.empty:
+            raise AuditError("the run store has no scored replies to analyse", where=str(rd),
+                             fix="run `empathy-audit generate` and `empathy-audit score` first")
+        a = spec.analysis
+        result = analyze_table(table, reference=a.reference, extra_references=list(a.extra_references),
+                               alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check)
+        write_tables(store, result.tables)
+        store.set_meta("analyzed_at", now_iso())
+    return result
