@@ -160,6 +160,25 @@ class JudgeSpec(StrictModel):
 
     model: ModelSpec = Field(default_factory=ModelSpec)
     decoding: DecodingSpec = Field(default_factory=lambda: DecodingSpec(temperature=0.0, max_tokens=200))
+    response_format: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema",
+        description="Ask the endpoint for JSON output (json_schema: constrained to the answer schema; "
+        "json_object: any JSON; none: for endpoints that reject response_format). Answers are parsed "
+        "strictly either way.",
+    )
+
+
+class HFClassifierSpec(StrictModel):
+    """Local transformers sequence-classification checkpoints for the hf-classifier scorer."""
+
+    checkpoints: dict[Literal["ER", "IP", "EX"], str] = Field(
+        ..., min_length=1,
+        description="Checkpoint directory per mechanism (relative to the spec file); 3 labels = levels 0/1/2.",
+    )
+    input: Literal["pair", "reply"] = Field("pair", description="pair: (seeker post, reply); reply: the reply alone.")
+    max_length: int = Field(512, ge=8, le=8192)
+    batch_size: int = Field(16, ge=1, le=4096)
+    device: str | None = Field(None, description="torch device, e.g. 'cuda'; default CPU.")
 
 
 class ScoringSpec(StrictModel):
@@ -167,6 +186,7 @@ class ScoringSpec(StrictModel):
         default_factory=lambda: ["epitome", "length", "refusal", "sentiment"], min_length=1
     )
     judge: JudgeSpec | None = None
+    hf_classifier: HFClassifierSpec | None = Field(None, description="Checkpoints for the hf-classifier scorer.")
     inference_probe: bool = Field(True, description="Ask a model which group a variant's author belongs to.")
     probe_model: JudgeSpec | None = Field(
         None, description="Model for the inference probe; default: the first audited model."

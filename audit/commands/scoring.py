@@ -1,0 +1,222 @@
+"""``empathy-audit score`` and ``empathy-audit scorers list|train|validate|invariance``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import AuditError
+
+MECHANISMS = ("ER", "IP", "EX")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score the stored replies of a run (never regenerates, never rescores)",
+                       description="Score the stored replies of RUN_DIR into its run store. Replies are never "
+                       "regenerated and a stored score is never recomputed; run it again to add a scorer or to "
+                       "finish an interrupted run.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (contains store.sqlite)")
+    p.add_argument("--scorers", nargs="+", metavar="NAME",
+                   help="scorers to run (default: scoring.scorers of the run's spec); see 'scorers list'")
+    p.add_argument("--spec", metavar="SPEC", help="spec to configure scorers from (default: the run's own spec)")
+    p.add_argument("--no-probe", action="store_true", help="do not run the demographic inference probe")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("scorers", help="list, train, validate and check scorers for bias")
+    ssub = s.add_subparsers(dest="scorers_command", metavar="ACTION")
+    s.set_defaults(func=lambda a: (s.print_help(), 1)[1])
+
+    sl = ssub.add_parser("list", help="the available scorers and what they measure")
+    sl.add_argument("--json", action="store_true")
+    sl.set_defaults(func=cmd_list)
+
+    st = ssub.add_parser("train", help="train the embedded epitome scorer from EPITOME-format CSVs")
+    st.add_argument("--data", required=True, metavar="DIR",
+                    help="directory with emotional-reactions-reddit.csv, interpretations-reddit.csv, explorations-reddit.csv")
+    st.add_argument("--out", metavar="DIR", help="where to write the artifact (default: the trainer's default)")
+    st.set_defaults(func=cmd_train)
+
+    sv = ssub.add_parser("validate", help="accuracy, macro-F1, weighted kappa of a scorer on labelled pairs")
+    sv.add_argument("--scorer", default="epitome", metavar="NAME")
+    sv.add_argument("--mechanism", required=True, choices=MECHANISMS)
+    sv.add_argument("--data", required=True, metavar="FILE.csv", help="CSV with columns seeker_post, response_post, level")
+    sv.add_argument("--spec", metavar="SPEC", help="spec configuring the scorer (llm-judge model, hf checkpoints)")
+    sv.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    sv.set_defaults(func=cmd_validate)
+
+    si = ssub.add_parser("invariance", help="does a scorer create a gap by itself? (identical replies, every variant)")
+    si.add_argument("spec", nargs="?", default="demo", metavar="SPEC", help="audit spec (default: the built-in demo)")
+    si.add_argument("--scorer", metavar="NAME", help="scorer to check (default: the spec's scorers that read the post)")
+    si.add_argument("--run", metavar="RUN_DIR", help="run directory (default: the spec's); uses its control replies")
+    si.add_argument("--replies-per-post", type=int, default=3, metavar="K")
+    si.add_argument("--alpha", type=float, default=0.05)
+    si.add_argument("--json", action="store_true", help="print the summary table as JSON")
+    si.set_defaults(func=cmd_invariance)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            return _clean(v.item())
+        except (ValueError, AttributeError):
+            pass
+    if hasattr(v, "tolist"):
+        return _clean(v.tolist())
+    return v
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ..scoring import score_run
+
+    spec = None
+    if args.spec:
+        from ..spec import load_spec
+
+        spec = load_spec(args.spec)
+    summary = score_run(spec, Path(args.run_dir), args.scorers, probe=False if args.no_probe else None,
+                        progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(_clean(summary.as_dict()), indent=2))
+    else:
+        print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ..scorers import available_scorers
+
+    rows = available_scorers()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    w = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{w}}  {', '.join(r['measures']):<22}  {r['description']}")
+    print("\nAlso: the demographic inference probe (scoring.inference_probe) and "
+          "'empathy-audit scorers invariance'.")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..scorers import epitome_train
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise AuditError("training data directory not found", where=str(data),
+                         fix="give the directory holding the three EPITOME CSV files")
+    result = epitome_train.train(data, Path(args.out)) if args.out else epitome_train.train(data)
+    if result is not None:
+        print(json.dumps(_clean(result if isinstance(result, dict) else {"artifact": str(result)}), indent=2, default=str))
+    return 0
+
+
+def read_labelled(path: str | Path) -> Any:
+    """Read a validation CSV (columns seeker_post, response_post, level in 0/1/2), checking every row."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise AuditError("validation data file not found", where=str(p), fix="check the path")
+    try:
+        df = pd.read_csv(p, dtype={"seeker_post": str, "response_post": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read the CSV: {exc}", where=str(p), fix="give a UTF-8 CSV file with a header row") from None
+    missing = [c for c in ("seeker_post", "response_post", "level") if c not in df.columns]
+    if missing:
+        raise AuditError(f"missing column(s) {missing} (found {list(df.columns)})", where=str(p),
+                         fix="the file needs the columns seeker_post, response_post, level")
+    if df.empty:
+        raise AuditError("the file has no rows", where=str(p), fix="give labelled pairs")
+    for i, v in enumerate(df["level"]):
+        s = str(v).strip()
+        if s not in ("0", "1", "2"):
+            raise AuditError(f"level {v!r} is not 0, 1 or 2", where=f"{p}, row {i + 2}, column 'level'",
+                             fix="label each pair with the EPITOME level 0 (none), 1 (weak) or 2 (strong)")
+    df["level"] = df["level"].astype(str).str.strip().astype(int)
+    return df
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ..scorers import get_scorer
+    from ..scorers.validation import validate
+
+    df = read_labelled(args.data)
+    spec = None
+    if args.spec:
+        from ..spec import load_spec
+
+        spec = load_spec(args.spec)
+    scorer = get_scorer(args.scorer, spec)
+    if args.mechanism not in scorer.measures:
+        raise AuditError(f"scorer {args.scorer!r} does not score {args.mechanism} (it gives {list(scorer.measures)})",
+                         where="--mechanism", fix="choose a mechanism the scorer outputs, or another scorer")
+    res = validate(scorer, args.mechanism, df)
+    if args.json:
+        print(json.dumps(_clean(res), indent=2))
+        return 0
+    print(format_validation(args.scorer, args.mechanism, res))
+    return 0
+
+
+def format_validation(scorer: str, mechanism: str, res: dict[str, Any]) -> str:
+    lines = [f"{scorer} on {mechanism}: n = {res.get('n')}"]
+    for k, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("weighted_kappa", "quadratic-weighted kappa")):
+        v = res.get(k)
+        lines.append(f"  {label:<26} {v:.3f}" if isinstance(v, (int, float)) and v == v else f"  {label:<26} n/a")
+    for k, v in res.items():
+        if k not in ("accuracy", "macro_f1", "weighted_kappa", "n", "per_level", "confusion") and isinstance(v, (int, float)):
+            lines.append(f"  {k:<26} {v}")
+    per = res.get("per_level")
+    if per:
+        lines.append("  per level:   precision  recall  support")
+        items = per.items() if isinstance(per, dict) else enumerate(per)
+        for lv, d in items:
+            d = d if isinstance(d, dict) else {}
+            fmt = lambda x: f"{x:.3f}" if isinstance(x, (int, float)) and x == x else " n/a"  # noqa: E731
+            lines.append(f"    level {lv}    {fmt(d.get('precision')):>9}  {fmt(d.get('recall')):>6}  {d.get('support', '')!s:>7}")
+    conf = res.get("confusion")
+    if conf is not None:
+        conf = conf.tolist() if hasattr(conf, "tolist") else conf
+        lines.append("  confusion (rows: true level 0/1/2, columns: predicted 0/1/2):")
+        for i, row in enumerate(conf):
+            lines.append(f"    {i}: " + " ".join(f"{int(x):>6}" for x in row))
+    return "\n".join(lines)
+
+
+def cmd_invariance(args: argparse.Namespace) -> int:
+    from ..scorers.invariance import invariance_check
+
+    if args.replies_per_post < 1:
+        raise AuditError("--replies-per-post must be at least 1", where="--replies-per-post")
+    if not 0 < args.alpha < 1:
+        raise AuditError("--alpha must be between 0 and 1", where="--alpha")
+    res = invariance_check(args.spec, args.run, args.scorer, replies_per_post=args.replies_per_post, alpha=args.alpha)
+    if args.json:
+        print(json.dumps({"verdicts": _clean(res.verdicts()), "pairs": res.pairs,
+                          "table": _clean(res.table.to_dict("records"))}, indent=2))
+        return 0
+    print(res.text())
+    t = res.table
+    if not t.empty:
+        show = t[t["group"] != "pooled"].sort_values(["scorer", "measure", "cue_type", "group"])
+        print(f"\n{'scorer':<10} {'measure':<8} {'cue type':<20} {'group':<18} {'n':>5} {'shift':>8} {'95% CI':>19} {'rel':>7} flag")
+        for r in show.to_dict("records"):
+            ci = f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r["ci_low"] == r["ci_low"] else "n/a"
+            rel = f"{r['relative_shift']:+.1%}" if r["relative_shift"] == r["relative_shift"] else "n/a"
+            print(f"{r['scorer']:<10} {r['measure']:<8} {r['cue_type']:<20} {str(r['group']):<18} {r['n_pairs']:>5} "
+                  f"{r['mean_shift']:>+8.3f} {ci:>19} {rel:>7} {'*' if r['flagged'] else ''}")
+    return 0

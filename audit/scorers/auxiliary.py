@@ -1,0 +1,164 @@
+"""Auxiliary measures: reply length, refusals and sentiment.
+
+- ``length``    -> ``words``: number of words in the reply (runs of letters/digits, apostrophes inside
+  a word kept: "don't" is one word).
+- ``refusal``   -> ``refusal``: 1 when the reply declines to engage, else 0. The patterns, their
+  sources and the examples they must (not) match live in ``templates/refusal/patterns.yaml``; the id of
+  the pattern that matched is the score's ``detail``. Replies withheld by the endpoint (status
+  ``content_filter``) are counted as refusals by :func:`audit.scoring.score_run`. Refusals are a
+  measure of their own so that they stay visible rather than being averaged into empathy.
+- ``sentiment`` -> ``compound``: VADER's compound polarity of the reply, -1..1 (Hutto & Gilbert,
+  ICWSM 2014), from the ``vaderSentiment`` package.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AuditError
+from ..resources import sha256_file, templates_dir
+from .base import check_pairs
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+
+
+def count_words(text: str) -> int:
+    """Words in ``text``: runs of letters or digits; an apostrophe inside a word keeps it whole."""
+    return len(_WORD.findall(text or ""))
+
+
+class LengthScorer:
+    """Reply length in words."""
+
+    name = "length"
+    measures = ("words",)
+    reads_post = False  # depends on the reply alone: invariant to the post by construction
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": "1", "definition": "runs of letters/digits (apostrophes inside kept)"}
+
+    def score(self, posts: list[str], replies: list[str]) -> pd.DataFrame:
+        check_pairs(posts, replies, self.name)
+        return pd.DataFrame({"words": [float(count_words(r)) for r in replies]})
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def refusal_patterns_path() -> Path:
+    return templates_dir() / "refusal" / "patterns.yaml"
+
+
+def load_refusal_patterns(path: str | Path | None = None) -> dict[str, Any]:
+    """Read and validate a refusal pattern file; returns ``{version, patterns: [{id, regex, source,
+    examples, compiled}], counter_examples}``. Bad files raise one AuditError naming the pattern."""
+    from ..spec import read_yaml
+
+    p = Path(path) if path else refusal_patterns_path()
+    data, _ = read_yaml(p, "refusal pattern")
+    if not isinstance(data, dict) or not isinstance(data.get("patterns"), list) or not data["patterns"]:
+        raise AuditError("a refusal pattern file needs a non-empty list 'patterns'", where=str(p),
+                         fix="follow the layout of templates/refusal/patterns.yaml")
+    seen: set[str] = set()
+    out = []
+    for i, pat in enumerate(data["patterns"]):
+        where = f"{p}, patterns[{i}]"
+        if not isinstance(pat, dict) or not all(isinstance(pat.get(k), str) and pat.get(k) for k in ("id", "regex", "source")):
+            raise AuditError("each pattern needs text fields 'id', 'regex' and 'source'", where=where,
+                             fix="add the missing field (every pattern must say where it comes from)")
+        if pat["id"] in seen:
+            raise AuditError(f"pattern id {pat['id']!r} is used twice", where=where, fix="give each pattern its own id")
+        seen.add(pat["id"])
+        try:
+            compiled = re.compile(pat["regex"], re.IGNORECASE)
+        except re.error as exc:
+            raise AuditError(f"pattern {pat['id']!r} is not a valid regular expression: {exc}", where=where,
+                             fix="fix the regex (Python syntax; backslashes doubled inside double quotes)") from None
+        out.append({**pat, "examples": list(pat.get("examples") or []), "compiled": compiled})
+    return {"version": data.get("version", 1), "patterns": out,
+            "counter_examples": list(data.get("counter_examples") or []), "path": p}
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def _normalise(text: str) -> str:
+    """Curly apostrophes to ', any run of whitespace to one space (patterns are written that way)."""
+    return _SPACE.sub(" ", (text or "").replace("’", "'").replace("‘", "'"))
+
+
+class RefusalScorer:
+    """Pattern-based refusal detection (1 = refusal, 0 = not); ``detail`` names the matching pattern."""
+
+    name = "refusal"
+    measures = ("refusal",)
+    reads_post = False  # depends on the reply alone: invariant to the post by construction
+
+    def __init__(self, patterns_path: str | Path | None = None):
+        self.patterns_path = Path(patterns_path) if patterns_path else refusal_patterns_path()
+
+    @cached_property
+    def _patterns(self) -> dict[str, Any]:
+        return load_refusal_patterns(self.patterns_path)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": str(self._patterns["version"]),
+            "patterns_sha256": sha256_file(self.patterns_path),
+            "patterns": [p["id"] for p in self._patterns["patterns"]],
+            "definition": "declines to engage (see templates/refusal/patterns.yaml); content_filter counts as refusal",
+        }
+
+    def match(self, reply: str) -> str | None:
+        """The id of the first pattern matching ``reply``, or None."""
+        text = _normalise(reply)
+        for p in self._patterns["patterns"]:
+            if p["compiled"].search(text):
+                return p["id"]
+        return None
+
+    def score(self, posts: list[str], replies: list[str]) -> pd.DataFrame:
+        check_pairs(posts, replies, self.name)
+        hits = [self.match(r) for r in replies]
+        return pd.DataFrame({"refusal": [1.0 if h else 0.0 for h in hits], "detail": hits})
+
+
+# --------------------------------------------------------------------------- sentiment
+
+
+class SentimentScorer:
+    """VADER compound sentiment of the reply (-1 most negative .. 1 most positive)."""
+
+    name = "sentiment"
+    measures = ("compound",)
+    reads_post = False  # depends on the reply alone: invariant to the post by construction
+
+    @cached_property
+    def _analyzer(self) -> Any:
+        try:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        except ImportError:  # pragma: no cover - a base dependency
+            raise AuditError("the sentiment scorer needs the vaderSentiment package",
+                             fix="pip install vaderSentiment (it is a dependency of empathy-audit)") from None
+        return SentimentIntensityAnalyzer()
+
+    def info(self) -> dict[str, Any]:
+        try:
+            from importlib.metadata import version
+
+            v = version("vaderSentiment")
+        except Exception:  # pragma: no cover
+            v = "unknown"
+        return {"name": self.name, "version": f"vaderSentiment {v}", "definition": "VADER compound score of the reply"}
+
+    def score(self, posts: list[str], replies: list[str]) -> pd.DataFrame:
+        check_pairs(posts, replies, self.name)
+        a = self._analyzer
+        vals = [float(a.polarity_scores(r)["compound"]) if r.strip() else np.nan for r in replies]
+        return pd.DataFrame({"compound": vals})
