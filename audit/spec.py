@@ -56,6 +56,9 @@ class PostsSpec(StrictModel):
     per_topic: int | None = Field(
         None, ge=1, description="Keep at most N posts per topic (applied before limit)."
     )
+    skip_empty: bool = Field(
+        False, description="Drop rows with an empty text (counted and reported) instead of failing."
+    )
 
     @field_validator("columns")
     @classmethod
