@@ -112,12 +112,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..scorers import epitome_train
-
     data = Path(args.data)
     if not data.is_dir():
         raise AuditError("training data directory not found", where=str(data),
                          fix="give the directory holding the three EPITOME CSV files")
+    from ..scorers import epitome_train
+
     result = epitome_train.train(data, Path(args.out)) if args.out else epitome_train.train(data)
     if result is not None:
         print(json.dumps(_clean(result if isinstance(result, dict) else {"artifact": str(result)}), indent=2, default=str))
@@ -152,7 +152,6 @@ def read_labelled(path: str | Path) -> Any:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from ..scorers import get_scorer
-    from ..scorers.validation import validate
 
     df = read_labelled(args.data)
     spec = None
@@ -164,6 +163,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.mechanism not in scorer.measures:
         raise AuditError(f"scorer {args.scorer!r} does not score {args.mechanism} (it gives {list(scorer.measures)})",
                          where="--mechanism", fix="choose a mechanism the scorer outputs, or another scorer")
+    from ..scorers.validation import validate
+
     res = validate(scorer, args.mechanism, df)
     if args.json:
         print(json.dumps(_clean(res), indent=2))
