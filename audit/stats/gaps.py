@@ -30,10 +30,11 @@ be fitted (no events in a group, perfect separation) the linear mixed model on t
 Effect sizes
 ------------
 * absolute gap ``b_g`` with 95% CI;
-* relative gap ``b_g / m_ref`` where ``m_ref = mean_{reference rows}(x' b)`` is the model-based
-  reference mean; its 95% CI is by the delta method with the full covariance of ``b``
-  (``grad = e_g / m_ref - b_g c / m_ref^2``, ``c`` the mean reference design row). Not reported
-  (NaN, with a warning) when the reference mean's own 95% CI contains 0;
+* relative gap ``b_g / m_ref`` where ``m_ref = c' b``, ``c = mean_{reference rows}(x)``, is the
+  model-based reference mean; its 95% CI is Fieller's interval for a ratio using the joint
+  covariance of (``b_g``, ``m_ref``) (Fieller 1954): ``{r : (b_g - r m)^2 <= z^2 Var(b_g - r m)}``.
+  Unlike the delta method, it contains 0 exactly when the absolute gap's CI does. Not reported
+  (NaN, with a warning) when the reference mean's own CI contains 0 (the interval is unbounded);
 * standardised gap ``b_g / sqrt(s2_post + s2_inner + s2)`` (the "d" of Westfall, Kenny & Judd 2014,
   total-variance standardisation) for the linear model; ``log OR * sqrt(3) / pi`` (Chinn 2000) for
   GEE.
@@ -65,7 +66,7 @@ from scipy import stats
 from ..errors import AuditError
 from .fastlmm import NestedRIFit, fit_nested_ri
 
-__all__ = ["gap_test", "validate_table", "design_matrix", "GAP_COLUMNS", "MIN_CLUSTERS", "is_binary"]
+__all__ = ["gap_test", "validate_table", "design_matrix", "fieller_ratio", "GAP_COLUMNS", "MIN_CLUSTERS", "is_binary"]
 
 MIN_CLUSTERS = 5
 GAP_COLUMNS = [
@@ -251,6 +252,25 @@ def _fit_gee_logit(y, X, clusters) -> _Fit:
                 conv, msgs, float("nan"), link="logit")
 
 
+def fieller_ratio(a: float, b: float, vaa: float, vab: float, vbb: float, z: float) -> tuple[float, float, float]:
+    """Ratio ``a / b`` with Fieller's confidence interval (Fieller 1954).
+
+    The interval is ``{r : (a - r b)^2 <= z^2 (vaa - 2 r vab + r^2 vbb)}``; it contains 0 exactly when
+    the Wald test of ``a = 0`` does not reject, so relative and absolute gaps never disagree about
+    significance (the delta method can). Returns NaNs when ``b`` is not significantly different
+    from 0 (``b^2 <= z^2 vbb``), where the set is unbounded.
+    """
+    qa = b * b - z * z * vbb
+    if not (np.isfinite(qa) and qa > 0 and b != 0):
+        return np.nan, np.nan, np.nan
+    qb = -2.0 * (a * b - z * z * vab)
+    qc = a * a - z * z * vaa
+    disc = max(qb * qb - 4 * qa * qc, 0.0)
+    lo = (-qb - np.sqrt(disc)) / (2 * qa)
+    hi = (-qb + np.sqrt(disc)) / (2 * qa)
+    return a / b, float(lo), float(hi)
+
+
 def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -290,13 +310,8 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
         se = float(np.sqrt(grad_est @ V @ grad_est))
         p = float(2 * stats.norm.sf(abs(z)))
         se_ref = float(np.sqrt(grad_ref @ V @ grad_ref))
-        if abs(ref_mean) > zc * se_ref and ref_mean != 0:
-            rel = est / ref_mean
-            g = grad_est / ref_mean - est * grad_ref / ref_mean ** 2
-            rse = float(np.sqrt(g @ V @ g))
-            rel_lo, rel_hi = rel - zc * rse, rel + zc * rse
-        else:
-            rel = rel_lo = rel_hi = np.nan
+        rel, rel_lo, rel_hi = fieller_ratio(est, ref_mean, se ** 2, float(grad_est @ V @ grad_ref), se_ref ** 2, zc)
+        if not np.isfinite(rel):
             warn.append("relative gap not reported: the reference mean is not distinguishable from 0")
         in_g = gcol == lv
         rows.append(dict(

@@ -35,7 +35,7 @@ from scipy import stats
 
 from .fastlmm import fit_nested_ri
 
-__all__ = ["detectable_gap", "simulate_power", "power_grid"]
+__all__ = ["detectable_gap", "simulate_power", "power_grid", "pilot_components"]
 
 
 def detectable_gap(se: float, ref_mean: float, *, alpha: float = 0.05, family_size: int = 1,
@@ -103,3 +103,31 @@ def power_grid(posts: list[int], samples: list[int], *, target: float = 0.8, **k
             r["meets_target"] = r["power"] >= target
             rows.append(r)
     return pd.DataFrame(rows)
+
+
+def pilot_components(table: pd.DataFrame, outcome: str, *, reference: str = "control") -> dict:
+    """Variance components of a pilot run for :func:`simulate_power`.
+
+    Fits the pooled gap model ``value ~ group + (1|post_id) [+ (1|post_id:variant_id)]`` (REML) to
+    the rows of ``outcome`` in an :func:`audit.stats.analysis_table` and returns ``sd_post``,
+    ``sd_variant``, ``sd_resid``, ``ref_mean`` (model-based mean of the reference group), and the
+    pilot's ``n_posts`` and ``samples``.
+    """
+    from ..errors import AuditError
+    from .gaps import design_matrix, validate_table
+
+    d = table[table["outcome"] == outcome]
+    if d.empty:
+        have = ", ".join(sorted(table["outcome"].unique())) or "none"
+        raise AuditError(f"the pilot has no scores for outcome '{outcome}' (it has: {have})",
+                         fix="choose a pilot outcome with --outcome")
+    d = validate_table(d, "value", "group", reference, "post_id", where=f"pilot outcome {outcome}")
+    X, _, _ = design_matrix(d, "group", reference)
+    inner = d["variant_id"].astype(str).to_numpy() if d.groupby("variant_id").size().max() > 1 else None
+    f = fit_nested_ri(d["value"].to_numpy(float), X, d["post_id"].astype(str).to_numpy(), inner)
+    is_ref = d["group"].astype(str).to_numpy() == str(reference)
+    return dict(sd_post=float(np.sqrt(f.var_post)), sd_variant=float(np.sqrt(f.var_inner)),
+                sd_resid=float(np.sqrt(f.scale)), ref_mean=float(X[is_ref].mean(axis=0) @ f.params),
+                n_posts=int(d["post_id"].nunique()),
+                samples=int(d.groupby(["variant_id", "style"]).size().max()) if "style" in d else 1,
+                outcome=outcome, singular=f.singular)
