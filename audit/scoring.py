@@ -46,6 +46,7 @@ class ScorerSummary:
     unscored: int = 0          # scored now but NaN in every measure (e.g. unparseable judge answers)
     pending: int = 0           # no final answer yet (e.g. a failed judge call); tried again next time
     seconds: float = 0.0
+    refusals: int | None = None  # refusal scorer: stored replies flagged as refusals (content filter included)
 
     @property
     def pairs_per_s(self) -> float | None:
@@ -80,6 +81,9 @@ class ScoreSummary:
                 extra.append(f"{s.unscored} could not be scored (see detail)")
             if s.pending:
                 extra.append(f"{s.pending} pending (run score again)")
+            if s.refusals is not None:
+                total = s.scored + s.already + s.content_filter
+                extra.insert(0, f"{s.refusals} refusals in {total} replies ({s.refusals / max(total, 1):.1%})")
             out.append(f"{s.scorer}: {s.scored} scored now, {s.already} already stored{rate}"
                        + (f"; {'; '.join(extra)}" if extra else ""))
         if self.probe:
@@ -171,6 +175,11 @@ def score_with(store: RunStore, scorer: Any, replies: pd.DataFrame, progress: bo
             bar.update(len(part))
     if bar is not None:
         bar.close()
+    if "refusal" in measures:
+        keys = set(replies["request_key"])
+        summ.refusals = sum(1 for k, v in store.conn.execute(
+            "SELECT request_key, value FROM scores WHERE scorer=? AND measure='refusal'", (scorer.name,))
+            if v == 1 and k in keys)
     return summ
 
 

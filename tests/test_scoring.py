@@ -139,6 +139,8 @@ def test_score_command_uses_the_runs_own_spec(tmp_path, capsys):
     assert [s["scorer"] for s in out["scorers"]] == ["length"] and out["scorers"][0]["scored"] == len(keys)
     assert main(["score", str(run_dir), "--scorers", "refusal"]) == 0
     text = capsys.readouterr().out
+    n_ref = sum(1 for i in range(len(keys)) if i % len(REPLIES) == 1)
     assert f"refusal: {len(keys)} scored now, 0 already stored" in text
+    assert f"{n_ref} refusals in {len(keys)} replies ({n_ref / len(keys):.1%})" in text
     assert main(["score", str(tmp_path / "missing")]) == 2
     assert "no run store found" in capsys.readouterr().err
