@@ -1,0 +1,35 @@
+"""The report: one self-contained HTML file, Markdown, results.json and CSV tables, from the store alone.
+
+``render(run_dir)`` reads the run store (nothing else: no spec file, no model, no network) and writes
+
+- ``report.html``: figures embedded as PNG data URIs, CSS inline, no script, a Content-Security-Policy
+  that forbids every external load; opens offline in any browser;
+- ``report.md``: the same sections in Markdown (figures as files under ``figures/``);
+- ``results.json``: every estimate, CI and p-value, with the summary sentences and provenance;
+- ``tables/*.csv``: the analysis tables, per-group score summaries, reply status counts, replies.
+
+Model replies and posts are untrusted text: the HTML template autoescapes everything, Markdown output
+escapes every interpolated value, figure labels are rendered literally (no mathtext).
+
+Example::
+
+    from audit.report import render
+    paths = render("reports/demo")       # {'html': ..., 'markdown': ..., 'json': ..., 'tables': ...}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["render"]
+
+
+def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True) -> dict[str, Path]:
+    """Render the report of the run in ``run_dir`` from its store; return the paths written.
+
+    ``figures=False`` leaves the figures out (each says so in the report): a quick re-render of the
+    text and tables.
+    """
+    from .render import render_run
+
+    return render_run(Path(run_dir), quiet=quiet, figures=figures)

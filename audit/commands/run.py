@@ -1,0 +1,72 @@
+"""``empathy-audit run SPEC [--out RUN_DIR]`` and ``empathy-audit report RUN_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="the whole audit: variants, replies, scores, models, report (resumes from the run store)",
+        description="Run the whole audit of SPEC: build the counterfactual variants, generate the replies, score "
+                    "them, fit the models and write the report. Every stage resumes from the run store, so running "
+                    "the same command again after an interruption costs nothing that is already done.",
+    )
+    p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's 'output', or reports/<name>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--reanalyze", action="store_true",
+                   help="refit the models even when the scores and settings are unchanged")
+    p.set_defaults(func=_run)
+
+    r = sub.add_parser(
+        "report", help="re-render the report of a run from its store alone",
+        description="Re-render report.html, report.md, results.json and tables/*.csv of RUN_DIR from its run "
+                    "store alone: no model is called, nothing is re-scored or re-fitted.",
+    )
+    r.add_argument("run_dir", metavar="RUN_DIR", help="run directory (contains store.sqlite)")
+    r.add_argument("--check", action="store_true",
+                   help="also open the report in headless Chromium and fail on console errors, failed requests or "
+                        "figures that do not render")
+    r.set_defaults(func=_report)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..pipeline import run
+    from ..resources import resolve_spec_path
+    from ..spec import load_spec
+
+    path = resolve_spec_path(args.spec)
+    spec = load_spec(path)
+    run(spec, args.out, progress=not args.no_progress, spec_argument=str(args.spec) if Path(args.spec).exists()
+        else str(path), force_analysis=args.reanalyze)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ..errors import AuditError
+    from ..report import render
+
+    paths = render(args.run_dir, quiet=False)
+    print(f"        {paths['markdown']}, {paths['json']}, {paths['tables']}/")
+    if args.check:
+        from ..report.browser import check_page, find_chromium
+
+        if not find_chromium():
+            raise AuditError("no Chromium found for --check", fix="install chromium, or set CHROMIUM=/path/to/it")
+        res = check_page(paths["html"])
+        problems = res.console_errors + res.exceptions + res.failed_requests + res.external_requests
+        bad_imgs = [i["id"] for i in res.images if not i["complete"] or not i["width"]]
+        if not res.loaded:
+            problems.append("the page did not finish loading")
+        problems += [f"figure {i} did not render" for i in bad_imgs]
+        if res.script_elements:
+            problems.append(f"{res.script_elements} script elements in the page")
+        if problems:
+            for p in problems:
+                print(f"  problem: {p}")
+            return 1
+        print(f"check: loaded in Chromium without network; {len(res.images)} figures rendered; "
+              "no console errors, failed or external requests")
+    return 0

@@ -1,0 +1,216 @@
+"""Everything the report shows, read from the run store alone.
+
+:func:`collect` reads the store of a run directory into a :class:`ReportData`: the spec the run was
+started with, variants, replies, scores, the analysis tables, the inference probe, scorer identity,
+provenance. A table a stage did not write is ``None``, and the report says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import AuditError
+from ..store import STORE_FILENAME, RunStore
+from .findings import measure_of, outcome_sort_key
+from .provenance import store_content_sha256
+
+RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+
+@dataclass
+class ReportData:
+    run_dir: Path
+    spec: Any  # AuditSpec or None
+    spec_yaml: str
+    spec_hash: str | None
+    meta: dict[str, str]
+    variants: pd.DataFrame
+    replies: pd.DataFrame
+    scores: pd.DataFrame
+    scorer_info: dict[str, dict[str, Any]]
+    tables: dict[str, pd.DataFrame | None]
+    probe: pd.DataFrame | None
+    probe_summary: pd.DataFrame | None
+    invariance: pd.DataFrame | None
+    store_sha256: str
+    store_tables: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def results(self) -> pd.DataFrame | None:
+        return self.tables.get("results")
+
+    @property
+    def axes(self) -> list[str]:
+        if self.spec is not None:
+            return list(self.spec.demographics.axes)
+        skip = {"variant_id", "post_id", "topic", "risk", "group_name", "cue_type", "alternative", "cue_text",
+                "text", "group"}
+        return [c for c in self.variants.columns if c not in skip]
+
+    @property
+    def models(self) -> pd.DataFrame:
+        """One row per audited model: label, endpoint, model name, reported name, runtime, parameters."""
+        r = self.replies
+        if r.empty:
+            return pd.DataFrame(columns=["model_label", "endpoint_id", "model_name", "model_reported", "runtime",
+                                         "runtime_version", "params", "embedded"])
+        rows = []
+        for label, d in r.groupby("model_label", sort=True):
+            ok = d[d["status"].notna()]
+            first = (ok if not ok.empty else d).iloc[0]
+            params = json.loads(first["params_json"]) if isinstance(first.get("params_json"), str) else {}
+            params = {k: v for k, v in params.items() if k not in ("messages",)}
+            rows.append(dict(
+                model_label=label,
+                endpoint_id=first.get("endpoint_id"),
+                model_name=first.get("model_name"),
+                model_reported=", ".join(sorted({str(x) for x in d["model_reported"].dropna()})) or None,
+                runtime=", ".join(sorted({str(x) for x in d["runtime"].dropna()})) or None,
+                runtime_version=", ".join(sorted({str(x) for x in d["runtime_version"].dropna()})) or None,
+                params=params,
+                embedded=str(first.get("endpoint_id") or "").startswith("embedded"),
+            ))
+        return pd.DataFrame(rows)
+
+    @property
+    def embedded_used(self) -> bool:
+        if not self.replies.empty:
+            if self.replies["endpoint_id"].astype(str).str.startswith("embedded").any():
+                return True
+        if self.spec is not None:
+            return any(m.is_embedded for m in self.spec.models)
+        return False
+
+    @property
+    def status_counts(self) -> pd.DataFrame:
+        """Replies per model and status ('ok', 'content_filter', 'failed', 'not answered')."""
+        r = self.replies
+        if r.empty:
+            return pd.DataFrame(columns=["model_label", "status", "n"])
+        s = r.assign(status=r["status"].fillna("not answered"))
+        return s.groupby(["model_label", "status"]).size().rename("n").reset_index()
+
+    @property
+    def analysis_frame(self) -> pd.DataFrame:
+        """Answered replies joined with their scores, long: one row per (request, scorer.measure)."""
+        r = self.replies
+        if r.empty or self.scores.empty:
+            return pd.DataFrame(columns=["request_key", "group", "cue_type", "style", "model_label", "post_id",
+                                         "outcome", "measure", "value"])
+        sc = self.scores.copy()
+        sc["outcome"] = sc["scorer"] + "." + sc["measure"]
+        keep = ["request_key", "group", "cue_type", "style", "model_label", "post_id", "sample_index",
+                *[a for a in self.axes if a in r.columns]]
+        ok = r[r["status"] == "ok"][keep]
+        df = ok.merge(sc[["request_key", "outcome", "measure", "value"]], on="request_key")
+        return df.dropna(subset=["value"])
+
+    @property
+    def outcomes(self) -> list[str]:
+        """Measures in the order the report shows them (from results when present, else from scores)."""
+        res = self.results
+        if res is not None and not res.empty:
+            return sorted(res["outcome"].astype(str).unique(), key=outcome_sort_key)
+        if self.scores.empty:
+            return []
+        return sorted({f"{s}.{m}" for s, m in zip(self.scores["scorer"], self.scores["measure"])},
+                      key=lambda o: outcome_sort_key(measure_of(o)))
+
+    @property
+    def group_attributes(self) -> pd.DataFrame:
+        """group -> its axis levels (one row per non-control group)."""
+        v = self.variants
+        axes = [a for a in self.axes if a in v.columns]
+        if v.empty or not axes:
+            return pd.DataFrame(columns=["group", *axes])
+        g = v[v["group"] != "control"][["group", *axes]].drop_duplicates("group")
+        return g.reset_index(drop=True)
+
+    @property
+    def design(self) -> dict[str, Any]:
+        v, r = self.variants, self.replies
+        groups = sorted(g for g in v["group"].unique() if g != "control") if not v.empty else []
+        cue_types = sorted(c for c in v["cue_type"].unique() if c != "control") if not v.empty else []
+        return dict(
+            posts=int(v["post_id"].nunique()) if not v.empty else 0,
+            variants=int(len(v)),
+            groups=groups,
+            cue_types=cue_types,
+            styles=sorted(r["style"].dropna().unique()) if not r.empty else (self.spec.styles if self.spec else []),
+            models=sorted(r["model_label"].unique()) if not r.empty else [],
+            samples=int(r["sample_index"].max() + 1) if not r.empty else (self.spec.samples if self.spec else 0),
+            requests=int(len(r)),
+            answered=int((r["status"] == "ok").sum()) if not r.empty else 0,
+            scored=int(self.scores["request_key"].nunique()) if not self.scores.empty else 0,
+        )
+
+
+def _table(store: RunStore, name: str, names: list[str]) -> pd.DataFrame | None:
+    if name not in names:
+        return None
+    return store.query_df(f'SELECT * FROM "{name}"')
+
+
+def _probe_summary(store: RunStore, probe: pd.DataFrame | None, variants: pd.DataFrame) -> pd.DataFrame | None:
+    """Cue leak rate per (model, cue type, axis): share of variants whose demographic the probe named."""
+    try:  # the probe module's own summary, when installed
+        from ..scorers import probe as probe_mod  # type: ignore
+
+        fn = getattr(probe_mod, "probe_summary", None) or getattr(probe_mod, "summary", None)
+        if fn is not None:
+            out = fn(store)
+            if isinstance(out, pd.DataFrame):
+                return out
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - fall back to our own reading of the table
+        pass
+    if probe is None or probe.empty or "correct" not in probe.columns:
+        return None
+    df = probe.merge(variants[["variant_id", "cue_type", "group"]], on="variant_id", how="left") \
+        if "cue_type" not in probe.columns else probe.copy()
+    df = df[df["correct"].notna()]
+    if df.empty:
+        return None
+    keys = [k for k in ("model_label", "cue_type", "axis") if k in df.columns]
+    out = df.groupby(keys)["correct"].agg(["mean", "count"]).reset_index()
+    return out.rename(columns={"mean": "leak_rate", "count": "n"})
+
+
+def collect(run_dir: str | Path) -> ReportData:
+    run_dir = Path(run_dir)
+    if not (run_dir / STORE_FILENAME).exists():
+        raise AuditError("no run store found", where=str(run_dir),
+                         fix="give the run directory of an audit (it contains store.sqlite), or run the audit first")
+    with RunStore(run_dir, create=False) as store:
+        names = store.table_names()
+        meta = {r[0]: r[1] for r in store.conn.execute("SELECT key, value FROM meta")}
+        spec, spec_yaml = None, ""
+        if meta.get("spec_hash"):
+            try:
+                spec = store.latest_spec()
+                spec_yaml = spec._source_text or ""
+            except Exception:  # noqa: BLE001 - an old or foreign spec still gets a report
+                row = store.conn.execute("SELECT spec_yaml FROM specs WHERE spec_hash=?",
+                                         (meta["spec_hash"],)).fetchone()
+                spec_yaml = row[0] if row else ""
+        variants = store.variants_df()
+        replies = store.replies_df("reply")
+        scores = store.scores_df()
+        tables = {t: _table(store, t, names) for t in RESULT_TABLES}
+        probe = _table(store, "probe", names)
+        invariance = _table(store, "invariance", names)
+        probe_summary = _probe_summary(store, probe, variants)
+        return ReportData(
+            run_dir=run_dir, spec=spec, spec_yaml=spec_yaml, spec_hash=meta.get("spec_hash"), meta=meta,
+            variants=variants, replies=replies, scores=scores, scorer_info=store.scorer_info(), tables=tables,
+            probe=probe, probe_summary=probe_summary, invariance=invariance,
+            store_sha256=store_content_sha256(store.conn), store_tables=names,
+        )

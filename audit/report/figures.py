@@ -1,0 +1,368 @@
+"""The report's figures (seaborn on matplotlib's object API, no pyplot state), as embedded PNGs.
+
+Each function takes a :class:`~audit.report.data.ReportData` and returns a :class:`FigureOut` (a PNG
+data URI plus title, caption and alt text) or ``None`` with the reason the figure is absent. Labels
+are untrusted text too (group names come from user templates): every string that reaches matplotlib
+passes :func:`mpl_text`, so a ``$`` cannot switch on mathtext and nothing is interpreted.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .findings import cue_short, is_absolute, measure_of, outcome_label
+
+_ROW_H = 0.32  # inches per row in the forest plot
+
+
+@dataclass
+class FigureOut:
+    id: str
+    title: str
+    caption: str
+    alt: str
+    data_uri: str | None = None
+    missing: str | None = None  # why the figure could not be drawn
+    png_bytes: int = 0
+
+
+def mpl_text(s: object) -> str:
+    """A label matplotlib shows literally (no mathtext)."""
+    return str(s).replace("\\", "\\\\").replace("$", r"\$")
+
+
+def _setup():
+    import matplotlib
+
+    matplotlib.rcParams.update({"text.usetex": False, "svg.fonttype": "none", "figure.max_open_warning": 0})
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
+    return sns, Figure
+
+
+def _encode(fig) -> tuple[str, int]:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    raw = buf.getvalue()
+    return "data:image/png;base64," + base64.b64encode(raw).decode("ascii"), len(raw)
+
+
+def _group_order(groups) -> list[str]:
+    g = sorted({str(x) for x in groups if str(x) != "control"})
+    return (["control"] if "control" in {str(x) for x in groups} else []) + g
+
+
+def _key_outcomes(outcomes: list[str], k: int = 4) -> list[str]:
+    return outcomes[:k]
+
+
+def distributions(data) -> FigureOut:
+    fo = FigureOut("fig-distributions", "Score distributions by group and cue type",
+                   "Boxes: quartiles of the reply scores per group; colours: cue type (the control has no cue); "
+                   "diamonds: means. Unanswered and unscored replies are left out.",
+                   "Box plots of reply scores per demographic group, coloured by cue type.")
+    df = data.analysis_frame
+    outcomes = [o for o in data.outcomes if o in set(df["outcome"]) or f"x.{o}" in set(df["outcome"])]
+    if df.empty:
+        fo.missing = "no scored replies are stored"
+        return fo
+    present = list(dict.fromkeys(df["outcome"]))
+    want = []
+    for o in outcomes or present:
+        match = [p for p in present if p == o or measure_of(p) == measure_of(o)]
+        if match and match[0] not in want:
+            want.append(match[0])
+    want = _key_outcomes(want or present)
+    sns, Figure = _setup()
+    n = len(want)
+    cols = min(2, n)
+    rows = math.ceil(n / cols)
+    groups = _group_order(df["group"].unique())
+    fig = Figure(figsize=(6.4 * cols, 3.4 * rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    plot = df.copy()
+    plot["group"] = plot["group"].map(mpl_text)
+    plot["cue"] = plot["cue_type"].map(lambda c: mpl_text(cue_short(c)))
+    order = [mpl_text(g) for g in groups]
+    hue_order = list(dict.fromkeys(["control", *sorted(plot["cue"].unique())]))
+    hue_order = [h for h in hue_order if h in set(plot["cue"])]
+    for ax, outcome in zip(axes, want):
+        d = plot[plot["outcome"] == outcome]
+        sns.boxplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
+                    showmeans=True, meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
+                                               "markersize": 4}, fliersize=2, linewidth=0.8)
+        ax.set_title(mpl_text(outcome_label(outcome)))
+        ax.set_xlabel("")
+        ax.set_ylabel("score")
+        ax.tick_params(axis="x", labelrotation=30)
+        for lab in ax.get_xticklabels():
+            lab.set_horizontalalignment("right")
+        leg = ax.get_legend()
+        if leg is not None:
+            leg.set_title("cue type")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fo.data_uri, fo.png_bytes = _encode(fig)
+    return fo
+
+
+def _gap_values(d: pd.DataFrame, outcome: str) -> tuple[pd.Series, pd.Series, pd.Series, str]:
+    ref = float(d["ref_mean"].median()) if "ref_mean" in d and d["ref_mean"].notna().any() else None
+    if is_absolute(outcome, ref) or "relative_gap" not in d:
+        scale = 100.0 if measure_of(outcome) == "refusal" else 1.0
+        unit = "percentage points" if scale == 100.0 else "points"
+        return d["estimate"] * scale, d["ci_low"] * scale, d["ci_high"] * scale, f"gap vs control ({unit})"
+    return d["relative_gap"] * 100, d["rel_ci_low"] * 100, d["rel_ci_high"] * 100, "gap vs control (% of control mean)"
+
+
+def forest(data) -> FigureOut:
+    fo = FigureOut("fig-forest", "Every gap versus the control, with 95% confidence intervals",
+                   "One row per group and cue type (pooled over prompt styles where the analysis pooled them). "
+                   "Filled markers: significant after Holm correction across the whole family of tests; hollow: "
+                   "not significant. The vertical line is no gap.",
+                   "Forest plot of the estimated gap of each group versus the control with 95% confidence intervals.")
+    res = data.results
+    if res is None or res.empty:
+        fo.missing = "no analysis results are stored (the analysis stage has not run)"
+        return fo
+    d = res.copy()
+    if "style" in d and (d["style"] == "pooled").any():
+        d = d[d["style"] == "pooled"]
+    sns, Figure = _setup()
+    models = sorted(d["model_label"].unique()) if "model_label" in d else [None]
+    outcomes = data.outcomes
+    panels = [(m, o) for m in models for o in outcomes if not d[(d["outcome"] == o) & (
+        (d["model_label"] == m) if m is not None else True)].empty]
+    if not panels:
+        fo.missing = "the results table has no rows"
+        return fo
+    cols = min(3, len(panels))
+    nrows_panel = math.ceil(len(panels) / cols)
+    rows_per = max(len(d[(d["outcome"] == o) & ((d["model_label"] == m) if m is not None else True)])
+                   for m, o in panels)
+    fig = Figure(figsize=(4.2 * cols + 1.6, nrows_panel * (rows_per * _ROW_H + 1.1) + 0.3))
+    axes = np.atleast_1d(fig.subplots(nrows_panel, cols, squeeze=False)).ravel()
+    palette = sns.color_palette("deep")
+    cue_types = list(dict.fromkeys(["pooled", *sorted(d["cue_type"].unique())]))
+    colour = {c: palette[i % len(palette)] for i, c in enumerate(cue_types)}
+    for idx, (ax, (m, o)) in enumerate(zip(axes, panels)):
+        sub = d[(d["outcome"] == o) & ((d["model_label"] == m) if m is not None else True)].copy()
+        sub["_c"] = sub["cue_type"].map(lambda c: cue_types.index(c))
+        sub = sub.sort_values(["group", "_c"], ascending=[False, False]).reset_index(drop=True)
+        est, lo, hi, xlabel = _gap_values(sub, o)
+        y = np.arange(len(sub))
+        sig = sub["significant_holm"].fillna(False).astype(bool) if "significant_holm" in sub else \
+            pd.Series(False, index=sub.index)
+        for i in range(len(sub)):
+            c = colour[sub["cue_type"].iloc[i]]
+            ax.plot([lo.iloc[i], hi.iloc[i]], [y[i], y[i]], color=c, linewidth=1.4)
+            ax.plot([est.iloc[i]], [y[i]], marker="o", markersize=5.5, color=c,
+                    markerfacecolor=c if sig.iloc[i] else "white", markeredgewidth=1.4)
+        ax.axvline(0, color="0.3", linewidth=0.8, linestyle="--")
+        show_labels = idx % cols == 0 or True
+        ax.set_yticks(y)
+        ax.set_yticklabels([mpl_text(f"{g} · {cue_short(c)}") for g, c in zip(sub["group"], sub["cue_type"])]
+                           if show_labels else [], fontsize=7)
+        ax.set_ylim(-0.7, len(sub) - 0.3)
+        title = outcome_label(o) + (f" — {m}" if m is not None and len(models) > 1 else "")
+        ax.set_title(mpl_text(title), fontsize=9)
+        ax.set_xlabel(mpl_text(xlabel), fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colour[c], marker="o", linestyle="-", label=mpl_text(cue_short(c)))
+               for c in cue_types if c in set(d["cue_type"])]
+    handles += [Line2D([], [], color="0.2", marker="o", linestyle="", label="significant (Holm)"),
+                Line2D([], [], color="0.2", marker="o", markerfacecolor="white", linestyle="",
+                       label="not significant")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=8,
+               bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fo.data_uri, fo.png_bytes = _encode(fig)
+    return fo
+
+
+def _intersection_table(data) -> tuple[pd.DataFrame | None, list[str]]:
+    """Rows: outcome, model_label, group, <axes...>, value (relative gap %, or absolute)."""
+    axes = [a for a in data.axes]
+    inter = data.tables.get("results_intersectional")
+    if inter is not None and not inter.empty and "group" in inter:
+        df = inter.copy()
+        if not all(a in df.columns for a in axes):
+            df = df.drop(columns=[a for a in axes if a in df.columns]).merge(data.group_attributes, on="group",
+                                                                              how="left")
+        src = "results_intersectional"
+    else:
+        res = data.results
+        if res is None or res.empty:
+            return None, []
+        df = res[(res.get("cue_type", "pooled") == "pooled") & (res.get("style", "pooled") == "pooled")].copy()
+        if df.empty:
+            return None, []
+        df = df.merge(data.group_attributes, on="group", how="left")
+        src = "results"
+    if "model_label" not in df:
+        df["model_label"] = ""
+    vals = []
+    for row in df.to_dict("records"):
+        o = row.get("outcome", "")
+        ref = row.get("ref_mean")
+        if "relative_gap" in row and row.get("relative_gap") is not None and not is_absolute(o, ref) \
+                and not (isinstance(row["relative_gap"], float) and math.isnan(row["relative_gap"])):
+            vals.append(100 * float(row["relative_gap"]))
+        else:
+            est = row.get("estimate")
+            vals.append(float(est) * (100.0 if measure_of(o) == "refusal" else 1.0) if est is not None else np.nan)
+    df["value"] = vals
+    return df, [src]
+
+
+def intersectional(data) -> FigureOut:
+    fo = FigureOut("fig-intersectional", "Intersectional heat map of gaps versus the control",
+                   "", "Heat map of the gap versus control for each intersection of the demographic axes.")
+    df, src = _intersection_table(data)
+    axes = [a for a in data.axes if df is not None and a in df.columns and df[a].notna().any()]
+    if df is None or df.empty or not axes:
+        fo.missing = "no intersectional estimates are stored (the analysis stage has not run, or no axes)"
+        return fo
+    fo.caption = (("Partially pooled cell estimates" if src == ["results_intersectional"] else
+                   "Gaps pooled over cue types") + " for each intersection; relative gaps in % of the control "
+                  "mean (refusal: percentage points; sentiment: points). Blue: below the control; red: above.")
+    sns, Figure = _setup()
+    row_ax = axes[0]
+    col_ax = axes[1] if len(axes) > 1 else None
+    panels = [(m, o) for m in sorted(df["model_label"].astype(str).unique())
+              for o in sorted(df["outcome"].unique(), key=lambda x: data.outcomes.index(x)
+                              if x in data.outcomes else 99)]
+    panels = panels[:6]
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(4.0 * cols, 2.9 * nrows))
+    axs = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+    multi = df["model_label"].nunique() > 1
+    for ax, (m, o) in zip(axs, panels):
+        sub = df[(df["model_label"].astype(str) == m) & (df["outcome"] == o)].copy()
+        sub[row_ax] = sub[row_ax].map(mpl_text)
+        if col_ax:
+            sub[col_ax] = sub[col_ax].map(mpl_text)
+            grid = sub.pivot_table(index=row_ax, columns=col_ax, values="value", aggfunc="mean")
+        else:
+            grid = sub.pivot_table(index=row_ax, values="value", aggfunc="mean")
+        lim = float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size and np.isfinite(grid.to_numpy()).any() else 1
+        sns.heatmap(grid, ax=ax, annot=True, fmt=".1f", cmap="vlag", center=0, vmin=-lim or -1, vmax=lim or 1,
+                    cbar=True, linewidths=0.5, annot_kws={"fontsize": 8})
+        ax.set_title(mpl_text(outcome_label(o) + (f" — {m}" if multi else "")), fontsize=9)
+        ax.set_ylabel(mpl_text(row_ax))
+        ax.set_xlabel(mpl_text(col_ax or ""))
+    for ax in axs[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fo.data_uri, fo.png_bytes = _encode(fig)
+    return fo
+
+
+def probe_rates(data) -> FigureOut:
+    fo = FigureOut("fig-probe", "Demographic inference (cue leak) rate per cue type",
+                   "Share of variants for which the inference probe named the demographic the cue was meant to "
+                   "signal, per cue type and axis. A cue that is rarely inferred may not carry the signal the "
+                   "audit assumes (cue validity); the control shows the rate of guessing a demographic from "
+                   "nothing.",
+                   "Bar chart of the rate at which a model inferred the intended demographic, per cue type.")
+    ps = data.probe_summary
+    if ps is None or ps.empty:
+        fo.missing = "no inference probe was run"
+        return fo
+    sns, Figure = _setup()
+    d = ps.copy()
+    rate_col = next((c for c in ("leak_rate", "rate", "accuracy", "inferred_rate") if c in d.columns), None)
+    if rate_col is None:
+        fo.missing = "the probe summary has no rate column"
+        return fo
+    d["cue"] = d["cue_type"].map(lambda c: mpl_text(cue_short(c)))
+    hue = "axis" if "axis" in d.columns else None
+    if hue:
+        d["axis"] = d["axis"].map(mpl_text)
+    fig = Figure(figsize=(6.4, 3.2))
+    ax = fig.subplots()
+    sns.barplot(data=d, x="cue", y=rate_col, hue=hue, ax=ax, errorbar=None)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share inferred correctly")
+    ax.set_xlabel("")
+    fig.tight_layout()
+    fo.data_uri, fo.png_bytes = _encode(fig)
+    return fo
+
+
+def refusals(data) -> FigureOut:
+    fo = FigureOut("fig-refusals", "Refusal rates by group",
+                   "Share of answered replies the refusal scorer flagged as a refusal, per group and cue type, with "
+                   "95% bootstrap confidence intervals. Replies blocked by a content filter are counted as "
+                   "refusals here.",
+                   "Bar chart of refusal rates per demographic group and cue type.")
+    r = data.replies
+    sc = data.scores
+    if r.empty or sc.empty or not (sc["measure"] == "refusal").any():
+        fo.missing = "no refusal scores are stored (the refusal scorer was not run)"
+        return fo
+    ref = sc[sc["measure"] == "refusal"][["request_key", "value"]]
+    d = r[r["status"].isin(["ok", "content_filter"])][["request_key", "group", "cue_type", "status"]]
+    d = d.merge(ref, on="request_key", how="left")
+    d.loc[d["status"] == "content_filter", "value"] = 1.0
+    d = d.dropna(subset=["value"])
+    if d.empty:
+        fo.missing = "no refusal scores are stored"
+        return fo
+    sns, Figure = _setup()
+    d["group"] = d["group"].map(mpl_text)
+    d["cue"] = d["cue_type"].map(lambda c: mpl_text(cue_short(c)))
+    order = [mpl_text(g) for g in _group_order(r["group"].dropna().unique())]
+    order = [g for g in order if g in set(d["group"])]
+    fig = Figure(figsize=(7.0, 3.3))
+    ax = fig.subplots()
+    hue_order = [h for h in dict.fromkeys(["control", *sorted(d["cue"].unique())]) if h in set(d["cue"])]
+    sns.barplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
+                errorbar=("ci", 95), n_boot=500, seed=0, err_kws={"linewidth": 1})
+    ax.set_ylim(0, max(0.05, min(1.0, float(d.groupby(["group", "cue"])["value"].mean().max()) * 1.6 + 0.02)))
+    ax.set_ylabel("refusal rate")
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", labelrotation=30)
+    for lab in ax.get_xticklabels():
+        lab.set_horizontalalignment("right")
+    leg = ax.get_legend()
+    if leg is not None:
+        leg.set_title("cue type")
+    fig.tight_layout()
+    fo.data_uri, fo.png_bytes = _encode(fig)
+    return fo
+
+
+def all_figures(data) -> list[FigureOut]:
+    out = []
+    for fn in (distributions, forest, intersectional, probe_rates, refusals):
+        try:
+            out.append(fn(data))
+        except Exception as exc:  # noqa: BLE001 - a figure that fails must not take the report with it
+            fo = FigureOut(f"fig-{fn.__name__}", fn.__name__.replace("_", " "), "", "")
+            fo.missing = f"the figure could not be drawn ({type(exc).__name__}: {exc})"
+            out.append(fo)
+    return out
+
+
+def skipped_figures() -> list[FigureOut]:
+    """Placeholders when figures were not asked for (``render(..., figures=False)``)."""
+    out = []
+    for fn in (distributions, forest, intersectional, probe_rates, refusals):
+        fo = FigureOut(f"fig-{fn.__name__}", fn.__name__.replace("_", " ").capitalize(), "", "")
+        fo.missing = "figures were not drawn for this rendering (render with figures)"
+        out.append(fo)
+    return out

@@ -1,0 +1,234 @@
+"""Plain-language names for outcomes and cue types, and the findings written as sentences.
+
+A finding sentence carries its numbers: the gap (relative where a relative gap means something,
+absolute otherwise), its 95% CI and the Holm-adjusted p-value, e.g.
+
+    Replies to posts that signalled "Black woman" through an explicit tag scored 11.0% lower on
+    Emotional Reactions than replies to the unmodified posts (95% CI -15.2% to -6.8%; Holm-adjusted
+    p = 0.003).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+OUTCOME_LABELS = {
+    "ER": "Emotional Reactions",
+    "IP": "Interpretations",
+    "EX": "Explorations",
+    "empathy": "overall empathy (EPITOME mean)",
+    "words": "reply length (words)",
+    "refusal": "refusal rate",
+    "compound": "sentiment (VADER compound)",
+}
+# Outcomes for which a gap is stated on the absolute scale: a rate (percentage points) or a score
+# centred near zero, where a relative gap would mislead.
+ABSOLUTE_OUTCOMES = {"refusal": "percentage points", "compound": "points"}
+PREFERRED_ORDER = ("ER", "IP", "EX", "empathy", "compound", "words", "refusal")
+
+CUE_LABELS = {
+    "pooled": "any cue type (pooled)",
+    "control": "no cue (control)",
+    "explicit_tag": "an explicit tag",
+    "explicit_statement": "an explicit self-identification",
+    "implicit_name": "a first name",
+    "implicit_context": "a cultural or community detail",
+    "implicit_dialect": "dialect",
+}
+CUE_SHORT = {
+    "pooled": "pooled",
+    "control": "control",
+    "explicit_tag": "explicit tag",
+    "explicit_statement": "explicit statement",
+    "implicit_name": "name",
+    "implicit_context": "context",
+    "implicit_dialect": "dialect",
+}
+
+
+def measure_of(outcome: str) -> str:
+    """'epitome.ER' -> 'ER'; 'ER' -> 'ER'."""
+    return str(outcome).split(".")[-1]
+
+
+def outcome_label(outcome: str) -> str:
+    m = measure_of(outcome)
+    label = OUTCOME_LABELS.get(m, m)
+    scorer = str(outcome).rsplit(".", 1)[0] if "." in str(outcome) else None
+    if scorer and m not in OUTCOME_LABELS:
+        return f"{m} ({scorer})"
+    if scorer and scorer not in ("epitome", "length", "refusal", "sentiment"):
+        return f"{label} ({scorer})"
+    return label
+
+
+def cue_label(cue_type: str) -> str:
+    return CUE_LABELS.get(str(cue_type), str(cue_type).replace("_", " "))
+
+
+def cue_short(cue_type: str) -> str:
+    return CUE_SHORT.get(str(cue_type), str(cue_type).replace("_", " "))
+
+
+def is_absolute(outcome: str, ref_mean: float | None = None) -> bool:
+    if measure_of(outcome) in ABSOLUTE_OUTCOMES:
+        return True
+    return ref_mean is None or not _finite(ref_mean) or abs(ref_mean) < 1e-9
+
+
+def outcome_sort_key(outcome: str) -> tuple[int, str]:
+    m = measure_of(outcome)
+    return (PREFERRED_ORDER.index(m) if m in PREFERRED_ORDER else len(PREFERRED_ORDER), str(outcome))
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_p(p: Any) -> str:
+    if not _finite(p):
+        return "n/a"
+    p = float(p)
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}"
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    if not _finite(x):
+        return "n/a"
+    return f"{float(x):.{digits}g}" if abs(float(x)) >= 1000 else f"{float(x):.{digits}f}"
+
+
+def fmt_pct(x: Any, digits: int = 1, sign: bool = True) -> str:
+    if not _finite(x):
+        return "n/a"
+    v = 100 * float(x)
+    return f"{v:+.{digits}f}%" if sign else f"{v:.{digits}f}%"
+
+
+def gap_text(row: dict[str, Any]) -> tuple[str, str]:
+    """(gap phrase, CI phrase) for a results row, e.g. ('11.0% lower', '95% CI -15.2% to -6.8%')."""
+    outcome = row["outcome"]
+    if is_absolute(outcome, row.get("ref_mean")):
+        scale = 100.0 if measure_of(outcome) == "refusal" else 1.0
+        unit = ABSOLUTE_OUTCOMES.get(measure_of(outcome), "points")
+        est = float(row["estimate"]) * scale if _finite(row.get("estimate")) else float("nan")
+        lo = float(row.get("ci_low")) * scale if _finite(row.get("ci_low")) else float("nan")
+        hi = float(row.get("ci_high")) * scale if _finite(row.get("ci_high")) else float("nan")
+        digits = 1 if scale == 100.0 else 3
+        word = "higher" if est > 0 else "lower" if est < 0 else "different (no gap)"
+        gap = f"{abs(est):.{digits}f} {unit} {word}"
+        ci = f"95% CI {lo:+.{digits}f} to {hi:+.{digits}f} {unit}" if _finite(lo) and _finite(hi) else "no CI"
+        return gap, ci
+    rel = row.get("relative_gap")
+    word = "higher" if _finite(rel) and rel > 0 else "lower" if _finite(rel) and rel < 0 else "different"
+    gap = f"{abs(100 * float(rel)):.1f}% {word}" if _finite(rel) else "n/a"
+    lo, hi = row.get("rel_ci_low"), row.get("rel_ci_high")
+    ci = f"95% CI {fmt_pct(lo)} to {fmt_pct(hi)}" if _finite(lo) and _finite(hi) else "no CI"
+    return gap, ci
+
+
+def finding_sentence(row: dict[str, Any], reference_label: str = "the unmodified posts (control)",
+                     model_note: str = "") -> str:
+    gap, ci = gap_text(row)
+    cue = row.get("cue_type", "pooled")
+    cue_part = "through any cue type (pooled)" if cue == "pooled" else f"through {cue_label(cue)}"
+    style = row.get("style")
+    style_part = f" in the '{style}' prompt style" if style and style != "pooled" else ""
+    ref = row.get("reference") or "control"
+    ref_part = reference_label if ref == "control" else f"posts that signalled \u201c{ref}\u201d"
+    what = outcome_label(row["outcome"])
+    if measure_of(row["outcome"]) == "refusal":
+        body = f"had a refusal rate {gap}"
+    else:
+        body = f"scored {gap} on {what}"
+    p_holm = fmt_p(row.get("p_holm"))
+    p_part = f"Holm-adjusted p = {p_holm}" if not p_holm.startswith("<") else f"Holm-adjusted p {p_holm}"
+    return (f"Replies{model_note} to posts that signalled \u201c{row['group']}\u201d {cue_part}{style_part} "
+            f"{body} than replies to {ref_part} ({ci}; {p_part}).")
+
+
+def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: int = 12) -> dict[str, Any]:
+    """Significant and non-significant findings as sentences (pooled style rows first)."""
+    out: dict[str, Any] = {"significant": [], "significant_more": 0, "not_significant": [], "n_tests": 0,
+                           "n_significant": 0}
+    if results is None or results.empty:
+        return out
+    df = results.copy()
+    out["n_tests"] = int(len(df))
+    sig_col = df["significant_holm"] if "significant_holm" in df else df["p_holm"] < alpha
+    df["_sig"] = sig_col.fillna(False).astype(bool)
+    out["n_significant"] = int(df["_sig"].sum())
+    multi_model = df["model_label"].nunique() > 1 if "model_label" in df else False
+    df["_mag"] = df["relative_gap"].abs().fillna(df["estimate"].abs())
+    df["_pooled_style"] = (df.get("style", "pooled") == "pooled")
+    sig = df[df["_sig"]].sort_values(["_pooled_style", "p_holm", "_mag"], ascending=[False, True, False])
+    for i, row in enumerate(sig.to_dict("records")):
+        if i >= max_sentences:
+            out["significant_more"] = len(sig) - max_sentences
+            break
+        note = f" from {row['model_label']}" if multi_model else ""
+        out["significant"].append(finding_sentence(row, model_note=note))
+    # Non-significant gaps: one line per (model, outcome) over the pooled rows, each gap with its CI.
+    ns = df[~df["_sig"] & df["_pooled_style"]]
+    if "cue_type" in ns:
+        pooled = ns[ns["cue_type"] == "pooled"]
+        ns = pooled if not pooled.empty else ns
+    for (model, outcome), d in sorted(ns.groupby(["model_label", "outcome"]),
+                                      key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1]))):
+        parts = []
+        for row in d.to_dict("records"):
+            gap, ci = gap_text(row)
+            cue = "" if row.get("cue_type") == "pooled" else f", {cue_short(row['cue_type'])}"
+            parts.append(f"\u201c{row['group']}\u201d{cue}: {gap} ({ci}; Holm p = {fmt_p(row.get('p_holm'))})")
+        who = f"{model}, " if multi_model else ""
+        out["not_significant"].append(f"{who}{outcome_label(outcome)}: " + "; ".join(parts) + ".")
+    return out
+
+
+def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None) -> tuple[list[str], str]:
+    """The smallest gap the audit could have detected, per outcome; and where the numbers come from."""
+    sentences: list[str] = []
+    if power is not None and not power.empty:
+        rel_col = next((c for c in power.columns if "detectable" in c and "rel" in c), None)
+        abs_col = next((c for c in power.columns if "detectable" in c and "rel" not in c), None)
+        pw = power.get("power", pd.Series([0.8] * len(power))).fillna(0.8)
+        for row, p in zip(power.to_dict("records"), pw):
+            outcome = row.get("outcome", "?")
+            label = outcome_label(outcome)
+            model = f" ({row['model_label']})" if "model_label" in row and power.get("model_label") is not None \
+                and power["model_label"].nunique() > 1 else ""
+            if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0)):
+                sentences.append(f"{label}{model}: {100 * float(row[rel_col]):.1f}% of the control mean "
+                                 f"(at {int(round(100 * float(p)))}% power).")
+            elif abs_col and _finite(row.get(abs_col)):
+                scale = 100.0 if measure_of(outcome) == "refusal" else 1.0
+                unit = ABSOLUTE_OUTCOMES.get(measure_of(outcome), "points")
+                sentences.append(f"{label}{model}: {scale * float(row[abs_col]):.3g} {unit} "
+                                 f"(at {int(round(100 * float(p)))}% power).")
+        if sentences:
+            return sentences, "the analysis stage's power calculation"
+    if results is None or results.empty:
+        return [], ""
+    # Approximation: a two-sided test at alpha 0.05 has 80% power for a true gap of (1.96 + 0.84) SE.
+    df = results[(results.get("cue_type", "pooled") == "pooled") & (results.get("style", "pooled") == "pooled")]
+    if df.empty:
+        df = results
+    for outcome, d in sorted(df.groupby("outcome"), key=lambda kv: outcome_sort_key(kv[0])):
+        se = float(d["se"].median())
+        ref = float(d["ref_mean"].median()) if "ref_mean" in d else float("nan")
+        mdg = 2.8 * se
+        if is_absolute(outcome, ref):
+            scale = 100.0 if measure_of(outcome) == "refusal" else 1.0
+            sentences.append(f"{outcome_label(outcome)}: {scale * mdg:.3g} "
+                             f"{ABSOLUTE_OUTCOMES.get(measure_of(outcome), 'points')} (at 80% power).")
+        else:
+            sentences.append(f"{outcome_label(outcome)}: {100 * mdg / ref:.1f}% of the control mean (at 80% power).")
+    return sentences, "2.8 standard errors of the pooled gap estimates (two-sided alpha 0.05, 80% power; before multiple-comparison correction)"

@@ -1,0 +1,585 @@
+"""Build the report context from :class:`ReportData` and write HTML, Markdown, JSON and CSV."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from .. import __version__
+from ..store import now_iso
+from . import findings as F
+from .data import EMBEDDED_NAME, ReportData, collect
+from .figures import all_figures, skipped_figures
+from .provenance import jsonable, software_versions
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
+EMBEDDED_WARNING = (
+    f"This audit used the embedded default model ({EMBEDDED_NAME}, 135 M parameters, run locally by llama.cpp). "
+    "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
+    "auditing. Its replies are poor, and gaps found in them say nothing about any model you would deploy."
+)
+# Spreadsheet programs run a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+# ----------------------------------------------------------------------------- formatting helpers
+
+
+def _finite(x: Any) -> bool:
+    return F._finite(x)
+
+
+def fnum(x: Any, digits: int = 4) -> str:
+    """Numbers in tables: fixed decimals, or scientific when tiny; 'n/a' when missing."""
+    if not _finite(x):
+        return "n/a"
+    v = float(x)
+    if v != 0 and abs(v) < 10 ** -(digits - 1):
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}f}"
+
+
+def fp(x: Any) -> str:
+    if not _finite(x):
+        return "n/a"
+    v = float(x)
+    return f"{v:.3e}" if v < 1e-3 else f"{v:.4f}"
+
+
+def md_escape(value: Any) -> str:
+    """Escape a value for Markdown: HTML entities, Markdown punctuation and table pipes; one line."""
+    if value is None:
+        return ""
+    if isinstance(value, _Raw):
+        return str(value)
+    s = html.escape(str(value), quote=False)
+    s = re.sub(r"([\\`*_\[\]|~])", r"\\\1", s)
+    return s.replace("\r", " ").replace("\n", " ")
+
+
+class _Raw(str):
+    """Markdown the template builds itself (not user text)."""
+
+
+def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
+    if df is None:
+        return []
+    return [jsonable(r) for r in df.to_dict("records")]
+
+
+def _safe_csv(df: pd.DataFrame) -> pd.DataFrame:
+    """Neutralise spreadsheet formula injection in free-text columns (OWASP: prefix with a quote)."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_object_dtype(out[c]) or pd.api.types.is_string_dtype(out[c]):
+            out[c] = [("'" + v) if isinstance(v, str) and v.startswith(_FORMULA_START) and not _numeric(v) else v
+                      for v in out[c]]
+    return out
+
+
+def _numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _style_prompts(data: ReportData) -> list[dict[str, Any]]:
+    """Each prompt style's full messages, shown for one control post (the stored request, verbatim)."""
+    r = data.replies
+    if r.empty:
+        return []
+    out = []
+    for style, d in r.groupby("style", sort=True):
+        ctrl = d[d["group"] == "control"]
+        row = (ctrl if not ctrl.empty else d).iloc[0]
+        try:
+            messages = json.loads(row["messages_json"])
+        except (TypeError, ValueError):
+            messages = []
+        out.append(dict(style=style, style_hash=row.get("style_hash"), messages=messages,
+                        post_id=row.get("post_id")))
+    return out
+
+
+def _cues(data: ReportData) -> list[dict[str, Any]]:
+    """Cue texts per cue type and group, with their sources where the run recorded them."""
+    v = data.variants
+    if v.empty:
+        return []
+    sources = {}
+    raw = data.meta.get("cue_sources")
+    if raw:
+        try:
+            sources = json.loads(raw)
+        except ValueError:
+            sources = {}
+    has_source_col = "source" in v.columns
+    rows = []
+    for (cue_type, group), d in v[v["cue_type"] != "control"].groupby(["cue_type", "group"], sort=True):
+        texts = list(dict.fromkeys(str(x) for x in d["cue_text"].fillna("") if str(x)))
+        src = []
+        if has_source_col:
+            src = sorted({str(s) for s in d["source"].dropna() if str(s)})
+        entry = sources.get(cue_type) if isinstance(sources, dict) else None
+        if not src and isinstance(entry, dict):
+            alts = entry.get("alternatives") or {}
+            item_src = sorted({str(alts[a]) for a in d["alternative"].dropna() if a in alts})
+            src = ([str(entry["source"])] if entry.get("source") else []) + item_src
+        rows.append(dict(cue_type=cue_type, cue_label=F.cue_short(cue_type), group=group, texts=texts,
+                         n_variants=len(d), sources=src))
+    return rows
+
+
+def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
+    """For a few posts: the control reply and one reply per group, side by side (first model and style)."""
+    r = data.replies
+    if r.empty:
+        return []
+    r = r[r["status"].notna()]
+    if r.empty:
+        return []
+    model = sorted(r["model_label"].unique())[0]
+    style = sorted(r["style"].dropna().unique())[0] if r["style"].notna().any() else None
+    d = r[(r["model_label"] == model) & ((r["style"] == style) if style is not None else True)]
+    wide = pd.DataFrame()
+    if not data.scores.empty:
+        sc = data.scores.copy()
+        sc["col"] = sc["measure"]
+        wide = sc.pivot_table(index="request_key", columns="col", values="value", aggfunc="first")
+    cue_pref = [c for c in ("explicit_statement", "explicit_tag", "implicit_name", "implicit_context",
+                            "implicit_dialect") if c in set(d["cue_type"])]
+    cue_pref += sorted(c for c in set(d["cue_type"]) if c not in cue_pref and c != "control")
+    show_measures = [m for m in ("empathy", "ER", "IP", "EX", "words", "refusal") if m in wide.columns][:4]
+    out = []
+    posts = [p for p in d["post_id"].dropna().unique()][:n_posts]
+    for pid in posts:
+        dp = d[d["post_id"] == pid].sort_values(["sample_index", "request_key"])
+        ctrl = dp[dp["cue_type"] == "control"]
+        if ctrl.empty:
+            continue
+        cue = next((c for c in cue_pref if (dp["cue_type"] == c).any()), None)
+        cells = [ctrl.iloc[0]]
+        if cue:
+            dc = dp[dp["cue_type"] == cue]
+            for g in sorted(dc["group"].unique()):
+                cells.append(dc[dc["group"] == g].iloc[0])
+        items = []
+        for c in cells:
+            k = c["request_key"]
+            scores = [(F.OUTCOME_LABELS.get(m, m) if m != "empathy" else "empathy",
+                       fnum(wide.loc[k, m], 2) if k in wide.index else "n/a") for m in show_measures]
+            items.append(dict(group=c["group"], cue_type=c["cue_type"], cue_label=F.cue_short(c["cue_type"]),
+                              cue_text=c.get("cue_text") or "", post_text=c.get("post_text") or "",
+                              reply=c.get("reply") if c.get("status") == "ok" else None,
+                              status=c.get("status"), error=c.get("error"), scores=scores))
+        out.append(dict(post_id=pid, topic=ctrl.iloc[0].get("topic"), cue_type=cue,
+                        cue_label=F.cue_label(cue) if cue else "", model=model, style=style,
+                        post_text=ctrl.iloc[0].get("post_text"), cells=items))
+    return out
+
+
+def _scorers(data: ReportData) -> list[dict[str, Any]]:
+    out = []
+    for name, info in sorted(data.scorer_info.items()):
+        flat = {k: v for k, v in info.items() if not isinstance(v, (dict, list))}
+        validation = info.get("validation") or info.get("validation_figures") or {}
+        vrows = []
+        if isinstance(validation, dict):
+            for k, v in validation.items():
+                if isinstance(v, dict):
+                    vrows.append(dict(measure=k, figures=", ".join(f"{a} = {_short(b)}" for a, b in v.items()
+                                                                  if not isinstance(b, (dict, list)))))
+                else:
+                    vrows.append(dict(measure="", figures=f"{k} = {_short(v)}"))
+        extra = {k: v for k, v in info.items() if isinstance(v, (dict, list)) and k not in
+                 ("validation", "validation_figures")}
+        out.append(dict(name=name, fields=flat, validation=vrows,
+                        extra=json.dumps(jsonable(extra), indent=1, sort_keys=True) if extra else ""))
+    return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _analysis_meta(data: ReportData) -> list[dict[str, str]]:
+    m = data.tables.get("analysis_meta")
+    if m is None or m.empty:
+        return []
+    kcol = "key" if "key" in m.columns else m.columns[0]
+    vcol = "value" if "value" in m.columns else m.columns[-1]
+    out = []
+    for k, v in zip(m[kcol], m[vcol]):
+        text = str(v)
+        try:
+            parsed = json.loads(text)
+            if isinstance(parsed, (dict, list)):
+                text = json.dumps(parsed, indent=1, sort_keys=True)
+        except (TypeError, ValueError):
+            pass
+        out.append(dict(key=str(k), value=text, multiline="\n" in text or len(text) > 90))
+    return out
+
+
+def _results_rows(df: pd.DataFrame | None) -> list[dict[str, Any]]:
+    if df is None or df.empty:
+        return []
+    rows = []
+    order = df.assign(_o=df["outcome"].map(lambda o: F.outcome_sort_key(o)))
+    sort_cols = [c for c in ("model_label", "_o", "style", "cue_type", "group") if c in order.columns]
+    order = order.sort_values(sort_cols, key=lambda s: s.map(lambda x: (x != "pooled", x)) if s.name in (
+        "style", "cue_type") else s)
+    for r in order.to_dict("records"):
+        sig = bool(r.get("significant_holm")) if r.get("significant_holm") is not None and not (
+            isinstance(r.get("significant_holm"), float) and math.isnan(r["significant_holm"])) else False
+        rows.append(dict(
+            family_id=r.get("family_id"),
+            model=r.get("model_label"), outcome=r.get("outcome"), outcome_label=F.outcome_label(r.get("outcome")),
+            style=r.get("style"), cue_type=r.get("cue_type"), group=r.get("group"), reference=r.get("reference"),
+            estimate=fnum(r.get("estimate")), ci=f"[{fnum(r.get('ci_low'))}, {fnum(r.get('ci_high'))}]",
+            ci_low=fnum(r.get("ci_low")), ci_high=fnum(r.get("ci_high")),
+            relative_gap=fnum(r.get("relative_gap")), rel_ci_low=fnum(r.get("rel_ci_low")),
+            rel_ci_high=fnum(r.get("rel_ci_high")),
+            p_value=fp(r.get("p_value")), p_holm=fp(r.get("p_holm")), p_bh=fp(r.get("p_bh")),
+            significant=sig, n=r.get("n"), n_posts=r.get("n_posts"), method=r.get("method"),
+            converged=r.get("converged"), warning=r.get("warning"),
+        ))
+    return rows
+
+
+def _generic_table(df: pd.DataFrame | None, max_rows: int = 400) -> dict[str, Any] | None:
+    if df is None or df.empty:
+        return None
+    cols = [str(c) for c in df.columns]
+    rows = []
+    for r in df.head(max_rows).itertuples(index=False):
+        rows.append([fnum(v) if isinstance(v, float) else ("" if v is None else str(v)) for v in r])
+    return dict(columns=cols, rows=rows, truncated=max(0, len(df) - max_rows))
+
+
+def _group_summary(data: ReportData) -> pd.DataFrame:
+    """fairlearn-style: mean, SD and n of every score per model, group and cue type."""
+    df = data.analysis_frame
+    if df.empty:
+        return pd.DataFrame(columns=["model_label", "outcome", "group", "cue_type", "mean", "sd", "n"])
+    g = df.groupby(["model_label", "outcome", "group", "cue_type"])["value"]
+    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"std": "sd", "count": "n"})
+    return out
+
+
+def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any]) -> dict[str, Any]:
+    lim: dict[str, Any] = {}
+    lim["embedded"] = EMBEDDED_WARNING if data.embedded_used else None
+    # Scorer validity
+    sv = []
+    for name, info in sorted(data.scorer_info.items()):
+        val = info.get("validation") or info.get("validation_figures")
+        if val:
+            sv.append(f"{name}: validated ({_flatten(val)})")
+        else:
+            sv.append(f"{name}: no validation figures recorded")
+    lim["scorer_validity"] = sv
+    inv = data.invariance
+    lim["invariance"] = None
+    lim["invariance_verdicts"] = []
+    if inv is not None and not inv.empty and "scorer" in inv.columns:
+        try:
+            from ..scorers.invariance import InvarianceResult
+
+            heads = InvarianceResult(inv, 0, 0.05).headline()
+        except Exception:  # noqa: BLE001 - fall back to our own reading of the table
+            heads = {}
+            for sc_name, g in inv.groupby("scorer"):
+                n_flag = int((g.get("flagged", pd.Series(dtype=float)) == 1).sum())
+                heads[sc_name] = "invariant" if n_flag == 0 else f"NOT invariant ({n_flag} cells flagged)"
+        lim["invariance_verdicts"] = [f"{k}: {v}" for k, v in heads.items()]
+        if "flagged" in inv.columns:
+            flagged = inv[inv["flagged"] == 1]
+            cols = [c for c in ("scorer", "measure", "cue_type", "group", "n_pairs", "mean_shift", "ci_low",
+                                "ci_high", "relative_shift", "p_holm") if c in flagged.columns]
+            lim["invariance"] = _generic_table(flagged[cols], 60) if not flagged.empty else None
+    # Cue validity
+    ps = data.probe_summary
+    if ps is None or ps.empty:
+        lim["cue_validity"] = None
+    else:
+        rate_col = next((c for c in ("leak_rate", "rate", "accuracy", "inferred_rate") if c in ps.columns), None)
+        items = []
+        if rate_col:
+            for r in ps.to_dict("records"):
+                axis = f", {r['axis']}" if r.get("axis") else ""
+                model = f"{r['model_label']}: " if "model_label" in r and ps["model_label"].nunique() > 1 else ""
+                n = f" (n = {int(r['n'])})" if _finite(r.get("n")) else ""
+                items.append(f"{model}{F.cue_short(r.get('cue_type'))}{axis}: "
+                             f"{100 * float(r[rate_col]):.0f}% inferred{n}")
+        lim["cue_validity"] = items
+    # Missing or failed replies
+    total = int(status["n"].sum()) if not status.empty else 0
+    by = status.groupby("status")["n"].sum().to_dict() if not status.empty else {}
+    lim["status"] = dict(total=total, ok=int(by.get("ok", 0)), content_filter=int(by.get("content_filter", 0)),
+                         failed=int(by.get("failed", 0)), pending=int(by.get("not answered", 0)))
+    unscored = 0
+    if not data.replies.empty and not data.scores.empty:
+        ok_keys = set(data.replies.loc[data.replies["status"] == "ok", "request_key"])
+        scored = set(data.scores.loc[data.scores["value"].notna(), "request_key"])
+        unscored = len(ok_keys - scored)
+    lim["unscored"] = unscored
+    errors = []
+    if not data.replies.empty:
+        f = data.replies[data.replies["status"] == "failed"]
+        for err, d in f.groupby(f["error"].fillna("unknown error")):
+            errors.append(dict(error=str(err)[:300], n=len(d)))
+    lim["errors"] = errors
+    # Non-converged fits
+    res = data.results
+    if res is not None and not res.empty and "converged" in res:
+        conv = res["converged"].map(lambda x: bool(x) if x is not None and not (
+            isinstance(x, float) and math.isnan(x)) else True)
+        lim["not_converged"] = int((~conv).sum())
+        warns = res["warning"].dropna().astype(str) if "warning" in res else pd.Series([], dtype=str)
+        warns = warns[warns.str.len() > 0]
+        lim["warnings"] = sorted(warns.value_counts().head(8).items())
+    else:
+        lim["not_converged"] = None
+        lim["warnings"] = []
+    lim["few_posts"] = design["posts"] < 20
+    return lim
+
+
+def _flatten(v: Any) -> str:
+    if isinstance(v, dict):
+        parts = []
+        for k, x in v.items():
+            parts.append(f"{k}: {_flatten(x)}" if isinstance(x, dict) else f"{k} = {_short(x)}")
+        return "; ".join(parts)
+    return _short(v)
+
+
+def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
+    meta = data.meta
+    scorer_hashes = {}
+    for name, info in data.scorer_info.items():
+        for k, v in info.items():
+            if "sha256" in k and isinstance(v, str):
+                scorer_hashes[f"{name} ({k})"] = v
+            elif isinstance(v, dict):
+                for k2, v2 in v.items():
+                    if "sha256" in k2 and isinstance(v2, str):
+                        scorer_hashes[f"{name} {k} ({k2})"] = v2
+    stage_times = {k.split(".", 1)[1]: v for k, v in sorted(meta.items()) if k.startswith("stage.")}
+    spec_path = None
+    if data.spec is not None and data.spec.source_path:
+        spec_path = str(data.spec.source_path)
+    run_dir = meta.get("run_dir") or str(data.run_dir)
+    spec_arg = meta.get("spec_argument") or spec_path or "SPEC.yaml"
+    reproduce = f"empathy-audit run {_shell(spec_arg)} --out {_shell(run_dir)}"
+    software_run = {}
+    if meta.get("software_versions"):
+        try:
+            software_run = json.loads(meta["software_versions"])
+        except ValueError:
+            software_run = {}
+    return dict(
+        spec_hash=data.spec_hash, spec_path=spec_path,
+        spec_file_sha256=meta.get("spec_file_sha256"),
+        templates_sha256=meta.get("templates_sha256"), templates_path=meta.get("templates_path"),
+        corpus_sha256=meta.get("corpus_sha256"), corpus_path=meta.get("corpus_source"),
+        scorer_hashes=scorer_hashes, store_sha256=data.store_sha256,
+        store_path=str(data.run_dir / "store.sqlite"),
+        created_at=meta.get("created_at"), run_started_at=meta.get("run_started_at"),
+        run_finished_at=meta.get("run_finished_at"), stage_times=stage_times, generated_at=generated_at,
+        tool_version_run=meta.get("tool_version"), tool_version_report=__version__,
+        software_run=software_run, software_report=software_versions(),
+        reproduce=reproduce, rerender=f"empathy-audit report {_shell(str(data.run_dir))}",
+        command=meta.get("command_line"),
+    )
+
+
+def _shell(s: str) -> str:
+    import shlex
+
+    return shlex.quote(str(s))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_context(data: ReportData, figures: list, generated_at: str) -> dict[str, Any]:
+    spec = data.spec
+    design = data.design
+    status = data.status_counts
+    alpha = spec.analysis.alpha if spec is not None else 0.05
+    res = data.results
+    summary = F.summarize(res, alpha=alpha)
+    power, power_source = F.power_sentences(data.tables.get("results_power"), res)
+    models = _records(data.models.drop(columns=["params"])) if not data.models.empty else []
+    for m, p in zip(models, data.models["params"] if not data.models.empty else []):
+        m["params"] = p
+    if not models and spec is not None:
+        models = [dict(model_label=m.label, model_name=m.model or (EMBEDDED_NAME if m.is_embedded else None),
+                       endpoint_id=m.base_url or ("embedded" if m.is_embedded else "azure"), embedded=m.is_embedded,
+                       params=spec.decoding.model_dump(), model_reported=None, runtime=None, runtime_version=None)
+                  for m in spec.models]
+    for m in models:
+        if m.get("embedded") and not m.get("display"):
+            m["display"] = f"{EMBEDDED_NAME} (embedded default, llama.cpp)"
+        else:
+            m["display"] = m.get("model_name") or m.get("model_label")
+    stages_missing = []
+    if data.variants.empty:
+        stages_missing.append("variants")
+    if data.replies.empty:
+        stages_missing.append("replies")
+    if data.scores.empty:
+        stages_missing.append("scores")
+    if res is None:
+        stages_missing.append("analysis")
+    corrections = ", ".join(spec.analysis.corrections) if spec is not None else "holm, bh"
+    ctx = dict(
+        title=f"Empathy audit: {spec.name if spec is not None else data.meta.get('spec_name', data.run_dir.name)}",
+        name=spec.name if spec is not None else data.meta.get("spec_name", data.run_dir.name),
+        description=spec.description if spec is not None else "",
+        generated_at=generated_at, version=__version__,
+        spec=spec, spec_yaml=data.spec_yaml,
+        spec_json=json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) if spec is not None else "",
+        design=design, models=models, embedded_used=data.embedded_used, embedded_warning=EMBEDDED_WARNING,
+        summary=summary, power=power, power_source=power_source, alpha=alpha, corrections=corrections,
+        reference=spec.analysis.reference if spec is not None else "control",
+        figures=figures, results=_results_rows(res), has_results=res is not None,
+        paired=_generic_table(data.tables.get("results_paired")),
+        power_table=_generic_table(data.tables.get("results_power")),
+        intersectional_table=_generic_table(data.tables.get("results_intersectional")),
+        styles=_style_prompts(data), cues=_cues(data), scorers=_scorers(data),
+        analysis_meta=_analysis_meta(data), status=_records(status),
+        limitations=_limitations(data, status, design), examples=_examples(data),
+        provenance=_provenance(data, generated_at), stages_missing=stages_missing,
+        group_summary=_generic_table(_group_summary(data), 300),
+        cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=F.outcome_label,
+    )
+    return ctx
+
+
+def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
+    return jsonable(dict(
+        tool="empathy-audit", version=__version__, generated_at=ctx["generated_at"], name=ctx["name"],
+        models=[{k: v for k, v in m.items()} for m in ctx["models"]],
+        design=ctx["design"],
+        summary=dict(significant=ctx["summary"]["significant"], not_significant=ctx["summary"]["not_significant"],
+                     n_tests=ctx["summary"]["n_tests"], n_significant=ctx["summary"]["n_significant"],
+                     detectable_gaps=ctx["power"], detectable_gaps_source=ctx["power_source"]),
+        alpha=ctx["alpha"], corrections=ctx["corrections"],
+        results=_records(data.tables.get("results")),
+        results_paired=_records(data.tables.get("results_paired")),
+        results_intersectional=_records(data.tables.get("results_intersectional")),
+        results_power=_records(data.tables.get("results_power")),
+        analysis_meta=_records(data.tables.get("analysis_meta")),
+        probe_summary=_records(data.probe_summary),
+        reply_status=ctx["status"],
+        limitations=dict(embedded_model=ctx["limitations"]["embedded"],
+                         scorer_validity=ctx["limitations"]["scorer_validity"],
+                         cue_validity=ctx["limitations"]["cue_validity"],
+                         replies=ctx["limitations"]["status"], unscored=ctx["limitations"]["unscored"]),
+        stages_missing=ctx["stages_missing"],
+        provenance=ctx["provenance"],
+    ))
+
+
+def _environment(markdown: bool) -> Environment:
+    if markdown:
+        env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=False, finalize=md_escape,
+                          undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    else:
+        env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
+                          trim_blocks=True, lstrip_blocks=True)
+    env.filters["quote_md"] = lambda s: _Raw("\n".join("> " + md_escape(line) for line in str(s or "").splitlines())
+                                             or "> ")
+    env.filters["raw"] = lambda s: _Raw(s)
+    env.filters["pct"] = F.fmt_pct
+    return env
+
+
+def render_run(run_dir: Path, quiet: bool = True, figures: bool = True) -> dict[str, Path]:
+    t0 = time.perf_counter()
+    data = collect(run_dir)
+    generated_at = now_iso()
+    figures = all_figures(data) if figures else skipped_figures()
+    ctx = build_context(data, figures, generated_at)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    # HTML
+    html_env = _environment(markdown=False)
+    css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
+    page = html_env.get_template("report.html.j2").render(css=css, **ctx)
+    paths["html"] = _write(run_dir / "report.html", page)
+    # Figures as files for the Markdown report
+    fig_dir = run_dir / "figures"
+    if fig_dir.exists():
+        shutil.rmtree(fig_dir)
+    fig_dir.mkdir()
+    for f in figures:
+        if f.data_uri:
+            (fig_dir / f"{f.id.removeprefix('fig-')}.png").write_bytes(
+                base64.b64decode(f.data_uri.split(",", 1)[1]))
+    md_env = _environment(markdown=True)
+    md = md_env.get_template("report.md.j2").render(**ctx)
+    paths["markdown"] = _write(run_dir / "report.md", md)
+    # JSON
+    rj = results_json(ctx, data)
+    paths["json"] = _write(run_dir / "results.json", json.dumps(rj, indent=1, ensure_ascii=False, allow_nan=False))
+    # CSV tables
+    tdir = run_dir / "tables"
+    tdir.mkdir(exist_ok=True)
+    for stale in tdir.glob("*.csv"):
+        stale.unlink()
+    for name in CSV_TABLES:
+        df = data.tables.get(name)
+        if df is not None:
+            _safe_csv(df).to_csv(tdir / f"{name}.csv", index=False)
+    _group_summary(data).to_csv(tdir / "group_summary.csv", index=False)
+    data.status_counts.to_csv(tdir / "reply_status.csv", index=False)
+    if data.probe_summary is not None:
+        _safe_csv(data.probe_summary).to_csv(tdir / "probe_summary.csv", index=False)
+    if not data.replies.empty:
+        cols = [c for c in ("request_key", "model_label", "style", "sample_index", "post_id", "group", "cue_type",
+                            "alternative", "status", "finish_reason", "post_text", "reply", "error")
+                if c in data.replies.columns]
+        rep = data.replies[cols]
+        if not data.scores.empty:
+            sc = data.scores.copy()
+            sc["col"] = sc["scorer"] + "." + sc["measure"]
+            wide = sc.pivot_table(index="request_key", columns="col", values="value", aggfunc="first").reset_index()
+            rep = rep.merge(wide, on="request_key", how="left")
+        _safe_csv(rep).to_csv(tdir / "replies.csv", index=False)
+    paths["tables"] = tdir
+    paths["figures"] = fig_dir
+    elapsed = time.perf_counter() - t0
+    if not quiet:
+        size = paths["html"].stat().st_size
+        print(f"report: {paths['html']} ({size / 1024:.0f} KiB, {elapsed:.1f} s)")
+    return paths
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
