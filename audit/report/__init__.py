@@ -30,6 +30,6 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True) -> 
     ``figures=False`` leaves the figures out (each says so in the report): a quick re-render of the
     text and tables.
     """
-    from .render import render_run
+    from .build import render_run
 
     return render_run(Path(run_dir), quiet=quiet, figures=figures)

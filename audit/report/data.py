@@ -82,8 +82,7 @@ class ReportData:
     @property
     def embedded_used(self) -> bool:
         if not self.replies.empty:
-            if self.replies["endpoint_id"].astype(str).str.startswith("embedded").any():
-                return True
+            return bool(self.replies["endpoint_id"].astype(str).str.startswith("embedded").any())
         if self.spec is not None:
             return any(m.is_embedded for m in self.spec.models)
         return False

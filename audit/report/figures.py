@@ -216,7 +216,7 @@ def _intersection_table(data) -> tuple[pd.DataFrame | None, list[str]]:
     vals = []
     for row in df.to_dict("records"):
         o = row.get("outcome", "")
-        ref = row.get("ref_mean")
+        ref = row.get("ref_mean", 1.0)
         if "relative_gap" in row and row.get("relative_gap") is not None and not is_absolute(o, ref) \
                 and not (isinstance(row["relative_gap"], float) and math.isnan(row["relative_gap"])):
             vals.append(100 * float(row["relative_gap"]))
@@ -261,7 +261,9 @@ def intersectional(data) -> FigureOut:
         lim = float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size and np.isfinite(grid.to_numpy()).any() else 1
         sns.heatmap(grid, ax=ax, annot=True, fmt=".1f", cmap="vlag", center=0, vmin=-lim or -1, vmax=lim or 1,
                     cbar=True, linewidths=0.5, annot_kws={"fontsize": 8})
-        ax.set_title(mpl_text(outcome_label(o) + (f" — {m}" if multi else "")), fontsize=9)
+        ref = sub["ref_mean"].median() if "ref_mean" in sub else 1.0
+        unit = ("pp" if measure_of(o) == "refusal" else "points") if is_absolute(o, ref) else "% of control"
+        ax.set_title(mpl_text(f"{outcome_label(o)}, gap in {unit}" + (f" — {m}" if multi else "")), fontsize=9)
         ax.set_ylabel(mpl_text(row_ax))
         ax.set_xlabel(mpl_text(col_ax or ""))
     for ax in axs[len(panels):]:
@@ -274,9 +276,9 @@ def intersectional(data) -> FigureOut:
 def probe_rates(data) -> FigureOut:
     fo = FigureOut("fig-probe", "Demographic inference (cue leak) rate per cue type",
                    "Share of variants for which the inference probe named the demographic the cue was meant to "
-                   "signal, per cue type and axis. A cue that is rarely inferred may not carry the signal the "
-                   "audit assumes (cue validity); the control shows the rate of guessing a demographic from "
-                   "nothing.",
+                   "signal, per cue type and axis, with 95% Wilson intervals; black ticks: how often the model "
+                   "named the same group for the unmodified post (a guess from no cue). A cue that is rarely "
+                   "inferred may not carry the signal the audit assumes (cue validity).",
                    "Bar chart of the rate at which a model inferred the intended demographic, per cue type.")
     ps = data.probe_summary
     if ps is None or ps.empty:
@@ -289,15 +291,36 @@ def probe_rates(data) -> FigureOut:
         fo.missing = "the probe summary has no rate column"
         return fo
     d["cue"] = d["cue_type"].map(lambda c: mpl_text(cue_short(c)))
-    hue = "axis" if "axis" in d.columns else None
-    if hue:
-        d["axis"] = d["axis"].map(mpl_text)
-    fig = Figure(figsize=(6.4, 3.2))
-    ax = fig.subplots()
-    sns.barplot(data=d, x="cue", y=rate_col, hue=hue, ax=ax, errorbar=None)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share inferred correctly")
-    ax.set_xlabel("")
+    d["axis"] = d["axis"].map(mpl_text) if "axis" in d.columns else "all"
+    models = sorted(d["model_label"].astype(str).unique()) if "model_label" in d.columns else [""]
+    fig = Figure(figsize=(6.6 * min(len(models), 2), 3.3 * math.ceil(len(models) / 2)))
+    axs = np.atleast_1d(fig.subplots(math.ceil(len(models) / 2), min(len(models), 2), squeeze=False)).ravel()
+    cues = sorted(d["cue"].unique())
+    axes_names = sorted(d["axis"].unique())
+    palette = sns.color_palette("deep")
+    width = 0.8 / max(1, len(axes_names))
+    for ax, m in zip(axs, models):
+        sub = d[d["model_label"].astype(str) == m] if "model_label" in d.columns else d
+        for j, a in enumerate(axes_names):
+            s = sub[sub["axis"] == a].set_index("cue").reindex(cues)
+            x = np.arange(len(cues)) - 0.4 + width * (j + 0.5)
+            ax.bar(x, s[rate_col], width=width * 0.95, color=palette[j % len(palette)], label=a)
+            if "ci_low" in s and "ci_high" in s:
+                lo = (s[rate_col] - s["ci_low"]).clip(lower=0)
+                hi = (s["ci_high"] - s[rate_col]).clip(lower=0)
+                ax.errorbar(x, s[rate_col], yerr=[lo, hi], fmt="none", ecolor="0.2", elinewidth=1, capsize=2)
+            if "base_rate" in s and s["base_rate"].notna().any():
+                ax.scatter(x, s["base_rate"], marker="_", s=260, color="black", zorder=3,
+                           label="same guess for the control" if j == 0 else None)
+        ax.set_xticks(np.arange(len(cues)))
+        ax.set_xticklabels(cues)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("share of variants inferred")
+        if len(models) > 1:
+            ax.set_title(mpl_text(m), fontsize=9)
+        ax.legend(title="axis", fontsize=7, title_fontsize=8, frameon=False)
+    for ax in axs[len(models):]:
+        ax.set_visible(False)
     fig.tight_layout()
     fo.data_uri, fo.png_bytes = _encode(fig)
     return fo

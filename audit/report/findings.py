@@ -123,12 +123,14 @@ def gap_text(row: dict[str, Any]) -> tuple[str, str]:
         lo = float(row.get("ci_low")) * scale if _finite(row.get("ci_low")) else float("nan")
         hi = float(row.get("ci_high")) * scale if _finite(row.get("ci_high")) else float("nan")
         digits = 1 if scale == 100.0 else 3
-        word = "higher" if est > 0 else "lower" if est < 0 else "different (no gap)"
+        shown = round(est, digits)
+        word = "higher" if shown > 0 else "lower" if shown < 0 else "different (no gap)"
         gap = f"{abs(est):.{digits}f} {unit} {word}"
         ci = f"95% CI {lo:+.{digits}f} to {hi:+.{digits}f} {unit}" if _finite(lo) and _finite(hi) else "no CI"
         return gap, ci
     rel = row.get("relative_gap")
-    word = "higher" if _finite(rel) and rel > 0 else "lower" if _finite(rel) and rel < 0 else "different"
+    shown = round(100 * float(rel), 1) if _finite(rel) else 0.0
+    word = "higher" if shown > 0 else "lower" if shown < 0 else "different (no gap)"
     gap = f"{abs(100 * float(rel)):.1f}% {word}" if _finite(rel) else "n/a"
     lo, hi = row.get("rel_ci_low"), row.get("rel_ci_high")
     ci = f"95% CI {fmt_pct(lo)} to {fmt_pct(hi)}" if _finite(lo) and _finite(hi) else "no CI"

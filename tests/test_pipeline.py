@@ -1,0 +1,179 @@
+"""The whole pipeline against a local OpenAI-compatible test server (127.0.0.1, in this process).
+
+The server answers like a chat model whose replies are shorter for posts that mention "Black" and
+carry markup, and it rejects some requests during the first run: the first run ends half-finished
+(failed requests stored), the second sends exactly the missing ones, the third sends nothing and
+refits nothing. The report, re-rendered from the store alone by the CLI, agrees with the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from audit.cli import main as cli_main
+from audit.spec import spec_from_dict
+from audit.store import RunStore
+
+
+class FakeChat:
+    """A tiny OpenAI-compatible chat server; counts the completions it served."""
+
+    def __init__(self):
+        self.served = 0
+        self.rejected = 0
+        self.reject_some = True
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # quiet
+                pass
+
+            def _send(self, code, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                req = json.loads(self.rfile.read(n) or b"{}")
+                user = " ".join(m["content"] for m in req.get("messages", []) if m.get("role") == "user")
+                h = int(hashlib.sha256((user + str(req.get("seed"))).encode()).hexdigest(), 16)
+                with fake.lock:
+                    if fake.reject_some and h % 4 == 0:
+                        fake.rejected += 1
+                        self._send(400, {"error": {"message": "rejected by the test server", "type": "invalid_request_error"}})
+                        return
+                    fake.served += 1
+                short = "Black" in user
+                words = (8 if short else 16) + h % 5
+                text = " ".join(["I hear you and it sounds really hard."] * (words // 8 + 1))
+                if h % 3 == 0:
+                    text += " <script>alert(1)</script>"
+                self._send(200, {
+                    "id": f"chatcmpl-{h % 10**8}", "object": "chat.completion", "created": 0, "model": "fake-model",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": words, "total_tokens": 20 + words},
+                })
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_chat():
+    srv = FakeChat()
+    yield srv
+    srv.close()
+
+
+def _spec(base_url: str, run_dir: Path):
+    spec = spec_from_dict({
+        "name": "pipeline-test",
+        "posts": {"source": "builtin", "limit": 5},
+        "demographics": {"axes": ["race"], "groups": {"race": ["Black", "White"]}, "cue_types": ["explicit_tag"],
+                         "alternatives": 1},
+        "models": [{"label": "fake", "base_url": base_url, "model": "fake-model", "max_retries": 0,
+                    "max_in_flight": 2, "timeout_s": 20}],
+        "decoding": {"temperature": 0.7, "max_tokens": 32, "seed": 7},
+        "samples": 2,
+        "scoring": {"scorers": ["length", "refusal", "sentiment"], "inference_probe": False},
+        "output": str(run_dir),
+    })
+    return spec
+
+
+def test_run_resumes_a_half_finished_audit(fake_chat, tmp_path, capsys):
+    from audit.pipeline import run
+
+    run_dir = tmp_path / "run"
+    spec = _spec(fake_chat.base_url, run_dir)
+    first = run(spec, run_dir, progress=False)
+    n_requests = 5 * 3 * 2  # posts x (control + 2 groups) x samples
+    assert fake_chat.rejected > 0 and fake_chat.served + fake_chat.rejected == n_requests
+    with RunStore(run_dir) as st:
+        failed = st.conn.execute("SELECT COUNT(*) FROM replies WHERE status='failed'").fetchone()[0]
+    assert failed == fake_chat.rejected
+    assert first.paths["html"].exists()
+    html = first.paths["html"].read_text(encoding="utf-8")
+    assert f"{failed} failed after retries" in html
+    out = capsys.readouterr().out
+    assert "variants" in out and "generate" in out and "report" in out and f"{failed} requests failed" in out
+
+    # Second run: the server now answers everything; only the failed requests are sent again.
+    fake_chat.reject_some = False
+    served_before = fake_chat.served
+    second = run(spec, run_dir, progress=False)
+    assert fake_chat.served - served_before == failed
+    assert second.stage("analyze").status == "done"
+    with RunStore(run_dir) as st:
+        statuses = dict(st.conn.execute("SELECT status, COUNT(*) FROM replies GROUP BY status").fetchall())
+        n_results = st.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    assert statuses == {"ok": n_requests}
+
+    # Third run: nothing to send, nothing to score, nothing to refit; the report is rendered again.
+    served_before = fake_chat.served
+    third = run(spec, run_dir, progress=False)
+    assert fake_chat.served == served_before
+    assert [s.status for s in third.stages] == ["skipped", "skipped", "skipped", "skipped", "done"]
+
+    data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    assert len(data["results"]) == n_results > 0
+    words = [r for r in data["results"] if r["outcome"] == "length.words" and r["group"] == "Black"
+             and r["cue_type"] == "pooled"]
+    assert words and words[0]["estimate"] < 0, "replies to Black-cued posts are shorter on this server"
+    assert data["provenance"]["templates_sha256"] and data["provenance"]["corpus_sha256"]
+    assert data["limitations"]["embedded_model"] is None
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
+
+
+def test_report_command_rerenders_from_the_store_alone(tmp_path, capsys):
+    from audit.report.synthetic import fill_store
+
+    run_dir = fill_store(tmp_path / "run")
+    (run_dir / "report.html").write_text("stale", encoding="utf-8")
+    assert cli_main(["report", str(run_dir)]) == 0
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "Empathy audit: synthetic" in html
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_report_command_without_a_store_is_one_line_error(tmp_path, capsys):
+    assert cli_main(["report", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "no run store found" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_command_with_a_bad_spec_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsampels: 3\n", encoding="utf-8")
+    assert cli_main(["run", str(bad), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "sampels" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
