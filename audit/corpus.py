@@ -387,8 +387,10 @@ def load_posts(spec: Any) -> pd.DataFrame:
     else:
         df, report = read_post_file(spec.resolve(ps.source), ps.columns, skip_empty=getattr(ps, "skip_empty", False))
     df = select_posts(df, ps, report)
-    flagged = [pid for pid, t in zip(df["post_id"], df["text"]) if neutrality_findings(t)]
-    if flagged and ps.source != "builtin":
+    # The built-in corpus is linted by the test suite; user posts are linted here (advisory).
+    flagged = [] if ps.source == "builtin" else [
+        pid for pid, t in zip(df["post_id"], df["text"]) if neutrality_findings(t)]
+    if flagged:
         report.notes.append(
             f"{len(flagged)} post(s) contain words that may signal a demographic group (e.g. {flagged[0]}); "
             "their control is not neutral: check with audit.corpus.neutrality_findings()"
