@@ -1,0 +1,214 @@
+"""The embedded default model: SmolLM2-135M-Instruct served by llama.cpp on 127.0.0.1.
+
+It exists so that the whole pipeline runs offline on any machine, with no API key. It is **not a
+model worth auditing**; every run and report that uses it says so.
+
+The server runs in a child process (``python -m audit.backends.embedded_server``), not in this
+process: a crash in native code cannot take the run with it, and the child dies with its parent
+whatever way the parent ends (it watches its stdin pipe and the parent's pid, so even ``kill -9`` of
+the audit stops it). It listens on a free port chosen by the operating system; the toolkit talks to
+it through the same :class:`~audit.backends.openai_backend.ChatBackend` as to any other endpoint.
+
+Determinism: every request is sent with ``cache_prompt: false`` and its own seed, so the same spec
+and seed give byte-identical replies (checked by ``tests/test_embedded.py``, also with several
+requests in flight at once).
+
+Use :func:`embedded_session` to keep one server up across several stages (generate, judge, probe);
+:func:`audit.generate.complete` starts one (or reuses the one a session holds) by itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import AuditError
+from .weights import cache_dir, ensure_weights, model_card
+
+EMBEDDED_RUNTIME = "llama.cpp (xllamacpp)"
+
+
+def embedded_identity() -> tuple[str, str]:
+    """(endpoint_id, model name) of the embedded model: stable across ports and machines."""
+    card = model_card()
+    return f"embedded:{card['sha256']}", f"{card['name']}.{card['quantization']}"
+
+
+def default_threads() -> int:
+    env = os.environ.get("EMPATHY_AUDIT_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 2
+    # Half the cores: llama.cpp's threads spin at barriers, so on a shared or busy machine more
+    # threads than free cores is many times slower (measured: 2 threads on 2 busy cores took 9x
+    # longer than 1). Replies are identical whatever the thread count.
+    return max(1, min(n // 2, 8))
+
+
+class EmbeddedServer:
+    """A running embedded llama.cpp server (child process). Use as a context manager."""
+
+    def __init__(self, parallel: int = 2, threads: int | None = None, ctx_per_slot: int = 2048,
+                 startup_timeout_s: float = 180.0, progress: bool = True):
+        self.parallel = max(1, min(int(parallel), 16))
+        self.threads = threads or default_threads()
+        self.ctx_per_slot = ctx_per_slot
+        self.startup_timeout_s = startup_timeout_s
+        self.progress = progress
+        self.proc: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+        self.log_path: Path | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "EmbeddedServer":
+        weights = ensure_weights(progress=self.progress)
+        logs = cache_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="embedded-server-", suffix=".log", dir=logs)
+        self.log_path = Path(name)
+        _, alias = embedded_identity()
+        cmd = [sys.executable, "-m", "audit.backends.embedded_server", "--model", str(weights), "--alias", alias,
+               "--parent-pid", str(os.getpid()), "--threads", str(self.threads), "--parallel", str(self.parallel),
+               "--ctx-per-slot", str(self.ctx_per_slot)]
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=fd, start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+        _LIVE.add(self)
+        line = self._read_ready_line()
+        try:
+            info = json.loads(line)
+            assert info.get("ready")
+        except Exception:
+            self.stop()
+            raise AuditError(
+                f"the embedded model server did not start: {self._log_tail() or line.strip() or 'no output'}",
+                where=f"embedded server (log: {self.log_path})",
+                fix="run `empathy-audit model fetch` to re-check the weights, or set a base_url in the spec",
+            ) from None
+        self.info = info
+        return self
+
+    def _read_ready_line(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        box: list[str] = []
+        t = threading.Thread(target=lambda: box.append(self.proc.stdout.readline().decode("utf-8", "replace")),
+                             daemon=True)
+        t.start()
+        t.join(self.startup_timeout_s)
+        return box[0] if box else ""
+
+    def _log_tail(self) -> str:
+        try:
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            return " | ".join(lines[-3:])[-600:]
+        except (OSError, AttributeError):
+            return ""
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        _LIVE.discard(self)
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.terminate()
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        except OSError:  # pragma: no cover
+            pass
+        for stream in (proc.stdout,):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+        if self.log_path is not None and proc.returncode in (0, -15):
+            try:
+                self.log_path.unlink()
+            except OSError:
+                pass
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def base_url(self) -> str:
+        return self.info["address"].rstrip("/") + "/v1"
+
+    @property
+    def runtime_version(self) -> str:
+        return self.info.get("runtime_version", "unknown")
+
+    def __enter__(self) -> "EmbeddedServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ the client side
+    def backend(self, model: Any) -> Any:
+        """A ChatBackend for ``model`` (an embedded ModelSpec) pointed at this server."""
+        from .openai_backend import ChatBackend
+
+        endpoint_id, name = embedded_identity()
+        return ChatBackend(
+            model, base_url=self.base_url, endpoint_id=endpoint_id, model_name=name, api_key="embedded",
+            runtime=EMBEDDED_RUNTIME, runtime_version=self.runtime_version,
+            send_extra={"cache_prompt": False},
+        )
+
+
+_LIVE: set[EmbeddedServer] = set()
+_SESSION: list[EmbeddedServer] = []  # the server an embedded_session() holds, if any
+
+
+@atexit.register
+def _stop_all() -> None:  # pragma: no cover - belt and braces; the child also watches us
+    for s in list(_LIVE):
+        s.stop()
+
+
+@contextmanager
+def embedded_session(parallel: int = 4, progress: bool = True) -> Iterator[EmbeddedServer]:
+    """Keep one embedded server up for the block; :func:`acquire` calls inside it reuse it."""
+    if _SESSION and _SESSION[-1].running:
+        yield _SESSION[-1]
+        return
+    srv = EmbeddedServer(parallel=parallel, progress=progress).start()
+    _SESSION.append(srv)
+    try:
+        yield srv
+    finally:
+        _SESSION.remove(srv)
+        srv.stop()
+
+
+@contextmanager
+def acquire(parallel: int = 2, progress: bool = True) -> Iterator[EmbeddedServer]:
+    """The session's server if one is up, else a new one for the duration of the block."""
+    if _SESSION and _SESSION[-1].running:
+        yield _SESSION[-1]
+        return
+    with EmbeddedServer(parallel=parallel, progress=progress) as srv:
+        yield srv
