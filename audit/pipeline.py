@@ -97,6 +97,17 @@ def _optional_stage(module: str, name: str) -> Callable | None:
     return getattr(mod, name, None)
 
 
+def _kw(fn: Callable, **kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments ``fn`` accepts, of those given."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
 # --------------------------------------------------------------------------- provenance
 
 
@@ -238,7 +249,7 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
             return "unavailable", "audit.generate is not installed", None
         with RunStore(rd) as st:
             before = len(st.done_keys("reply"))
-        summ = gen(spec, rd)
+        summ = gen(spec, rd, **_kw(gen, progress=progress))
         with RunStore(rd) as st:
             after = len(st.done_keys("reply"))
             reps = st.replies_df("reply")
@@ -261,7 +272,7 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
             before = st.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
         if n_ok == 0:
             return "skipped", "no answered replies to score", None
-        summ = score(spec, rd, progress=progress)
+        summ = score(spec, rd, **_kw(score, progress=progress))
         with RunStore(rd) as st:
             after = st.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
         detail = f"{after} scores stored ({after - before} new)"

@@ -197,7 +197,9 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromi
         os.dup2(hi_w, 4)
 
     cmd = (["unshare", "-n"] if isolate else []) + args
-    proc = subprocess.Popen(cmd, pass_fds=(3, 4), preexec_fn=_child_fds, stdin=subprocess.DEVNULL,
+    # close_fds=False: Python opens every descriptor non-inheritable (PEP 446), so only 3 and 4 (made
+    # inheritable by dup2) and the standard streams reach Chromium.
+    proc = subprocess.Popen(cmd, close_fds=False, preexec_fn=_child_fds, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(hi_r)
     os.close(hi_w)

@@ -80,6 +80,8 @@ def distributions(data) -> FigureOut:
         match = [p for p in present if p == o or measure_of(p) == measure_of(o)]
         if match and match[0] not in want:
             want.append(match[0])
+    # Binary outcomes (refusal) have their own figure; boxes of 0/1 say nothing.
+    want = [o for o in want if measure_of(o) != "refusal"] or want
     want = _key_outcomes(want or present)
     sns, Figure = _setup()
     n = len(want)
@@ -265,7 +267,9 @@ def intersectional(data) -> FigureOut:
         unit = ("pp" if measure_of(o) == "refusal" else "points") if is_absolute(o, ref) else "% of control"
         ax.set_title(mpl_text(f"{outcome_label(o)}, gap in {unit}" + (f" — {m}" if multi else "")), fontsize=9)
         ax.set_ylabel(mpl_text(row_ax))
-        ax.set_xlabel(mpl_text(col_ax or ""))
+        ax.set_xlabel(mpl_text(col_ax) if col_ax else "")
+        if not col_ax:
+            ax.set_xticks([])
     for ax in axs[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
