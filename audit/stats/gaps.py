@@ -282,6 +282,7 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
     Xr = X[is_ref]
     rows = []
     gcol = d[group].astype(str).to_numpy()
+    ccodes = pd.factorize(d[cluster])[0]
     for j, lv in enumerate(levels, start=1):
         warn = list(fit.warnings)
         if fit.link == "identity":
@@ -314,10 +315,11 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
         if not np.isfinite(rel):
             warn.append("relative gap not reported: the reference mean is not distinguishable from 0")
         in_g = gcol == lv
+        n_posts = len(np.unique(ccodes[in_g]))
         rows.append(dict(
             group=lv, reference=str(reference), estimate=est, se=se, ci_low=est - zc * se, ci_high=est + zc * se,
             ref_mean=ref_mean, relative_gap=rel, rel_ci_low=rel_lo, rel_ci_high=rel_hi, std_effect=float(std),
-            z=float(z), p_value=p, n=int(in_g.sum()), n_posts=int(d.loc[in_g, cluster].nunique()),
+            z=float(z), p_value=p, n=int(in_g.sum()), n_posts=int(n_posts),
             method=fit.method, converged=bool(fit.converged), warning="; ".join(dict.fromkeys(warn)) or None,
         ))
     return rows
