@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,18 @@ def score_with(store: RunStore, scorer: Any, replies: pd.DataFrame, progress: bo
     return summ
 
 
+def _needs_embedded(spec: Any, scorers: list[Any], probe: bool) -> bool:
+    """Whether the embedded model will be called (llm-judge or the probe without an endpoint)."""
+    if any(getattr(sc, "uses_store", False) and getattr(getattr(sc, "judge", None), "model", None) is not None
+           and sc.judge.model.is_embedded for sc in scorers):
+        return True
+    if probe:
+        from .scorers.probe import probe_setup
+
+        return bool(probe_setup(spec)[0].is_embedded)
+    return False
+
+
 def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] | None = None, *,
               probe: bool | None = None, invariance: bool | None = None, progress: bool = False) -> ScoreSummary:
     """Score every stored reply of the run with ``scorers`` (default: ``spec.scoring.scorers``).
@@ -194,11 +207,17 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
     run ``empathy-audit scorers invariance --scorer llm-judge`` for it).
     """
     run_dir = Path(run_dir) if run_dir is not None else spec.run_dir()
-    with RunStore(run_dir, create=False) as store:
+    with RunStore(run_dir, create=False) as store, ExitStack() as stack:
         if spec is None:
             spec = store.latest_spec()
         names = list(dict.fromkeys(scorers or spec.scoring.scorers))
         objs = [get_scorer(n, spec) for n in names]  # fail on a bad name before scoring anything
+        full_stage = scorers is None
+        run_probe_now = probe if probe is not None else (full_stage and spec.scoring.inference_probe)
+        if _needs_embedded(spec, objs, run_probe_now):
+            from .backends.embedded import embedded_session
+
+            stack.enter_context(embedded_session(progress=progress))  # one server for judge and probe
         replies = store.replies_df("reply")
         if replies.empty:
             raise AuditError("the run store holds no replies to score", where=str(store.path),
@@ -208,8 +227,7 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
         summary = ScoreSummary(str(run_dir), len(replies), answered, int(len(replies) - len(scorable)))
         for sc in objs:
             summary.scorers.append(score_with(store, sc, scorable, progress=progress))
-        full_stage = scorers is None
-        if probe if probe is not None else (full_stage and spec.scoring.inference_probe):
+        if run_probe_now:
             from .scorers.probe import run_probe
 
             summary.probe = run_probe(spec, store, progress=progress)

@@ -233,22 +233,18 @@ def with_response_format(model: Any, response_format: str, schema: dict[str, Any
     return model.model_copy(update={"extra_body": {**(model.extra_body or {}), "response_format": rf}})
 
 
-def run_items(store: Any, model: Any, decoding: Any, items: list[dict[str, Any]], progress: bool = False) -> list[dict[str, Any] | None]:
+def run_items(store: Any, model: Any, decoding: Any, items: list[dict[str, Any]], progress: bool = False,
+              description: str | None = None) -> list[dict[str, Any] | None]:
     """Send ``items`` through :func:`audit.generate.complete` and return, per item, the stored reply
     (``{request_key, status, text, finish_reason, error}``) or None when it has none yet."""
     from .. import generate
 
     if not items:
         return []
-    summary = generate.complete(store, model, decoding, items, progress=progress)
-    keys = getattr(summary, "request_keys", None) or getattr(summary, "keys", None)
-    if keys is None or len(keys) != len(items):
-        keys = _keys_by_content(store, model, items)
-    out: list[dict[str, Any] | None] = []
-    rows = _replies_by_key(store, [k for k in keys if k])
-    for k in keys:
-        out.append(rows.get(k) if k else None)
-    return out
+    summary = generate.complete(store, model, decoding, items, progress=progress, description=description)
+    keys = summary.request_keys
+    rows = _replies_by_key(store, list(dict.fromkeys(keys)))
+    return [rows.get(k) for k in keys]
 
 
 def _replies_by_key(store: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -261,23 +257,6 @@ def _replies_by_key(store: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
         ):
             res[r[0]] = dict(r)
     return res
-
-
-def _keys_by_content(store: Any, model: Any, items: list[dict[str, Any]]) -> list[str | None]:
-    """Fallback when complete() does not report keys: the newest request with the same purpose,
-    subject/variant, model label and messages."""
-    from ..store import canonical_json
-
-    out: list[str | None] = []
-    for it in items:
-        row = store.conn.execute(
-            "SELECT request_key FROM requests WHERE purpose=? AND model_label=? AND messages_json=?"
-            " AND COALESCE(subject_key,'')=? AND COALESCE(variant_id,'')=? ORDER BY created_at DESC LIMIT 1",
-            (it["purpose"], model.label, canonical_json(it["messages"]), it.get("subject_key") or "",
-             it.get("variant_id") or ""),
-        ).fetchone()
-        out.append(row[0] if row else None)
-    return out
 
 
 def pair_key(post: str, reply: str) -> str:
@@ -342,7 +321,8 @@ class JudgeScorer:
 
             store = RunStore((self.cache_dir or default_cache_dir()) / "judge")
         try:
-            answers = run_items(store, self.model, self.judge.decoding, self.items(posts, replies, keys), self.progress)
+            answers = run_items(store, self.model, self.judge.decoding, self.items(posts, replies, keys), self.progress,
+                                "llm-judge")
         finally:
             if own:
                 store.close()

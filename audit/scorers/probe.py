@@ -255,7 +255,7 @@ def run_probe(spec: Any, store: Any, progress: bool = False, questions_path: str
     model = with_response_format(model, rf, qs.schema(), "demographic_probe")
     items = [{"purpose": "probe", "variant_id": v, "messages": qs.messages(t)}
              for v, t in zip(variants["variant_id"], variants["text"])]
-    answers = run_items(store, model, decoding, items, progress)
+    answers = run_items(store, model, decoding, items, progress, "inference probe")
     done = {r[0] for r in store.conn.execute("SELECT DISTINCT request_key FROM probe")}
     rows = []
     counts = {"variants": len(variants), "asked": len(items), "new": 0, "unparseable": 0, "pending": 0}
