@@ -38,17 +38,18 @@ def test_well_formed_answers(qs, text, want):
 
 @pytest.mark.parametrize("text,why", [
     ("", "empty"),
-    ("The author is probably a Black woman of 32.", "invalid JSON"),
+    ("The author is probably a Black woman of 32.", "does not start"),
     ('{"race": "Black", "gender": "woman"}', "wrong keys"),
     ('{"race": "Black", "gender": "woman", "age": 32, "religion": "Muslim"}', "wrong keys"),
     ('{"race": "African American", "gender": "woman", "age": 32}', "not one of the options"),
     ('{"race": "Black", "gender": "woman", "age": "thirty"}', "whole number"),
     ('{"race": "Black", "gender": "woman", "age": 32.5}', "whole number"),
     ('{"race": "Black", "gender": "woman", "age": 300}', "whole number"),
-    ('{"race": "Black", "gender": "woman", "age": 32} That is my guess.', "invalid JSON"),
+    ('{"race": "Black", "gender": "woman", "age": 32} That is my guess.', "text after"),
     ('{"race": "Black", "race": "White", "gender": "woman", "age": 32}', "duplicate"),
     ('{"race": ["Black"], "gender": "woman", "age": 32}', "not one of the options"),
-    ('{"race": "Black", "gender": "woman", "age": 3', "invalid JSON"),
+    ('{"race": "Black", "gender": "woman", "age": 3', "truncated"),
+    ("{'race': 'Black', 'gender': 'woman', 'age': 32}", "invalid JSON"),
 ])
 def test_malformed_answers_are_never_guessed(qs, text, why):
     parsed, reason = parse_probe_answer(text, qs)

@@ -119,29 +119,39 @@ def _unclosed(body: str) -> bool:
     return in_str or depth > 0
 
 
-def parse_judge_answer(text: str | None, finish_reason: str | None = None) -> JudgeVerdict:
-    """Parse a judge answer strictly (see the module docstring). Never raises; never guesses."""
+def load_json_object(text: str | None, finish_reason: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """Strictly read one JSON object from a model's answer: ``(object, None)`` or ``(None, reason)``.
+
+    Accepted: the whole (stripped) answer is one JSON object, or one Markdown code fence holding it.
+    Rejected with a reason: empty answers, text before or after the object, unclosed fences,
+    duplicate keys, NaN/Infinity, invalid JSON, truncation. Never raises, never guesses."""
     if text is None or not text.strip():
-        return JudgeVerdict(None, error="empty answer", raw=text)
+        return None, "empty answer"
     body = text.strip()
     if body.startswith("```"):
         m = _FENCE.match(body)
         if not m:
-            return JudgeVerdict(None, error="code fence not closed, or text outside the fence", raw=text)
+            return None, "code fence not closed, or text outside the fence"
         body = m.group(1).strip()
     if not body.startswith("{"):
-        return JudgeVerdict(None, error="answer does not start with a JSON object (text before it?)", raw=text)
+        return None, "answer does not start with a JSON object (text before it?)"
     try:
         obj = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_bad_constant)
     except _Unparseable as exc:
-        return JudgeVerdict(None, error=str(exc), raw=text)
+        return None, str(exc)
     except json.JSONDecodeError as exc:
         if finish_reason == "length" or _unclosed(body):
-            why = "truncated JSON" + (" (the judge hit max_tokens)" if finish_reason == "length" else "")
-        elif exc.msg == "Extra data":
-            why = "text after the JSON object"
-        else:
-            why = f"invalid JSON: {exc.msg} at character {exc.pos}"
+            return None, "truncated JSON" + (" (the model hit max_tokens)" if finish_reason == "length" else "")
+        if exc.msg == "Extra data":
+            return None, "text after the JSON object"
+        return None, f"invalid JSON: {exc.msg} at character {exc.pos}"
+    return obj, None
+
+
+def parse_judge_answer(text: str | None, finish_reason: str | None = None) -> JudgeVerdict:
+    """Parse a judge answer strictly (see the module docstring). Never raises; never guesses."""
+    obj, why = load_json_object(text, finish_reason)
+    if obj is None:
         return JudgeVerdict(None, error=why, raw=text)
     if not isinstance(obj, dict):
         return JudgeVerdict(None, error="answer is not a JSON object", raw=text)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import pandas as pd
 
 from ..errors import AuditError
 from ..resources import sha256_file, templates_dir
-from .judge import run_items, with_response_format
+from .judge import load_json_object, run_items, with_response_format
 
 PROBE_DDL = """
 CREATE TABLE IF NOT EXISTS probe (
@@ -155,38 +154,13 @@ def load_questions(path: str | Path | None = None) -> ProbeQuestions:
 # --------------------------------------------------------------------------- parsing
 
 
-class _Bad(Exception):
-    pass
-
-
-def _no_dup(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise _Bad("duplicate keys")
-    return dict(pairs)
-
-
-_FENCE = re.compile(r"\A```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)\n?[ \t]*```\Z", re.S)
-
-
 def parse_probe_answer(text: str | None, questions: ProbeQuestions) -> tuple[dict[str, str] | None, str | None]:
     """``({axis: level | 'unknown' | '<years>'}, None)`` or ``(None, reason)``. Strict, never guesses:
     exactly one JSON object (optionally in one code fence) with exactly the asked axes; categorical
     values must be one of the options (case-insensitive) or "unknown"; ages whole numbers or "unknown"."""
-    if text is None or not text.strip():
-        return None, "empty answer"
-    body = text.strip()
-    if body.startswith("```"):
-        m = _FENCE.match(body)
-        if not m:
-            return None, "code fence not closed, or text outside the fence"
-        body = m.group(1).strip()
-    try:
-        obj = json.loads(body, object_pairs_hook=_no_dup, parse_constant=lambda c: (_ for _ in ()).throw(_Bad(c)))
-    except _Bad as exc:
-        return None, f"invalid JSON ({exc})"
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON: {exc.msg} at character {exc.pos}"
+    obj, why = load_json_object(text)
+    if obj is None:
+        return None, why
     if not isinstance(obj, dict):
         return None, "answer is not a JSON object"
     if set(obj) != set(questions.axes):
