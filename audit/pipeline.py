@@ -55,6 +55,11 @@ class PipelineResult:
     def stage(self, name: str) -> StageRecord | None:
         return next((s for s in self.stages if s.name == name), None)
 
+    @property
+    def ok(self) -> bool:
+        """Every stage done or up to date."""
+        return all(s.status in ("done", "skipped") for s in self.stages)
+
 
 def _say(echo: Callable[[str], None] | None, text: str) -> None:
     if echo is not None:
@@ -220,7 +225,8 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         result.stages.append(rec)
         with RunStore(rd) as st:
             st.set_meta(f"stage.{name}", f"{status} at {now_iso()} ({rec.seconds:.1f} s)")
-        mark = {"done": "done", "skipped": "up to date", "unavailable": "NOT AVAILABLE"}.get(status, status)
+        mark = {"done": "done", "skipped": "up to date", "unavailable": "NOT AVAILABLE",
+                "failed": "FAILED"}.get(status, status)
         _say(echo, f"  {name:<9} {mark:<13} {rec.seconds:7.1f} s  {detail}".rstrip())
         return rec
 
@@ -302,9 +308,17 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
             with RunStore(rd) as st:
                 n = st.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             return "skipped", f"inputs unchanged; {n} stored tests", None
-        res = analyze(spec, rd)
+        try:
+            res = analyze(spec, rd)
+        except AuditError as exc:
+            # The report is still worth writing (replies, scores, limitations); it states why
+            # there are no results, and the command exits non-zero.
+            with RunStore(rd) as st:
+                st.set_meta("analysis_error", exc.message)
+            return "failed", f"the analysis could not be fitted: {exc.message}", exc
         with RunStore(rd) as st:
             st.set_meta("analysis_inputs_sha256", fp)
+            st.conn.execute("DELETE FROM meta WHERE key='analysis_error'")
         r = getattr(res, "results", None)
         if r is not None and len(r):
             sig = int(r["significant_holm"].fillna(False).astype(bool).sum()) if "significant_holm" in r else 0
@@ -328,9 +342,9 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         return "done", f"{paths['html']} ({size / 1024:.0f} KiB), report.md, results.json, tables/", paths
 
     stage("report", _report)
-    missing = [s.name for s in result.stages if s.status == "unavailable"]
+    missing = [s.name for s in result.stages if s.status in ("unavailable", "failed")]
     _say(echo, f"finished in {time.perf_counter() - t_all:.1f} s"
-               + (f"; stages not available: {', '.join(missing)} (the report says so)" if missing else "")
+               + (f"; stages not done: {', '.join(missing)} (the report says so)" if missing else "")
                + f". Open {result.paths.get('html', rd / 'report.html')}")
     with RunStore(rd) as st:
         reps = st.replies_df("reply")

@@ -39,9 +39,10 @@ def _run(args: argparse.Namespace) -> int:
 
     path = resolve_spec_path(args.spec)
     spec = load_spec(path)
-    run(spec, args.out, progress=not args.no_progress, spec_argument=str(args.spec) if Path(args.spec).exists()
-        else str(path), force_analysis=args.reanalyze)
-    return 0
+    result = run(spec, args.out, progress=not args.no_progress,
+                 spec_argument=str(args.spec) if Path(args.spec).exists() else str(path),
+                 force_analysis=args.reanalyze)
+    return 0 if result.ok else 1
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -453,6 +453,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         stages_missing.append("scores")
     if res is None:
         stages_missing.append("analysis")
+    analysis_error = data.meta.get("analysis_error")
     corrections = ", ".join(spec.analysis.corrections) if spec is not None else "holm, bh"
     ctx = dict(
         title=f"Empathy audit: {spec.name if spec is not None else data.meta.get('spec_name', data.run_dir.name)}",
@@ -472,6 +473,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         analysis_meta=_analysis_meta(data), status=_records(status),
         limitations=_limitations(data, status, design), examples=_examples(data),
         provenance=_provenance(data, generated_at), stages_missing=stages_missing,
+        analysis_error=analysis_error,
         group_summary=_generic_table(_group_summary(data), 300),
         cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=F.outcome_label,
     )
@@ -498,7 +500,7 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
                          scorer_validity=ctx["limitations"]["scorer_validity"],
                          cue_validity=ctx["limitations"]["cue_validity"],
                          replies=ctx["limitations"]["status"], unscored=ctx["limitations"]["unscored"]),
-        stages_missing=ctx["stages_missing"],
+        stages_missing=ctx["stages_missing"], analysis_error=ctx["analysis_error"],
         provenance=ctx["provenance"],
     ))
 
