@@ -335,13 +335,14 @@ def read_post_file(
 # --------------------------------------------------------------------------- selection
 
 
-def select_posts(df: pd.DataFrame, posts_spec: Any, report: LoadReport, where: str = "posts") -> pd.DataFrame:
+def select_posts(df: pd.DataFrame, posts_spec: Any, report: LoadReport, where: Any = None) -> pd.DataFrame:
     """Apply the spec's filters (ids, topics, risk, per_topic, limit), counting what each removes."""
+    where = where or (lambda key: f"posts.{key}")
     out = df
     if posts_spec.ids is not None:
         unknown = [i for i in posts_spec.ids if i not in set(df["post_id"])]
         if unknown:
-            raise AuditError(f"unknown post id(s) {unknown[:_MAX_LISTED]}", where=f"{where}.ids",
+            raise AuditError(f"unknown post id(s) {unknown[:_MAX_LISTED]}", where=where("ids"),
                              fix="use ids from the post source (empathy-audit variants --list-posts shows them)")
         n = len(out)
         order = {pid: k for k, pid in enumerate(posts_spec.ids)}
@@ -351,7 +352,7 @@ def select_posts(df: pd.DataFrame, posts_spec: Any, report: LoadReport, where: s
         known = set(df["topic"])
         unknown = [t for t in posts_spec.topics if t not in known]
         if unknown:
-            raise AuditError(f"unknown topic(s) {unknown}", where=f"{where}.topics",
+            raise AuditError(f"unknown topic(s) {unknown}", where=where("topics"),
                              fix=f"use topics of the post source: {sorted(known)}")
         n = len(out)
         out = out[out["topic"].isin(posts_spec.topics)]
@@ -369,7 +370,7 @@ def select_posts(df: pd.DataFrame, posts_spec: Any, report: LoadReport, where: s
         out = out.head(posts_spec.limit)
         report.drop(f"beyond posts.limit ({posts_spec.limit})", n - len(out))
     if out.empty:
-        raise AuditError("no posts left after the filters", where=where,
+        raise AuditError("no posts left after the filters", where=where("posts"),
                          fix="loosen posts.ids / topics / risk / limit")
     report.kept = len(out)
     return out.reset_index(drop=True)
@@ -377,16 +378,18 @@ def select_posts(df: pd.DataFrame, posts_spec: Any, report: LoadReport, where: s
 
 def load_posts(spec: Any) -> pd.DataFrame:
     """The posts an audit uses: ``post_id, text, topic, risk``; ``.attrs['load_report']`` says what was dropped."""
+    from .counterfactual import spec_where
+
     ps = spec.posts
     if ps.source == "builtin":
         if ps.columns:
             raise AuditError("posts.columns applies to a post file, not to the built-in corpus",
-                             where="posts.columns", fix="remove it or set posts.source to your file")
+                             where=spec_where(spec, ("posts", "columns")), fix="remove it or set posts.source to your file")
         df = builtin_posts()
         report = LoadReport(source="builtin corpus", rows_read=len(df), kept=len(df))
     else:
         df, report = read_post_file(spec.resolve(ps.source), ps.columns, skip_empty=getattr(ps, "skip_empty", False))
-    df = select_posts(df, ps, report)
+    df = select_posts(df, ps, report, where=lambda key: spec_where(spec, ("posts", key) if key != "posts" else ("posts",)))
     # The built-in corpus is linted by the test suite; user posts are linted here (advisory).
     flagged = [] if ps.source == "builtin" else [
         pid for pid, t in zip(df["post_id"], df["text"]) if neutrality_findings(t)]

@@ -137,35 +137,51 @@ def group_name(templates: TemplateSet, attrs: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- design
 
 
+def spec_where(spec: Any, loc: tuple) -> str:
+    """'FILE, line N, key 'a.b[0]'' for a key path of the spec (or just the key without a file)."""
+    from .spec import _format_loc, _yaml_line
+
+    key = _format_loc(loc)
+    path = getattr(spec, "source_path", None)
+    if path is None:
+        return f"spec key '{key}'"
+    line = _yaml_line(getattr(spec, "_source_text", "") or "", loc)
+    return f"{path}" + (f", line {line}" if line else "") + f", key '{key}'"
+
+
 def resolve_design(spec: Any, templates: TemplateSet | None = None) -> Design:
     """Resolve the spec's demographics against the templates; every problem is one AuditError."""
     d = spec.demographics
+
+    def W(*loc: Any) -> str:  # noqa: N802 - "where" in the spec file
+        return spec_where(spec, ("demographics", *loc))
+
     ts = templates or load_templates(spec.resolve(d.templates) if d.templates else None)
     axes = list(d.axes)
     if len(set(axes)) != len(axes):
-        raise AuditError(f"axes repeat: {axes}", where="demographics.axes", fix="list each axis once")
+        raise AuditError(f"axes repeat: {axes}", where=W("axes"), fix="list each axis once")
     for i, a in enumerate(axes):
-        ts.axis(a, where=f"demographics.axes[{i}]")
+        ts.axis(a, where=W("axes", i))
     for a, levels in d.groups.items():
         if a not in axes:
-            raise AuditError(f"groups given for axis '{a}', which is not audited", where=f"demographics.groups.{a}",
+            raise AuditError(f"groups given for axis '{a}', which is not audited", where=W("groups", a),
                              fix=f"add '{a}' to demographics.axes or remove demographics.groups.{a}")
         if not levels:
-            raise AuditError("empty list of levels", where=f"demographics.groups.{a}", fix="list at least one level")
+            raise AuditError("empty list of levels", where=W("groups", a), fix="list at least one level")
         for j, lv in enumerate(levels):
             if ts.axes[a].level(lv) is None:
-                raise AuditError(f"unknown level '{lv}' of axis '{a}'", where=f"demographics.groups.{a}[{j}]",
+                raise AuditError(f"unknown level '{lv}' of axis '{a}'", where=W("groups", a, j),
                                  fix=f"use one of: {ts.axes[a].describe_levels()}")
         if len(set(levels)) != len(levels):
-            raise AuditError("levels repeat", where=f"demographics.groups.{a}", fix="list each level once")
+            raise AuditError("levels repeat", where=W("groups", a), fix="list each level once")
     fixed = dict(d.fixed)
     for a, v in fixed.items():
         if a in axes:
-            raise AuditError(f"axis '{a}' is both audited and fixed", where=f"demographics.fixed.{a}",
+            raise AuditError(f"axis '{a}' is both audited and fixed", where=W("fixed", a),
                              fix=f"remove it from demographics.fixed or from demographics.axes")
-        ax = ts.axis(a, where=f"demographics.fixed.{a}")
+        ax = ts.axis(a, where=W("fixed", a))
         if ax.level(str(v)) is None:
-            raise AuditError(f"'{v}' is not a level of axis '{a}'", where=f"demographics.fixed.{a}",
+            raise AuditError(f"'{v}' is not a level of axis '{a}'", where=W("fixed", a),
                              fix=f"use one of: {ax.describe_levels()}")
     level_lists = []
     for a in axes:
@@ -174,7 +190,7 @@ def resolve_design(spec: Any, templates: TemplateSet | None = None) -> Design:
         elif ts.axes[a].levels:
             level_lists.append(list(ts.axes[a].levels))
         else:
-            raise AuditError(f"axis '{a}' has open levels; list the ones to audit", where="demographics.groups",
+            raise AuditError(f"axis '{a}' has open levels; list the ones to audit", where=W("axes"),
                              fix=f"add demographics.groups.{a}: [...] (e.g. {ts.axes[a].describe_levels()})")
     groups = []
     for combo in itertools.product(*level_lists):
@@ -186,10 +202,10 @@ def resolve_design(spec: Any, templates: TemplateSet | None = None) -> Design:
                          fix="give the levels distinct labels")
     cue_types = list(d.cue_types)
     if len(set(cue_types)) != len(cue_types):
-        raise AuditError(f"cue types repeat: {cue_types}", where="demographics.cue_types", fix="list each once")
+        raise AuditError(f"cue types repeat: {cue_types}", where=W("cue_types"), fix="list each once")
     cues: dict[tuple[str, str], list[Cue]] = {}
     for k, ct in enumerate(cue_types):
-        cf = ts.cue(ct, where=f"demographics.cue_types[{k}]")
+        cf = ts.cue(ct, where=W("cue_types", k))
         for g in groups:
             alts = _cues_for(ts, cf, g, axes, fixed)
             if d.alternatives is not None:

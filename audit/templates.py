@@ -94,6 +94,7 @@ class OpenLevels(_Strict):
     """Levels given by a pattern (e.g. any age in years) rather than a list."""
 
     pattern: str
+    describe: str | None = Field(None, description="The allowed values in words, for error messages.")
     label: str = "{value}"
     tag: str = "{value}"
     phrase: str = "{value}"
@@ -148,7 +149,8 @@ class AxisFile(_Strict):
     def describe_levels(self) -> str:
         parts = list(self.levels)
         if self.open_levels is not None:
-            parts.append(f"any value matching {self.open_levels.pattern}")
+            o = self.open_levels
+            parts.append(o.describe or f"any value matching {o.pattern}")
         return ", ".join(parts)
 
 

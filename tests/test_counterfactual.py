@@ -275,7 +275,7 @@ cue_sets = st.lists(st.sampled_from(["explicit_tag", "explicit_statement", "impl
 
 
 @seed(20261122)
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12, deadline=None, database=None)
 @given(
     races=st.lists(st.sampled_from(RACES), min_size=1, max_size=4, unique=True),
     genders=st.lists(st.sampled_from(GENDERS), min_size=1, max_size=2, unique=True),
@@ -331,6 +331,16 @@ def test_design_errors_are_clear(demo_over, expect):
     assert "demographics" in msg or "templates" in msg or ".yaml" in msg
 
 
+def test_design_error_names_spec_file_line_and_key(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: t\ndemographics:\n  axes: [race]\n  fixed:\n    age: '7'\n", encoding="utf-8")
+    with pytest.raises(AuditError) as ei:
+        build_variants(load_spec(p))
+    msg = ei.value.message
+    assert str(p) in msg and "line 5" in msg and "key 'demographics.fixed.age'" in msg
+    assert "18" in msg  # says what is expected
+
+
 def test_religion_axis_works_with_explicit_cues():
     df = build_variants(spec_from_dict({
         "name": "t", "posts": {"limit": 1},
@@ -368,6 +378,15 @@ def test_cli_writes_the_table(repo_root, tmp_path, capsys, suffix):
     assert len(df) == 102 and list(df.columns[:9]) == CONTRACT_COLUMNS
     ref = build_variants(load_spec(repo_root / "analyses" / "demo.yaml"))
     assert df["text"].tolist() == ref["text"].tolist()  # multi-line texts survive the round trip
+
+
+def test_cli_list_posts_and_show(capsys):
+    assert main(["variants", "demo", "--list-posts"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("depression-01\tdepression\tmoderate\t")
+    assert main(["variants", "demo", "--show", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n--- ") == 2 and "[32, Black woman] -- I don't really know" in out
 
 
 def test_cli_refuses_unknown_output_type(repo_root, tmp_path, capsys):
