@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -224,12 +223,11 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
 
 
 def default_cache_dir() -> Path:
-    """Where judge/probe calls made outside a run (e.g. ``scorers validate``) are stored."""
-    env = os.environ.get("EMPATHY_AUDIT_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "empathy-audit"
+    """Where judge calls made outside a run (e.g. ``scorers validate``) are stored: the toolkit's cache
+    directory (``$EMPATHY_AUDIT_CACHE``, default ``~/.cache/empathy-audit``)."""
+    from ..backends.weights import cache_dir
+
+    return cache_dir()
 
 
 def with_response_format(model: Any, response_format: str, schema: dict[str, Any], name: str) -> Any:
