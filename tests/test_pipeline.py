@@ -9,6 +9,7 @@ refits nothing. The report, re-rendered from the store alone by the CLI, agrees 
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -177,3 +178,29 @@ def test_run_command_with_a_bad_spec_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sampels" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_analysis_error_is_stated_and_exit_status_is_1(fake_chat, tmp_path, capsys, monkeypatch):
+    import audit.stats
+    from audit.errors import AuditError
+
+    def refuse(spec, run_dir=None):
+        raise AuditError("only 4 cluster(s) in 'post_id'; a random-intercept model needs at least 5",
+                         fix="analyse more posts")
+
+    monkeypatch.setattr(audit.stats, "analyze_run", refuse)
+    fake_chat.reject_some = False
+    run_dir = tmp_path / "run"
+    spec_path = tmp_path / "spec.yaml"
+    import yaml
+
+    spec_path.write_text(yaml.safe_dump(_spec(fake_chat.base_url, run_dir).model_dump(mode="json", exclude_none=True)),
+                         encoding="utf-8")
+    assert cli_main(["run", str(spec_path), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"analyze\s+FAILED", out)
+    data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    assert data["results"] == [] and "random-intercept model needs at least 5" in data["analysis_error"]
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "the analysis could not be fitted (only 4 cluster(s) in &#39;post_id&#39;" in html
+    assert data["provenance"]["reproduce"] == f"empathy-audit run {spec_path} --out {run_dir}"
