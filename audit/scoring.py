@@ -63,6 +63,7 @@ class ScoreSummary:
     scorers: list[ScorerSummary] = field(default_factory=list)
     probe: dict[str, Any] | None = None
     invariance: dict[str, Any] | None = None
+    agreement: list[dict[str, Any]] = field(default_factory=list)  # scorer pairs sharing a measure
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,6 +92,12 @@ class ScoreSummary:
             out.append("inference probe: " + ", ".join(f"{k} {v}" for k, v in self.probe.items()))
         if self.invariance:
             out.append("invariance: " + ", ".join(f"{k} {v}" for k, v in self.invariance.items()))
+        for a in self.agreement:
+            kappa = a.get("weighted_kappa")
+            rho = a.get("spearman")
+            stat = (f"weighted kappa {kappa:.2f}" if kappa is not None and kappa == kappa
+                    else f"Spearman {rho:.2f}" if rho is not None and rho == rho else "no variation")
+            out.append(f"agreement {a['scorer_a']} vs {a['scorer_b']} on {a['measure']}: {stat} (n {a['n']})")
         return out
 
 
@@ -214,14 +221,14 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
         objs = [get_scorer(n, spec) for n in names]  # fail on a bad name before scoring anything
         full_stage = scorers is None
         run_probe_now = probe if probe is not None else (full_stage and spec.scoring.inference_probe)
-        if _needs_embedded(spec, objs, run_probe_now):
-            from .backends.embedded import embedded_session
-
-            stack.enter_context(embedded_session(progress=progress))  # one server for judge and probe
         replies = store.replies_df("reply")
         if replies.empty:
             raise AuditError("the run store holds no replies to score", where=str(store.path),
                              fix="generate replies first (empathy-audit generate SPEC)")
+        if _needs_embedded(spec, objs, run_probe_now):
+            from .backends.embedded import embedded_session
+
+            stack.enter_context(embedded_session(progress=progress))  # one server for judge and probe
         answered = int((replies["status"] == "ok").sum())
         scorable = replies[replies["status"].isin(["ok", "content_filter"])]
         summary = ScoreSummary(str(run_dir), len(replies), answered, int(len(replies) - len(scorable)))
@@ -238,4 +245,9 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
             if inv_scorers:
                 res = run_invariance(spec, store, inv_scorers)
                 summary.invariance = res.headline()
+        from .scorers.agreement import scorer_agreement
+
+        agree = scorer_agreement(store)
+        summary.agreement = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+                             for r in agree.to_dict("records")]
     return summary

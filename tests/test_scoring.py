@@ -144,3 +144,17 @@ def test_score_command_uses_the_runs_own_spec(tmp_path, capsys):
     assert f"{n_ref} refusals in {len(keys)} replies ({n_ref / len(keys):.1%})" in text
     assert main(["score", str(tmp_path / "missing")]) == 2
     assert "no run store found" in capsys.readouterr().err
+
+
+def test_agreement_is_reported_when_two_scorers_share_a_measure(tmp_path):
+    spec, run_dir, keys = make_run(tmp_path, scorers=("length",))
+    with RunStore(run_dir) as st:  # another scorer's stored word counts: the same on all but one reply
+        reps = st.replies_df().set_index("request_key")
+        st.put_scores([(k, "other", "words", count_words(reps.loc[k, "reply"]) + (5 if i == 0 else 0), None)
+                       for i, k in enumerate(keys)])
+    s = score_run(spec, run_dir)
+    assert len(s.agreement) == 1
+    a = s.agreement[0]
+    assert (a["scorer_a"], a["scorer_b"], a["measure"], a["n"]) == ("length", "other", "words", len(keys))
+    assert a["mean_diff"] == pytest.approx(5 / len(keys))
+    assert any(line.startswith("agreement length vs other on words: Spearman") for line in s.lines())
