@@ -213,6 +213,9 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
     that read the post (not for llm-judge, whose check costs one judge call per variant and reply:
     run ``empathy-audit scorers invariance --scorer llm-judge`` for it).
     """
+    if run_dir is None and spec is None:
+        raise AuditError("score_run needs a spec or a run directory", where="score_run(spec, run_dir)",
+                         fix="pass the run directory (its stored spec is used) or the spec")
     run_dir = Path(run_dir) if run_dir is not None else spec.run_dir()
     with RunStore(run_dir, create=False) as store, ExitStack() as stack:
         if spec is None:

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scorers to run (default: scoring.scorers of the run's spec); see 'scorers list'")
     p.add_argument("--spec", metavar="SPEC", help="spec to configure scorers from (default: the run's own spec)")
     p.add_argument("--no-probe", action="store_true", help="do not run the demographic inference probe")
+    p.add_argument("--no-invariance", action="store_true", help="do not run the scorer invariance check")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_score)
 
@@ -88,6 +89,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         spec = load_spec(args.spec)
     summary = score_run(spec, Path(args.run_dir), args.scorers, probe=False if args.no_probe else None,
+                        invariance=False if args.no_invariance else None,
                         progress=not args.json and sys.stderr.isatty())
     if args.json:
         print(json.dumps(_clean(summary.as_dict()), indent=2))
