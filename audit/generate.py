@@ -80,6 +80,11 @@ class GenerationSummary:
         d.pop("request_keys")
         return d
 
+    def line(self) -> str:
+        """One line for the pipeline's stage log."""
+        return (f"sent {self.sent}, cached {self.cached}, failed {self.failed}, refusals {self.content_filter}, "
+                f"retries {self.retries}, tokens {self.prompt_tokens}+{self.completion_tokens}")
+
     def format(self) -> str:
         lines = [
             f"requests: {self.total} total, {self.cached} already stored, {self.sent} sent "

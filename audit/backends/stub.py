@@ -1,0 +1,235 @@
+"""A small, fast OpenAI-compatible stub server that fails on purpose: for fault-injection tests and
+for measuring the toolkit's own overhead (``benchmarks/bench_generate.py``).
+
+It is a test double, never what a feature is "done" against: replies are an echo, not a model.
+
+It speaks just enough HTTP/1.1 (keep-alive, Content-Length) for ``openai``/``httpx`` clients:
+``GET /v1/models`` and ``POST /v1/chat/completions``. What each request gets is scripted:
+
+- ``script``: ``{substring: [fault, fault, ...]}``: the n-th request whose last user message
+  contains ``substring`` gets the n-th fault of the list, then ``ok`` once the list is used up;
+- ``default``: the same for every other request.
+
+Faults: ``ok``, ``429`` (with ``Retry-After: retry_after``), ``429-quota``, ``500``, ``503``,
+``timeout`` (answers after ``hang_s``), ``drop`` (closes the connection), ``malformed`` (200 with a
+body that is not a chat completion), ``html`` (200 with an HTML page), ``content_filter`` (200 with
+``finish_reason: content_filter``), ``filter400`` (Azure's 400 ``content_filter``), ``400``,
+``401`` (its message echoes the key, masked like OpenAI's), ``404``.
+
+Every request is logged in ``server.log`` as ``(monotonic time, last user message, seed, fault)``.
+
+Run standalone: ``python -m audit.backends.stub --port 8099 [--latency 0.0]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+
+class StubServer:
+    def __init__(self, script: dict[str, list[str]] | None = None, default: list[str] | None = None,
+                 latency_s: float = 0.0, retry_after: float | None = 0.05, hang_s: float = 30.0,
+                 model: str = "stub-model", port: int = 0, log: bool = True):
+        self.script = dict(script or {})
+        self.default = list(default or [])
+        self.latency_s = latency_s
+        self.retry_after = retry_after
+        self.hang_s = hang_s
+        self.model = model
+        self.port = port
+        self.keep_log = log
+        self.log: list[tuple[float, str, Any, str]] = []
+        self.count = 0
+        self._seen: dict[str, int] = defaultdict(int)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ scripting
+    def _fault_for(self, text: str) -> str:
+        for sub, faults in self.script.items():
+            if sub in text:
+                n = self._seen[sub]
+                self._seen[sub] += 1
+                return faults[n] if n < len(faults) else "ok"
+        n = self._seen["\x00default"]
+        self._seen["\x00default"] += 1
+        return self.default[n] if n < len(self.default) else "ok"
+
+    # ------------------------------------------------------------------ HTTP
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for ln in lines[1:]:
+                    if ":" in ln:
+                        k, v = ln.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                n = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(n) if n else b""
+                out = await self._respond(method, path, headers, body)
+                if out is None:  # drop
+                    writer.close()
+                    return
+                writer.write(out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            try:
+                writer.close()
+            except Exception:  # pragma: no cover
+                pass
+
+    @staticmethod
+    def _http(status: int, payload: Any, extra: dict[str, str] | None = None, ctype: str = "application/json") -> bytes:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+                  500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Status")
+        hdr = [f"HTTP/1.1 {status} {reason}", f"content-type: {ctype}", f"content-length: {len(body)}",
+               "connection: keep-alive", "server: empathy-audit-stub"]
+        hdr += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        return ("\r\n".join(hdr) + "\r\n\r\n").encode() + body
+
+    async def _respond(self, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes | None:
+        if method == "GET" and path.rstrip("/").endswith("/models"):
+            return self._http(200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        if not path.rstrip("/").endswith("/chat/completions"):
+            return self._http(404, {"error": {"message": f"no route {path}", "code": "not_found"}})
+        req = json.loads(body or b"{}")
+        msgs = req.get("messages") or [{}]
+        text = str(msgs[-1].get("content", ""))
+        fault = self._fault_for(text)
+        self.count += 1
+        if self.keep_log:
+            self.log.append((time.monotonic(), text, req.get("seed"), fault))
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault == "ok" or fault == "content_filter":
+            return self._http(200, self._completion(req, text, fault))
+        if fault == "429":
+            extra = {"retry-after": f"{self.retry_after:g}"} if self.retry_after is not None else {}
+            return self._http(429, {"error": {"message": "Rate limit reached", "type": "requests",
+                                              "code": "rate_limit_exceeded"}}, extra)
+        if fault == "429-quota":
+            return self._http(429, {"error": {"message": "You exceeded your current quota",
+                                              "type": "insufficient_quota", "code": "insufficient_quota"}})
+        if fault in ("500", "503"):
+            return self._http(int(fault), {"error": {"message": "upstream overloaded", "code": None}})
+        if fault == "timeout":
+            await asyncio.sleep(self.hang_s)
+            return self._http(200, self._completion(req, text, "ok"))
+        if fault == "drop":
+            return None
+        if fault == "malformed":
+            return self._http(200, {"id": "x", "object": "chat.completion", "choices": []})
+        if fault == "html":
+            return self._http(200, b"<html><body>Welcome to nginx!</body></html>", ctype="text/html")
+        if fault == "filter400":
+            return self._http(400, {"error": {"message": "The response was filtered due to the prompt triggering "
+                                              "Azure OpenAI's content management policy.", "code": "content_filter"}})
+        if fault == "400":
+            return self._http(400, {"error": {"message": "max_tokens is too large", "code": "invalid_request"}})
+        if fault == "401":
+            auth = headers.get("authorization", "") or headers.get("api-key", "")
+            key = auth.split(" ", 1)[-1]
+            masked = key[:3] + "*" * max(0, len(key) - 7) + key[-4:] if len(key) > 8 else "***"
+            return self._http(401, {"error": {"message": f"Incorrect API key provided: {masked}. You can find "
+                                              f"your API key at https://example.invalid. (full: {key})",
+                                              "code": "invalid_api_key"}})
+        if fault == "404":
+            return self._http(404, {"error": {"message": f"The model '{req.get('model')}' does not exist",
+                                              "code": "model_not_found"}})
+        return self._http(500, {"error": {"message": f"unknown stub fault {fault}"}})
+
+    def _completion(self, req: dict[str, Any], text: str, fault: str) -> dict[str, Any]:
+        reply = f"echo[{req.get('seed')}|{req.get('temperature')}]: {text[:60]}"
+        finish = "content_filter" if fault == "content_filter" else "stop"
+        return {
+            "id": f"chatcmpl-{self.count}", "object": "chat.completion", "created": 0, "model": req.get("model"),
+            "system_fingerprint": "stub-1",
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": "" if finish != "stop" else reply}}],
+            "usage": {"prompt_tokens": len(text) // 4 + 1, "completion_tokens": len(reply) // 4 + 1,
+                      "total_tokens": len(text) // 4 + len(reply) // 4 + 2},
+        }
+
+    # ------------------------------------------------------------------ running
+    async def serve(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "StubServer":
+        """Serve from a background thread; returns once it listens."""
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.serve())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        loop = self._loop
+
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for t in asyncio.all_tasks(loop):
+                if t is not asyncio.current_task():
+                    t.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._loop = None
+
+    def __enter__(self) -> "StubServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - used by the benchmark
+    ap = argparse.ArgumentParser(prog="python -m audit.backends.stub")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0)
+    args = ap.parse_args(argv)
+    srv = StubServer(latency_s=args.latency, port=args.port, log=False)
+
+    async def go() -> None:
+        await srv.serve()
+        print(json.dumps({"base_url": srv.base_url}), flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
