@@ -38,15 +38,53 @@ _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 @dataclass(frozen=True)
 class Cue:
-    """One concrete cue: the text to insert and where."""
+    """One concrete cue: the text to insert and where (or, for a dialect, the rules that rewrite the post)."""
 
     alternative: str
     text: str
-    placement: str  # 'prefix' | 'suffix'
+    placement: str  # 'prefix' | 'suffix' | 'rewrite'
     joiner: str
+    dialect: Any = None  # audit.templates.Dialect for placement 'rewrite'
 
     def apply(self, post: str) -> str:
+        if self.placement == "rewrite":
+            return rewrite(post, self.dialect)[0]
         return self.text + self.joiner + post if self.placement == "prefix" else post + self.joiner + self.text
+
+
+def _match_case(original: str, replacement: str) -> str:
+    if original[:1].isupper() and replacement[:1].islower():
+        return replacement[:1].upper() + replacement[1:]
+    return replacement
+
+
+def rewrite(text: str, dialect: Any) -> tuple[str, list[tuple[str, str, str]]]:
+    """Apply a dialect's rules in order; returns the new text and every change (rule id, old, new).
+
+    Rules are regular expressions from the template file (case-insensitive); a replacement keeps
+    the capital of the text it replaces. Nothing else of the text changes.
+    """
+    changes: list[tuple[str, str, str]] = []
+    for rule in dialect.rules:
+        rx = _compiled(rule.pattern)
+
+        def repl(m: re.Match, rule=rule) -> str:
+            new = _match_case(m.group(0), m.expand(rule.replacement))
+            changes.append((rule.id, m.group(0), new))
+            return new
+
+        text = rx.sub(repl, text)
+    return text, changes
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def describe_changes(changes: list[tuple[str, str, str]]) -> str:
+    """cue_text of a dialect variant: every change, in order ("aint_copula: isn't -> ain't; ...")."""
+    return "; ".join(f"{rid}: {old} -> {new}" for rid, old, new in changes)
 
 
 @dataclass(frozen=True)
@@ -229,6 +267,18 @@ def _cues_for(ts: TemplateSet, cf: CueFile, g: Group, axes: list[str], fixed: di
         keys = set(item.when) & known
         return bool(keys & audited) and all(item.when[k] == stated[k] for k in keys)
 
+    if cf.rewrite:
+        found = [dl for dl in cf.dialects or [] if matches(dl) and audited <= set(dl.when)]
+        if not found:
+            signalled = sorted({f"{k}={v}" for dl in cf.dialects or [] for k, v in dl.when.items()})
+            raise AuditError(
+                f"no {cf.cue_type} rules for group '{g.name}' (the dialects here signal {', '.join(signalled)})",
+                where=str(ts.root / "cues" / f"{cf.cue_type}.yaml"),
+                fix="audit only groups a dialect covers, e.g. axes: [race] with groups: {race: [Black]}; "
+                    "a dialect cannot also signal an axis it does not name",
+            )
+        return [Cue(dl.id, "", "rewrite", "", dialect=dl) for dl in found]
+
     items = [it for it in cf.items or [] if matches(it)]
     joint = [it for it in items if audited <= set(it.when)]
     if joint:
@@ -272,6 +322,7 @@ def variant_id(post_id: str, cue_type: str, group: str, alternative: str | None,
 def variants_for(posts: pd.DataFrame, design: Design) -> pd.DataFrame:
     """The variant table for ``posts`` under ``design`` (control rows included)."""
     rows: list[dict[str, Any]] = []
+    skipped: dict[str, int] = {}
     axes = design.axes
     for post in posts.itertuples(index=False):
         base = {"post_id": post.post_id, "topic": post.topic, "risk": post.risk}
@@ -282,18 +333,28 @@ def variants_for(posts: pd.DataFrame, design: Design) -> pd.DataFrame:
         for ct in design.cue_types:
             for g in design.groups:
                 for cue in design.cues[(ct, g.name)]:
-                    text = cue.apply(post.text)
+                    if cue.placement == "rewrite":
+                        text, changes = rewrite(post.text, cue.dialect)
+                        if len(changes) < cue.dialect.min_changes or text == post.text:
+                            key = (f"{ct} ({cue.alternative}) for {g.name}: fewer than "
+                                   f"{cue.dialect.min_changes} rule application(s) in the post")
+                            skipped[key] = skipped.get(key, 0) + 1
+                            continue
+                        cue_text = describe_changes(changes)
+                    else:
+                        text, cue_text = cue.apply(post.text), cue.text
                     attrs = g.as_dict
                     rows.append({
                         **base, "group": g.name, "cue_type": ct, "alternative": cue.alternative,
-                        "cue_text": cue.text, "text": text, **attrs,
+                        "cue_text": cue_text, "text": text, **attrs,
                         "variant_id": variant_id(post.post_id, ct, g.name, cue.alternative, text, attrs),
                     })
     df = pd.DataFrame(rows, columns=BASE_COLUMNS + axes)
     df = df.astype({a: object for a in axes})
     df[axes] = df[axes].where(df[axes].notna(), None)
     df["alternative"] = df["alternative"].astype(object).where(df["alternative"].notna(), None)
-    check_variants(df, posts)
+    check_variants(df, posts, design)
+    df.attrs["skipped_variants"] = skipped
     return df
 
 
@@ -315,20 +376,32 @@ def build_variants(spec: Any) -> pd.DataFrame:
     return df
 
 
-def check_variants(df: pd.DataFrame, posts: pd.DataFrame) -> None:
+def check_variants(df: pd.DataFrame, posts: pd.DataFrame, design: Design | None = None) -> None:
     """Self-check of a variant table; raises AuditError naming the first bad variant.
 
     Every variant must equal its control with exactly its cue inserted at the start or the end
     (joined by whitespace or a dash separator); no cue may hold an unfilled placeholder; ids unique.
+    A dialect variant must equal its control with exactly its dialect's rules applied (needs ``design``).
     """
     control = dict(zip(posts["post_id"], posts["text"]))
+    dialects = {}
+    if design is not None:
+        for (ct, _), cues in design.cues.items():
+            for c in cues:
+                if c.placement == "rewrite":
+                    dialects[(ct, c.alternative)] = c.dialect
     for r in df.itertuples(index=False):
         post = control[r.post_id]
         if r.cue_type == CONTROL:
             if r.text != post or r.cue_text:
                 raise AuditError("control row differs from its post", where=f"variant {r.variant_id}")
             continue
-        problem = diff_problem(post, r.text, r.cue_text)
+        if (r.cue_type, r.alternative) in dialects:
+            text, changes = rewrite(post, dialects[(r.cue_type, r.alternative)])
+            problem = None if (text == r.text and text != post and describe_changes(changes) == r.cue_text) \
+                else "the text is not its control with exactly the dialect's rules applied"
+        else:
+            problem = diff_problem(post, r.text, r.cue_text)
         if problem:
             raise AuditError(f"variant of post {r.post_id} ({r.cue_type}, {r.group}, {r.alternative}): {problem}",
                              where="templates", fix="fix the cue template that produced it")

@@ -213,6 +213,50 @@ class Item(_Strict):
         return v
 
 
+class RewriteRule(_Strict):
+    """One rule-based rewrite: a regular expression and its replacement (``\\1`` etc. for groups)."""
+
+    id: str = Field(..., pattern=_NAME_RE)
+    feature: str = Field(..., min_length=3, description="The linguistic feature, in words.")
+    pattern: str
+    replacement: str
+    source: str = Field(..., min_length=3)
+    example: str | None = Field(None, description="An input the rule must change (checked on load).")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "RewriteRule":
+        try:
+            rx = re.compile(self.pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"rule '{self.id}': pattern is not a valid regular expression: {exc}") from None
+        refs = [int(g) for g in re.findall(r"\\(\d+)", self.replacement)]
+        if refs and max(refs) > rx.groups:
+            raise ValueError(f"rule '{self.id}': replacement refers to group {max(refs)}, pattern has {rx.groups}")
+        if "{" in self.replacement or "}" in self.replacement:
+            raise ValueError(f"rule '{self.id}': replacement must not contain {{ or }}")
+        if self.example is not None and rx.subn(self.replacement, self.example)[1] == 0:
+            raise ValueError(f"rule '{self.id}': its example {self.example!r} is not changed by the pattern")
+        return self
+
+
+class Dialect(_Strict):
+    """A rule-based dialect: rewrites of the post's own words (cue type implicit_dialect)."""
+
+    id: str = Field(..., pattern=_NAME_RE)
+    name: str
+    when: dict[str, str] = Field(..., min_length=1)
+    source: str = Field(..., min_length=3)
+    rules: list[RewriteRule] = Field(..., min_length=1)
+    min_changes: int = Field(1, ge=1, description="A post with fewer rule applications gets no variant (counted).")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Dialect":
+        ids = [r.id for r in self.rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"rule ids must be unique; repeated: {_repeated(ids)}")
+        return self
+
+
 class CueFile(_Strict):
     cue_type: CueType
     description: str = ""
@@ -223,13 +267,30 @@ class CueFile(_Strict):
     # implicit cue types
     frames: list[Frame] | None = None
     items: list[Item] | None = None
+    # rewriting cue types (implicit_dialect)
+    dialects: list[Dialect] | None = None
 
     @property
     def explicit(self) -> bool:
         return self.cue_type.startswith("explicit_")
 
+    @property
+    def rewrite(self) -> bool:
+        return self.dialects is not None
+
     @model_validator(mode="after")
     def _shape(self) -> "CueFile":
+        if self.cue_type == "implicit_dialect" or self.dialects is not None:
+            if self.cue_type != "implicit_dialect":
+                raise ValueError("only implicit_dialect rewrites the post ('dialects'); other cue types insert text")
+            if not self.dialects:
+                raise ValueError("implicit_dialect needs a non-empty 'dialects' list")
+            if self.alternatives is not None or self.frames is not None or self.items is not None:
+                raise ValueError("implicit_dialect gives 'dialects' (rewrite rules), not alternatives/frames/items")
+            ids = [d.id for d in self.dialects]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"dialect ids must be unique; repeated: {_repeated(ids)}")
+            return self
         if self.explicit:
             if not self.alternatives:
                 raise ValueError(f"{self.cue_type} needs a non-empty 'alternatives' list")
@@ -345,9 +406,11 @@ def _load_cached(root: str) -> TemplateSet:
 
 def _check_items_against_axes(c: CueFile, axes: dict[str, AxisFile], path: Path) -> None:
     """Every item's ``when`` must name known axes and levels (a typo would silently match nothing)."""
-    for idx, item in enumerate(c.items or []):
+    entries = [("items", i) for i in c.items or []] + [("dialects", d) for d in c.dialects or []]
+    for kind, item in entries:
+        idx = (c.items if kind == "items" else c.dialects).index(item)
         for ax, lv in item.when.items():
-            where = f"{path}, key 'items[{idx}].when.{ax}' (item '{item.id}')"
+            where = f"{path}, key '{kind}[{idx}].when.{ax}' ({kind[:-1]} '{item.id}')"
             if ax not in axes:
                 raise AuditError(f"unknown axis '{ax}'", where=where, fix=f"use one of {sorted(axes)}")
             if axes[ax].level(lv) is None:

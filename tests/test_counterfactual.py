@@ -317,7 +317,8 @@ def test_race_only_audit_uses_race_items_only():
     ({"groups": {"race": ["Black", "Martian"]}}, "unknown level 'Martian'"),
     ({"groups": {"religion": ["Muslim"]}}, "not audited"),
     ({"axes": ["race", "colour"]}, "unknown demographic axis 'colour'"),
-    ({"cue_types": ["implicit_dialect"]}, "no templates for cue type 'implicit_dialect'"),
+    ({"cue_types": ["implicit_dialect"]}, "no implicit_dialect rules for group 'Black woman'"),
+    ({"axes": ["race"], "cue_types": ["implicit_dialect"]}, "no implicit_dialect rules for group 'White'"),
     ({"axes": ["religion"], "cue_types": ["implicit_name"]}, "no implicit_name item signals religion"),
     ({"axes": ["age", "race"]}, "open levels"),
     ({"axes": ["race", "race"]}, "repeat"),
@@ -406,3 +407,69 @@ def test_store_round_trip(demo, tmp_path):
     assert (m["group"].values == demo["group"].values).all()
     cued = demo.cue_type != "control"
     assert (m["race"].values[cued.values] == demo["race"].values[cued.values]).all()
+
+
+# --------------------------------------------------------------------------- dialect (sensitive, off by default)
+
+
+def _dialect_spec(**over):
+    d = {"axes": ["race"], "groups": {"race": ["Black"]}, "cue_types": ["implicit_dialect"],
+         "fixed": {"age": "32", "gender": "woman"}}
+    d.update(over)
+    return spec_from_dict({"name": "d", "demographics": d})
+
+
+def test_dialect_is_off_by_default():
+    assert "implicit_dialect" not in spec_from_dict({"name": "x"}).demographics.cue_types
+    for name in ("demo", "can-ai-relate"):
+        assert "implicit_dialect" not in load_spec(REPO / "analyses" / f"{name}.yaml").demographics.cue_types
+    assert _yaml("implicit_dialect")["sensitive"] is True
+
+
+def test_dialect_variants_change_only_what_the_rules_list():
+    df = build_variants(_dialect_spec())
+    controls = dict(zip(df[df.cue_type == "control"].post_id, df[df.cue_type == "control"].text))
+    dia = df[df.cue_type == "implicit_dialect"]
+    skipped = sum(df.attrs["skipped_variants"].values())
+    assert len(dia) + skipped == 65 and len(dia) >= 20  # every post accounted for
+    assert set(dia["alternative"]) == {"aae"} and set(dia["group"]) == {"Black"}
+    for r in dia.itertuples():
+        changes = [c.split(": ", 1)[1].split(" -> ") for c in r.cue_text.split("; ")]
+        assert changes and all(len(c) == 2 for c in changes)
+        olds = " ".join(o for o, _ in changes).lower().split()
+        news = " ".join(n for _, n in changes).lower().split()
+        a, b = controls[r.post_id].split(" "), r.text.split(" ")
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+            if tag == "equal":
+                continue
+            for w in a[i1:i2]:
+                assert w.strip(".,?!").lower() in olds, (r.post_id, w)
+            for w in b[j1:j2]:
+                assert w.strip(".,?!").lower() in news, (r.post_id, w)
+        assert len(r.text.split()) <= len(controls[r.post_id].split())  # no words added beyond the rules
+
+
+def test_dialect_rules_keep_case_and_respect_clause_boundaries():
+    from audit.counterfactual import rewrite
+    from audit.templates import load_templates
+
+    aae = load_templates().cues["implicit_dialect"].dialects[0]
+    assert rewrite("Isn't it odd? There's nobody here.", aae)[0] == "Ain't it odd? It's nobody here."
+    assert rewrite("I don't know if anyone cares.", aae)[0] == "I don't know if anyone cares."
+    assert rewrite("I can't talk to anyone.", aae)[0] == "I can't talk to nobody."
+    assert rewrite("My day was calm.", aae) == ("My day was calm.", [])
+
+
+def test_dialect_rule_example_is_checked(tmp_path):
+    import shutil
+
+    from audit.templates import load_templates
+
+    root = tmp_path / "t"
+    for sub in ("axes", "cues"):
+        shutil.copytree(templates_dir() / sub, root / sub)
+    p = root / "cues" / "implicit_dialect.yaml"
+    p.write_text(p.read_text().replace('example: "It doesn\'t help."', 'example: "It does not help."'))
+    with pytest.raises(AuditError) as ei:
+        load_templates(root)
+    assert "dont_third_person" in ei.value.message and "not changed" in ei.value.message

@@ -40,7 +40,7 @@ def test_builtin_templates_cover_the_required_design():
     assert {"woman", "man"} <= set(ts.axes["gender"].levels)
     assert ts.axes["age"].level("32") is not None and ts.axes["age"].level("7") is None
     assert {"explicit_tag", "explicit_statement", "implicit_name", "implicit_context"} <= set(ts.cues)
-    assert "implicit_dialect" not in ts.cues  # optional and off: not shipped (see docs/variants.md)
+    assert ts.cues["implicit_dialect"].sensitive  # shipped, documented as sensitive, off by default
 
 
 def test_every_cue_carries_a_source_or_rationale():

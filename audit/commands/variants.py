@@ -56,8 +56,14 @@ def format_counts(df: pd.DataFrame, design) -> list[str]:
     from ..counterfactual import CONTROL, counts_by_factor
 
     n_posts = df["post_id"].nunique()
-    per_post = len(df) // max(n_posts, 1)
-    lines = [f"variants: {len(df)} = {n_posts} posts x (1 control + {per_post - 1} cued variants)"]
+    sizes = df.groupby("post_id").size()
+    if sizes.nunique() == 1:
+        lines = [f"variants: {len(df)} = {n_posts} posts x (1 control + {int(sizes.iloc[0]) - 1} cued variants)"]
+    else:
+        lines = [f"variants: {len(df)} from {n_posts} posts (1 control + {int(sizes.min()) - 1} to "
+                 f"{int(sizes.max()) - 1} cued variants each)"]
+    for reason, n in (df.attrs.get("skipped_variants") or {}).items():
+        lines.append(f"  not built for {n} post(s): {reason} (counted, see docs/variants.md)")
     counts = counts_by_factor(df, design.axes)
     for factor in ["cue_type", "group", *design.axes, "topic", "risk"]:
         s = counts[factor]
@@ -97,7 +103,9 @@ def _variants(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     for line in format_counts(df, design):
         print(line)
-    print("check: every variant equals its control plus exactly its cue (no placeholders, clean joins)")
+    print("check: every variant equals its control plus exactly its cue (no placeholders, clean joins)"
+          + ("; dialect variants equal their control with exactly the listed rule changes"
+             if "implicit_dialect" in design.cue_types else ""))
     for r in df.head(max(args.show, 0)).itertuples(index=False):
         print(f"\n--- {r.variant_id} {r.post_id} {r.cue_type} {r.group} {r.alternative or ''}\n{r.text}")
     if args.out:
