@@ -69,6 +69,14 @@ def md_escape(value: Any) -> str:
     return s.replace("\r", " ").replace("\n", " ")
 
 
+def _fenced(text: Any, lang: str = "") -> "_Raw":
+    """A Markdown code block whose fence is longer than any run of backticks inside (no breaking out)."""
+    text = str(text or "")
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return _Raw(f"{fence}{lang}\n{text.rstrip()}\n{fence}")
+
+
 class _Raw(str):
     """Markdown the template builds itself (not user text)."""
 
@@ -198,7 +206,7 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
 def _scorers(data: ReportData) -> list[dict[str, Any]]:
     out = []
     for name, info in sorted(data.scorer_info.items()):
-        flat = {k: v for k, v in info.items() if not isinstance(v, (dict, list))}
+        flat = {k: v for k, v in info.items() if not isinstance(v, (dict, list)) and k != "name"}
         validation = info.get("validation") or info.get("validation_figures") or {}
         vrows = []
         if isinstance(validation, dict):
@@ -385,12 +393,20 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
                 for k2, v2 in v.items():
                     if "sha256" in k2 and isinstance(v2, str):
                         scorer_hashes[f"{name} {k} ({k2})"] = v2
-    stage_times = {k.split(".", 1)[1]: v for k, v in sorted(meta.items()) if k.startswith("stage.")}
+    order = ["variants", "generate", "score", "analyze", "report"]
+    stage_times = {f"stage {k.split('.', 1)[1]} (last run)": v for k, v in sorted(
+        ((k, v) for k, v in meta.items() if k.startswith("stage.")),
+        key=lambda kv: order.index(kv[0].split(".", 1)[1]) if kv[0].split(".", 1)[1] in order else 99)}
     spec_path = None
     if data.spec is not None and data.spec.source_path:
         spec_path = str(data.spec.source_path)
     run_dir = meta.get("run_dir") or str(data.run_dir)
-    spec_arg = meta.get("spec_argument") or spec_path or "SPEC.yaml"
+    spec_arg = meta.get("spec_argument") or spec_path
+    spec_note = None
+    if not spec_arg:
+        spec_arg = "spec.yaml"
+        spec_note = ("The run was started from a spec object, not a file: save the spec shown below (JSON is "
+                     "valid YAML) as spec.yaml, then run this command.")
     reproduce = f"empathy-audit run {_shell(spec_arg)} --out {_shell(run_dir)}"
     software_run = {}
     if meta.get("software_versions"):
@@ -409,7 +425,7 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
         run_finished_at=meta.get("run_finished_at"), stage_times=stage_times, generated_at=generated_at,
         tool_version_run=meta.get("tool_version"), tool_version_report=__version__,
         software_run=software_run, software_report=software_versions(),
-        reproduce=reproduce, rerender=f"empathy-audit report {_shell(str(data.run_dir))}",
+        reproduce=reproduce, reproduce_note=spec_note, rerender=f"empathy-audit report {_shell(str(data.run_dir))}",
         command=meta.get("command_line"),
     )
 
@@ -515,6 +531,7 @@ def _environment(markdown: bool) -> Environment:
     env.filters["quote_md"] = lambda s: _Raw("\n".join("> " + md_escape(line) for line in str(s or "").splitlines())
                                              or "> ")
     env.filters["raw"] = lambda s: _Raw(s)
+    env.filters["fenced"] = _fenced
     env.filters["pct"] = F.fmt_pct
     return env
 
