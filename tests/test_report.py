@@ -301,12 +301,13 @@ def test_finding_sentence_numbers():
     s = finding_sentence(_row())
     assert s == ("Replies to posts that signalled \u201cBlack woman\u201d through an explicit self-identification "
                  "scored 11.0% lower on Emotional Reactions than replies to the unmodified posts (control) "
-                 "(95% CI -15.0% to -7.0%; Holm-adjusted p = 0.012).")
+                 "(95% CI -15.0% to -7.0%; Holm-adjusted p = 0.0123).")
     r = finding_sentence(_row(outcome="refusal.refusal", estimate=0.031, ci_low=0.01, ci_high=0.052, ref_mean=0.02,
                               p_holm=0.0004, cue_type="pooled"))
     assert "had a refusal rate 3.1 percentage points higher" in r and "Holm-adjusted p < 0.001" in r
     assert gap_text(_row(outcome="sentiment.compound", estimate=0.2, ci_low=0.1, ci_high=0.3))[0] == "0.200 points higher"
     assert fmt_p(float("nan")) == "n/a"
+    assert fmt_p(0.0496) == "0.0496" and fmt_p(0.0004) == "< 0.001" and fmt_p(0.5) == "0.500"
 
 
 def test_summarize_separates_significant_and_not():

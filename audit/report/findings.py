@@ -97,6 +97,8 @@ def fmt_p(p: Any) -> str:
     p = float(p)
     if p < 0.001:
         return "< 0.001"
+    if p < 0.1:  # three significant digits, so a p-value is never rounded across alpha (0.0496, not 0.050)
+        return f"{p:.3g}"
     return f"{p:.3f}"
 
 
