@@ -83,7 +83,7 @@ def available_styles(templates: str | Path | None = None) -> list[str]:
 
 
 @lru_cache(maxsize=256)
-def _load_file(path: Path, mtime: float) -> PromptStyle:
+def _load_file(path: Path, mtime_ns: int, size: int) -> PromptStyle:
     data, text = read_yaml(path, "prompt style")
     if not isinstance(data, dict):
         raise AuditError("a prompt style must be a YAML mapping (name, system, user)", where=str(path),
@@ -102,11 +102,13 @@ def load_style(name: str, templates: str | Path | None = None) -> PromptStyle:
     """The prompt style ``name`` (or a path to a style file)."""
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
-        return _load_file(p.resolve(), p.stat().st_mtime)
+        st = p.stat()
+        return _load_file(p.resolve(), st.st_mtime_ns, st.st_size)
     for d in _search_dirs(templates):
         f = d / f"{name}.yaml"
         if f.is_file():
-            return _load_file(f.resolve(), f.stat().st_mtime)
+            st = f.stat()
+            return _load_file(f.resolve(), st.st_mtime_ns, st.st_size)
     raise AuditError(
         f"unknown prompt style '{name}'", where="styles",
         fix=f"use one of: {', '.join(available_styles(templates))} (or add templates/styles/{name}.yaml)",

@@ -1,0 +1,198 @@
+"""The run store: content-addressed keys, resume after kill -9, key hygiene, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from audit.backends.stub import StubServer
+from audit.cli import main as cli_main
+from audit.generate import complete, request_params
+from audit.spec import DecodingSpec, ModelSpec
+from audit.store import RunStore, request_key
+
+DEC = DecodingSpec(temperature=0.7, max_tokens=16, seed=11)
+
+
+def _items(n: int, prefix: str = "post"):
+    return [{"purpose": "reply", "messages": [{"role": "user", "content": f"{prefix} {i}"}], "variant_id": f"v{i}",
+             "style": "plain", "style_hash": "h", "sample_index": 0} for i in range(n)]
+
+
+def test_request_key_covers_endpoint_model_messages_params_and_sample():
+    msgs = [{"role": "user", "content": "hi"}]
+    p = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 5, "seed": 1}
+    k = request_key("http://a/v1", "m", msgs, p, 0)
+    assert k == request_key("http://a/v1", "m", [dict(msgs[0])], dict(reversed(list(p.items()))), 0)
+    others = {
+        request_key("http://b/v1", "m", msgs, p, 0), request_key("http://a/v1", "m2", msgs, p, 0),
+        request_key("http://a/v1", "m", [{"role": "user", "content": "hi!"}], p, 0),
+        request_key("http://a/v1", "m", msgs, {**p, "temperature": 0.8}, 0), request_key("http://a/v1", "m", msgs, p, 1),
+    }
+    assert k not in others and len(others) == 5
+
+
+def test_request_params_seed_is_per_sample_and_reproducible():
+    m = ModelSpec(label="x", base_url="http://h/v1", model="m", extra_body={"top_k": 20})
+    a, b = request_params(DEC, m, 0), request_params(DEC, m, 1)
+    assert a["seed"] != b["seed"] and a == request_params(DEC, m, 0)
+    assert a["extra_body"] == {"top_k": 20} and a["temperature"] == 0.7
+    # without a decoding seed the base seed (the spec's seed in the generate stage) decides
+    d = DecodingSpec(seed=None)
+    assert request_params(d, m, 0, base_seed=5)["seed"] != request_params(d, m, 0, base_seed=6)["seed"]
+
+
+def test_second_run_sends_nothing_and_keys_follow_items(tmp_path):
+    with StubServer() as srv, RunStore(tmp_path / "r") as st:
+        m = ModelSpec(label="s", base_url=srv.base_url, model="stub-model")
+        items = _items(6) + _items(2)  # the last two repeat the first two: sent once
+        s1 = complete(st, m, DEC, items, progress=False)
+        assert (s1.total, s1.sent, s1.cached) == (8, 6, 2) and srv.count == 6
+        assert s1.request_keys[:2] == s1.request_keys[6:]
+        s2 = complete(st, m, DEC, iter(_items(6)), progress=False)  # any iterable works
+        assert (s2.sent, s2.cached) == (0, 6) and srv.count == 6
+        assert s2.request_keys == s1.request_keys[:6]
+        df = st.replies_df()
+        assert len(df) == 6 and set(df["status"]) == {"ok"}
+        assert (df["runtime"] == "empathy-audit-stub").all() and (df["runtime_version"] == "stub-1").all()
+        assert (df["model_label"] == "s").all() and df["completion_tokens"].notna().all()
+
+
+CHILD = r"""
+import sys
+from audit.generate import complete
+from audit.spec import DecodingSpec, ModelSpec
+from audit.store import RunStore
+url, run_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+items = [{"purpose": "reply", "messages": [{"role": "user", "content": f"post {i}"}], "variant_id": f"v{i}",
+          "style": "plain", "style_hash": "h", "sample_index": 0} for i in range(n)]
+with RunStore(run_dir) as st:
+    complete(st, ModelSpec(label="s", base_url=url, model="stub-model", max_in_flight=3),
+             DecodingSpec(temperature=0.7, max_tokens=16, seed=11), items, progress=False)
+"""
+
+
+def _count(db: Path) -> int:
+    try:
+        c = sqlite3.connect(db, timeout=5)
+        try:
+            return c.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+        finally:
+            c.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_mid_run_loses_nothing_and_resume_sends_no_duplicate(tmp_path):
+    n = 60
+    run_dir = tmp_path / "run"
+    with StubServer(latency_s=0.03) as srv:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, srv.base_url, str(run_dir), str(n)])
+        try:
+            deadline = time.monotonic() + 120
+            while _count(run_dir / "store.sqlite") < 12 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert proc.poll() is None, "the run finished before it could be killed"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(30)
+        with RunStore(run_dir) as st:
+            before = {r[0]: r[1] for r in st.conn.execute("SELECT request_key, text FROM replies")}
+            assert 12 <= len(before) < n
+            sent_before = srv.count
+            s = complete(st, ModelSpec(label="s", base_url=srv.base_url, model="stub-model", max_in_flight=3), DEC,
+                         _items(n), progress=False)
+            after = {r[0]: r[1] for r in st.conn.execute("SELECT request_key, text FROM replies")}
+            n_requests = st.conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        resent = [text for _, text, _, _ in srv.log[sent_before:]]
+    # nothing finished was lost, each stored reply is unchanged, and none of them was asked for again
+    assert s.cached == len(before) and s.sent == n - len(before)
+    assert all(after[k] == v for k, v in before.items())
+    stored_prompts = {v.split(": ", 1)[1] for v in before.values()}
+    assert not stored_prompts & set(resent)
+    assert len(resent) == n - len(before)
+    # one request row and one reply per item: no duplicates
+    assert len(after) == n and n_requests == n
+
+
+def test_api_key_appears_in_no_file_of_the_run_directory(tmp_path, monkeypatch):
+    key = "sk-live-THISISTHEKEY-abcdef0123456789"
+    monkeypatch.setenv("AUDIT_TEST_KEY", key)
+    run_dir = tmp_path / "run"
+    # one normal run, then a run where the server rejects the key and echoes it back (masked and whole)
+    with StubServer(script={"post 9": ["401"] * 5}) as srv:
+        m = ModelSpec(label="s", base_url=srv.base_url, model="stub-model", api_key_env="AUDIT_TEST_KEY",
+                      max_in_flight=1)
+        with RunStore(run_dir) as st:
+            complete(st, m, DEC, _items(9), progress=False)
+            with pytest.raises(Exception) as ei:
+                complete(st, m, DEC, _items(10), progress=False)
+            stored_errors = [r[0] for r in st.conn.execute("SELECT message FROM attempts")]
+            cli_main(["export", str(run_dir), "--table", "replies", "--out", str(run_dir / "replies.jsonl")])
+            cli_main(["export", str(run_dir), "--table", "attempts", "--out", str(run_dir / "attempts.csv")])
+    assert any("401" in (e or "") for e in stored_errors)  # the failure itself is on record
+    assert key not in str(ei.value) and "THISISTHEKEY" not in str(ei.value)
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("store.sqlite") for p in files) and len(files) >= 3
+    for p in files:
+        data = p.read_bytes()
+        for i in range(len(key) - 7):
+            assert key[i:i + 8].encode() not in data, f"{p.name} holds part of the key"
+
+
+def test_export_formats_round_trip(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with StubServer() as srv, RunStore(run_dir) as st:
+        complete(st, ModelSpec(label="s", base_url=srv.base_url, model="stub-model"), DEC, _items(5), progress=False)
+    frames = {}
+    for ext in ("parquet", "csv", "jsonl"):
+        out = tmp_path / f"replies.{ext}"
+        assert cli_main(["export", str(run_dir), "--table", "replies", "--out", str(out)]) == 0
+        frames[ext] = {"parquet": pd.read_parquet, "csv": pd.read_csv,
+                       "jsonl": lambda p: pd.read_json(p, lines=True)}[ext](out)
+    for df in frames.values():
+        assert len(df) == 5 and {"request_key", "reply", "status", "style", "model_label"} <= set(df.columns)
+        assert sorted(df["reply"]) == sorted(frames["parquet"]["reply"])
+    assert cli_main(["export", str(run_dir), "--table", "nope", "--out", str(tmp_path / "x.csv")]) == 2
+    assert cli_main(["export", str(run_dir), "--out", str(tmp_path / "x.xlsx")]) == 2
+    assert cli_main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "no table 'nope'" in err and ".parquet, .csv or .jsonl" in err and "no run store found" in err
+
+
+def test_full_disk_is_a_clear_error_and_keeps_stored_replies(tmp_path, monkeypatch):
+    from audit.errors import AuditError
+
+    run_dir = tmp_path / "run"
+    with StubServer() as srv, RunStore(run_dir) as st:
+        m = ModelSpec(label="s", base_url=srv.base_url, model="stub-model", max_in_flight=1)
+        complete(st, m, DEC, _items(3), progress=False)
+        real = st.put_reply
+        calls = {"n": 0}
+
+        def flaky(row, attempts=()):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                from audit.store import _store_error
+                raise _store_error(sqlite3.OperationalError("database or disk is full"), st.path)
+            return real(row, attempts)
+
+        monkeypatch.setattr(st, "put_reply", flaky)
+        with pytest.raises(AuditError) as ei:
+            complete(st, m, DEC, _items(8), progress=False)
+        assert "disk is full" in str(ei.value) and "resumes" in str(ei.value)
+        assert st.conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 4
+        monkeypatch.setattr(st, "put_reply", real)
+        s = complete(st, m, DEC, _items(8), progress=False)
+        assert s.cached == 4 and s.ok == 4
+    with RunStore(run_dir) as st:
+        assert json.loads(json.dumps(st.conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0])) == 8
