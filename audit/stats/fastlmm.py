@@ -213,58 +213,49 @@ def fit_nested_ri(
     if solve(np.zeros(2)) is None:
         raise np.linalg.LinAlgError("the fixed-effects design matrix is rank deficient")
     grid = np.r_[0.0, np.logspace(-3, 2.5, 23)]
-    if not has_inner:
-        vals = np.array([crit(np.array([g, 0.0])) for g in grid])
+
+    def min1d(f):
+        """Global-then-local minimum of a 1-d function of theta >= 0: log grid, then bounded Brent."""
+        vals = np.array([f(g) for g in grid])
         k = int(np.argmin(vals))
-        lo = grid[max(k - 1, 0)]
-        hi = grid[min(k + 1, len(grid) - 1)]
-        if k == len(grid) - 1:
-            warnings.append("post variance at the upper search bound (theta > 300)")
-            converged = False
-        res = optimize.minimize_scalar(
-            lambda t: crit(np.array([t, 0.0])), bounds=(lo, hi), method="bounded",
-            options={"xatol": 1e-10, "maxiter": 500},
-        )
-        theta = np.array([res.x, 0.0])
+        lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+        res = optimize.minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10, "maxiter": 500})
+        ok = bool(res.success) and k < len(grid) - 1
         if vals[0] <= res.fun:
-            theta = np.array([0.0, 0.0])
-        if not res.success:
+            return 0.0, float(vals[0]), ok
+        return float(res.x), float(res.fun), ok
+
+    if not has_inner:
+        t0, _, ok = min1d(lambda t: crit(np.array([t, 0.0])))
+        theta = np.array([t0, 0.0])
+        if not ok:
             converged = False
-            warnings.append(f"optimiser did not converge: {res.message}")
+            warnings.append("optimiser did not converge (post variance at the search bound or Brent failed)")
     else:
-        coarse = grid[::2]
-        best, best_v = None, np.inf
-        for a in coarse:
-            for b in coarse:
-                v = crit(np.array([a, b]))
-                if v < best_v:
-                    best, best_v = np.array([a, b]), v
-        res = optimize.minimize(
-            crit, best, method="L-BFGS-B", bounds=[(0.0, 1e3), (0.0, 1e3)],
-            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000},
-        )
-        theta = np.maximum(res.x, 0.0)
-        # polish each coordinate (the profiled criterion is smooth and cheap to evaluate)
-        for _ in range(3):
-            for j in range(2):
-                def f1(t, j=j):
-                    th = theta.copy()
-                    th[j] = t
-                    return crit(th)
-                lo, hi = max(theta[j] * 0.5 - 1e-3, 0.0), theta[j] * 2 + 1e-3
-                r1 = optimize.minimize_scalar(f1, bounds=(lo, hi), method="bounded",
-                                              options={"xatol": 1e-11})
-                cand = theta.copy()
-                cand[j] = r1.x
-                if crit(cand) < crit(theta):
-                    theta = cand
-                cand0 = theta.copy()
-                cand0[j] = 0.0
-                if crit(cand0) <= crit(theta):
-                    theta = cand0
-        if not res.success and not np.isfinite(crit(theta)):
+        # the optimum is either on a boundary (one variance 0: a 1-d problem, solved as above) or
+        # interior (Powell's derivative-free method from the best point of a coarse grid)
+        tp, fp, okp = min1d(lambda t: crit(np.array([t, 0.0])))
+        tv, fv, okv = min1d(lambda t: crit(np.array([0.0, t])))
+        cands = [(fp, np.array([tp, 0.0])), (fv, np.array([0.0, tv]))]
+        fb, tb = min(cands, key=lambda c: c[0])
+        # a boundary optimum is accepted when moving into the interior increases the criterion
+        zero = int(np.argmin(tb))
+        probe = tb.copy()
+        probe[zero] = 1e-3
+        success = okp or okv
+        if crit(probe) <= fb:
+            coarse = np.array([0.05, 0.2, 0.5, 1.0, 2.0, 5.0])
+            start = min(((crit(np.array([a, b])), np.array([a, b])) for a in coarse for b in coarse),
+                        key=lambda c: c[0])[1]
+            res = optimize.minimize(crit, start, method="Powell", bounds=[(0.0, 1e3), (0.0, 1e3)],
+                                    options={"xtol": 1e-10, "ftol": 1e-15, "maxiter": 10000})
+            th = np.maximum(res.x, 0.0)
+            cands.append((crit(th), th))
+            success = bool(res.success)
+        fbest, theta = min(cands, key=lambda c: c[0])
+        if not success or not np.isfinite(fbest):
             converged = False
-            warnings.append(f"optimiser did not converge: {res.message}")
+            warnings.append("optimiser did not converge")
     beta_c, r, logdetH, logdetA, L = solve(theta)
     scale = r / dof
     Ainv = linalg.cho_solve(L, np.eye(p), check_finite=False)
