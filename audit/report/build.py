@@ -491,6 +491,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         provenance=_provenance(data, generated_at), stages_missing=stages_missing,
         analysis_error=analysis_error,
         group_summary=_generic_table(_group_summary(data), 300),
+        agreement=_generic_table(data.agreement),
         cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=F.outcome_label,
     )
     return ctx
@@ -511,6 +512,8 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         results_power=_records(data.tables.get("results_power")),
         analysis_meta=_records(data.tables.get("analysis_meta")),
         probe_summary=_records(data.probe_summary),
+        scorer_agreement=_records(data.agreement),
+        invariance=_records(data.invariance),
         reply_status=ctx["status"],
         limitations=dict(embedded_model=ctx["limitations"]["embedded"],
                          scorer_validity=ctx["limitations"]["scorer_validity"],

@@ -39,6 +39,7 @@ class ReportData:
     probe_summary: pd.DataFrame | None
     invariance: pd.DataFrame | None
     store_sha256: str
+    agreement: pd.DataFrame | None = None
     store_tables: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ derived
@@ -207,9 +208,17 @@ def collect(run_dir: str | Path) -> ReportData:
         probe = _table(store, "probe", names)
         invariance = _table(store, "invariance", names)
         probe_summary = _probe_summary(store, probe, variants)
+        agreement = None
+        try:  # agreement between scorers that share a measure (e.g. epitome vs llm-judge)
+            from ..scorers.agreement import scorer_agreement
+
+            agreement = scorer_agreement(store)
+        except ImportError:
+            pass
         return ReportData(
             run_dir=run_dir, spec=spec, spec_yaml=spec_yaml, spec_hash=meta.get("spec_hash"), meta=meta,
             variants=variants, replies=replies, scores=scores, scorer_info=store.scorer_info(), tables=tables,
             probe=probe, probe_summary=probe_summary, invariance=invariance,
             store_sha256=store_content_sha256(store.conn), store_tables=names,
+            agreement=agreement if agreement is not None and not agreement.empty else None,
         )
