@@ -245,7 +245,7 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
             from .scorers.invariance import run_invariance
 
             inv_scorers = [sc for sc in objs if getattr(sc, "reads_post", True) and not getattr(sc, "uses_store", False)]
-            if inv_scorers:
+            if inv_scorers and store.conn.execute("SELECT 1 FROM variants WHERE cue_type='control' LIMIT 1").fetchone():
                 res = run_invariance(spec, store, inv_scorers)
                 summary.invariance = res.headline()
         from .scorers.agreement import scorer_agreement
