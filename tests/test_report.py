@@ -321,3 +321,11 @@ def test_summarize_separates_significant_and_not():
     assert len(out["significant"]) == 1 and "Black woman" in out["significant"][0]
     assert len(out["not_significant"]) == 1 and "White man" in out["not_significant"][0]
     assert "2.0% higher" in out["not_significant"][0]
+    # One cue type: its pooled rows repeat it; each gap is stated once, the family size is unchanged.
+    one = pd.concat([df, df.assign(cue_type="explicit_statement")], ignore_index=True)
+    one.loc[2:, "cue_type"] = "explicit_statement"
+    one.loc[:1, "cue_type"] = "pooled"
+    out = summarize(one)
+    assert out["n_tests"] == 4 and out["n_significant"] == 2
+    assert len(out["significant"]) == 1 and "explicit self-identification" in out["significant"][0]
+    assert len(out["not_significant"]) == 1 and "White man" in out["not_significant"][0]

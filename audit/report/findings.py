@@ -167,9 +167,15 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
         return out
     df = results.copy()
     out["n_tests"] = int(len(df))
+    full_sig = df["significant_holm"] if "significant_holm" in df else df["p_holm"] < alpha
+    out["n_significant"] = int(full_sig.fillna(False).astype(bool).sum())
+    if "cue_type" in df:
+        # With one cue type, its 'pooled' rows repeat it: state each gap once (the cue type's row).
+        real = set(df["cue_type"].dropna()) - {"pooled"}
+        if len(real) == 1:
+            df = df[df["cue_type"] != "pooled"]
     sig_col = df["significant_holm"] if "significant_holm" in df else df["p_holm"] < alpha
     df["_sig"] = sig_col.fillna(False).astype(bool)
-    out["n_significant"] = int(df["_sig"].sum())
     multi_model = df["model_label"].nunique() > 1 if "model_label" in df else False
     df["_mag"] = df["relative_gap"].abs().fillna(df["estimate"].abs())
     df["_pooled_style"] = (df.get("style", "pooled") == "pooled")
@@ -182,9 +188,8 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
         out["significant"].append(finding_sentence(row, model_note=note))
     # Non-significant gaps: one line per (model, outcome) over the pooled rows, each gap with its CI.
     ns = df[~df["_sig"] & df["_pooled_style"]]
-    if "cue_type" in ns:
-        pooled = ns[ns["cue_type"] == "pooled"]
-        ns = pooled if not pooled.empty else ns
+    if "cue_type" in ns and (ns["cue_type"] == "pooled").any():
+        ns = ns[ns["cue_type"] == "pooled"]
     for (model, outcome), d in sorted(ns.groupby(["model_label", "outcome"]),
                                       key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1]))):
         parts = []
