@@ -15,7 +15,8 @@ tables (:func:`audit.stats.simulate.simulate_audit_table`). Three timings per si
 Prints the ratios ours/lme4 at every size (the target: <= 2 at 40,000 rows) and the scaling of our
 time with rows, and checks that the estimates agree with lme4's.
 
-Run: ``python benchmarks/bench_mixedlm.py`` (``--sizes 10000 40000 160000 400000``).
+Run: ``python benchmarks/bench_mixedlm.py`` (``--sizes 10000 40000 160000 400000``); ``--nested`` times
+the model with the variant variance component (3 samples per variant) instead.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from audit.stats.simulate import simulate_audit_table  # noqa: E402
 GROUPS = [f"g{i}" for i in range(8)]
 
 
-def table(rows: int, seed: int = 0):
-    per_post = 1 + len(GROUPS) * 4  # control + 8 groups x 4 cue types = 33 replies per post
+def table(rows: int, seed: int = 0, samples: int = 1):
+    per_post = (1 + len(GROUPS) * 4) * samples  # control + 8 groups x 4 cue types = 33 variants per post
     n_posts = max(rows // per_post, 5)
-    return simulate_audit_table(n_posts=n_posts, groups=GROUPS, cue_types=["a", "b", "c", "d"],
-                                gaps={"g0": -0.05}, seed=seed)
+    return simulate_audit_table(n_posts=n_posts, groups=GROUPS, cue_types=["a", "b", "c", "d"], samples=samples,
+                                gaps={"g0": -0.05}, sd_variant=0.2 if samples > 1 else 0.0, seed=seed)
 
 
 def best_of(f, repeats: int) -> float:
@@ -58,29 +59,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 40_000, 160_000, 400_000])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--mixedlm-max", type=int, default=40_000)
+    ap.add_argument("--nested", action="store_true",
+                    help="the nested model (1|post_id) + (1|post_id:variant_id), 3 samples per variant")
     args = ap.parse_args(argv)
+    inner_col = "variant_id" if args.nested else None
+    formula = "value ~ group + (1 | post_id)" + (" + (1 | post_id:variant_id)" if args.nested else "")
+    print(f"model: {formula}")
     ok, why = lme4_available()
     print(f"lme4: {why if ok else 'not available: ' + why}")
     print(f"{'rows':>8} {'posts':>6} {'ours_fit_s':>10} {'ours_test_s':>11} {'lme4_s':>8} {'mixedlm_s':>9} "
           f"{'fit/lme4':>8} {'test/lme4':>9} {'max|dfe|':>9} {'max|dse|':>9}")
     base = None
     for rows in args.sizes:
-        t = table(rows)
+        t = table(rows, samples=3 if args.nested else 1)
         X, names, _ = design_matrix(t, "group", "control")
         y = t["value"].to_numpy()
         g = t["post_id"].to_numpy()
-        fit_s = best_of(lambda: fit_nested_ri(y, X, g), args.repeats)
-        test_s = best_of(lambda: gap_test(t, "value", "group", "control", "post_id"), args.repeats)
-        f = fit_nested_ri(y, X, g)
+        v = t["variant_id"].to_numpy() if args.nested else None
+        fit_s = best_of(lambda: fit_nested_ri(y, X, g, v), args.repeats)
+        test_s = best_of(lambda: gap_test(t, "value", "group", "control", "post_id", inner=inner_col), args.repeats)
+        f = fit_nested_ri(y, X, g, v)
         lme4_s = dfe = dse = float("nan")
         if ok:
-            r = fit_lme4(t[["value", "group", "post_id"]], "value ~ group + (1 | post_id)", factors=("group",),
+            r = fit_lme4(t[["value", "group", "post_id", "variant_id"]], formula, factors=("group",),
                          reference=("group", "control"), repeats=args.repeats)
             lme4_s = r["elapsed_s"]
             dfe = float(np.max(np.abs(f.params - r["fixef"].to_numpy())))
             dse = float(np.max(np.abs(f.bse - r["se"].to_numpy())))
         mlm_s = float("nan")
-        if rows <= args.mixedlm_max:
+        if rows <= args.mixedlm_max and not args.nested:
             from statsmodels.regression.mixed_linear_model import MixedLM
 
             mlm_s = best_of(lambda: MixedLM(y, X, groups=g).fit(reml=True), 1)

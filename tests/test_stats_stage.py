@@ -18,7 +18,8 @@ GROUPS = [("Black", "woman"), ("White", "woman"), ("Black", "man"), ("White", "m
 CUES = ["explicit_tag", "implicit_name"]
 
 
-def fill_store(run_dir, *, n_posts=24, styles=("plain", "warm"), samples=2, gap=-0.3, seed=0, spec_extra=None):
+def fill_store(run_dir, *, n_posts=24, styles=("plain", "warm"), samples=2, gap=-0.3, seed=0, spec_extra=None,
+               level=False):
     """A run store filled directly: variants, requests, replies and scores with a planted gap for
     'Black woman' on the empathy measure (0..2 scale) and random refusals."""
     rng = np.random.default_rng(seed)
@@ -54,6 +55,8 @@ def fill_store(run_dir, *, n_posts=24, styles=("plain", "warm"), samples=2, gap=
                     + rng.normal(0, 0.4)
                 scores.append((key, "epitome", "empathy", float(emp), None))
                 scores.append((key, "refusal", "refusal", float(rng.random() < 0.2), None))
+                if level:
+                    scores.append((key, "epitome", "ER", float(rng.choice([0, 1, 2])), None))
     store.put_scores(scores)
     store.close()
     return spec
@@ -121,6 +124,13 @@ def test_paired_intersectional_and_power_tables(analysed):
     power = result.power
     assert {"outcome", "model_label", "detectable_gap", "detectable_relative_gap", "power", "alpha"} <= set(power.columns)
     assert (power.detectable_gap > 0).all()
+    # the formulas: MDE = (z_{1-a/2m} + z_.8) SE; power at the spec's 5% gap from the same SE
+    from scipy import stats
+
+    row = power.iloc[0]
+    zc = stats.norm.ppf(1 - 0.05 / (2 * row.family_size))
+    assert row.detectable_gap == pytest.approx((zc + stats.norm.ppf(0.8)) * row.se)
+    assert row.power_at_gap == pytest.approx(stats.norm.cdf(0.05 * abs(row.ref_mean) / row.se - zc))
     with RunStore(run_dir, create=False) as store:
         assert len(store.query_df("SELECT * FROM results_power")) == len(power)
 
@@ -142,6 +152,19 @@ def test_outcome_selection_and_extra_reference(tmp_path):
     assert set(r["style"]) == {"pooled"}
     wm = r[r.reference == "White man"]
     assert "control" in set(wm.group) and "White man" not in set(wm.group)
+
+
+def test_level_outcomes_get_a_binary_level_above_zero(tmp_path):
+    spec = fill_store(tmp_path, n_posts=8, styles=("plain",), samples=1, level=True)
+    with RunStore(tmp_path, create=False) as store:
+        t = analysis_table(store, spec)
+    assert {"epitome.ER", "epitome.ER>0"} <= set(t.outcome)
+    assert "epitome.empathy>0" not in set(t.outcome)
+    er = t[t.outcome == "epitome.ER"].set_index("request_key").value
+    er0 = t[t.outcome == "epitome.ER>0"].set_index("request_key").value
+    assert ((er.loc[er0.index] > 0).astype(float) == er0).all()
+    r = analyze_run(spec, tmp_path).results
+    assert r[r.outcome == "epitome.ER>0"].method.str.contains("gee|GEE").all()
 
 
 def test_unknown_outcome_and_empty_store_are_clear_errors(tmp_path):

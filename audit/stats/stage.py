@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..errors import AuditError
 from ..store import RunStore, now_iso
@@ -84,7 +85,8 @@ def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
 
     Columns: ``request_key, post_id, variant_id, group, cue_type, style, model_label, sample_index,
     outcome, value`` plus the axis columns (race, gender, ...). Only replies with status ``ok`` or
-    ``content_filter`` and a non-missing score are kept. ``outcome`` is ``scorer.measure``.
+    ``content_filter`` and a non-missing score are kept. ``outcome`` is ``scorer.measure``; level
+    outcomes (values 0/1/2, e.g. ``epitome.ER``) also get a binary ``epitome.ER>0`` (level > 0).
     """
     rep = store.replies_df(purpose="reply")
     sc = store.scores_df(wide=False)
@@ -95,12 +97,24 @@ def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
     sc = sc[sc["value"].notna()].copy()
     sc["outcome"] = sc["scorer"].astype(str) + "." + sc["measure"].astype(str)
     df = rep[_BASE_COLS + axes].merge(sc[["request_key", "outcome", "value"]], on="request_key", how="inner")
+    df = pd.concat([df, _level_outcomes(df)], ignore_index=True)
     if spec is not None and getattr(spec, "analysis", None) is not None and spec.analysis.outcomes:
         keep = _match_outcomes(sorted(df["outcome"].unique()), spec.analysis.outcomes, "spec key analysis.outcomes")
         df = df[df["outcome"].isin(keep)]
     df["style"] = df["style"].fillna("default")
     df["value"] = df["value"].astype(float)
     return df.reset_index(drop=True)
+
+
+def _level_outcomes(df: pd.DataFrame) -> pd.DataFrame:
+    """Derived binary outcomes ``<outcome>>0`` for level outcomes (values in {0, 1, 2}, e.g. EPITOME's
+    ER/IP/EX): "any emotional reaction / interpretation / exploration at all"."""
+    parts = []
+    for name, d in df.groupby("outcome", sort=True):
+        v = d["value"].to_numpy(dtype=float)
+        if len(v) and np.isin(v, (0.0, 1.0, 2.0)).all() and (v == 2).any():
+            parts.append(d.assign(outcome=f"{name}>0", value=(v > 0).astype(float)))
+    return pd.concat(parts, ignore_index=True) if parts else df.iloc[:0]
 
 
 def _family_id(res: pd.DataFrame) -> str:
@@ -118,6 +132,7 @@ def analyze_table(
     by_style: bool = True,
     paired_check: bool = True,
     power: float = 0.8,
+    power_gap: float = 0.05,
 ) -> AnalysisResult:
     """Fit the whole family on an :func:`analysis_table` and return the five result tables."""
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value"}]
@@ -205,11 +220,15 @@ def analyze_table(
         se = float(c["se"].median())
         ref_mean = float(c["ref_mean"].median())
         mde, rel = detectable_gap(se, ref_mean, alpha=alpha, family_size=m, power=power)
+        zc = stats.norm.ppf(1 - alpha / (2 * max(m, 1)))
+        pw_gap = float(stats.norm.cdf(abs(power_gap * ref_mean) / se - zc)) if se > 0 else np.nan
         d_om = table[(table["outcome"] == outcome) & (table["model_label"] == model)]
         pw_rows.append(dict(outcome=outcome, model_label=model, ref_mean=ref_mean, se=se, detectable_gap=mde,
                             detectable_relative_gap=rel, power=power, alpha=alpha, family_size=m,
+                            gap=power_gap, power_at_gap=pw_gap,
                             n_posts=int(d_om["post_id"].nunique()), n_rows=int(len(d_om)),
-                            method="(z_{1-alpha/(2m)} + z_power) * median SE of the pooled gaps"))
+                            method="(z_{1-alpha/(2m)} + z_power) * median SE of the pooled gaps; "
+                                   "power_at_gap = Phi(|gap * ref_mean| / SE - z_{1-alpha/(2m)})"))
     power_df = pd.DataFrame(pw_rows)
 
     binary = sorted(o for o, d in table.groupby("outcome") if is_binary(d["value"]))
@@ -307,7 +326,8 @@ def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
                              fix="run `empathy-audit generate` and `empathy-audit score` first")
         a = spec.analysis
         result = analyze_table(table, reference=a.reference, extra_references=list(a.extra_references),
-                               alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check)
+                               alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
+                               power_gap=a.power_gap)
         write_tables(store, result.tables)
         store.set_meta("analyzed_at", now_iso())
     return result
