@@ -281,7 +281,9 @@ def _generic_table(df: pd.DataFrame | None, max_rows: int = 400) -> dict[str, An
     rows = []
     for r in df.head(max_rows).itertuples(index=False):
         rows.append([fnum(v) if isinstance(v, float) else ("" if v is None else str(v)) for v in r])
-    return dict(columns=cols, rows=rows, truncated=max(0, len(df) - max_rows))
+    # Columns holding long text get room (and a smaller font) instead of wrapping every row tall.
+    long = [any(len(row[i]) > 40 for row in rows) for i in range(len(cols))]
+    return dict(columns=cols, rows=rows, long=long, truncated=max(0, len(df) - max_rows))
 
 
 def _group_summary(data: ReportData) -> pd.DataFrame:

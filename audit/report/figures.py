@@ -359,7 +359,7 @@ def refusals(data) -> FigureOut:
     hue_order = [h for h in dict.fromkeys(["control", *sorted(d["cue"].unique())]) if h in set(d["cue"])]
     sns.barplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
                 errorbar=("ci", 95), n_boot=500, seed=0, err_kws={"linewidth": 1})
-    ax.set_ylim(0, max(0.05, min(1.0, float(d.groupby(["group", "cue"])["value"].mean().max()) * 1.6 + 0.02)))
+    ax.set_ylim(0, min(1.0, max(0.05, ax.get_ylim()[1])))  # error bars included by autoscaling
     ax.set_ylabel("refusal rate")
     ax.set_xlabel("")
     ax.tick_params(axis="x", labelrotation=30)
