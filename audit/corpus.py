@@ -134,6 +134,21 @@ def _normalise_text(t: str) -> str:
     return t.replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
+def _read_utf8(path: Path) -> str:
+    """The file's text (UTF-8, a leading BOM allowed); an undecodable byte is an error naming its line."""
+    try:
+        raw = path.read_bytes()
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise AuditError(
+            f"the file is not valid UTF-8 (byte {exc.start}, line {line})", where=str(path),
+            fix="re-save it as UTF-8 (e.g. in a spreadsheet: 'CSV UTF-8')",
+        ) from None
+    except OSError as exc:
+        raise AuditError(f"cannot read the post file: {exc.strerror}", where=str(path)) from None
+
+
 def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
     """Read a post file into a DataFrame of strings/objects. Returns (frame, first data line number)."""
     kind = SUFFIXES.get(path.suffix.lower())
@@ -147,17 +162,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
                          fix="check posts.source in the spec (relative paths are relative to the spec file)")
     if kind == "csv":
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        try:
-            raw = path.read_bytes()
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise AuditError(
-                f"the file is not valid UTF-8 (byte {exc.start}, line {line})", where=str(path),
-                fix="re-save it as UTF-8 (e.g. in a spreadsheet: 'CSV UTF-8')",
-            ) from None
-        except OSError as exc:
-            raise AuditError(f"cannot read the post file: {exc.strerror}", where=str(path)) from None
+        text = _read_utf8(path)
         import io
 
         try:
@@ -170,13 +175,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
         return df, 2
     if kind == "jsonl":
         rows: list[dict[str, Any]] = []
-        try:
-            raw = path.read_bytes()
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise AuditError(f"the file is not valid UTF-8 (byte {exc.start}, line {line})", where=str(path),
-                             fix="re-save it as UTF-8") from None
+        text = _read_utf8(path)
         blank = 0
         for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():

@@ -157,40 +157,35 @@ class AxisFile(_Strict):
 # --------------------------------------------------------------------------- cues
 
 
-class ExplicitAlternative(_Strict):
+class _Placed(_Strict):
+    """A template placed before or after the post, joined to it by ``joiner``."""
+
     id: str = Field(..., pattern=_NAME_RE)
     template: str
     placement: Placement
     joiner: str = " "
     rationale: str = Field(..., min_length=3)
 
+    @field_validator("joiner")
+    @classmethod
+    def _joiner(cls, v: str) -> str:
+        return _check_joiner(v)
+
+
+class ExplicitAlternative(_Placed):
     @field_validator("template")
     @classmethod
     def _fields(cls, v: str) -> str:
         return _check_fields(v, EXPLICIT_FIELDS)
 
-    @field_validator("joiner")
-    @classmethod
-    def _joiner(cls, v: str) -> str:
-        return _check_joiner(v)
 
-
-class Frame(_Strict):
-    id: str = Field(..., pattern=_NAME_RE)
+class Frame(_Placed):
     template: str = "{item}"
-    placement: Placement
-    joiner: str = " "
-    rationale: str = Field(..., min_length=3)
 
     @field_validator("template")
     @classmethod
     def _fields(cls, v: str) -> str:
         return _check_fields(v, FRAME_FIELDS, FRAME_FIELDS)
-
-    @field_validator("joiner")
-    @classmethod
-    def _joiner(cls, v: str) -> str:
-        return _check_joiner(v)
 
 
 class Item(_Strict):

@@ -139,3 +139,12 @@ def test_corpus_info_records_provenance():
     info = corpus_info()
     assert info["version"] and info["license"] and "written for empathy-audit" in info["authorship"].lower()
     assert re.fullmatch(r"[0-9a-f]{64}", info["sha256"])
+
+
+def test_review_note_counts_match_the_corpus(posts):
+    """The review note states the corpus' size and risk mix; keep it true."""
+    review = (CORPUS_DIR / "REVIEW.md").read_text(encoding="utf-8")
+    risk = posts["risk"].value_counts()
+    assert f"holds {len(posts)} help-seeking posts" in review
+    assert f"across {posts['topic'].nunique()} topics" in review
+    assert f"{risk['low']} are rated low risk, {risk['moderate']} moderate, {risk['high']} high" in review
