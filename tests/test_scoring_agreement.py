@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.scorers.agreement import agreement_table, quadratic_weighted_kappa, scorer_agreement
+from audit.scorers.agreement import agreement_table, scorer_agreement
+from audit.scorers.validation import confusion_matrix
+from audit.scorers.validation import quadratic_weighted_kappa as _qwk
+
+
+def quadratic_weighted_kappa(a, b):
+    return _qwk(confusion_matrix(list(a), list(b)))
 from audit.store import RunStore
 
 
