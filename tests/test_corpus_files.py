@@ -222,3 +222,14 @@ def test_selection_errors(posts, expect):
 def test_per_topic_keeps_the_first_posts_of_each_topic():
     posts = load_posts(spec_from_dict({"name": "t", "posts": {"per_topic": 1}}))
     assert posts["topic"].is_unique and posts["post_id"].str.endswith("-01").all()
+
+
+def test_cli_lint_lists_flagged_posts(tmp_path, capsys):
+    _write(pd.DataFrame({"id": ["x", "y"], "text": ["As a dad I feel useless.", TEXT_B]}), tmp_path / "p.csv")
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text("name: s\nposts: {source: p.csv}\n", encoding="utf-8")
+    assert main(["variants", str(spec_path), "--lint"]) == 1
+    out = capsys.readouterr().out
+    assert "x: 'As a dad' (gendered_self_reference)" in out and "y:" not in out
+    assert "lint: 1 of 2 posts" in out
+    assert main(["variants", "demo", "--lint"]) == 0

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="write the table to FILE (.csv, .jsonl or .parquet)")
     p.add_argument("--show", type=int, default=0, metavar="N", help="also print the first N variants' texts")
     p.add_argument("--list-posts", action="store_true", help="list the posts the spec selects, then stop")
+    p.add_argument("--lint", action="store_true",
+                   help="list words in the selected posts that may signal a demographic group (neutrality lint), "
+                        "then stop; exit status 1 when any post is flagged")
     p.set_defaults(func=_variants)
 
 
@@ -94,8 +97,11 @@ def _variants(args: argparse.Namespace) -> int:
         for r in posts.itertuples(index=False):
             print(f"{r.post_id}\t{r.topic}\t{r.risk}\t{len(r.text.split())} words")
         return 0
+    if args.lint:
+        return _lint(posts)
     design = resolve_design(spec)
     df = variants_for(posts, design)
+    print(f"templates: {design.templates.root} (sha256 {design.templates.digest[:12]})")
     print(f"posts: {report.get('kept')} kept of {report.get('rows_read')} read from {report.get('source')}")
     for reason, n in (report.get("dropped") or {}).items():
         print(f"  dropped {n}: {reason}")
@@ -112,3 +118,18 @@ def _variants(args: argparse.Namespace) -> int:
         path = write_table(df, args.out)
         print(f"wrote {len(df)} variants to {path}")
     return 0
+
+
+def _lint(posts: pd.DataFrame) -> int:
+    from ..corpus import neutrality_findings
+
+    flagged = 0
+    for r in posts.itertuples(index=False):
+        found = neutrality_findings(r.text)
+        if found:
+            flagged += 1
+            words = ", ".join(sorted({f"{w!r} ({cat})" for cat, w in found}))
+            print(f"{r.post_id}: {words}")
+    print(f"lint: {flagged} of {len(posts)} posts contain words that may signal a demographic group"
+          + ("" if flagged else " (none)"))
+    return 1 if flagged else 0
