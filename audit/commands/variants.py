@@ -101,12 +101,12 @@ def _variants(args: argparse.Namespace) -> int:
         return _lint(posts)
     design = resolve_design(spec)
     df = variants_for(posts, design)
-    print(f"templates: {design.templates.root} (sha256 {design.templates.digest[:12]})")
     print(f"posts: {report.get('kept')} kept of {report.get('rows_read')} read from {report.get('source')}")
     for reason, n in (report.get("dropped") or {}).items():
         print(f"  dropped {n}: {reason}")
     for note in report.get("notes") or []:
         print(f"  note: {note}")
+    print(f"templates: {design.templates.root} (sha256 {design.templates.digest[:12]})")
     for line in format_counts(df, design):
         print(line)
     print("check: every variant equals its control plus exactly its cue (no placeholders, clean joins)"
