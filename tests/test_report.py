@@ -307,6 +307,9 @@ def test_finding_sentence_numbers():
     assert "had a refusal rate 3.1 percentage points higher" in r and "Holm-adjusted p < 0.001" in r
     assert gap_text(_row(outcome="sentiment.compound", estimate=0.2, ci_low=0.1, ci_high=0.3))[0] == "0.200 points higher"
     assert fmt_p(float("nan")) == "n/a"
+    lvl = finding_sentence(_row(outcome="epitome.ER>0", estimate=-0.25, ci_low=-0.4, ci_high=-0.1, ref_mean=0.6,
+                                relative_gap=-0.41))
+    assert "had a share of replies with any Emotional Reactions 25.0 percentage points lower" in lvl
     assert fmt_p(0.0496) == "0.0496" and fmt_p(0.0004) == "< 0.001" and fmt_p(0.5) == "0.500"
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .findings import cue_short, is_absolute, measure_of, outcome_label
+from .findings import cue_short, is_absolute, is_proportion, measure_of, outcome_label, scale_unit
 
 _ROW_H = 0.32  # inches per row in the forest plot
 
@@ -81,7 +81,7 @@ def distributions(data) -> FigureOut:
         if match and match[0] not in want:
             want.append(match[0])
     # Binary outcomes (refusal) have their own figure; boxes of 0/1 say nothing.
-    want = [o for o in want if measure_of(o) != "refusal"] or want
+    want = [o for o in want if not is_proportion(o)] or want
     want = _key_outcomes(want or present)
     sns, Figure = _setup()
     n = len(want)
@@ -120,8 +120,8 @@ def distributions(data) -> FigureOut:
 def _gap_values(d: pd.DataFrame, outcome: str) -> tuple[pd.Series, pd.Series, pd.Series, str]:
     ref = float(d["ref_mean"].median()) if "ref_mean" in d and d["ref_mean"].notna().any() else None
     if is_absolute(outcome, ref) or "relative_gap" not in d:
-        scale = 100.0 if measure_of(outcome) == "refusal" else 1.0
-        unit = "percentage points" if scale == 100.0 else "points"
+        scale = scale_unit(outcome)[0]
+        unit = scale_unit(outcome)[1]
         return d["estimate"] * scale, d["ci_low"] * scale, d["ci_high"] * scale, f"gap vs control ({unit})"
     return d["relative_gap"] * 100, d["rel_ci_low"] * 100, d["rel_ci_high"] * 100, "gap vs control (% of control mean)"
 
@@ -224,7 +224,7 @@ def _intersection_table(data) -> tuple[pd.DataFrame | None, list[str]]:
             vals.append(100 * float(row["relative_gap"]))
         else:
             est = row.get("estimate")
-            vals.append(float(est) * (100.0 if measure_of(o) == "refusal" else 1.0) if est is not None else np.nan)
+            vals.append(float(est) * (scale_unit(o)[0]) if est is not None else np.nan)
     df["value"] = vals
     return df, [src]
 
@@ -264,7 +264,7 @@ def intersectional(data) -> FigureOut:
         sns.heatmap(grid, ax=ax, annot=True, fmt=".1f", cmap="vlag", center=0, vmin=-lim or -1, vmax=lim or 1,
                     cbar=True, linewidths=0.5, annot_kws={"fontsize": 8})
         ref = sub["ref_mean"].median() if "ref_mean" in sub else 1.0
-        unit = ("pp" if measure_of(o) == "refusal" else "points") if is_absolute(o, ref) else "% of control"
+        unit = ("pp" if is_proportion(o) else "points") if is_absolute(o, ref) else "% of control"
         ax.set_title(mpl_text(f"{outcome_label(o)}, gap in {unit}" + (f" — {m}" if multi else "")), fontsize=9)
         ax.set_ylabel(mpl_text(row_ax))
         ax.set_xlabel(mpl_text(col_ax) if col_ax else "")

@@ -49,6 +49,17 @@ CUE_SHORT = {
 }
 
 
+def is_proportion(outcome: str) -> bool:
+    """A 0/1 outcome whose gap is a difference in proportions: refusal, and level outcomes 'X>0'."""
+    m = measure_of(outcome)
+    return m == "refusal" or m.endswith(">0")
+
+
+def scale_unit(outcome: str) -> tuple[float, str]:
+    """How an absolute gap is shown: proportions in percentage points, other scores in points."""
+    return (100.0, "percentage points") if is_proportion(outcome) else (1.0, "points")
+
+
 def measure_of(outcome: str) -> str:
     """'epitome.ER' -> 'ER'; 'ER' -> 'ER'."""
     return str(outcome).split(".")[-1]
@@ -56,6 +67,9 @@ def measure_of(outcome: str) -> str:
 
 def outcome_label(outcome: str) -> str:
     m = measure_of(outcome)
+    if m.endswith(">0"):
+        base = outcome_label(str(outcome)[:-2])
+        return f"share of replies with any {base}"
     label = OUTCOME_LABELS.get(m, m)
     scorer = str(outcome).rsplit(".", 1)[0] if "." in str(outcome) else None
     if scorer and m not in OUTCOME_LABELS:
@@ -74,14 +88,16 @@ def cue_short(cue_type: str) -> str:
 
 
 def is_absolute(outcome: str, ref_mean: float | None = None) -> bool:
-    if measure_of(outcome) in ABSOLUTE_OUTCOMES:
+    if measure_of(outcome) in ABSOLUTE_OUTCOMES or is_proportion(outcome):
         return True
     return ref_mean is None or not _finite(ref_mean) or abs(ref_mean) < 1e-9
 
 
-def outcome_sort_key(outcome: str) -> tuple[int, str]:
+def outcome_sort_key(outcome: str) -> tuple[int, bool, str]:
     m = measure_of(outcome)
-    return (PREFERRED_ORDER.index(m) if m in PREFERRED_ORDER else len(PREFERRED_ORDER), str(outcome))
+    base = m[:-2] if m.endswith(">0") else m
+    return (PREFERRED_ORDER.index(base) if base in PREFERRED_ORDER else len(PREFERRED_ORDER), m != base,
+            str(outcome))
 
 
 def _finite(x: Any) -> bool:
@@ -119,8 +135,8 @@ def gap_text(row: dict[str, Any]) -> tuple[str, str]:
     """(gap phrase, CI phrase) for a results row, e.g. ('11.0% lower', '95% CI -15.2% to -6.8%')."""
     outcome = row["outcome"]
     if is_absolute(outcome, row.get("ref_mean")):
-        scale = 100.0 if measure_of(outcome) == "refusal" else 1.0
-        unit = ABSOLUTE_OUTCOMES.get(measure_of(outcome), "points")
+        scale = scale_unit(outcome)[0]
+        unit = scale_unit(outcome)[1]
         est = float(row["estimate"]) * scale if _finite(row.get("estimate")) else float("nan")
         lo = float(row.get("ci_low")) * scale if _finite(row.get("ci_low")) else float("nan")
         hi = float(row.get("ci_high")) * scale if _finite(row.get("ci_high")) else float("nan")
@@ -151,6 +167,8 @@ def finding_sentence(row: dict[str, Any], reference_label: str = "the unmodified
     what = outcome_label(row["outcome"])
     if measure_of(row["outcome"]) == "refusal":
         body = f"had a refusal rate {gap}"
+    elif is_proportion(row["outcome"]):
+        body = f"had a {what} {gap}"
     else:
         body = f"scored {gap} on {what}"
     p_holm = fmt_p(row.get("p_holm"))
@@ -214,12 +232,17 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None) ->
             label = outcome_label(outcome)
             model = f" ({row['model_label']})" if "model_label" in row and power.get("model_label") is not None \
                 and power["model_label"].nunique() > 1 else ""
+            at_gap = ""
+            if _finite(row.get("power_at_gap")) and _finite(row.get("gap")) \
+                    and not is_absolute(outcome, row.get("ref_mean", 1.0)):
+                at_gap = (f"; power to detect a {100 * float(row['gap']):.0f}% gap: "
+                          f"{100 * float(row['power_at_gap']):.0f}%")
             if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0)):
                 sentences.append(f"{label}{model}: {100 * float(row[rel_col]):.1f}% of the control mean "
-                                 f"(at {int(round(100 * float(p)))}% power).")
+                                 f"(at {int(round(100 * float(p)))}% power{at_gap}).")
             elif abs_col and _finite(row.get(abs_col)):
-                scale = 100.0 if measure_of(outcome) == "refusal" else 1.0
-                unit = ABSOLUTE_OUTCOMES.get(measure_of(outcome), "points")
+                scale = scale_unit(outcome)[0]
+                unit = scale_unit(outcome)[1]
                 sentences.append(f"{label}{model}: {scale * float(row[abs_col]):.3g} {unit} "
                                  f"(at {int(round(100 * float(p)))}% power).")
         if sentences:
@@ -235,9 +258,9 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None) ->
         ref = float(d["ref_mean"].median()) if "ref_mean" in d else float("nan")
         mdg = 2.8 * se
         if is_absolute(outcome, ref):
-            scale = 100.0 if measure_of(outcome) == "refusal" else 1.0
+            scale = scale_unit(outcome)[0]
             sentences.append(f"{outcome_label(outcome)}: {scale * mdg:.3g} "
-                             f"{ABSOLUTE_OUTCOMES.get(measure_of(outcome), 'points')} (at 80% power).")
+                             f"{scale_unit(outcome)[1]} (at 80% power).")
         else:
             sentences.append(f"{outcome_label(outcome)}: {100 * mdg / ref:.1f}% of the control mean (at 80% power).")
     return sentences, "2.8 standard errors of the pooled gap estimates (two-sided alpha 0.05, 80% power; before multiple-comparison correction)"
