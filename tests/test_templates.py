@@ -186,3 +186,18 @@ def test_spec_can_point_at_its_own_template_dir(tdir, tmp_path):
     df = build_variants(spec)
     assert set(df["group"]) == {"control", "gay woman", "gay man", "straight woman", "straight man"}
     assert "For context, I'm a 40-year-old gay man." in set(df["cue_text"])
+
+
+@pytest.mark.parametrize("axis", sorted(a for a, f in load_templates().axes.items() if f.levels))
+def test_every_shipped_axis_works_with_explicit_cues(axis):
+    from audit.counterfactual import build_variants
+
+    ax = load_templates().axes[axis]
+    df = build_variants(spec_from_dict({
+        "name": "t", "posts": {"limit": 1},
+        "demographics": {"axes": [axis], "fixed": {"age": "32"}, "cue_types": ["explicit_tag", "explicit_statement"]},
+    }))
+    assert len(df) == 1 + len(ax.levels) * 4
+    for lvl in ax.levels.values():
+        assert f"[32, {lvl.tag_text}]" in set(df["cue_text"])
+        assert f"I'm a 32-year-old {lvl.phrase_text} person." in set(df["cue_text"])
