@@ -200,4 +200,5 @@ def test_every_shipped_axis_works_with_explicit_cues(axis):
     assert len(df) == 1 + len(ax.levels) * 4
     for lvl in ax.levels.values():
         assert f"[32, {lvl.tag_text}]" in set(df["cue_text"])
-        assert f"I'm a 32-year-old {lvl.phrase_text} person." in set(df["cue_text"])
+        noun = "" if ax.role == "noun" else " person"
+        assert f"I'm a 32-year-old {lvl.phrase_text}{noun}." in set(df["cue_text"])
