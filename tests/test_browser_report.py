@@ -88,3 +88,12 @@ def test_browser_check_catches_a_broken_page(tmp_path):
     assert r.failed_requests
     assert any(u.startswith("http://example.invalid") for u in r.external_requests)
     assert any(not i["width"] for i in r.images)
+
+
+def test_report_check_command(tmp_path, capsys):
+    from audit.cli import main
+
+    run_dir = fill_store(tmp_path / "run", with_probe=False)
+    assert main(["report", str(run_dir), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "check: loaded in Chromium without network; 4 figures rendered" in out

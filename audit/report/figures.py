@@ -151,7 +151,10 @@ def forest(data) -> FigureOut:
     nrows_panel = math.ceil(len(panels) / cols)
     rows_per = max(len(d[(d["outcome"] == o) & ((d["model_label"] == m) if m is not None else True)])
                    for m, o in panels)
-    fig = Figure(figsize=(4.2 * cols + 1.6, nrows_panel * (rows_per * _ROW_H + 1.1) + 0.3))
+    # Large designs (many groups x cue types) get thinner rows, so a panel stays under ~12 inches.
+    row_h = min(_ROW_H, 12.0 / max(rows_per, 1))
+    tick_fs = 7 if row_h >= 0.2 else 5.5
+    fig = Figure(figsize=(4.2 * cols + 1.6, nrows_panel * (rows_per * row_h + 1.1) + 0.3))
     axes = np.atleast_1d(fig.subplots(nrows_panel, cols, squeeze=False)).ravel()
     palette = sns.color_palette("deep")
     cue_types = list(dict.fromkeys(["pooled", *sorted(d["cue_type"].unique())]))
@@ -173,7 +176,7 @@ def forest(data) -> FigureOut:
         show_labels = idx % cols == 0 or True
         ax.set_yticks(y)
         ax.set_yticklabels([mpl_text(f"{g} · {cue_short(c)}") for g, c in zip(sub["group"], sub["cue_type"])]
-                           if show_labels else [], fontsize=7)
+                           if show_labels else [], fontsize=tick_fs)
         ax.set_ylim(-0.7, len(sub) - 0.3)
         title = outcome_label(o) + (f" — {m}" if m is not None and len(models) > 1 else "")
         ax.set_title(mpl_text(title), fontsize=9)
