@@ -189,6 +189,7 @@ def _cue_sources(tdir: Path) -> dict[str, Any]:
 def _analysis_fingerprint(store: RunStore, spec: Any) -> str:
     """Hash of everything the analysis reads: the scores (with reply status) and the analysis settings."""
     h = hashlib.sha256()
+    h.update(f"empathy-audit {__version__}\n".encode())  # a new version of the tool refits
     h.update(canonical_json(spec.analysis.model_dump(mode="json")).encode())
     for row in store.conn.execute(
         "SELECT s.request_key, s.scorer, s.measure, s.value, r.status FROM scores s "
