@@ -169,3 +169,12 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     assert err.startswith("empathy-audit: error: ")
     assert err.strip().count("\n") == 0
     assert "Traceback" not in err and "samples" in err
+
+
+def test_demo_stays_within_the_reply_budget(repo_root):
+    """The demo must finish in minutes on 2 CPU cores at ~1 reply/s: at most ~250 replies."""
+    from audit.counterfactual import build_variants
+
+    spec = load_spec(repo_root / "analyses" / "demo.yaml")
+    replies = len(build_variants(spec)) * len(spec.styles) * spec.samples * len(spec.models)
+    assert replies <= 250, replies
