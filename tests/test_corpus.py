@@ -148,3 +148,7 @@ def test_review_note_counts_match_the_corpus(posts):
     assert f"holds {len(posts)} help-seeking posts" in review
     assert f"across {posts['topic'].nunique()} topics" in review
     assert f"{risk['low']} are rated low risk, {risk['moderate']} moderate, {risk['high']} high" in review
+
+
+def test_lint_flags_regional_spelling():
+    assert ("regional_spelling", "apologise") in neutrality_findings("I apologise all the time.")
