@@ -191,8 +191,8 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
         items = []
         for c in cells:
             k = c["request_key"]
-            scores = [(F.OUTCOME_LABELS.get(m, m) if m != "empathy" else "empathy",
-                       fnum(wide.loc[k, m], 2) if k in wide.index else "n/a") for m in show_measures]
+            scores = [(_example_label(m), _example_value(m, wide.loc[k, m]) if k in wide.index else "n/a")
+                      for m in show_measures]
             items.append(dict(group=c["group"], cue_type=c["cue_type"], cue_label=F.cue_short(c["cue_type"]),
                               cue_text=c.get("cue_text") or "", post_text=c.get("post_text") or "",
                               reply=c.get("reply") if c.get("status") == "ok" else None,
@@ -201,6 +201,20 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
                         cue_label=F.cue_label(cue) if cue else "", model=model, style=style,
                         post_text=ctrl.iloc[0].get("post_text"), cells=items))
     return out
+
+
+def _example_label(m: str) -> str:
+    return {"empathy": "empathy", "words": "words", "refusal": "refusal"}.get(m, F.OUTCOME_LABELS.get(m, m))
+
+
+def _example_value(m: str, v: Any) -> str:
+    if not _finite(v):
+        return "n/a"
+    if m == "words":
+        return f"{float(v):.0f}"
+    if m == "refusal":
+        return "yes" if float(v) >= 0.5 else "no"
+    return fnum(v, 2)
 
 
 def _scorers(data: ReportData) -> list[dict[str, Any]]:
