@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Iterable, Iterator
@@ -250,6 +251,7 @@ class _Runner:
         self._bar: Any = None
         self._consecutive_failures = 0
         self._last_failure = ""
+        self._buf: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
 
     # ------------------------------------------------------------------ planning
     def plan(self, items: Iterable[dict[str, Any]]) -> bool:
@@ -341,6 +343,10 @@ class _Runner:
 
     # ------------------------------------------------------------------ sending
     async def run(self, backend: ChatBackend) -> None:
+        with _send_lock(self.store, self.endpoint_id, self.model_name, self.model.label):
+            await self._run(backend)
+
+    async def _run(self, backend: ChatBackend) -> None:
         self.backend = backend
         self.limiter = RateLimiter(self.model.requests_per_minute, self.model.tokens_per_minute)
         n_workers = self.model.max_in_flight
@@ -366,18 +372,61 @@ class _Runner:
                     return
                 await self._send(job)
 
-        tasks = [asyncio.ensure_future(producer())] + [asyncio.ensure_future(worker()) for _ in range(n_workers)]
+        async def writer() -> None:
+            # Commits whatever replies have arrived since it last ran, in one transaction: under load
+            # several per commit, at idle one (a reply waits at most one turn of the event loop).
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._flush()
+                if self._closing:
+                    return
+
+        async def closer() -> None:
+            await asyncio.gather(prod, *workers)
+            self._closing = True
+            self._wake.set()
+
+        self._wake = asyncio.Event()
+        self._closing = False
+        prod = asyncio.ensure_future(producer())
+        workers = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
+        tasks = [prod, *workers, asyncio.ensure_future(writer()), asyncio.ensure_future(closer())]
+        failing = False
         try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
-                if t.exception() is not None:
+                if not t.cancelled() and t.exception() is not None:
                     raise t.exception()
         except _Abort as ab:
+            failing = True
             raise ab.error from None
+        except BaseException:
+            failing = True
+            raise
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # store what arrived before an error or interruption; an error here is secondary to the first
+            try:
+                self._flush()
+            except AuditError:
+                if not failing:
+                    raise
+
+    def _emit(self, row: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
+        self._buf.append((row, attempts))
+        self._wake.set()
+
+    def _flush(self) -> None:
+        if self._buf:
+            batch, self._buf = self._buf, []
+            try:
+                self.store.put_replies(batch)
+            except BaseException:
+                self._buf = batch + self._buf  # not stored: keep them for the final attempt
+                raise
 
     async def _send(self, job: _Job) -> None:
         attempts: list[dict[str, Any]] = []
@@ -423,7 +472,7 @@ class _Runner:
                 return
             self.limiter.settle(job.est_tokens, (res.prompt_tokens or 0) + (res.completion_tokens or 0)
                                 if res.prompt_tokens is not None else None)
-            self.store.put_reply({
+            self._emit({
                 "request_key": job.key, "status": res.status, "text": res.text, "finish_reason": res.finish_reason,
                 "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
                 "latency_s": round(res.latency_s, 4), "attempts": attempt, "model_reported": res.model_reported,
@@ -441,7 +490,7 @@ class _Runner:
 
     def _store(self, job: _Job, attempts: list[dict[str, Any]], *, status: str, error: str | None,
                status_code: int | None = None) -> None:
-        self.store.put_reply({
+        self._emit({
             "request_key": job.key, "status": status, "text": None, "finish_reason": status if status ==
             "content_filter" else None, "attempts": len(attempts), "error": error,
             "runtime": self.backend.runtime, "runtime_version": self.backend.runtime_version,
@@ -458,6 +507,32 @@ class _Runner:
             self._bar.close()
         self.summary.elapsed_s = time.monotonic() - self.t0
         return self.summary
+
+
+@contextmanager
+def _send_lock(store: RunStore, endpoint_id: str, model_name: str, label: str) -> Iterator[None]:
+    """One process at a time sends requests for a (run directory, endpoint, model): two processes on
+    the same run would pay twice for the same replies. The lock (flock) goes away with its process,
+    ``kill -9`` included."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    tag = hashlib.sha256(f"{endpoint_id}\x00{model_name}".encode()).hexdigest()[:12]
+    path = store.run_dir / f".send-{tag}.lock"
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AuditError(
+                f"another process is already sending the requests of model '{label}' for this run",
+                where=str(store.run_dir), fix="wait for it to finish (or stop it); then run the command again",
+            ) from None
+        yield
+    finally:
+        fh.close()
 
 
 # ---------------------------------------------------------------------------- the generate stage

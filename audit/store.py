@@ -199,8 +199,13 @@ class RunStore:
             raise _store_error(exc, self.path) from None
         try:
             yield self.conn
+        except sqlite3.OperationalError as exc:  # disk full, I/O error, locked: SQLite may have rolled back
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise _store_error(exc, self.path) from None
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
         else:
             try:
@@ -312,19 +317,36 @@ class RunStore:
 
     def put_reply(self, row: dict[str, Any], attempts: Iterable[dict[str, Any]] = ()) -> None:
         """Store a finished request's reply (and its failed attempts) in one transaction."""
+        self.put_replies([(row, attempts)])
+
+    def put_replies(self, batch: Iterable[tuple[dict[str, Any], Iterable[dict[str, Any]]]]) -> None:
+        """Store several (reply row, attempts) in one transaction.
+
+        A stored answer (status ``ok`` or ``content_filter``) is never overwritten by a later
+        ``failed`` row for the same request (e.g. from a second process on the same run directory);
+        a ``failed`` row is replaced by whatever comes next.
+        """
         with self.transaction() as c:
-            _insert_attempts(c, row["request_key"], attempts)
-            c.execute(
-                "INSERT OR REPLACE INTO replies(request_key, status, text, finish_reason, prompt_tokens,"
-                " completion_tokens, latency_s, attempts, model_reported, runtime, runtime_version, error,"
-                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    row["request_key"], row["status"], row.get("text"), row.get("finish_reason"),
-                    row.get("prompt_tokens"), row.get("completion_tokens"), row.get("latency_s"),
-                    row.get("attempts", 1), row.get("model_reported"), row.get("runtime"),
-                    row.get("runtime_version"), row.get("error"), now_iso(),
-                ),
-            )
+            for row, attempts in batch:
+                _insert_attempts(c, row["request_key"], attempts)
+                c.execute(
+                    "INSERT INTO replies(request_key, status, text, finish_reason, prompt_tokens,"
+                    " completion_tokens, latency_s, attempts, model_reported, runtime, runtime_version, error,"
+                    " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(request_key) DO UPDATE SET status=excluded.status, text=excluded.text,"
+                    " finish_reason=excluded.finish_reason, prompt_tokens=excluded.prompt_tokens,"
+                    " completion_tokens=excluded.completion_tokens, latency_s=excluded.latency_s,"
+                    " attempts=replies.attempts + excluded.attempts, model_reported=excluded.model_reported,"
+                    " runtime=excluded.runtime, runtime_version=excluded.runtime_version, error=excluded.error,"
+                    " created_at=excluded.created_at"
+                    " WHERE replies.status = 'failed' OR excluded.status != 'failed'",
+                    (
+                        row["request_key"], row["status"], row.get("text"), row.get("finish_reason"),
+                        row.get("prompt_tokens"), row.get("completion_tokens"), row.get("latency_s"),
+                        row.get("attempts", 1), row.get("model_reported"), row.get("runtime"),
+                        row.get("runtime_version"), row.get("error"), now_iso(),
+                    ),
+                )
 
     def put_attempts(self, request_key_: str, attempts: Iterable[dict[str, Any]]) -> None:
         with self.transaction() as c:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -169,30 +168,25 @@ def test_export_formats_round_trip(tmp_path, capsys):
     assert "no table 'nope'" in err and ".parquet, .csv or .jsonl" in err and "no run store found" in err
 
 
-def test_full_disk_is_a_clear_error_and_keeps_stored_replies(tmp_path, monkeypatch):
+def test_full_disk_is_a_clear_error_and_keeps_stored_replies(tmp_path):
     from audit.errors import AuditError
 
     run_dir = tmp_path / "run"
     with StubServer() as srv, RunStore(run_dir) as st:
         m = ModelSpec(label="s", base_url=srv.base_url, model="stub-model", max_in_flight=1)
         complete(st, m, DEC, _items(3), progress=False)
-        real = st.put_reply
-        calls = {"n": 0}
-
-        def flaky(row, attempts=()):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                from audit.store import _store_error
-                raise _store_error(sqlite3.OperationalError("database or disk is full"), st.path)
-            return real(row, attempts)
-
-        monkeypatch.setattr(st, "put_reply", flaky)
+        before = {r[0]: r[1] for r in st.conn.execute("SELECT request_key, text FROM replies")}
+        # a real SQLITE_FULL: the database may not grow by a single page
+        pages = st.conn.execute("PRAGMA page_count").fetchone()[0]
+        st.conn.execute(f"PRAGMA max_page_count = {pages}")
+        big = [{"purpose": "reply", "messages": [{"role": "user", "content": f"post {i} " + "x" * 3000}],
+                "sample_index": 0} for i in range(40)]
         with pytest.raises(AuditError) as ei:
-            complete(st, m, DEC, _items(8), progress=False)
+            complete(st, m, DEC, _items(3) + big, progress=False)
         assert "disk is full" in str(ei.value) and "resumes" in str(ei.value)
-        assert st.conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 4
-        monkeypatch.setattr(st, "put_reply", real)
-        s = complete(st, m, DEC, _items(8), progress=False)
-        assert s.cached == 4 and s.ok == 4
+        assert {r[0]: r[1] for r in st.conn.execute("SELECT request_key, text FROM replies")} == before
+        st.conn.execute("PRAGMA max_page_count = 1073741823")
+        s = complete(st, m, DEC, _items(3) + big, progress=False)
+        assert s.cached == 3 and s.ok == 40
     with RunStore(run_dir) as st:
-        assert json.loads(json.dumps(st.conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0])) == 8
+        assert st.conn.execute("SELECT COUNT(*) FROM replies WHERE status='ok'").fetchone()[0] == 43
