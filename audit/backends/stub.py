@@ -101,6 +101,8 @@ class StubServer:
         return ("\r\n".join(hdr) + "\r\n\r\n").encode() + body
 
     async def _respond(self, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes | None:
+        path, _, query = path.partition("?")
+        self.last_path, self.last_query, self.last_headers = path, query, headers
         if method == "GET" and path.rstrip("/").endswith("/models"):
             return self._http(200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
         if not path.rstrip("/").endswith("/chat/completions"):
