@@ -55,6 +55,15 @@ def _encode(fig) -> tuple[str, int]:
     return "data:image/png;base64," + base64.b64encode(raw).decode("ascii"), len(raw)
 
 
+def _finish(fo: FigureOut, fig, spare=()) -> FigureOut:
+    """Hide the unused panels, lay out, encode."""
+    for ax in spare:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fo.data_uri, fo.png_bytes = _encode(fig)
+    return fo
+
+
 def _group_order(groups) -> list[str]:
     g = sorted({str(x) for x in groups if str(x) != "control"})
     return (["control"] if "control" in {str(x) for x in groups} else []) + g
@@ -110,11 +119,7 @@ def distributions(data) -> FigureOut:
         leg = ax.get_legend()
         if leg is not None:
             leg.set_title("cue type")
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig, axes[n:])
 
 
 def _gap_values(d: pd.DataFrame, outcome: str) -> tuple[pd.Series, pd.Series, pd.Series, str]:
@@ -273,11 +278,7 @@ def intersectional(data) -> FigureOut:
         ax.set_xlabel(mpl_text(col_ax) if col_ax else "")
         if not col_ax:
             ax.set_xticks([])
-    for ax in axs[len(panels):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig, axs[len(panels):])
 
 
 def probe_rates(data) -> FigureOut:
@@ -326,11 +327,7 @@ def probe_rates(data) -> FigureOut:
         if len(models) > 1:
             ax.set_title(mpl_text(m), fontsize=9)
         ax.legend(title="axis", fontsize=7, title_fontsize=8, frameon=False)
-    for ax in axs[len(models):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig, axs[len(models):])
 
 
 def refusals(data) -> FigureOut:
@@ -371,9 +368,7 @@ def refusals(data) -> FigureOut:
     leg = ax.get_legend()
     if leg is not None:
         leg.set_title("cue type")
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig)
 
 
 def all_figures(data) -> list[FigureOut]:
