@@ -140,9 +140,10 @@ class _Pipe:
             raise RuntimeError(f"{method}: {resp['error']}")
         return resp.get("result", {})
 
-    def wait_event(self, method: str, timeout: float) -> dict[str, Any] | None:
+    def wait_event(self, method: str, timeout: float, since: int = 0) -> dict[str, Any] | None:
+        """The first event ``method`` among those received after the first ``since`` events."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         while time.monotonic() < deadline:
             for ev in self.events[seen:]:
                 if ev.get("method") == method:
@@ -218,7 +219,18 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromi
                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
         start = len(cdp.events)
         cdp.send("Page.navigate", {"url": url}, session=session)
-        result.loaded = cdp.wait_event("Page.loadEventFired", timeout) is not None
+        result.loaded = False
+        since = start
+        for _ in range(3):  # a late load event of about:blank must not count as our page's
+            ev = cdp.wait_event("Page.loadEventFired", timeout, since=since)
+            if ev is None:
+                break
+            since = cdp.events.index(ev) + 1
+            href = cdp.send("Runtime.evaluate", {"expression": "document.readyState + ' ' + location.href",
+                                                 "returnByValue": True}, session=session)["result"]["value"]
+            if href == f"complete {url}":
+                result.loaded = True
+                break
         cdp.drain(0.5)  # late console messages and failures
         state = json.loads(cdp.send("Runtime.evaluate", {"expression": _PAGE_STATE_JS, "returnByValue": True},
                                     session=session)["result"]["value"])
