@@ -109,6 +109,9 @@ def _variants(args: argparse.Namespace) -> int:
     print(f"templates: {design.templates.root} (sha256 {design.templates.digest[:12]})")
     for line in format_counts(df, design):
         print(line)
+    n_req = len(df) * len(spec.styles) * spec.samples * len(spec.models)
+    print(f"requests this spec implies: {len(df)} variants x {len(spec.styles)} style(s) x {spec.samples} "
+          f"sample(s) x {len(spec.models)} model(s) = {n_req:,} replies")
     print("check: every variant equals its control plus exactly its cue (no placeholders, clean joins)"
           + ("; dialect variants equal their control with exactly the listed rule changes"
              if "implicit_dialect" in design.cue_types else ""))
