@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except AuditError as exc:
         print(f"empathy-audit: error: {exc.message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `empathy-audit variants ... | head`: the reader went away
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("empathy-audit: interrupted; everything finished so far is stored.", file=sys.stderr)
         return 130

@@ -35,7 +35,7 @@ def analyses_dir() -> Path:
 def resolve_spec_path(name_or_path: str | Path) -> Path:
     """A spec given as a path, or as the name of a built-in audit (``demo`` -> analyses/demo.yaml)."""
     p = Path(name_or_path)
-    if p.exists():
+    if p.is_file():
         return p
     candidate = analyses_dir() / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
     if candidate.exists():
