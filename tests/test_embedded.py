@@ -41,7 +41,7 @@ def _replies(run_dir):
     try:
         return c.execute(
             "SELECT q.request_key, q.style, q.style_hash, r.status, r.text, r.runtime, r.runtime_version, q.endpoint_id,"
-            " q.params_json FROM requests q JOIN replies r USING(request_key) ORDER BY q.request_key").fetchall()
+            " q.params_json, r.model_reported FROM requests q JOIN replies r USING(request_key) ORDER BY q.request_key").fetchall()
     finally:
         c.close()
 
@@ -58,6 +58,7 @@ def test_generate_on_the_embedded_model_is_deterministic_and_resumes(tmp_path, c
     assert all(r[3] == "ok" and r[4].strip() for r in ra)
     assert {r[5] for r in ra} == {"llama.cpp (xllamacpp)"} and all(r[6].startswith("xllamacpp ") for r in ra)
     assert all(r[7].startswith("embedded:b179c952") for r in ra)
+    assert {r[9] for r in ra} == {"SmolLM2-135M-Instruct.Q4_1"}
     assert len({r[2] for r in ra}) == 2  # one hash per style
     # the same command again sends nothing
     assert cli_main(["generate", str(spec), "--out", str(a), "--no-progress"]) == 0

@@ -110,12 +110,13 @@ def test_azure_openai_configuration_talks_to_the_deployment_path(tmp_path, monke
 def test_judge_style_items_with_subject_keys_and_response_format(tmp_path):
     """complete() is generic: judge/probe items keep their purpose and subject, extra_body reaches the server."""
     with StubServer() as srv, RunStore(tmp_path / "r") as st:
-        m = ModelSpec(label="judge", base_url=srv.base_url, model="stub-model",
+        m = ModelSpec(label="judge", base_url=srv.base_url, model="stub-model", headers={"X-Audit-Run": "r1"},
                       extra_body={"response_format": {"type": "json_object"}})
         items = [{"purpose": "judge", "subject_key": f"s{i}", "messages": [{"role": "user", "content": f"rate {i}"}]}
                  for i in range(3)]
         s = complete(st, m, DecodingSpec(temperature=0, max_tokens=8), items, progress=False)
         rows = st.conn.execute("SELECT purpose, subject_key, params_json FROM requests ORDER BY subject_key").fetchall()
+        assert srv.last_headers.get("x-audit-run") == "r1"
     assert s.ok == 3 and [r[1] for r in rows] == ["s0", "s1", "s2"] and {r[0] for r in rows} == {"judge"}
     assert all(json.loads(r[2])["extra_body"] == {"response_format": {"type": "json_object"}} for r in rows)
 

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = xlc.CommonParams()
     p.model.path = args.model
-    p.model_alias = args.alias
+    p.model_alias = {args.alias}  # a set of names in this binding
     p.n_parallel = args.parallel
     p.n_ctx = args.ctx_per_slot * args.parallel
     p.cpuparams.n_threads = args.threads
