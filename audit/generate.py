@@ -555,9 +555,16 @@ def generate(spec: Any, run_dir: Any = None, *, progress: bool = True) -> Genera
     from .prompts import describe_styles, styles_for_spec
 
     styles = styles_for_spec(spec)  # unknown styles fail before anything is built or sent
-    for m in spec.models:  # a missing key fails before anything is sent
+    seen: dict[tuple[str, str], str] = {}
+    for m in spec.models:  # a missing key or a repeated model fails before anything is sent
         if m.api_key_env:
             ChatBackend._read_key(m)
+        ident = _identity(m)
+        if ident in seen:
+            raise AuditError(
+                f"models '{seen[ident]}' and '{m.label}' are the same endpoint and model: their requests would be "
+                "identical and stored once", where="models", fix="list each endpoint and model once")
+        seen[ident] = m.label
     from .counterfactual import build_variants
 
     variants = build_variants(spec)
@@ -590,6 +597,16 @@ class _Sized:
 
     def __len__(self) -> int:
         return self._n
+
+
+def _identity(m: Any) -> tuple[str, str]:
+    if m.is_embedded:
+        from .backends.embedded import embedded_identity
+
+        return embedded_identity()
+    from .backends.openai_backend import endpoint_identity
+
+    return endpoint_identity(m)
 
 
 def _models_meta(spec: Any) -> dict[str, Any]:

@@ -89,8 +89,14 @@ def test_generate_checks_styles_and_keys_before_sending_anything(tmp_path, capsy
         with pytest.raises(Exception) as ei:
             generate(bad_key, progress=False)
         assert "NOT_SET_ANYWHERE" in str(ei.value)
+        twice = _spec(srv.base_url, tmp_path / "c", models=[
+            {"label": "one", "base_url": srv.base_url, "model": "m"},
+            {"label": "two", "base_url": srv.base_url + "/", "model": "m"}])
+        with pytest.raises(Exception) as ei:
+            generate(twice, progress=False)
+        assert "'one' and 'two' are the same endpoint and model" in str(ei.value)
         assert srv.count == 0
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_azure_openai_configuration_talks_to_the_deployment_path(tmp_path, monkeypatch):
