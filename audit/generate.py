@@ -191,26 +191,30 @@ async def acomplete(
         endpoint_id, model_name = embedded_identity()
         runner = _Runner(store, model, decoding, endpoint_id, model_name, base_seed, retry, progress, total,
                          description)
-        if not runner.plan(items):
-            return runner.finish()
-        with acquire(parallel=min(model.max_in_flight, 8), progress=progress) as srv:
-            backend = srv.backend(model)
-            try:
-                await runner.run(backend)
-            finally:
-                await backend.aclose()
-        return runner.finish()
+        try:
+            if not runner.plan(items):
+                return runner.finish()
+            with acquire(parallel=min(model.max_in_flight, 8), progress=progress) as srv:
+                backend = srv.backend(model)
+                try:
+                    await runner.run(backend)
+                finally:
+                    await backend.aclose()
+        finally:
+            runner.finish()
+        return runner.summary
     backend = ChatBackend(model)
+    runner = _Runner(store, model, decoding, backend.endpoint_id, backend.model_name, base_seed, retry, progress,
+                     total, description)
     try:
-        runner = _Runner(store, model, decoding, backend.endpoint_id, backend.model_name, base_seed, retry, progress,
-                         total, description)
         if not runner.plan(items):
-            return runner.finish()
+            return runner.summary
         await backend.preflight()
         await runner.run(backend)
     finally:
         await backend.aclose()
-    return runner.finish()
+        runner.finish()
+    return runner.summary
 
 
 class _Abort(Exception):
@@ -499,11 +503,13 @@ class _Runner:
         self._store(job, attempts, status="failed", error=f"{err.kind}: {err.text}")
 
     def finish(self) -> GenerationSummary:
+        """Close the progress bar and stamp the elapsed time (safe to call twice)."""
         if self._bar is not None:
             s = self.summary
             self._bar.set_postfix_str(f"sent={s.sent} cached={s.cached} err={s.failed} retries={s.retries}",
                                       refresh=False)
             self._bar.close()
+            self._bar = None
         self.summary.elapsed_s = time.monotonic() - self.t0
         return self.summary
 

@@ -172,6 +172,10 @@ class EmbeddedServer:
         from .openai_backend import ChatBackend
 
         endpoint_id, name = embedded_identity()
+        if "timeout_s" not in model.model_fields_set:
+            # a small CPU shared with other work can take minutes for a long reply; a timeout here
+            # would only make the same work start again
+            model = model.model_copy(update={"timeout_s": 900.0})
         return ChatBackend(
             model, base_url=self.base_url, endpoint_id=endpoint_id, model_name=name, api_key="embedded",
             runtime=EMBEDDED_RUNTIME, runtime_version=self.runtime_version,
