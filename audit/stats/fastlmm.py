@@ -212,7 +212,7 @@ def fit_nested_ri(
     converged = True
     if solve(np.zeros(2)) is None:
         raise np.linalg.LinAlgError("the fixed-effects design matrix is rank deficient")
-    grid = np.r_[0.0, np.logspace(-3, 2.5, 23)]
+    grid = np.r_[0.0, np.logspace(-3, 2.5, 12)]
 
     def min1d(f):
         """Global-then-local minimum of a 1-d function of theta >= 0: log grid, then bounded Brent."""
@@ -244,11 +244,11 @@ def fit_nested_ri(
         probe[zero] = 1e-3
         success = okp or okv
         if crit(probe) <= fb:
-            coarse = np.array([0.05, 0.2, 0.5, 1.0, 2.0, 5.0])
+            coarse = np.array([0.1, 0.4, 1.0, 3.0])
             start = min(((crit(np.array([a, b])), np.array([a, b])) for a in coarse for b in coarse),
                         key=lambda c: c[0])[1]
             res = optimize.minimize(crit, start, method="Powell", bounds=[(0.0, 1e3), (0.0, 1e3)],
-                                    options={"xtol": 1e-10, "ftol": 1e-15, "maxiter": 10000})
+                                    options={"xtol": 1e-8, "ftol": 1e-13, "maxiter": 10000})
             th = np.maximum(res.x, 0.0)
             cands.append((crit(th), th))
             success = bool(res.success)

@@ -78,7 +78,9 @@ def simulate_power(
     X = np.column_stack([np.ones(N)] + [(grp == g).astype(float) for g in range(1, G + 1)])
     shift = rel_gap * ref_mean * (grp == 1)
     level = alpha / max(int(family_size), 1)
-    inner = post * n_var + vidx if S > 1 else None
+    # the audit fits (1|post:variant) when variants are sampled repeatedly; with no variant variance
+    # that fit is singular and equals the post-only model, so the cheaper model is used then
+    inner = post * n_var + vidx if S > 1 and sd_variant > 0 else None
     hits = 0
     for _ in range(int(n_sims)):
         y = (ref_mean + shift + rng.normal(0, sd_post, n_posts)[post]

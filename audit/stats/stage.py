@@ -159,7 +159,7 @@ def analyze_table(
                     others = sorted(set(d["group"].astype(str)) - {ref})
                     r = pd.DataFrame([dict(group=g, reference=ref, cue_type="pooled", method="not fitted",
                                            converged=False, warning=exc.message) for g in others])
-                    notes.append(exc.message)
+                    notes.append(f"{where}: {exc.what}")
                 r.insert(0, "outcome", outcome)
                 r.insert(1, "model_label", model)
                 r.insert(2, "style", style)
@@ -173,6 +173,10 @@ def analyze_table(
     if not parts:
         raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
     res = pd.concat(parts, ignore_index=True)
+    if "p_value" not in res.columns or res["p_value"].isna().all():
+        first = notes[0] if notes else "no test could be fitted"
+        raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
+                         fix="score more posts (a random-intercept model needs at least 5) or check the scores")
     res["family_id"] = _family_id(res)
     res = adjust_family(res, alpha=alpha)
     for c in RESULTS_COLUMNS:
