@@ -327,7 +327,7 @@ def cmd_power(args: argparse.Namespace) -> int:
     if args.posts:
         posts = sorted(set(args.posts))
     else:
-        posts = [10, 20, 40, 80, 160, 320, 640, 1280]
+        posts = [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120]
     kw = dict(n_groups=n_groups, n_cue_types=n_cue, sd_post=comps["sd_post"], sd_resid=comps["sd_resid"],
               sd_variant=comps.get("sd_variant", 0.0), ref_mean=comps["ref_mean"], rel_gap=gap, alpha=alpha,
               family_size=family, n_sims=args.sims, seed=seed)
@@ -343,9 +343,24 @@ def cmd_power(args: argparse.Namespace) -> int:
                 if not args.posts:
                     break
     grid = pd.DataFrame(rows)
+    # scale the best informative grid point by the normal approximation power = Phi(k sqrt(n) - z):
+    # n_needed = n (z + z_power)^2 / (z + Phi^-1(power_n))^2
+    from scipy import stats as _st
+
+    zc = _st.norm.ppf(1 - alpha / (2 * family))
+    estimated: dict[int, int | None] = {}
+    for s in samples:
+        g = grid[(grid["samples"] == s) & grid["power"].between(0.05, 0.98)]
+        if g.empty:
+            estimated[s] = None
+            continue
+        r = g.loc[(g["power"] - args.power).abs().idxmin()]
+        k = (zc + _st.norm.ppf(r["power"]))
+        estimated[s] = int(np.ceil(r["n_posts"] * ((zc + _st.norm.ppf(args.power)) / k) ** 2)) if k > 0 else None
     out = dict(gap=gap, target_power=args.power, alpha=alpha, family_size=family, components=comps,
                components_source=source, n_groups=n_groups, n_cue_types=n_cue, spec_posts=design["n_posts"],
-               needed_posts={str(k): v for k, v in needed.items()}, notes=design["notes"],
+               needed_posts={str(k): v for k, v in needed.items()},
+               estimated_posts={str(k): v for k, v in estimated.items()}, notes=design["notes"],
                grid=grid[["n_posts", "samples", "n_rows", "power", "mc_se"]].to_dict("records"))
     if args.json:
         print(json.dumps(_clean(out), indent=1))
@@ -359,8 +374,10 @@ def cmd_power(args: argparse.Namespace) -> int:
     for r in out["grid"]:
         print(f"{r['n_posts']:>6} {r['samples']:>7} {r['n_rows']:>8} {r['power']:>6.2f} {r['mc_se']:>5.2f}")
     for s, n in needed.items():
-        msg = f"at least {n} posts" if n else f"more than {max(posts)} posts"
+        msg = f"{n} posts suffice (first grid point at the target)" if n else f"more than {max(posts)} posts"
+        est = estimated.get(s)
         print(f"\nwith {s} sample(s) per variant: {msg} for {100 * args.power:g}% power"
+              + (f"; about {est} posts by the normal approximation" if est else "")
               + (f" (the spec has {design['n_posts']})" if design["n_posts"] else ""))
     for note in design["notes"]:
         print(f"note: {note}")
