@@ -130,3 +130,14 @@ def test_power_bad_gap_and_no_components(capsys, tmp_path):
     assert rc == 2 and "gap" in err
     rc, _, err = run(capsys, "power", spec, "--gap", "5%", "--groups", "2", "--cue-types", "1")
     assert rc == 2 and "variance components" in err
+
+
+def test_extra_reference_joins_the_family(capsys, table_csv):
+    rc, out, _ = run(capsys, "analyze", table_csv, "--outcome", "empathy", "--group", "race_gender", "--control",
+                     "control", "--cluster", "post", "--extra-reference", "White man", "--json")
+    rows = json.loads(out)
+    assert rc == 0 and len(rows) == 4
+    vs_wm = [r for r in rows if r["reference"] == "White man"]
+    assert {r["group"] for r in vs_wm} == {"control", "Black woman"}
+    bw = next(r for r in vs_wm if r["group"] == "Black woman")
+    assert bw["estimate"] < 0 and bw["ci_low"] <= -0.25 <= bw["ci_high"]

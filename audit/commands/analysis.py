@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group", metavar="COL", help="column with the group of each row")
     p.add_argument("--control", metavar="LEVEL", help="reference level of --group (the control)")
     p.add_argument("--cluster", metavar="COL", help="column with the cluster (base post) of each row")
+    p.add_argument("--extra-reference", action="append", default=[], metavar="LEVEL",
+                   help="also compare every group with this level (repeatable); part of the family")
     p.add_argument("--factor", action="append", default=[], metavar="COL",
                    help="further categorical fixed effect (repeatable), e.g. prompt style")
     p.add_argument("--inner", metavar="COL",
@@ -122,19 +124,20 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def analyze_long_table(
     df: pd.DataFrame, outcomes: list[str], group: str, control: str, cluster: str, *, factors: list[str] = (),
     inner: str | None = None, by: str | None = None, method: str = "auto", reml: bool = True, alpha: float = 0.05,
-    where: str = "the table",
+    where: str = "the table", extra_references: list[str] = (),
 ) -> pd.DataFrame:
     """Gap tests of every outcome, Holm/BH-adjusted over the whole family. The library behind ``analyze``."""
     from ..stats import adjust_family, gap_test
 
     parts = []
     for out in outcomes:
-        r = gap_test(df, out, group, control, cluster, factors=list(factors), inner=inner, by=by, method=method,
-                     reml=reml, alpha=alpha, where=where)
-        if by:
-            r = r.rename(columns={by: "by"})
-        r.insert(0, "outcome", out)
-        parts.append(r)
+        for ref in [control, *extra_references]:
+            r = gap_test(df, out, group, str(ref), cluster, factors=list(factors), inner=inner, by=by, method=method,
+                         reml=reml, alpha=alpha, where=where)
+            if by:
+                r = r.rename(columns={by: "by"})
+            r.insert(0, "outcome", out)
+            parts.append(r)
     res = adjust_family(pd.concat(parts, ignore_index=True), alpha=alpha)
     return res
 
@@ -147,7 +150,8 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 
 
 def _print_results(res: pd.DataFrame, alpha: float) -> None:
-    cols = ["outcome", "group"] + (["by"] if "by" in res.columns else [])
+    cols = ["outcome", "group"] + (["by"] if "by" in res.columns else []) + (
+        ["reference"] if res["reference"].nunique() > 1 else [])
     head = [*cols, "estimate", f"{100 * (1 - alpha):g}% CI", "relative", "rel. CI", "std", "p", "p_holm", "p_bh", "n"]
     rows = []
     for r in res.to_dict("records"):
@@ -185,7 +189,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     df = read_table(target)
     res = analyze_long_table(df, args.outcome, args.group, str(args.control), args.cluster, factors=args.factor,
                              inner=args.inner, by=args.by, method=args.method, reml=not args.ml, alpha=args.alpha,
-                             where=str(target))
+                             where=str(target), extra_references=args.extra_reference)
     if args.json:
         cols = [c for c in JSON_FIELDS if c in res.columns]
         print(json.dumps([_clean(r) for r in res[cols].to_dict("records")], indent=1))
