@@ -241,6 +241,9 @@ def test_failed_replies_are_counted_in_limitations(rendered):
     html = paths["html"].read_text(encoding="utf-8")
     assert f"{total} requests: {total - failed} answered, 0 blocked by a content filter, {failed} failed" in html
     assert "HTTP 500 after 6 attempts" in html
+    # Scorer validity states the validation figures the scorer recorded (epitome: under 'cv').
+    assert "epitome: validated (ER: macro_f1 = 0.610; accuracy = 0.700; n = 600" in html
+    assert "length: no validation figures recorded" in html
 
 
 def test_provenance_and_rerender_from_store_alone(rendered, tmp_path):

@@ -221,7 +221,7 @@ def _scorers(data: ReportData) -> list[dict[str, Any]]:
     out = []
     for name, info in sorted(data.scorer_info.items()):
         flat = {k: v for k, v in info.items() if not isinstance(v, (dict, list)) and k != "name"}
-        validation = info.get("validation") or info.get("validation_figures") or {}
+        validation = _validation_of(info) or {}
         vrows = []
         if isinstance(validation, dict):
             for k, v in validation.items():
@@ -231,10 +231,21 @@ def _scorers(data: ReportData) -> list[dict[str, Any]]:
                 else:
                     vrows.append(dict(measure="", figures=f"{k} = {_short(v)}"))
         extra = {k: v for k, v in info.items() if isinstance(v, (dict, list)) and k not in
-                 ("validation", "validation_figures")}
+                 VALIDATION_KEYS}
         out.append(dict(name=name, fields=flat, validation=vrows,
                         extra=json.dumps(jsonable(extra), indent=1, sort_keys=True) if extra else ""))
     return out
+
+
+VALIDATION_KEYS = ("validation", "validation_figures", "cv", "cross_validation")
+
+
+def _validation_of(info: dict[str, Any]) -> Any:
+    """A scorer's validation figures, under whichever key its info() uses (epitome: 'cv')."""
+    for k in VALIDATION_KEYS:
+        if info.get(k):
+            return info[k]
+    return None
 
 
 def _short(v: Any) -> str:
@@ -316,7 +327,7 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
     # Scorer validity
     sv = []
     for name, info in sorted(data.scorer_info.items()):
-        val = info.get("validation") or info.get("validation_figures")
+        val = _validation_of(info)
         if val:
             sv.append(f"{name}: validated ({_flatten(val)})")
         else:

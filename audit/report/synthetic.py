@@ -138,8 +138,9 @@ def fill_store(run_dir: str | Path, *, seed: int = 7, embedded: bool = True, wit
                                (key, "sentiment", "compound", float(np.clip(0.3 + d + rng.normal(0, 0.3), -1, 1)),
                                 None)]
         store.put_scores(score_rows)
-        store.put_scorer_info("epitome", {"version": "epitome-tfidf-1", "artifact_sha256": "1" * 64,
-                                          "validation": {"ER": {"macro_f1": 0.61, "accuracy": 0.70, "n": 600},
+        store.put_scorer_info("epitome", {"name": "epitome", "version": "epitome-tfidf-1", "artifact_sha256": "1" * 64,
+                                          "cv_protocol": "5-fold cross-validation grouped by post",
+                                          "cv": {"ER": {"macro_f1": 0.61, "accuracy": 0.70, "n": 600},
                                                          "IP": {"macro_f1": 0.58, "accuracy": 0.66, "n": 600},
                                                          "EX": {"macro_f1": 0.64, "accuracy": 0.80, "n": 600}}})
         store.put_scorer_info("length", {"version": "1"})
