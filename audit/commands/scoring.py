@@ -36,10 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     sl.add_argument("--json", action="store_true")
     sl.set_defaults(func=cmd_list)
 
-    st = ssub.add_parser("train", help="train the embedded epitome scorer from EPITOME-format CSVs")
+    st = ssub.add_parser("train", help="train the embedded epitome scorer from EPITOME-format CSVs",
+                         description="Retrain the embedded epitome scorer (and cross-validate it) from the "
+                         "three EPITOME Reddit CSV files.")
+    st.add_argument("scorer", nargs="?", default="epitome", choices=["epitome"], help="the trainable scorer")
     st.add_argument("--data", required=True, metavar="DIR",
                     help="directory with emotional-reactions-reddit.csv, interpretations-reddit.csv, explorations-reddit.csv")
-    st.add_argument("--out", metavar="DIR", help="where to write the artifact (default: the trainer's default)")
+    st.add_argument("--out", metavar="DIR", help="where to write the artifact (default: the shipped artifact folder)")
+    st.add_argument("--no-cv", action="store_true", help="skip the cross-validation (faster)")
     st.set_defaults(func=cmd_train)
 
     sv = ssub.add_parser("validate", help="accuracy, macro-F1, weighted kappa of a scorer on labelled pairs")
@@ -120,7 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          fix="give the directory holding the three EPITOME CSV files")
     from ..scorers import epitome_train
 
-    result = epitome_train.train(data, Path(args.out)) if args.out else epitome_train.train(data)
+    result = epitome_train.train(data, Path(args.out) if args.out else None, cv=not args.no_cv,
+                                 progress=sys.stderr.isatty())
     if result is not None:
         print(json.dumps(_clean(result if isinstance(result, dict) else {"artifact": str(result)}), indent=2, default=str))
     return 0

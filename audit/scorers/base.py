@@ -27,8 +27,8 @@ from ..errors import AuditError
 
 #: Keys of ``info()`` that identify what produced a score. Scores written by a scorer whose identity
 #: differs from the one stored in ``scorer_info`` are never mixed into the same run silently.
-IDENTITY_KEYS = ("name", "version", "artifact_sha256", "model", "endpoint", "rubric_sha256", "patterns_sha256",
-                 "checkpoints")
+IDENTITY_KEYS = ("name", "version", "artifact_sha256", "weights_sha256", "model", "endpoint", "rubric_sha256",
+                 "patterns_sha256", "checkpoints")
 
 
 @runtime_checkable
