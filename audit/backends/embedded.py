@@ -113,8 +113,9 @@ class EmbeddedServer:
 
     def _log_tail(self) -> str:
         try:
-            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-            return " | ".join(lines[-3:])[-600:]
+            lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            errors = [ln for ln in lines if "Error" in ln or "error" in ln]
+            return (errors[-1] if errors else " | ".join(lines[-3:]))[-600:]
         except (OSError, AttributeError):
             return ""
 
