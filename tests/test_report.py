@@ -242,7 +242,7 @@ def test_failed_replies_are_counted_in_limitations(rendered):
     assert f"{total} requests: {total - failed} answered, 0 blocked by a content filter, {failed} failed" in html
     assert "HTTP 500 after 6 attempts" in html
     # Scorer validity states the validation figures the scorer recorded (epitome: under 'cv').
-    assert "epitome: validated (ER: macro_f1 = 0.610; accuracy = 0.700; n = 600" in html
+    assert "epitome: validated (ER: accuracy = 0.700; macro_f1 = 0.610; n = 600" in html
     assert "length: no validation figures recorded" in html
 
 
