@@ -50,10 +50,14 @@ def default_threads() -> int:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count() or 2
-    # Half the cores: llama.cpp's threads spin at barriers, so on a shared or busy machine more
-    # threads than free cores is many times slower (measured: 2 threads on 2 busy cores took 9x
-    # longer than 1). Replies are identical whatever the thread count.
-    return max(1, min(n // 2, 8))
+    # The cores that are free now (at most 8): llama.cpp's threads spin at barriers, so more threads
+    # than free cores is many times slower on a shared or busy machine (measured: 2 threads on 2
+    # busy cores took 9x longer than 1). Replies are identical whatever the thread count.
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        load = n / 2
+    return max(1, min(8, int(n - load)))
 
 
 class EmbeddedServer:
