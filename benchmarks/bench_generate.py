@@ -87,12 +87,16 @@ def compare(name: str, base_url: str, model_name: str, model: ModelSpec, n: int,
             tmp: Path, extra: dict | None = None) -> dict:
     bare, tk, bare_cpu, tk_cpu = [], [], [], []
     for r in range(rounds):
-        rate, cpu = asyncio.run(bare_loop(base_url, model_name, n, conc, f"bare{r}", extra))
-        bare.append(rate)
-        bare_cpu.append(cpu)
-        rate, cpu = toolkit(model, n, f"tk{r}", tmp / f"{name}-{r}")
-        tk.append(rate)
-        tk_cpu.append(cpu)
+        # alternate which goes first, so a trend in the machine's load favours neither
+        for which in (("bare", "toolkit") if r % 2 == 0 else ("toolkit", "bare")):
+            if which == "bare":
+                rate, cpu = asyncio.run(bare_loop(base_url, model_name, n, conc, f"bare{r}", extra))
+                bare.append(rate)
+                bare_cpu.append(cpu)
+            else:
+                rate, cpu = toolkit(model, n, f"tk{r}", tmp / f"{name}-{r}")
+                tk.append(rate)
+                tk_cpu.append(cpu)
         print(f"  [{name}] round {r + 1}: bare {bare[-1]:.1f} req/s ({bare_cpu[-1]:.2f} ms CPU/req), "
               f"toolkit {tk[-1]:.1f} req/s ({tk_cpu[-1]:.2f} ms CPU/req)", flush=True)
     res = {"bench": name, "requests": n, "concurrency": conc, "bare_req_s": max(bare), "toolkit_req_s": max(tk),
@@ -149,7 +153,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--stub-requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--embedded-requests", type=int, default=24)
     ap.add_argument("--skip-embedded", action="store_true")
     ap.add_argument("--memory-requests", type=int, default=100_000)
