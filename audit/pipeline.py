@@ -51,14 +51,15 @@ class PipelineResult:
     run_dir: Path
     stages: list[StageRecord] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
+    unanswered: int = 0    # requests failed or not answered at the end (left out; retried by the next run)
 
     def stage(self, name: str) -> StageRecord | None:
         return next((s for s in self.stages if s.name == name), None)
 
     @property
     def ok(self) -> bool:
-        """Every stage done or up to date."""
-        return all(s.status in ("done", "skipped") for s in self.stages)
+        """Every stage done or up to date, and every request answered."""
+        return all(s.status in ("done", "skipped") for s in self.stages) and self.unanswered == 0
 
 
 def _say(echo: Callable[[str], None] | None, text: str) -> None:
@@ -352,6 +353,7 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
     if not reps.empty:
         failed = int((reps["status"] == "failed").sum())
         pending = int(reps["status"].isna().sum())
+        result.unanswered = failed + pending
         if failed or pending:
             _say(echo, f"note: {failed} requests failed and {pending} are unanswered; they are left out of the "
                        f"analysis. Run the same command again to retry them.")

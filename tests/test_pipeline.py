@@ -121,6 +121,7 @@ def test_run_resumes_a_half_finished_audit(fake_chat, tmp_path, capsys):
         failed = st.conn.execute("SELECT COUNT(*) FROM replies WHERE status='failed'").fetchone()[0]
     assert failed == fake_chat.rejected
     assert first.paths["html"].exists()
+    assert not first.ok and first.unanswered == failed
     html = first.paths["html"].read_text(encoding="utf-8")
     assert f"{failed} failed after retries" in html
     out = capsys.readouterr().out
@@ -131,7 +132,7 @@ def test_run_resumes_a_half_finished_audit(fake_chat, tmp_path, capsys):
     served_before = fake_chat.served
     second = run(spec, run_dir, progress=False)
     assert fake_chat.served - served_before == failed
-    assert second.stage("analyze").status == "done"
+    assert second.stage("analyze").status == "done" and second.ok
     with RunStore(run_dir) as st:
         statuses = dict(st.conn.execute("SELECT status, COUNT(*) FROM replies GROUP BY status").fetchall())
         n_results = st.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]

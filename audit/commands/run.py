@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run", help="the whole audit: variants, replies, scores, models, report (resumes from the run store)",
         description="Run the whole audit of SPEC: build the counterfactual variants, generate the replies, score "
                     "them, fit the models and write the report. Every stage resumes from the run store, so running "
-                    "the same command again after an interruption costs nothing that is already done.",
+                    "the same command again after an interruption costs nothing that is already done. Exit status: "
+                    "0 complete; 1 report written but some requests failed or the analysis could not be fitted "
+                    "(run again to retry); 2 an error to fix.",
     )
     p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's 'output', or reports/<name>)")
