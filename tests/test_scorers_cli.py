@@ -53,3 +53,35 @@ def test_validate_rejects_a_mechanism_the_scorer_does_not_give(tmp_path, capsys)
 def test_train_needs_a_data_directory(tmp_path, capsys):
     assert main(["scorers", "train", "--data", str(tmp_path / "absent")]) == 2
     assert "training data directory not found" in capsys.readouterr().err
+
+
+def _labelled_sample(shared_dir, tmp_path, n=40):
+    import pandas as pd
+
+    df = pd.read_csv(shared_dir / "epitome_data" / "emotional-reactions-reddit.csv")
+    # a small, level-balanced file
+    df = df.groupby("level").sample(n=n // 3, random_state=1).reset_index(drop=True)
+    p = tmp_path / "er.csv"
+    df[["seeker_post", "response_post", "level"]].to_csv(p, index=False)
+    return p, df
+
+
+def test_validate_on_a_small_labelled_file_prints_what_the_scorer_gets_right(shared_dir, tmp_path, capsys):
+    from audit.scorers import get_scorer
+
+    p, df = _labelled_sample(shared_dir, tmp_path)
+    assert main(["scorers", "validate", "--scorer", "epitome", "--mechanism", "ER", "--data", str(p), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    # the figures are the scorer's own predictions against the labels, computed here independently
+    pred = get_scorer("epitome").score(df["seeker_post"].tolist(), df["response_post"].tolist())["ER"].round()
+    truth = df["level"].to_numpy()
+    assert res["n"] == len(df)
+    assert res["accuracy"] == pytest.approx(float((pred.to_numpy() == truth).mean()))
+    conf = [[int(((truth == i) & (pred.to_numpy() == j)).sum()) for j in range(3)] for i in range(3)]
+    assert res["confusion"] == conf
+    assert {"accuracy", "macro_f1", "weighted_kappa", "n"} <= set(res)
+    assert main(["scorers", "validate", "--scorer", "epitome", "--mechanism", "ER", "--data", str(p)]) == 0
+    text = capsys.readouterr().out
+    assert f"accuracy                   {res['accuracy']:.3f}" in text
+    assert f"quadratic-weighted kappa   {res['weighted_kappa']:.3f}" in text
+    assert "level 2" in text and "confusion" in text

@@ -158,3 +158,23 @@ def test_agreement_is_reported_when_two_scorers_share_a_measure(tmp_path):
     assert (a["scorer_a"], a["scorer_b"], a["measure"], a["n"]) == ("length", "other", "words", len(keys))
     assert a["mean_diff"] == pytest.approx(5 / len(keys))
     assert any(line.startswith("agreement length vs other on words: Spearman") for line in s.lines())
+
+
+def test_full_stage_checks_invariance_of_the_scorers_that_read_the_post(tmp_path):
+    from audit.scorers.invariance import invariance_summary
+
+    spec, run_dir, keys = make_run(tmp_path, scorers=("epitome", "length"))
+    s = score_run(spec, run_dir)
+    assert set(s.invariance) == {"epitome"}  # length depends on the reply alone
+    with RunStore(run_dir, create=False) as st:
+        res = invariance_summary(st)
+        n_pairs = st.conn.execute("SELECT COUNT(DISTINCT variant_id || reply_id) FROM invariance_scores").fetchone()[0]
+        ep = st.scores_df()
+    t = res.table
+    assert set(t["measure"]) == {"ER", "IP", "EX", "empathy"} and set(t["reply_source"]) == {"run"}
+    assert n_pairs == len(variants_frame())  # each variant x its post's one control reply
+    cells = t[t["group"] != "pooled"]
+    assert len(cells) == 4 * 2 * 2 and (cells["n_posts"] == 4).all()
+    assert s.invariance["epitome"].startswith("invariant" if (cells["flagged"] == 0).all() else "NOT invariant")
+    lv = ep[(ep["scorer"] == "epitome") & (ep["measure"] == "ER")]["value"]
+    assert len(lv) == len(keys) and set(lv) <= {0.0, 1.0, 2.0}
