@@ -203,8 +203,9 @@ def _cell(shifts: pd.DataFrame, control_mean: float) -> dict[str, Any]:
 
     per_post = shifts.groupby("post_id")["shift"].mean().to_numpy()
     n_posts = len(per_post)
-    mean = float(np.mean(shifts["shift"])) if len(shifts) else math.nan
+    # the post is the unit: the mean of per-post mean shifts (= the pair mean when posts have equal pairs)
     post_mean = float(np.mean(per_post)) if n_posts else math.nan
+    mean = post_mean
     if n_posts >= 2:
         sd = float(np.std(per_post, ddof=1))
         if sd == 0:
