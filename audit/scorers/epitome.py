@@ -374,6 +374,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _compact_cv(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Per mechanism: mean and sd over the CV folds of accuracy, macro-F1 and weighted kappa, and n."""
+    if not summary:
+        return None
+    keys = ("accuracy", "accuracy_sd", "macro_f1", "macro_f1_sd", "weighted_kappa", "weighted_kappa_sd")
+    return {m: {**{k: s[k] for k in keys if k in s}, "n": s.get("pooled", {}).get("n")} for m, s in summary.items()}
+
+
 @lru_cache(maxsize=4)
 def _load(art_dir: str) -> EpitomeModel:
     return EpitomeModel.from_files(Path(art_dir))
@@ -412,7 +420,7 @@ class EpitomeScorer:
             "weights_sha256": sha256_file(self.artifact_dir / WEIGHTS_FILE),
             "training_data_sha256": meta.get("training_data_sha256"),
             "training": {k: meta.get(k) for k in ("n_pairs", "dedupe_rule", "data_files") if k in meta},
-            "cv": cv.get("summary"),
+            "cv": _compact_cv(cv.get("summary")),
             "cv_protocol": cv.get("protocol"),
             "reference": "Sharma, Miner, Atkins & Althoff (2020). A Computational Approach to Understanding "
                          "Empathy Expressed in Text-Based Mental Health Support. EMNLP.",
