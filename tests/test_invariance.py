@@ -6,7 +6,6 @@ and one that ignores the post (which must pass).
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -30,7 +30,6 @@ reads it) and returned.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
