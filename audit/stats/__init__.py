@@ -17,11 +17,12 @@ from .fastlmm import NestedRIFit, fit_nested_ri
 from .gaps import gap_test, validate_table
 from .paired import paired_contrasts
 from .pooling import partial_pool
-from .power import detectable_gap, power_grid, simulate_power
+from .power import detectable_gap, pilot_components, power_grid, simulate_power
+from .simulate import permute_within, simulate_audit_table
 from .stage import AnalysisResult, analysis_table, analyze_run, analyze_table
 
 __all__ = [
     "adjust_family", "fit_nested_ri", "NestedRIFit", "gap_test", "validate_table", "paired_contrasts",
     "partial_pool", "detectable_gap", "simulate_power", "power_grid", "analysis_table", "analyze_run",
-    "analyze_table", "AnalysisResult",
+    "analyze_table", "AnalysisResult", "pilot_components", "simulate_audit_table", "permute_within",
 ]
