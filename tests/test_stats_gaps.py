@@ -185,3 +185,13 @@ def test_partial_pooling_reduces_error_of_extreme_cells():
         raw_err += np.sum((est - truth) ** 2)
         pooled_err += np.sum((out.pooled_estimate.to_numpy() - truth) ** 2)
     assert pooled_err < 0.8 * raw_err
+
+
+def test_permute_within_keeps_each_posts_labels():
+    from audit.stats import permute_within
+
+    t = simulate_audit_table(n_posts=10, groups=["A", "B", "C"], cue_types=["tag", "name"], seed=1)
+    p = permute_within(t, "group", "post_id", seed=3, also=("cue_type",))
+    key = ["post_id", "group", "cue_type"]
+    assert (t.groupby(key).size().sort_index() == p.groupby(key).size().sort_index()).all()
+    assert (p["value"] == t["value"]).all() and (p["group"] != t["group"]).any()
