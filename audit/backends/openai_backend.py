@@ -146,6 +146,7 @@ class ChatBackend:
         self.runtime = runtime
         self.runtime_version = runtime_version
         self.send_extra = dict(send_extra or {})
+        self.server_header: str | None = None  # the endpoint's Server header, read once by preflight()
         self.timeout_s = float(model.timeout_s)
         self._secret = api_key if api_key is not None else self._read_key(model)
         common = dict(
@@ -207,8 +208,7 @@ class ChatBackend:
             kwargs["extra_body"] = extra
         t0 = time.monotonic()
         try:
-            raw = await self.client.chat.completions.with_raw_response.create(**kwargs)
-            resp = raw.parse()
+            resp = await self.client.chat.completions.create(**kwargs)
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         except openai.APITimeoutError:
@@ -222,9 +222,9 @@ class ChatBackend:
         except (ValueError, TypeError, KeyError) as exc:  # a body that is not JSON at all
             raise CallError("malformed", self.redact(f"the endpoint's answer could not be read: {exc}")) from None
         latency = time.monotonic() - t0
-        return self._result(resp, raw.headers, latency)
+        return self._result(resp, latency)
 
-    def _result(self, resp: Any, headers: Any, latency: float) -> CallResult:
+    def _result(self, resp: Any, latency: float) -> CallResult:
         choices = getattr(resp, "choices", None)
         if not choices or getattr(choices[0], "message", None) is None:
             snippet = str(resp)[:200]
@@ -237,7 +237,7 @@ class ChatBackend:
         finish = ch.finish_reason
         usage = getattr(resp, "usage", None)
         status = "content_filter" if finish == "content_filter" else "ok"
-        runtime = self.runtime or (headers.get("server") if headers is not None else None) or "unknown"
+        runtime = self.runtime or self.server_header or "unknown"
         version = self.runtime_version or getattr(resp, "system_fingerprint", None)
         return CallResult(
             status=status, text=text if text is not None else "", finish_reason=finish,
@@ -281,11 +281,13 @@ class ChatBackend:
         last: str = ""
         for wait in (0.5, 1.5, None):
             try:
-                await self.client.models.list(timeout=min(self.timeout_s, 15.0))
+                raw = await self.client.models.with_raw_response.list(timeout=min(self.timeout_s, 15.0))
+                self.server_header = raw.headers.get("server")
                 return
             except openai.APIStatusError as exc:
                 if exc.status_code in (401, 403):
                     raise self.fatal_error(self._status_error(exc)) from None
+                self.server_header = exc.response.headers.get("server") if exc.response is not None else None
                 return  # 404/405/500 on /models says nothing about chat completions
             except openai.APIConnectionError as exc:
                 cause = exc.__cause__ or exc.__context__
