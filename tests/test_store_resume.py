@@ -190,3 +190,23 @@ def test_full_disk_is_a_clear_error_and_keeps_stored_replies(tmp_path):
         assert s.cached == 3 and s.ok == 40
     with RunStore(run_dir) as st:
         assert st.conn.execute("SELECT COUNT(*) FROM replies WHERE status='ok'").fetchone()[0] == 43
+
+
+def test_a_second_sender_on_the_same_run_and_model_is_refused(tmp_path):
+    """Two processes sending the same run's requests would pay twice: the second one stops."""
+    import fcntl
+    import hashlib
+
+    from audit.errors import AuditError
+
+    run_dir = tmp_path / "run"
+    with StubServer() as srv, RunStore(run_dir) as st:
+        m = ModelSpec(label="s", base_url=srv.base_url, model="stub-model")
+        tag = hashlib.sha256(f"{srv.base_url}\x00stub-model".encode()).hexdigest()[:12]
+        with open(run_dir / f".send-{tag}.lock", "a+") as held:  # as another process would hold it
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(AuditError) as ei:
+                complete(st, m, DEC, _items(3), progress=False)
+            assert "already sending" in str(ei.value) and srv.count == 0
+        s = complete(st, m, DEC, _items(3), progress=False)  # released: it goes ahead
+        assert s.ok == 3
