@@ -44,8 +44,8 @@ import pandas as pd
 
 from ..errors import AuditError
 from .epitome import (
-    ARTIFACT_DIR, CV_FILE, MECHANISMS, EpitomeModel, Featurizer, char_grams, sentence_aggregates, sentences,
-    softmax, tokens, word_grams,
+    ARTIFACT_DIR, CV_FILE, MECHANISMS, EpitomeModel, Featurizer, _load, char_grams, sentence_aggregates,
+    sentences, softmax, tokens, word_grams,
 )
 from .validation import metrics
 
@@ -353,6 +353,7 @@ def train(data_dir: str | Path, out_dir: str | Path | None = None, *, cv: bool =
         "reference": "Sharma, Miner, Atkins & Althoff (2020), EMNLP; data license: LICENSE_NOTICE.txt",
     }
     paths = EpitomeModel(feat, params, meta).to_files(out)
+    _load.cache_clear()   # a scorer in this process must not keep serving a replaced artifact
     lic = data_dir / LICENSE
     if lic.is_file():
         (out / LICENSE).write_bytes(lic.read_bytes())
