@@ -335,3 +335,21 @@ def test_summarize_separates_significant_and_not():
     assert out["n_tests"] == 4 and out["n_significant"] == 2
     assert len(out["significant"]) == 1 and "explicit self-identification" in out["significant"][0]
     assert len(out["not_significant"]) == 1 and "White man" in out["not_significant"][0]
+
+
+def test_gaps_without_estimate_or_relative_gap():
+    import pandas as pd
+
+    nan = float("nan")
+    df = pd.DataFrame([
+        _row(model_label="m", significant_holm=False, cue_type="pooled", p_holm=0.9, estimate=0.3, ci_low=-0.1,
+             ci_high=0.7, ref_mean=0.01, relative_gap=nan, rel_ci_low=nan, rel_ci_high=nan),
+        _row(model_label="m", significant_holm=False, cue_type="pooled", outcome="refusal.refusal", estimate=nan,
+             ci_low=nan, ci_high=nan, p_holm=nan, relative_gap=nan, warning="outcome is constant (0); no gap"),
+    ])
+    out = summarize(df)
+    assert out["not_significant"] == [
+        "Emotional Reactions: \u201cBlack woman\u201d: 0.300 points higher (95% CI -0.100 to +0.700 points; "
+        "Holm p = 0.900)."]
+    assert out["not_estimable"] == ["refusal rate: no gap could be estimated for \u201cBlack woman\u201d "
+                                    "(outcome is constant (0))."]

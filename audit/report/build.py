@@ -530,6 +530,7 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         models=[{k: v for k, v in m.items()} for m in ctx["models"]],
         design=ctx["design"],
         summary=dict(significant=ctx["summary"]["significant"], not_significant=ctx["summary"]["not_significant"],
+                     not_estimable=ctx["summary"]["not_estimable"],
                      n_tests=ctx["summary"]["n_tests"], n_significant=ctx["summary"]["n_significant"],
                      detectable_gaps=ctx["power"], detectable_gaps_source=ctx["power_source"]),
         alpha=ctx["alpha"], corrections=ctx["corrections"],

@@ -134,7 +134,7 @@ def fmt_pct(x: Any, digits: int = 1, sign: bool = True) -> str:
 def gap_text(row: dict[str, Any]) -> tuple[str, str]:
     """(gap phrase, CI phrase) for a results row, e.g. ('11.0% lower', '95% CI -15.2% to -6.8%')."""
     outcome = row["outcome"]
-    if is_absolute(outcome, row.get("ref_mean")):
+    if is_absolute(outcome, row.get("ref_mean")) or not _finite(row.get("relative_gap")):
         scale = scale_unit(outcome)[0]
         unit = scale_unit(outcome)[1]
         est = float(row["estimate"]) * scale if _finite(row.get("estimate")) else float("nan")
@@ -179,8 +179,8 @@ def finding_sentence(row: dict[str, Any], reference_label: str = "the unmodified
 
 def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: int = 12) -> dict[str, Any]:
     """Significant and non-significant findings as sentences (pooled style rows first)."""
-    out: dict[str, Any] = {"significant": [], "significant_more": 0, "not_significant": [], "n_tests": 0,
-                           "n_significant": 0}
+    out: dict[str, Any] = {"significant": [], "significant_more": 0, "not_significant": [], "not_estimable": [],
+                           "n_tests": 0, "n_significant": 0}
     if results is None or results.empty:
         return out
     df = results.copy()
@@ -208,6 +208,15 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
     ns = df[~df["_sig"] & df["_pooled_style"]]
     if "cue_type" in ns and (ns["cue_type"] == "pooled").any():
         ns = ns[ns["cue_type"] == "pooled"]
+    not_est = ns[~ns["estimate"].map(_finite)] if "estimate" in ns else ns.iloc[0:0]
+    ns = ns[ns["estimate"].map(_finite)] if "estimate" in ns else ns
+    for (model, outcome), d in sorted(not_est.groupby(["model_label", "outcome"]),
+                                      key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1]))):
+        who = f"{model}, " if multi_model else ""
+        reasons = sorted({str(w).split(";")[0] for w in d.get("warning", pd.Series(dtype=object)).dropna() if str(w)})
+        out["not_estimable"].append(f"{who}{outcome_label(outcome)}: no gap could be estimated for "
+                                    f"{', '.join(chr(8220) + str(g) + chr(8221) for g in sorted(set(d['group'])))}"
+                                    + (f" ({'; '.join(reasons)})" if reasons else "") + ".")
     for (model, outcome), d in sorted(ns.groupby(["model_label", "outcome"]),
                                       key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1]))):
         parts = []
@@ -226,6 +235,8 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None) ->
     if power is not None and not power.empty:
         rel_col = next((c for c in power.columns if "detectable" in c and "rel" in c), None)
         abs_col = next((c for c in power.columns if "detectable" in c and "rel" not in c), None)
+        power = power.iloc[sorted(range(len(power)), key=lambda i: outcome_sort_key(str(power["outcome"].iloc[i])))] \
+            if "outcome" in power else power
         pw = power.get("power", pd.Series([0.8] * len(power))).fillna(0.8)
         for row, p in zip(power.to_dict("records"), pw):
             outcome = row.get("outcome", "?")
@@ -237,7 +248,9 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None) ->
                     and not is_absolute(outcome, row.get("ref_mean", 1.0)):
                 at_gap = (f"; power to detect a {100 * float(row['gap']):.0f}% gap: "
                           f"{100 * float(row['power_at_gap']):.0f}%")
-            if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0)):
+            # A detectable gap above 100% of the control mean says the mean is near 0: state it absolutely.
+            if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0)) \
+                    and abs(float(row[rel_col])) <= 1.0:
                 sentences.append(f"{label}{model}: {100 * float(row[rel_col]):.1f}% of the control mean "
                                  f"(at {int(round(100 * float(p)))}% power{at_gap}).")
             elif abs_col and _finite(row.get(abs_col)):
