@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -383,8 +384,10 @@ def cv_folds(frames: dict[str, pd.DataFrame]) -> list[tuple[set[str], set[str]]]
     groups = groups_of(pairs)
     skf = StratifiedGroupKFold(n_splits=CV_FOLDS, shuffle=True, random_state=CV_SEED)
     out = []
-    for tr, te in skf.split(keys, strat, groups):
-        out.append((set(keys[tr]), set(keys[te])))
+    with warnings.catch_warnings():   # rare joint strata (< 5 pairs) are expected; they are spread as well as possible
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for tr, te in skf.split(keys, strat, groups):
+            out.append((set(keys[tr]), set(keys[te])))
     return out
 
 
