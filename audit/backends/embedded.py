@@ -79,6 +79,7 @@ class EmbeddedServer:
         weights = ensure_weights(progress=self.progress)
         logs = cache_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        _tidy_logs(logs)
         fd, name = tempfile.mkstemp(prefix="embedded-server-", suffix=".log", dir=logs)
         self.log_path = Path(name)
         _, alias = embedded_identity()
@@ -147,9 +148,10 @@ class EmbeddedServer:
                     stream.close()
             except OSError:
                 pass
-        if self.log_path is not None and proc.returncode in (0, -15):
+        if self.log_path is not None:
             try:
-                self.log_path.unlink()
+                if proc.returncode in (0, -15) or self.log_path.stat().st_size == 0:
+                    self.log_path.unlink()
             except OSError:
                 pass
 
@@ -186,6 +188,20 @@ class EmbeddedServer:
             runtime=EMBEDDED_RUNTIME, runtime_version=self.runtime_version,
             send_extra={"cache_prompt": False},
         )
+
+
+def _tidy_logs(logs: Path, keep_s: float = 7 * 86400) -> None:
+    """Remove empty server logs left by runs that were killed, and any log older than a week."""
+    import time
+
+    now = time.time()
+    for p in logs.glob("embedded-server-*.log"):
+        try:
+            st = p.stat()
+            if (st.st_size == 0 and now - st.st_mtime > 3600) or now - st.st_mtime > keep_s:
+                p.unlink()
+        except OSError:
+            pass
 
 
 _LIVE: set[EmbeddedServer] = set()
