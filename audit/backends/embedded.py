@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -53,11 +54,33 @@ def default_threads() -> int:
     # The cores that are free now (at most 8): llama.cpp's threads spin at barriers, so more threads
     # than free cores is many times slower on a shared or busy machine (measured: 2 threads on 2
     # busy cores took 9x longer than 1). Replies are identical whatever the thread count.
+    # "Free now" is sampled over a short window: the 1-minute load average lags (a job that has just
+    # ended still counts), and truncating it cost an idle 2-core machine half its speed.
+    busy = _busy_cores(n)
+    return max(1, min(8, n - int(round(busy))))
+
+
+def _busy_cores(n: int, window_s: float = 0.3) -> float:
+    """Cores busy with other work right now, from two samples of /proc/stat (load average elsewhere)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
     try:
-        load = os.getloadavg()[0]
+        t0, i0 = sample()
+        time.sleep(window_s)
+        t1, i1 = sample()
+        if t1 > t0:
+            return n * (1.0 - (i1 - i0) / (t1 - t0))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return min(float(n), os.getloadavg()[0])
     except OSError:  # pragma: no cover
-        load = n / 2
-    return max(1, min(8, int(n - load)))
+        return n / 2
 
 
 class EmbeddedServer:
