@@ -242,12 +242,13 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 #: Names of the sentence aggregates appended to the pair features, in order.
-SENTENCE_AGG = ("max_p1", "max_p2", "max_p12", "noisy_or")
+SENTENCE_AGG = ("max_p1", "max_p2", "max_p12", "noisy_or", "mean_p12", "n_p12_over_half", "mean_p2")
 
 
 def sentence_aggregates(p_sent: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-    """Per pair: max over its sentences of P(level 1), P(level 2), P(level >= 1), and the noisy-or
-    1 - prod(P(level 0)) of its sentences."""
+    """Per pair: max over its sentences of P(level 1), P(level 2), P(level >= 1), the noisy-or
+    1 - prod(P(level 0)) of its sentences, the mean over its sentences of P(level >= 1), the number
+    of sentences with P(level >= 1) > 0.5 (capped at 3, divided by 3) and the mean of P(level 2)."""
     out = np.zeros((n, len(SENTENCE_AGG)))
     if len(owner) == 0:
         return out
@@ -256,10 +257,15 @@ def sentence_aggregates(p_sent: np.ndarray, owner: np.ndarray, n: int) -> np.nda
     p = p_sent[order]
     starts = np.flatnonzero(np.r_[True, o[1:] != o[:-1]])
     rows = o[starts]
+    q = p[:, 1] + p[:, 2]
+    count = np.diff(np.r_[starts, len(o)]).astype(np.float64)
     out[rows, 0] = np.maximum.reduceat(p[:, 1], starts)
     out[rows, 1] = np.maximum.reduceat(p[:, 2], starts)
-    out[rows, 2] = np.maximum.reduceat(p[:, 1] + p[:, 2], starts)
+    out[rows, 2] = np.maximum.reduceat(q, starts)
     out[rows, 3] = 1.0 - np.exp(np.add.reduceat(np.log(np.clip(p[:, 0], 1e-9, 1.0)), starts))
+    out[rows, 4] = np.add.reduceat(q, starts) / count
+    out[rows, 5] = np.minimum(np.add.reduceat((q > 0.5).astype(np.float64), starts), 3.0) / 3.0
+    out[rows, 6] = np.add.reduceat(p[:, 2], starts) / count
     return out
 
 

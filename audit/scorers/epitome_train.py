@@ -21,7 +21,8 @@ Model (per mechanism, over one shared :class:`~audit.scorers.epitome.Featurizer`
    aggregates. Its training aggregates come from sentence classifiers fitted on the other folds of
    a 4-fold split grouped by seeker post (cross-fitting), so they look like those seen at scoring.
 
-Both use ``C = 10`` and balanced class weights (n / (3 n_level)) to keep the rare levels. The cross-
+The pair classifier uses ``C = 10``, the sentence classifier ``C = 3`` (``SENT_C``); both use
+balanced class weights (n / (3 n_level)) to keep the rare levels. The cross-
 validation (:func:`cross_validate`) repeats the whole procedure (vocabulary, idf, both stages)
 inside each training fold: stratified 5-fold, grouped so that all replies to one seeker post and all
 copies of one reply text fall in the same fold, seed 2020.
@@ -45,7 +46,7 @@ import pandas as pd
 
 from ..errors import AuditError
 from .epitome import (
-    ARTIFACT_DIR, CV_FILE, MECHANISMS, EpitomeModel, Featurizer, _load, char_grams, sentence_aggregates,
+    ARTIFACT_DIR, CV_FILE, MECHANISMS, SENTENCE_AGG, EpitomeModel, Featurizer, _load, char_grams, sentence_aggregates,
     sentences, softmax, tokens, word_grams,
 )
 from .validation import metrics
@@ -53,8 +54,9 @@ from .validation import metrics
 FILES = {"ER": "emotional-reactions-reddit.csv", "IP": "interpretations-reddit.csv", "EX": "explorations-reddit.csv"}
 COLUMNS = ("sp_id", "rp_id", "seeker_post", "response_post", "level", "rationales")
 LICENSE = "LICENSE_NOTICE.txt"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 C = 10.0
+SENT_C = 3.0          # the sentence classifier's inverse regularisation
 MIN_DF = 2
 BLOCK_WEIGHTS = {"word": 1.0, "char": 1.0, "post": 0.5}
 AGG_SCALE = 1.0
@@ -216,11 +218,11 @@ def _single_thread() -> Iterator[None]:
         yield
 
 
-def _fit_lr(x, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit_lr(x, y: np.ndarray, c: float = C) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
     classes = np.unique(y)
-    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000, tol=1e-6)
+    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, tol=1e-6)
     clf.fit(x, y)
     # Expand to three columns (a level absent from the training data gets a very low score).
     w = np.zeros((x.shape[1], 3))
@@ -263,14 +265,14 @@ def fit_mechanism(prep: _Prepared, pairs: np.ndarray, y: np.ndarray, sent_y: np.
     def fit_sent(sub: np.ndarray):
         rows, _ = prep.sent_index(sub)
         rows = rows[sent_use[rows]]
-        return _fit_lr(prep.xs[rows], sent_y[rows])
+        return _fit_lr(prep.xs[rows], sent_y[rows], SENT_C)
 
     def aggregates(model, sub: np.ndarray) -> np.ndarray:
         rows, owner = prep.sent_index(sub)
         ps = softmax(np.asarray(prep.xs[rows] @ model[0]) + model[1])
         return sentence_aggregates(ps, owner, len(sub))
 
-    agg = np.zeros((len(pairs), 4))
+    agg = np.zeros((len(pairs), len(SENTENCE_AGG)))
     for itr, ite in GroupKFold(n_splits=INNER_FOLDS).split(pairs, groups=groups[pairs]):
         agg[ite] = aggregates(fit_sent(pairs[itr]), pairs[ite])
     sent_w, sent_b = fit_sent(pairs)
@@ -349,7 +351,8 @@ def train(data_dir: str | Path, out_dir: str | Path | None = None, *, cv: bool =
         "n_pairs": {m: s["pairs"] for m, s in stats.items()},
         "dedupe": stats,
         "dedupe_rule": DEDUPE_RULE,
-        "hyperparameters": {"C": C, "class_weight": "balanced", "min_df": MIN_DF, "block_weights": BLOCK_WEIGHTS,
+        "hyperparameters": {"C": C, "sentence_C": SENT_C, "class_weight": "balanced", "min_df": MIN_DF,
+                            "block_weights": BLOCK_WEIGHTS,
                             "agg_scale": AGG_SCALE, "inner_folds": INNER_FOLDS},
         "reference": "Sharma, Miner, Atkins & Althoff (2020), EMNLP; data license: LICENSE_NOTICE.txt",
     }
