@@ -30,9 +30,9 @@ demographics:
 styles: [plain, peer_supporter]
 models:
   - label: embedded
-    max_in_flight: 2
-decoding: {temperature: 0.8, max_tokens: 16, seed: 7}
-samples: 1
+    max_in_flight: 4   # several in flight: replies must not depend on what else the server is doing
+decoding: {temperature: 0.8, max_tokens: 48, seed: 7}
+samples: 2
 """
 
 
@@ -52,17 +52,18 @@ def test_generate_on_the_embedded_model_is_deterministic_and_resumes(tmp_path, c
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli_main(["generate", str(spec), "--out", str(a), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "4 total, 0 already stored, 4 sent (4 ok" in out and "not worth auditing" in out
+    assert "8 total, 0 already stored, 8 sent (8 ok" in out and "not worth auditing" in out
     ra = _replies(a)
-    assert len(ra) == 4  # 2 variants (control, Black) x 2 styles
+    assert len(ra) == 8  # 2 variants (control, Black) x 2 styles x 2 samples
     assert all(r[3] == "ok" and r[4].strip() for r in ra)
     assert {r[5] for r in ra} == {"llama.cpp (xllamacpp)"} and all(r[6].startswith("xllamacpp ") for r in ra)
+    assert all("threads=" in r[6] and "slots=1" in r[6] for r in ra)  # the numerics' identity
     assert all(r[7].startswith("embedded:b179c952") for r in ra)
     assert {r[9] for r in ra} == {"SmolLM2-135M-Instruct.Q4_1"}
     assert len({r[2] for r in ra}) == 2  # one hash per style
     # the same command again sends nothing
     assert cli_main(["generate", str(spec), "--out", str(a), "--no-progress"]) == 0
-    assert "4 total, 4 already stored, 0 sent" in capsys.readouterr().out
+    assert "8 total, 8 already stored, 0 sent" in capsys.readouterr().out
     # a fresh run directory, a fresh server: byte-identical replies
     assert cli_main(["generate", str(spec), "--out", str(b), "--no-progress"]) == 0
     assert _replies(b) == ra

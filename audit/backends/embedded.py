@@ -43,50 +43,27 @@ def embedded_identity() -> tuple[str, str]:
     return f"embedded:{card['sha256']}", f"{card['name']}.{card['quantization']}"
 
 
+DEFAULT_THREADS = 2
+"""llama.cpp threads of the embedded server unless ``EMPATHY_AUDIT_THREADS`` says otherwise.
+
+A constant, not the machine's free cores: llama.cpp's floating-point reductions depend on the thread
+count (measured: 1 and 2 threads gave different replies for the same seed), so a thread count that
+followed the machine's load would break "same spec and seed, byte-identical replies". The count is
+recorded with every reply (``runtime_version``).
+"""
+
+
 def default_threads() -> int:
     env = os.environ.get("EMPATHY_AUDIT_THREADS")
     if env and env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 2
-    # The cores that are free now (at most 8): llama.cpp's threads spin at barriers, so more threads
-    # than free cores is many times slower on a shared or busy machine (measured: 2 threads on 2
-    # busy cores took 9x longer than 1). Replies are identical whatever the thread count.
-    # "Free now" is sampled over a short window: the 1-minute load average lags (a job that has just
-    # ended still counts), and truncating it cost an idle 2-core machine half its speed.
-    busy = _busy_cores(n)
-    return max(1, min(8, n - int(round(busy))))
-
-
-def _busy_cores(n: int, window_s: float = 0.3) -> float:
-    """Cores busy with other work right now, from two samples of /proc/stat (load average elsewhere)."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
-
-    try:
-        t0, i0 = sample()
-        time.sleep(window_s)
-        t1, i1 = sample()
-        if t1 > t0:
-            return n * (1.0 - (i1 - i0) / (t1 - t0))
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return min(float(n), os.getloadavg()[0])
-    except OSError:  # pragma: no cover
-        return n / 2
+    return DEFAULT_THREADS
 
 
 class EmbeddedServer:
     """A running embedded llama.cpp server (child process). Use as a context manager."""
 
-    def __init__(self, parallel: int = 2, threads: int | None = None, ctx_per_slot: int = 2048,
+    def __init__(self, parallel: int = 1, threads: int | None = None, ctx_per_slot: int = 2048,
                  startup_timeout_s: float = 180.0, progress: bool = True):
         self.parallel = max(1, min(int(parallel), 16))
         self.threads = threads or default_threads()
@@ -188,7 +165,8 @@ class EmbeddedServer:
 
     @property
     def runtime_version(self) -> str:
-        return self.info.get("runtime_version", "unknown")
+        # the thread and slot counts change the floating-point path, so they are part of the identity
+        return f"{self.info.get('runtime_version', 'unknown')}; threads={self.threads}; slots={self.parallel}"
 
     def __enter__(self) -> "EmbeddedServer":
         return self.start()
@@ -238,7 +216,7 @@ def _stop_all() -> None:  # pragma: no cover - belt and braces; the child also w
 
 
 @contextmanager
-def embedded_session(parallel: int = 4, progress: bool = True) -> Iterator[EmbeddedServer]:
+def embedded_session(parallel: int = 1, progress: bool = True) -> Iterator[EmbeddedServer]:
     """Keep one embedded server up for the block; :func:`acquire` calls inside it reuse it."""
     if _SESSION and _SESSION[-1].running:
         yield _SESSION[-1]
@@ -253,7 +231,7 @@ def embedded_session(parallel: int = 4, progress: bool = True) -> Iterator[Embed
 
 
 @contextmanager
-def acquire(parallel: int = 2, progress: bool = True) -> Iterator[EmbeddedServer]:
+def acquire(parallel: int = 1, progress: bool = True) -> Iterator[EmbeddedServer]:
     """The session's server if one is up, else a new one for the duration of the block."""
     if _SESSION and _SESSION[-1].running:
         yield _SESSION[-1]
