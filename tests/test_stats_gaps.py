@@ -195,3 +195,26 @@ def test_permute_within_keeps_each_posts_labels():
     key = ["post_id", "group", "cue_type"]
     assert (t.groupby(key).size().sort_index() == p.groupby(key).size().sort_index()).all()
     assert (p["value"] == t["value"]).all() and (p["group"] != t["group"]).any()
+
+
+def test_binary_gap_p_value_and_ci_never_disagree_even_near_separation():
+    """A report must not call a gap significant while its 95% CI contains 0. The demo audit once
+    produced p = 3e-9 with a CI of -0.06 to +0.31 when the p-value came from the log-odds-ratio Wald
+    test under near-separation; this is that pattern (6 posts, one post with no events in the
+    control, groups almost always 1)."""
+    control = {"p1": [1, 0], "p2": [1, 1], "p3": [1, 1], "p4": [0, 0], "p5": [1, 1], "p6": [1, 1]}
+    groups = {
+        "A": {"p1": [1, 1, 1, 1], "p2": [1, 1, 1, 1], "p3": [1, 1, 1, 1], "p4": [1, 1, 1, 0],
+              "p5": [1, 1, 1, 1], "p6": [1, 1, 1, 1]},
+        "B": {"p1": [1, 1, 1, 0], "p2": [1, 1, 1, 1], "p3": [1, 1, 1, 1], "p4": [1, 1, 0, 0],
+              "p5": [1, 1, 1, 1], "p6": [1, 1, 1, 1]},
+        "C": {"p1": [1, 0, 1, 0], "p2": [1, 1, 0, 1], "p3": [1, 1, 1, 1], "p4": [0, 1, 0, 0],
+              "p5": [1, 1, 1, 0], "p6": [1, 1, 1, 1]},
+    }
+    rows = [{"post": p, "group": "control", "y": float(v)} for p, vs in control.items() for v in vs]
+    rows += [{"post": p, "group": g, "y": float(v)} for g, per in groups.items() for p, vs in per.items() for v in vs]
+    res = gap_test(pd.DataFrame(rows), "y", "group", "control", "post", method="gee")
+    assert len(res) == 3 and res["method"].str.contains("gee").all()
+    for r in res.itertuples():
+        excludes_zero = r.ci_low > 0 or r.ci_high < 0
+        assert (r.p_value < 0.05) == excludes_zero, (r.group, r.p_value, r.ci_low, r.ci_high)

@@ -24,7 +24,9 @@ correlation within posts and robust (sandwich) standard errors with the Mancl & 
 small-sample bias correction (plain sandwich SEs are too small with few posts). The gap is reported on the
 probability scale: ``p_g - p_ref`` where both are the mean predicted probabilities over the
 reference rows' covariates with the group indicator set to ``g`` or the reference (standardisation);
-CIs by the delta method; the p-value is the robust Wald test of the log odds ratio. Where GEE cannot
+CIs by the delta method; the p-value is the Wald test of that same probability-scale gap (delta-method
+SE), so p-value and CI always agree (the log-odds-ratio Wald test does not: under near-separation its
+SE collapses, Hauck & Donner 1977). Where GEE cannot
 be fitted (no events in a group, perfect separation) the linear mixed model on the 0/1 outcome
 (linear probability model) is used instead and the row says so.
 
@@ -308,8 +310,14 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             grad_ref = (p0 * (1 - p0)) @ X0 / len(X0)
             grad_est = (p1 * (1 - p1)) @ Xg / len(Xg) - grad_ref
             std = float(b[j] * np.sqrt(3) / np.pi)
-            z = b[j] / np.sqrt(V[j, j])  # Wald test of the log odds ratio
+            z = None  # set below, on the probability scale of the reported gap and its CI
         se = float(np.sqrt(grad_est @ V @ grad_est))
+        if z is None:
+            # Wald test of the reported gap itself (delta-method SE), so the p-value and the CI can
+            # never disagree. The log-odds-ratio Wald test did disagree under near-separation
+            # (seen: p = 3e-9 with a 95% CI of -0.06 to +0.31): its SE collapses as an odds ratio
+            # heads to infinity (Hauck & Donner 1977), while the probability-scale gap stays bounded.
+            z = est / se if se > 0 else np.nan
         p = float(2 * stats.norm.sf(abs(z)))
         se_ref = float(np.sqrt(grad_ref @ V @ grad_ref))
         rel, rel_lo, rel_hi = fieller_ratio(est, ref_mean, se ** 2, float(grad_est @ V @ grad_ref), se_ref ** 2, zc)
