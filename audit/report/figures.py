@@ -113,13 +113,18 @@ def distributions(data) -> FigureOut:
         ax.set_title(mpl_text(outcome_label(outcome)))
         ax.set_xlabel("")
         ax.set_ylabel("score")
-        ax.tick_params(axis="x", labelrotation=30)
-        for lab in ax.get_xticklabels():
-            lab.set_horizontalalignment("right")
-        leg = ax.get_legend()
-        if leg is not None:
-            leg.set_title("cue type")
+        _group_axis(ax)
     return _finish(fo, fig, axes[n:])
+
+
+def _group_axis(ax) -> None:
+    """Groups on the x axis (labels slanted to fit) and the cue type as the legend."""
+    ax.tick_params(axis="x", labelrotation=30)
+    for lab in ax.get_xticklabels():
+        lab.set_horizontalalignment("right")
+    leg = ax.get_legend()
+    if leg is not None:
+        leg.set_title("cue type")
 
 
 def _gap_values(d: pd.DataFrame, outcome: str) -> tuple[pd.Series, pd.Series, pd.Series, str]:
@@ -362,12 +367,7 @@ def refusals(data) -> FigureOut:
     ax.set_ylim(0, min(1.0, max(0.05, ax.get_ylim()[1])))  # error bars included by autoscaling
     ax.set_ylabel("refusal rate")
     ax.set_xlabel("")
-    ax.tick_params(axis="x", labelrotation=30)
-    for lab in ax.get_xticklabels():
-        lab.set_horizontalalignment("right")
-    leg = ax.get_legend()
-    if leg is not None:
-        leg.set_title("cue type")
+    _group_axis(ax)
     return _finish(fo, fig)
 
 
