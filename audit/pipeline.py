@@ -40,7 +40,7 @@ STAGES = ("variants", "generate", "score", "analyze", "report")
 @dataclass
 class StageRecord:
     name: str
-    status: str            # 'done' | 'skipped' | 'unavailable'
+    status: str            # 'done' | 'skipped' | 'failed'
     seconds: float
     detail: str = ""
     summary: Any = None
@@ -88,30 +88,6 @@ def _describe(summary: Any) -> str:
     if isinstance(summary, dict):
         return ", ".join(f"{k} {v}" for k, v in list(summary.items())[:8] if isinstance(v, (int, float, str)))
     return ""
-
-
-def _optional_stage(module: str, name: str) -> Callable | None:
-    """Import ``module.name``; None only when that very module is not installed."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
-    return getattr(mod, name, None)
-
-
-def _kw(fn: Callable, **kwargs: Any) -> dict[str, Any]:
-    """The keyword arguments ``fn`` accepts, of those given."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {k: v for k, v in kwargs.items() if k in params}
 
 
 # --------------------------------------------------------------------------- provenance
@@ -227,17 +203,16 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         result.stages.append(rec)
         with RunStore(rd) as st:
             st.set_meta(f"stage.{name}", f"{status} at {now_iso()} ({rec.seconds:.1f} s)")
-        mark = {"done": "done", "skipped": "up to date", "unavailable": "NOT AVAILABLE",
+        mark = {"done": "done", "skipped": "up to date",
                 "failed": "FAILED"}.get(status, status)
         _say(echo, f"  {name:<9} {mark:<13} {rec.seconds:7.1f} s  {detail}".rstrip())
         return rec
 
     # 1. variants
     def _variants():
-        build = _optional_stage("audit.counterfactual", "build_variants")
-        if build is None:
-            return "unavailable", "audit.counterfactual is not installed", None
-        df = build(spec)
+        from .counterfactual import build_variants
+
+        df = build_variants(spec)
         with RunStore(rd) as st:
             added = st.put_variants(df)
             total = len(st.variants_df())
@@ -252,12 +227,10 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
 
     # 2. generate
     def _generate():
-        gen = _optional_stage("audit.generate", "generate")
-        if gen is None:
-            return "unavailable", "audit.generate is not installed", None
+        from .generate import generate
         with RunStore(rd) as st:
             before = len(st.done_keys("reply"))
-        summ = gen(spec, rd, **_kw(gen, progress=progress))
+        summ = generate(spec, rd, progress=progress)
         with RunStore(rd) as st:
             after = len(st.done_keys("reply"))
             reps = st.replies_df("reply")
@@ -272,15 +245,13 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
 
     # 3. score
     def _score():
-        score = _optional_stage("audit.scoring", "score_run")
-        if score is None:
-            return "unavailable", "audit.scoring is not installed", None
+        from .scoring import score_run
         with RunStore(rd) as st:
             n_ok = len(st.done_keys("reply"))
             before = st.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
         if n_ok == 0:
             return "skipped", "no answered replies to score", None
-        summ = score(spec, rd, **_kw(score, progress=progress))
+        summ = score_run(spec, rd, progress=progress)
         with RunStore(rd) as st:
             after = st.conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
         detail = f"{after} scores stored ({after - before} new)"
@@ -297,9 +268,9 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
 
     # 4. analyze
     def _analyze():
-        analyze = _optional_stage("audit.stats", "analyze_run")
-        if analyze is None:
-            return "unavailable", "audit.stats is not installed", None
+        from . import stats  # looked up at call time (tests substitute analyze_run)
+
+        analyze = stats.analyze_run
         with RunStore(rd) as st:
             n_scores = st.conn.execute("SELECT COUNT(*) FROM scores WHERE value IS NOT NULL").fetchone()[0]
             fp = _analysis_fingerprint(st, spec)
@@ -344,7 +315,7 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         return "done", f"{paths['html']} ({size / 1024:.0f} KiB), report.md, results.json, tables/", paths
 
     stage("report", _report)
-    missing = [s.name for s in result.stages if s.status in ("unavailable", "failed")]
+    missing = [s.name for s in result.stages if s.status == "failed"]
     _say(echo, f"finished in {time.perf_counter() - t_all:.1f} s"
                + (f"; stages not done: {', '.join(missing)} (the report says so)" if missing else "")
                + f". Open {result.paths.get('html', rd / 'report.html')}")
