@@ -3,13 +3,16 @@
 Each group of subcommands lives in ``audit/commands/<area>.py`` and exposes ``register(subparsers)``;
 a handler receives the parsed ``argparse.Namespace`` and returns an exit status. Everything a handler
 does is a library function a notebook can call. An :class:`~audit.errors.AuditError` is printed as one
-message (exit status 2), never as a traceback.
+message (exit status 2), never as a traceback. Ctrl-C (SIGINT) and SIGTERM stop the command the same
+way: what is finished is already stored, and the exit status is 128 + the signal number (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 
 from . import __version__
@@ -43,6 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs (the store commits per reply)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into :class:`Terminated` while a command runs, in the main thread only."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (main() called from a worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except AuditError as exc:
         print(f"empathy-audit: error: {exc.message}", file=sys.stderr)
         return 2
@@ -59,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("empathy-audit: interrupted; everything finished so far is stored.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"empathy-audit: stopped by {signum.name}; everything finished so far is stored, "
+              "and the same command resumes from there.", file=sys.stderr)
+        return 128 + int(signum)
 
 
 if __name__ == "__main__":  # pragma: no cover

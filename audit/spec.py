@@ -201,10 +201,23 @@ class AnalysisSpec(StrictModel):
     reference: str = Field("control", description="Reference group for gaps.")
     extra_references: list[str] = Field(default_factory=list)
     alpha: float = Field(0.05, gt=0, lt=1)
-    corrections: list[Literal["holm", "bh"]] = Field(default_factory=lambda: ["holm", "bh"])
+    corrections: list[Literal["holm", "bh"]] = Field(
+        default_factory=lambda: ["holm", "bh"],
+        description="Always both: Holm (family-wise error rate; significance is called on it) and "
+                    "Benjamini-Hochberg (false discovery rate), over the whole family of tests.",
+    )
     by_style: bool = Field(True, description="Test gaps within each prompt style as well as pooled.")
     paired_check: bool = Field(True, description="Within-post paired contrasts (pingouin) beside the mixed model.")
     power_gap: float = Field(0.05, gt=0, lt=1, description="Relative gap used for the power statement.")
+
+    @field_validator("corrections")
+    @classmethod
+    def _both_corrections(cls, v: list[str]) -> list[str]:
+        if sorted(set(v)) != ["bh", "holm"]:
+            raise ValueError(
+                "every audit reports both Holm (significance is called on it) and Benjamini-Hochberg "
+                "adjusted p-values; set corrections to [holm, bh] or leave it out")
+        return ["holm", "bh"]
 
 
 class AuditSpec(StrictModel):

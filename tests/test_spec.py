@@ -135,6 +135,15 @@ def test_control_cannot_be_switched_off(tmp_path):
     assert "include_control" in msg and "control" in msg
 
 
+def test_corrections_that_would_not_be_applied_are_refused(tmp_path):
+    # Holm and BH are always both computed; a spec asking for one alone must not be silently ignored
+    p = _write(tmp_path, GOOD + "analysis:\n  corrections: [bh]\n")
+    msg = _err(p).message
+    assert "analysis.corrections" in msg and "[holm, bh]" in msg
+    p = _write(tmp_path, GOOD + "analysis:\n  corrections: [bh, holm]\n")
+    assert load_spec(p).analysis.corrections == ["holm", "bh"]
+
+
 def test_secret_header_is_refused(tmp_path):
     text = GOOD + textwrap.dedent(
         """\
