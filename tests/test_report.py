@@ -244,6 +244,8 @@ def test_failed_replies_are_counted_in_limitations(rendered):
     # Scorer validity states the validation figures the scorer recorded (epitome: under 'cv').
     assert "epitome: validated (ER: accuracy = 0.700; macro_f1 = 0.610; n = 600" in html
     assert "length: no validation figures recorded" in html
+    # and states the shortfalls the scorer declares, escaped like any stored text
+    assert "<li>epitome: IP level 1 is never recognised &lt;in CV&gt;</li>" in html
 
 
 def test_provenance_and_rerender_from_store_alone(rendered, tmp_path):

@@ -332,6 +332,7 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
             sv.append(f"{name}: validated ({_flatten(val)})")
         else:
             sv.append(f"{name}: no validation figures recorded")
+        sv.extend(f"{name}: {c}" for c in info.get("caveats") or [])
     lim["scorer_validity"] = sv
     inv = data.invariance
     lim["invariance"] = None

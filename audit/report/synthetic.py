@@ -142,7 +142,8 @@ def fill_store(run_dir: str | Path, *, seed: int = 7, embedded: bool = True, wit
                                           "cv_protocol": "5-fold cross-validation grouped by post",
                                           "cv": {"ER": {"macro_f1": 0.61, "accuracy": 0.70, "n": 600},
                                                          "IP": {"macro_f1": 0.58, "accuracy": 0.66, "n": 600},
-                                                         "EX": {"macro_f1": 0.64, "accuracy": 0.80, "n": 600}}})
+                                                         "EX": {"macro_f1": 0.64, "accuracy": 0.80, "n": 600}},
+                                          "caveats": ["IP level 1 is never recognised <in CV>"]})
         store.put_scorer_info("length", {"version": "1"})
         store.put_scorer_info("refusal", {"version": "1", "validation": {"accuracy": 0.95}})
         store.put_scorer_info("sentiment", {"version": "vaderSentiment 3.3.2"})

@@ -388,6 +388,25 @@ def _compact_cv(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     return {m: {**{k: s[k] for k in keys if k in s}, "n": s.get("pooled", {}).get("n")} for m, s in summary.items()}
 
 
+def cv_caveats(summary: dict[str, Any] | None) -> list[str]:
+    """Plain sentences on where the cross-validated classifiers fall short, for reports.
+
+    A mechanism below the published RoBERTa classifiers (Sharma et al. 2020) in accuracy or
+    macro-F1, and a level that is never recognised (pooled recall 0), each give one sentence.
+    """
+    out: list[str] = []
+    for m, s in (summary or {}).items():
+        if s.get("meets_target") is False:
+            out.append(f"{m} is below the published RoBERTa classifiers in cross-validation (accuracy "
+                       f"{s['accuracy']:.3f} vs {s['target_accuracy']:.3f}, macro-F1 {s['macro_f1']:.3f} vs "
+                       f"{s['target_macro_f1']:.3f})")
+        for level, pl in sorted(s.get("pooled", {}).get("per_level", {}).items()):
+            if pl.get("support") and pl.get("recall") == 0:
+                out.append(f"{m} level {level} is never recognised (cross-validated recall 0 over "
+                           f"{pl['support']} pairs): a weak {m} is scored as 0 or 2")
+    return out
+
+
 @lru_cache(maxsize=4)
 def _load(art_dir: str) -> EpitomeModel:
     return EpitomeModel.from_files(Path(art_dir))
@@ -428,6 +447,7 @@ class EpitomeScorer:
             "training": {k: meta.get(k) for k in ("n_pairs", "dedupe_rule", "data_files") if k in meta},
             "cv": _compact_cv(cv.get("summary")),
             "cv_protocol": cv.get("protocol"),
+            "caveats": cv_caveats(cv.get("summary")),
             "reference": "Sharma, Miner, Atkins & Althoff (2020). A Computational Approach to Understanding "
                          "Empathy Expressed in Text-Based Mental Health Support. EMNLP.",
             "license_notice": str(self.artifact_dir / "LICENSE_NOTICE.txt"),
