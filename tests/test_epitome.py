@@ -90,7 +90,8 @@ def test_caveats_name_every_shortfall_of_the_cross_validation(scorer):
     assert cv_caveats(summary) == [
         "ER is below the published RoBERTa classifiers in cross-validation (accuracy 0.700 vs 0.800, macro-F1 0.600 "
         "vs 0.700)",
-        "ER level 1 is never recognised (cross-validated recall 0 over 7 pairs): a weak ER is scored as 0 or 2",
+        "ER level 1 is never recognised (cross-validated recall 0 over 7 pairs): a reply at that level is scored "
+        "0 or 2",
     ]  # a level with no pairs is not a shortfall; EX meets its target
     assert cv_caveats(None) == []
     # the shipped scorer states its own shortfalls, as recorded with its artifact

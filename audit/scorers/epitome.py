@@ -402,8 +402,9 @@ def cv_caveats(summary: dict[str, Any] | None) -> list[str]:
                        f"{s['target_macro_f1']:.3f})")
         for level, pl in sorted(s.get("pooled", {}).get("per_level", {}).items()):
             if pl.get("support") and pl.get("recall") == 0:
+                others = " or ".join(x for x in ("0", "1", "2") if x != level)
                 out.append(f"{m} level {level} is never recognised (cross-validated recall 0 over "
-                           f"{pl['support']} pairs): a weak {m} is scored as 0 or 2")
+                           f"{pl['support']} pairs): a reply at that level is scored {others}")
     return out
 
 
