@@ -1,4 +1,4 @@
-"""The run store: content-addressed keys, resume after kill -9, key hygiene, export."""
+"""The run store: content-addressed keys, resume after kill -9, SIGTERM or Ctrl-C, key hygiene, export."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 
 from audit.backends.stub import StubServer
 from audit.cli import main as cli_main
-from audit.generate import complete, request_params
-from audit.spec import DecodingSpec, ModelSpec
+from audit.generate import complete, generate, request_params
+from audit.spec import DecodingSpec, ModelSpec, load_spec
 from audit.store import RunStore, request_key
 
 DEC = DecodingSpec(temperature=0.7, max_tokens=16, seed=11)
@@ -121,6 +121,37 @@ def test_kill_9_mid_run_loses_nothing_and_resume_sends_no_duplicate(tmp_path):
     assert len(resent) == n - len(before)
     # one request row and one reply per item: no duplicates
     assert len(after) == n and n_requests == n
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_generate_exits_128_plus_signal_and_resumes_without_resending(tmp_path, sig):
+    run_dir = tmp_path / "run"
+    spec_path = tmp_path / "spec.yaml"
+    with StubServer(latency_s=0.05) as srv:
+        spec_path.write_text(
+            "name: signal-test\nposts: {source: builtin, limit: 4}\n"
+            "demographics: {axes: [race], cue_types: [explicit_tag], alternatives: 1}\n"
+            f"models: [{{label: stub, base_url: '{srv.base_url}', model: stub-model, max_in_flight: 2}}]\n"
+            "decoding: {max_tokens: 8, seed: 1}\nsamples: 3\n")
+        proc = subprocess.Popen([sys.executable, "-m", "audit.cli", "generate", str(spec_path), "--out", str(run_dir),
+                                 "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while _count(run_dir / "store.sqlite") < 6 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert proc.poll() is None, "the run finished before it could be stopped"
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 128 + int(sig), err
+        assert f"stopped by {sig.name}" in err and "Traceback" not in err
+        stored = _count(run_dir / "store.sqlite")
+        sent_before = srv.count
+        s = generate(load_spec(spec_path), run_dir, progress=False)
+    assert 6 <= stored < s.total
+    assert s.cached == stored and s.sent == s.total - stored == srv.count - sent_before
 
 
 def test_api_key_appears_in_no_file_of_the_run_directory(tmp_path, monkeypatch):
