@@ -50,22 +50,43 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs (the store commits per reply)."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+# The stop signal received while the command ran (None: none). The exit status is taken from here,
+# not from whichever exception reaches main(): asyncio's own SIGINT handling turns Ctrl-C into a
+# cancellation of the main task, and a cancellation that library code absorbs would otherwise let
+# the command finish "normally" with exit status 0 after a Ctrl-C.
+_received: signal.Signals | None = None
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    global _received
+    _received = signal.Signals(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into :class:`Terminated` while a command runs, in the main thread only."""
+def _stop_signals_as_interrupt():
+    """While a command runs (main thread only), SIGINT and SIGTERM both record themselves and raise a
+    KeyboardInterrupt where the program is, so the same clean-up runs for both. Installing our own
+    SIGINT handler also keeps ``asyncio.run`` from installing its cancel-the-main-task handler, whose
+    outcome depends on where the cancellation lands."""
+    global _received
+    _received = None
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {s: signal.signal(s, _on_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread (main() called from a worker): leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _stopped(signum: signal.Signals) -> int:
+    print(f"empathy-audit: stopped by {signum.name}; everything finished so far is stored, "
+          "and the same command resumes from there.", file=sys.stderr)
+    return 128 + int(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        with _sigterm_as_interrupt():
-            return int(args.func(args) or 0)
+        with _stop_signals_as_interrupt():
+            status = int(args.func(args) or 0)
+        if _received is not None and not getattr(args, "stop_is_normal", False):
+            return _stopped(_received)  # the interrupt was absorbed on its way up: the command did not finish
+        return status
     except AuditError as exc:
+        if _received is not None:
+            return _stopped(_received)
         print(f"empathy-audit: error: {exc.message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `empathy-audit variants ... | head`: the reader went away
@@ -86,10 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as exc:
-        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
-        print(f"empathy-audit: stopped by {signum.name}; everything finished so far is stored, "
-              "and the same command resumes from there.", file=sys.stderr)
-        return 128 + int(signum)
+        signum = _received or (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        return _stopped(signum)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,7 @@ from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from audit.errors import AuditError
-from audit.scorers import get_scorer
+from audit.scorers import epitome_train, get_scorer
 from audit.scorers.epitome import (
     ARTIFACT_DIR, CV_FILE, MODEL_FILE, WEIGHTS_FILE, EpitomeScorer, Featurizer, cv_caveats, sentence_aggregates,
     sentences,
@@ -164,8 +164,6 @@ def test_validation_on_a_small_labelled_file(tmp_path, shared_dir, scorer):
 
 
 # ------------------------------------------------------------------------------- training
-pytest.importorskip("sklearn")
-from audit.scorers import epitome_train  # noqa: E402
 
 
 def test_dedupe_majority_vote_and_ties_dropped():
@@ -224,9 +222,37 @@ def test_training_rejects_bad_data(tmp_path):
         epitome_train.train(d, tmp_path / "out", cv=False)
 
 
+# Retraining on another CPU or BLAS build gives the same model up to floating-point rounding: the
+# L-BFGS fits (tol 1e-6) take slightly different paths when the BLAS kernels round differently.
+# Measured: OpenBLAS's generic kernels (OPENBLAS_CORETYPE=Prescott) instead of the Haswell ones move
+# the largest weight difference to 0.0023 (2e-4 of the largest weight, 11.7) and change no level.
+# What is promised everywhere: the same vocabulary, layout and metadata, every weight within
+# WEIGHTS_RTOL x the largest shipped weight, and the same predicted level for every training pair.
+# Bit-for-bit equality holds only on the same CPU kind and library versions.
+WEIGHTS_RTOL = 1e-3
+
+
 def test_retraining_from_the_shared_data_reproduces_the_shipped_artifact(tmp_path, shared_dir):
-    """The shipped model and weights are rebuilt bit-for-bit from ../shared/epitome_data (the CV
+    """The shipped model is rebuilt from ../shared/epitome_data: same model file apart from the weights'
+    hash, weights equal within WEIGHTS_RTOL, and identical levels on every training pair (the CV
     figures, epitome_cv.json, come from the same code with cv=True and are checked above)."""
     epitome_train.train(shared_dir / "epitome_data", tmp_path, cv=False, progress=False)
-    for f in (MODEL_FILE, WEIGHTS_FILE, "LICENSE_NOTICE.txt"):
-        assert (tmp_path / f).read_bytes() == (ARTIFACT_DIR / f).read_bytes(), f"{f} differs from the shipped one"
+    assert (tmp_path / "LICENSE_NOTICE.txt").read_bytes() == (ARTIFACT_DIR / "LICENSE_NOTICE.txt").read_bytes()
+    new_doc = json.loads((tmp_path / MODEL_FILE).read_text(encoding="utf-8"))
+    old_doc = json.loads((ARTIFACT_DIR / MODEL_FILE).read_text(encoding="utf-8"))
+    for doc in (new_doc, old_doc):
+        doc.pop("weights_sha256")
+    assert new_doc == old_doc, "the model file differs from the shipped one beyond the weights' hash"
+    new_w, old_w = np.load(tmp_path / WEIGHTS_FILE), np.load(ARTIFACT_DIR / WEIGHTS_FILE)
+    assert new_w.shape == old_w.shape and new_w.dtype == old_w.dtype
+    worst, scale = float(np.max(np.abs(new_w - old_w))), float(np.max(np.abs(old_w)))
+    assert worst <= WEIGHTS_RTOL * scale, f"weights differ by up to {worst:.3g} (tolerance {WEIGHTS_RTOL * scale:.3g})"
+
+    pairs = pd.concat([pd.read_csv(shared_dir / "epitome_data" / n, dtype=str, keep_default_na=False)
+                       [["seeker_post", "response_post"]] for n in FILES]).drop_duplicates()
+    posts, replies = pairs["seeker_post"].tolist(), pairs["response_post"].tolist()
+    new_levels = EpitomeScorer(tmp_path).score(posts, replies)
+    old_levels = EpitomeScorer().score(posts, replies)
+    for m in ("ER", "IP", "EX"):
+        changed = int((new_levels[m] != old_levels[m]).sum())
+        assert changed == 0, f"{m}: {changed} of {len(pairs)} training pairs get another level"

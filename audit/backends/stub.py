@@ -35,7 +35,9 @@ from typing import Any
 class StubServer:
     def __init__(self, script: dict[str, list[str]] | None = None, default: list[str] | None = None,
                  latency_s: float = 0.0, retry_after: float | None = 0.05, hang_s: float = 30.0,
-                 model: str = "stub-model", port: int = 0, log: bool = True):
+                 model: str = "stub-model", port: int = 0, log: bool = True,
+                 reply: Any = None):
+        self.reply = reply  # callable(request dict, last user message) -> reply text; None: the echo
         self.script = dict(script or {})
         self.default = list(default or [])
         self.latency_s = latency_s
@@ -154,7 +156,8 @@ class StubServer:
         return self._http(500, {"error": {"message": f"unknown stub fault {fault}"}})
 
     def _completion(self, req: dict[str, Any], text: str, fault: str) -> dict[str, Any]:
-        reply = f"echo[{req.get('seed')}|{req.get('temperature')}]: {text[:60]}"
+        reply = (self.reply(req, text) if self.reply is not None
+                 else f"echo[{req.get('seed')}|{req.get('temperature')}]: {text[:60]}")
         finish = "content_filter" if fault == "content_filter" else "stop"
         return {
             "id": f"chatcmpl-{self.count}", "object": "chat.completion", "created": 0, "model": req.get("model"),

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_model_info)
     s = msub.add_parser("serve", help="serve the embedded model on 127.0.0.1 until Ctrl-C (for trying it out)")
     s.add_argument("--parallel", type=int, default=2, help="requests served at once (default 2)")
-    s.set_defaults(func=_model_serve)
+    s.set_defaults(func=_model_serve, stop_is_normal=True)  # Ctrl-C is how serving ends
     m.set_defaults(func=lambda a: (m.print_help(), 1)[1])
 
 

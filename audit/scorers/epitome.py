@@ -6,7 +6,7 @@ scikit-learn, no download): the shipped artifact in ``audit/scorers/artifacts/``
 vocabularies, idf weights and the linear weights of the classifiers (JSON + ``.npy``, no pickle),
 the SHA-256 of the training data and the cross-validated figures. It was trained by
 :mod:`audit.scorers.epitome_train` (``empathy-audit scorers train epitome --data DIR``), which
-rebuilds it bit-for-bit. See ``docs/epitome.md`` for the features, the training protocol and the
+rebuilds it (bit-for-bit on the same CPU kind; up to solver rounding elsewhere). See ``docs/epitome.md`` for the features, the training protocol and the
 measured accuracy; ``artifacts/LICENSE_NOTICE.txt`` for the data's provenance and license.
 
 Features of a (post, reply) pair (all computed by :class:`Featurizer`, shared with training):

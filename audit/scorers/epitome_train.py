@@ -1,6 +1,8 @@
 """Train the embedded ``epitome`` scorer from the EPITOME Reddit annotations (needs the ``train``
 extra: scikit-learn). ``empathy-audit scorers train epitome --data DIR [--out DIR]`` calls
-:func:`train`; the result is bit-for-bit the shipped artifact when DIR holds the shared data.
+:func:`train`; when DIR holds the shared data the result is the shipped artifact: bit-for-bit on the
+same CPU kind and library versions, and elsewhere equal up to floating-point rounding of the solver
+(weights within 1e-3 of the largest weight, identical levels on every training pair; docs/epitome.md).
 
 Data: ``emotional-reactions-reddit.csv``, ``interpretations-reddit.csv``,
 ``explorations-reddit.csv`` with columns ``sp_id, rp_id, seeker_post, response_post, level,
