@@ -8,8 +8,8 @@ in peer-support forum style, written to be demographically neutral (see ``REVIEW
 User files: CSV (``.csv``/``.tsv``), JSON Lines (``.jsonl``/``.ndjson``) or parquet, with an
 optional column mapping ``posts.columns: {text: body, id: post_id, topic: ..., risk: ...}``.
 Nothing is dropped silently: every row that is not kept is counted with its reason in the
-:class:`LoadReport` attached to the returned frame (``df.attrs["load_report"]``), and the
-``variants`` command prints it. Bad input (missing columns, empty texts, duplicate ids, bad risk
+:class:`LoadReport` that :func:`read_posts` returns beside the frame, and the ``variants`` command
+prints it. Bad input (missing columns, empty texts, duplicate ids, bad risk
 levels, undecodable files) raises one :class:`~audit.errors.AuditError` naming the file and rows.
 
 Post texts are data: they are read and passed on, never evaluated.
@@ -375,8 +375,22 @@ def select_posts(df: pd.DataFrame, posts_spec: Any, report: LoadReport, where: A
     return out.reset_index(drop=True)
 
 
+@dataclass
+class PostSet:
+    """The posts of an audit (``frame``: ``post_id, text, topic, risk``) and what happened to every row
+    of their source (``report``)."""
+
+    frame: pd.DataFrame
+    report: LoadReport
+
+
 def load_posts(spec: Any) -> pd.DataFrame:
-    """The posts an audit uses: ``post_id, text, topic, risk``; ``.attrs['load_report']`` says what was dropped."""
+    """The posts an audit uses: ``post_id, text, topic, risk`` (:func:`read_posts` also says what was dropped)."""
+    return read_posts(spec).frame
+
+
+def read_posts(spec: Any) -> PostSet:
+    """The posts an audit uses, with the :class:`LoadReport` of their source."""
     from .counterfactual import spec_where
 
     ps = spec.posts
@@ -397,8 +411,7 @@ def load_posts(spec: Any) -> pd.DataFrame:
             f"{len(flagged)} post(s) contain words that may signal a demographic group (e.g. {flagged[0]}); "
             "their control is not neutral: check with audit.corpus.neutrality_findings()"
         )
-    df.attrs["load_report"] = report.as_dict()
-    return df
+    return PostSet(df, report)
 
 
 # --------------------------------------------------------------------------- neutrality lint

@@ -24,9 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from .corpus import load_posts
+from .corpus import read_posts
 from .errors import AuditError
 from .resources import sha256_text
+from .stages import StageContext, StageSummary
 from .store import canonical_json
 from .templates import AxisFile, CueFile, Level, TemplateSet, load_templates
 
@@ -319,8 +320,9 @@ def variant_id(post_id: str, cue_type: str, group: str, alternative: str | None,
     return sha256_text(payload)[:16]
 
 
-def variants_for(posts: pd.DataFrame, design: Design) -> pd.DataFrame:
-    """The variant table for ``posts`` under ``design`` (control rows included)."""
+def variants_for(posts: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The variant table for ``posts`` under ``design`` (control rows included), and the variants not
+    built, counted by reason (a dialect rewrite that changes too little of a post)."""
     rows: list[dict[str, Any]] = []
     skipped: dict[str, int] = {}
     axes = design.axes
@@ -354,26 +356,61 @@ def variants_for(posts: pd.DataFrame, design: Design) -> pd.DataFrame:
     df[axes] = df[axes].where(df[axes].notna(), None)
     df["alternative"] = df["alternative"].astype(object).where(df["alternative"].notna(), None)
     check_variants(df, posts, design)
-    df.attrs["skipped_variants"] = skipped
-    return df
+    return df, skipped
+
+
+@dataclass
+class VariantSet:
+    """The variants of an audit with what the record needs beside them: what happened to the posts
+    (``load_report``), the template set's digest, the attributes held fixed, and the variants not
+    built (``skipped``: reason -> count)."""
+
+    frame: pd.DataFrame
+    design: Design
+    load_report: Any
+    skipped: dict[str, int]
+
+    @property
+    def templates_sha256(self) -> str:
+        return self.design.templates.digest
+
+    @property
+    def fixed(self) -> dict[str, str]:
+        return dict(self.design.fixed)
+
+
+def build_variant_set(spec: Any) -> VariantSet:
+    """The variants of an audit spec with their design and the record of how they were made."""
+    posts = read_posts(spec)
+    design = resolve_design(spec)
+    df, skipped = variants_for(posts.frame, design)
+    return VariantSet(df, design, posts.report, skipped)
 
 
 def build_variants(spec: Any) -> pd.DataFrame:
-    """Variant table of an audit spec (see module docstring and docs/CONTRACTS.md).
-
-    ``df.attrs`` carries ``load_report`` (what happened to the posts), ``templates_sha256`` and
-    ``fixed`` (the attributes held fixed), for the record.
+    """Variant table of an audit spec (see module docstring and docs/CONTRACTS.md);
+    :func:`build_variant_set` also returns the design and what happened to the posts.
 
     >>> from audit.spec import load_spec                       # doctest: +SKIP
     >>> df = build_variants(load_spec("analyses/demo.yaml"))  # doctest: +SKIP
     """
-    posts = load_posts(spec)
-    design = resolve_design(spec)
-    df = variants_for(posts, design)
-    df.attrs["load_report"] = posts.attrs.get("load_report", {})
-    df.attrs["templates_sha256"] = design.templates.digest
-    df.attrs["fixed"] = dict(design.fixed)
-    return df
+    return build_variant_set(spec).frame
+
+
+class VariantsStage:
+    """The ``variants`` stage: build the current design's variants and store the new ones (ids are
+    content hashes, so a stored variant is never stored twice). Its ``data`` is the
+    :class:`VariantSet`, which the reply stage uses."""
+
+    name = "variants"
+
+    def run(self, ctx: StageContext) -> StageSummary:
+        vs = build_variant_set(ctx.spec)
+        added = ctx.store.put_variants(vs.frame)
+        ctx.store.set_meta("templates_digest", vs.templates_sha256)
+        detail = (f"{len(vs.frame)} variants of {vs.frame['post_id'].nunique()} posts ({added} new; "
+                  f"{ctx.store.count_rows('variants')} stored)")
+        return StageSummary("done" if added else "skipped", detail, vs)
 
 
 def check_variants(df: pd.DataFrame, posts: pd.DataFrame, design: Design | None = None) -> None:
@@ -451,5 +488,5 @@ def counts_by_factor(df: pd.DataFrame, axes: list[str] | None = None) -> dict[st
     return out
 
 
-__all__ = ["build_variants", "resolve_design", "variants_for", "check_variants", "diff_problem",
+__all__ = ["VariantSet", "VariantsStage", "build_variant_set", "build_variants", "resolve_design", "variants_for", "check_variants", "diff_problem",
            "counts_by_factor", "person_phrase", "tag_text", "indefinite_article", "Design", "Cue"]

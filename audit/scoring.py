@@ -32,6 +32,7 @@ import pandas as pd
 from .errors import AuditError
 from .scorers import get_scorer
 from .scorers.base import check_output, identity, is_missing
+from .stages import StageContext, StageSummary
 from .store import RunStore
 
 DEFAULT_BATCH = 64
@@ -104,8 +105,7 @@ class ScoreSummary:
 def check_identity(store: RunStore, scorer: Any, info: dict[str, Any]) -> None:
     """Refuse to mix scores of a different scorer identity into a run; record the identity."""
     stored = store.scorer_info().get(scorer.name)
-    has_scores = store.conn.execute("SELECT 1 FROM scores WHERE scorer=? LIMIT 1", (scorer.name,)).fetchone()
-    if stored is not None and has_scores and identity(stored) != identity(info):
+    if stored is not None and store.count_scores(scorer=scorer.name) and identity(stored) != identity(info):
         before, now = identity(stored), identity(info)
         diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise AuditError(
@@ -185,9 +185,7 @@ def score_with(store: RunStore, scorer: Any, replies: pd.DataFrame, progress: bo
         bar.close()
     if "refusal" in measures:
         keys = set(replies["request_key"])
-        summ.refusals = sum(1 for k, v in store.conn.execute(
-            "SELECT request_key, value FROM scores WHERE scorer=? AND measure='refusal'", (scorer.name,))
-            if v == 1 and k in keys)
+        summ.refusals = sum(1 for k, v in store.score_values(scorer.name, "refusal").items() if v == 1 and k in keys)
     return summ
 
 
@@ -205,7 +203,7 @@ def _needs_embedded(spec: Any, scorers: list[Any], probe: bool) -> bool:
 
 def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] | None = None, *,
               probe: bool | None = None, invariance: bool | None = None, progress: bool = False) -> ScoreSummary:
-    """Score every stored reply of the run with ``scorers`` (default: ``spec.scoring.scorers``).
+    """Score every stored reply of the run in ``run_dir`` with ``scorers`` (default: ``spec.scoring.scorers``).
 
     ``spec`` may be None: the spec the run was started with (stored in the run) is used. ``probe``
     and ``invariance`` default to running them only when ``scorers`` is not given (the full stage):
@@ -217,9 +215,15 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
         raise AuditError("score_run needs a spec or a run directory", where="score_run(spec, run_dir)",
                          fix="pass the run directory (its stored spec is used) or the spec")
     run_dir = Path(run_dir) if run_dir is not None else spec.run_dir()
-    with RunStore(run_dir, create=False) as store, ExitStack() as stack:
-        if spec is None:
-            spec = store.latest_spec()
+    with RunStore(run_dir, create=False) as store:
+        return score_store(store, spec if spec is not None else store.latest_spec(), scorers, probe=probe,
+                           invariance=invariance, progress=progress)
+
+
+def score_store(store: RunStore, spec: Any, scorers: list[str] | None = None, *, probe: bool | None = None,
+                invariance: bool | None = None, progress: bool = False) -> ScoreSummary:
+    """:func:`score_run` on an open store."""
+    with ExitStack() as stack:
         names = list(dict.fromkeys(scorers or spec.scoring.scorers))
         objs = [get_scorer(n, spec) for n in names]  # fail on a bad name before scoring anything
         full_stage = scorers is None
@@ -234,7 +238,7 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
             stack.enter_context(embedded_session(progress=progress))  # one server for judge and probe
         answered = int((replies["status"] == "ok").sum())
         scorable = replies[replies["status"].isin(["ok", "content_filter"])]
-        summary = ScoreSummary(str(run_dir), len(replies), answered, int(len(replies) - len(scorable)))
+        summary = ScoreSummary(str(store.run_dir), len(replies), answered, int(len(replies) - len(scorable)))
         for sc in objs:
             summary.scorers.append(score_with(store, sc, scorable, progress=progress))
         if run_probe_now:
@@ -245,7 +249,7 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
             from .scorers.invariance import run_invariance
 
             inv_scorers = [sc for sc in objs if getattr(sc, "reads_post", True) and not getattr(sc, "uses_store", False)]
-            if inv_scorers and store.conn.execute("SELECT 1 FROM variants WHERE cue_type='control' LIMIT 1").fetchone():
+            if inv_scorers and store.has_control_variants():
                 res = run_invariance(spec, store, inv_scorers)
                 summary.invariance = res.headline()
         from .scorers.agreement import scorer_agreement
@@ -254,3 +258,26 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
         summary.agreement = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
                              for r in agree.to_dict("records")]
     return summary
+
+
+class ScoreStage:
+    """The ``score`` stage: every configured scorer over every answered reply it has not scored yet,
+    then the inference probe and the scorer invariance check (see :func:`score_run`)."""
+
+    name = "score"
+
+    def run(self, ctx: StageContext) -> StageSummary:
+        store = ctx.store
+        if not store.done_keys("reply"):
+            return StageSummary("skipped", "no answered replies to score")
+        before = store.count_scores()
+        summ = score_store(store, ctx.spec, progress=ctx.progress)
+        after = store.count_scores()
+        extra = []
+        if summ.probe:
+            extra.append("probe " + ", ".join(f"{k} {v}" for k, v in list(summ.probe.items())[:8]
+                                              if isinstance(v, (int, float, str))))
+        if summ.invariance:
+            extra.append("invariance: " + "; ".join(f"{k} {v.split(';')[0]}" for k, v in summ.invariance.items()))
+        detail = f"{after} scores stored ({after - before} new)" + (f" [{' | '.join(extra)}]" if extra else "")
+        return StageSummary("done" if after > before else "skipped", detail, summ)

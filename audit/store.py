@@ -415,6 +415,57 @@ class RunStore:
     def scorer_info(self) -> dict[str, dict[str, Any]]:
         return {r[0]: json.loads(r[1]) for r in self.conn.execute("SELECT scorer, info_json FROM scorer_info")}
 
+    # ------------------------------------------------------------------ questions the stages ask
+    def set_meta_many(self, facts: dict[str, Any], *, keep_existing: Iterable[str] = ()) -> None:
+        """Write several meta facts in one transaction; keys in ``keep_existing`` are written only once
+        (the first value stays, e.g. ``first_run_at``)."""
+        once = set(keep_existing)
+        with self.transaction() as c:
+            for k, v in facts.items():
+                verb = "INSERT OR IGNORE" if k in once else "INSERT OR REPLACE"
+                c.execute(f"{verb} INTO meta(key, value) VALUES (?, ?)", (k, v if isinstance(v, str) else canonical_json(v)))
+
+    def delete_meta(self, key: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM meta WHERE key=?", (key,))
+
+    def answered_among(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` whose request has a stored answer (status ok or content_filter)."""
+        out: set[str] = set()
+        for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            part = keys[i:i + 500]
+            q = ",".join("?" * len(part))
+            out.update(r[0] for r in self.conn.execute(
+                f"SELECT request_key FROM replies WHERE status != 'failed' AND request_key IN ({q})", part))
+        return out
+
+    def count_scores(self, *, non_null: bool = False, scorer: str | None = None) -> int:
+        """Stored scores (all, or only those with a value; of one scorer or of all)."""
+        cond = [c for c, on in (("value IS NOT NULL", non_null), ("scorer = ?", scorer is not None)) if on]
+        sql = "SELECT COUNT(*) FROM scores" + (" WHERE " + " AND ".join(cond) if cond else "")
+        return int(self.conn.execute(sql, (scorer,) if scorer is not None else ()).fetchone()[0])
+
+    def count_rows(self, table: str) -> int:
+        """Rows of a stored table (0 when the table does not exist)."""
+        if table not in self.table_names():
+            return 0
+        return int(self.conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
+
+    def scores_with_status(self) -> Iterator[tuple[Any, ...]]:
+        """(request_key, scorer, measure, value, reply status) of every score, in a stable order: what
+        the analysis reads, so a hash over it tells whether the analysis is up to date."""
+        yield from (tuple(r) for r in self.conn.execute(
+            "SELECT s.request_key, s.scorer, s.measure, s.value, r.status FROM scores s "
+            "LEFT JOIN replies r ON r.request_key = s.request_key ORDER BY s.request_key, s.scorer, s.measure"))
+
+    def score_values(self, scorer: str, measure: str) -> dict[str, float | None]:
+        """request_key -> value of one scorer's measure."""
+        return {r[0]: r[1] for r in self.conn.execute(
+            "SELECT request_key, value FROM scores WHERE scorer=? AND measure=?", (scorer, measure))}
+
+    def has_control_variants(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM variants WHERE cue_type='control' LIMIT 1").fetchone() is not None
+
 
 # ---------------------------------------------------------------------- helpers
 

@@ -7,7 +7,7 @@
 What it measures (a benchmark, not a test: nothing here asserts a time):
 
 1. **Overhead** against a fast local stub server (``audit.backends.stub`` in its own process, no
-   latency): requests/s of :func:`audit.generate.complete` (content-addressed keys, a SQLite commit
+   latency): requests/s of :func:`audit.engine.complete` (content-addressed keys, a SQLite commit
    per reply, rate limiter, retry bookkeeping) beside a bare ``AsyncOpenAI`` loop with a semaphore
    at the same concurrency. Rounds alternate bare/toolkit; the best round of each is compared.
 2. **The embedded model** (SmolLM2-135M on llama.cpp): the same comparison where the model, not the
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import openai
 
-from audit.generate import complete
+from audit.engine import complete
 from audit.spec import DecodingSpec, ModelSpec
 from audit.store import RunStore
 

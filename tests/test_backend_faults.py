@@ -14,7 +14,7 @@ import pytest
 from audit.backends.ratelimit import RetryPolicy
 from audit.backends.stub import StubServer
 from audit.errors import AuditError
-from audit.generate import complete
+from audit.engine import complete
 from audit.spec import DecodingSpec, ModelSpec
 from audit.store import RunStore
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from audit.cli import main
-from audit.corpus import load_posts, read_post_file
-from audit.counterfactual import build_variants
+from audit.corpus import load_posts, read_post_file, read_posts
+from audit.counterfactual import build_variant_set, build_variants
 from audit.errors import AuditError
 from audit.spec import load_spec, spec_from_dict
 
@@ -181,10 +181,11 @@ def test_spec_with_user_file_end_to_end(tmp_path, capsys):
         "  columns: {id: pid, text: body, topic: theme, risk: level}\n"
         "demographics:\n  cue_types: [explicit_tag]\n  fixed: {age: '32'}\n", encoding="utf-8")
     spec = load_spec(spec_path)
-    variants = build_variants(spec)
+    vs = build_variant_set(spec)
+    variants = vs.frame
     assert set(variants["post_id"]) == {"a1", "c3"}
     assert len(variants) == 2 * (1 + 8)
-    assert variants.attrs["load_report"]["dropped"]
+    assert sum(vs.load_report.dropped.values()) == 1 and "empty text" in next(iter(vs.load_report.dropped))
     assert main(["variants", str(spec_path)]) == 0
     out = capsys.readouterr().out
     assert "posts: 2 kept of 3 read from" in out and "dropped 1: empty text" in out
@@ -194,17 +195,17 @@ def test_user_posts_with_demographic_words_are_flagged_not_dropped(tmp_path):
     _write(pd.DataFrame({"id": ["x", "y"], "text": ["My husband says I worry too much.", TEXT_B]}),
            tmp_path / "p.csv")
     spec = spec_from_dict({"name": "t", "posts": {"source": str(tmp_path / "p.csv")}})
-    posts = load_posts(spec)
-    assert len(posts) == 2
-    assert any("may signal a demographic group" in n and "x" in n for n in posts.attrs["load_report"]["notes"])
+    post_set = read_posts(spec)
+    assert len(post_set.frame) == 2
+    assert any("may signal a demographic group" in n and "x" in n for n in post_set.report.notes)
 
 
 def test_filters_are_counted(tmp_path):
     spec = spec_from_dict({"name": "t", "posts": {"risk": ["high"], "limit": 3}})
-    posts = load_posts(spec)
-    rep = posts.attrs["load_report"]
+    post_set = read_posts(spec)
+    posts, rep = post_set.frame, post_set.report
     assert len(posts) == 3 and (posts["risk"] == "high").all()
-    assert rep["rows_read"] == rep["kept"] + sum(rep["dropped"].values())
+    assert rep.rows_read == rep.kept + sum(rep.dropped.values())
 
 
 @pytest.mark.parametrize("posts, expect", [

@@ -9,7 +9,8 @@ import pytest
 
 from audit.backends.stub import StubServer
 from audit.cli import main as cli_main
-from audit.generate import complete, generate
+from audit.engine import complete
+from audit.generate import generate
 from audit.spec import DecodingSpec, ModelSpec, spec_from_dict
 from audit.store import RunStore
 

@@ -15,7 +15,8 @@ import pytest
 
 from audit.backends.stub import StubServer
 from audit.cli import main as cli_main
-from audit.generate import complete, generate, request_params
+from audit.engine import complete, request_params
+from audit.generate import generate
 from audit.spec import DecodingSpec, ModelSpec, load_spec
 from audit.store import RunStore, request_key
 
@@ -68,7 +69,7 @@ def test_second_run_sends_nothing_and_keys_follow_items(tmp_path):
 
 CHILD = r"""
 import sys
-from audit.generate import complete
+from audit.engine import complete
 from audit.spec import DecodingSpec, ModelSpec
 from audit.store import RunStore
 url, run_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])

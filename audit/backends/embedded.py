@@ -14,7 +14,7 @@ and seed give byte-identical replies (checked by ``tests/test_embedded.py``, als
 requests in flight at once).
 
 Use :func:`embedded_session` to keep one server up across several stages (generate, judge, probe);
-:func:`audit.generate.complete` starts one (or reuses the one a session holds) by itself.
+:func:`audit.engine.complete` starts one (or reuses the one a session holds) by itself.
 """
 
 from __future__ import annotations

@@ -40,14 +40,12 @@ def write_table(df: pd.DataFrame, out: str | Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        plain = df.copy()
-        plain.attrs = {}
         if suffix == ".csv":
-            plain.to_csv(tmp, index=False)
+            df.to_csv(tmp, index=False)
         elif suffix == ".jsonl":
-            plain.to_json(tmp, orient="records", lines=True, force_ascii=False)
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
         else:
-            plain.to_parquet(tmp, index=False)
+            df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
     except OSError as exc:
         raise AuditError(f"cannot write the variant table: {exc.strerror or exc}", where=str(path),
@@ -55,7 +53,7 @@ def write_table(df: pd.DataFrame, out: str | Path) -> Path:
     return path
 
 
-def format_counts(df: pd.DataFrame, design) -> list[str]:
+def format_counts(df: pd.DataFrame, design, skipped: dict[str, int] | None = None) -> list[str]:
     from ..counterfactual import CONTROL, counts_by_factor
 
     n_posts = df["post_id"].nunique()
@@ -65,7 +63,7 @@ def format_counts(df: pd.DataFrame, design) -> list[str]:
     else:
         lines = [f"variants: {len(df)} from {n_posts} posts (1 control + {int(sizes.min()) - 1} to "
                  f"{int(sizes.max()) - 1} cued variants each)"]
-    for reason, n in (df.attrs.get("skipped_variants") or {}).items():
+    for reason, n in (skipped or {}).items():
         lines.append(f"  not built for {n} post(s): {reason} (counted, see docs/variants.md)")
     counts = counts_by_factor(df, design.axes)
     for factor in ["cue_type", "group", *design.axes, "topic", "risk"]:
@@ -86,13 +84,13 @@ def format_counts(df: pd.DataFrame, design) -> list[str]:
 
 
 def _variants(args: argparse.Namespace) -> int:
-    from ..corpus import load_posts
+    from ..corpus import read_posts
     from ..counterfactual import resolve_design, variants_for
     from ..spec import load_spec
 
     spec = load_spec(args.spec)
-    posts = load_posts(spec)
-    report = posts.attrs.get("load_report", {})
+    post_set = read_posts(spec)
+    posts, report = post_set.frame, post_set.report
     if args.list_posts:
         for r in posts.itertuples(index=False):
             print(f"{r.post_id}\t{r.topic}\t{r.risk}\t{len(r.text.split())} words")
@@ -100,14 +98,11 @@ def _variants(args: argparse.Namespace) -> int:
     if args.lint:
         return _lint(posts)
     design = resolve_design(spec)
-    df = variants_for(posts, design)
-    print(f"posts: {report.get('kept')} kept of {report.get('rows_read')} read from {report.get('source')}")
-    for reason, n in (report.get("dropped") or {}).items():
-        print(f"  dropped {n}: {reason}")
-    for note in report.get("notes") or []:
-        print(f"  note: {note}")
+    df, skipped = variants_for(posts, design)
+    for line in report.lines():
+        print(line)
     print(f"templates: {design.templates.root} (sha256 {design.templates.digest[:12]})")
-    for line in format_counts(df, design):
+    for line in format_counts(df, design, skipped):
         print(line)
     n_req = len(df) * len(spec.styles) * spec.samples * len(spec.models)
     print(f"requests this spec implies: {len(df)} variants x {len(spec.styles)} style(s) x {spec.samples} "

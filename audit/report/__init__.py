@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["render"]
+from ..stages import StageContext, StageSummary
+from ..store import now_iso
+
+__all__ = ["ReportStage", "render"]
 
 
 def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True) -> dict[str, Path]:
@@ -33,3 +36,17 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True) -> 
     from .build import render_run
 
     return render_run(Path(run_dir), quiet=quiet, figures=figures)
+
+
+class ReportStage:
+    """The ``report`` stage: stamp the run's end and render the report from the store (always: a
+    re-render costs seconds and picks up anything that changed)."""
+
+    name = "report"
+
+    def run(self, ctx: StageContext) -> StageSummary:
+        ctx.store.set_meta("run_finished_at", now_iso())
+        paths = render(ctx.run_dir)
+        size = paths["html"].stat().st_size
+        return StageSummary("done", f"{paths['html']} ({size / 1024:.0f} KiB), report.md, results.json, tables/",
+                            paths)

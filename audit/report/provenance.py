@@ -102,3 +102,58 @@ def jsonable(obj: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     return str(obj)
+
+
+def record_provenance(store: Any, spec: Any, run_dir: Path, spec_argument: str | None = None) -> None:
+    """Write what the run is made of into the store's ``meta`` (hashes, sources, versions, command, times)."""
+    from .. import __version__
+    from ..corpus import BUILTIN_POSTS
+    from ..resources import templates_dir
+    from ..store import now_iso
+
+    facts: dict[str, Any] = {
+        "tool_version": __version__,
+        "run_started_at": now_iso(),
+        "run_dir": str(run_dir),
+        "command_line": command_line(),
+        "software_versions": software_versions(),
+    }
+    if spec.source_path:
+        facts["spec_argument"] = spec_argument or str(spec.source_path)
+        if Path(spec.source_path).exists():
+            facts["spec_file_sha256"] = sha256_file(spec.source_path)
+    tdir = spec.resolve(spec.demographics.templates) if spec.demographics.templates else templates_dir()
+    facts["templates_path"] = str(tdir)
+    th = hash_tree(tdir)
+    if th:
+        facts["templates_sha256"] = th
+    src = spec.posts.source
+    if src == "builtin":
+        facts["corpus_source"] = f"builtin ({Path(BUILTIN_POSTS).name})"
+        facts["corpus_sha256"] = sha256_file(BUILTIN_POSTS)
+    else:
+        p = spec.resolve(src)
+        facts["corpus_source"] = str(p)
+        if p.exists():
+            facts["corpus_sha256"] = hash_tree(p)
+    sources = cue_sources(tdir)
+    if sources:
+        facts["cue_sources"] = sources
+    store.set_meta_many({**facts, "first_run_at": facts["run_started_at"]}, keep_existing=("first_run_at",))
+
+
+def cue_sources(tdir: Path) -> dict[str, Any]:
+    """{cue_type: {'source': text, 'alternatives': {id: source}}} of a template set; {} when it does not
+    load (the variants stage reports bad templates with file and line)."""
+    from ..errors import AuditError
+    from ..templates import load_templates
+
+    try:
+        ts = load_templates(tdir)
+    except AuditError:
+        return {}
+    out: dict[str, Any] = {}
+    for name, cf in ts.cues.items():
+        alts = {item.id: item.source for item in (getattr(cf, "items", None) or []) if getattr(item, "source", None)}
+        out[name] = {"source": " ".join(str(cf.source).split()), "alternatives": alts}
+    return out

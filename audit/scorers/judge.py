@@ -7,7 +7,7 @@ answer with one JSON object::
     {"ER": {"rationale": "...", "level": 2}, "IP": {"rationale": "...", "level": 1},
      "EX": {"rationale": "...", "level": 0}}
 
-Calls go through :func:`audit.generate.complete` with purpose ``'judge'`` and ``subject_key`` = the
+Calls go through :func:`audit.engine.complete` with purpose ``'judge'`` and ``subject_key`` = the
 judged reply's request key, so they are stored in the run store, cached and resumable like replies.
 Where the endpoint supports it, the request asks for JSON output (``response_format``; llama.cpp and
 vLLM then constrain decoding to the schema).
@@ -243,13 +243,13 @@ def with_response_format(model: Any, response_format: str, schema: dict[str, Any
 
 def run_items(store: Any, model: Any, decoding: Any, items: list[dict[str, Any]], progress: bool = False,
               description: str | None = None) -> list[dict[str, Any] | None]:
-    """Send ``items`` through :func:`audit.generate.complete` and return, per item, the stored reply
+    """Send ``items`` through :func:`audit.engine.complete` and return, per item, the stored reply
     (``{request_key, status, text, finish_reason, error}``) or None when it has none yet."""
-    from .. import generate
+    from .. import engine
 
     if not items:
         return []
-    summary = generate.complete(store, model, decoding, items, progress=progress, description=description)
+    summary = engine.complete(store, model, decoding, items, progress=progress, description=description)
     keys = summary.request_keys
     rows = _replies_by_key(store, list(dict.fromkeys(keys)))
     return [rows.get(k) for k in keys]

@@ -6,7 +6,7 @@ variants carry, see ``templates/probe/questions.yaml``) the author of the post p
 must be one JSON object, e.g. ``{"race": "Black", "gender": "woman", "age": 32}``; it is parsed
 strictly (:func:`parse_probe_answer`) and never guessed.
 
-Calls go through :func:`audit.generate.complete` (purpose ``'probe'``, ``variant_id`` set), so they
+Calls go through :func:`audit.engine.complete` (purpose ``'probe'``, ``variant_id`` set), so they
 are stored, cached and resumable. Parsed answers go to table ``probe``, one row per (request, axis)::
 
     request_key, variant_id, model_label, post_id, group, cue_type, axis,

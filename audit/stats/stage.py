@@ -24,15 +24,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .. import __version__
 from ..errors import AuditError
-from ..store import RunStore, now_iso
+from ..stages import StageContext, StageSummary
+from ..store import RunStore, canonical_json, now_iso
 from .corrections import adjust_family
 from .gaps import gap_test, is_binary
 from .paired import paired_contrasts
 from .pooling import partial_pool
 from .power import detectable_gap
 
-__all__ = ["analysis_table", "analyze_run", "analyze_table", "AnalysisResult", "RESULTS_COLUMNS"]
+__all__ = ["analysis_table", "analyze_run", "analyze_store", "analyze_table", "analysis_fingerprint", "AnalysisResult",
+           "AnalyzeStage", "RESULTS_COLUMNS"]
 
 RESULTS_COLUMNS = [
     "family_id", "outcome", "model_label", "style", "cue_type", "group", "reference", "estimate", "se", "ci_low",
@@ -319,19 +322,65 @@ def write_tables(store: RunStore, tables: dict[str, pd.DataFrame]) -> None:
 
 
 def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
-    """The ``analyze`` stage: fit the audit's family of tests and store the results tables."""
+    """Fit the audit's family of tests on the run in ``run_dir`` and store the results tables
+    (``spec`` None: the spec stored in the run)."""
     rd = spec.run_dir(run_dir) if spec is not None else Path(run_dir)
     with RunStore(rd, create=False) as store:
-        if spec is None:
-            spec = store.latest_spec()
-        table = analysis_table(store, spec)
-        if table.empty:
-            raise AuditError("the run store has no scored replies to analyse", where=str(rd),
-                             fix="run `empathy-audit generate` and `empathy-audit score` first")
-        a = spec.analysis
-        result = analyze_table(table, reference=a.reference, extra_references=list(a.extra_references),
-                               alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
-                               power_gap=a.power_gap)
-        write_tables(store, result.tables)
-        store.set_meta("analyzed_at", now_iso())
+        return analyze_store(store, spec if spec is not None else store.latest_spec())
+
+
+def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
+    """Fit the audit's family of tests on the scores in ``store`` and replace its results tables."""
+    table = analysis_table(store, spec)
+    if table.empty:
+        raise AuditError("the run store has no scored replies to analyse", where=str(store.run_dir),
+                         fix="run `empathy-audit generate` and `empathy-audit score` first")
+    a = spec.analysis
+    result = analyze_table(table, reference=a.reference, extra_references=list(a.extra_references),
+                           alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
+                           power_gap=a.power_gap)
+    write_tables(store, result.tables)
+    store.set_meta("analyzed_at", now_iso())
     return result
+
+
+def analysis_fingerprint(store: RunStore, spec: Any) -> str:
+    """SHA-256 of everything the analysis reads: the tool version (a new version refits), the spec's
+    analysis settings, and every stored score with its reply's status."""
+    h = hashlib.sha256()
+    h.update(f"empathy-audit {__version__}\n".encode())
+    h.update(canonical_json(spec.analysis.model_dump(mode="json")).encode())
+    for row in store.scores_with_status():
+        h.update(json.dumps(list(row)).encode())
+    return h.hexdigest()
+
+
+class AnalyzeStage:
+    """The ``analyze`` stage: refit only when the scores or the analysis settings changed since the
+    stored results were made (or ``ctx.options['force_analysis']``). A model that cannot be fitted
+    is a ``failed`` stage, not an error: the report is still written and says why."""
+
+    name = "analyze"
+
+    def run(self, ctx: StageContext) -> StageSummary:
+        store, spec = ctx.store, ctx.spec
+        if store.count_scores(non_null=True) == 0:
+            return StageSummary("skipped", "no scores to analyse")
+        fp = analysis_fingerprint(store, spec)
+        if (store.get_meta("analysis_inputs_sha256") == fp and "results" in store.table_names()
+                and not ctx.options.get("force_analysis")):
+            return StageSummary("skipped", f"inputs unchanged; {store.count_rows('results')} stored tests")
+        try:
+            res = analyze_store(store, spec)
+        except AuditError as exc:
+            store.set_meta("analysis_error", exc.message)
+            return StageSummary("failed", f"the analysis could not be fitted: {exc.message}", exc)
+        store.set_meta("analysis_inputs_sha256", fp)
+        store.delete_meta("analysis_error")
+        r = res.results
+        if len(r):
+            sig = int(r["significant_holm"].fillna(False).astype(bool).sum()) if "significant_holm" in r else 0
+            detail = f"{len(r)} tests in the family, {sig} significant after Holm correction"
+        else:
+            detail = "no tests"
+        return StageSummary("done", detail, res)
