@@ -12,6 +12,7 @@ file; ``output`` is relative to the current working directory (like any command-
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,8 +35,23 @@ CueType = Literal[
 RiskLevel = Literal["low", "moderate", "high"]
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """Whether a field's type is a number (int or float, optional or not), and not also a bool."""
+    args = typing.get_args(annotation) or (annotation,)
+    return bool(set(args) & {int, float}) and bool not in args
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: Any) -> Any:
+        # YAML's `true` is not a count: pydantic would take `samples: true` as 1.
+        if isinstance(v, bool) and info.field_name in cls.model_fields \
+                and _is_number_type(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, got a boolean (true/false)")
+        return v
 
 
 class PostsSpec(StrictModel):
@@ -223,7 +239,9 @@ class AnalysisSpec(StrictModel):
 class AuditSpec(StrictModel):
     """The whole audit."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="Run name: letters, digits, '_', '.', '-', starting with a letter or digit "
+                                  "(it names the default run directory reports/<name>).")
     description: str = ""
     posts: PostsSpec = Field(default_factory=PostsSpec)
     demographics: DemographicsSpec = Field(default_factory=DemographicsSpec)
@@ -239,6 +257,16 @@ class AuditSpec(StrictModel):
     # Set by load_spec; not part of the YAML.
     _source_path: Path | None = None
     _source_text: str = ""
+
+    @field_validator("output")
+    @classmethod
+    def _output_stays_where_meant(cls, v: str | None) -> str | None:
+        if v is not None and ".." in Path(v).parts:
+            raise ValueError("output may not contain '..'; write the absolute path of the run directory "
+                             "if it lies outside the working directory")
+        if v is not None and not v.strip():
+            raise ValueError("output must not be empty; leave it out for reports/<name>")
+        return v
 
     @model_validator(mode="after")
     def _unique_labels(self) -> "AuditSpec":
@@ -342,6 +370,25 @@ def validation_error(where: Path | str, text: str, err: ValidationError, what_fi
     return AuditError(what, where=place, fix=fix)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r} (first at line {first.line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, kind: str = "spec") -> tuple[Any, str]:
     """Read a YAML file, turning I/O and syntax problems into AuditErrors."""
     try:
@@ -355,12 +402,14 @@ def read_yaml(path: Path, kind: str = "spec") -> tuple[Any, str]:
     except OSError as exc:
         raise AuditError(f"cannot read {kind} file: {exc.strerror}", where=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}" + (f", line {mark.line + 1}, column {mark.column + 1}" if mark else "")
         problem = getattr(exc, "problem", None) or str(exc)
-        raise AuditError(f"invalid YAML: {problem}", where=where, fix="fix the YAML syntax") from None
+        fix = "keep one of the two (YAML keeps neither silently here)" if "duplicate key" in problem \
+            else "fix the YAML syntax"
+        raise AuditError(f"invalid YAML: {problem}", where=where, fix=fix) from None
     return data, text
 
 

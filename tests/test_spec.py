@@ -187,3 +187,29 @@ def test_demo_stays_within_the_reply_budget(repo_root):
     spec = load_spec(repo_root / "analyses" / "demo.yaml")
     replies = len(build_variants(spec)) * len(spec.styles) * spec.samples * len(spec.models)
     assert replies <= 250, replies
+
+
+@pytest.mark.parametrize("body, words", [
+    ("name: a\nname: b\n", ["duplicate key 'name'", "line 2", "first at line 1"]),
+    ("name: a\nposts: {limit: 2, limit: 3}\n", ["duplicate key 'limit'"]),
+    ("name: a\nsamples: true\n", ["samples", "boolean"]),
+    ("name: a\ndecoding: {max_tokens: false}\n", ["decoding.max_tokens", "boolean"]),
+    ("name: ..\n", ["name", "pattern"]),
+    ("name: .hidden\n", ["name"]),
+    ("name: a\noutput: ../elsewhere\n", ["output", "'..'"]),
+])
+def test_ambiguous_or_escaping_specs_are_refused_with_one_line(tmp_path, body, words):
+    p = tmp_path / "spec.yaml"
+    p.write_text(body, encoding="utf-8")
+    with pytest.raises(AuditError) as ei:
+        load_spec(p)
+    text = str(ei.value)
+    assert all(w in text for w in words), text
+    assert "\n" not in ei.value.message
+
+
+def test_an_absolute_output_and_plain_numbers_are_accepted(tmp_path):
+    p = tmp_path / "spec.yaml"
+    p.write_text(f"name: a-1\nsamples: 2\ndecoding: {{temperature: 0}}\noutput: {tmp_path / 'run'}\n", encoding="utf-8")
+    spec = load_spec(p)
+    assert spec.samples == 2 and spec.decoding.temperature == 0 and spec.run_dir() == tmp_path / "run"
