@@ -39,6 +39,7 @@ from .backends.openai_backend import CallError, ChatBackend
 from .backends.ratelimit import RateLimiter, RetryPolicy
 from .errors import AuditError
 from .store import RunStore, canonical_json, now_iso, request_key
+from .untrusted import redact_secrets, replace_unencodable, reply_char_limit, secrets_from_env, truncate_reply
 
 CHUNK = 512
 BREAKER_THRESHOLD = 10
@@ -62,6 +63,8 @@ class GenerationSummary:
     completion_tokens: int = 0
     elapsed_s: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)   # failed attempts by kind
+    flags: dict[str, int] = field(default_factory=dict)    # answers changed before storing, by kind
+                                                           # (redacted, unencodable, truncated)
     request_keys: list[str] = field(default_factory=list)  # one per item, in order
 
     def __iadd__(self, other: "GenerationSummary") -> "GenerationSummary":
@@ -69,6 +72,7 @@ class GenerationSummary:
                   "completion_tokens", "elapsed_s"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.errors = dict(Counter(self.errors) + Counter(other.errors))
+        self.flags = dict(Counter(self.flags) + Counter(other.flags))
         self.request_keys = self.request_keys + other.request_keys
         return self
 
@@ -95,6 +99,9 @@ class GenerationSummary:
             f"tokens: {self.prompt_tokens} prompt, {self.completion_tokens} completion; "
             f"{self.elapsed_s:.1f} s" + (f", {self.replies_per_s:.2f} replies/s" if self.sent else ""),
         ]
+        if self.flags:
+            lines.append("answers changed before storing (flagged with the reply): "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
         if self.failed:
             lines.append("failed requests are stored with their error; run the same command again to retry them")
         return "\n".join(lines)
@@ -257,6 +264,7 @@ class _Runner:
         self._consecutive_failures = 0
         self._last_failure = ""
         self._buf: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        self.secrets = secrets_from_env([model.api_key_env])
 
     # ------------------------------------------------------------------ planning
     def plan(self, items: Iterable[dict[str, Any]]) -> bool:
@@ -441,6 +449,7 @@ class _Runner:
             try:
                 res = await self.backend.chat(job.messages, job.params)
             except CallError as err:
+                err.text = self._safe(err.text)[0]  # stored in attempts and shown: no key, no bad bytes
                 self.summary.errors[err.kind] = self.summary.errors.get(err.kind, 0) + 1
                 rec = {"attempt": attempt, "error_type": err.kind, "status_code": err.status_code,
                        "message": err.text, "wait_s": None, "at": now_iso()}
@@ -475,11 +484,20 @@ class _Runner:
                 return
             self.limiter.settle(job.est_tokens, (res.prompt_tokens or 0) + (res.completion_tokens or 0)
                                 if res.prompt_tokens is not None else None)
+            text, flags = self._safe(res.text)
+            text, cut = truncate_reply(text, int(job.params["max_tokens"]))
+            if cut:
+                flags.append(f"truncated: {len(res.text or '')} characters, over the "
+                             f"{reply_char_limit(int(job.params['max_tokens']))} that max_tokens "
+                             f"{job.params['max_tokens']} allows")
+            for f in flags:
+                self.summary.flags[f.split(":")[0]] = self.summary.flags.get(f.split(":")[0], 0) + 1
             self._emit({
-                "request_key": job.key, "status": res.status, "text": res.text, "finish_reason": res.finish_reason,
+                "request_key": job.key, "status": res.status, "text": text, "finish_reason": res.finish_reason,
                 "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
                 "latency_s": round(res.latency_s, 4), "attempts": attempt, "model_reported": res.model_reported,
                 "runtime": res.runtime, "runtime_version": res.runtime_version, "error": None,
+                "flags": flags,
             }, attempts)
             if res.status == "content_filter":
                 self.summary.content_filter += 1
@@ -490,6 +508,18 @@ class _Runner:
             self._consecutive_failures = 0
             self._tick()
             return
+
+    def _safe(self, text: str | None) -> tuple[str | None, list[str]]:
+        """``text`` with the model's API key redacted and unencodable characters replaced; the flags
+        that say what was done (stored with the reply and counted in the summary)."""
+        flags: list[str] = []
+        text, found = redact_secrets(text, self.secrets)
+        flags += [f"redacted: the value of {name} appeared in the answer" for name in found]
+        if text:
+            text, n = replace_unencodable(text)
+            if n:
+                flags.append(f"unencodable: {n} lone surrogate(s) replaced by U+FFFD")
+        return text, flags
 
     def _store(self, job: _Job, attempts: list[dict[str, Any]], *, status: str, error: str | None,
                status_code: int | None = None) -> None:
