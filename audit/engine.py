@@ -376,12 +376,19 @@ class _Runner:
             for _ in range(n_workers):
                 await queue.put(None)
 
+        busy: set[asyncio.Task] = set()
+
         async def worker() -> None:
+            me = asyncio.current_task()
             while True:
                 job = await queue.get()
-                if job is None:
+                if job is None or self._stopping:
                     return
-                await self._send(job)
+                busy.add(me)
+                try:
+                    await self._send(job)
+                finally:
+                    busy.discard(me)
 
         async def writer() -> None:
             # Commits whatever replies have arrived since it last ran, in one transaction: under load
@@ -400,6 +407,7 @@ class _Runner:
 
         self._wake = asyncio.Event()
         self._closing = False
+        self._stopping = False
         prod = asyncio.ensure_future(producer())
         workers = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
         tasks = [prod, *workers, asyncio.ensure_future(writer()), asyncio.ensure_future(closer())]
@@ -411,6 +419,17 @@ class _Runner:
                     raise t.exception()
         except _Abort as ab:
             failing = True
+            # A fatal answer (rejected key, unknown model, exhausted quota) stops new requests, but the
+            # requests already in flight were paid for: wait for their answers (up to one request
+            # timeout) so that they are stored, then stop.
+            self._stopping = True
+            prod.cancel()
+            still = [w for w in workers if w in busy and not w.done()]
+            for w in workers:
+                if w not in still:
+                    w.cancel()
+            if still:
+                await asyncio.wait(still, timeout=self.model.timeout_s)
             raise ab.error from None
         except BaseException:
             failing = True
@@ -470,7 +489,8 @@ class _Runner:
                         self.limiter.pause(wait)
                     self.summary.retries += 1
                     await asyncio.sleep(wait)
-                    continue
+                    if not self._stopping:
+                        continue
                 self._store_failure(job, attempts, err)
                 self.summary.failed += 1
                 self._consecutive_failures += 1

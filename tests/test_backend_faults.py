@@ -179,3 +179,21 @@ def test_decoding_parameters_and_per_sample_seeds_reach_the_server(store):
     assert len(set(s.request_keys)) == 3 and len(set(seeds)) == 3
     texts = [r["text"] for r in _rows(store, "SELECT text FROM replies")]
     assert all("|0.5]" in t for t in texts)  # the temperature was sent
+
+
+def test_a_fatal_answer_still_stores_the_replies_already_in_flight(store, monkeypatch):
+    """A 401 stops new requests, but the three requests sent before it were paid for: their answers,
+    which arrive after the 401, are stored (issue 12 N)."""
+    monkeypatch.setenv("FAULT_TEST_KEY", "sk-test-0123456789abcdef")
+    slow = {f"slow {i}": ["timeout"] for i in range(3)}        # 'timeout' with hang_s < timeout_s: a slow 200
+    with StubServer(script={**slow, "rejected": ["401"]}, hang_s=0.6) as srv:
+        m = _model(srv.base_url, max_in_flight=4, api_key_env="FAULT_TEST_KEY")
+        with pytest.raises(AuditError, match="key"):
+            complete(store, m, DEC, _items("slow 0", "slow 1", "slow 2", "rejected", "later 0", "later 1"),
+                     progress=False, retry=FAST)
+        answered = sorted(text for _, text, _, fault in srv.log if fault == "timeout")
+    stored = sorted(r["content"] for r in _rows(
+        store, "SELECT json_extract(q.messages_json, '$[0].content') AS content FROM replies r "
+               "JOIN requests q USING (request_key) WHERE r.status = 'ok'"))
+    assert answered == ["slow 0", "slow 1", "slow 2"] and stored == answered
+    assert not any(text.startswith("later") for _, text, _, _ in srv.log)   # nothing new was sent
