@@ -148,7 +148,9 @@ class RunStore:
     """A run directory's SQLite store.
 
     Use as a context manager or call :meth:`close`. One connection per ``RunStore``; create one
-    per thread (SQLite connections are not shared across threads here).
+    per thread (SQLite connections are not shared across threads here). Opening migrates the store
+    to :data:`SCHEMA_VERSION` (see the module docstring); ``migrated`` lists the migration numbers
+    this open applied (``[]`` for a store that was up to date).
     """
 
     def __init__(self, run_dir: str | Path, create: bool = True):
