@@ -5,7 +5,15 @@ without redoing the stages before it. The database runs in WAL mode with ``synch
 a committed row survives a killed process (``kill -9``); only a power loss can drop the last few
 transactions, never corrupt the file.
 
-Tables (stages add their own with :meth:`RunStore.ensure`):
+Schema and migrations. The schema is versioned: :mod:`audit.store_migrations` holds the numbered
+migrations (an ordered list of functions, the way simonw/llm migrates its log database; migration 1
+is the schema of release 0.1.0). Opening a store applies the ones it lacks, in order, in one
+transaction, and records each as a row of table ``_migrations(version, name, applied_at)``; meta
+``schema_version`` says the newest applied (:data:`SCHEMA_VERSION` once opened). A store with a
+version this code does not know was written by a newer empathy-audit and is refused with an
+AuditError. Opening an up-to-date store writes nothing.
+
+Tables of the schema:
 
 ``meta``        key/value facts about the run (tool version, created_at, ...)
 ``specs``       every spec the run was started with (hash, canonical JSON, YAML text)
@@ -16,6 +24,20 @@ Tables (stages add their own with :meth:`RunStore.ensure`):
 ``attempts``    every failed attempt (error type, HTTP status, message), for the record
 ``scores``      long format: (request_key, scorer, measure) -> value
 ``scorer_info`` identity of each scorer that wrote scores (version, artifact hash, validation)
+``_migrations`` the schema migrations applied to this store (see above)
+
+Tables a stage creates when it first runs (:data:`STAGE_TABLES`, :meth:`RunStore.ensure_stage_tables`),
+so that an absent table means "the stage never ran on this run":
+
+``probe``              the inference probe's parsed answers, one row per (request_key, axis)
+``invariance_scores``  scores of (variant, reply) pairs of the scorer invariance check
+``invariance``         the invariance summary per scorer, measure, cue type and group
+
+and the analysis tables (``results``, ``results_paired``, ``results_intersectional``,
+``results_power``, ``analysis_meta``), replaced as a whole with columns from their DataFrames
+(:meth:`RunStore.replace_tables`). All SQL of the project lives in this module and in
+:mod:`audit.store_migrations`; other modules call the methods of :class:`RunStore`, whose names say
+what they return.
 
 API keys are never passed to this module; nothing here can store one.
 """
@@ -30,95 +52,70 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import pandas as pd
 
 from .errors import AuditError
+from .store_migrations import SCHEMA_VERSION, execute_script, migrate  # noqa: F401 - SCHEMA_VERSION re-exported
 
 STORE_FILENAME = "store.sqlite"
-SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS specs (
-    spec_hash TEXT PRIMARY KEY,
-    spec_json TEXT NOT NULL,
-    spec_yaml TEXT NOT NULL,
-    source_path TEXT,
-    first_seen TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS variants (
-    variant_id TEXT PRIMARY KEY,
-    post_id TEXT NOT NULL,
-    topic TEXT,
-    risk TEXT,
-    group_name TEXT NOT NULL,      -- 'control' or e.g. 'Black woman'
-    cue_type TEXT NOT NULL,        -- 'control', 'explicit_tag', ...
-    alternative TEXT,              -- which alternative of the cue type (name, phrase id)
-    cue_text TEXT,                 -- the inserted text ('' for the control)
-    text TEXT NOT NULL,            -- the full post as sent to the model
-    attributes_json TEXT NOT NULL  -- {"race": "Black", "gender": "woman", ...}; {} for the control
-);
-CREATE INDEX IF NOT EXISTS variants_post ON variants(post_id);
-CREATE TABLE IF NOT EXISTS requests (
-    request_key TEXT PRIMARY KEY,
-    purpose TEXT NOT NULL,         -- 'reply' | 'judge' | 'probe' | ...
-    variant_id TEXT,               -- the variant this prompt presents (reply, probe)
-    subject_key TEXT,              -- the request whose reply this one judges (judge)
+# Tables a stage creates when it first runs (not by a migration): a table that is absent means "this
+# stage never ran on this store", which the report states. Their columns are changed by a numbered
+# migration (see audit/store_migrations.py) like any other table's.
+STAGE_TABLES = {
+    "probe": """
+CREATE TABLE IF NOT EXISTS probe (
+    request_key TEXT NOT NULL,
+    axis TEXT NOT NULL,
+    variant_id TEXT NOT NULL,
     model_label TEXT NOT NULL,
-    endpoint_id TEXT NOT NULL,     -- base URL or 'embedded:<weights sha256>'
-    model_name TEXT NOT NULL,
-    style TEXT,
-    style_hash TEXT,
-    sample_index INTEGER NOT NULL DEFAULT 0,
-    messages_json TEXT NOT NULL,
-    params_json TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    post_id TEXT,
+    group_name TEXT,
+    cue_type TEXT,
+    intended TEXT,
+    inferred TEXT,
+    correct INTEGER,
+    status TEXT NOT NULL,
+    detail TEXT,
+    PRIMARY KEY (request_key, axis)
 );
-CREATE INDEX IF NOT EXISTS requests_variant ON requests(variant_id);
-CREATE INDEX IF NOT EXISTS requests_purpose ON requests(purpose);
-CREATE TABLE IF NOT EXISTS replies (
-    request_key TEXT PRIMARY KEY REFERENCES requests(request_key),
-    status TEXT NOT NULL,          -- 'ok' | 'content_filter' | 'failed'
-    text TEXT,
-    finish_reason TEXT,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    latency_s REAL,
-    attempts INTEGER NOT NULL DEFAULT 1,
-    model_reported TEXT,           -- model name the server reported
-    runtime TEXT,                  -- e.g. 'llama.cpp (xllamacpp)' or server fingerprint
-    runtime_version TEXT,
-    error TEXT,                    -- for status 'failed': the final error message
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_key TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    error_type TEXT NOT NULL,
-    status_code INTEGER,
-    message TEXT,
-    wait_s REAL,
-    at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attempts_key ON attempts(request_key);
-CREATE TABLE IF NOT EXISTS scores (
-    request_key TEXT NOT NULL,
+CREATE INDEX IF NOT EXISTS probe_variant ON probe(variant_id);
+""",
+    "invariance": """
+CREATE TABLE IF NOT EXISTS invariance_scores (
+    variant_id TEXT NOT NULL,
+    reply_id TEXT NOT NULL,        -- request_key of a run reply, or 'ref:<id>' of a reference reply
     scorer TEXT NOT NULL,
+    scorer_id TEXT NOT NULL,       -- sha256 of the scorer's identity (new version -> new rows)
     measure TEXT NOT NULL,
-    value REAL,                    -- NULL when the scorer could not score (see detail)
-    detail TEXT,                   -- e.g. the raw unparseable judge answer
-    PRIMARY KEY (request_key, scorer, measure)
+    value REAL,
+    PRIMARY KEY (variant_id, reply_id, scorer_id, measure)
 );
-CREATE TABLE IF NOT EXISTS scorer_info (
-    scorer TEXT PRIMARY KEY,
-    info_json TEXT NOT NULL,
-    stored_at TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS invariance (
+    scorer TEXT NOT NULL,
+    scorer_id TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    cue_type TEXT NOT NULL,        -- a cue type
+    "group" TEXT NOT NULL,         -- a group, or 'pooled' (all groups of the cue type)
+    n_pairs INTEGER,
+    n_posts INTEGER,
+    control_mean REAL,
+    mean_shift REAL,
+    ci_low REAL,
+    ci_high REAL,
+    relative_shift REAL,
+    max_abs_shift REAL,
+    share_changed REAL,
+    p_value REAL,
+    p_holm REAL,
+    flagged INTEGER,
+    reply_source TEXT,             -- 'run', 'reference' or 'run+reference'
+    PRIMARY KEY (scorer, measure, cue_type, "group")
 );
-"""
+""",
+}
+
 
 
 def now_iso() -> str:
@@ -151,7 +148,9 @@ class RunStore:
     """A run directory's SQLite store.
 
     Use as a context manager or call :meth:`close`. One connection per ``RunStore``; create one
-    per thread (SQLite connections are not shared across threads here).
+    per thread (SQLite connections are not shared across threads here). Opening migrates the store
+    to :data:`SCHEMA_VERSION` (see the module docstring); ``migrated`` lists the migration numbers
+    this open applied (``[]`` for a store that was up to date).
     """
 
     def __init__(self, run_dir: str | Path, create: bool = True):
@@ -172,10 +171,14 @@ class RunStore:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=OFF")
         self.conn.execute("PRAGMA busy_timeout=30000")
-        self.ensure(_SCHEMA)
-        with self.transaction() as c:
-            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (now_iso(),))
+        try:
+            self.migrated = migrate(self.conn, self.path)
+        except sqlite3.OperationalError as exc:
+            self.conn.close()
+            raise _store_error(exc, self.path) from None
+        except AuditError:
+            self.conn.close()
+            raise
 
     # ------------------------------------------------------------------ basics
     def __enter__(self) -> "RunStore":
@@ -226,12 +229,60 @@ class RunStore:
                 self.conn.execute("ROLLBACK")
             raise _store_error(exc, self.path) from None
 
+    def ensure_stage_tables(self, stage: str) -> None:
+        """Create the tables ``stage`` owns (a key of :data:`STAGE_TABLES`) unless they exist."""
+        with self.transaction() as c:
+            execute_script(c, STAGE_TABLES[stage])
+
     def query_df(self, sql: str, params: Iterable[Any] = ()) -> pd.DataFrame:
         return pd.read_sql_query(sql, self.conn, params=tuple(params))
 
     def table_names(self) -> list[str]:
         rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name").fetchall()
         return [r[0] for r in rows if not r[0].startswith("sqlite_")]
+
+    def table_df(self, name: str) -> pd.DataFrame | None:
+        """Every row of the stored table ``name`` (a stage's table, an analysis table, or one to export);
+        None when the store has no such table (the stage that writes it never ran)."""
+        if name not in self.table_names():
+            return None
+        return self.query_df(f'SELECT * FROM "{name}"')
+
+    def replace_tables(self, tables: dict[str, pd.DataFrame]) -> None:
+        """Replace whole tables (the analysis tables) by DataFrames, all in one transaction.
+
+        Column types follow the dtypes (integer and bool -> INTEGER, float -> REAL, else TEXT); NaN and
+        infinities are stored as NULL, lists and dicts as JSON. An empty frame without columns becomes
+        a table with one TEXT column ``empty`` and no rows.
+        """
+        with self.transaction() as c:
+            for name, df in tables.items():
+                c.execute(f'DROP TABLE IF EXISTS "{name}"')
+                if df is None or df.columns.empty:
+                    df = pd.DataFrame({"empty": pd.Series(dtype=str)})
+                cols = ", ".join(f'"{col}" {_sql_type(df[col])}' for col in df.columns)
+                c.execute(f'CREATE TABLE "{name}" ({cols})')
+                marks = ",".join("?" * len(df.columns))
+                c.executemany(f'INSERT INTO "{name}" VALUES ({marks})',
+                              [tuple(_sql_value(v) for v in row) for row in df.itertuples(index=False, name=None)])
+
+    def content_sha256(self) -> str:
+        """SHA-256 of every row of every table of the store, in a canonical order (tables by name, rows
+        sorted by all their columns): the same data gives the same hash whatever the file's page layout
+        or WAL state. SQLite's own tables are left out."""
+        h = hashlib.sha256()
+        for t in self.table_names():
+            cols = [r[1] for r in self.conn.execute(f'PRAGMA table_info("{t}")')]
+            h.update(f"table {t} {','.join(cols)}\n".encode("utf-8"))
+            order = ", ".join(f'"{c}"' for c in cols)
+            for row in self.conn.execute(f'SELECT * FROM "{t}" ORDER BY {order}'):
+                h.update(json.dumps(list(row), default=str, ensure_ascii=False).encode("utf-8"))
+                h.update(b"\n")
+        return h.hexdigest()
+
+    def migrations(self) -> pd.DataFrame:
+        """The schema migrations applied to this store: ``version, name, applied_at`` in order."""
+        return self.query_df("SELECT version, name, applied_at FROM _migrations ORDER BY version")
 
     # ------------------------------------------------------------------ meta and spec
     def set_meta(self, key: str, value: Any) -> None:
@@ -242,6 +293,15 @@ class RunStore:
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
+
+    def meta_dict(self) -> dict[str, str]:
+        """Every meta key and its stored (text) value."""
+        return {r[0]: r[1] for r in self.conn.execute("SELECT key, value FROM meta")}
+
+    def spec_yaml(self, spec_hash: str) -> str:
+        """The YAML text of the stored spec with hash ``spec_hash``; '' when there is none."""
+        row = self.conn.execute("SELECT spec_yaml FROM specs WHERE spec_hash=?", (spec_hash,)).fetchone()
+        return row[0] if row else ""
 
     def put_spec(self, spec: Any) -> str:
         """Record the spec (an :class:`audit.spec.AuditSpec`); returns its hash. Latest spec wins in meta."""
@@ -366,6 +426,20 @@ class RunStore:
             sql += " WHERE " + " AND ".join(cond)
         return {row[0] for row in self.conn.execute(sql, params)}
 
+    def replies_by_key(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``{request_key: {request_key, status, text, finish_reason, error}}`` for those of ``keys``
+        that have a stored reply (any status)."""
+        keys = list(keys)
+        res: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):  # SQLite limits the number of bound parameters
+            chunk = keys[i:i + 500]
+            q = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                f"SELECT request_key, status, text, finish_reason, error FROM replies WHERE request_key IN ({q})", chunk
+            ):
+                res[r[0]] = dict(r)
+        return res
+
     def replies_df(self, purpose: str = "reply", include_failed: bool = True) -> pd.DataFrame:
         """Requests joined with their replies and variants: one row per request of ``purpose``."""
         df = self.query_df(
@@ -467,7 +541,92 @@ class RunStore:
         return self.conn.execute("SELECT 1 FROM variants WHERE cue_type='control' LIMIT 1").fetchone() is not None
 
 
+    # ------------------------------------------------------------------ the inference probe (table probe)
+    PROBE_COLUMNS = ("request_key", "axis", "variant_id", "model_label", "post_id", "group_name", "cue_type",
+                     "intended", "inferred", "correct", "status", "detail")
+
+    def probe_answered_keys(self) -> set[str]:
+        """Request keys of probe answers already parsed into table ``probe`` (empty if it never ran)."""
+        if "probe" not in self.table_names():
+            return set()
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT request_key FROM probe")}
+
+    def put_probe_answers(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Insert parsed probe answers, tuples in the order of :attr:`PROBE_COLUMNS`; an answer already
+        stored for (request_key, axis) is kept. Returns the rows added."""
+        self.ensure_stage_tables("probe")
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(f"INSERT OR IGNORE INTO probe({', '.join(self.PROBE_COLUMNS)})"
+                          f" VALUES ({','.join('?' * len(self.PROBE_COLUMNS))})", list(rows))
+            return c.total_changes - before
+
+    # ------------------------------------------------------------------ scorer invariance (tables invariance*)
+    def invariance_scores_df(self, scorer_id: str) -> pd.DataFrame:
+        """Stored pair scores of one scorer identity: ``variant_id, reply_id, measure, value``."""
+        if "invariance_scores" not in self.table_names():
+            return pd.DataFrame(columns=["variant_id", "reply_id", "measure", "value"])
+        return self.query_df(
+            "SELECT variant_id, reply_id, measure, value FROM invariance_scores WHERE scorer_id=?", (scorer_id,))
+
+    def put_invariance_scores(self, rows: Iterable[tuple[str, str, str, str, str, float | None]]) -> int:
+        """Insert (variant_id, reply_id, scorer, scorer_id, measure, value) pair scores; stored ones are
+        kept. Returns the rows added."""
+        self.ensure_stage_tables("invariance")
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany("INSERT OR IGNORE INTO invariance_scores(variant_id, reply_id, scorer, scorer_id, measure,"
+                          " value) VALUES (?,?,?,?,?,?)", list(rows))
+            return c.total_changes - before
+
+    def replace_invariance_summary(self, scorer: str, table: pd.DataFrame) -> None:
+        """Replace the invariance summary rows of ``scorer`` by ``table`` (columns of table
+        ``invariance``; NaN stored as NULL) in one transaction."""
+        self.ensure_stage_tables("invariance")
+        cols = list(table.columns)
+        rows = [tuple(None if v is None or _isnan(v) else v for v in rec) for rec in table.itertuples(index=False)]
+        with self.transaction() as c:
+            c.execute("DELETE FROM invariance WHERE scorer=?", (scorer,))
+            c.executemany(f"INSERT INTO invariance({', '.join(chr(34) + x + chr(34) for x in cols)})"
+                          f" VALUES ({','.join('?' * len(cols))})", rows)
+
+    def invariance_pair_count(self) -> int:
+        """Distinct (variant, reply) pairs with a stored invariance score, over all scorers."""
+        if "invariance_scores" not in self.table_names():
+            return 0
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT variant_id, reply_id FROM invariance_scores)").fetchone()[0])
+
+
 # ---------------------------------------------------------------------- helpers
+
+
+def _sql_type(s: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
+        return "INTEGER"
+    if pd.api.types.is_float_dtype(s):
+        return "REAL"
+    return "TEXT"
+
+
+def _sql_value(v: Any) -> Any:
+    """A DataFrame cell as SQLite stores it: NULL for missing and non-finite, JSON for lists and dicts."""
+    if v is None:
+        return None
+    if isinstance(v, (np.bool_, bool)):
+        return int(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, default=str)
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v) if not isinstance(v, (int, str)) else v
 
 
 def _isnan(v: Any) -> bool:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from audit.errors import AuditError
-from audit.scorers.probe import (PROBE_DDL, load_questions, parse_probe_answer, probe_summary, recovered, wilson)
+from audit.scorers.probe import (load_questions, parse_probe_answer, probe_summary, recovered, wilson)
 from audit.store import RunStore
 
 
@@ -72,7 +72,6 @@ def test_wilson_interval():
 
 def test_summary_gives_leak_rate_against_the_control_base_rate(tmp_path):
     with RunStore(tmp_path) as st:
-        st.ensure(PROBE_DDL)
         rows = []
         # 4 posts; the model says "Black" for 3 of 4 explicit tags, 1 of 4 names, and for 1 of 4 controls.
         for i in range(4):
@@ -82,7 +81,7 @@ def test_summary_gives_leak_rate_against_the_control_base_rate(tmp_path):
             rows.append((f"n{i}", "race", f"vn{i}", "m", p, "Black woman", "implicit_name", "Black", "Black" if i == 0 else "unknown", 1 if i == 0 else 0, "ok", None))
         rows.append(("bad", "race", "vn9", "m", "p9", "Black woman", "implicit_name", "Black", None, None, "unparseable",
                      json.dumps({"reason": "invalid JSON", "raw": "Black?"})))
-        st.conn.executemany("INSERT INTO probe VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        assert st.put_probe_answers(rows) == len(rows)
         s = probe_summary(st).set_index("cue_type")
     assert s.loc["explicit_tag", "leak_rate"] == 0.75 and s.loc["explicit_tag", "n"] == 4
     assert s.loc["implicit_name", "leak_rate"] == 0.25 and s.loc["implicit_name", "unparseable"] == 1

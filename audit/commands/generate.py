@@ -90,11 +90,10 @@ def export_table(store, table: str, out: Path, purpose: str = "reply") -> int:
     if table == "replies":
         df = store.replies_df(purpose)
     else:
-        names = store.table_names()
-        if table not in names:
+        df = store.table_df(table)
+        if df is None:
             raise AuditError(f"the run store has no table '{table}'", where=str(store.path),
-                             fix=f"use replies or one of: {', '.join(names)}")
-        df = store.query_df(f'SELECT * FROM "{table}"')
+                             fix=f"use replies or one of: {', '.join(store.table_names())}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")

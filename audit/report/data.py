@@ -17,7 +17,6 @@ import pandas as pd
 from ..errors import AuditError
 from ..store import STORE_FILENAME, RunStore
 from .findings import measure_of, outcome_sort_key
-from .provenance import store_content_sha256
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -152,12 +151,6 @@ class ReportData:
         )
 
 
-def _table(store: RunStore, name: str, names: list[str]) -> pd.DataFrame | None:
-    if name not in names:
-        return None
-    return store.query_df(f'SELECT * FROM "{name}"')
-
-
 def _probe_summary(store: RunStore, probe: pd.DataFrame | None, variants: pd.DataFrame) -> pd.DataFrame | None:
     """Cue leak rate per (model, cue type, axis): share of variants whose demographic the probe named."""
     try:  # the probe module's own summary, when installed
@@ -191,22 +184,20 @@ def collect(run_dir: str | Path) -> ReportData:
                          fix="give the run directory of an audit (it contains store.sqlite), or run the audit first")
     with RunStore(run_dir, create=False) as store:
         names = store.table_names()
-        meta = {r[0]: r[1] for r in store.conn.execute("SELECT key, value FROM meta")}
+        meta = store.meta_dict()
         spec, spec_yaml = None, ""
         if meta.get("spec_hash"):
             try:
                 spec = store.latest_spec()
                 spec_yaml = spec._source_text or ""
             except Exception:  # noqa: BLE001 - an old or foreign spec still gets a report
-                row = store.conn.execute("SELECT spec_yaml FROM specs WHERE spec_hash=?",
-                                         (meta["spec_hash"],)).fetchone()
-                spec_yaml = row[0] if row else ""
+                spec_yaml = store.spec_yaml(meta["spec_hash"])
         variants = store.variants_df()
         replies = store.replies_df("reply")
         scores = store.scores_df()
-        tables = {t: _table(store, t, names) for t in RESULT_TABLES}
-        probe = _table(store, "probe", names)
-        invariance = _table(store, "invariance", names)
+        tables = {t: store.table_df(t) for t in RESULT_TABLES}
+        probe = store.table_df("probe")
+        invariance = store.table_df("invariance")
         probe_summary = _probe_summary(store, probe, variants)
         agreement = None
         try:  # agreement between scorers that share a measure (e.g. epitome vs llm-judge)
@@ -219,6 +210,6 @@ def collect(run_dir: str | Path) -> ReportData:
             run_dir=run_dir, spec=spec, spec_yaml=spec_yaml, spec_hash=meta.get("spec_hash"), meta=meta,
             variants=variants, replies=replies, scores=scores, scorer_info=store.scorer_info(), tables=tables,
             probe=probe, probe_summary=probe_summary, invariance=invariance,
-            store_sha256=store_content_sha256(store.conn), store_tables=names,
+            store_sha256=store.content_sha256(), store_tables=names,
             agreement=agreement if agreement is not None and not agreement.empty else None,
         )

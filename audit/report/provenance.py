@@ -1,9 +1,8 @@
 """Hashes that pin down what a run was made from: spec, templates, corpus, scorer artifacts, store.
 
 ``hash_tree`` hashes a directory as the sorted list of (relative path, file SHA-256) pairs, so the
-same files give the same hash on any machine. ``store_content_sha256`` hashes the *rows* of the run
-store (every table, rows in a canonical order), not the SQLite file's bytes, which change with page
-layout and WAL checkpoints while the data stays the same.
+same files give the same hash on any machine. The run store's hash is
+:meth:`audit.store.RunStore.content_sha256`: its *rows*, not the SQLite file's bytes.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import sqlite3
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -37,21 +35,6 @@ def hash_tree(path: str | Path) -> str | None:
         h.update(b"\0")
         h.update(sha256_file(f).encode("ascii"))
         h.update(b"\n")
-    return h.hexdigest()
-
-
-def store_content_sha256(conn: sqlite3.Connection) -> str:
-    """SHA-256 of every row of every table of the store, in a canonical order."""
-    h = hashlib.sha256()
-    tables = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-    for t in tables:
-        cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')]
-        h.update(f"table {t} {','.join(cols)}\n".encode("utf-8"))
-        order = ", ".join(f'"{c}"' for c in cols)
-        for row in conn.execute(f'SELECT * FROM "{t}" ORDER BY {order}'):
-            h.update(json.dumps(list(row), default=str, ensure_ascii=False).encode("utf-8"))
-            h.update(b"\n")
     return h.hexdigest()
 
 

@@ -43,40 +43,6 @@ from ..resources import templates_dir
 from ..store import canonical_json
 from .base import check_output, identity, is_missing
 
-INVARIANCE_DDL = """
-CREATE TABLE IF NOT EXISTS invariance_scores (
-    variant_id TEXT NOT NULL,
-    reply_id TEXT NOT NULL,        -- request_key of a run reply, or 'ref:<id>' of a reference reply
-    scorer TEXT NOT NULL,
-    scorer_id TEXT NOT NULL,       -- sha256 of the scorer's identity (new version -> new rows)
-    measure TEXT NOT NULL,
-    value REAL,
-    PRIMARY KEY (variant_id, reply_id, scorer_id, measure)
-);
-CREATE TABLE IF NOT EXISTS invariance (
-    scorer TEXT NOT NULL,
-    scorer_id TEXT NOT NULL,
-    measure TEXT NOT NULL,
-    cue_type TEXT NOT NULL,        -- a cue type
-    "group" TEXT NOT NULL,         -- a group, or 'pooled' (all groups of the cue type)
-    n_pairs INTEGER,
-    n_posts INTEGER,
-    control_mean REAL,
-    mean_shift REAL,
-    ci_low REAL,
-    ci_high REAL,
-    relative_shift REAL,
-    max_abs_shift REAL,
-    share_changed REAL,
-    p_value REAL,
-    p_holm REAL,
-    flagged INTEGER,
-    reply_source TEXT,             -- 'run', 'reference' or 'run+reference'
-    PRIMARY KEY (scorer, measure, cue_type, "group")
-);
-"""
-
-
 def load_reference_replies(path: str | Path | None = None) -> list[dict[str, str]]:
     from ..spec import read_yaml
 
@@ -157,7 +123,7 @@ def _replies_for_posts(store: Any, post_ids: list[str], k: int) -> tuple[pd.Data
 def _score_pairs(store: Any, scorer: Any, pairs: pd.DataFrame, batch: int = 256) -> pd.DataFrame:
     """Scores of (variant, reply) pairs for ``scorer``, computing only those not stored yet."""
     sid = scorer_id(scorer)
-    have = store.query_df("SELECT variant_id, reply_id, measure, value FROM invariance_scores WHERE scorer_id=?", (sid,))
+    have = store.invariance_scores_df(sid)
     done = set(zip(have["variant_id"], have["reply_id"]))
     todo = pairs[[(v, r) not in done for v, r in zip(pairs["variant_id"], pairs["reply_id"])]]
     measures = tuple(scorer.measures)
@@ -175,10 +141,8 @@ def _score_pairs(store: Any, scorer: Any, pairs: pd.DataFrame, batch: int = 256)
             if rec.get("pending"):
                 continue
             rows += [(v, r, scorer.name, sid, m, None if is_missing(rec.get(m)) else float(rec[m])) for m in measures]
-        with store.transaction() as c:
-            c.executemany("INSERT OR IGNORE INTO invariance_scores(variant_id, reply_id, scorer, scorer_id, measure, value)"
-                          " VALUES (?,?,?,?,?,?)", rows)
-    out = store.query_df("SELECT variant_id, reply_id, measure, value FROM invariance_scores WHERE scorer_id=?", (sid,))
+        store.put_invariance_scores(rows)
+    out = store.invariance_scores_df(sid)
     return out.merge(pairs[["variant_id", "reply_id"]].drop_duplicates(), on=["variant_id", "reply_id"])
 
 
@@ -231,7 +195,7 @@ def run_invariance(spec: Any, store: Any, scorers: list[Any], *, variants: pd.Da
                    replies_per_post: int = 3, alpha: float = 0.05) -> InvarianceResult:
     """Run the invariance check for ``scorers`` on the variants of ``store`` (or ``variants``), store
     pair scores and the summary in ``store``, and return the result."""
-    store.ensure(INVARIANCE_DDL)
+    store.ensure_stage_tables("invariance")
     if variants is None:
         variants = store.variants_df()
     if variants.empty:
@@ -275,24 +239,17 @@ def run_invariance(spec: Any, store: Any, scorers: list[Any], *, variants: pd.Da
         cols = ["scorer", "scorer_id", "measure", "cue_type", "group", "n_pairs", "n_posts", "control_mean",
                 "mean_shift", "ci_low", "ci_high", "relative_shift", "max_abs_shift", "share_changed", "p_value",
                 "p_holm", "flagged", "reply_source"]
-        with store.transaction() as c:
-            c.execute("DELETE FROM invariance WHERE scorer=?", (sc.name,))
-            c.executemany(f"INSERT INTO invariance({', '.join(chr(34) + x + chr(34) for x in cols)}) VALUES ({','.join('?' * len(cols))})",
-                          [tuple(None if is_missing(r[c_]) else r[c_] for c_ in cols) for r in t.to_dict("records")])
+        store.replace_invariance_summary(sc.name, t[cols])
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return InvarianceResult(table, len(pairs), alpha)
 
 
 def invariance_summary(store: Any) -> InvarianceResult | None:
     """The stored invariance summary of a run (what the report states), or None if never checked."""
-    if "invariance" not in store.table_names():
+    t = store.table_df("invariance")
+    if t is None or t.empty:
         return None
-    t = store.query_df("SELECT * FROM invariance")
-    if t.empty:
-        return None
-    pairs = store.conn.execute(
-        "SELECT COUNT(*) FROM (SELECT DISTINCT variant_id, reply_id FROM invariance_scores)").fetchone()[0]
-    return InvarianceResult(t, int(pairs), 0.05)
+    return InvarianceResult(t, store.invariance_pair_count(), 0.05)
 
 
 def invariance_check(spec: Any, run_dir: str | Path | None = None, scorer: str | None = None, *,

@@ -251,20 +251,8 @@ def run_items(store: Any, model: Any, decoding: Any, items: list[dict[str, Any]]
         return []
     summary = engine.complete(store, model, decoding, items, progress=progress, description=description)
     keys = summary.request_keys
-    rows = _replies_by_key(store, list(dict.fromkeys(keys)))
+    rows = store.replies_by_key(dict.fromkeys(keys))
     return [rows.get(k) for k in keys]
-
-
-def _replies_by_key(store: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
-    res: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(keys), 500):
-        chunk = keys[i:i + 500]
-        q = ",".join("?" * len(chunk))
-        for r in store.conn.execute(
-            f"SELECT request_key, status, text, finish_reason, error FROM replies WHERE request_key IN ({q})", chunk
-        ):
-            res[r[0]] = dict(r)
-    return res
 
 
 def pair_key(post: str, reply: str) -> str:

@@ -36,25 +36,6 @@ from ..errors import AuditError
 from ..resources import sha256_file, templates_dir
 from .judge import load_json_object, run_items, with_response_format
 
-PROBE_DDL = """
-CREATE TABLE IF NOT EXISTS probe (
-    request_key TEXT NOT NULL,
-    axis TEXT NOT NULL,
-    variant_id TEXT NOT NULL,
-    model_label TEXT NOT NULL,
-    post_id TEXT,
-    group_name TEXT,
-    cue_type TEXT,
-    intended TEXT,
-    inferred TEXT,
-    correct INTEGER,
-    status TEXT NOT NULL,
-    detail TEXT,
-    PRIMARY KEY (request_key, axis)
-);
-CREATE INDEX IF NOT EXISTS probe_variant ON probe(variant_id);
-"""
-
 UNKNOWN = "unknown"
 
 
@@ -215,7 +196,7 @@ def probe_setup(spec: Any) -> tuple[Any, Any, str]:
 def run_probe(spec: Any, store: Any, progress: bool = False, questions_path: str | Path | None = None) -> dict[str, Any]:
     """Ask the probe model about every variant in the store; parse new answers into table ``probe``.
     Returns counts. Stored answers are never re-asked or re-parsed."""
-    store.ensure(PROBE_DDL)
+    store.ensure_stage_tables("probe")
     variants = store.variants_df()
     if variants.empty:
         return {"variants": 0}
@@ -230,7 +211,7 @@ def run_probe(spec: Any, store: Any, progress: bool = False, questions_path: str
     items = [{"purpose": "probe", "variant_id": v, "messages": qs.messages(t)}
              for v, t in zip(variants["variant_id"], variants["text"])]
     answers = run_items(store, model, decoding, items, progress, "inference probe")
-    done = {r[0] for r in store.conn.execute("SELECT DISTINCT request_key FROM probe")}
+    done = store.probe_answered_keys()
     rows = []
     counts = {"variants": len(variants), "asked": len(items), "new": 0, "unparseable": 0, "pending": 0}
     for rec, a in zip(variants.to_dict("records"), answers):
@@ -254,9 +235,7 @@ def run_probe(spec: Any, store: Any, progress: bool = False, questions_path: str
             inferred = parsed.get(ax) if parsed else None
             rows.append((a["request_key"], ax, rec["variant_id"], model.label, rec.get("post_id"), rec.get("group"),
                          rec.get("cue_type"), intended, inferred, recovered(qs.axes[ax], intended, inferred), status, detail))
-    with store.transaction() as c:
-        c.executemany("INSERT OR IGNORE INTO probe(request_key, axis, variant_id, model_label, post_id, group_name,"
-                      " cue_type, intended, inferred, correct, status, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    store.put_probe_answers(rows)
     store.set_meta("probe_questions_sha256", qs.sha256)
     return counts
 
@@ -277,10 +256,8 @@ def probe_summary(store: Any) -> pd.DataFrame | None:
     whose intended group was recovered) with ``ci_low``/``ci_high`` (Wilson 95%), ``base_rate`` (share
     of the same posts' controls for which the model named the intended group anyway), ``unknown_rate``
     and ``unparseable`` (answers that could not be read). None when the probe has not run."""
-    if "probe" not in store.table_names():
-        return None
-    df = store.query_df("SELECT * FROM probe")
-    if df.empty:
+    df = store.table_df("probe")
+    if df is None or df.empty:
         return None
     qs = load_questions()
     ctrl = df[df["cue_type"] == "control"][["post_id", "model_label", "axis", "inferred"]].rename(

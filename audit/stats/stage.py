@@ -280,47 +280,6 @@ def _versions() -> dict[str, str]:
             "pingouin": pingouin.__version__}
 
 
-def _sql_type(s: pd.Series) -> str:
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
-        return "INTEGER"
-    if pd.api.types.is_float_dtype(s):
-        return "REAL"
-    return "TEXT"
-
-
-def _py(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, (np.bool_, bool)):
-        return int(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, (list, dict)):
-        return json.dumps(v, default=str)
-    try:
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(v) if not isinstance(v, (int, str)) else v
-
-
-def write_tables(store: RunStore, tables: dict[str, pd.DataFrame]) -> None:
-    """Replace the analysis tables in the store, all in one transaction."""
-    with store.transaction() as c:
-        for name, df in tables.items():
-            c.execute(f'DROP TABLE IF EXISTS "{name}"')
-            if df is None or df.columns.empty:
-                df = pd.DataFrame({"empty": pd.Series(dtype=str)})
-            cols = ", ".join(f'"{col}" {_sql_type(df[col])}' for col in df.columns)
-            c.execute(f'CREATE TABLE "{name}" ({cols})')
-            marks = ",".join("?" * len(df.columns))
-            c.executemany(f'INSERT INTO "{name}" VALUES ({marks})',
-                          [tuple(_py(v) for v in row) for row in df.itertuples(index=False, name=None)])
-
-
 def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
     """Fit the audit's family of tests on the run in ``run_dir`` and store the results tables
     (``spec`` None: the spec stored in the run)."""
@@ -339,7 +298,7 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
     result = analyze_table(table, reference=a.reference, extra_references=list(a.extra_references),
                            alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
                            power_gap=a.power_gap)
-    write_tables(store, result.tables)
+    store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
     return result
 
