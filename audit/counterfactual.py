@@ -405,12 +405,19 @@ class VariantsStage:
     name = "variants"
 
     def run(self, ctx: StageContext) -> StageSummary:
+        from .design import bind, check_before_sending, describe
+
         vs = build_variant_set(ctx.spec)
+        check_before_sending(ctx.spec, vs.frame)
+        reuse = bool(ctx.options.get("reuse"))
+        change = bind(ctx.store, ctx.spec, vs.frame["variant_id"].tolist(), reuse=reuse)
+        for line in describe(change, reuse):
+            ctx.say(line)
         added = ctx.store.put_variants(vs.frame)
         ctx.store.set_meta("templates_digest", vs.templates_sha256)
         detail = (f"{len(vs.frame)} variants of {vs.frame['post_id'].nunique()} posts ({added} new; "
                   f"{ctx.store.count_rows('variants')} stored)")
-        return StageSummary("done" if added else "skipped", detail, vs)
+        return StageSummary("done" if added or not change.same else "skipped", detail, vs)
 
 
 def check_variants(df: pd.DataFrame, posts: pd.DataFrame, design: Design | None = None) -> None:

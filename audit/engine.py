@@ -88,7 +88,8 @@ class GenerationSummary:
     def line(self) -> str:
         """One line for the pipeline's stage log."""
         return (f"sent {self.sent}, cached {self.cached}, failed {self.failed}, refusals {self.content_filter}, "
-                f"retries {self.retries}, tokens {self.prompt_tokens}+{self.completion_tokens}")
+                f"retries {self.retries}, tokens {self.prompt_tokens}+{self.completion_tokens}"
+                + "".join(f", {k} {v}" for k, v in sorted(self.flags.items())))
 
     def format(self) -> str:
         lines = [
@@ -125,6 +126,22 @@ def request_params(decoding: Any, model: Any, sample_index: int, base_seed: int 
     if model.extra_body:
         params["extra_body"] = dict(model.extra_body)
     return params
+
+
+def planned_keys(model: Any, decoding: Any, items: Iterable[dict[str, Any]], *, base_seed: int | None,
+                 identity: tuple[str, str]) -> Iterator[str]:
+    """The request key each item will have when :func:`complete` sends it to ``model`` (whose
+    ``identity`` is (endpoint_id, model name)), without sending or storing anything."""
+    for it in items:
+        yield _keyed(identity, model, decoding, it, base_seed)[0]
+
+
+def _keyed(identity: tuple[str, str], model: Any, decoding: Any, item: dict[str, Any],
+           base_seed: int | None) -> tuple[str, dict[str, Any], int]:
+    """(request key, decoding parameters, sample index) of one item sent to ``model``."""
+    sample = int(item.get("sample_index", 0) or 0)
+    params = request_params(decoding, model, sample, base_seed)
+    return request_key(identity[0], identity[1], item["messages"], params, sample), params, sample
 
 
 def _estimate_tokens(messages: list[dict[str, Any]], max_tokens: int) -> int:
@@ -318,9 +335,8 @@ class _Runner:
         except (KeyError, TypeError):
             raise AuditError("an item given to complete() lacks 'purpose' or 'messages'", where="complete(items)",
                              fix="give each item a dict with purpose and messages") from None
-        sample = int(it.get("sample_index", 0) or 0)
-        params = request_params(self.decoding, self.model, sample, self.base_seed)
-        key = request_key(self.endpoint_id, self.model_name, messages, params, sample)
+        key, params, sample = _keyed((self.endpoint_id, self.model_name), self.model, self.decoding, it,
+                                     self.base_seed)
         return {
             "request_key": key, "purpose": purpose, "variant_id": it.get("variant_id"),
             "subject_key": it.get("subject_key"), "model_label": self.model.label, "endpoint_id": self.endpoint_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .backends.openai_backend import ChatBackend
-from .engine import GenerationSummary, complete
+from .engine import GenerationSummary, complete, planned_keys
 from .errors import AuditError
 from .stages import StageContext, StageSummary
 from .store import RunStore, now_iso
@@ -44,16 +44,25 @@ def check_models(spec: Any) -> None:
         seen[ident] = m.label
 
 
-def generate(spec: Any, run_dir: Any = None, *, progress: bool = True) -> GenerationSummary:
+def generate(spec: Any, run_dir: Any = None, *, progress: bool = True, reuse: bool = False,
+             echo: Any = None) -> GenerationSummary:
     """Build the variants, store them, and get every (variant x style x sample) reply from every model
-    in the spec. Resumes from the store; returns the summed summary."""
+    in the spec. Resumes from the store; returns the summed summary. The run directory is bound to
+    the spec's design (:func:`audit.design.bind`; ``reuse`` as there); ``echo`` gets the lines that
+    say how a rerun extends or reuses the stored run."""
     from .counterfactual import build_variants
+    from .design import bind, check_before_sending, describe
     from .prompts import styles_for_spec
 
     styles_for_spec(spec)  # unknown styles fail before anything is built or sent
     check_models(spec)
     variants = build_variants(spec)
+    check_before_sending(spec, variants)
     with RunStore(spec.run_dir(run_dir)) as store:
+        change = bind(store, spec, variants["variant_id"].tolist(), reuse=reuse)
+        for line in describe(change, reuse):
+            if echo is not None:
+                echo(line)
         store.put_spec(spec)
         store.put_variants(variants)
         return generate_replies(store, spec, variants, progress=progress)
@@ -69,6 +78,11 @@ def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: boo
     store.set_meta("prompt_styles", describe_styles(styles.values()))
     store.set_meta("models", _models_meta(spec))
     n = len(variants) * len(styles) * spec.samples
+    design = store.current_design()[0]
+    if design is not None:  # which requests are this design's, recorded before any is sent
+        for m in spec.models:
+            store.put_design_requests(design, planned_keys(m, spec.decoding, reply_items(variants, styles, spec.samples),
+                                                           base_seed=spec.seed, identity=_identity(m)))
     for m in spec.models:
         items = _Sized(reply_items(variants, styles, spec.samples), n)
         summary += complete(store, m, spec.decoding, items, progress=progress, base_seed=spec.seed,

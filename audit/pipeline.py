@@ -47,12 +47,13 @@ class PipelineResult:
 
 def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         echo: Callable[[str], None] | None = print, spec_argument: str | None = None,
-        force_analysis: bool = False, suite: str = "empathy") -> PipelineResult:
+        force_analysis: bool = False, reuse: bool = False, suite: str = "empathy") -> PipelineResult:
     """Run (or resume) the audit of ``spec`` in ``run_dir`` (default: ``spec.run_dir()``).
 
     Prints one line per stage through ``echo`` (``None``: silent) and returns the stage records and
     the report's paths. Raises :class:`~audit.errors.AuditError` for anything the user can fix;
-    everything finished before the error stays stored, so the same call resumes.
+    everything finished before the error stays stored, so the same call resumes. A run directory
+    holds one design (:mod:`audit.design`): another design is refused unless ``reuse``.
     """
     stages = get_suite(suite).stages
     rd = Path(spec.run_dir(run_dir))
@@ -63,7 +64,7 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         if echo is not None:
             echo(f"empathy-audit {__version__}: audit '{spec.name}' in {rd}")
         ctx = StageContext(spec, rd, store, progress=progress, echo=echo,
-                           options={"force_analysis": force_analysis})
+                           options={"force_analysis": force_analysis, "reuse": reuse})
         records = run_stages(stages, ctx)
     result = PipelineResult(rd, records, paths=dict(ctx.summaries["report"].data) if "report" in ctx.summaries else {},
                             unanswered=sum(s.unanswered for s in ctx.summaries.values()))

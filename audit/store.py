@@ -266,6 +266,12 @@ class RunStore:
                 c.executemany(f'INSERT INTO "{name}" VALUES ({marks})',
                               [tuple(_sql_value(v) for v in row) for row in df.itertuples(index=False, name=None)])
 
+    def drop_tables(self, names: Iterable[str]) -> None:
+        """Drop whole tables (e.g. analysis tables that no longer describe the run), in one transaction."""
+        with self.transaction() as c:
+            for name in names:
+                c.execute(f'DROP TABLE IF EXISTS "{name}"')
+
     def content_sha256(self) -> str:
         """SHA-256 of every row of every table of the store, in a canonical order (tables by name, rows
         sorted by all their columns): the same data gives the same hash whatever the file's page layout
@@ -359,9 +365,21 @@ class RunStore:
             )
             return c.total_changes - before
 
-    def variants_df(self) -> pd.DataFrame:
-        """Variants with the axis attributes expanded into columns and ``group`` = group_name."""
-        df = self.query_df("SELECT * FROM variants ORDER BY post_id, group_name, cue_type, variant_id")
+    def _design_filter(self, column: str, all_designs: bool) -> tuple[str, tuple[Any, ...]]:
+        """SQL condition (and its parameter) keeping rows whose ``column`` (a reply request key) belongs
+        to the current design; no condition when ``all_designs`` or no design is recorded."""
+        design = None if all_designs else self.get_meta("design_id")
+        if design is None:
+            return "", ()
+        return f"{column} IN (SELECT request_key FROM design_requests WHERE design_id = ?)", (design,)
+
+    def variants_df(self, *, all_designs: bool = False) -> pd.DataFrame:
+        """Variants with the axis attributes expanded into columns and ``group`` = group_name: those the
+        current design asks replies for (every stored one when ``all_designs`` or no design is recorded)."""
+        cond, params = self._design_filter("q.request_key", all_designs)
+        where = (f" WHERE variant_id IN (SELECT q.variant_id FROM requests q WHERE {cond})" if cond else "")
+        df = self.query_df("SELECT * FROM variants" + where + " ORDER BY post_id, group_name, cue_type, variant_id",
+                           params)
         return _expand_attributes(df)
 
     # ------------------------------------------------------------------ requests and replies
@@ -392,19 +410,20 @@ class RunStore:
                 c.execute(
                     "INSERT INTO replies(request_key, status, text, finish_reason, prompt_tokens,"
                     " completion_tokens, latency_s, attempts, model_reported, runtime, runtime_version, error,"
-                    " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " created_at, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT(request_key) DO UPDATE SET status=excluded.status, text=excluded.text,"
                     " finish_reason=excluded.finish_reason, prompt_tokens=excluded.prompt_tokens,"
                     " completion_tokens=excluded.completion_tokens, latency_s=excluded.latency_s,"
                     " attempts=replies.attempts + excluded.attempts, model_reported=excluded.model_reported,"
                     " runtime=excluded.runtime, runtime_version=excluded.runtime_version, error=excluded.error,"
-                    " created_at=excluded.created_at"
+                    " created_at=excluded.created_at, flags=excluded.flags"
                     " WHERE replies.status = 'failed' OR excluded.status != 'failed'",
                     (
                         row["request_key"], row["status"], row.get("text"), row.get("finish_reason"),
                         row.get("prompt_tokens"), row.get("completion_tokens"), row.get("latency_s"),
                         row.get("attempts", 1), row.get("model_reported"), row.get("runtime"),
                         row.get("runtime_version"), row.get("error"), now_iso(),
+                        canonical_json(row["flags"]) if row.get("flags") else None,
                     ),
                 )
 
@@ -440,20 +459,33 @@ class RunStore:
                 res[r[0]] = dict(r)
         return res
 
-    def replies_df(self, purpose: str = "reply", include_failed: bool = True) -> pd.DataFrame:
-        """Requests joined with their replies and variants: one row per request of ``purpose``."""
+    def replies_df(self, purpose: str = "reply", include_failed: bool = True, *,
+                   all_designs: bool = False) -> pd.DataFrame:
+        """Requests joined with their replies and variants: one row per request of ``purpose``.
+
+        Only the requests of the run's current design (:meth:`current_design`): reply requests that
+        belong to it, judge requests about those replies, probe requests about its variants; all
+        requests stored when ``all_designs`` or when the store records no design (written before
+        designs were recorded).
+        """
+        column = {"reply": "q.request_key", "judge": "q.subject_key"}.get(purpose, "d.request_key")
+        cond, extra = self._design_filter(column, all_designs)
+        if cond and column == "d.request_key":  # probe and others: requests about the design's variants
+            cond = f"q.variant_id IN (SELECT d.variant_id FROM requests d WHERE {cond})"
+        member = f" AND {cond}" if cond else ""
+        params = (purpose, *extra)
         df = self.query_df(
             "SELECT q.request_key, q.purpose, q.variant_id, q.subject_key, q.model_label, q.endpoint_id,"
             " q.model_name, q.style, q.style_hash, q.sample_index, q.messages_json, q.params_json,"
             " r.status, r.text AS reply, r.finish_reason, r.prompt_tokens, r.completion_tokens, r.latency_s,"
             " r.attempts, r.model_reported, r.runtime, r.runtime_version, r.error, r.created_at AS replied_at,"
-            " v.post_id, v.topic, v.risk, v.group_name, v.cue_type, v.alternative, v.cue_text, v.text AS post_text,"
+            " r.flags, v.post_id, v.topic, v.risk, v.group_name, v.cue_type, v.alternative, v.cue_text, v.text AS post_text,"
             " v.attributes_json"
             " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key"
             " LEFT JOIN variants v ON v.variant_id = q.variant_id"
-            " WHERE q.purpose = ?" + ("" if include_failed else " AND r.status = 'ok'")
+            " WHERE q.purpose = ?" + member + ("" if include_failed else " AND r.status = 'ok'")
             + " ORDER BY v.post_id, v.group_name, v.cue_type, q.style, q.sample_index, q.request_key",
-            (purpose,),
+            params,
         )
         return _expand_attributes(df)
 
@@ -471,9 +503,12 @@ class RunStore:
     def scored_keys(self, scorer: str) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT request_key FROM scores WHERE scorer=?", (scorer,))}
 
-    def scores_df(self, wide: bool = False) -> pd.DataFrame:
-        """Scores in long form, or wide (one column per ``scorer.measure``) when ``wide``."""
-        df = self.query_df("SELECT request_key, scorer, measure, value, detail FROM scores")
+    def scores_df(self, wide: bool = False, *, all_designs: bool = False) -> pd.DataFrame:
+        """Scores of the current design's replies (all when ``all_designs`` or no design is recorded) in
+        long form, or wide (one column per ``scorer.measure``) when ``wide``."""
+        cond, params = self._design_filter("request_key", all_designs)
+        df = self.query_df("SELECT request_key, scorer, measure, value, detail FROM scores"
+                           + (f" WHERE {cond}" if cond else ""), params)
         if not wide:
             return df
         df["col"] = df["scorer"] + "." + df["measure"]
@@ -536,6 +571,22 @@ class RunStore:
         """request_key -> value of one scorer's measure."""
         return {r[0]: r[1] for r in self.conn.execute(
             "SELECT request_key, value FROM scores WHERE scorer=? AND measure=?", (scorer, measure))}
+
+    # ------------------------------------------------------------------ designs (audit/design.py)
+    def current_design(self) -> tuple[str | None, dict[str, Any] | None]:
+        """(design id, design) the run is bound to; (None, None) for a store that records none."""
+        did = self.get_meta("design_id")
+        return (did, json.loads(self.get_meta("design", "{}"))) if did is not None else (None, None)
+
+    def bind_design(self, design_id: str, design: dict[str, Any]) -> None:
+        """Make ``design`` the run's current design (the rows every stage works on)."""
+        self.set_meta_many({"design_id": design_id, "design": design})
+
+    def put_design_requests(self, design_id: str, keys: Iterable[str]) -> None:
+        """Record that the reply requests ``keys`` belong to the design ``design_id``."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR IGNORE INTO design_requests(design_id, request_key) VALUES (?, ?)",
+                          [(design_id, k) for k in keys])
 
     def has_control_variants(self) -> bool:
         return self.conn.execute("SELECT 1 FROM variants WHERE cue_type='control' LIMIT 1").fetchone() is not None

@@ -147,8 +147,23 @@ def m001_release_0_1_schema(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (now_iso(),))
 
 
+def m002_reply_flags_and_designs(conn: sqlite3.Connection) -> None:
+    """``replies.flags``: what was changed in an answer before it was stored (a redacted key, replaced
+    unencodable characters, a cut over-long reply), as a JSON list; NULL when nothing was.
+    ``design_requests``: which reply requests belong to which design (:mod:`audit.design`), so every
+    stage works on the rows of the run's current design only."""
+    conn.execute("ALTER TABLE replies ADD COLUMN flags TEXT")
+    execute_script(conn, """
+CREATE TABLE IF NOT EXISTS design_requests (
+    design_id TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    PRIMARY KEY (design_id, request_key)
+);""")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     m001_release_0_1_schema,
+    m002_reply_flags_and_designs,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
     g.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's 'output', or reports/<name>)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--reuse", action="store_true",
+                   help="RUN_DIR holds another design: keep the stored replies the new design also asks for")
     g.set_defaults(func=_generate)
 
     e = sub.add_parser(
@@ -60,7 +62,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     spec = load_spec(resolve_spec_path(args.spec))
     run_dir = spec.run_dir(args.out)
-    summary = generate(spec, run_dir, progress=not args.no_progress)
+    summary = generate(spec, run_dir, progress=not args.no_progress, reuse=args.reuse, echo=print)
     print(summary.format())
     if any(m.is_embedded for m in spec.models):
         print(f"note: {embedded_note()}")

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's 'output', or reports/<name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--reuse", action="store_true",
+                   help="RUN_DIR holds another design: keep the stored replies the new design also asks for, and "
+                        "analyse and report only the new design's rows")
     p.add_argument("--reanalyze", action="store_true",
                    help="refit the models even when the scores and settings are unchanged")
     p.set_defaults(func=_run)
@@ -43,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(path)
     result = run(spec, args.out, progress=not args.no_progress,
                  spec_argument=str(args.spec) if Path(args.spec).exists() else str(path),
-                 force_analysis=args.reanalyze)
+                 force_analysis=args.reanalyze, reuse=args.reuse)
     return 0 if result.ok else 1
 
 

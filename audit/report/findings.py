@@ -208,8 +208,10 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
     ns = df[~df["_sig"] & df["_pooled_style"]]
     if "cue_type" in ns and (ns["cue_type"] == "pooled").any():
         ns = ns[ns["cue_type"] == "pooled"]
-    not_est = ns[~ns["estimate"].map(_finite)] if "estimate" in ns else ns.iloc[0:0]
-    ns = ns[ns["estimate"].map(_finite)] if "estimate" in ns else ns
+    # astype(bool): on an empty frame map() gives an object Series, which pandas reads as column labels
+    finite = ns["estimate"].map(_finite).astype(bool) if "estimate" in ns else None
+    not_est = ns[~finite] if finite is not None else ns.iloc[0:0]
+    ns = ns[finite] if finite is not None else ns
     for (model, outcome), d in sorted(not_est.groupby(["model_label", "outcome"]),
                                       key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1]))):
         who = f"{model}, " if multi_model else ""

@@ -257,6 +257,8 @@ def probe_summary(store: Any) -> pd.DataFrame | None:
     of the same posts' controls for which the model named the intended group anyway), ``unknown_rate``
     and ``unparseable`` (answers that could not be read). None when the probe has not run."""
     df = store.table_df("probe")
+    if df is not None and store.current_design()[0] is not None:  # only the current design's variants
+        df = df[df["variant_id"].isin(store.variants_df()["variant_id"])]
     if df is None or df.empty:
         return None
     qs = load_questions()

@@ -47,9 +47,12 @@ _BASE_COLS = ["request_key", "post_id", "variant_id", "group", "cue_type", "styl
 _NOT_AXES = set(_BASE_COLS) | {
     "purpose", "subject_key", "endpoint_id", "model_name", "style_hash", "messages_json", "params_json", "status",
     "reply", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "model_reported",
-    "runtime", "runtime_version", "error", "replied_at", "topic", "risk", "group_name", "alternative", "cue_text",
+    "runtime", "runtime_version", "error", "replied_at", "flags", "topic", "risk", "group_name", "alternative", "cue_text",
     "post_text",
 }
+
+
+ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
 
 
 @dataclass
@@ -309,6 +312,7 @@ def analysis_fingerprint(store: RunStore, spec: Any) -> str:
     h = hashlib.sha256()
     h.update(f"empathy-audit {__version__}\n".encode())
     h.update(canonical_json(spec.analysis.model_dump(mode="json")).encode())
+    h.update(f"design {store.get_meta('design_id')}\n".encode())  # the rows the analysis works on
     for row in store.scores_with_status():
         h.update(json.dumps(list(row)).encode())
     return h.hexdigest()
@@ -332,6 +336,9 @@ class AnalyzeStage:
         try:
             res = analyze_store(store, spec)
         except AuditError as exc:
+            # results of earlier inputs must not be reported as if they were this run's
+            store.drop_tables(ANALYSIS_TABLES)
+            store.delete_meta("analysis_inputs_sha256")
             store.set_meta("analysis_error", exc.message)
             return StageSummary("failed", f"the analysis could not be fitted: {exc.message}", exc)
         store.set_meta("analysis_inputs_sha256", fp)
