@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import AuditError
 from .resources import DATA_DIR, sha256_text
-from .spec import RiskLevel, read_yaml, validation_error
+from .spec import RiskLevel, read_yaml, spec_where, validation_error
 
 CORPUS_DIR = DATA_DIR / "corpus"
 BUILTIN_POSTS = CORPUS_DIR / "posts.yaml"
@@ -377,8 +377,6 @@ def select_posts(df: pd.DataFrame, posts_spec: Any, report: LoadReport, where: A
 
 def load_posts(spec: Any) -> pd.DataFrame:
     """The posts an audit uses: ``post_id, text, topic, risk``; ``.attrs['load_report']`` says what was dropped."""
-    from .counterfactual import spec_where
-
     ps = spec.posts
     if ps.source == "builtin":
         if ps.columns:
