@@ -195,10 +195,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
             raise AuditError("the post file has no JSON objects", where=str(path), fix="add one post per line")
         return pd.DataFrame(rows), 1
     try:
-        import pyarrow as pa  # noqa: F401  (pandas' parquet engine)
-
-        df = pd.read_parquet(path)
-    except (OSError, ValueError, ImportError) as exc:
+        df = pd.read_parquet(path)  # pyarrow, a dependency, is pandas' parquet engine
+    except (OSError, ValueError) as exc:
         raise AuditError(f"cannot read the parquet file: {exc}", where=str(path),
                          fix="check that it is a parquet file (not renamed CSV) and not truncated") from None
     except Exception as exc:  # pyarrow raises its own error types for corrupt files

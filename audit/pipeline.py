@@ -121,13 +121,10 @@ def record_provenance(store: RunStore, spec: Any, run_dir: Path, spec_argument: 
         facts["templates_sha256"] = th
     src = spec.posts.source
     if src == "builtin":
-        try:
-            from .corpus import BUILTIN_POSTS  # type: ignore[attr-defined]
+        from .corpus import BUILTIN_POSTS
 
-            facts["corpus_source"] = f"builtin ({Path(BUILTIN_POSTS).name})"
-            facts["corpus_sha256"] = sha256_file(BUILTIN_POSTS)
-        except (ImportError, OSError):
-            facts["corpus_source"] = "builtin"
+        facts["corpus_source"] = f"builtin ({BUILTIN_POSTS.name})"
+        facts["corpus_sha256"] = sha256_file(BUILTIN_POSTS)
     else:
         p = spec.resolve(src)
         facts["corpus_source"] = str(p)
@@ -145,10 +142,8 @@ def record_provenance(store: RunStore, spec: Any, run_dir: Path, spec_argument: 
 
 def _cue_sources(tdir: Path) -> dict[str, Any]:
     """{cue_type: {'source': text, 'alternatives': {id: source}}} from the template set, when it loads."""
-    try:
-        from .templates import load_templates
-    except ImportError:
-        return {}
+    from .templates import load_templates
+
     try:
         ts = load_templates(tdir)
     except Exception:  # noqa: BLE001 - the variants stage reports bad templates with file and line
