@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from audit.backends.stub import StubServer
 from audit.cli import main as cli_main
 from audit.generate import complete, generate, request_params
 from audit.spec import DecodingSpec, ModelSpec, load_spec
 from audit.store import RunStore, request_key
+from audit.testing import StubServer
 
 DEC = DecodingSpec(temperature=0.7, max_tokens=16, seed=11)
 
