@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import signal
 import sys
 
 from . import __version__
+from .commands import analysis, generate, run, scoring, variants
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = (
-    "run",        # run, report
-    "variants",   # variants
-    "generate",   # generate, export, model
-    "scoring",    # score, scorers
-    "analysis",   # analyze, power
+    run,        # run, report
+    variants,   # variants
+    generate,   # generate, export, model
+    scoring,    # score, scorers
+    analysis,   # analyze, power
 )
 
 
@@ -35,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"empathy-audit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"audit.commands.{name}")
-        except ModuleNotFoundError as exc:  # a command module not written yet
-            if exc.name == f"audit.commands.{name}":
-                continue
-            raise
+    for mod in COMMAND_MODULES:
         mod.register(sub)
     return parser
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import AuditError
 from .resources import DATA_DIR, sha256_text
-from .spec import RiskLevel, read_yaml, validation_error
+from .spec import RiskLevel, read_yaml, spec_where, validation_error
 
 CORPUS_DIR = DATA_DIR / "corpus"
 BUILTIN_POSTS = CORPUS_DIR / "posts.yaml"
@@ -195,10 +195,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
             raise AuditError("the post file has no JSON objects", where=str(path), fix="add one post per line")
         return pd.DataFrame(rows), 1
     try:
-        import pyarrow as pa  # noqa: F401  (pandas' parquet engine)
-
-        df = pd.read_parquet(path)
-    except (OSError, ValueError, ImportError) as exc:
+        df = pd.read_parquet(path)  # pyarrow, a dependency, is pandas' parquet engine
+    except (OSError, ValueError) as exc:
         raise AuditError(f"cannot read the parquet file: {exc}", where=str(path),
                          fix="check that it is a parquet file (not renamed CSV) and not truncated") from None
     except Exception as exc:  # pyarrow raises its own error types for corrupt files
@@ -391,8 +389,6 @@ def load_posts(spec: Any) -> pd.DataFrame:
 
 def read_posts(spec: Any) -> PostSet:
     """The posts an audit uses, with the :class:`LoadReport` of their source."""
-    from .counterfactual import spec_where
-
     ps = spec.posts
     if ps.source == "builtin":
         if ps.columns:

@@ -27,6 +27,7 @@ import pandas as pd
 from .corpus import read_posts
 from .errors import AuditError
 from .resources import sha256_text
+from .spec import spec_where
 from .stages import StageContext, StageSummary
 from .store import canonical_json
 from .templates import AxisFile, CueFile, Level, TemplateSet, load_templates
@@ -174,18 +175,6 @@ def group_name(templates: TemplateSet, attrs: dict[str, str]) -> str:
 
 
 # --------------------------------------------------------------------------- design
-
-
-def spec_where(spec: Any, loc: tuple) -> str:
-    """'FILE, line N, key 'a.b[0]'' for a key path of the spec (or just the key without a file)."""
-    from .spec import _format_loc, _yaml_line
-
-    key = _format_loc(loc)
-    path = getattr(spec, "source_path", None)
-    if path is None:
-        return f"spec key '{key}'"
-    line = _yaml_line(getattr(spec, "_source_text", "") or "", loc)
-    return f"{path}" + (f", line {line}" if line else "") + f", key '{key}'"
 
 
 def resolve_design(spec: Any, templates: TemplateSet | None = None) -> Design:

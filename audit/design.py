@@ -163,7 +163,7 @@ def check_before_sending(spec: Any, variants: Any) -> None:
     can be built. Raises one :class:`~audit.errors.AuditError` with the fix."""
     from .errors import AuditError
     from .scorers import get_scorer
-    from .counterfactual import spec_where
+    from .spec import spec_where
 
     groups = sorted(set(variants["group"]) - {"control"})
     for i, ref in enumerate([spec.analysis.reference, *spec.analysis.extra_references]):

@@ -346,6 +346,16 @@ def _format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+def spec_where(spec: Any, loc: tuple) -> str:
+    """'FILE, line N, key 'a.b[0]'' for a key path of the spec (or just the key without a file)."""
+    key = _format_loc(loc)
+    path = getattr(spec, "source_path", None)
+    if path is None:
+        return f"spec key '{key}'"
+    line = _yaml_line(getattr(spec, "_source_text", "") or "", loc)
+    return f"{path}" + (f", line {line}" if line else "") + f", key '{key}'"
+
+
 def validation_error(where: Path | str, text: str, err: ValidationError, what_file: str = "spec") -> AuditError:
     """Turn the first pydantic error into one actionable AuditError."""
     e = err.errors(include_url=False)[0]

@@ -78,6 +78,19 @@ class Stage(Protocol):
     def run(self, ctx: StageContext) -> StageSummary: ...
 
 
+@dataclass(frozen=True)
+class Suite:
+    """An audit design: its ``name``, a one-line ``description`` and its ``stages`` in order."""
+
+    name: str
+    description: str
+    stages: Sequence[Stage]
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+
 @dataclass
 class StageRecord:
     """A stage's summary with its name and duration, as the pipeline reports it."""
@@ -115,4 +128,4 @@ def run_stages(stages: Sequence[Stage], ctx: StageContext) -> list[StageRecord]:
     return records
 
 
-__all__ = ["Stage", "StageContext", "StageRecord", "StageSummary", "run_stages"]
+__all__ = ["Stage", "StageContext", "StageRecord", "StageSummary", "Suite", "run_stages"]

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AuditError
-from .store_migrations import SCHEMA_VERSION, execute_script, migrate  # noqa: F401 - SCHEMA_VERSION re-exported
+from .store_migrations import SCHEMA_VERSION, execute_script, migrate, now_iso  # noqa: F401 - re-exported
 
 STORE_FILENAME = "store.sqlite"
 
@@ -116,10 +116,6 @@ CREATE TABLE IF NOT EXISTS invariance (
 """,
 }
 
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def canonical_json(obj: Any) -> str:

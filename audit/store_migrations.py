@@ -26,12 +26,19 @@ migration too once they exist in released stores, guarded by whether the table e
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from .errors import AuditError
 
 MIGRATIONS_TABLE = "_migrations"
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 with milliseconds: every time stamp of the store (re-exported by
+    :mod:`audit.store`; defined here so that the migrations need nothing from it)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -140,8 +147,6 @@ def execute_script(conn: sqlite3.Connection, script: str) -> None:
 def m001_release_0_1_schema(conn: sqlite3.Connection) -> None:
     """The schema of release 0.1.0: meta, specs, variants, requests, replies, attempts, scores,
     scorer_info; and the store's creation time."""
-    from .store import now_iso
-
     execute_script(conn, SCHEMA_1)
     conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1')")
     conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (now_iso(),))
@@ -216,8 +221,6 @@ def migrate(conn: sqlite3.Connection, path: Path) -> list[int]:
     """Bring the store on ``conn`` (autocommit mode) to :data:`SCHEMA_VERSION`; returns the numbers of
     the migrations applied now. Refuses a store newer than this code. The caller translates
     ``sqlite3.OperationalError`` (locked, disk full) into an AuditError."""
-    from .store import now_iso
-
     _refuse_newer(conn, path)
     if not pending(conn):
         return []

@@ -6,8 +6,8 @@
 
 What it measures (a benchmark, not a test: nothing here asserts a time):
 
-1. **Overhead** against a fast local stub server (``audit.backends.stub`` in its own process, no
-   latency): requests/s of :func:`audit.engine.complete` (content-addressed keys, a SQLite commit
+1. **Overhead** against a fast local stub server (``audit.testing``, the public fake server, in its own
+   process, no latency): requests/s of :func:`audit.engine.complete` (content-addressed keys, a SQLite commit
    per reply, rate limiter, retry bookkeeping) beside a bare ``AsyncOpenAI`` loop with a semaphore
    at the same concurrency. Rounds alternate bare/toolkit; the best round of each is compared.
 2. **The embedded model** (SmolLM2-135M on llama.cpp): the same comparison where the model, not the
@@ -114,7 +114,7 @@ def compare(name: str, base_url: str, model_name: str, model: ModelSpec, n: int,
 
 
 def start_stub() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "audit.backends.stub"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "audit.testing"], stdout=subprocess.PIPE, text=True)
     return proc, json.loads(proc.stdout.readline())["base_url"]
 
 

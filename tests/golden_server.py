@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from audit.backends.stub import StubServer
+from audit.testing import StubServer
 
 # Sentences of each EPITOME mechanism, written for this test.
 EMOTIONAL = ["I'm so sorry you're going through this.", "That sounds really painful, and I feel for you.",

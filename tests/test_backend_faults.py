@@ -1,22 +1,24 @@
 """Retries, backoff, fail-fast and content-filter handling, against a local server that fails on purpose.
 
-The server (audit.backends.stub) is a real HTTP server on 127.0.0.1 spoken to by the real ``openai``
+The server (audit.testing, the public fake server) is a real HTTP server on 127.0.0.1 spoken to by the real ``openai``
 client; only its answers are scripted.
 """
 
 from __future__ import annotations
 
+import doctest
 import random
 import socket
 
 import pytest
 
+import audit.testing
 from audit.backends.ratelimit import RetryPolicy
-from audit.backends.stub import StubServer
 from audit.errors import AuditError
 from audit.engine import complete
 from audit.spec import DecodingSpec, ModelSpec
 from audit.store import RunStore
+from audit.testing import StubServer
 
 FAST = RetryPolicy(max_retries=4, base_s=0.01, cap_s=0.05, rng=random.Random(0))
 DEC = DecodingSpec(temperature=0.5, max_tokens=16, seed=3)
@@ -197,3 +199,27 @@ def test_a_fatal_answer_still_stores_the_replies_already_in_flight(store, monkey
                "JOIN requests q USING (request_key) WHERE r.status = 'ok'"))
     assert answered == ["slow 0", "slow 1", "slow 2"] and stored == answered
     assert not any(text.startswith("later") for _, text, _, _ in srv.log)   # nothing new was sent
+
+
+def test_a_fault_function_decides_per_request_and_none_leaves_it_to_the_script(store):
+    def fault(req, text):
+        return "400" if "reject" in text else None
+
+    with StubServer(fault=fault, script={"alpha": ["500"]}) as srv:
+        s = complete(store, _model(srv.base_url), DEC, _items("reject me", "alpha post", "beta post"),
+                     progress=False, retry=FAST)
+        faults = {text: [f for _, t, _, f in srv.log if t == text] for text in ("reject me", "alpha post", "beta post")}
+    assert faults == {"reject me": ["400"], "alpha post": ["500", "ok"], "beta post": ["ok"]}
+    assert (s.ok, s.failed) == (2, 1)
+
+
+def test_an_unknown_fault_is_refused_when_the_server_is_made():
+    with pytest.raises(ValueError, match=r"unknown fault\(s\) \['502'\] in script\['x'\]; choose from ok, 429"):
+        StubServer(script={"x": ["502"]})
+    with pytest.raises(ValueError, match="in default"):
+        StubServer(default=["ok", "boom"])
+
+
+def test_the_fake_servers_documented_example_runs():
+    result = doctest.testmod(audit.testing, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0

@@ -16,7 +16,7 @@ import pytest
 
 from audit.report import render
 from audit.report.browser import check_page, find_chromium
-from audit.report.synthetic import fill_store
+from synthetic_store import fill_store
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"

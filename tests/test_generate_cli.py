@@ -7,12 +7,12 @@ import sqlite3
 
 import pytest
 
-from audit.backends.stub import StubServer
 from audit.cli import main as cli_main
 from audit.engine import complete
 from audit.generate import generate
 from audit.spec import DecodingSpec, ModelSpec, spec_from_dict
 from audit.store import RunStore
+from audit.testing import StubServer
 
 
 def _spec(url: str, run_dir, **over):

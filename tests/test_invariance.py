@@ -15,7 +15,7 @@ from audit.cli import main
 from audit.errors import AuditError
 from audit.scorers.invariance import invariance_summary, load_reference_replies, run_invariance
 from audit.store import RunStore
-from test_scoring_fixtures import POSTS, make_run, make_spec, variants_frame
+from scoring_fixtures import POSTS, make_run, make_spec, variants_frame
 
 
 class _ReplyOnly:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import re
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,83 +18,49 @@ import pytest
 from audit.cli import main as cli_main
 from audit.spec import spec_from_dict
 from audit.store import RunStore
+from audit.testing import StubServer
 
 
-class FakeChat:
-    """A tiny OpenAI-compatible chat server; counts the completions it served."""
+def _bits(req: dict, text: str) -> int:
+    return int(hashlib.sha256((text + str(req.get("seed"))).encode()).hexdigest(), 16)
+
+
+def _reply(req: dict, text: str) -> str:
+    """Shorter replies to posts that mention "Black"; markup in a third of them."""
+    h = _bits(req, text)
+    words = (8 if "Black" in text else 16) + h % 5
+    reply = " ".join(["I hear you and it sounds really hard."] * (words // 8 + 1))
+    return reply + " <script>alert(1)</script>" if h % 3 == 0 else reply
+
+
+class FakeChat(StubServer):
+    """The public fake server, answering with :func:`_reply` and rejecting (HTTP 400) a quarter of the
+    requests, chosen by a hash of the prompt, while ``reject_some`` is set."""
 
     def __init__(self):
-        self.served = 0
-        self.rejected = 0
         self.reject_some = True
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # quiet
-                pass
-
-            def _send(self, code, obj):
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
-                else:
-                    self._send(404, {"error": {"message": "not found"}})
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                req = json.loads(self.rfile.read(n) or b"{}")
-                user = " ".join(m["content"] for m in req.get("messages", []) if m.get("role") == "user")
-                h = int(hashlib.sha256((user + str(req.get("seed"))).encode()).hexdigest(), 16)
-                with fake.lock:
-                    if fake.reject_some and h % 4 == 0:
-                        fake.rejected += 1
-                        self._send(400, {"error": {"message": "rejected by the test server", "type": "invalid_request_error"}})
-                        return
-                    fake.served += 1
-                short = "Black" in user
-                words = (8 if short else 16) + h % 5
-                text = " ".join(["I hear you and it sounds really hard."] * (words // 8 + 1))
-                if h % 3 == 0:
-                    text += " <script>alert(1)</script>"
-                self._send(200, {
-                    "id": f"chatcmpl-{h % 10**8}", "object": "chat.completion", "created": 0, "model": "fake-model",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 20, "completion_tokens": words, "total_tokens": 20 + words},
-                })
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(model="fake-model", reply=_reply,
+                         fault=lambda req, text: "400" if self.reject_some and _bits(req, text) % 4 == 0 else "ok")
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+    def served(self) -> int:
+        return sum(1 for *_, fault in self.log if fault == "ok")
 
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def rejected(self) -> int:
+        return sum(1 for *_, fault in self.log if fault == "400")
 
 
 @pytest.fixture
 def fake_chat():
-    srv = FakeChat()
-    yield srv
-    srv.close()
+    with FakeChat() as srv:
+        yield srv
 
 
-def _spec(base_url: str, run_dir: Path):
+def _spec(base_url: str, run_dir: Path, n_posts: int = 5):
     spec = spec_from_dict({
         "name": "pipeline-test",
-        "posts": {"source": "builtin", "limit": 5},
+        "posts": {"source": "builtin", "limit": n_posts},
         "demographics": {"axes": ["race"], "groups": {"race": ["Black", "White"]}, "cue_types": ["explicit_tag"],
                          "alternatives": 1},
         "models": [{"label": "fake", "base_url": base_url, "model": "fake-model", "max_retries": 0,
@@ -156,7 +120,7 @@ def test_run_resumes_a_half_finished_audit(fake_chat, tmp_path, capsys):
 
 
 def test_report_command_rerenders_from_the_store_alone(tmp_path, capsys):
-    from audit.report.synthetic import fill_store
+    from synthetic_store import fill_store
 
     run_dir = fill_store(tmp_path / "run")
     (run_dir / "report.html").write_text("stale", encoding="utf-8")
@@ -181,27 +145,24 @@ def test_run_command_with_a_bad_spec_is_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_analysis_error_is_stated_and_exit_status_is_1(fake_chat, tmp_path, capsys, monkeypatch):
-    import audit.stats
-    from audit.errors import AuditError
-
-    def refuse(spec, run_dir=None):
-        raise AuditError("only 4 cluster(s) in 'post_id'; a random-intercept model needs at least 5",
-                         fix="analyse more posts")
-
-    monkeypatch.setattr(audit.stats, "analyze_run", refuse)
+def test_analysis_error_is_stated_and_exit_status_is_1(fake_chat, tmp_path, capsys):
+    """Four posts are too few clusters for a random-intercept model: every gap test is refused, so the
+    analysis fails for a real reason; the report is still written and says why."""
     fake_chat.reject_some = False
     run_dir = tmp_path / "run"
     spec_path = tmp_path / "spec.yaml"
     import yaml
 
-    spec_path.write_text(yaml.safe_dump(_spec(fake_chat.base_url, run_dir).model_dump(mode="json", exclude_none=True)),
+    spec_path.write_text(yaml.safe_dump(_spec(fake_chat.base_url, run_dir, n_posts=4).model_dump(mode="json",
+                                                                                             exclude_none=True)),
                          encoding="utf-8")
     assert cli_main(["run", str(spec_path), "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"analyze\s+FAILED", out)
     data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    assert data["results"] == [] and "random-intercept model needs at least 5" in data["analysis_error"]
+    assert data["results"] == [] and data["analysis_error"].startswith("no gap test could be fitted")
+    assert "only 4 cluster(s) in 'post_id'; a random-intercept model needs at least 5" in data["analysis_error"]
     html = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert "the analysis could not be fitted (only 4 cluster(s) in &#39;post_id&#39;" in html
+    assert "the analysis could not be fitted (no gap test could be fitted" in html
+    assert "only 4 cluster(s) in &#39;post_id&#39;" in html
     assert data["provenance"]["reproduce"] == f"empathy-audit run {spec_path} --out {run_dir}"

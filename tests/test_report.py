@@ -19,7 +19,7 @@ import pytest
 
 from audit.report import render
 from audit.report.findings import finding_sentence, fmt_p, gap_text, summarize
-from audit.report.synthetic import HOSTILE_REPLY, fill_store
+from synthetic_store import HOSTILE_REPLY, fill_store
 from audit.store import RunStore
 
 

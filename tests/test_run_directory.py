@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from audit.backends.stub import StubServer
+from audit.testing import StubServer
 from audit.cli import main as cli_main
 
 IDS = ["depression-01", "anxiety-02", "grief-01", "work_stress-01", "relationship_conflict-01"]

@@ -13,7 +13,7 @@ from audit.errors import AuditError
 from audit.scorers.auxiliary import LengthScorer, RefusalScorer, count_words
 from audit.scoring import score_run, score_with
 from audit.store import RunStore
-from test_scoring_fixtures import REPLIES, add_reply, make_run, variants_frame
+from scoring_fixtures import REPLIES, add_reply, make_run, variants_frame
 
 
 def _scores(run_dir) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import pytest
 from audit.scorers.judge import MECHANISMS
 from audit.scoring import score_run
 from audit.store import RunStore
-from test_scoring_fixtures import POSTS, add_reply, make_spec, variants_frame
+from scoring_fixtures import POSTS, add_reply, make_spec, variants_frame
 
 
 @pytest.mark.embedded

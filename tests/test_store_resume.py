@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from audit.backends.stub import StubServer
 from audit.cli import main as cli_main
 from audit.engine import complete, request_params
 from audit.generate import generate
 from audit.spec import DecodingSpec, ModelSpec, load_spec
 from audit.store import RunStore, request_key
+from audit.testing import StubServer
 
 DEC = DecodingSpec(temperature=0.7, max_tokens=16, seed=11)
 

@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import AuditError
+from ..scorers.agreement import scorer_agreement
+from ..scorers.probe import probe_summary
 from ..store import STORE_FILENAME, RunStore
 from .findings import measure_of, outcome_sort_key
 
@@ -151,30 +153,6 @@ class ReportData:
         )
 
 
-def _probe_summary(store: RunStore, probe: pd.DataFrame | None, variants: pd.DataFrame) -> pd.DataFrame | None:
-    """Cue leak rate per (model, cue type, axis): share of variants whose demographic the probe named."""
-    try:  # the probe module's own summary, when installed
-        from ..scorers import probe as probe_mod  # type: ignore
-
-        fn = getattr(probe_mod, "probe_summary", None) or getattr(probe_mod, "summary", None)
-        if fn is not None:
-            out = fn(store)
-            if isinstance(out, pd.DataFrame):
-                return out
-    except ImportError:
-        pass
-    except Exception:  # noqa: BLE001 - fall back to our own reading of the table
-        pass
-    if probe is None or probe.empty or "correct" not in probe.columns:
-        return None
-    df = probe.merge(variants[["variant_id", "cue_type", "group"]], on="variant_id", how="left") \
-        if "cue_type" not in probe.columns else probe.copy()
-    df = df[df["correct"].notna()]
-    if df.empty:
-        return None
-    keys = [k for k in ("model_label", "cue_type", "axis") if k in df.columns]
-    out = df.groupby(keys)["correct"].agg(["mean", "count"]).reset_index()
-    return out.rename(columns={"mean": "leak_rate", "count": "n"})
 
 
 def collect(run_dir: str | Path) -> ReportData:
@@ -198,18 +176,11 @@ def collect(run_dir: str | Path) -> ReportData:
         tables = {t: store.table_df(t) for t in RESULT_TABLES}
         probe = store.table_df("probe")
         invariance = store.table_df("invariance")
-        probe_summary = _probe_summary(store, probe, variants)
-        agreement = None
-        try:  # agreement between scorers that share a measure (e.g. epitome vs llm-judge)
-            from ..scorers.agreement import scorer_agreement
-
-            agreement = scorer_agreement(store)
-        except ImportError:
-            pass
+        agreement = scorer_agreement(store)  # between scorers that share a measure (e.g. epitome vs llm-judge)
         return ReportData(
             run_dir=run_dir, spec=spec, spec_yaml=spec_yaml, spec_hash=meta.get("spec_hash"), meta=meta,
             variants=variants, replies=replies, scores=scores, scorer_info=store.scorer_info(), tables=tables,
-            probe=probe, probe_summary=probe_summary, invariance=invariance,
+            probe=probe, probe_summary=probe_summary(store), invariance=invariance,
             store_sha256=store.content_sha256(), store_tables=names,
             agreement=agreement if agreement is not None and not agreement.empty else None,
         )

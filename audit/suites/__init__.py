@@ -8,33 +8,18 @@ engine, scorers, statistics and report. :func:`audit.pipeline.run` runs a suite'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
-
 from ..errors import AuditError
-from ..stages import Stage
+from ..stages import Suite
+from .empathy import EMPATHY
 
-
-@dataclass(frozen=True)
-class Suite:
-    """An audit design: its ``name``, a one-line ``description`` and its ``stages`` in order."""
-
-    name: str
-    description: str
-    stages: Sequence[Stage]
-
-    @property
-    def stage_names(self) -> list[str]:
-        return [s.name for s in self.stages]
+SUITES = {s.name: s for s in (EMPATHY,)}
 
 
 def get_suite(name: str = "empathy") -> Suite:
     """The suite called ``name``."""
-    if name == "empathy":
-        from .empathy import EMPATHY
-
-        return EMPATHY
-    raise AuditError(f"unknown audit suite '{name}'", where="suite", fix="use one of: empathy")
+    if name not in SUITES:
+        raise AuditError(f"unknown audit suite '{name}'", where="suite", fix="use one of: " + ", ".join(SUITES))
+    return SUITES[name]
 
 
-__all__ = ["Suite", "get_suite"]
+__all__ = ["SUITES", "Suite", "get_suite"]

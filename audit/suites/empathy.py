@@ -14,7 +14,7 @@ from ..generate import RepliesStage
 from ..report import ReportStage
 from ..scoring import ScoreStage
 from ..stats.stage import AnalyzeStage
-from . import Suite
+from ..stages import Suite
 
 EMPATHY = Suite(
     name="empathy",

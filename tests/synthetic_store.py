@@ -1,6 +1,7 @@
 """A synthetic run store: realistic rows for every table the report reads, written through RunStore.
 
-Used by the report's tests and for previewing the report's layout without running a model. Every
+Used by the report's tests (a test helper, not shipped in the package), and for previewing the
+report's layout without running a model: ``fill_store(dir)`` then ``empathy-audit report dir``. Every
 table follows docs/CONTRACTS.md. The replies include hostile text (HTML, script) on purpose: a report
 must show it as text. The numbers are made up, drawn from a seeded generator: nothing here is a
 finding about any model.
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..spec import spec_from_dict
-from ..store import RunStore, canonical_json, request_key
+from audit.spec import spec_from_dict
+from audit.store import RunStore, request_key
 
 HOSTILE_REPLY = (
     "I hear you. <script>alert(1)</script> That sounds hard. "
@@ -246,7 +247,3 @@ def _fill_results(store: RunStore, spec) -> None:
     for name, table in [("results", res), ("results_paired", paired), ("results_power", power),
                         ("results_intersectional", pd.DataFrame(inter)), ("analysis_meta", meta)]:
         table.to_sql(name, store.conn, if_exists="replace", index=False)
-
-
-def canonical(obj: Any) -> str:  # re-exported for tests
-    return canonical_json(obj)

@@ -1,24 +1,42 @@
-"""A small, fast OpenAI-compatible stub server that fails on purpose: for fault-injection tests and
-for measuring the toolkit's own overhead (``benchmarks/bench_generate.py``).
+"""A fake OpenAI-compatible chat server for your own tests and CI: fast, local, and failing on purpose.
 
-It is a test double, never what a feature is "done" against: replies are an echo, not a model.
+Point an audit spec's ``base_url`` at it to test a pipeline, a wrapper or a CI job without a model,
+a key or a network, and script the failures a real endpoint has (rate limits, overload, timeouts,
+dropped connections, content filters, rejected keys). The toolkit's own tests and
+``benchmarks/bench_generate.py`` (the toolkit's request overhead) use it too. Replies are an echo of
+the prompt by default, or whatever ``reply`` returns: a test double, never a model.
+
+>>> from openai import OpenAI
+>>> from audit.testing import StubServer
+>>> with StubServer(default=["503"]) as srv:     # the first request fails, the retry gets a reply
+...     client = OpenAI(base_url=srv.base_url, api_key="unused", max_retries=1)
+...     answer = client.chat.completions.create(model="stub-model", messages=[{"role": "user", "content": "hi"}])
+>>> answer.choices[0].message.content
+'echo[None|None]: hi'
+>>> [fault for _time, _message, _seed, fault in srv.log]
+['503', 'ok']
+
+In an audit spec: ``models: [{label: fake, base_url: <srv.base_url>, model: stub-model}]``.
 
 It speaks just enough HTTP/1.1 (keep-alive, Content-Length) for ``openai``/``httpx`` clients:
 ``GET /v1/models`` and ``POST /v1/chat/completions``. What each request gets is scripted:
 
+- ``fault``: ``callable(request dict, last user message) -> fault or None``, asked first for every
+  request (None: the script below decides);
 - ``script``: ``{substring: [fault, fault, ...]}``: the n-th request whose last user message
   contains ``substring`` gets the n-th fault of the list, then ``ok`` once the list is used up;
 - ``default``: the same for every other request.
 
-Faults: ``ok``, ``429`` (with ``Retry-After: retry_after``), ``429-quota``, ``500``, ``503``,
-``timeout`` (answers after ``hang_s``), ``drop`` (closes the connection), ``malformed`` (200 with a
-body that is not a chat completion), ``html`` (200 with an HTML page), ``content_filter`` (200 with
-``finish_reason: content_filter``), ``filter400`` (Azure's 400 ``content_filter``), ``400``,
+Faults (:data:`FAULTS`): ``ok``, ``429`` (with ``Retry-After: retry_after``), ``429-quota``, ``500``,
+``503``, ``timeout`` (answers after ``hang_s``), ``drop`` (closes the connection), ``malformed`` (200
+with a body that is not a chat completion), ``html`` (200 with an HTML page), ``content_filter`` (200
+with ``finish_reason: content_filter``), ``filter400`` (Azure's 400 ``content_filter``), ``400``,
 ``401`` (its message echoes the key, masked like OpenAI's), ``404``.
 
-Every request is logged in ``server.log`` as ``(monotonic time, last user message, seed, fault)``.
+Every request is logged in ``server.log`` as ``(monotonic time, last user message, seed, fault)``;
+``server.count`` is the number of chat requests received.
 
-Run standalone: ``python -m audit.backends.stub --port 8099 [--latency 0.0]``.
+Run standalone: ``python -m audit.testing --port 8099 [--latency 0.0]`` (prints its base URL as JSON).
 """
 
 from __future__ import annotations
@@ -29,17 +47,34 @@ import json
 import threading
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
+
+__all__ = ["FAULTS", "StubServer"]
+
+#: What a scripted request can get.
+FAULTS = ("ok", "429", "429-quota", "500", "503", "timeout", "drop", "malformed", "html", "content_filter",
+          "filter400", "400", "401", "404")
+
+
+def _check_faults(faults: list[str], where: str) -> list[str]:
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        raise ValueError(f"unknown fault(s) {unknown} in {where}; choose from {', '.join(FAULTS)}")
+    return list(faults)
 
 
 class StubServer:
+    """The fake server; ``start()``/``stop()`` or a ``with`` block serve it from a background thread."""
+
     def __init__(self, script: dict[str, list[str]] | None = None, default: list[str] | None = None,
                  latency_s: float = 0.0, retry_after: float | None = 0.05, hang_s: float = 30.0,
                  model: str = "stub-model", port: int = 0, log: bool = True,
-                 reply: Any = None):
+                 reply: Callable[[dict[str, Any], str], str] | None = None,
+                 fault: Callable[[dict[str, Any], str], str | None] | None = None):
         self.reply = reply  # callable(request dict, last user message) -> reply text; None: the echo
-        self.script = dict(script or {})
-        self.default = list(default or [])
+        self.fault = fault  # callable(request dict, last user message) -> fault, None: the script decides
+        self.script = {sub: _check_faults(faults, f"script[{sub!r}]") for sub, faults in (script or {}).items()}
+        self.default = _check_faults(list(default or []), "default")
         self.latency_s = latency_s
         self.retry_after = retry_after
         self.hang_s = hang_s
@@ -54,7 +89,11 @@ class StubServer:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ scripting
-    def _fault_for(self, text: str) -> str:
+    def _fault_for(self, req: dict[str, Any], text: str) -> str:
+        if self.fault is not None:
+            chosen = self.fault(req, text)
+            if chosen is not None:
+                return chosen
         for sub, faults in self.script.items():
             if sub in text:
                 n = self._seen[sub]
@@ -86,6 +125,8 @@ class StubServer:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
+        except asyncio.CancelledError:  # stop() with a keep-alive connection still open: end quietly
+            pass
         finally:
             try:
                 writer.close()
@@ -112,7 +153,7 @@ class StubServer:
         req = json.loads(body or b"{}")
         msgs = req.get("messages") or [{}]
         text = str(msgs[-1].get("content", ""))
-        fault = self._fault_for(text)
+        fault = self._fault_for(req, text)
         self.count += 1
         if self.keep_log:
             self.log.append((time.monotonic(), text, req.get("seed"), fault))
@@ -153,7 +194,8 @@ class StubServer:
         if fault == "404":
             return self._http(404, {"error": {"message": f"The model '{req.get('model')}' does not exist",
                                               "code": "model_not_found"}})
-        return self._http(500, {"error": {"message": f"unknown stub fault {fault}"}})
+        return self._http(500, {"error": {"message": f"unknown fault {fault!r} from the test's fault function; "
+                                          f"choose from {', '.join(FAULTS)}"}})
 
     def _completion(self, req: dict[str, Any], text: str, fault: str) -> dict[str, Any]:
         reply = (self.reply(req, text) if self.reply is not None
@@ -218,7 +260,7 @@ class StubServer:
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - used by the benchmark
-    ap = argparse.ArgumentParser(prog="python -m audit.backends.stub")
+    ap = argparse.ArgumentParser(prog="python -m audit.testing")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
     args = ap.parse_args(argv)
