@@ -63,6 +63,8 @@ class PluginScorer:
         self.description = doc.splitlines()[0] if doc else f"scorer from {distribution}"
 
     def __getattr__(self, attr: str) -> Any:
+        if attr == "_inner":  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(attr)
         return getattr(self._inner, attr)
 
     def info(self) -> dict[str, Any]:
