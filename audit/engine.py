@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator
 from .backends.openai_backend import CallError, ChatBackend
 from .backends.ratelimit import RateLimiter, RetryPolicy
 from .errors import AuditError
-from .store import RunStore, canonical_json, now_iso, request_key
+from .store import RunStore, now_iso, request_key
 from .untrusted import redact_secrets, replace_unencodable, reply_char_limit, secrets_from_env, truncate_reply
 
 CHUNK = 512

@@ -106,15 +106,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     from ..scorers import available_scorers
 
     rows = available_scorers()
+    broken = [r for r in rows if r.get("error")]
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 1 if broken else 0
     w = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{w}}  {', '.join(r['measures']):<22}  {r['description']}")
+        if r.get("error"):
+            continue
+        src = "" if r["source"] == "built-in" else f" [plugin: {r['source']}]"
+        print(f"{r['name']:<{w}}  {', '.join(r['measures']):<22}  {r['description']}{src}")
+        for m in r["declared"]:
+            scale = f"{m['range'][0]:g}..{m['range'][1]:g}" if m.get("range") else "unbounded"
+            higher = f"; higher is {m['higher_is']}" if m.get("higher_is") else ""
+            gap = "relative to the control mean" if m["gap_unit"] == "relative" else f"in {m['gap_unit']}"
+            print(f"{'':<{w}}    {m['name']}: {m['label']} ({m['kind']}, {scale}{higher}; gap {gap})")
     print("\nAlso: the demographic inference probe (scoring.inference_probe) and "
           "'empathy-audit scorers invariance'.")
-    return 0
+    for r in broken:
+        print(f"error: {r['error']}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
+from ..scorers.measures import Measure, MeasureCatalog
 from ..store import now_iso
 from . import findings as F
 from .data import EMBEDDED_NAME, ReportData, collect
@@ -191,7 +192,8 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
         items = []
         for c in cells:
             k = c["request_key"]
-            scores = [(_example_label(m), _example_value(m, wide.loc[k, m]) if k in wide.index else "n/a")
+            scores = [(data.measures.measure(m).short_label,
+                       _example_value(data.measures.measure(m), wide.loc[k, m]) if k in wide.index else "n/a")
                       for m in show_measures]
             items.append(dict(group=c["group"], cue_type=c["cue_type"], cue_label=F.cue_short(c["cue_type"]),
                               cue_text=c.get("cue_text") or "", post_text=c.get("post_text") or "",
@@ -203,18 +205,13 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
     return out
 
 
-def _example_label(m: str) -> str:
-    return {"empathy": "empathy", "words": "words", "refusal": "refusal"}.get(m, F.OUTCOME_LABELS.get(m, m))
-
-
-def _example_value(m: str, v: Any) -> str:
+def _example_value(m: Measure, v: Any) -> str:
+    """One score as an example card shows it: yes/no for a binary measure, else its declared decimals."""
     if not _finite(v):
         return "n/a"
-    if m == "words":
-        return f"{float(v):.0f}"
-    if m == "refusal":
+    if m.kind == "binary":
         return "yes" if float(v) >= 0.5 else "no"
-    return fnum(v, 2)
+    return f"{float(v):.0f}" if m.decimals == 0 else fnum(v, m.decimals)
 
 
 def _scorers(data: ReportData) -> list[dict[str, Any]]:
@@ -273,11 +270,11 @@ def _analysis_meta(data: ReportData) -> list[dict[str, str]]:
     return out
 
 
-def _results_rows(df: pd.DataFrame | None) -> list[dict[str, Any]]:
+def _results_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None) -> list[dict[str, Any]]:
     if df is None or df.empty:
         return []
     rows = []
-    order = df.assign(_o=df["outcome"].map(lambda o: F.outcome_sort_key(o)))
+    order = df.assign(_o=df["outcome"].map(lambda o: F.outcome_sort_key(o, catalog)))
     sort_cols = [c for c in ("model_label", "_o", "style", "cue_type", "group") if c in order.columns]
     order = order.sort_values(sort_cols, key=lambda s: s.map(lambda x: (x != "pooled", x)) if s.name in (
         "style", "cue_type") else s)
@@ -286,7 +283,7 @@ def _results_rows(df: pd.DataFrame | None) -> list[dict[str, Any]]:
             isinstance(r.get("significant_holm"), float) and math.isnan(r["significant_holm"])) else False
         rows.append(dict(
             family_id=r.get("family_id"),
-            model=r.get("model_label"), outcome=r.get("outcome"), outcome_label=F.outcome_label(r.get("outcome")),
+            model=r.get("model_label"), outcome=r.get("outcome"), outcome_label=F.outcome_label(r.get("outcome"), catalog),
             style=r.get("style"), cue_type=r.get("cue_type"), group=r.get("group"), reference=r.get("reference"),
             estimate=fnum(r.get("estimate")), ci=f"[{fnum(r.get('ci_low'))}, {fnum(r.get('ci_high'))}]",
             ci_low=fnum(r.get("ci_low")), ci_high=fnum(r.get("ci_high")),
@@ -473,8 +470,8 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     status = data.status_counts
     alpha = spec.analysis.alpha if spec is not None else 0.05
     res = data.results
-    summary = F.summarize(res, alpha=alpha)
-    power, power_source = F.power_sentences(data.tables.get("results_power"), res)
+    summary = F.summarize(res, alpha=alpha, catalog=data.measures)
+    power, power_source = F.power_sentences(data.tables.get("results_power"), res, catalog=data.measures)
     models = _records(data.models.drop(columns=["params"])) if not data.models.empty else []
     for m, p in zip(models, data.models["params"] if not data.models.empty else []):
         m["params"] = p
@@ -509,7 +506,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         design=design, models=models, embedded_used=data.embedded_used, embedded_warning=EMBEDDED_WARNING,
         summary=summary, power=power, power_source=power_source, alpha=alpha, corrections=corrections,
         reference=spec.analysis.reference if spec is not None else "control",
-        figures=figures, results=_results_rows(res), has_results=res is not None,
+        figures=figures, results=_results_rows(res, data.measures), has_results=res is not None,
         paired=_generic_table(data.tables.get("results_paired")),
         power_table=_generic_table(data.tables.get("results_power")),
         intersectional_table=_generic_table(data.tables.get("results_intersectional")),
@@ -520,7 +517,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         analysis_error=analysis_error,
         group_summary=_generic_table(_group_summary(data), 300),
         agreement=_generic_table(data.agreement),
-        cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=F.outcome_label,
+        cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=data.measures.label,
     )
     return ctx
 

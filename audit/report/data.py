@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from ..errors import AuditError
 from ..scorers.agreement import scorer_agreement
 from ..scorers.probe import probe_summary
 from ..store import STORE_FILENAME, RunStore
-from .findings import measure_of, outcome_sort_key
+from ..scorers.measures import MeasureCatalog
+from .findings import measure_of
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -44,6 +46,11 @@ class ReportData:
     store_tables: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ derived
+    @cached_property
+    def measures(self) -> MeasureCatalog:
+        """What the run's measures mean (labels, kinds, gap units), from the stored scorer info."""
+        return MeasureCatalog.from_scorer_info(self.scorer_info)
+
     @property
     def results(self) -> pd.DataFrame | None:
         return self.tables.get("results")
@@ -118,11 +125,11 @@ class ReportData:
         """Measures in the order the report shows them (from results when present, else from scores)."""
         res = self.results
         if res is not None and not res.empty:
-            return sorted(res["outcome"].astype(str).unique(), key=outcome_sort_key)
+            return sorted(res["outcome"].astype(str).unique(), key=self.measures.sort_key)
         if self.scores.empty:
             return []
         return sorted({f"{s}.{m}" for s, m in zip(self.scores["scorer"], self.scores["measure"])},
-                      key=lambda o: outcome_sort_key(measure_of(o)))
+                      key=lambda o: self.measures.sort_key(measure_of(o)))
 
     @property
     def group_attributes(self) -> pd.DataFrame:

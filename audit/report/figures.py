@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..scorers.measures import MeasureCatalog
 from .findings import cue_short, is_absolute, is_proportion, measure_of, outcome_label, scale_unit
 
 _ROW_H = 0.32  # inches per row in the forest plot
@@ -90,7 +91,7 @@ def distributions(data) -> FigureOut:
         if match and match[0] not in want:
             want.append(match[0])
     # Binary outcomes (refusal) have their own figure; boxes of 0/1 say nothing.
-    want = [o for o in want if not is_proportion(o)] or want
+    want = [o for o in want if not is_proportion(o, data.measures)] or want
     want = _key_outcomes(want or present)
     sns, Figure = _setup()
     n = len(want)
@@ -110,7 +111,7 @@ def distributions(data) -> FigureOut:
         sns.boxplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
                     showmeans=True, meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
                                                "markersize": 4}, fliersize=2, linewidth=0.8)
-        ax.set_title(mpl_text(outcome_label(outcome)))
+        ax.set_title(mpl_text(outcome_label(outcome, data.measures)))
         ax.set_xlabel("")
         ax.set_ylabel("score")
         _group_axis(ax)
@@ -127,11 +128,10 @@ def _group_axis(ax) -> None:
         leg.set_title("cue type")
 
 
-def _gap_values(d: pd.DataFrame, outcome: str) -> tuple[pd.Series, pd.Series, pd.Series, str]:
+def _gap_values(d: pd.DataFrame, outcome: str, catalog: MeasureCatalog | None = None) -> tuple[pd.Series, pd.Series, pd.Series, str]:
     ref = float(d["ref_mean"].median()) if "ref_mean" in d and d["ref_mean"].notna().any() else None
-    if is_absolute(outcome, ref) or "relative_gap" not in d:
-        scale = scale_unit(outcome)[0]
-        unit = scale_unit(outcome)[1]
+    if is_absolute(outcome, ref, catalog) or "relative_gap" not in d:
+        scale, unit = scale_unit(outcome, catalog)
         return d["estimate"] * scale, d["ci_low"] * scale, d["ci_high"] * scale, f"gap vs control ({unit})"
     return d["relative_gap"] * 100, d["rel_ci_low"] * 100, d["rel_ci_high"] * 100, "gap vs control (% of control mean)"
 
@@ -173,7 +173,7 @@ def forest(data) -> FigureOut:
         sub = d[(d["outcome"] == o) & ((d["model_label"] == m) if m is not None else True)].copy()
         sub["_c"] = sub["cue_type"].map(lambda c: cue_types.index(c))
         sub = sub.sort_values(["group", "_c"], ascending=[False, False]).reset_index(drop=True)
-        est, lo, hi, xlabel = _gap_values(sub, o)
+        est, lo, hi, xlabel = _gap_values(sub, o, data.measures)
         y = np.arange(len(sub))
         sig = sub["significant_holm"].fillna(False).astype(bool) if "significant_holm" in sub else \
             pd.Series(False, index=sub.index)
@@ -188,7 +188,7 @@ def forest(data) -> FigureOut:
         ax.set_yticklabels([mpl_text(f"{g} · {cue_short(c)}") for g, c in zip(sub["group"], sub["cue_type"])]
                            if show_labels else [], fontsize=tick_fs)
         ax.set_ylim(-0.7, len(sub) - 0.3)
-        title = outcome_label(o) + (f" — {m}" if m is not None and len(models) > 1 else "")
+        title = outcome_label(o, data.measures) + (f" — {m}" if m is not None and len(models) > 1 else "")
         ax.set_title(mpl_text(title), fontsize=9)
         ax.set_xlabel(mpl_text(xlabel), fontsize=8)
     for ax in axes[len(panels):]:
@@ -232,12 +232,12 @@ def _intersection_table(data) -> tuple[pd.DataFrame | None, list[str]]:
     for row in df.to_dict("records"):
         o = row.get("outcome", "")
         ref = row.get("ref_mean", 1.0)
-        if "relative_gap" in row and row.get("relative_gap") is not None and not is_absolute(o, ref) \
+        if "relative_gap" in row and row.get("relative_gap") is not None and not is_absolute(o, ref, data.measures) \
                 and not (isinstance(row["relative_gap"], float) and math.isnan(row["relative_gap"])):
             vals.append(100 * float(row["relative_gap"]))
         else:
             est = row.get("estimate")
-            vals.append(float(est) * (scale_unit(o)[0]) if est is not None else np.nan)
+            vals.append(float(est) * (scale_unit(o, data.measures)[0]) if est is not None else np.nan)
     df["value"] = vals
     return df, [src]
 
@@ -277,8 +277,9 @@ def intersectional(data) -> FigureOut:
         sns.heatmap(grid, ax=ax, annot=True, fmt=".1f", cmap="vlag", center=0, vmin=-lim or -1, vmax=lim or 1,
                     cbar=True, linewidths=0.5, annot_kws={"fontsize": 8})
         ref = sub["ref_mean"].median() if "ref_mean" in sub else 1.0
-        unit = ("pp" if is_proportion(o) else "points") if is_absolute(o, ref) else "% of control"
-        ax.set_title(mpl_text(f"{outcome_label(o)}, gap in {unit}" + (f" — {m}" if multi else "")), fontsize=9)
+        unit = ("pp" if is_proportion(o, data.measures) else "points") if is_absolute(o, ref, data.measures) \
+            else "% of control"
+        ax.set_title(mpl_text(f"{outcome_label(o, data.measures)}, gap in {unit}" + (f" — {m}" if multi else "")), fontsize=9)
         ax.set_ylabel(mpl_text(row_ax))
         ax.set_xlabel(mpl_text(col_ax) if col_ax else "")
         if not col_ax:

@@ -1,5 +1,9 @@
 """Plain-language names for outcomes and cue types, and the findings written as sentences.
 
+An outcome's label, kind and gap unit come from its scorer's measure declaration
+(:class:`audit.scorers.measures.MeasureCatalog`, read from the run's ``scorer_info``); functions take
+``catalog=`` and default to the built-in scorers' declarations.
+
 A finding sentence carries its numbers: the gap (relative where a relative gap means something,
 absolute otherwise), its 95% CI and the Holm-adjusted p-value, e.g.
 
@@ -15,19 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-OUTCOME_LABELS = {
-    "ER": "Emotional Reactions",
-    "IP": "Interpretations",
-    "EX": "Explorations",
-    "empathy": "overall empathy (EPITOME mean)",
-    "words": "reply length (words)",
-    "refusal": "refusal rate",
-    "compound": "sentiment (VADER compound)",
-}
-# Outcomes for which a gap is stated on the absolute scale: a rate (percentage points) or a score
-# centred near zero, where a relative gap would mislead.
-ABSOLUTE_OUTCOMES = {"refusal": "percentage points", "compound": "points"}
-PREFERRED_ORDER = ("ER", "IP", "EX", "empathy", "compound", "words", "refusal")
+from ..scorers.measures import MeasureCatalog, builtin_catalog
 
 CUE_LABELS = {
     "pooled": "any cue type (pooled)",
@@ -49,15 +41,19 @@ CUE_SHORT = {
 }
 
 
-def is_proportion(outcome: str) -> bool:
-    """A 0/1 outcome whose gap is a difference in proportions: refusal, and level outcomes 'X>0'."""
-    m = measure_of(outcome)
-    return m == "refusal" or m.endswith(">0")
+def _cat(catalog: MeasureCatalog | None) -> MeasureCatalog:
+    return catalog if catalog is not None else builtin_catalog()
 
 
-def scale_unit(outcome: str) -> tuple[float, str]:
+def is_proportion(outcome: str, catalog: MeasureCatalog | None = None) -> bool:
+    """A 0/1 outcome whose gap is a difference in proportions: a binary measure (refusal) or a derived
+    level outcome 'X>0'. ``catalog``: the run's measure declarations (default: the built-in scorers')."""
+    return _cat(catalog).is_binary(outcome)
+
+
+def scale_unit(outcome: str, catalog: MeasureCatalog | None = None) -> tuple[float, str]:
     """How an absolute gap is shown: proportions in percentage points, other scores in points."""
-    return (100.0, "percentage points") if is_proportion(outcome) else (1.0, "points")
+    return _cat(catalog).scale_unit(outcome)
 
 
 def measure_of(outcome: str) -> str:
@@ -65,18 +61,9 @@ def measure_of(outcome: str) -> str:
     return str(outcome).split(".")[-1]
 
 
-def outcome_label(outcome: str) -> str:
-    m = measure_of(outcome)
-    if m.endswith(">0"):
-        base = outcome_label(str(outcome)[:-2])
-        return f"share of replies with any {base}"
-    label = OUTCOME_LABELS.get(m, m)
-    scorer = str(outcome).rsplit(".", 1)[0] if "." in str(outcome) else None
-    if scorer and m not in OUTCOME_LABELS:
-        return f"{m} ({scorer})"
-    if scorer and scorer not in ("epitome", "length", "refusal", "sentiment"):
-        return f"{label} ({scorer})"
-    return label
+def outcome_label(outcome: str, catalog: MeasureCatalog | None = None) -> str:
+    """The declared label of an outcome ('epitome.ER' -> 'Emotional Reactions')."""
+    return _cat(catalog).label(outcome)
 
 
 def cue_label(cue_type: str) -> str:
@@ -87,17 +74,13 @@ def cue_short(cue_type: str) -> str:
     return CUE_SHORT.get(str(cue_type), str(cue_type).replace("_", " "))
 
 
-def is_absolute(outcome: str, ref_mean: float | None = None) -> bool:
-    if measure_of(outcome) in ABSOLUTE_OUTCOMES or is_proportion(outcome):
-        return True
-    return ref_mean is None or not _finite(ref_mean) or abs(ref_mean) < 1e-9
+def is_absolute(outcome: str, ref_mean: float | None = None, catalog: MeasureCatalog | None = None) -> bool:
+    """Whether a gap is stated absolutely (declared so, or the control mean is 0 or missing)."""
+    return _cat(catalog).is_absolute(outcome, ref_mean)
 
 
-def outcome_sort_key(outcome: str) -> tuple[int, bool, str]:
-    m = measure_of(outcome)
-    base = m[:-2] if m.endswith(">0") else m
-    return (PREFERRED_ORDER.index(base) if base in PREFERRED_ORDER else len(PREFERRED_ORDER), m != base,
-            str(outcome))
+def outcome_sort_key(outcome: str, catalog: MeasureCatalog | None = None) -> tuple[int, bool, str]:
+    return _cat(catalog).sort_key(outcome)
 
 
 def _finite(x: Any) -> bool:
@@ -131,12 +114,11 @@ def fmt_pct(x: Any, digits: int = 1, sign: bool = True) -> str:
     return f"{v:+.{digits}f}%" if sign else f"{v:.{digits}f}%"
 
 
-def gap_text(row: dict[str, Any]) -> tuple[str, str]:
+def gap_text(row: dict[str, Any], catalog: MeasureCatalog | None = None) -> tuple[str, str]:
     """(gap phrase, CI phrase) for a results row, e.g. ('11.0% lower', '95% CI -15.2% to -6.8%')."""
     outcome = row["outcome"]
-    if is_absolute(outcome, row.get("ref_mean")) or not _finite(row.get("relative_gap")):
-        scale = scale_unit(outcome)[0]
-        unit = scale_unit(outcome)[1]
+    if is_absolute(outcome, row.get("ref_mean"), catalog) or not _finite(row.get("relative_gap")):
+        scale, unit = scale_unit(outcome, catalog)
         est = float(row["estimate"]) * scale if _finite(row.get("estimate")) else float("nan")
         lo = float(row.get("ci_low")) * scale if _finite(row.get("ci_low")) else float("nan")
         hi = float(row.get("ci_high")) * scale if _finite(row.get("ci_high")) else float("nan")
@@ -156,18 +138,16 @@ def gap_text(row: dict[str, Any]) -> tuple[str, str]:
 
 
 def finding_sentence(row: dict[str, Any], reference_label: str = "the unmodified posts (control)",
-                     model_note: str = "") -> str:
-    gap, ci = gap_text(row)
+                     model_note: str = "", catalog: MeasureCatalog | None = None) -> str:
+    gap, ci = gap_text(row, catalog)
     cue = row.get("cue_type", "pooled")
     cue_part = "through any cue type (pooled)" if cue == "pooled" else f"through {cue_label(cue)}"
     style = row.get("style")
     style_part = f" in the '{style}' prompt style" if style and style != "pooled" else ""
     ref = row.get("reference") or "control"
     ref_part = reference_label if ref == "control" else f"posts that signalled \u201c{ref}\u201d"
-    what = outcome_label(row["outcome"])
-    if measure_of(row["outcome"]) == "refusal":
-        body = f"had a refusal rate {gap}"
-    elif is_proportion(row["outcome"]):
+    what = outcome_label(row["outcome"], catalog)
+    if is_proportion(row["outcome"], catalog):
         body = f"had a {what} {gap}"
     else:
         body = f"scored {gap} on {what}"
@@ -177,7 +157,8 @@ def finding_sentence(row: dict[str, Any], reference_label: str = "the unmodified
             f"{body} than replies to {ref_part} ({ci}; {p_part}).")
 
 
-def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: int = 12) -> dict[str, Any]:
+def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: int = 12,
+              catalog: MeasureCatalog | None = None) -> dict[str, Any]:
     """Significant and non-significant findings as sentences (pooled style rows first)."""
     out: dict[str, Any] = {"significant": [], "significant_more": 0, "not_significant": [], "not_estimable": [],
                            "n_tests": 0, "n_significant": 0}
@@ -203,7 +184,7 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
             out["significant_more"] = len(sig) - max_sentences
             break
         note = f" from {row['model_label']}" if multi_model else ""
-        out["significant"].append(finding_sentence(row, model_note=note))
+        out["significant"].append(finding_sentence(row, model_note=note, catalog=catalog))
     # Non-significant gaps: one line per (model, outcome) over the pooled rows, each gap with its CI.
     ns = df[~df["_sig"] & df["_pooled_style"]]
     if "cue_type" in ns and (ns["cue_type"] == "pooled").any():
@@ -213,51 +194,52 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
     not_est = ns[~finite] if finite is not None else ns.iloc[0:0]
     ns = ns[finite] if finite is not None else ns
     for (model, outcome), d in sorted(not_est.groupby(["model_label", "outcome"]),
-                                      key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1]))):
+                                      key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1], catalog))):
         who = f"{model}, " if multi_model else ""
         reasons = sorted({str(w).split(";")[0] for w in d.get("warning", pd.Series(dtype=object)).dropna() if str(w)})
-        out["not_estimable"].append(f"{who}{outcome_label(outcome)}: no gap could be estimated for "
+        out["not_estimable"].append(f"{who}{outcome_label(outcome, catalog)}: no gap could be estimated for "
                                     f"{', '.join(chr(8220) + str(g) + chr(8221) for g in sorted(set(d['group'])))}"
                                     + (f" ({'; '.join(reasons)})" if reasons else "") + ".")
     for (model, outcome), d in sorted(ns.groupby(["model_label", "outcome"]),
-                                      key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1]))):
+                                      key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1], catalog))):
         parts = []
         for row in d.to_dict("records"):
-            gap, ci = gap_text(row)
+            gap, ci = gap_text(row, catalog)
             cue = "" if row.get("cue_type") == "pooled" else f", {cue_short(row['cue_type'])}"
             parts.append(f"\u201c{row['group']}\u201d{cue}: {gap} ({ci}; Holm p = {fmt_p(row.get('p_holm'))})")
         who = f"{model}, " if multi_model else ""
-        out["not_significant"].append(f"{who}{outcome_label(outcome)}: " + "; ".join(parts) + ".")
+        out["not_significant"].append(f"{who}{outcome_label(outcome, catalog)}: " + "; ".join(parts) + ".")
     return out
 
 
-def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None) -> tuple[list[str], str]:
+def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None,
+                    catalog: MeasureCatalog | None = None) -> tuple[list[str], str]:
     """The smallest gap the audit could have detected, per outcome; and where the numbers come from."""
     sentences: list[str] = []
     if power is not None and not power.empty:
         rel_col = next((c for c in power.columns if "detectable" in c and "rel" in c), None)
         abs_col = next((c for c in power.columns if "detectable" in c and "rel" not in c), None)
-        power = power.iloc[sorted(range(len(power)), key=lambda i: outcome_sort_key(str(power["outcome"].iloc[i])))] \
+        power = power.iloc[sorted(range(len(power)), key=lambda i: outcome_sort_key(str(power["outcome"].iloc[i]),
+                                                                                    catalog))] \
             if "outcome" in power else power
         pw = power.get("power", pd.Series([0.8] * len(power))).fillna(0.8)
         for row, p in zip(power.to_dict("records"), pw):
             outcome = row.get("outcome", "?")
-            label = outcome_label(outcome)
+            label = outcome_label(outcome, catalog)
             model = f" ({row['model_label']})" if "model_label" in row and power.get("model_label") is not None \
                 and power["model_label"].nunique() > 1 else ""
             at_gap = ""
             if _finite(row.get("power_at_gap")) and _finite(row.get("gap")) \
-                    and not is_absolute(outcome, row.get("ref_mean", 1.0)):
+                    and not is_absolute(outcome, row.get("ref_mean", 1.0), catalog):
                 at_gap = (f"; power to detect a {100 * float(row['gap']):.0f}% gap: "
                           f"{100 * float(row['power_at_gap']):.0f}%")
             # A detectable gap above 100% of the control mean says the mean is near 0: state it absolutely.
-            if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0)) \
+            if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0), catalog) \
                     and abs(float(row[rel_col])) <= 1.0:
                 sentences.append(f"{label}{model}: {100 * float(row[rel_col]):.1f}% of the control mean "
                                  f"(at {int(round(100 * float(p)))}% power{at_gap}).")
             elif abs_col and _finite(row.get(abs_col)):
-                scale = scale_unit(outcome)[0]
-                unit = scale_unit(outcome)[1]
+                scale, unit = scale_unit(outcome, catalog)
                 sentences.append(f"{label}{model}: {scale * float(row[abs_col]):.3g} {unit} "
                                  f"(at {int(round(100 * float(p)))}% power).")
         if sentences:
@@ -268,14 +250,13 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None) ->
     df = results[(results.get("cue_type", "pooled") == "pooled") & (results.get("style", "pooled") == "pooled")]
     if df.empty:
         df = results
-    for outcome, d in sorted(df.groupby("outcome"), key=lambda kv: outcome_sort_key(kv[0])):
+    for outcome, d in sorted(df.groupby("outcome"), key=lambda kv: outcome_sort_key(kv[0], catalog)):
         se = float(d["se"].median())
         ref = float(d["ref_mean"].median()) if "ref_mean" in d else float("nan")
         mdg = 2.8 * se
-        if is_absolute(outcome, ref):
-            scale = scale_unit(outcome)[0]
-            sentences.append(f"{outcome_label(outcome)}: {scale * mdg:.3g} "
-                             f"{scale_unit(outcome)[1]} (at 80% power).")
+        if is_absolute(outcome, ref, catalog):
+            scale, unit = scale_unit(outcome, catalog)
+            sentences.append(f"{outcome_label(outcome, catalog)}: {scale * mdg:.3g} {unit} (at 80% power).")
         else:
-            sentences.append(f"{outcome_label(outcome)}: {100 * mdg / ref:.1f}% of the control mean (at 80% power).")
+            sentences.append(f"{outcome_label(outcome, catalog)}: {100 * mdg / ref:.1f}% of the control mean (at 80% power).")
     return sentences, "2.8 standard errors of the pooled gap estimates (two-sided alpha 0.05, 80% power; before multiple-comparison correction)"

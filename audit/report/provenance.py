@@ -8,7 +8,6 @@ same files give the same hash on any machine. The run store's hash is
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import sys
 from importlib import metadata

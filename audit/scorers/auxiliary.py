@@ -24,6 +24,7 @@ import pandas as pd
 from ..errors import AuditError
 from ..resources import sha256_file, templates_dir
 from .base import check_pairs
+from .measures import Measure, measure_dicts, names
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 
@@ -37,11 +38,14 @@ class LengthScorer:
     """Reply length in words."""
 
     name = "length"
-    measures = ("words",)
+    declared_measures = (Measure("words", "reply length (words)", kind="continuous", higher_is="longer", short="words",
+                                 decimals=0),)
+    measures = names(declared_measures)
     reads_post = False  # depends on the reply alone: invariant to the post by construction
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "version": "1", "definition": "runs of letters/digits (apostrophes inside kept)"}
+        return {"name": self.name, "version": "1", "definition": "runs of letters/digits (apostrophes inside kept)",
+                "measures": measure_dicts(self.declared_measures)}
 
     def score(self, posts: list[str], replies: list[str]) -> pd.DataFrame:
         check_pairs(posts, replies, self.name)
@@ -97,7 +101,10 @@ class RefusalScorer:
     """Pattern-based refusal detection (1 = refusal, 0 = not); ``detail`` names the matching pattern."""
 
     name = "refusal"
-    measures = ("refusal",)
+    # a rate: its gap is a difference in proportions (percentage points)
+    declared_measures = (Measure("refusal", "refusal rate", kind="binary", range=(0, 1), higher_is="more refusing",
+                                 short="refusal"),)
+    measures = names(declared_measures)
     reads_post = False  # depends on the reply alone: invariant to the post by construction
 
     def __init__(self, patterns_path: str | Path | None = None):
@@ -113,6 +120,7 @@ class RefusalScorer:
             "patterns_sha256": sha256_file(self.patterns_path),
             "patterns": [p["id"] for p in self._patterns["patterns"]],
             "definition": "declines to engage (see templates/refusal/patterns.yaml); content_filter counts as refusal",
+            "measures": measure_dicts(self.declared_measures),
         }
 
     def match(self, reply: str) -> str | None:
@@ -136,7 +144,10 @@ class SentimentScorer:
     """VADER compound sentiment of the reply (-1 most negative .. 1 most positive)."""
 
     name = "sentiment"
-    measures = ("compound",)
+    # centred near 0: a gap relative to the control mean would mislead, so it is stated in points
+    declared_measures = (Measure("compound", "sentiment (VADER compound)", kind="continuous", range=(-1, 1),
+                                 higher_is="more positive", gap_unit="points"),)
+    measures = names(declared_measures)
     reads_post = False  # depends on the reply alone: invariant to the post by construction
 
     @cached_property
@@ -155,7 +166,8 @@ class SentimentScorer:
             v = version("vaderSentiment")
         except Exception:  # pragma: no cover
             v = "unknown"
-        return {"name": self.name, "version": f"vaderSentiment {v}", "definition": "VADER compound score of the reply"}
+        return {"name": self.name, "version": f"vaderSentiment {v}", "definition": "VADER compound score of the reply",
+                "measures": measure_dicts(self.declared_measures)}
 
     def score(self, posts: list[str], replies: list[str]) -> pd.DataFrame:
         check_pairs(posts, replies, self.name)

@@ -40,8 +40,18 @@ from scipy import sparse
 
 from ..errors import AuditError
 from .base import check_pairs
+from .measures import Measure, measure_dicts, names
 
 MECHANISMS = ("ER", "IP", "EX")
+#: What the EPITOME measures mean (shared by every scorer of the EPITOME levels: epitome, llm-judge,
+#: hf-classifier). Levels: 0 none, 1 weak, 2 strong (Sharma et al. 2020).
+EPITOME_MEASURES = (
+    Measure("ER", "Emotional Reactions", kind="ordinal", range=(0, 2), higher_is="more empathic"),
+    Measure("IP", "Interpretations", kind="ordinal", range=(0, 2), higher_is="more empathic"),
+    Measure("EX", "Explorations", kind="ordinal", range=(0, 2), higher_is="more empathic"),
+    Measure("empathy", "overall empathy (EPITOME mean)", kind="continuous", range=(0, 2), higher_is="more empathic",
+            short="empathy"),
+)
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 MODEL_FILE = "epitome_model.json"
 WEIGHTS_FILE = "epitome_weights.npy"
@@ -422,7 +432,8 @@ class EpitomeScorer:
     """
 
     name = "epitome"
-    measures = ("ER", "IP", "EX", "empathy")
+    declared_measures = EPITOME_MEASURES
+    measures = names(EPITOME_MEASURES)
     reads_post = True
 
     def __init__(self, artifact_dir: str | Path | None = None, batch_size: int = 512):
@@ -452,6 +463,7 @@ class EpitomeScorer:
             "reference": "Sharma, Miner, Atkins & Althoff (2020). A Computational Approach to Understanding "
                          "Empathy Expressed in Text-Based Mental Health Support. EMNLP.",
             "license_notice": str(self.artifact_dir / "LICENSE_NOTICE.txt"),
+            "measures": measure_dicts(self.declared_measures),
         }
 
     def score(self, posts: list[str], replies: list[str]) -> pd.DataFrame:
@@ -467,4 +479,4 @@ class EpitomeScorer:
         return df
 
 
-__all__ = ["EpitomeModel", "EpitomeScorer", "Featurizer", "MECHANISMS", "sentences", "tokens"]
+__all__ = ["EPITOME_MEASURES", "EpitomeModel", "EpitomeScorer", "Featurizer", "MECHANISMS", "sentences", "tokens"]

@@ -29,6 +29,8 @@ import pandas as pd
 from ..errors import AuditError
 from ..resources import sha256_file
 from .base import check_pairs
+from .epitome import EPITOME_MEASURES
+from .measures import measure_dicts, names
 
 MECHANISMS = ("ER", "IP", "EX")
 
@@ -62,6 +64,7 @@ class HFClassifierScorer:
     """EPITOME levels from local transformers checkpoints (one per mechanism)."""
 
     name = "hf-classifier"
+    declared_measures = EPITOME_MEASURES  # an instance declares the subset its checkpoints give
 
     def __init__(self, checkpoints: dict[str, str | Path] | None = None, input: str = "pair",
                  max_length: int = 512, batch_size: int = 16, device: str | None = None):
@@ -87,9 +90,10 @@ class HFClassifierScorer:
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = device
-        self.measures = tuple(m for m in MECHANISMS if m in self.checkpoints) + (
-            ("empathy",) if set(self.checkpoints) == set(MECHANISMS) else ()
-        )
+        given = {m for m in MECHANISMS if m in self.checkpoints}
+        self.declared_measures = tuple(m for m in EPITOME_MEASURES if m.name in given or (
+            m.name == "empathy" and given == set(MECHANISMS)))
+        self.measures = names(self.declared_measures)
 
     @cached_property
     def _models(self) -> dict[str, tuple[Any, Any]]:
@@ -117,6 +121,7 @@ class HFClassifierScorer:
         return {
             "name": self.name, "version": "1", "input": self.input, "max_length": self.max_length,
             "checkpoints": {m: {"path": str(p), "sha256": checkpoint_sha256(p)} for m, p in self.checkpoints.items()},
+            "measures": measure_dicts(self.declared_measures),
         }
 
     def score(self, posts: list[str], replies: list[str]) -> pd.DataFrame:

@@ -37,6 +37,8 @@ import pandas as pd
 from ..errors import AuditError
 from ..resources import sha256_file, templates_dir
 from .base import check_pairs
+from .epitome import EPITOME_MEASURES
+from .measures import measure_dicts, names
 
 MECHANISMS = ("ER", "IP", "EX")
 LEVELS = (0, 1, 2)
@@ -267,7 +269,8 @@ class JudgeScorer:
     """EPITOME levels from an LLM judge. ``judge`` is a :class:`audit.spec.JudgeSpec` (None: default)."""
 
     name = "llm-judge"
-    measures = ("ER", "IP", "EX", "empathy")
+    declared_measures = EPITOME_MEASURES
+    measures = names(EPITOME_MEASURES)
     uses_store = True
     batch_size = 256
 
@@ -298,6 +301,7 @@ class JudgeScorer:
             "endpoint": m.base_url or (m.azure.endpoint if m.azure else "embedded"),
             "decoding": self.judge.decoding.model_dump(mode="json"),
             "response_format": getattr(self.judge, "response_format", "json_schema"),
+            "measures": measure_dicts(self.declared_measures),
         }
 
     def items(self, posts: list[str], replies: list[str], keys: list[str]) -> list[dict[str, Any]]:

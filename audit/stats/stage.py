@@ -26,6 +26,7 @@ from scipy import stats
 
 from .. import __version__
 from ..errors import AuditError
+from ..scorers.measures import ANY_LEVEL, MeasureCatalog
 from ..stages import StageContext, StageSummary
 from ..store import RunStore, canonical_json, now_iso
 from .corrections import adjust_family
@@ -92,7 +93,8 @@ def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
     Columns: ``request_key, post_id, variant_id, group, cue_type, style, model_label, sample_index,
     outcome, value`` plus the axis columns (race, gender, ...). Only replies with status ``ok`` or
     ``content_filter`` and a non-missing score are kept. ``outcome`` is ``scorer.measure``; level
-    outcomes (values 0/1/2, e.g. ``epitome.ER``) also get a binary ``epitome.ER>0`` (level > 0).
+    outcomes (declared ordinal by their scorer, e.g. ``epitome.ER``) also get a binary ``epitome.ER>0``
+    (level > 0); the declarations are read from the run's ``scorer_info``.
     """
     rep = store.replies_df(purpose="reply")
     sc = store.scores_df(wide=False)
@@ -103,7 +105,7 @@ def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
     sc = sc[sc["value"].notna()].copy()
     sc["outcome"] = sc["scorer"].astype(str) + "." + sc["measure"].astype(str)
     df = rep[_BASE_COLS + axes].merge(sc[["request_key", "outcome", "value"]], on="request_key", how="inner")
-    df = pd.concat([df, _level_outcomes(df)], ignore_index=True)
+    df = pd.concat([df, _level_outcomes(df, MeasureCatalog.from_scorer_info(store.scorer_info()))], ignore_index=True)
     if spec is not None and getattr(spec, "analysis", None) is not None and spec.analysis.outcomes:
         keep = _match_outcomes(sorted(df["outcome"].unique()), spec.analysis.outcomes, "spec key analysis.outcomes")
         df = df[df["outcome"].isin(keep)]
@@ -112,14 +114,23 @@ def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _level_outcomes(df: pd.DataFrame) -> pd.DataFrame:
-    """Derived binary outcomes ``<outcome>>0`` for level outcomes (values in {0, 1, 2}, e.g. EPITOME's
-    ER/IP/EX): "any emotional reaction / interpretation / exploration at all"."""
+def _level_outcomes(df: pd.DataFrame, catalog: MeasureCatalog) -> pd.DataFrame:
+    """Derived binary outcomes ``<outcome>>0`` (:func:`audit.scorers.measures.any_level`) for level
+    outcomes, e.g. EPITOME's ER/IP/EX: "any emotional reaction / interpretation / exploration at all".
+
+    A level outcome is one its scorer declares ``ordinal`` with levels from 0 (an undeclared one: values
+    in {0, 1, 2}); it is derived only where some value is above 1 (else the outcome is already 0/1).
+    """
     parts = []
     for name, d in df.groupby("outcome", sort=True):
         v = d["value"].to_numpy(dtype=float)
-        if len(v) and np.isin(v, (0.0, 1.0, 2.0)).all() and (v == 2).any():
-            parts.append(d.assign(outcome=f"{name}>0", value=(v > 0).astype(float)))
+        m = catalog.declared(name)
+        if m is not None:
+            levels = m.kind == "ordinal" and m.range is not None and m.range[0] == 0
+        else:
+            levels = bool(np.isin(v, (0.0, 1.0, 2.0)).all())
+        if levels and len(v) and (v > 1).any():
+            parts.append(d.assign(outcome=f"{name}{ANY_LEVEL}", value=(v > 0).astype(float)))
     return pd.concat(parts, ignore_index=True) if parts else df.iloc[:0]
 
 
