@@ -364,8 +364,10 @@ def build_variants(spec: Any) -> pd.DataFrame:
     ``df.attrs`` carries ``load_report`` (what happened to the posts), ``templates_sha256`` and
     ``fixed`` (the attributes held fixed), for the record.
 
-    >>> from audit.spec import load_spec                       # doctest: +SKIP
-    >>> df = build_variants(load_spec("analyses/demo.yaml"))  # doctest: +SKIP
+    >>> from audit.spec import load_spec
+    >>> df = build_variants(load_spec("demo"))
+    >>> len(df), int((df["group"] == "control").sum())
+    (102, 6)
     """
     posts = load_posts(spec)
     design = resolve_design(spec)

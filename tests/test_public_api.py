@@ -75,10 +75,13 @@ def test_long_table_and_run_analysis_share_one_family_loop():
     assert run["reference"].tolist() == long["reference"].tolist()
 
 
-def test_analyze_table_reports_the_first_problem_with_its_reference():
+def test_analyze_table_reports_the_first_problem_where_it_is():
     t = simulate_audit_table(n_posts=10, groups=["A"], seed=0)
     with pytest.raises(AuditError) as err:
         audit.analyze_table(t, outcome="value", control="nobody", where="my.csv")
+    assert err.value.where == "my.csv" and "does not occur" in err.value.what
+    with pytest.raises(AuditError) as err:
+        audit.analyze_table(t, outcome="value", extra_references=["nobody"], where="my.csv")
     assert err.value.where == "my.csv, reference nobody" and "does not occur" in err.value.what
 
 
@@ -133,3 +136,17 @@ def test_browser_verdict_names_every_problem():
                                                                                     "width": 5}])
     verdict = ReportCheck(fine, page_problems(fine))
     assert verdict.ok and verdict.lines()[0].startswith("check: loaded in Chromium without network; 1 figures")
+
+
+@pytest.mark.parametrize("name", ["load_spec", "build_variants", "gap_test", "analyze_table", "read_table",
+                                  "adjust_family", "power"])
+def test_public_function_examples_run(name):
+    """Each public function's docstring example runs and prints what it says."""
+    fn = getattr(audit, name)
+    finder = doctest.DocTestFinder(recurse=False)
+    tests = [t for t in finder.find(fn, name, globs=dict(vars(sys.modules[fn.__module__]))) if t.examples]
+    assert tests, f"{name} has no docstring example"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for t in tests:
+        runner.run(t)
+    assert runner.summarize(verbose=False).failed == 0

@@ -42,8 +42,7 @@ class Block:
 
     ``labels``: columns put in front of each result row (e.g. ``{"outcome": "epitome.ER", "model_label":
     "gpt", "style": "pooled"}``); ``outcome``: the column of ``data`` holding the outcome; ``factors`` and
-    ``inner``: the model terms of :func:`~audit.stats.gap_test`; ``where``: where a problem is reported
-    (``", reference <level>"`` is appended).
+    ``inner``: the model terms of :func:`~audit.stats.gap_test`; ``where``: where a problem is reported.
     """
 
     labels: dict[str, str]
@@ -65,19 +64,21 @@ def fit_family(
     reml: bool = True,
     alpha: float = 0.05,
     strict: bool = True,
+    name_reference: bool = True,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Gap tests of every block against every reference, Holm/BH-adjusted over all of them.
 
     ``strict=True`` raises the first :class:`~audit.errors.AuditError` (a table a user gave should be
     fixed); ``strict=False`` records a test that cannot be fitted as rows with ``method='not
     fitted'``, no p-value and the reason in ``warning`` (outside the family), and returns the reasons
-    as ``notes``. Returns ``(results, notes)``: the label columns, then :func:`~audit.stats.gap_test`'s
-    columns, then ``p_holm, p_bh, significant_holm``.
+    as ``notes``. A problem is reported at the block's ``where``, followed by ``", reference <level>"``
+    when ``name_reference``. Returns ``(results, notes)``: the label columns, then
+    :func:`~audit.stats.gap_test`'s columns, then ``p_holm, p_bh, significant_holm``.
     """
     parts, notes = [], []
     for b in blocks:
         for ref in references:
-            where = f"{b.where}, reference {ref}"
+            where = f"{b.where}, reference {ref}" if name_reference else b.where
             try:
                 r = gap_test(b.data, outcome=b.outcome, group=group, control=str(ref), cluster=cluster,
                              factors=list(b.factors), inner=b.inner, by=by, method=method, reml=reml, alpha=alpha,

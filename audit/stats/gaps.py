@@ -423,6 +423,14 @@ def gap_test(
     ``'pooled'`` or the level): ``group, reference, estimate, se, ci_low, ci_high, ref_mean,
     relative_gap, rel_ci_low, rel_ci_high, std_effect, z, p_value, n, n_posts, method, converged,
     warning``. See the module docstring for the formulas.
+
+    Example
+    -------
+    >>> from audit.stats.simulate import simulate_audit_table
+    >>> t = simulate_audit_table(n_posts=30, groups=["A", "B"], gaps={"A": -0.5}, seed=3)
+    >>> r = gap_test(t, outcome="value", group="group", control="control", cluster="post_id")
+    >>> r[["group", "method"]].values.tolist(), bool(r["p_value"].iloc[0] < 0.05)
+    ([['A', 'lmm (1|post), REML'], ['B', 'lmm (1|post), REML']], True)
     """
     d = validate_table(data, outcome, group, control, cluster, factors, inner, where=where)
     binary = is_binary(d[outcome])

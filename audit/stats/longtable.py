@@ -96,7 +96,8 @@ def analyze_table(
     -------
     DataFrame: ``outcome``, then :func:`~audit.stats.gap_test`'s columns (with a column named ``by``
     when ``by`` is given), then ``p_holm, p_bh, significant_holm``. The first problem that stops a
-    test raises :class:`~audit.errors.AuditError`.
+    test raises :class:`~audit.errors.AuditError` at ``where`` (and the reference level, when there
+    are extra references).
 
     Example
     -------
@@ -113,5 +114,6 @@ def analyze_table(
         raise AuditError("no outcome column named", where=where, fix="name at least one outcome column")
     blocks = [Block({"outcome": out}, data, out, tuple(factors), inner, where=where) for out in outcomes]
     res, _ = fit_family(blocks, group=group, references=[str(control), *map(str, extra_references)],
-                        cluster=cluster, by=by, method=method, reml=reml, alpha=alpha, strict=True)
+                        cluster=cluster, by=by, method=method, reml=reml, alpha=alpha, strict=True,
+                        name_reference=bool(extra_references))
     return res
