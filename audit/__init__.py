@@ -2,6 +2,81 @@
 
 The flow (see README): spec -> variants -> prompts -> replies -> scores -> models -> report.
 Every stage reads from and writes to the run store, so any stage can be resumed or re-run.
+
+The functions a notebook needs are attributes of this package, imported on first use (PEP 562), so
+``import audit`` stays cheap:
+
+======================  ==============================================================
+``load_spec``           a spec file (or a built-in name such as ``demo``) -> a validated spec
+``run``                 run or resume the whole audit of a spec
+``build_variants``      the counterfactual variant table of a spec
+``gap_test``            mixed-model gaps of every group to the control (one table)
+``analyze_table``       every outcome's gaps, Holm/BH-adjusted over the family
+``read_table``          read a long table (CSV, TSV, JSONL, parquet)
+``adjust_family``       Holm and Benjamini-Hochberg adjusted p-values
+``power``               posts and samples needed to detect a relative gap (simulation)
+``analyze_run``         the analysis stage of a run directory
+``get_scorer``          a scorer by name
+``RunStore``            the SQLite run store of a run directory
+``render``              the report of a run directory, from its store alone
+``AuditError``          the one error type for what a user can fix
+======================  ==============================================================
+
+>>> import audit, pandas as pd
+>>> audit.adjust_family(pd.DataFrame({"p_value": [0.01, 0.04]}))["p_holm"].tolist()
+[0.02, 0.04]
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# public name -> (module, attribute)
+_EXPORTS = {
+    "load_spec": ("audit.spec", "load_spec"),
+    "run": ("audit.pipeline", "run"),
+    "build_variants": ("audit.counterfactual", "build_variants"),
+    "gap_test": ("audit.stats.gaps", "gap_test"),
+    "analyze_table": ("audit.stats.longtable", "analyze_table"),
+    "read_table": ("audit.stats.longtable", "read_table"),
+    "adjust_family": ("audit.stats.corrections", "adjust_family"),
+    "power": ("audit.stats.planner", "plan_power"),
+    "analyze_run": ("audit.stats.stage", "analyze_run"),
+    "get_scorer": ("audit.scorers", "get_scorer"),
+    "RunStore": ("audit.store", "RunStore"),
+    "render": ("audit.report", "render"),
+    "AuditError": ("audit.errors", "AuditError"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are imported on first use
+    from .counterfactual import build_variants
+    from .errors import AuditError
+    from .pipeline import run
+    from .report import render
+    from .scorers import get_scorer
+    from .spec import load_spec
+    from .stats.corrections import adjust_family
+    from .stats.gaps import gap_test
+    from .stats.longtable import analyze_table, read_table
+    from .stats.planner import plan_power as power
+    from .stats.stage import analyze_run
+    from .store import RunStore
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'audit' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

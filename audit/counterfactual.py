@@ -380,8 +380,10 @@ def build_variants(spec: Any) -> pd.DataFrame:
     """Variant table of an audit spec (see module docstring and docs/CONTRACTS.md);
     :func:`build_variant_set` also returns the design and what happened to the posts.
 
-    >>> from audit.spec import load_spec                       # doctest: +SKIP
-    >>> df = build_variants(load_spec("analyses/demo.yaml"))  # doctest: +SKIP
+    >>> from audit.spec import load_spec
+    >>> df = build_variants(load_spec("demo"))
+    >>> len(df), int((df["group"] == "control").sum())
+    (102, 6)
     """
     return build_variant_set(spec).frame
 

@@ -44,6 +44,7 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
 
 
 def sha256_file(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks: the project's one file hasher."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -424,7 +424,12 @@ def read_yaml(path: Path, kind: str = "spec") -> tuple[Any, str]:
 
 
 def load_spec(path: str | Path) -> AuditSpec:
-    """Load and validate an audit spec from a YAML file (or a built-in name such as ``demo``)."""
+    """Load and validate an audit spec from a YAML file (or a built-in name such as ``demo``).
+
+    >>> spec = load_spec("demo")
+    >>> spec.name, spec.samples
+    ('demo', 2)
+    """
     from .resources import resolve_spec_path
 
     p = resolve_spec_path(path)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         g = t["post_id"].to_numpy()
         v = t["variant_id"].to_numpy() if args.nested else None
         fit_s = best_of(lambda: fit_nested_ri(y, X, g, v), args.repeats)
-        test_s = best_of(lambda: gap_test(t, "value", "group", "control", "post_id", inner=inner_col), args.repeats)
+        test_s = best_of(lambda: gap_test(t, outcome="value", inner=inner_col), args.repeats)
         f = fit_nested_ri(y, X, g, v)
         lme4_s = dfe = dse = float("nan")
         if ok:

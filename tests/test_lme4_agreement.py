@@ -37,7 +37,7 @@ def test_gaps_agree_with_lme4(case):
                              sd_post=0.4, sd_variant=0.3, sd_resid=0.7, seed=7)
     factors = ["style"] if len(case["styles"]) > 1 else []
     inner = "variant_id" if case["nested"] else None
-    ours = gap_test(t, "value", "group", "control", "post_id", factors=factors, inner=inner, reml=case["reml"])
+    ours = gap_test(t, outcome="value", factors=factors, inner=inner, reml=case["reml"])
     formula = "value ~ group" + "".join(f" + {f}" for f in factors) + " + (1 | post_id)" + (
         " + (1 | post_id:variant_id)" if inner else "")
     r = fit_lme4(t, formula, reml=case["reml"], factors=("group", *factors), reference=("group", "control"))

@@ -28,3 +28,13 @@ def test_readme_first_command_runs_the_demo_on_the_embedded_model(repo_root):
     assert "empathy-audit run analyses/demo.yaml" in first
     demo = (repo_root / "analyses" / "demo.yaml").read_text(encoding="utf-8")
     assert "base_url" not in demo, "the demo must run on the embedded default model"
+
+
+def test_readme_python_section_runs_as_printed(repo_root, monkeypatch):
+    """The "Use it from Python" examples run from the repository root and print what the README shows."""
+    import doctest
+
+    monkeypatch.chdir(repo_root)
+    result = doctest.testfile(str(repo_root / "README.md"), module_relative=False,
+                              optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0

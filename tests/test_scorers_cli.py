@@ -7,7 +7,7 @@ import json
 import pytest
 
 from audit.cli import main
-from audit.commands.scoring import read_labelled
+from audit.scorers.validation import read_labelled
 from audit.errors import AuditError
 from audit.scorers import available_scorers
 

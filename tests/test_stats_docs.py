@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["fastlmm", "gaps", "corrections", "paired", "pooling", "power", "simulate"]
+MODULES = ["fastlmm", "gaps", "corrections", "paired", "pooling", "power", "simulate", "family", "longtable", "planner"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -18,7 +18,7 @@ def test_planted_gap_recovered_within_ci():
     t = simulate_audit_table(n_posts=80, groups=["A", "B"], cue_types=["tag", "name"], samples=2,
                              styles=["plain", "warm"], gaps={"A": -0.11}, ref_mean=1.0, sd_post=0.4, sd_variant=0.1,
                              sd_resid=0.5, seed=42)
-    r = gap_test(t, "value", "group", "control", "post_id", factors=["style"], inner="variant_id", by="cue_type")
+    r = gap_test(t, outcome="value", factors=["style"], inner="variant_id", by="cue_type")
     a = r[(r.group == "A") & (r.cue_type == "pooled")].iloc[0]
     b = r[(r.group == "B") & (r.cue_type == "pooled")].iloc[0]
     assert a.ci_low <= -0.11 <= a.ci_high
@@ -41,7 +41,7 @@ def test_ci_coverage_of_planted_gap():
     for seed in range(n):
         t = simulate_audit_table(n_posts=25, groups=["A"], gaps={"A": 0.2}, ref_mean=2.0, sd_post=0.5,
                                  sd_resid=0.5, seed=1000 + seed)
-        a = gap_test(t, "value", "group", "control", "post_id").iloc[0]
+        a = gap_test(t, outcome="value").iloc[0]
         cover_abs += a.ci_low <= 0.2 <= a.ci_high
         cover_rel += a.rel_ci_low <= 0.1 <= a.rel_ci_high
     # P(X <= 51 | n=60, p=.95) < 0.5%: a CI with real 95% coverage passes, one with 85% fails
@@ -50,7 +50,7 @@ def test_ci_coverage_of_planted_gap():
 
 def test_effect_sizes_match_their_formulas():
     t = simulate_audit_table(n_posts=40, groups=["A"], gaps={"A": -0.3}, ref_mean=1.5, seed=3)
-    a = gap_test(t, "value", "group", "control", "post_id").iloc[0]
+    a = gap_test(t, outcome="value").iloc[0]
     # no covariates: the model-based reference mean is the intercept, the gap the A coefficient
     assert a.relative_gap == pytest.approx(a.estimate / a.ref_mean)
     assert a.ci_high - a.ci_low == pytest.approx(2 * stats.norm.ppf(0.975) * a.se)
@@ -75,7 +75,7 @@ def test_fieller_interval_agrees_with_the_absolute_test():
 def test_binary_outcome_uses_gee_and_recovers_gap():
     t = simulate_audit_table(n_posts=150, groups=["A", "B"], binary=True, ref_mean=0.3, gaps={"A": 0.15},
                              sd_post=0.1, seed=9)
-    r = gap_test(t, "value", "group", "control", "post_id")
+    r = gap_test(t, outcome="value")
     a = r[r.group == "A"].iloc[0]
     assert a.method.startswith("gee logistic")
     assert a.ci_low <= 0.15 <= a.ci_high and a.p_value < 0.01
@@ -86,14 +86,14 @@ def test_binary_outcome_uses_gee_and_recovers_gap():
 def test_binary_without_events_in_a_group_falls_back_and_says_so():
     t = simulate_audit_table(n_posts=30, groups=["A"], binary=True, ref_mean=0.3, seed=1)
     t.loc[t.group == "A", "value"] = 0.0
-    a = gap_test(t, "value", "group", "control", "post_id").iloc[0]
+    a = gap_test(t, outcome="value").iloc[0]
     assert "fallback" in a.method and "no variation" in a.warning
 
 
 def test_mixedlm_method_gives_the_same_numbers():
     t = simulate_audit_table(n_posts=30, groups=["A", "B"], gaps={"A": 0.2}, seed=4)
-    fast = gap_test(t, "value", "group", "control", "post_id")
-    slow = gap_test(t, "value", "group", "control", "post_id", method="mixedlm")
+    fast = gap_test(t, outcome="value")
+    slow = gap_test(t, outcome="value", method="mixedlm")
     assert np.allclose(fast.estimate, slow.estimate, atol=1e-6)
     assert np.allclose(fast.se, slow.se, atol=1e-4)
 
@@ -115,7 +115,7 @@ def test_mixedlm_method_gives_the_same_numbers():
 )
 def test_bad_tables_raise_one_clear_error(mutate, kwargs, message):
     t = simulate_audit_table(n_posts=20, groups=["A"], seed=0)
-    args = dict(outcome="value", group="group", control="control", cluster="post_id") | kwargs
+    args = dict(outcome="value") | kwargs
     with pytest.raises(AuditError) as err:
         gap_test(mutate(t), where="my.csv", **args)
     assert message in err.value.message and err.value.where == "my.csv" and err.value.fix
@@ -124,7 +124,7 @@ def test_bad_tables_raise_one_clear_error(mutate, kwargs, message):
 def test_collinear_factor_is_a_clear_error():
     t = simulate_audit_table(n_posts=20, groups=["A"], seed=0)
     with pytest.raises(AuditError, match="collinear"):
-        gap_test(t, "value", "group", "control", "post_id", factors=["cue_type"])
+        gap_test(t, outcome="value", factors=["cue_type"])
 
 
 def test_holm_and_bh_match_their_definitions():
@@ -213,7 +213,7 @@ def test_binary_gap_p_value_and_ci_never_disagree_even_near_separation():
     }
     rows = [{"post": p, "group": "control", "y": float(v)} for p, vs in control.items() for v in vs]
     rows += [{"post": p, "group": g, "y": float(v)} for g, per in groups.items() for p, vs in per.items() for v in vs]
-    res = gap_test(pd.DataFrame(rows), "y", "group", "control", "post", method="gee")
+    res = gap_test(pd.DataFrame(rows), outcome="y", group="group", control="control", cluster="post", method="gee")
     assert len(res) == 3 and res["method"].str.contains("gee").all()
     for r in res.itertuples():
         excludes_zero = r.ci_low > 0 or r.ci_high < 0

@@ -14,7 +14,7 @@ def test_simulated_power_at_the_detectable_gap_is_the_target():
     design = dict(n_posts=60, samples=1, n_groups=2, n_cue_types=1, sd_post=0.4, sd_resid=0.5, ref_mean=1.0)
     # the SE of a gap in this design, from one realisation (it hardly varies between realisations)
     t = simulate_audit_table(n_posts=60, groups=["A", "B"], sd_post=0.4, sd_resid=0.5, seed=0)
-    se = gap_test(t, "value", "group", "control", "post_id").se.iloc[0]
+    se = gap_test(t, outcome="value").se.iloc[0]
     mde, rel = detectable_gap(se, 1.0, alpha=0.05, family_size=6, power=0.8)
     assert rel == pytest.approx(mde)
     r = simulate_power(**design, rel_gap=rel, alpha=0.05, family_size=6, n_sims=400, seed=1)

@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..errors import AuditError
+from ..jsonable import jsonable
 
 JSON_FIELDS = ["outcome", "group", "by", "reference", "estimate", "se", "ci_low", "ci_high", "ref_mean", "relative_gap",
                "rel_ci_low", "rel_ci_high", "std_effect", "z", "p_value", "p_holm", "p_bh", "significant_holm", "n",
@@ -79,69 +79,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return None if not math.isfinite(float(v)) else float(v)
-    if v is pd.NA or v is pd.NaT:
-        return None
-    return v
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a long table (.csv, .tsv, .txt, .jsonl/.ndjson, .json, .parquet) with clear errors."""
-    p = Path(path)
-    if not p.exists():
-        raise AuditError("table file not found", where=str(p), fix="check the path")
-    suffix = "".join(p.suffixes[-2:]).lower() if p.suffix.lower() == ".gz" else p.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
-        elif suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(p, lines=True)
-        elif suffix == ".json":
-            df = pd.read_json(p)
-        elif suffix in (".tsv", ".tab"):
-            df = pd.read_csv(p, sep="\t")
-        else:
-            df = pd.read_csv(p, sep=None, engine="python") if suffix in (".txt",) else pd.read_csv(p)
-    except (ValueError, OSError, pd.errors.ParserError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AuditError(f"cannot read the table: {first}", where=str(p),
-                         fix="give a CSV (comma-separated, header row), TSV, JSONL or parquet file") from None
-    if df.empty:
-        raise AuditError("the table has no rows", where=str(p), fix="give a table with one row per observation")
-    return df
-
-
-def analyze_long_table(
-    df: pd.DataFrame, outcomes: list[str], group: str, control: str, cluster: str, *, factors: list[str] = (),
-    inner: str | None = None, by: str | None = None, method: str = "auto", reml: bool = True, alpha: float = 0.05,
-    where: str = "the table", extra_references: list[str] = (),
-) -> pd.DataFrame:
-    """Gap tests of every outcome, Holm/BH-adjusted over the whole family. The library behind ``analyze``."""
-    from ..stats import adjust_family, gap_test
-
-    parts = []
-    for out in outcomes:
-        for ref in [control, *extra_references]:
-            r = gap_test(df, out, group, str(ref), cluster, factors=list(factors), inner=inner, by=by, method=method,
-                         reml=reml, alpha=alpha, where=where)
-            if by:
-                r = r.rename(columns={by: "by"})
-            r.insert(0, "outcome", out)
-            parts.append(r)
-    res = adjust_family(pd.concat(parts, ignore_index=True), alpha=alpha)
-    return res
-
-
 def _fmt(x: Any, spec: str = ".3f") -> str:
     try:
         return "n/a" if x is None or not math.isfinite(float(x)) else format(float(x), spec)
@@ -186,13 +123,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if missing:
         raise AuditError(f"missing option(s) {', '.join(missing)}", where="empathy-audit analyze",
                          fix="name the outcome, group, control level and cluster columns of the table")
-    df = read_table(target)
-    res = analyze_long_table(df, args.outcome, args.group, str(args.control), args.cluster, factors=args.factor,
-                             inner=args.inner, by=args.by, method=args.method, reml=not args.ml, alpha=args.alpha,
-                             where=str(target), extra_references=args.extra_reference)
+    from ..stats import analyze_table, read_table
+
+    res = analyze_table(read_table(target), outcome=args.outcome, group=args.group, control=str(args.control),
+                        cluster=args.cluster, extra_references=args.extra_reference, factors=args.factor,
+                        inner=args.inner, by=args.by, method=args.method, reml=not args.ml, alpha=args.alpha,
+                        where=str(target))
+    if args.by:
+        res = res.rename(columns={args.by: "by"})
     if args.json:
         cols = [c for c in JSON_FIELDS if c in res.columns]
-        print(json.dumps([_clean(r) for r in res[cols].to_dict("records")], indent=1))
+        print(json.dumps(jsonable(res[cols].to_dict("records")), indent=1))
     else:
         _print_results(res, args.alpha)
     return 0
@@ -207,7 +148,7 @@ def _analyze_run_dir(run_dir: Path, args: argparse.Namespace) -> int:
     result = analyze_run(spec, run_dir)
     res = result.results
     if args.json:
-        print(json.dumps([_clean(r) for r in res.to_dict("records")], indent=1))
+        print(json.dumps(jsonable(res.to_dict("records")), indent=1))
     else:
         shown = res[(res["style"] == "pooled") & (res["cue_type"] == "pooled")]
         _print_results(shown, spec.analysis.alpha)
@@ -218,171 +159,12 @@ def _analyze_run_dir(run_dir: Path, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- power
 
 
-def parse_gap(text: str) -> float:
-    t = str(text).strip()
-    try:
-        g = float(t[:-1]) / 100 if t.endswith("%") else float(t)
-    except ValueError:
-        raise AuditError(f"cannot read the gap {text!r}", where="--gap", fix="write it as 5% or 0.05") from None
-    if not 0 < abs(g) < 1:
-        raise AuditError(f"the relative gap {text!r} is not between 0 and 100%", where="--gap",
-                         fix="write it as 5% or 0.05")
-    return abs(g)
-
-
-def _spec_design(spec: Any) -> dict:
-    """Posts, groups, cue types, samples, styles, models and the family size a spec implies."""
-    design: dict[str, Any] = dict(samples=spec.samples, styles=len(spec.styles), models=len(spec.models),
-                                  n_posts=None, n_groups=None, n_cue_types=len(spec.demographics.cue_types))
-    notes = []
-    try:
-        from ..corpus import load_posts
-        from ..counterfactual import resolve_design
-
-        d = resolve_design(spec)
-        design["n_groups"] = len(d.groups)
-        design["n_cue_types"] = len(d.cue_types)
-        design["n_posts"] = int(len(load_posts(spec)))
-    except ImportError:  # the variants stage is not installed in this build
-        notes.append("design read from the spec only (variants module unavailable)")
-    except AuditError as exc:
-        notes.append(f"could not resolve the design ({exc.message}); give --groups / --cue-types / --posts")
-    n_out = None
-    if spec.analysis.outcomes:
-        n_out = len(spec.analysis.outcomes)
-    else:
-        try:
-            from ..scorers import available_scorers
-
-            known = {s["name"]: len(s["measures"]) for s in available_scorers()}
-            n_out = sum(known.get(s, 1) for s in spec.scoring.scorers)
-        except Exception:  # noqa: BLE001 - an estimate only
-            n_out = len(spec.scoring.scorers)
-    design["n_outcomes"] = n_out
-    design["notes"] = notes
-    return design
-
-
 def cmd_power(args: argparse.Namespace) -> int:
-    from ..stats.power import pilot_components, power_grid
-    from ..stats.stage import analysis_table
-    from ..store import STORE_FILENAME, RunStore
+    from ..stats import plan_power
 
-    gap = parse_gap(args.gap)
-    target = Path(args.target)
-    spec = None
-    pilot_dir = Path(args.pilot) if args.pilot else None
-    if target.is_dir() and (target / STORE_FILENAME).exists():
-        with RunStore(target, create=False) as store:
-            spec = store.latest_spec()
-        pilot_dir = pilot_dir or target
-    else:
-        from ..spec import load_spec
-
-        spec = load_spec(target)
-        default_run = spec.run_dir()
-        if pilot_dir is None and (default_run / STORE_FILENAME).exists():
-            pilot_dir = default_run
-    design = _spec_design(spec)
-    alpha = args.alpha if args.alpha is not None else spec.analysis.alpha
-    seed = args.seed if args.seed is not None else spec.seed
-    n_groups = args.groups or design["n_groups"]
-    n_cue = args.cue_types or design["n_cue_types"]
-    if not n_groups:
-        raise AuditError("the number of groups could not be read from the spec", where=str(target),
-                         fix="give --groups")
-    style_blocks = 1 + (design["styles"] if spec.analysis.by_style and design["styles"] > 1 else 0)
-    refs = 1 + len(spec.analysis.extra_references)
-    family = args.family_size or int(n_groups * (n_cue + 1) * style_blocks * design["models"] * refs
-                                     * (design["n_outcomes"] or 1))
-
-    stated = {k: getattr(args, k) for k in ("sd_post", "sd_resid", "ref_mean")}
-    source = "stated"
-    comps: dict[str, Any] = {}
-    if all(v is not None for v in stated.values()):
-        comps = dict(stated, sd_variant=args.sd_variant or 0.0)
-    elif pilot_dir is not None:
-        with RunStore(pilot_dir, create=False) as store:
-            table = analysis_table(store)
-        if table.empty:
-            raise AuditError("the pilot run has no scores", where=str(pilot_dir),
-                             fix="score the pilot run, or state --sd-post, --sd-resid and --ref-mean")
-        outcomes = sorted(table["outcome"].unique())
-        outcome = args.outcome or ("epitome.empathy" if "epitome.empathy" in outcomes else outcomes[0])
-        pc = pilot_components(table, outcome)
-        comps = {k: pc[k] for k in ("sd_post", "sd_variant", "sd_resid", "ref_mean")}
-        for k, v in stated.items():
-            if v is not None:
-                comps[k] = v
-        if args.sd_variant is not None:
-            comps["sd_variant"] = args.sd_variant
-        source = f"pilot {pilot_dir} (outcome {outcome}, {pc['n_posts']} posts)"
-    else:
-        raise AuditError(
-            "no variance components: no pilot run and not all of --sd-post, --sd-resid, --ref-mean given",
-            where=str(target),
-            fix="run a small pilot and pass --pilot RUN_DIR, or state --sd-post, --sd-resid and --ref-mean "
-                "(e.g. from a published audit)",
-        )
-    if comps["ref_mean"] == 0:
-        raise AuditError("the control mean is 0, so a relative gap is undefined", where="--ref-mean",
-                         fix="choose an outcome with a non-zero control mean")
-    samples = args.samples or [design["samples"]]
-    if args.posts:
-        posts = sorted(set(args.posts))
-    else:
-        posts = [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120]
-    kw = dict(n_groups=n_groups, n_cue_types=n_cue, sd_post=comps["sd_post"], sd_resid=comps["sd_resid"],
-              sd_variant=comps.get("sd_variant", 0.0), ref_mean=comps["ref_mean"], rel_gap=gap, alpha=alpha,
-              family_size=family, n_sims=args.sims, seed=seed)
-    rows = []
-    needed: dict[int, int | None] = {}
-    for s in samples:
-        needed[s] = None
-        for n in posts:
-            r = power_grid([n], [s], target=args.power, **kw).iloc[0].to_dict()
-            rows.append(r)
-            if r["power"] >= args.power and needed[s] is None:
-                needed[s] = n
-                if not args.posts:
-                    break
-    grid = pd.DataFrame(rows)
-    # scale the best informative grid point by the normal approximation power = Phi(k sqrt(n) - z):
-    # n_needed = n (z + z_power)^2 / (z + Phi^-1(power_n))^2
-    from scipy import stats as _st
-
-    zc = _st.norm.ppf(1 - alpha / (2 * family))
-    estimated: dict[int, int | None] = {}
-    for s in samples:
-        g = grid[(grid["samples"] == s) & grid["power"].between(0.05, 0.98)]
-        if g.empty:
-            estimated[s] = None
-            continue
-        r = g.loc[(g["power"] - args.power).abs().idxmin()]
-        k = (zc + _st.norm.ppf(r["power"]))
-        estimated[s] = int(np.ceil(r["n_posts"] * ((zc + _st.norm.ppf(args.power)) / k) ** 2)) if k > 0 else None
-    out = dict(gap=gap, target_power=args.power, alpha=alpha, family_size=family, components=comps,
-               components_source=source, n_groups=n_groups, n_cue_types=n_cue, spec_posts=design["n_posts"],
-               needed_posts={str(k): v for k, v in needed.items()},
-               estimated_posts={str(k): v for k, v in estimated.items()}, notes=design["notes"],
-               grid=grid[["n_posts", "samples", "n_rows", "power", "mc_se"]].to_dict("records"))
-    if args.json:
-        print(json.dumps(_clean(out), indent=1))
-        return 0
-    print(f"power to detect a {100 * gap:g}% gap for one group vs control "
-          f"(level {alpha:g}/{family} = {alpha / family:.2g}, {args.sims} simulated audits per row)")
-    print(f"variance components ({source}): sd_post={comps['sd_post']:.4g} sd_variant={comps.get('sd_variant', 0):.4g} "
-          f"sd_resid={comps['sd_resid']:.4g} control mean={comps['ref_mean']:.4g}")
-    print(f"design: {n_groups} groups x {n_cue} cue types (+ control) per post\n")
-    print(f"{'posts':>6} {'samples':>7} {'rows':>8} {'power':>6} {'+-':>5}")
-    for r in out["grid"]:
-        print(f"{r['n_posts']:>6} {r['samples']:>7} {r['n_rows']:>8} {r['power']:>6.2f} {r['mc_se']:>5.2f}")
-    for s, n in needed.items():
-        msg = f"{n} posts suffice (first grid point at the target)" if n else f"more than {max(posts)} posts"
-        est = estimated.get(s)
-        print(f"\nwith {s} sample(s) per variant: {msg} for {100 * args.power:g}% power"
-              + (f"; about {est} posts by the normal approximation" if est else "")
-              + (f" (the spec has {design['n_posts']})" if design["n_posts"] else ""))
-    for note in design["notes"]:
-        print(f"note: {note}")
+    plan = plan_power(args.target, gap=args.gap, pilot=args.pilot, outcome=args.outcome, sd_post=args.sd_post,
+                      sd_variant=args.sd_variant, sd_resid=args.sd_resid, ref_mean=args.ref_mean, posts=args.posts,
+                      samples=args.samples, groups=args.groups, cue_types=args.cue_types,
+                      family_size=args.family_size, power=args.power, alpha=args.alpha, sims=args.sims, seed=args.seed)
+    print(json.dumps(jsonable(plan.as_dict()), indent=1) if args.json else "\n".join(plan.lines()))
     return 0

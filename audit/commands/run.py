@@ -51,28 +51,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..errors import AuditError
     from ..report import render
 
     paths = render(args.run_dir, quiet=False)
     print(f"        {paths['markdown']}, {paths['json']}, {paths['tables']}/")
     if args.check:
-        from ..report.browser import check_page, find_chromium
+        from ..report.browser import check_report
 
-        if not find_chromium():
-            raise AuditError("no Chromium found for --check", fix="install chromium, or set CHROMIUM=/path/to/it")
-        res = check_page(paths["html"])
-        problems = res.console_errors + res.exceptions + res.failed_requests + res.external_requests
-        bad_imgs = [i["id"] for i in res.images if not i["complete"] or not i["width"]]
-        if not res.loaded:
-            problems.append("the page did not finish loading")
-        problems += [f"figure {i} did not render" for i in bad_imgs]
-        if res.script_elements:
-            problems.append(f"{res.script_elements} script elements in the page")
-        if problems:
-            for p in problems:
-                print(f"  problem: {p}")
-            return 1
-        print(f"check: loaded in Chromium without network; {len(res.images)} figures rendered; "
-              "no console errors, failed or external requests")
+        verdict = check_report(paths["html"])
+        print("\n".join(verdict.lines()))
+        return 0 if verdict.ok else 1
     return 0

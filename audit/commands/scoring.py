@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import AuditError
+from ..jsonable import jsonable
 
 MECHANISMS = ("ER", "IP", "EX")
 
@@ -67,23 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- handlers
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-        try:
-            return _clean(v.item())
-        except (ValueError, AttributeError):
-            pass
-    if hasattr(v, "tolist"):
-        return _clean(v.tolist())
-    return v
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     from ..scoring import score_run
 
@@ -96,7 +79,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                         invariance=False if args.no_invariance else None,
                         progress=not args.json and sys.stderr.isatty())
     if args.json:
-        print(json.dumps(_clean(summary.as_dict()), indent=2))
+        print(json.dumps(jsonable(summary.as_dict()), indent=2))
     else:
         print("\n".join(summary.lines()))
     return 0
@@ -138,38 +121,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = epitome_train.train(data, Path(args.out) if args.out else None, cv=not args.no_cv,
                                  progress=sys.stderr.isatty())
     if result is not None:
-        print(json.dumps(_clean(result if isinstance(result, dict) else {"artifact": str(result)}), indent=2, default=str))
+        print(json.dumps(jsonable(result if isinstance(result, dict) else {"artifact": str(result)}), indent=2, default=str))
     return 0
-
-
-def read_labelled(path: str | Path) -> Any:
-    """Read a validation CSV (columns seeker_post, response_post, level in 0/1/2), checking every row."""
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise AuditError("validation data file not found", where=str(p), fix="check the path")
-    try:
-        df = pd.read_csv(p, dtype={"seeker_post": str, "response_post": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise AuditError(f"cannot read the CSV: {exc}", where=str(p), fix="give a UTF-8 CSV file with a header row") from None
-    missing = [c for c in ("seeker_post", "response_post", "level") if c not in df.columns]
-    if missing:
-        raise AuditError(f"missing column(s) {missing} (found {list(df.columns)})", where=str(p),
-                         fix="the file needs the columns seeker_post, response_post, level")
-    if df.empty:
-        raise AuditError("the file has no rows", where=str(p), fix="give labelled pairs")
-    for i, v in enumerate(df["level"]):
-        s = str(v).strip()
-        if s not in ("0", "1", "2"):
-            raise AuditError(f"level {v!r} is not 0, 1 or 2", where=f"{p}, row {i + 2}, column 'level'",
-                             fix="label each pair with the EPITOME level 0 (none), 1 (weak) or 2 (strong)")
-    df["level"] = df["level"].astype(str).str.strip().astype(int)
-    return df
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from ..scorers import get_scorer
+    from ..scorers.validation import read_labelled, validate
 
     df = read_labelled(args.data)
     spec = None
@@ -181,11 +139,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.mechanism not in scorer.measures:
         raise AuditError(f"scorer {args.scorer!r} does not score {args.mechanism} (it gives {list(scorer.measures)})",
                          where="--mechanism", fix="choose a mechanism the scorer outputs, or another scorer")
-    from ..scorers.validation import validate
-
     res = validate(scorer, args.mechanism, df)
     if args.json:
-        print(json.dumps(_clean(res), indent=2))
+        print(json.dumps(jsonable(res), indent=2))
         return 0
     print(format_validation(args.scorer, args.mechanism, res))
     return 0
@@ -225,8 +181,8 @@ def cmd_invariance(args: argparse.Namespace) -> int:
         raise AuditError("--alpha must be between 0 and 1", where="--alpha")
     res = invariance_check(args.spec, args.run, args.scorer, replies_per_post=args.replies_per_post, alpha=args.alpha)
     if args.json:
-        print(json.dumps({"verdicts": _clean(res.verdicts()), "pairs": res.pairs,
-                          "table": _clean(res.table.to_dict("records"))}, indent=2))
+        print(json.dumps({"verdicts": jsonable(res.verdicts()), "pairs": res.pairs,
+                          "table": jsonable(res.table.to_dict("records"))}, indent=2))
         return 0
     print(res.text())
     t = res.table

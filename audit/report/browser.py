@@ -5,13 +5,15 @@ no Python package and no TCP port; where it can (root, or user namespaces), Chro
 new network namespace (``unshare -n``) with no network at all. Returned: console errors, uncaught
 exceptions, failed requests, every request that was not a ``file:`` or ``data:`` URL, the state of
 each figure (loaded, natural size), the number of ``<script>`` elements, the page's text, and a PNG
-screenshot when asked.
+screenshot when asked. :func:`check_report` turns that into the verdict of ``empathy-audit report
+--check``: the list of problems a reader would see (:func:`page_problems`).
 
 Example::
 
-    from audit.report.browser import check_page, find_chromium
+    from audit.report.browser import check_page, check_report
     result = check_page("reports/demo/report.html", screenshot="test-artifacts/report.png")
     assert not result.console_errors and not result.failed_requests
+    assert check_report("reports/demo/report.html").ok
 """
 
 from __future__ import annotations
@@ -285,3 +287,55 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromi
         shutil.rmtree(profile, ignore_errors=True)
         result.log = stderr_lines[-30:]
     return result
+
+
+def page_problems(page: PageCheck) -> list[str]:
+    """What a reader of a checked report would see go wrong, one plain line each (empty: nothing).
+
+    A problem is a console error, an uncaught exception, a failed or external request, a page that did
+    not finish loading, a figure that did not render (not complete, or zero width) or any ``<script>``
+    element (a report has none).
+
+    >>> page_problems(PageCheck(url="file:///r.html", loaded=True, script_elements=0,
+    ...                         images=[{"id": "fig-1", "complete": True, "width": 0}]))
+    ['figure fig-1 did not render']
+    """
+    problems = page.console_errors + page.exceptions + page.failed_requests + page.external_requests
+    if not page.loaded:
+        problems.append("the page did not finish loading")
+    problems += [f"figure {i['id']} did not render" for i in page.images if not i["complete"] or not i["width"]]
+    if page.script_elements:
+        problems.append(f"{page.script_elements} script elements in the page")
+    return problems
+
+
+@dataclass
+class ReportCheck:
+    """The verdict of :func:`check_report`: the page as Chromium saw it, and its problems."""
+
+    page: PageCheck
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        """The verdict in plain lines (what ``empathy-audit report --check`` prints)."""
+        if self.problems:
+            return [f"  problem: {p}" for p in self.problems]
+        return [f"check: loaded in Chromium without network; {len(self.page.images)} figures rendered; "
+                "no console errors, failed or external requests"]
+
+
+def check_report(path: str | Path, *, screenshot: str | Path | None = None) -> ReportCheck:
+    """Open the report ``path`` in headless Chromium without network and judge it (:func:`page_problems`).
+
+    Raises :class:`~audit.errors.AuditError` when no Chromium is installed.
+    """
+    from ..errors import AuditError
+
+    if not find_chromium():
+        raise AuditError("no Chromium found for --check", fix="install chromium, or set CHROMIUM=/path/to/it")
+    page = check_page(path, screenshot)
+    return ReportCheck(page, page_problems(page))

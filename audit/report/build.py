@@ -9,7 +9,6 @@ import math
 import re
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,13 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
 from ..scorers.measures import Measure, MeasureCatalog
+from ..jsonable import jsonable
 from ..store import now_iso
 from . import findings as F
 from .data import EMBEDDED_NAME, ReportData, collect
 from .figures import all_figures, skipped_figures
-from .provenance import jsonable, software_versions
+from .findings import _finite
+from .provenance import software_versions
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
@@ -36,10 +37,6 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 # ----------------------------------------------------------------------------- formatting helpers
-
-
-def _finite(x: Any) -> bool:
-    return F._finite(x)
 
 
 def fnum(x: Any, digits: int = 4) -> str:

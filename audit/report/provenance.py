@@ -58,34 +58,6 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def jsonable(obj: Any) -> Any:
-    """NaN and infinities to None, numpy scalars to Python: strict JSON."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    try:
-        import pandas as pd
-
-        if obj is pd.NA or obj is pd.NaT:
-            return None
-        if isinstance(obj, pd.Timestamp):
-            return obj.isoformat()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(obj)
-
-
 def record_provenance(store: Any, spec: Any, run_dir: Path, spec_argument: str | None = None) -> None:
     """Write what the run is made of into the store's ``meta`` (hashes, sources, versions, command, times)."""
     from .. import __version__

@@ -26,7 +26,6 @@ Features of a (post, reply) pair (all computed by :class:`Featurizer`, shared wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -39,6 +38,7 @@ import pandas as pd
 from scipy import sparse
 
 from ..errors import AuditError
+from ..resources import sha256_file
 from .base import check_pairs
 from .measures import Measure, measure_dicts, names
 
@@ -380,14 +380,6 @@ class EpitomeModel:
                          "sent_W": get(e["sent_W"]) if "sent_W" in e else None,
                          "sent_b": get(e["sent_b"]) if "sent_b" in e else None}
         return cls(feat, params, doc.get("meta", {}))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _compact_cv(summary: dict[str, Any] | None) -> dict[str, Any] | None:

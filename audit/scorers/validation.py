@@ -20,6 +20,7 @@ The metrics, for true levels ``y`` and predicted levels ``p`` over the label set
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -91,6 +92,41 @@ def metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int] 
     }
 
 
+def read_labelled(path: str | Path) -> pd.DataFrame:
+    """Read a validation CSV (columns ``seeker_post, response_post, level`` in 0/1/2), checking every row.
+
+    Returns the table with ``level`` as integers; any problem (missing file or column, no rows, a level
+    that is not 0, 1 or 2) raises :class:`~audit.errors.AuditError` naming the file, row and column.
+    The input of :func:`validate`.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "labels.csv"
+    >>> _ = path.write_text("seeker_post,response_post,level\\nI feel alone.,That sounds hard.,2\\n")
+    >>> read_labelled(path)["level"].tolist()
+    [2]
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise AuditError("validation data file not found", where=str(p), fix="check the path")
+    try:
+        df = pd.read_csv(p, dtype={"seeker_post": str, "response_post": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read the CSV: {exc}", where=str(p), fix="give a UTF-8 CSV file with a header row") from None
+    missing = [c for c in ("seeker_post", "response_post", "level") if c not in df.columns]
+    if missing:
+        raise AuditError(f"missing column(s) {missing} (found {list(df.columns)})", where=str(p),
+                         fix="the file needs the columns seeker_post, response_post, level")
+    if df.empty:
+        raise AuditError("the file has no rows", where=str(p), fix="give labelled pairs")
+    for i, v in enumerate(df["level"]):
+        s = str(v).strip()
+        if s not in ("0", "1", "2"):
+            raise AuditError(f"level {v!r} is not 0, 1 or 2", where=f"{p}, row {i + 2}, column 'level'",
+                             fix="label each pair with the EPITOME level 0 (none), 1 (weak) or 2 (strong)")
+    df["level"] = df["level"].astype(str).str.strip().astype(int)
+    return df
+
+
 def validate(scorer: Any, mechanism: str, df: pd.DataFrame) -> dict[str, Any]:
     """Score ``df`` (columns ``seeker_post, response_post, level``) with ``scorer`` and compare its
     ``mechanism`` column with ``level``.
@@ -126,4 +162,4 @@ def validate(scorer: Any, mechanism: str, df: pd.DataFrame) -> dict[str, Any]:
     return res
 
 
-__all__ = ["LEVELS", "MECHANISMS", "confusion_matrix", "metrics", "quadratic_weighted_kappa", "validate"]
+__all__ = ["LEVELS", "MECHANISMS", "confusion_matrix", "metrics", "quadratic_weighted_kappa", "read_labelled", "validate"]

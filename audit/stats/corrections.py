@@ -54,8 +54,14 @@ def bh(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def adjust_family(results: pd.DataFrame, alpha: float = 0.05, p_col: str = "p_value") -> pd.DataFrame:
+def adjust_family(results: pd.DataFrame, *, alpha: float = 0.05, p_col: str = "p_value") -> pd.DataFrame:
     """Return a copy of ``results`` with ``p_holm``, ``p_bh`` and ``significant_holm`` added.
+
+    Holm (1979) step-down and Benjamini-Hochberg (1995) step-up adjustment over every row with a
+    p-value (formulas in the module docstring); rows without one get missing adjusted values.
+
+    >>> adjust_family(pd.DataFrame({"p_value": [0.01, 0.04, None]}), alpha=0.05)["significant_holm"].tolist()
+    [True, True, False]
 
     Parameters
     ----------

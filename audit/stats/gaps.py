@@ -52,7 +52,7 @@ Example
 >>> rng = np.random.default_rng(1)
 >>> df = pd.DataFrame({"post": np.repeat(np.arange(40), 3), "group": np.tile(["control", "A", "B"], 40)})
 >>> df["y"] = 1.0 + 0.5 * (df.group == "A") + rng.normal(0, 1, 40)[df.post] + rng.normal(0, .5, len(df))
->>> res = gap_test(df, "y", "group", "control", "post")
+>>> res = gap_test(df, outcome="y", group="group", control="control", cluster="post")
 >>> list(res.group)
 ['A', 'B']
 """
@@ -380,11 +380,11 @@ def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml
 
 def gap_test(
     data: pd.DataFrame,
-    outcome: str,
-    group: str,
-    control: str,
-    cluster: str,
     *,
+    outcome: str,
+    group: str = "group",
+    control: str = "control",
+    cluster: str = "post_id",
     factors: tuple[str, ...] | list[str] = (),
     inner: str | None = None,
     by: str | None = None,
@@ -395,6 +395,13 @@ def gap_test(
 ) -> pd.DataFrame:
     """Gap of every group to the reference level ``control`` in a mixed model with a random
     intercept per ``cluster`` (and per ``cluster:inner`` when ``inner`` is given).
+
+    ``outcome ~ C(group, Treatment(control)) + factors + (1 | cluster) [+ (1 | cluster:inner)]``, REML,
+    Wald z tests; 0/1 outcomes: GEE logistic (Liang & Zeger 1986) with Mancl & DeRouen (2001) robust
+    SEs, gaps on the probability scale; relative gaps with Fieller (1954) CIs. The column arguments
+    are keyword-only (``gap_test(df, outcome="score", group="group", control="control",
+    cluster="post_id")``); their defaults are the column names of :func:`audit.stats.analysis_table`
+    except ``outcome`` (there: ``"value"``).
 
     Parameters
     ----------
@@ -416,6 +423,14 @@ def gap_test(
     ``'pooled'`` or the level): ``group, reference, estimate, se, ci_low, ci_high, ref_mean,
     relative_gap, rel_ci_low, rel_ci_high, std_effect, z, p_value, n, n_posts, method, converged,
     warning``. See the module docstring for the formulas.
+
+    Example
+    -------
+    >>> from audit.stats.simulate import simulate_audit_table
+    >>> t = simulate_audit_table(n_posts=30, groups=["A", "B"], gaps={"A": -0.5}, seed=3)
+    >>> r = gap_test(t, outcome="value", group="group", control="control", cluster="post_id")
+    >>> r[["group", "method"]].values.tolist(), bool(r["p_value"].iloc[0] < 0.05)
+    ([['A', 'lmm (1|post), REML'], ['B', 'lmm (1|post), REML']], True)
     """
     d = validate_table(data, outcome, group, control, cluster, factors, inner, where=where)
     binary = is_binary(d[outcome])

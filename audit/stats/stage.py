@@ -1,10 +1,10 @@
 """The analysis stage: scores in the run store -> the family of gap tests -> results tables.
 
 :func:`analysis_table` joins the replies with their scores (long per outcome);
-:func:`analyze_run` fits every test of the audit's family and writes ``results``,
-``results_paired``, ``results_intersectional``, ``results_power`` and ``analysis_meta`` into the
-store (replacing earlier analysis tables in one transaction; the analysis is a pure function of the
-stored scores and the spec).
+:func:`analyze_scores` fits every test of the audit's family on that table; :func:`analyze_run` does
+both for a run and writes ``results``, ``results_paired``, ``results_intersectional``,
+``results_power`` and ``analysis_meta`` into the store (replacing earlier analysis tables in one
+transaction; the analysis is a pure function of the stored scores and the spec).
 
 The family (what Holm and BH correct over) is every row of ``results``: outcomes x models x styles
 (``pooled`` plus each style when ``analysis.by_style`` and there is more than one) x cue types
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,19 @@ from scipy import stats
 
 from .. import __version__
 from ..errors import AuditError
+from ..report.provenance import software_versions
 from ..scorers.measures import ANY_LEVEL, MeasureCatalog
 from ..stages import StageContext, StageSummary
 from ..store import RunStore, canonical_json, now_iso
 from .corrections import adjust_family
-from .gaps import gap_test, is_binary
+from .family import Block, fit_family
+from .gaps import is_binary
 from .paired import paired_contrasts
 from .pooling import partial_pool
 from .power import detectable_gap
 
-__all__ = ["analysis_table", "analyze_run", "analyze_store", "analyze_table", "analysis_fingerprint", "AnalysisResult",
-           "AnalyzeStage", "RESULTS_COLUMNS"]
+__all__ = ["analysis_table", "analyze_run", "analyze_store", "analyze_scores", "analysis_fingerprint",
+           "AnalysisResult", "AnalyzeStage", "RESULTS_COLUMNS"]
 
 RESULTS_COLUMNS = [
     "family_id", "outcome", "model_label", "style", "cue_type", "group", "reference", "estimate", "se", "ci_low",
@@ -140,7 +141,7 @@ def _family_id(res: pd.DataFrame) -> str:
     return "F-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def analyze_table(
+def analyze_scores(
     table: pd.DataFrame,
     *,
     reference: str = "control",
@@ -151,51 +152,43 @@ def analyze_table(
     power: float = 0.8,
     power_gap: float = 0.05,
 ) -> AnalysisResult:
-    """Fit the whole family on an :func:`analysis_table` and return the five result tables."""
+    """Fit the whole family on an :func:`analysis_table` and return the five result tables.
+
+    The gap tests go through the one family loop (:func:`audit.stats.family.fit_family`), the same
+    as :func:`audit.stats.analyze_table` on any long table; a block is one (outcome, model, style).
+    """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value"}]
-    parts, paired_parts, notes = [], [], []
+    blocks, paired_parts = [], []
     formulas = set()
     for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
         styles = sorted(d_om["style"].unique())
-        blocks = [("pooled", d_om)]
+        style_blocks = [("pooled", d_om)]
         if by_style and len(styles) > 1:
-            blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
-        for style, d in blocks:
+            style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
+        for style, d in style_blocks:
             factors = ["style"] if style == "pooled" and len(styles) > 1 else []
             inner = "variant_id" if d.groupby("variant_id").size().max() > 1 else None
             formulas.add(
                 "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
                 + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
             )
-            for ref in [reference, *extra_references]:
-                where = f"outcome {outcome}, model {model}, style {style}, reference {ref}"
-                try:
-                    r = gap_test(d, "value", "group", ref, "post_id", factors=factors, inner=inner, by="cue_type",
-                                 alpha=alpha, where=where)
-                except AuditError as exc:
-                    others = sorted(set(d["group"].astype(str)) - {ref})
-                    r = pd.DataFrame([dict(group=g, reference=ref, cue_type="pooled", method="not fitted",
-                                           converged=False, warning=exc.message) for g in others])
-                    notes.append(f"{where}: {exc.what}")
-                r.insert(0, "outcome", outcome)
-                r.insert(1, "model_label", model)
-                r.insert(2, "style", style)
-                parts.append(r)
+            blocks.append(Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
+                                tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}"))
             if paired_check:
                 p = paired_contrasts(d, "value", "group", reference, "post_id", by="cue_type")
                 p.insert(0, "outcome", outcome)
                 p.insert(1, "model_label", model)
                 p.insert(2, "style", style)
                 paired_parts.append(p)
-    if not parts:
+    res, notes = fit_family(blocks, group="group", references=[reference, *extra_references], cluster="post_id",
+                            by="cue_type", alpha=alpha, strict=False)
+    if res.empty:
         raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
-    res = pd.concat(parts, ignore_index=True)
-    if "p_value" not in res.columns or res["p_value"].isna().all():
+    if res["p_value"].isna().all():
         first = notes[0] if notes else "no test could be fitted"
         raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
                          fix="score more posts (a random-intercept model needs at least 5) or check the scores")
     res["family_id"] = _family_id(res)
-    res = adjust_family(res, alpha=alpha)
     for c in RESULTS_COLUMNS:
         if c not in res.columns:
             res[c] = np.nan
@@ -274,7 +267,7 @@ def analyze_table(
         "singular_fits": int(res["warning"].astype(str).str.contains("singular").sum()),
         "not_fitted": notes,
         "n_rows": int(len(table)),
-        "software": _versions(),
+        "software": software_versions(),
         "analyzed_at": now_iso(),
     }
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
@@ -282,16 +275,6 @@ def analyze_table(
     return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax)
 
 
-def _versions() -> dict[str, str]:
-    import pingouin
-    import scipy
-    import statsmodels
-
-    from .. import __version__
-
-    return {"empathy-audit": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "pandas": pd.__version__, "scipy": scipy.__version__, "statsmodels": statsmodels.__version__,
-            "pingouin": pingouin.__version__}
 
 
 def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
@@ -309,9 +292,9 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
         raise AuditError("the run store has no scored replies to analyse", where=str(store.run_dir),
                          fix="run `empathy-audit generate` and `empathy-audit score` first")
     a = spec.analysis
-    result = analyze_table(table, reference=a.reference, extra_references=list(a.extra_references),
-                           alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
-                           power_gap=a.power_gap)
+    result = analyze_scores(table, reference=a.reference, extra_references=list(a.extra_references),
+                            alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
+                            power_gap=a.power_gap)
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
     return result

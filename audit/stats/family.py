@@ -1,0 +1,102 @@
+"""The family loop: every gap test an analysis makes, adjusted together for multiplicity.
+
+An analysis is a list of :class:`Block` s: the rows of one model fit (an outcome, and for a run also
+a model and a prompt style), named by ``labels``. :func:`fit_family` runs :func:`~audit.stats.gap_test`
+on every block against every reference level, labels the rows, and adjusts the p-values of all of
+them together with :func:`~audit.stats.adjust_family` (Holm 1979; Benjamini & Hochberg 1995): the
+family is every row returned, so the multiplicity correction covers exactly what is reported.
+
+Both the run's analysis stage (:func:`audit.stats.stage.analyze_scores`) and the analysis of any long
+table (:func:`audit.stats.longtable.analyze_table`) build their blocks and call this one loop.
+
+Example
+-------
+>>> import numpy as np, pandas as pd
+>>> from audit.stats.family import Block, fit_family
+>>> rng = np.random.default_rng(0)
+>>> df = pd.DataFrame({"post": np.repeat(np.arange(30), 2), "group": np.tile(["control", "A"], 30)})
+>>> df["y"] = rng.normal(0, 1, 60) + rng.normal(0, 1, 30)[df.post]
+>>> res, notes = fit_family([Block({"outcome": "y"}, df, "y", where="demo")], group="group",
+...                         references=["control"], cluster="post")
+>>> res[["outcome", "group", "reference"]].values.tolist(), notes
+([['y', 'A', 'control']], [])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from ..errors import AuditError
+from .corrections import adjust_family
+from .gaps import gap_test
+
+__all__ = ["Block", "fit_family"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """The rows of one model fit in a family.
+
+    ``labels``: columns put in front of each result row (e.g. ``{"outcome": "epitome.ER", "model_label":
+    "gpt", "style": "pooled"}``); ``outcome``: the column of ``data`` holding the outcome; ``factors`` and
+    ``inner``: the model terms of :func:`~audit.stats.gap_test`; ``where``: where a problem is reported.
+    """
+
+    labels: dict[str, str]
+    data: pd.DataFrame
+    outcome: str
+    factors: tuple[str, ...] = ()
+    inner: str | None = None
+    where: str = "the table"
+
+
+def fit_family(
+    blocks: Iterable[Block],
+    *,
+    group: str,
+    references: Sequence[str],
+    cluster: str,
+    by: str | None = None,
+    method: str = "auto",
+    reml: bool = True,
+    alpha: float = 0.05,
+    strict: bool = True,
+    name_reference: bool = True,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Gap tests of every block against every reference, Holm/BH-adjusted over all of them.
+
+    ``strict=True`` raises the first :class:`~audit.errors.AuditError` (a table a user gave should be
+    fixed); ``strict=False`` records a test that cannot be fitted as rows with ``method='not
+    fitted'``, no p-value and the reason in ``warning`` (outside the family), and returns the reasons
+    as ``notes``. A problem is reported at the block's ``where``, followed by ``", reference <level>"``
+    when ``name_reference``. Returns ``(results, notes)``: the label columns, then
+    :func:`~audit.stats.gap_test`'s columns, then ``p_holm, p_bh, significant_holm``.
+    """
+    parts, notes = [], []
+    for b in blocks:
+        for ref in references:
+            where = f"{b.where}, reference {ref}" if name_reference else b.where
+            try:
+                r = gap_test(b.data, outcome=b.outcome, group=group, control=str(ref), cluster=cluster,
+                             factors=list(b.factors), inner=b.inner, by=by, method=method, reml=reml, alpha=alpha,
+                             where=where)
+            except AuditError as exc:
+                if strict:
+                    raise
+                others = sorted(set(b.data[group].astype(str)) - {str(ref)})
+                pooled = {by: "pooled"} if by else {}
+                r = pd.DataFrame([dict(group=g, reference=ref, **pooled, method="not fitted", converged=False,
+                                       warning=exc.message) for g in others])
+                notes.append(f"{where}: {exc.what}")
+            for i, (name, value) in enumerate(b.labels.items()):
+                r.insert(i, name, value)
+            parts.append(r)
+    if not parts:
+        return pd.DataFrame(), notes
+    res = pd.concat(parts, ignore_index=True)
+    if "p_value" not in res.columns:  # not one test could be fitted
+        res["p_value"] = float("nan")
+    return adjust_family(res, alpha=alpha), notes
