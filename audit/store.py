@@ -156,21 +156,33 @@ class RunStore:
                 "no run store found", where=str(self.run_dir),
                 fix="give the run directory of an audit (it contains store.sqlite), or run the audit first",
             )
+        if self.path.exists() and self.path.stat().st_size == 0:
+            # SQLite would take a zero-byte file for a new database and a report would replace a good
+            # one with an empty one: an existing store that is empty was truncated or never written.
+            raise AuditError("the run store is an empty file (0 bytes)", where=str(self.path),
+                             fix="restore store.sqlite from a backup, or delete it to start this run afresh "
+                                 "(everything it held is gone)")
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise AuditError(f"cannot open the run store: {exc}", where=str(self.path)) from None
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=OFF")
-        self.conn.execute("PRAGMA busy_timeout=30000")
         try:
+            self.conn.execute("PRAGMA busy_timeout=30000")
+            _check_integrity(self.conn, self.path)  # before WAL mode, which rewrites the file header
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=OFF")
             self.migrated = migrate(self.conn, self.path)
         except sqlite3.OperationalError as exc:
             self.conn.close()
-            raise _store_error(exc, self.path) from None
+            if "locked" in str(exc).lower() or "full" in str(exc).lower() or "disk" in str(exc).lower():
+                raise _store_error(exc, self.path) from None
+            raise _damaged(exc, self.path) from None
+        except sqlite3.DatabaseError as exc:  # not a database, malformed, truncated
+            self.conn.close()
+            raise _damaged(exc, self.path) from None
         except AuditError:
             self.conn.close()
             raise
@@ -719,6 +731,29 @@ def _insert_attempts(c: sqlite3.Connection, key: str, attempts: Iterable[dict[st
             (key, a["attempt"], a["error_type"], a.get("status_code"), a.get("message"), a.get("wait_s"),
              a.get("at") or now_iso()),
         )
+
+
+def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged store, or a SQLite file that is not a run store, before anything is written.
+
+    ``PRAGMA quick_check`` reads every page (O(size): about a second per few hundred MB) and finds
+    truncated or overwritten files that would otherwise fail half-way through a stage.
+    """
+    bad = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+    if bad != ["ok"]:
+        raise _damaged(sqlite3.DatabaseError("; ".join(map(str, bad))), path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "meta" not in tables:
+        raise AuditError(
+            "this SQLite file is not an empathy-audit run store (it has no meta table)", where=str(path),
+            fix="give the run directory of an audit, or move this file away; it is left as it is")
+
+
+def _damaged(exc: sqlite3.Error, path: Path) -> AuditError:
+    return AuditError(
+        f"the run store is damaged or not a run store ({exc})", where=str(path),
+        fix="restore store.sqlite from a backup, or run the audit into a new --out; the damaged file is left "
+            "as it is")
 
 
 def _store_error(exc: sqlite3.Error, path: Path) -> AuditError:

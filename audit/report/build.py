@@ -6,8 +6,10 @@ import base64
 import html
 import json
 import math
+import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -569,6 +571,45 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True) -> dict[
     figures = all_figures(data) if figures else skipped_figures()
     ctx = build_context(data, figures, generated_at)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for old in run_dir.glob(".report-*"):  # left by a report killed over an hour ago
+        if old.is_dir() and time.time() - old.stat().st_mtime > 3600:
+            shutil.rmtree(old, ignore_errors=True)
+    # Everything is written into a staging directory first and moved into place file by file
+    # (os.replace is atomic), report.html last; nothing of the old report is deleted before its new
+    # version is in place. A kill at any point leaves every file complete; two report commands at
+    # once each stage their own files.
+    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=run_dir))
+    try:
+        staged = _render_files(stage, data, figures, ctx)
+        paths = _publish(stage, run_dir, staged)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    elapsed = time.perf_counter() - t0
+    if not quiet:
+        size = paths["html"].stat().st_size
+        print(f"report: {paths['html']} ({size / 1024:.0f} KiB, {elapsed:.1f} s)")
+    return paths
+
+
+def _publish(stage: Path, run_dir: Path, staged: list[Path]) -> dict[str, Path]:
+    """Move the staged files into ``run_dir`` (directories first, report.html last), then remove the
+    files of ``figures/`` and ``tables/`` that the new report no longer has."""
+    order = sorted(staged, key=lambda p: (p.parent == stage, p.name == "report.html", str(p)))
+    for src in order:
+        dst = run_dir / src.relative_to(stage)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    for sub in ("figures", "tables"):
+        keep = {p.name for p in staged if p.parent.name == sub and p.parent.parent == stage}
+        for old in (run_dir / sub).glob("*"):
+            if old.is_file() and old.name not in keep and old.suffix in (".png", ".csv"):
+                old.unlink(missing_ok=True)
+    return {"html": run_dir / "report.html", "markdown": run_dir / "report.md", "json": run_dir / "results.json",
+            "tables": run_dir / "tables", "figures": run_dir / "figures"}
+
+
+def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any]) -> list[Path]:
+    """Write every file of the report under ``run_dir`` (the staging directory); return their paths."""
     paths: dict[str, Path] = {}
     # HTML
     html_env = _environment(markdown=False)
@@ -577,8 +618,6 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True) -> dict[
     paths["html"] = _write(run_dir / "report.html", page)
     # Figures as files for the Markdown report
     fig_dir = run_dir / "figures"
-    if fig_dir.exists():
-        shutil.rmtree(fig_dir)
     fig_dir.mkdir()
     for f in figures:
         if f.data_uri:
@@ -592,9 +631,7 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True) -> dict[
     paths["json"] = _write(run_dir / "results.json", json.dumps(rj, indent=1, ensure_ascii=False, allow_nan=False))
     # CSV tables
     tdir = run_dir / "tables"
-    tdir.mkdir(exist_ok=True)
-    for stale in tdir.glob("*.csv"):
-        stale.unlink()
+    tdir.mkdir()
     for name in CSV_TABLES:
         df = data.tables.get(name)
         if df is not None:
@@ -614,13 +651,7 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True) -> dict[
             wide = sc.pivot_table(index="request_key", columns="col", values="value", aggfunc="first").reset_index()
             rep = rep.merge(wide, on="request_key", how="left")
         _safe_csv(rep).to_csv(tdir / "replies.csv", index=False)
-    paths["tables"] = tdir
-    paths["figures"] = fig_dir
-    elapsed = time.perf_counter() - t0
-    if not quiet:
-        size = paths["html"].stat().st_size
-        print(f"report: {paths['html']} ({size / 1024:.0f} KiB, {elapsed:.1f} s)")
-    return paths
+    return [p for p in run_dir.rglob("*") if p.is_file()]
 
 
 def _write(path: Path, text: str) -> Path:
