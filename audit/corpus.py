@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import AuditError
+from .untrusted import replace_unencodable
 from .resources import DATA_DIR, sha256_text
 from .spec import RiskLevel, read_yaml, spec_where, validation_error
 
@@ -149,8 +150,23 @@ def _read_utf8(path: Path) -> str:
         raise AuditError(f"cannot read the post file: {exc.strerror}", where=str(path)) from None
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
-    """Read a post file into a DataFrame of strings/objects. Returns (frame, first data line number)."""
+def _clean_strings(obj: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A JSON object with every lone surrogate in its keys and string values replaced by U+FFFD
+    (``json.loads`` accepts ``"\\udc80"``; nothing downstream can encode it), and how many."""
+    out, n = {}, 0
+    for k, v in obj.items():
+        k, a = replace_unencodable(k)
+        if isinstance(v, str):
+            v, b = replace_unencodable(v)
+            a += b
+        out[k] = v
+        n += a
+    return out, n
+
+
+def _read_table(path: Path) -> tuple[pd.DataFrame, int, int]:
+    """Read a post file into a DataFrame of strings/objects. Returns (frame, first data line number,
+    unencodable characters replaced)."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise AuditError(
@@ -172,11 +188,11 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
         except pd.errors.ParserError as exc:
             raise AuditError(f"cannot parse the CSV: {exc}", where=str(path),
                              fix="check quoting: texts with commas or line breaks must be in double quotes") from None
-        return df, 2
+        return df, 2, 0
     if kind == "jsonl":
         rows: list[dict[str, Any]] = []
         text = _read_utf8(path)
-        blank = 0
+        blank = replaced = 0
         for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 blank += 1
@@ -189,11 +205,13 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
             if not isinstance(obj, dict):
                 raise AuditError(f"expected a JSON object, got {type(obj).__name__}", where=f"{path}, line {n}",
                                  fix="each line must be one JSON object such as {\"id\": \"p1\", \"text\": \"...\"}")
+            obj, k = _clean_strings(obj)
+            replaced += k
             obj["__line__"] = n
             rows.append(obj)
         if not rows:
             raise AuditError("the post file has no JSON objects", where=str(path), fix="add one post per line")
-        return pd.DataFrame(rows), 1
+        return pd.DataFrame(rows), 1, replaced
     try:
         df = pd.read_parquet(path)  # pyarrow, a dependency, is pandas' parquet engine
     except (OSError, ValueError) as exc:
@@ -202,7 +220,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
     except Exception as exc:  # pyarrow raises its own error types for corrupt files
         raise AuditError(f"cannot read the parquet file: {type(exc).__name__}: {exc}", where=str(path),
                          fix="check that it is a parquet file and not truncated") from None
-    return df, 1
+    return df, 1, 0
 
 
 def _rows_label(rows: Iterable[int], first_line: int, jsonl_lines: pd.Series | None = None) -> str:
@@ -237,8 +255,10 @@ def read_post_file(
     """
     p = Path(path)
     columns = dict(columns or {})
-    df, first_line = _read_table(p)
+    df, first_line, replaced = _read_table(p)
     report = LoadReport(source=str(p), rows_read=len(df))
+    if replaced:
+        report.notes.append(f"{replaced} unencodable character(s) (lone UTF-16 surrogates) replaced by U+FFFD")
     lines = df.pop("__line__") if "__line__" in df.columns else None
     available = [c for c in df.columns]
 

@@ -420,7 +420,25 @@ def read_yaml(path: Path, kind: str = "spec") -> tuple[Any, str]:
         fix = "keep one of the two (YAML keeps neither silently here)" if "duplicate key" in problem \
             else "fix the YAML syntax"
         raise AuditError(f"invalid YAML: {problem}", where=where, fix=fix) from None
+    bad = _lone_surrogate_at(data)
+    if bad is not None:  # a "\udc80" escape: nothing downstream could encode the text
+        raise AuditError(f"{kind} file holds an unencodable character (a lone UTF-16 surrogate escape)",
+                         where=f"{path}, key {'.'.join(map(str, bad)) or '(top level)'}",
+                         fix="remove the \\uD800-\\uDFFF escape; write the character itself")
     return data, text
+
+
+def _lone_surrogate_at(obj: Any, loc: tuple = ()) -> tuple | None:
+    """Key path of the first string holding a lone surrogate, or None."""
+    if isinstance(obj, str):
+        return loc if any("\ud800" <= ch <= "\udfff" for ch in obj) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _lone_surrogate_at(k, loc + (k,)) if isinstance(k, str) else None
+        found = found or _lone_surrogate_at(v, loc + (k,))
+        if found is not None:
+            return found
+    return None
 
 
 def load_spec(path: str | Path) -> AuditSpec:

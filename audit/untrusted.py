@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable
+from typing import Any, Iterable
 
 REPLACEMENT = "\ufffd"
 MIN_SECRET_LENGTH = 8   # shorter values are not redacted: "abc" would cut every word that holds it
@@ -83,6 +83,35 @@ def truncate_reply(text: str | None, max_tokens: int) -> tuple[str | None, bool]
     return text[:limit], True
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _cell(v: str) -> str:
+    v = visible_controls(v)
+    return "'" + v if v.startswith(_FORMULA_START) and not _numeric(v) else v
+
+
+def csv_safe(df: Any) -> Any:
+    """A copy of the DataFrame ``df`` fit for a spreadsheet: a text cell that starts like a formula
+    (``= + - @``, tab, CR) gets a leading quote (OWASP, CSV injection), unless it is a number, and
+    invisible or bidi characters are shown (:func:`visible_controls`)."""
+    import pandas as pd
+
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_object_dtype(out[c]) or pd.api.types.is_string_dtype(out[c]):
+            out[c] = [_cell(v) if isinstance(v, str) else v for v in out[c]]
+    return out
+
+
 def visible_controls(text: str) -> str:
     """``text`` for display: NUL, other control characters and bidi/invisible formatting characters
     become visible escapes (``<U+202E>``), so a cell shows what is stored and cannot reorder itself."""
@@ -91,5 +120,5 @@ def visible_controls(text: str) -> str:
     return _INVISIBLE.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
 
 
-__all__ = ["redact_secrets", "replace_unencodable", "reply_char_limit", "secrets_from_env", "truncate_reply",
+__all__ = ["csv_safe", "redact_secrets", "replace_unencodable", "reply_char_limit", "secrets_from_env", "truncate_reply",
            "visible_controls"]

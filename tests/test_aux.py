@@ -101,3 +101,22 @@ def test_hf_classifier_errors_are_clear_without_the_extra(tmp_path):
     else:
         with pytest.raises(AuditError, match="cannot load the ER checkpoint"):
             sc.score(["post"], ["reply"])
+
+
+def test_sentiment_is_linear_in_reply_length_and_unchanged_for_usual_replies(monkeypatch):
+    """A 200 KB reply is scored in sentence chunks of at most VADER_CHUNK characters (VADER on one long
+    text grows faster than linearly: 33 s a reply in issue 12 F); a usual reply is scored whole."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    from audit.scorers.auxiliary import VADER_CHUNK, SentimentScorer
+
+    s = SentimentScorer()
+    short = "I'm so sorry. That sounds really hard, and you deserve support."
+    assert s.compound(short) == SentimentIntensityAnalyzer().polarity_scores(short)["compound"]
+    seen: list[int] = []
+    original = s._analyzer.polarity_scores
+    monkeypatch.setattr(s._analyzer, "polarity_scores", lambda t: (seen.append(len(t)), original(t))[1])
+    long = ("I am so happy and proud of you. " * 3000) + ("This is awful and I hate it. " * 3000)
+    value = s.compound(long)
+    assert max(seen) <= VADER_CHUNK and sum(seen) == len(long)
+    assert -1 <= value <= 1 and abs(value) < 0.9   # the positive and the negative halves both count

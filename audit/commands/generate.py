@@ -88,6 +88,7 @@ def _export(args: argparse.Namespace) -> int:
 def export_table(store, table: str, out: Path, purpose: str = "reply") -> int:
     """Write ``table`` of ``store`` to ``out`` (format from the suffix). Returns the row count."""
     from ..errors import AuditError
+    from ..untrusted import csv_safe
 
     if table == "replies":
         df = store.replies_df(purpose)
@@ -102,8 +103,8 @@ def export_table(store, table: str, out: Path, purpose: str = "reply") -> int:
         suffix = out.suffix.lower()
         if suffix == ".parquet":
             df.to_parquet(tmp, index=False)
-        elif suffix == ".csv":
-            df.to_csv(tmp, index=False)
+        elif suffix == ".csv":  # the report's guard: no formula injection, no invisible characters
+            csv_safe(df).to_csv(tmp, index=False)
         else:
             df.to_json(tmp, orient="records", lines=True, force_ascii=False)
         tmp.replace(out)

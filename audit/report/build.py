@@ -16,10 +16,12 @@ from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
 from .. import __version__
 from ..scorers.measures import Measure, MeasureCatalog
 from ..jsonable import jsonable
+from ..untrusted import csv_safe, visible_controls
 from ..store import now_iso
 from . import findings as F
 from .data import EMBEDDED_NAME, ReportData, collect
@@ -35,7 +37,6 @@ EMBEDDED_WARNING = (
     "auditing. Its replies are poor, and gaps found in them say nothing about any model you would deploy."
 )
 # Spreadsheet programs run a cell that starts with one of these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 # ----------------------------------------------------------------------------- formatting helpers
@@ -64,14 +65,14 @@ def md_escape(value: Any) -> str:
         return ""
     if isinstance(value, _Raw):
         return str(value)
-    s = html.escape(str(value), quote=False)
+    s = html.escape(visible_controls(str(value)), quote=False)
     s = re.sub(r"([\\`*_\[\]|~])", r"\\\1", s)
     return s.replace("\r", " ").replace("\n", " ")
 
 
 def _fenced(text: Any, lang: str = "") -> "_Raw":
     """A Markdown code block whose fence is longer than any run of backticks inside (no breaking out)."""
-    text = str(text or "")
+    text = visible_controls(str(text or ""))
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return _Raw(f"{fence}{lang}\n{text.rstrip()}\n{fence}")
@@ -85,24 +86,6 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
     if df is None:
         return []
     return [jsonable(r) for r in df.to_dict("records")]
-
-
-def _safe_csv(df: pd.DataFrame) -> pd.DataFrame:
-    """Neutralise spreadsheet formula injection in free-text columns (OWASP: prefix with a quote)."""
-    out = df.copy()
-    for c in out.columns:
-        if pd.api.types.is_object_dtype(out[c]) or pd.api.types.is_string_dtype(out[c]):
-            out[c] = [("'" + v) if isinstance(v, str) and v.startswith(_FORMULA_START) and not _numeric(v) else v
-                      for v in out[c]]
-    return out
-
-
-def _numeric(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
 
 
 # ----------------------------------------------------------------------------- sections
@@ -554,10 +537,13 @@ def _environment(markdown: bool) -> Environment:
         env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=False, finalize=md_escape,
                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     else:
+        # finalize: NUL and bidi/invisible characters of untrusted text are shown, not obeyed (an RTL
+        # override cannot reorder a table cell); markup the templates build themselves is left alone
         env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
-                          trim_blocks=True, lstrip_blocks=True)
+                          trim_blocks=True, lstrip_blocks=True,
+                          finalize=lambda v: v if isinstance(v, Markup) or not isinstance(v, str) else visible_controls(v))
     env.filters["quote_md"] = lambda s: _Raw("\n".join("> " + md_escape(line) for line in str(s or "").splitlines())
-                                             or "> ")
+                                             or "> ")  # md_escape shows invisible characters
     env.filters["raw"] = lambda s: _Raw(s)
     env.filters["fenced"] = _fenced
     env.filters["pct"] = F.fmt_pct
@@ -635,11 +621,11 @@ def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any]) -
     for name in CSV_TABLES:
         df = data.tables.get(name)
         if df is not None:
-            _safe_csv(df).to_csv(tdir / f"{name}.csv", index=False)
+            csv_safe(df).to_csv(tdir / f"{name}.csv", index=False)
     _group_summary(data).to_csv(tdir / "group_summary.csv", index=False)
     data.status_counts.to_csv(tdir / "reply_status.csv", index=False)
     if data.probe_summary is not None:
-        _safe_csv(data.probe_summary).to_csv(tdir / "probe_summary.csv", index=False)
+        csv_safe(data.probe_summary).to_csv(tdir / "probe_summary.csv", index=False)
     if not data.replies.empty:
         cols = [c for c in ("request_key", "model_label", "style", "sample_index", "post_id", "group", "cue_type",
                             "alternative", "status", "finish_reason", "post_text", "reply", "error")
@@ -650,7 +636,7 @@ def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any]) -
             sc["col"] = sc["scorer"] + "." + sc["measure"]
             wide = sc.pivot_table(index="request_key", columns="col", values="value", aggfunc="first").reset_index()
             rep = rep.merge(wide, on="request_key", how="left")
-        _safe_csv(rep).to_csv(tdir / "replies.csv", index=False)
+        csv_safe(rep).to_csv(tdir / "replies.csv", index=False)
     return [p for p in run_dir.rglob("*") if p.is_file()]
 
 

@@ -140,6 +140,24 @@ class RefusalScorer:
 # --------------------------------------------------------------------------- sentiment
 
 
+VADER_CHUNK = 5000  # characters; see SentimentScorer.compound
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """``text`` cut into consecutive pieces of at most ``size`` characters, at sentence ends where
+    there are any (a piece without one is cut at ``size``)."""
+    out, start = [], 0
+    while start < len(text):
+        end = min(start + size, len(text))
+        if end < len(text):
+            cut = max(text.rfind(m, start, end) for m in (". ", "! ", "? ", "\n"))
+            if cut > start:
+                end = cut + 1
+        out.append(text[start:end])
+        start = end
+    return out
+
+
 class SentimentScorer:
     """VADER compound sentiment of the reply (-1 most negative .. 1 most positive)."""
 
@@ -152,12 +170,27 @@ class SentimentScorer:
 
     @cached_property
     def _analyzer(self) -> Any:
-        try:
-            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-        except ImportError:  # pragma: no cover - a base dependency
-            raise AuditError("the sentiment scorer needs the vaderSentiment package",
-                             fix="pip install vaderSentiment (it is a dependency of empathy-audit)") from None
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
         return SentimentIntensityAnalyzer()
+
+    def compound(self, reply: str) -> float:
+        """VADER's compound score of ``reply``; NaN for an empty reply.
+
+        VADER's own cost grows faster than linearly with the length of one text (it looks words up by
+        list position), so a reply longer than :data:`VADER_CHUNK` characters is scored in chunks of
+        whole sentences of at most that length, and its compound is the length-weighted mean of the
+        chunks' compounds. Every reply a model returns for a usual ``max_tokens`` is shorter than
+        that and is scored whole, exactly as VADER scores it.
+        """
+        if not reply.strip():
+            return np.nan
+        if len(reply) <= VADER_CHUNK:
+            return float(self._analyzer.polarity_scores(reply)["compound"])
+        chunks = [c for c in _chunks(reply, VADER_CHUNK) if c.strip()]
+        weights = np.array([len(c) for c in chunks], dtype=float)
+        values = np.array([self._analyzer.polarity_scores(c)["compound"] for c in chunks], dtype=float)
+        return float(np.dot(weights, values) / weights.sum())
 
     def info(self) -> dict[str, Any]:
         try:
@@ -171,6 +204,4 @@ class SentimentScorer:
 
     def score(self, posts: list[str], replies: list[str]) -> pd.DataFrame:
         check_pairs(posts, replies, self.name)
-        a = self._analyzer
-        vals = [float(a.polarity_scores(r)["compound"]) if r.strip() else np.nan for r in replies]
-        return pd.DataFrame({"compound": vals})
+        return pd.DataFrame({"compound": [self.compound(r) for r in replies]})
