@@ -133,6 +133,10 @@ def test_a_reply_that_echoes_the_api_key_is_redacted_everywhere_and_reported(tmp
     with sqlite3.connect(run / "store.sqlite") as c:
         flags = [json.loads(f) for (f,) in c.execute("SELECT flags FROM replies")]
     assert all(any("ECHO_TEST_KEY" in x for x in f) for f in flags)
+    changed = json.loads((run / "results.json").read_text(encoding="utf-8"))["limitations"]["answers_changed"]
+    assert changed[0]["kind"] == "redacted" and changed[0]["n"] == 25
+    assert "25 × redacted" in (run / "report.md").read_text(encoding="utf-8")
+    assert 'id="answers-changed"' in (run / "report.html").read_text(encoding="utf-8")
 
 
 def test_a_reply_with_a_lone_surrogate_is_stored_with_the_rest_and_never_resent(tmp_path):

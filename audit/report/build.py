@@ -300,6 +300,18 @@ def _group_summary(data: ReportData) -> pd.DataFrame:
     return out
 
 
+def _answers_changed(replies: pd.DataFrame) -> list[dict[str, Any]]:
+    """What the request engine changed in stored answers before storing them (a redacted API key,
+    replaced unencodable characters, a cut over-long reply): ``[{kind, n, example}]``."""
+    if replies.empty or "flags" not in replies:
+        return []
+    found: dict[str, list[str]] = {}
+    for raw in replies["flags"].dropna():
+        for flag in json.loads(raw):
+            found.setdefault(flag.split(":")[0], []).append(flag)
+    return [dict(kind=k, n=len(v), example=v[0]) for k, v in sorted(found.items())]
+
+
 def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any]) -> dict[str, Any]:
     lim: dict[str, Any] = {}
     lim["embedded"] = EMBEDDED_WARNING if data.embedded_used else None
@@ -364,6 +376,7 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
         for err, d in f.groupby(f["error"].fillna("unknown error")):
             errors.append(dict(error=str(err)[:300], n=len(d)))
     lim["errors"] = errors
+    lim["changed"] = _answers_changed(data.replies)
     # Non-converged fits
     res = data.results
     if res is not None and not res.empty and "converged" in res:
@@ -526,7 +539,9 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         limitations=dict(embedded_model=ctx["limitations"]["embedded"],
                          scorer_validity=ctx["limitations"]["scorer_validity"],
                          cue_validity=ctx["limitations"]["cue_validity"],
-                         replies=ctx["limitations"]["status"], unscored=ctx["limitations"]["unscored"]),
+                         replies=ctx["limitations"]["status"], unscored=ctx["limitations"]["unscored"],
+                         **({"answers_changed": ctx["limitations"]["changed"]} if ctx["limitations"]["changed"]
+                            else {})),
         stages_missing=ctx["stages_missing"], analysis_error=ctx["analysis_error"],
         provenance=ctx["provenance"],
     ))
