@@ -16,6 +16,7 @@ from audit.cli import main as cli_main
 from audit.corpus import read_post_file
 from audit.engine import complete
 from audit.errors import AuditError
+from audit.scorers import get_scorer
 from audit.spec import DecodingSpec, ModelSpec, load_spec
 from audit.store import RunStore
 from audit.testing import StubServer
@@ -56,6 +57,9 @@ def test_any_reply_is_stored_encodable_and_read_back(tmp_path_factory, reply):
     assert s.ok == 1
     assert stored == replace_unencodable(reply)[0]   # what the server sent, lone surrogates replaced
     stored.encode("utf-8")
+    for name in ("epitome", "length", "refusal", "sentiment"):   # every scorer takes it
+        scores = get_scorer(name).score([reply[:50]], [stored])
+        assert len(scores) == 1, name
 
 
 def test_hostile_replies_render_as_visible_inert_text_in_report_and_exports(tmp_path, capsys):
