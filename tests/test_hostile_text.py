@@ -91,3 +91,21 @@ def test_a_lone_surrogate_escape_in_a_template_or_spec_is_one_clear_error(tmp_pa
         assert "lone UTF-16 surrogate" in exc.message and "description" in (exc.where or "")
     else:
         raise AssertionError("a spec with a lone surrogate escape was accepted")
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(replies=st.lists(ANY_TEXT, min_size=2, max_size=4))
+def test_any_replies_go_through_a_whole_run_into_a_readable_report(tmp_path_factory, replies):
+    tmp = tmp_path_factory.mktemp("any-run")
+    spec = {"name": "any", "posts": {"limit": 5},
+            "demographics": {"axes": ["race"], "cue_types": ["explicit_tag"], "alternatives": 1},
+            "decoding": {"max_tokens": 64, "seed": 2},
+            "scoring": {"scorers": ["epitome", "length", "sentiment"], "inference_probe": False}}
+    with StubServer(reply=lambda req, text: replies[len(text) % len(replies)]) as srv:
+        spec["models"] = [{"label": "s", "base_url": srv.base_url, "model": "stub-model"}]
+        (tmp / "s.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+        assert cli_main(["run", str(tmp / "s.yaml"), "--out", str(tmp / "run"), "--no-progress"]) in (0, 1)
+    html = (tmp / "run" / "report.html").read_text(encoding="utf-8")
+    assert html.rstrip().endswith("</html>") and not set(INVISIBLE) & set(html)
+    json.loads((tmp / "run" / "results.json").read_text(encoding="utf-8"))
+    assert len(pd.read_csv(tmp / "run" / "tables" / "replies.csv", dtype=str, keep_default_na=False)) == 25

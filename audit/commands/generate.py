@@ -125,14 +125,12 @@ def _model_fetch(args: argparse.Namespace) -> int:
 def _model_info(args: argparse.Namespace) -> int:
     from ..backends.weights import weights_info
 
-    info = weights_info()
-    try:
-        import xllamacpp
+    import xllamacpp
 
-        info["runtime"] = f"llama.cpp (xllamacpp {xllamacpp.__version__})"
-    except ImportError:  # pragma: no cover
-        info["runtime"] = "xllamacpp is not installed"
     from ..backends.embedded import default_threads
+
+    info = weights_info()
+    info["runtime"] = f"llama.cpp (xllamacpp {xllamacpp.__version__})"
 
     info["threads"] = default_threads()
     if args.json:

@@ -176,7 +176,9 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
     sig_col = df["significant_holm"] if "significant_holm" in df else df["p_holm"] < alpha
     df["_sig"] = sig_col.fillna(False).astype(bool)
     multi_model = df["model_label"].nunique() > 1 if "model_label" in df else False
-    df["_mag"] = df["relative_gap"].abs().fillna(df["estimate"].abs())
+    # to_numeric: a column whose every value is NULL comes back from SQLite as objects (None)
+    df["_mag"] = pd.to_numeric(df["relative_gap"], errors="coerce").abs().fillna(
+        pd.to_numeric(df["estimate"], errors="coerce").abs())
     df["_pooled_style"] = (df.get("style", "pooled") == "pooled")
     sig = df[df["_sig"]].sort_values(["_pooled_style", "p_holm", "_mag"], ascending=[False, True, False])
     for i, row in enumerate(sig.to_dict("records")):
