@@ -353,8 +353,12 @@ class _Runner:
             return
         from tqdm.auto import tqdm
 
+        # smoothing=0: the rate and the ETA are averaged from the start, so they do not jump with
+        # each reply's length; done / total, the rate and the ETA are always shown
         self._bar = tqdm(total=self.total_hint, desc=self.description, unit="req", file=sys.stderr,
-                         dynamic_ncols=True, smoothing=0.1, mininterval=0.5)
+                         dynamic_ncols=True, smoothing=0, mininterval=0.5,
+                         bar_format="{desc}: {n_fmt}/{total_fmt} done [{elapsed} elapsed, {rate_fmt}, "
+                                    "ETA {remaining}]{postfix}")
         self._postfix_t = 0.0
 
     def _tick(self, n: int = 1) -> None:

@@ -71,12 +71,39 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
     if echo is not None:
         missing = [s.name for s in records if s.status == "failed"]
         echo(f"finished in {time.perf_counter() - t0:.1f} s"
-             + (f"; stages not done: {', '.join(missing)} (the report says so)" if missing else "")
-             + f". Open {result.paths.get('html', rd / 'report.html')}")
+             + (f"; stages not done: {', '.join(missing)} (the report says so)" if missing else ""))
         if result.unanswered:
             echo(f"note: {result.unanswered} requests failed or are unanswered; they are left out of the "
                  f"analysis. Run the same command again to retry them.")
+        for line in closing_lines(result, spec):
+            echo(line)
     return result
+
+
+def closing_lines(result: PipelineResult, spec: Any) -> list[str]:
+    """The three lines a finished run ends with: where the report is, its headline, and (when the
+    embedded model was audited) the warning that it is not a model worth auditing."""
+    import json
+
+    html = result.paths.get("html", result.run_dir / "report.html")
+    lines = [f"report: {html}"]
+    path = result.paths.get("json")
+    summary = json.loads(Path(path).read_text(encoding="utf-8")).get("summary", {}) if path else {}
+    n, sig = summary.get("n_tests", 0), summary.get("n_significant", 0)
+    if not n:
+        lines.append("headline: no gap test could be fitted (the report says why)")
+    elif summary.get("significant"):
+        lines.append(f"headline: {sig} of {n} gap tests significant after Holm correction; the first: "
+                     f"{summary['significant'][0]}")
+    else:
+        detect = (summary.get("detectable_gaps") or [""])[0]
+        lines.append(f"headline: none of {n} gap tests is significant after Holm correction"
+                     + (f"; the smallest gap this design could detect: {detect}" if detect else ""))
+    if any(m.is_embedded for m in spec.models):
+        from .generate import embedded_note
+
+        lines.append(f"warning: {embedded_note()}")
+    return lines
 
 
 __all__ = ["PipelineResult", "run"]

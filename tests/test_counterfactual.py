@@ -373,7 +373,7 @@ def test_cli_writes_the_table(repo_root, tmp_path, capsys, suffix):
     assert "variants: 102 = 6 posts x (1 control + 16 cued variants)" in text
     assert "by cue_type: control 6, explicit_tag 48, implicit_name 48" in text
     assert "held fixed in every variant: age=32" in text
-    assert "102 variants x 1 style(s) x 2 sample(s) x 1 model(s) = 204 replies" in text
+    assert "102 variants x 1 style(s) x 1 sample(s) x 1 model(s) = 102 replies" in text
     df = {".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False),
           ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
           ".parquet": pd.read_parquet}[suffix](out)

@@ -46,7 +46,10 @@ REL_TOL = 1e-9
 @pytest.fixture(scope="module")
 def golden_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("golden")
-    spec = yaml.safe_load((ROOT / "analyses" / "demo.yaml").read_text(encoding="utf-8"))
+    # the 204-reply design the golden files were made with (the demo before issue 19), under its old name
+    spec = yaml.safe_load((ROOT / "analyses" / "demo-full.yaml").read_text(encoding="utf-8"))
+    spec["name"], spec["description"] = "demo", "Small end-to-end demo: race x gender, explicit tag and " \
+        "implicit name cues, embedded model."
     with golden_server() as srv:
         spec["models"] = [{"label": "golden", "base_url": srv.base_url, "model": "golden-model", "max_in_flight": 4}]
         spec["scoring"]["inference_probe"] = True

@@ -90,6 +90,9 @@ def test_run_resumes_a_half_finished_audit(fake_chat, tmp_path, capsys):
     assert f"{failed} failed after retries" in html
     out = capsys.readouterr().out
     assert "variants" in out and "generate" in out and "report" in out and f"{failed} requests failed" in out
+    closing = out.strip().splitlines()[-2:]   # where the report is and the headline; no embedded warning
+    assert closing[0] == f"report: {first.paths['html']}" and closing[1].startswith("headline: ")
+    assert "gap tests" in closing[1] and "warning:" not in out
 
     # Second run: the server now answers everything; only the failed requests are sent again.
     fake_chat.reject_some = False

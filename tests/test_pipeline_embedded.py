@@ -29,7 +29,10 @@ def test_tiny_audit_on_the_embedded_model(tmp_path):
         "samples": 1,
         "scoring": {"inference_probe": False},
     })
-    first = run(spec, run_dir, progress=False, echo=None)
+    said: list[str] = []
+    first = run(spec, run_dir, progress=False, echo=said.append)
+    assert said[-3] == f"report: {first.paths['html']}" and said[-2].startswith("headline: ")
+    assert said[-1].startswith("warning: ") and "not worth auditing" in said[-1]
     assert [s.name for s in first.stages] == ["variants", "generate", "score", "analyze", "report"]
     assert first.ok, [(s.name, s.status, s.detail) for s in first.stages]
     with RunStore(run_dir) as st:
