@@ -91,6 +91,10 @@ def test_a_changed_temperature_never_mixes_replies_of_two_temperatures(tmp_path)
     assert len(replies) == 5 * 5 and replies["reply"].str.contains(r"\|0\.9\]").all()
     with sqlite3.connect(run / "store.sqlite") as c:      # both temperatures are kept in the store
         assert c.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 2 * 25
+    for extra, n in (([], 25), (["--all-designs"], 50)):  # exports: the current design, or everything
+        out = run / f"scores{len(extra)}.csv"
+        assert cli_main(["export", str(run), "--table", "scores", "--out", str(out), *extra]) == 0
+        assert pd.read_csv(out)["request_key"].nunique() == n
     md = (run / "report.md").read_text(encoding="utf-8")
     assert "0.9" in md
 

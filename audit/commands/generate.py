@@ -29,13 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "export", help="write a table of a run store to parquet, CSV or JSON lines",
         description="Export a table of RUN_DIR's store. 'replies' is the requests joined with their replies and "
-                    "variants (one row per request); any other stored table (variants, requests, attempts, "
-                    "scores, results, ...) is written as stored.",
+                    "variants (one row per request); 'replies', 'variants' and 'scores' hold the rows of the run's "
+                    "current design (--all-designs: everything stored); any other stored table (requests, "
+                    "attempts, results, ...) is written as stored.",
     )
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--table", default="replies", help="table to export (default: replies)")
     e.add_argument("--purpose", default="reply", help="for --table replies: reply, judge or probe (default: reply)")
     e.add_argument("--out", required=True, metavar="FILE", help="output file: .parquet, .csv or .jsonl")
+    e.add_argument("--all-designs", action="store_true",
+                   help="replies, variants, scores: every stored row, not only the current design's")
     e.set_defaults(func=_export)
 
     m = sub.add_parser("model", help="the embedded default model: fetch, info, serve",
@@ -80,18 +83,23 @@ def _export(args: argparse.Namespace) -> int:
         raise AuditError(f"unknown export format '{out.suffix or '(none)'}'", where=str(out),
                          fix="name the output file .parquet, .csv or .jsonl")
     with RunStore(args.run_dir, create=False) as st:
-        n = export_table(st, args.table, out, purpose=args.purpose)
+        n = export_table(st, args.table, out, purpose=args.purpose, all_designs=args.all_designs)
     print(f"wrote {n} rows of '{args.table}' to {out}")
     return 0
 
 
-def export_table(store, table: str, out: Path, purpose: str = "reply") -> int:
-    """Write ``table`` of ``store`` to ``out`` (format from the suffix). Returns the row count."""
+def export_table(store, table: str, out: Path, purpose: str = "reply", *, all_designs: bool = False) -> int:
+    """Write ``table`` of ``store`` to ``out`` (format from the suffix). Returns the row count.
+    ``replies``, ``variants`` and ``scores`` are the current design's rows unless ``all_designs``."""
     from ..errors import AuditError
     from ..untrusted import csv_safe
 
     if table == "replies":
-        df = store.replies_df(purpose)
+        df = store.replies_df(purpose, all_designs=all_designs)
+    elif table == "variants":
+        df = store.variants_df(all_designs=all_designs)
+    elif table == "scores":
+        df = store.scores_df(all_designs=all_designs)
     else:
         df = store.table_df(table)
         if df is None:
