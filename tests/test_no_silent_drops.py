@@ -133,3 +133,16 @@ def test_collinear_factor_error_names_by():
         gap_test(t, outcome="value", factors=["cue_type"])
     assert "collinear" in err.value.message and "--by cue_type" in err.value.fix
     assert gap_test(t, outcome="value", by="cue_type")["cue_type"].tolist() == ["pooled", "name", "tag"]
+
+
+def test_the_run_analysis_states_its_design_and_counts_per_row():
+    from audit.stats import analyze_scores
+    from audit.stats.simulate import simulate_audit_table as sim
+
+    t = sim(n_posts=12, groups=["A"], cue_types=["tag"], seed=4).assign(outcome="x.y", model_label="m",
+                                                                        style="plain", sample_index=0)
+    t["request_key"] = [f"k{i}" for i in range(len(t))]
+    res = analyze_scores(t, paired_check=False)
+    meta = dict(zip(res.meta.key, res.meta.value))
+    assert meta["design"] == "counterfactual" and "12 posts" in meta["design_statement"]
+    assert set(res.results["design"]) == {"counterfactual"} and (res.results["n_clusters"] == 12).all()
