@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["fastlmm", "gaps", "corrections", "paired", "pooling", "power", "simulate", "family", "longtable", "planner"]
+MODULES = ["fastlmm", "gaps", "corrections", "paired", "pooling", "power", "simulate", "family", "longtable", "planner", "missing",
+           "designs"]
 
 
 @pytest.mark.parametrize("name", MODULES)

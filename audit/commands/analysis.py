@@ -15,7 +15,7 @@ from ..jsonable import jsonable
 
 JSON_FIELDS = ["outcome", "group", "by", "reference", "estimate", "se", "ci_low", "ci_high", "ref_mean", "relative_gap",
                "rel_ci_low", "rel_ci_high", "std_effect", "z", "p_value", "p_holm", "p_bh", "significant_holm", "n",
-               "n_posts", "method", "converged", "warning"]
+               "n_posts", "n_missing", "ref_n_missing", "n_clusters", "design", "method", "converged", "warning"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "ols: cluster-robust OLS")
     p.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     p.add_argument("--alpha", type=float, default=0.05, help="level for CIs and Holm significance (default 0.05)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="analyse even when the share of missing outcomes differs between a group and the control "
+                   "(refused by default: the gap would be computed on differently selected rows)")
     p.add_argument("--json", action="store_true", help="print a JSON list of result objects")
     p.set_defaults(func=cmd_analyze)
 
@@ -89,7 +92,8 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 def _print_results(res: pd.DataFrame, alpha: float) -> None:
     cols = ["outcome", "group"] + (["by"] if "by" in res.columns else []) + (
         ["reference"] if res["reference"].nunique() > 1 else [])
-    head = [*cols, "estimate", f"{100 * (1 - alpha):g}% CI", "relative", "rel. CI", "std", "p", "p_holm", "p_bh", "n"]
+    head = [*cols, "estimate", f"{100 * (1 - alpha):g}% CI", "relative", "rel. CI", "std", "p", "p_holm", "p_bh", "n",
+            "missing", "posts"]
     rows = []
     for r in res.to_dict("records"):
         rows.append([str(r[c]) for c in cols] + [
@@ -97,7 +101,8 @@ def _print_results(res: pd.DataFrame, alpha: float) -> None:
             _fmt(100 * r["relative_gap"] if r["relative_gap"] is not None else None, "+.1f") + "%",
             f"[{_fmt(100 * r['rel_ci_low'], '+.1f')}, {_fmt(100 * r['rel_ci_high'], '+.1f')}]%",
             _fmt(r["std_effect"], "+.3f"), _fmt(r["p_value"], ".2g"), _fmt(r["p_holm"], ".2g") + (
-                " *" if r.get("significant_holm") else ""), _fmt(r["p_bh"], ".2g"), str(r["n"]),
+                " *" if r.get("significant_holm") else ""), _fmt(r["p_bh"], ".2g"), _count(r["n"]),
+            f"{_count(r.get('n_missing'))} (ref {_count(r.get('ref_n_missing'))})", _count(r.get("n_clusters")),
         ])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
@@ -112,6 +117,10 @@ def _print_results(res: pd.DataFrame, alpha: float) -> None:
         print(f"warning: {w}")
 
 
+def _count(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else str(int(x))
+
+
 # --------------------------------------------------------------------------- analyze
 
 
@@ -124,11 +133,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise AuditError(f"missing option(s) {', '.join(missing)}", where="empathy-audit analyze",
                          fix="name the outcome, group, control level and cluster columns of the table")
     from ..stats import analyze_table, read_table
+    from ..stats.designs import detect_design
 
-    res = analyze_table(read_table(target), outcome=args.outcome, group=args.group, control=str(args.control),
+    table = read_table(target, text_columns=[args.group, args.cluster])
+    res = analyze_table(table, outcome=args.outcome, group=args.group, control=str(args.control),
                         cluster=args.cluster, extra_references=args.extra_reference, factors=args.factor,
                         inner=args.inner, by=args.by, method=args.method, reml=not args.ml, alpha=args.alpha,
-                        where=str(target))
+                        where=str(target), allow_missing=args.allow_missing)
     if args.by:
         res = res.rename(columns={args.by: "by"})
     if args.json:
@@ -136,6 +147,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(jsonable(res[cols].to_dict("records")), indent=1))
     else:
         _print_results(res, args.alpha)
+        print("design: " + detect_design(table, args.group, args.cluster).statement())
     return 0
 
 

@@ -28,6 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_score)
 
+    t = sub.add_parser("score-table", help="score the replies of any table (CSV/TSV/JSONL/parquet); no run store",
+                       description="Score every (post, reply) row of FILE with the named scorers and write FILE's "
+                       "rows with one column <scorer>.<measure> per measure to --out (.csv .tsv .jsonl .parquet).")
+    t.add_argument("file", metavar="FILE", help="table with a post column and a reply column")
+    t.add_argument("--post", required=True, metavar="COL", help="column with the post (the context of the reply)")
+    t.add_argument("--reply", required=True, metavar="COL", help="column with the reply to score")
+    t.add_argument("--scorers", nargs="+", required=True, metavar="NAME", help="local scorers; see 'scorers list'")
+    t.add_argument("--out", required=True, metavar="FILE", help="output table")
+    t.set_defaults(func=cmd_score_table)
+
     s = sub.add_parser("scorers", help="list, train, validate and check scorers for bias")
     ssub = s.add_subparsers(dest="scorers_command", metavar="ACTION")
     s.set_defaults(func=lambda a: (s.print_help(), 1)[1])
@@ -82,6 +92,20 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(json.dumps(jsonable(summary.as_dict()), indent=2))
     else:
         print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_score_table(args: argparse.Namespace) -> int:
+    from ..score_table import score_table, write_table
+    from ..stats import read_table
+
+    out = score_table(read_table(args.file), post=args.post, reply=args.reply, scorers=args.scorers,
+                      where=str(args.file))
+    path = write_table(out, args.out)
+    cols = [c for c in out.columns if any(c.startswith(f"{s}.") for s in args.scorers)]
+    unscored = {c: int(out[c].isna().sum()) for c in cols if out[c].isna().any()}
+    print(f"scored {len(out)} rows with {', '.join(args.scorers)} -> {path}"
+          + (f" (not scorable: {unscored})" if unscored else ""))
     return 0
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 from ..errors import AuditError
 from .corrections import adjust_family
 from .gaps import gap_test
+from .missing import level_labels
 
 __all__ = ["Block", "fit_family"]
 
@@ -65,6 +66,7 @@ def fit_family(
     alpha: float = 0.05,
     strict: bool = True,
     name_reference: bool = True,
+    allow_missing: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Gap tests of every block against every reference, Holm/BH-adjusted over all of them.
 
@@ -72,7 +74,8 @@ def fit_family(
     fixed); ``strict=False`` records a test that cannot be fitted as rows with ``method='not
     fitted'``, no p-value and the reason in ``warning`` (outside the family), and returns the reasons
     as ``notes``. A problem is reported at the block's ``where``, followed by ``", reference <level>"``
-    when ``name_reference``. Returns ``(results, notes)``: the label columns, then
+    when ``name_reference``. ``allow_missing`` is :func:`~audit.stats.gap_test`'s (analyse despite
+differential missingness). Returns ``(results, notes)``: the label columns, then
     :func:`~audit.stats.gap_test`'s columns, then ``p_holm, p_bh, significant_holm``.
     """
     parts, notes = [], []
@@ -82,11 +85,11 @@ def fit_family(
             try:
                 r = gap_test(b.data, outcome=b.outcome, group=group, control=str(ref), cluster=cluster,
                              factors=list(b.factors), inner=b.inner, by=by, method=method, reml=reml, alpha=alpha,
-                             where=where)
+                             where=where, allow_missing=allow_missing)
             except AuditError as exc:
                 if strict:
                     raise
-                others = sorted(set(b.data[group].astype(str)) - {str(ref)})
+                others = sorted(set(level_labels(b.data[group]).dropna()) - {str(ref)})
                 pooled = {by: "pooled"} if by else {}
                 r = pd.DataFrame([dict(group=g, reference=ref, **pooled, method="not fitted", converged=False,
                                        warning=exc.message) for g in others])

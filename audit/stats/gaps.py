@@ -44,6 +44,17 @@ Effect sizes
 
 Fallbacks (always named in ``method`` and ``warning``): nested model -> post-only random intercept
 (if the nested fit fails) -> OLS with post-clustered (CR1) standard errors (if the mixed fit fails).
+Where no post has more than one row, the post variance is not identifiable (it cannot be told apart
+from the residual): OLS with cluster-robust (CR1) standard errors is fitted directly and named so.
+
+No silent drops (:mod:`audit.stats.missing`, :mod:`audit.stats.designs`)
+-------------------------------------------------------------------------
+Every row reports ``n_missing`` (outcomes missing in the group; ``ref_n_missing`` in the reference),
+``n_clusters`` (the effective sample size: clusters in the group and its reference) and ``design``
+(counterfactual | observational | mixed). When the share of missing outcomes of a group differs from
+the reference's (Fisher exact test, ``p < alpha``), :func:`gap_test` refuses unless
+``allow_missing=True``; a group without any usable value is then a ``not fitted`` row with the reason.
+Group levels are matched as written (:func:`audit.stats.missing.match_level`).
 
 Example
 -------
@@ -67,15 +78,19 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import AuditError
+from .designs import detect_design
 from .fastlmm import NestedRIFit, fit_nested_ri
+from .missing import differential_missingness, level_labels, match_level, missing_by_group, missing_note
 
 __all__ = ["gap_test", "validate_table", "design_matrix", "fieller_ratio", "GAP_COLUMNS", "MIN_CLUSTERS", "is_binary"]
 
 MIN_CLUSTERS = 5
 GAP_COLUMNS = [
     "group", "reference", "estimate", "se", "ci_low", "ci_high", "ref_mean", "relative_gap", "rel_ci_low",
-    "rel_ci_high", "std_effect", "z", "p_value", "n", "n_posts", "method", "converged", "warning",
+    "rel_ci_high", "std_effect", "z", "p_value", "n", "n_posts", "n_missing", "ref_n_missing", "n_clusters", "design",
+    "method", "converged", "warning",
 ]
+NO_REPEATS = "ols, cluster-robust (CR1) by post; no post repeats, so a post variance is not identifiable"
 
 
 def is_binary(values: pd.Series | np.ndarray) -> bool:
@@ -98,26 +113,12 @@ def validate_table(
 ) -> pd.DataFrame:
     """Check a long table for a gap test and return the usable rows (outcome not missing).
 
-    Raises one :class:`AuditError` saying what is wrong, where and what to do.
+    Raises one :class:`AuditError` saying what is wrong, where and what to do. The returned rows carry
+    the group levels as written (:func:`audit.stats.missing.level_labels`); ``control`` may name its
+    level as text or number (``0`` finds ``0.0``).
     """
-    if not isinstance(data, pd.DataFrame) or data.empty:
-        raise AuditError("the table has no rows", where=where, fix="give a table with one row per reply")
-    needed = [outcome, group, cluster, *factors] + ([inner] if inner else [])
-    missing = [c for c in dict.fromkeys(needed) if c not in data.columns]
-    if missing:
-        cols = ", ".join(map(str, list(data.columns)[:20]))
-        raise AuditError(
-            f"column(s) {missing} not found (columns are: {cols})", where=where,
-            fix="name existing columns with --outcome/--group/--cluster/--factor",
-        )
+    _check_columns(data, outcome, group, cluster, factors, inner, where)
     y = pd.to_numeric(data[outcome], errors="coerce")
-    bad = data[outcome].notna() & y.isna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise AuditError(
-            f"outcome column '{outcome}' is not numeric (row {i + 1}: {data[outcome].iloc[i]!r})", where=where,
-            fix="give a numeric outcome (scores, 0/1 for yes/no outcomes)",
-        )
     d = data.loc[y.notna()].copy()
     d[outcome] = y[y.notna()].astype(float)
     for c in [group, cluster, *factors] + ([inner] if inner else []):
@@ -127,8 +128,10 @@ def validate_table(
                              fix=f"fill or drop the rows without a '{c}'")
     if d.empty:
         raise AuditError(f"outcome column '{outcome}' has no values", where=where, fix="choose a scored outcome")
-    gvals = d[group].astype(str)
-    if str(control) not in set(gvals):
+    d[group] = level_labels(d[group])
+    gvals = d[group]
+    ctrl = match_level(gvals, control)
+    if ctrl is None:
         levels = ", ".join(sorted(set(gvals))[:15])
         raise AuditError(
             f"reference level '{control}' does not occur in column '{group}' (levels: {levels})", where=where,
@@ -149,6 +152,28 @@ def validate_table(
             where=where, fix="analyse more posts (or give the right --cluster column)",
         )
     return d
+
+
+def _check_columns(data, outcome, group, cluster, factors, inner, where) -> None:
+    """The table exists, has the named columns and a numeric (or missing) outcome."""
+    if not isinstance(data, pd.DataFrame) or data.empty:
+        raise AuditError("the table has no rows", where=where, fix="give a table with one row per reply")
+    needed = [outcome, group, cluster, *factors] + ([inner] if inner else [])
+    missing = [c for c in dict.fromkeys(needed) if c not in data.columns]
+    if missing:
+        cols = ", ".join(map(str, list(data.columns)[:20]))
+        raise AuditError(
+            f"column(s) {missing} not found (columns are: {cols})", where=where,
+            fix="name existing columns with --outcome/--group/--cluster/--factor",
+        )
+    y = pd.to_numeric(data[outcome], errors="coerce")
+    bad = data[outcome].notna() & y.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise AuditError(
+            f"outcome column '{outcome}' is not numeric (row {i + 1}: {data[outcome].iloc[i]!r})", where=where,
+            fix="give a numeric outcome (scores, 0/1 for yes/no outcomes)",
+        )
 
 
 def design_matrix(
@@ -186,6 +211,10 @@ class _Fit:
 
 def _fit_lmm(y, X, clusters, inner, reml) -> _Fit:
     warns: list[str] = []
+    if not pd.Series(clusters).duplicated().any():
+        fit = _fit_ols_cluster(y, X, clusters, [])
+        fit.method = NO_REPEATS
+        return fit
     if inner is not None:
         try:
             f = fit_nested_ri(y, X, clusters, inner, reml=reml)
@@ -334,14 +363,22 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
     return rows
 
 
+def _full_rank(X: np.ndarray) -> bool:
+    return bool(np.linalg.matrix_rank(X.T @ X) == X.shape[1])
+
+
 def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml, alpha, binary):
     X, names, levels = design_matrix(d, group, reference, factors)
     rank = np.linalg.matrix_rank(X.T @ X)
     if rank < X.shape[1]:
+        culprits = [f for f in factors if _full_rank(design_matrix(d, group, reference, [g for g in factors if g != f])[0])]
+        use_by = " or ".join(f"--by {f} instead of --factor {f}" for f in culprits) or "--by COL instead of --factor COL"
         raise AuditError(
-            f"the fixed effects are collinear (rank {rank} < {X.shape[1]} columns: {', '.join(names)})",
+            f"the fixed effects are collinear (rank {rank} < {X.shape[1]} columns: {', '.join(names)})"
+            + (f": {', '.join(culprits)} is determined by the group" if culprits else ""),
             where=f"outcome '{outcome}'",
-            fix="drop a --factor that is determined by the group (or by another factor)",
+            fix=f"use {use_by} (gaps per level of a column the group determines, e.g. a cue type that the control "
+                "does not have), or drop the --factor",
         )
     y = d[outcome].to_numpy(dtype=float)
     clusters = d[cluster].astype(str).to_numpy()
@@ -392,6 +429,7 @@ def gap_test(
     reml: bool = True,
     alpha: float = 0.05,
     where: str = "the table",
+    allow_missing: bool = False,
 ) -> pd.DataFrame:
     """Gap of every group to the reference level ``control`` in a mixed model with a random
     intercept per ``cluster`` (and per ``cluster:inner`` when ``inner`` is given).
@@ -415,14 +453,18 @@ def gap_test(
         with a group-by-level condition is fitted; otherwise the data are split by level.
     method : ``auto`` (fast exact LMM; GEE logistic for 0/1 outcomes), ``fast``, ``mixedlm``
         (statsmodels, slow, for cross-checks), ``gee`` or ``ols`` (cluster-robust).
-    reml : REML (default) or ML.  alpha : for the (1 - alpha) confidence intervals.
+    reml : REML (default) or ML.  alpha : for the (1 - alpha) confidence intervals and the
+        differential-missingness test.
+    allow_missing : analyse even when the share of missing outcomes differs between a group and the
+        reference (:func:`audit.stats.missing.differential_missingness`); the rows then say so.
 
     Returns
     -------
     DataFrame with one row per compared group (and per ``by`` level, ``by`` column set to
     ``'pooled'`` or the level): ``group, reference, estimate, se, ci_low, ci_high, ref_mean,
-    relative_gap, rel_ci_low, rel_ci_high, std_effect, z, p_value, n, n_posts, method, converged,
-    warning``. See the module docstring for the formulas.
+    relative_gap, rel_ci_low, rel_ci_high, std_effect, z, p_value, n, n_posts, n_missing, ref_n_missing,
+    n_clusters, design, method, converged, warning`` (a group with no usable value: ``method`` ``not
+    fitted`` and the reason in ``warning``). See the module docstring for the formulas.
 
     Example
     -------
@@ -432,39 +474,93 @@ def gap_test(
     >>> r[["group", "method"]].values.tolist(), bool(r["p_value"].iloc[0] < 0.05)
     ([['A', 'lmm (1|post), REML'], ['B', 'lmm (1|post), REML']], True)
     """
-    d = validate_table(data, outcome, group, control, cluster, factors, inner, where=where)
+    _check_columns(data, outcome, group, cluster, factors, inner, where)
+    ctrl = match_level(level_labels(data[group]), control) or str(control)
+    counts = missing_by_group(data, outcome, group)
+    diff = differential_missingness(counts, ctrl, alpha=alpha)
+    flagged = diff[diff["flagged"]] if len(diff) else diff
+    if len(flagged) and not allow_missing:
+        raise AuditError(
+            "; ".join(missing_note(r) for r in flagged.to_dict("records"))
+            + ": the usable rows of these groups were selected differently, so their gaps can be wrong",
+            where=where,
+            fix="find out why the outcomes are missing (failed replies, unscorable text) and fill them in, or pass "
+                "--allow-missing (allow_missing=True) to analyse anyway with the missing counts shown beside each gap",
+        )
+    notes = {r["group"]: missing_note(r) for r in flagged.to_dict("records")} if len(flagged) else {}
+    empty = [r for r in diff.to_dict("records") if r["n_missing"] == r["n_rows"]] if len(diff) else []
+    data_used = data
+    if empty:
+        gl = level_labels(data[group])
+        data_used = data[~gl.isin([r["group"] for r in empty]).to_numpy()]
+    d = None if empty and len(empty) == len(diff) else \
+        validate_table(data_used, outcome, group, ctrl, cluster, factors, inner, where=where)
+    miss = counts.set_index("group")["n_missing"].to_dict()
+    by_counts = (missing_by_group(data, outcome, group, by).set_index(["group", by])["n_missing"].to_dict()
+                 if by is not None else {})
+    empty_rows = [dict(group=r["group"], reference=ctrl, n=0, n_posts=0, n_missing=r["n_missing"],
+                       ref_n_missing=r["ref_n_missing"], method="not fitted", converged=False,
+                       warning=f"no usable values: all {r['n_rows']} outcomes of this group are missing")
+                  for r in empty]
+    if d is None:  # no group other than the reference has a usable value
+        out = pd.DataFrame(empty_rows, columns=GAP_COLUMNS)
+        if by is not None:
+            out.insert(1, by, "pooled")
+        return out
     binary = is_binary(d[outcome])
-    rows, _ = _fit_one(d, outcome, group, control, cluster, tuple(factors), inner, method, reml, alpha, binary)
-    out = pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+    def annotate(r: pd.DataFrame, sub: pd.DataFrame, level: str | None) -> pd.DataFrame:
+        """Missing counts, effective sample size and design beside each estimate."""
+        is_ref = sub[group] == ctrl
+        for i, g in r["group"].items():
+            if (sub[group] == g).any():
+                info = detect_design(sub[is_ref | (sub[group] == g)], group, cluster)
+                r.at[i, "n_clusters"], r.at[i, "design"] = info.n_clusters, info.kind
+            if level is None:
+                r.at[i, "n_missing"], r.at[i, "ref_n_missing"] = miss.get(g, 0), miss.get(ctrl, 0)
+            else:
+                r.at[i, "n_missing"] = by_counts.get((g, level), 0)
+                r.at[i, "ref_n_missing"] = by_counts.get((ctrl, level), miss.get(ctrl, 0))
+            if g in notes:
+                r.at[i, "warning"] = "; ".join(x for x in (notes[g], r.at[i, "warning"]) if isinstance(x, str) and x)
+        return r
+
+    rows, _ = _fit_one(d, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary)
+    out = annotate(pd.DataFrame(rows + empty_rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object}),
+                   d, None)
     if by is None:
         return out
     out.insert(1, by, "pooled")
     parts = [out]
-    ref_by = d.loc[d[group].astype(str) == str(control), by].astype(str).unique()
+    ref_by = d.loc[d[group] == ctrl, by].astype(str).unique()
     if len(ref_by) == 1:
         cond = "__condition__"
         dd = d.copy()
-        is_ref = dd[group].astype(str) == str(control)
-        dd[cond] = np.where(is_ref, str(control), dd[group].astype(str) + "\x1f" + dd[by].astype(str))
-        rows, _ = _fit_one(dd, outcome, cond, control, cluster, tuple(factors), inner, method, reml, alpha, binary)
-        r = pd.DataFrame(rows, columns=GAP_COLUMNS)
+        is_ref = dd[group] == ctrl
+        dd[cond] = np.where(is_ref, ctrl, dd[group] + "\x1f" + dd[by].astype(str))
+        rows, _ = _fit_one(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary)
+        r = pd.DataFrame(rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object})
         split = r["group"].str.split("\x1f", n=1, expand=True)
         r["group"] = split[0]
         r.insert(1, by, split[1])
+        for lv, idx in r.groupby(by).groups.items():
+            sub = d[(d[group] == ctrl) | (d[by].astype(str) == lv)]
+            r.loc[idx] = annotate(r.loc[idx].copy(), sub, lv)
         parts.append(r)
     else:
         for lv in sorted(d[by].astype(str).unique()):
             sub = d[d[by].astype(str) == lv]
-            if str(control) not in set(sub[group].astype(str)) or sub[group].astype(str).nunique() < 2:
+            if ctrl not in set(sub[group]) or sub[group].nunique() < 2:
                 continue  # nothing to compare at this level
             try:
-                sub = validate_table(sub, outcome, group, control, cluster, factors, inner, where=f"{where}, {by}={lv}")
-                rows, _ = _fit_one(sub, outcome, group, control, cluster, tuple(factors), inner, method, reml,
+                sub = validate_table(sub, outcome, group, ctrl, cluster, factors, inner, where=f"{where}, {by}={lv}")
+                rows, _ = _fit_one(sub, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml,
                                    alpha, binary)
             except AuditError as exc:
-                rows = [dict(group=g, reference=str(control), method="not fitted", converged=False,
-                             warning=exc.message) for g in sorted(set(d[group].astype(str)) - {str(control)})]
-            r = pd.DataFrame(rows, columns=GAP_COLUMNS)
+                rows = [dict(group=g, reference=ctrl, method="not fitted", converged=False,
+                             warning=exc.message) for g in sorted(set(d[group]) - {ctrl})]
+            r = pd.DataFrame(rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object})
+            r = annotate(r, sub, lv)
             r.insert(1, by, lv)
             parts.append(r)
     return pd.concat(parts, ignore_index=True)

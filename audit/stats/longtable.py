@@ -19,8 +19,11 @@ from .family import Block, fit_family
 __all__ = ["read_table", "analyze_table"]
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, *, text_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read a long table (.csv, .tsv, .txt, .jsonl/.ndjson, .json, .parquet) with clear errors.
+
+    ``text_columns`` (e.g. the group and cluster columns) are kept as the text the file holds, so a
+    level written ``0`` or ``1.50`` is matched as written, not as a float ``0.0`` or ``1.5``.
 
     ``.txt`` files are sniffed for their separator; anything else unknown is read as CSV. A missing
     file, an unreadable file and a table without rows raise :class:`~audit.errors.AuditError`.
@@ -37,6 +40,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not p.exists():
         raise AuditError("table file not found", where=str(p), fix="check the path")
     suffix = "".join(p.suffixes[-2:]).lower() if p.suffix.lower() == ".gz" else p.suffix.lower()
+    text = {c: str for c in text_columns if c}
     try:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(p)
@@ -45,9 +49,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         elif suffix == ".json":
             df = pd.read_json(p)
         elif suffix in (".tsv", ".tab"):
-            df = pd.read_csv(p, sep="\t")
+            df = pd.read_csv(p, sep="\t", dtype=text)
         else:
-            df = pd.read_csv(p, sep=None, engine="python") if suffix in (".txt",) else pd.read_csv(p)
+            df = (pd.read_csv(p, sep=None, engine="python", dtype=text) if suffix in (".txt",)
+                  else pd.read_csv(p, dtype=text))
     except (ValueError, OSError, pd.errors.ParserError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AuditError(f"cannot read the table: {first}", where=str(p),
@@ -72,6 +77,7 @@ def analyze_table(
     reml: bool = True,
     alpha: float = 0.05,
     where: str = "the table",
+    allow_missing: bool = False,
 ) -> pd.DataFrame:
     """Gap tests of every outcome column, Holm/BH-adjusted over the whole family.
 
@@ -91,6 +97,9 @@ def analyze_table(
     extra_references : further reference levels of ``group``; every group is compared with each too.
     factors, inner, by, method, reml, alpha : as in :func:`~audit.stats.gap_test`.
     where : how problems name the table (e.g. its file name).
+    allow_missing : analyse even where the share of missing outcomes differs between a group and the
+        reference (refused by default: :mod:`audit.stats.missing`); every row counts its missing
+        outcomes (``n_missing``, ``ref_n_missing``) and states ``n_clusters`` and ``design``.
 
     Returns
     -------
@@ -115,5 +124,5 @@ def analyze_table(
     blocks = [Block({"outcome": out}, data, out, tuple(factors), inner, where=where) for out in outcomes]
     res, _ = fit_family(blocks, group=group, references=[str(control), *map(str, extra_references)],
                         cluster=cluster, by=by, method=method, reml=reml, alpha=alpha, strict=True,
-                        name_reference=bool(extra_references))
+                        name_reference=bool(extra_references), allow_missing=allow_missing)
     return res

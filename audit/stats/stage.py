@@ -30,6 +30,7 @@ from ..scorers.measures import ANY_LEVEL, MeasureCatalog
 from ..stages import StageContext, StageSummary
 from ..store import RunStore, canonical_json, now_iso
 from .corrections import adjust_family
+from .designs import detect_design
 from .family import Block, fit_family
 from .gaps import is_binary
 from .paired import paired_contrasts
@@ -42,7 +43,8 @@ __all__ = ["analysis_table", "analyze_run", "analyze_store", "analyze_scores", "
 RESULTS_COLUMNS = [
     "family_id", "outcome", "model_label", "style", "cue_type", "group", "reference", "estimate", "se", "ci_low",
     "ci_high", "ref_mean", "relative_gap", "rel_ci_low", "rel_ci_high", "std_effect", "z", "p_value", "p_holm",
-    "p_bh", "significant_holm", "n", "n_posts", "method", "converged", "warning",
+    "p_bh", "significant_holm", "n", "n_posts", "n_missing", "ref_n_missing", "n_clusters", "design", "method",
+    "converged", "warning",
 ]
 _KEYS = ["family_id", "outcome", "model_label", "style", "cue_type", "group", "reference"]
 _BASE_COLS = ["request_key", "post_id", "variant_id", "group", "cue_type", "style", "model_label", "sample_index"]
@@ -246,6 +248,7 @@ def analyze_scores(
     power_df = pd.DataFrame(pw_rows)
 
     binary = sorted(o for o, d in table.groupby("outcome") if is_binary(d["value"]))
+    design = detect_design(table.drop_duplicates("request_key"), "group", "post_id")
     fallbacks = res.loc[res["method"].astype(str).str.contains("fallback|ols|not fitted"), "method"]
     meta = {
         "formula": sorted(formulas),
@@ -267,6 +270,8 @@ def analyze_scores(
         "singular_fits": int(res["warning"].astype(str).str.contains("singular").sum()),
         "not_fitted": notes,
         "n_rows": int(len(table)),
+        "design": design.kind,
+        "design_statement": design.statement(),
         "software": software_versions(),
         "analyzed_at": now_iso(),
     }

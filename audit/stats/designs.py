@@ -1,0 +1,87 @@
+"""Which comparison a table allows: counterfactual, observational or mixed design.
+
+A gap between groups means "how the model answers the same post when only the group changes" only
+when the same posts appear under the groups compared. :func:`detect_design` reads that off the
+table:
+
+* **counterfactual** - every cluster (post) appears under two or more groups: each gap is a
+  within-post contrast, and post content cancels;
+* **observational** - every cluster appears under one group only: a gap is a between-post contrast,
+  so it mixes the model's response to the group with differences between the posts;
+* **mixed** - some clusters are shared, some are not.
+
+The effective sample size of a clustered comparison is the number of clusters, not of rows (rows
+of one post are not independent; Kish 1965, design effect). Where no cluster has more than one row,
+a random intercept per cluster cannot be told apart from the residual (its variance is not
+identifiable), so :func:`audit.stats.gap_test` fits OLS with cluster-robust (CR1) standard errors
+instead and names it.
+
+Example
+-------
+>>> import pandas as pd
+>>> df = pd.DataFrame({"post": [1, 1, 2, 2, 3, 4], "group": ["c", "A", "c", "A", "c", "A"]})
+>>> d = detect_design(df, "group", "post")
+>>> d.kind, d.n_clusters, d.shared_clusters
+('mixed', 4, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from .missing import level_labels
+
+__all__ = ["DesignInfo", "detect_design"]
+
+
+@dataclass(frozen=True)
+class DesignInfo:
+    """What :func:`detect_design` found: ``kind`` (counterfactual | observational | mixed),
+    ``n_clusters`` (the effective sample size), ``n_rows``, ``shared_clusters`` (clusters seen under
+    two or more groups) and ``repeats`` (some cluster has more than one row)."""
+
+    kind: str
+    n_clusters: int
+    n_rows: int
+    shared_clusters: int
+    repeats: bool
+
+    def statement(self, cluster_word: str = "posts") -> str:
+        """The design in plain words, for reports and the command line."""
+        n, s = self.n_clusters, self.shared_clusters
+        size = f"Effective sample size: {n} {cluster_word} ({self.n_rows} rows)."
+        if self.kind == "counterfactual":
+            text = (f"Counterfactual design: each of the {n} {cluster_word} appears under several groups, so every gap "
+                    "compares the model's replies to the same post with only the group changed.")
+        elif self.kind == "observational":
+            text = (f"Observational design: each of the {n} {cluster_word} appears under one group only, so a gap mixes "
+                    "the model's response to the group with differences between the posts; it is not a "
+                    "counterfactual comparison.")
+        else:
+            text = (f"Mixed design: {s} of the {n} {cluster_word} appear under several groups, the others under one "
+                    "only, so a gap partly mixes the model's response to the group with differences between the "
+                    "posts.")
+        if not self.repeats:
+            size += (" No post has more than one row, so a post variance cannot be estimated: the gaps come from "
+                     "OLS with cluster-robust standard errors.")
+        return f"{text} {size}"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "statement": self.statement()}
+
+
+def detect_design(data: pd.DataFrame, group: str, cluster: str) -> DesignInfo:
+    """Classify the design of a long table by how its clusters spread over the groups (module doc).
+
+    Rows with a missing group or cluster are ignored. Example: see the module docstring.
+    """
+    d = pd.DataFrame({"g": level_labels(data[group]), "c": data[cluster].astype(str)})
+    d = d[d["g"].notna() & data[cluster].notna().to_numpy()]
+    per = d.groupby("c")["g"].nunique()
+    shared = int((per > 1).sum())
+    n = int(len(per))
+    kind = "counterfactual" if shared == n and n else ("observational" if shared == 0 else "mixed")
+    repeats = bool(len(d) and d.groupby("c").size().max() > 1)
+    return DesignInfo(kind, n, int(len(d)), shared, repeats)
