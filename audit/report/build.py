@@ -30,7 +30,8 @@ from .findings import _finite
 from .provenance import software_versions
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
+CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
+              "results_disparity")
 EMBEDDED_WARNING = (
     f"This audit used the embedded default model ({EMBEDDED_NAME}, 135 M parameters, run locally by llama.cpp). "
     "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
