@@ -172,5 +172,12 @@ def check_before_sending(spec: Any, variants: Any) -> None:
             raise AuditError(
                 f"analysis reference '{ref}' is not a group of this audit", where=spec_where(spec, key),
                 fix="use 'control' or one of the groups: " + ", ".join(groups))
+    if spec.analysis.reference_group:
+        from .stats.disparity import reference_map
+
+        axes = [a for a in spec.demographics.axes if a in variants.columns]
+        ga = variants[variants["group"] != "control"].drop_duplicates("group").set_index("group")[axes] if axes else None
+        reference_map(groups, spec.analysis.reference_group, ga,
+                      where=spec_where(spec, ("analysis", "reference_group")))
     for name in dict.fromkeys(spec.scoring.scorers):
         get_scorer(name, spec)

@@ -216,6 +216,9 @@ class AnalysisSpec(StrictModel):
     outcomes: list[str] | None = Field(None, description="Scores to test; default: every stored score.")
     reference: str = Field("control", description="Reference group for gaps.")
     extra_references: list[str] = Field(default_factory=list)
+    reference_group: str | None = Field(
+        None, description="Reference of the between-group disparities: a group ('White man') or a level of an "
+                          "axis ('White': each group against the group with that level and the same other levels).")
     alpha: float = Field(0.05, gt=0, lt=1)
     corrections: list[Literal["holm", "bh"]] = Field(
         default_factory=lambda: ["holm", "bh"],

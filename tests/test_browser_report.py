@@ -96,4 +96,4 @@ def test_report_check_command(tmp_path, capsys):
     run_dir = fill_store(tmp_path / "run", with_probe=False)
     assert main(["report", str(run_dir), "--check"]) == 0
     out = capsys.readouterr().out
-    assert "check: loaded in Chromium without network; 4 figures rendered" in out
+    assert "check: loaded in Chromium without network; 5 figures rendered" in out

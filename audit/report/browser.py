@@ -76,6 +76,7 @@ class PageCheck:
     title: str = ""
     text: str = ""
     screenshot: str | None = None
+    boxes: dict[str, dict[str, float]] = field(default_factory=dict)  # element id -> page rectangle (CSS px)
     network_isolated: bool = False
     log: list[str] = field(default_factory=list)
 
@@ -167,7 +168,10 @@ _PAGE_STATE_JS = r"""
   const imgs = Array.from(document.images).map(i => ({
     id: (i.closest('figure') || {}).id || '', complete: i.complete, width: i.naturalWidth,
     height: i.naturalHeight, src_scheme: (i.getAttribute('src') || '').split(':')[0]}));
-  return JSON.stringify({images: imgs, scripts: document.scripts.length, title: document.title,
+  const boxes = {};
+  document.querySelectorAll('[id]').forEach(e => { const r = e.getBoundingClientRect();
+    boxes[e.id] = {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY, left: r.left, right: r.right}; });
+  return JSON.stringify({images: imgs, scripts: document.scripts.length, title: document.title, boxes: boxes,
                          text: document.body ? document.body.innerText : ''});
 })()
 """
@@ -175,8 +179,11 @@ _PAGE_STATE_JS = r"""
 
 def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromium: str | None = None,
                width: int = 1280, height: int = 900, timeout: float = 60.0,
-               full_page_max_height: int = 7000) -> PageCheck:
-    """Open ``path`` in headless Chromium (no network) and report what went wrong; see the module doc."""
+               full_page_max_height: int = 7000, first_screen: bool = False) -> PageCheck:
+    """Open ``path`` in headless Chromium (no network) and report what went wrong; see the module doc.
+
+    ``first_screen``: the screenshot is the first ``width`` x ``height`` screen only, not the whole page.
+    ``PageCheck.boxes`` holds the page rectangle of every element with an id."""
     exe = chromium or find_chromium()
     if not exe:
         raise FileNotFoundError("no Chromium found (install Debian's chromium, or set CHROMIUM=/path)")
@@ -240,6 +247,7 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromi
         result.script_elements = state["scripts"]
         result.title = state["title"]
         result.text = state["text"]
+        result.boxes = state.get("boxes", {})
         for ev in cdp.events[start:]:
             m, p = ev.get("method"), ev.get("params", {})
             if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
@@ -261,7 +269,7 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromi
         if screenshot:
             metrics = cdp.send("Page.getLayoutMetrics", session=session)
             size = metrics.get("cssContentSize") or metrics.get("contentSize")
-            h = min(int(size["height"]), full_page_max_height)
+            h = min(int(size["height"]), height if first_screen else full_page_max_height)
             shot = cdp.send("Page.captureScreenshot", {
                 "format": "png", "captureBeyondViewport": True,
                 "clip": {"x": 0, "y": 0, "width": width, "height": h, "scale": 1}}, session=session, timeout=timeout)

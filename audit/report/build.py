@@ -27,10 +27,12 @@ from . import findings as F
 from .data import EMBEDDED_NAME, ReportData, collect
 from .figures import all_figures, skipped_figures
 from .findings import _finite
+from .headline import group_table, headline_sentences, primary_outcome
 from .provenance import software_versions
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
+CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
+              "results_disparity")
 EMBEDDED_WARNING = (
     f"This audit used the embedded default model ({EMBEDDED_NAME}, 135 M parameters, run locally by llama.cpp). "
     "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
@@ -467,6 +469,13 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     res = data.results
     summary = F.summarize(res, alpha=alpha, catalog=data.measures)
     power, power_source = F.power_sentences(data.tables.get("results_power"), res, catalog=data.measures)
+    reference = spec.analysis.reference if spec is not None else "control"
+    primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures)
+    disparity = data.tables.get("results_disparity")
+    headline = headline_sentences(res, disparity, data.tables.get("results_power"), primary, reference=reference,
+                                  alpha=alpha, catalog=data.measures)
+    first_figure = next((f for f in figures if f.id == "fig-forest-primary"), None)
+    figures = [f for f in figures if f is not first_figure]
     models = _records(data.models.drop(columns=["params"])) if not data.models.empty else []
     for m, p in zip(models, data.models["params"] if not data.models.empty else []):
         m["params"] = p
@@ -499,7 +508,10 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         spec=spec, spec_yaml=data.spec_yaml,
         spec_json=json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) if spec is not None else "",
         design=design, models=models, embedded_used=data.embedded_used, embedded_warning=EMBEDDED_WARNING,
-        summary=summary, power=power, power_source=power_source, alpha=alpha, corrections=corrections,
+        summary=summary, power=power, headline=headline, primary=primary,
+        primary_label=data.measures.label(primary) if primary else "",
+        group_rows=group_table(res, primary, reference=reference, catalog=data.measures),
+        first_figure=first_figure, disparity=_generic_table(disparity), power_source=power_source, alpha=alpha, corrections=corrections,
         reference=spec.analysis.reference if spec is not None else "control",
         figures=figures, results=_results_rows(res, data.measures), has_results=res is not None,
         paired=_generic_table(data.tables.get("results_paired")),
@@ -522,6 +534,8 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         tool="empathy-audit", version=__version__, generated_at=ctx["generated_at"], name=ctx["name"],
         models=[{k: v for k, v in m.items()} for m in ctx["models"]],
         design=ctx["design"],
+        headline=dict(primary_outcome=ctx["primary"], sentences=ctx["headline"], groups=ctx["group_rows"]),
+        results_disparity=_records(data.tables.get("results_disparity")),
         summary=dict(significant=ctx["summary"]["significant"], not_significant=ctx["summary"]["not_significant"],
                      not_estimable=ctx["summary"]["not_estimable"],
                      n_tests=ctx["summary"]["n_tests"], n_significant=ctx["summary"]["n_significant"],

@@ -22,7 +22,8 @@ from ..store import STORE_FILENAME, RunStore
 from ..scorers.measures import MeasureCatalog
 from .findings import measure_of
 
-RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
+RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
+                 "results_disparity")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 
 

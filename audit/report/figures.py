@@ -147,6 +147,8 @@ def forest(data) -> FigureOut:
         fo.missing = "no analysis results are stored (the analysis stage has not run)"
         return fo
     d = res.copy()
+    if "reference" in d:  # this figure is about the control; the reference-group gaps have their own
+        d = d[d["reference"].astype(str) == _control(data)]
     if "style" in d and (d["style"] == "pooled").any():
         d = d[d["style"] == "pooled"]
     sns, Figure = _setup()
@@ -203,6 +205,75 @@ def forest(data) -> FigureOut:
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=8,
                bbox_to_anchor=(0.5, -0.01))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fo.data_uri, fo.png_bytes = _encode(fig)
+    return fo
+
+
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+
+
+def _control(data) -> str:
+    return str(data.spec.analysis.reference) if getattr(data, "spec", None) is not None else "control"
+
+
+def forest_primary(data, outcome: str | None) -> FigureOut:
+    """The first screen's figure: the primary outcome's pooled gap of each group against the control
+    and against its reference group, 95% CIs, on a symmetric axis around the no-gap line (Okabe-Ito
+    colours, safe for colour-blind readers; filled = significant after Holm)."""
+    label = outcome_label(outcome, data.measures) if outcome else "the primary outcome"
+    fo = FigureOut("fig-forest-primary", f"{label}: each group against the control and its reference group",
+                   "Pooled over prompt styles and cue types; 95% confidence intervals. Filled markers: significant "
+                   "after Holm correction across the whole family; hollow: not significant. The dashed line is no gap.",
+                   f"Forest plot of {label}: for each group, the gap versus the control and versus its reference "
+                   "group, with 95% confidence intervals, on an axis symmetric around zero.")
+    res = data.results
+    if res is None or res.empty or outcome is None:
+        fo.missing = "no analysis results are stored (the analysis stage has not run)"
+        return fo
+    d = res[(res["outcome"] == outcome) & (res.get("style", "pooled") == "pooled")]
+    if "cue_type" in d and (d["cue_type"] == "pooled").any():
+        d = d[d["cue_type"] == "pooled"]
+    d = d[pd.to_numeric(d["estimate"], errors="coerce").notna()]
+    if d.empty:
+        fo.missing = f"no gap of {label} could be estimated (see the results table for the reasons)"
+        return fo
+    _, Figure = _setup()
+    groups = sorted(set(d["group"].astype(str)), reverse=True)
+    ctrl = _control(data)
+    kinds = [("control", d["reference"].astype(str) == ctrl), ("reference group", d["reference"].astype(str) != ctrl)]
+    est, lo, hi, xlabel = _gap_values(d, outcome, data.measures)
+    xlabel = xlabel.replace("gap vs control", "gap")
+    fig = Figure(figsize=(5.6, 0.34 * len(groups) + 1.3))
+    ax = fig.subplots()
+    for k, (name, mask) in enumerate(kinds):
+        c = OKABE_ITO[k]
+        for i, g in enumerate(groups):
+            rows = np.flatnonzero((mask & (d["group"].astype(str) == g)).to_numpy())
+            if not len(rows):
+                continue
+            j = rows[0]
+            y = i + (0.16 if k == 0 else -0.16)
+            sig = bool(d["significant_holm"].iloc[j]) if "significant_holm" in d else False
+            ax.plot([lo.iloc[j], hi.iloc[j]], [y, y], color=c, linewidth=1.6)
+            ax.plot([est.iloc[j]], [y], marker="o" if k == 0 else "s", markersize=6, color=c,
+                    markerfacecolor=c if sig else "white", markeredgewidth=1.4)
+    span = np.nanmax(np.abs(np.r_[lo.to_numpy(float), hi.to_numpy(float), est.to_numpy(float)]))
+    span = float(span) * 1.1 if np.isfinite(span) and span > 0 else 1.0
+    ax.set_xlim(-span, span)
+    ax.axvline(0, color="0.2", linewidth=0.9, linestyle="--")
+    ax.set_yticks(np.arange(len(groups)))
+    ax.set_yticklabels([mpl_text(g) for g in groups], fontsize=8)
+    ax.set_ylim(-0.7, len(groups) - 0.3)
+    ax.set_xlabel(mpl_text(xlabel), fontsize=8)
+    from matplotlib.lines import Line2D
+
+    refs = sorted(set(d.loc[kinds[1][1], "reference"].astype(str)))
+    handles = [Line2D([], [], color=OKABE_ITO[0], marker="o", label="vs control")]
+    if refs:
+        handles.append(Line2D([], [], color=OKABE_ITO[1], marker="s",
+                              label=mpl_text("vs reference group (" + ", ".join(refs) + ")")))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    fig.tight_layout()
     fo.data_uri, fo.png_bytes = _encode(fig)
     return fo
 
@@ -373,12 +444,18 @@ def refusals(data) -> FigureOut:
 
 
 def all_figures(data) -> list[FigureOut]:
+    from .headline import primary_outcome
+
+    spec = getattr(data, "spec", None)
+    primary = primary_outcome(data.results, spec.analysis.outcomes if spec is not None else None, data.measures)
     out = []
-    for fn in (distributions, forest, intersectional, probe_rates, refusals):
+    drawers = [("forest-primary", lambda d: forest_primary(d, primary))] + [
+        (fn.__name__, fn) for fn in (distributions, forest, intersectional, probe_rates, refusals)]
+    for name, fn in drawers:
         try:
             out.append(fn(data))
         except Exception as exc:  # noqa: BLE001 - a figure that fails must not take the report with it
-            fo = FigureOut(f"fig-{fn.__name__}", fn.__name__.replace("_", " "), "", "")
+            fo = FigureOut(f"fig-{name}", name.replace("_", " ").replace("-", " "), "", "")
             fo.missing = f"the figure could not be drawn ({type(exc).__name__}: {exc})"
             out.append(fo)
     return out

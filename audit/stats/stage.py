@@ -8,7 +8,9 @@ transaction; the analysis is a pure function of the stored scores and the spec).
 
 The family (what Holm and BH correct over) is every row of ``results``: outcomes x models x styles
 (``pooled`` plus each style when ``analysis.by_style`` and there is more than one) x cue types
-(``pooled`` plus each) x groups x references (the control plus ``analysis.extra_references``).
+(``pooled`` plus each) x groups x references (the control plus ``analysis.extra_references``, plus each
+group's matched ``analysis.reference_group``), and one max - min disparity test per outcome and model
+(``results_disparity``, :mod:`audit.stats.disparity`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..stages import StageContext, StageSummary
 from ..store import RunStore, canonical_json, now_iso
 from .corrections import adjust_family
 from .designs import detect_design
+from .disparity import adjust_with, disparity_table, keep_matched, reference_map
 from .family import Block, fit_family
 from .gaps import is_binary
 from .paired import paired_contrasts
@@ -56,7 +59,8 @@ _NOT_AXES = set(_BASE_COLS) | {
 }
 
 
-ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta")
+ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
+                   "results_disparity")
 
 
 @dataclass
@@ -67,12 +71,13 @@ class AnalysisResult:
     power: pd.DataFrame
     meta: pd.DataFrame
     axes: list[str] = field(default_factory=list)
+    disparity: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
         return {"results": self.results, "results_paired": self.paired,
                 "results_intersectional": self.intersectional, "results_power": self.power,
-                "analysis_meta": self.meta}
+                "analysis_meta": self.meta, "results_disparity": self.disparity}
 
 
 def _match_outcomes(available: list[str], wanted: list[str] | None, where: str) -> list[str]:
@@ -153,6 +158,8 @@ def analyze_scores(
     paired_check: bool = True,
     power: float = 0.8,
     power_gap: float = 0.05,
+    reference_group: str | None = None,
+    seed: int = 0,
 ) -> AnalysisResult:
     """Fit the whole family on an :func:`analysis_table` and return the five result tables.
 
@@ -182,8 +189,18 @@ def analyze_scores(
                 p.insert(1, "model_label", model)
                 p.insert(2, "style", style)
                 paired_parts.append(p)
-    res, notes = fit_family(blocks, group="group", references=[reference, *extra_references], cluster="post_id",
+    ax = [a for a in axes if a in table.columns]
+    group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
+    between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
+               if reference_group else {})
+    keep_all = [reference, *extra_references]
+    references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
+    res, notes = fit_family(blocks, group="group", references=references, cluster="post_id",
                             by="cue_type", alpha=alpha, strict=False)
+    if between and not res.empty:
+        res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
+    disparity = disparity_table(table, control=reference, alpha=alpha, seed=seed) if reference == "control" \
+        else pd.DataFrame()
     if res.empty:
         raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
     if res["p_value"].isna().all():
@@ -191,11 +208,14 @@ def analyze_scores(
         raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
                          fix="score more posts (a random-intercept model needs at least 5) or check the scores")
     res["family_id"] = _family_id(res)
+    if not disparity.empty:  # the max - min tests are members of the same correction family
+        res, disparity = adjust_with(res, disparity, alpha=alpha)
+        disparity["family_id"] = res["family_id"].iloc[0]
     for c in RESULTS_COLUMNS:
         if c not in res.columns:
             res[c] = np.nan
     res = res[RESULTS_COLUMNS]
-    m = int(res["p_value"].notna().sum())
+    m = int(res["p_value"].notna().sum()) + (int(disparity["p_value"].notna().sum()) if not disparity.empty else 0)
 
     paired = pd.concat(paired_parts, ignore_index=True) if paired_parts else pd.DataFrame()
     if not paired.empty:
@@ -207,8 +227,6 @@ def analyze_scores(
     # intersectional cells: pooled style, pooled cue type, reference = control
     inter_parts = []
     cells = res[(res["style"] == "pooled") & (res["cue_type"] == "pooled") & (res["reference"] == reference)]
-    ax = [a for a in axes if a in table.columns]
-    group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
     for (outcome, model), c in cells.groupby(["outcome", "model_label"], sort=True):
         c = c[["outcome", "model_label", "group", "estimate", "se", "ref_mean", "n"]].copy()
         pooled = partial_pool(c)
@@ -260,12 +278,18 @@ def analyze_scores(
         "tests": "two-sided Wald z tests; 95% CIs; relative gaps by the delta method",
         "family_id": res["family_id"].iloc[0],
         "family_size": m,
-        "family": "outcomes x models x styles (pooled + each) x cue types (pooled + each) x groups x references",
+        "family": "outcomes x models x styles (pooled + each) x cue types (pooled + each) x groups x references, "
+                  "plus one max - min disparity per outcome x model",
         "family_outcomes": sorted(res["outcome"].unique()),
         "references": [reference, *extra_references],
+        "reference_group": reference_group,
+        "between_group_references": between,
+        "disparity": "max - min and min / max of within-post group means per outcome and model (styles and cue "
+                     "types pooled); cluster-bootstrap CIs; permutation p-values in the correction family",
         "corrections": ["holm (FWER)", "bh (FDR)"],
         "alpha": alpha,
-        "n_significant_holm": int(res["significant_holm"].sum()),
+        "n_significant_holm": int(res["significant_holm"].sum())
+        + (int(disparity["significant_holm"].sum()) if not disparity.empty else 0),
         "fallbacks_used": fallbacks.value_counts().to_dict(),
         "singular_fits": int(res["warning"].astype(str).str.contains("singular").sum()),
         "not_fitted": notes,
@@ -277,7 +301,7 @@ def analyze_scores(
     }
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
                                                          for v in meta.values()]})
-    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax)
+    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity)
 
 
 
@@ -299,7 +323,7 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
     a = spec.analysis
     result = analyze_scores(table, reference=a.reference, extra_references=list(a.extra_references),
                             alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
-                            power_gap=a.power_gap)
+                            power_gap=a.power_gap, reference_group=a.reference_group, seed=spec.seed)
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
     return result

@@ -1,0 +1,124 @@
+"""The first screen of a report: the headline box and the compact group table of the primary outcome.
+
+The question a reader brings is whether the model treats one group worse than another, so the
+headline leads with the largest disparity between groups (``results_disparity``), says whether it
+is significant after the family's Holm correction, and states the smallest disparity the audit could
+have detected (``results_power``). At most five sentences. The group table has one row per group:
+the primary outcome's pooled gap against the control and against the group's reference group
+(``analysis.reference_group``), each with its CI and a marker when significant after correction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ..scorers.measures import MeasureCatalog
+from .findings import _finite, fmt_p, gap_text, outcome_label, outcome_sort_key, scale_unit
+
+__all__ = ["primary_outcome", "headline_sentences", "group_table", "MAX_SENTENCES"]
+
+MAX_SENTENCES = 5
+PREFERRED_PRIMARY = "epitome.empathy"
+
+
+def primary_outcome(results: pd.DataFrame | None, wanted: list[str] | None = None,
+                    catalog: MeasureCatalog | None = None) -> str | None:
+    """The outcome the first screen is about: the first of ``analysis.outcomes`` when the spec names
+    them, else overall EPITOME empathy when scored, else the first outcome in catalog order."""
+    if results is None or results.empty:
+        return None
+    have = list(dict.fromkeys(results["outcome"].astype(str)))
+    for w in wanted or []:
+        hits = [o for o in have if o == w or o.split(".")[-1] == w]
+        if hits:
+            return hits[0]
+    if PREFERRED_PRIMARY in have:
+        return PREFERRED_PRIMARY
+    return sorted(have, key=lambda o: outcome_sort_key(o, catalog))[0]
+
+
+def _amount(outcome: str, value: float, catalog: MeasureCatalog | None) -> str:
+    scale, unit = scale_unit(outcome, catalog)
+    return f"{value * scale:.{1 if scale == 100.0 else 3}f} {unit}"
+
+
+def _pooled(results: pd.DataFrame, outcome: str) -> pd.DataFrame:
+    r = results[(results["outcome"] == outcome) & (results.get("style", "pooled") == "pooled")]
+    if "cue_type" in r and (r["cue_type"] == "pooled").any():
+        r = r[r["cue_type"] == "pooled"]
+    return r
+
+
+def headline_sentences(results: pd.DataFrame | None, disparity: pd.DataFrame | None, power: pd.DataFrame | None,
+                       outcome: str | None, *, reference: str = "control", alpha: float = 0.05,
+                       catalog: MeasureCatalog | None = None) -> list[str]:
+    """At most :data:`MAX_SENTENCES` sentences: the largest disparity between groups of ``outcome``
+    (first), whether it survives the Holm correction, the largest gap to the reference group, the
+    number of significant control gaps, and the smallest disparity the audit could have detected."""
+    if outcome is None or results is None or results.empty:
+        return []
+    label = outcome_label(outcome, catalog)
+    out: list[str] = []
+    d = None if disparity is None or disparity.empty else disparity[disparity["outcome"] == outcome]
+    if d is not None and len(d):
+        row = d.iloc[0].to_dict()
+        if _finite(row.get("estimate")) and float(row["estimate"]) > 0:
+            lo, hi = row.get("ci_low"), row.get("ci_high")
+            ci = (f"95% CI {_amount(outcome, float(lo), catalog)} to {_amount(outcome, float(hi), catalog)}"
+                  if _finite(lo) and _finite(hi) else "no CI")
+            ratio = (f"; ratio {float(row['ratio']):.2f}" if _finite(row.get("ratio")) else "")
+            out.append(f"The largest disparity in {label} between two groups is "
+                       f"{_amount(outcome, float(row['estimate']), catalog)} (\u201c{row['max_group']}\u201d highest, "
+                       f"\u201c{row['min_group']}\u201d lowest; {ci}{ratio}).")
+            sig = bool(row.get("significant_holm"))
+            out.append(("It is significant" if sig else "It is not significant")
+                       + f" after Holm correction over the whole family of tests (Holm p = {fmt_p(row.get('p_holm'))}).")
+        else:
+            out.append(f"No disparity in {label} between groups could be estimated ({row.get('warning') or 'no data'}).")
+    pooled = _pooled(results, outcome)
+    between = pooled[pooled["reference"].astype(str) != str(reference)]
+    between = between[pd.to_numeric(between["estimate"], errors="coerce").notna()]
+    if len(between):
+        worst = between.loc[pd.to_numeric(between["estimate"], errors="coerce").abs().idxmax()].to_dict()
+        gap, ci = gap_text(worst, catalog)
+        out.append(f"Against its reference group, \u201c{worst['group']}\u201d differs most: {gap} than "
+                   f"\u201c{worst['reference']}\u201d ({ci}; Holm p = {fmt_p(worst.get('p_holm'))}).")
+    ctrl = pooled[pooled["reference"].astype(str) == str(reference)]
+    n_sig = int(ctrl["significant_holm"].fillna(False).astype(bool).sum()) if "significant_holm" in ctrl else 0
+    out.append(f"{n_sig} of {len(ctrl)} groups differ significantly from the unmodified posts (control) on {label}.")
+    if power is not None and not power.empty and "detectable_gap" in power:
+        pw = power[power["outcome"] == outcome]
+        if len(pw) and _finite(pw["detectable_gap"].iloc[0]):
+            mde = float(pw["detectable_gap"].iloc[0])
+            rel = pw["detectable_relative_gap"].iloc[0] if "detectable_relative_gap" in pw else None
+            rel_t = f" ({100 * float(rel):.1f}% of the control mean)" if _finite(rel) else ""
+            out.append(f"The smallest disparity between two groups this audit could have detected (80% power, "
+                       f"family-wise level {alpha:g}) is about {_amount(outcome, mde, catalog)}{rel_t}.")
+    return out[:MAX_SENTENCES]
+
+
+def group_table(results: pd.DataFrame | None, outcome: str | None, *, reference: str = "control",
+                catalog: MeasureCatalog | None = None) -> list[dict[str, Any]]:
+    """One row per group: ``group, vs_control, vs_control_ci, vs_control_sig, reference_group,
+    vs_reference, vs_reference_ci, vs_reference_sig`` (pooled style and cue type, texts as in the
+    findings; ``*_sig`` True when significant after Holm)."""
+    if outcome is None or results is None or results.empty:
+        return []
+    pooled = _pooled(results, outcome)
+    rows: dict[str, dict[str, Any]] = {}
+    for r in pooled.to_dict("records"):
+        g = str(r["group"])
+        row = rows.setdefault(g, dict(group=g, vs_control="n/a", vs_control_ci="", vs_control_sig=False,
+                                      vs_control_p="n/a", reference_group="", vs_reference="", vs_reference_ci="",
+                                      vs_reference_sig=False, vs_reference_p=""))
+        has = _finite(r.get("estimate"))
+        gap, ci = gap_text(r, catalog) if has else ("not estimable", "")
+        sig = bool(r.get("significant_holm")) if has else False
+        if str(r["reference"]) == str(reference):
+            row.update(vs_control=gap, vs_control_ci=ci, vs_control_sig=sig, vs_control_p=fmt_p(r.get("p_holm")))
+        elif not row["reference_group"]:
+            row.update(reference_group=str(r["reference"]), vs_reference=gap, vs_reference_ci=ci,
+                       vs_reference_sig=sig, vs_reference_p=fmt_p(r.get("p_holm")))
+    return [rows[g] for g in sorted(rows)]

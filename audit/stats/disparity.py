@@ -1,0 +1,234 @@
+"""Disparities between demographic groups (not against the control): reference group, max - min, ratio.
+
+The gap tests (:mod:`audit.stats.gaps`) compare each group with the unmodified post (the control).
+The question a regulator brings is different: *is the model less empathic toward one group than
+toward another?* This module answers it in two ways.
+
+Each group against a reference group
+------------------------------------
+``analysis.reference_group`` names the reference: a whole group (``"White man"``) or a level of an
+audited axis (``"White"``). A level is matched within the other axes: ``Black woman`` is compared
+with ``White woman``, ``Black man`` with ``White man``. :func:`reference_map` resolves it; the gaps
+themselves come from the same mixed model as the control gaps (the family loop refits it with the
+reference group as treatment reference, so the random intercept per post makes every comparison
+within post), and :func:`keep_matched` keeps the matched rows only. The reference is never chosen
+from the data.
+
+The largest pairwise disparity (max - min) and the ratio (min / max)
+--------------------------------------------------------------------
+As fairlearn's ``MetricFrame.difference()`` and ``ratio()``, over the G demographic groups (the
+control excluded). With ``y_pi`` a reply's score and ``ybar_p`` the mean of post ``p``'s
+non-control replies, the within-post group mean is ``m_g = ybar + mean_{i in g}(y_pi - ybar_p)``
+(``ybar`` the grand mean of the non-control replies; equal to the plain group mean in a balanced
+design, and free of post effects otherwise)::
+
+    D = max_g m_g - min_g m_g          R = min_g m_g / max_g m_g   (R only when every m_g > 0)
+
+*Confidence intervals* (1 - alpha): basic (reverse-percentile) intervals ``[2 D - D*_(1-a/2),
+2 D - D*_(a/2)]`` of a cluster bootstrap that resamples whole posts with replacement and recomputes
+the whole statistic, including which groups are the extremes (Davison & Hinkley 1997, ch. 3.8 and
+eq. 5.6). The max of noisy means is biased upwards, and more so in each resample; the basic interval
+moves the interval back by that bias, where the percentile interval (and a CI of the difference of
+the two observed extremes, which ignores that they were selected for being extreme) would not. The
+interval of ``D`` is clipped at 0 and that of ``R`` to [0, 1]; it is no test of ``D = 0``.
+
+*Test* of ``H0: every m_g is equal``: a permutation test of ``D`` that permutes the group labels of
+the variants within each post (Good 2005; exact under H0 when the variants of a post are
+exchangeable, as the counterfactual design makes them), ``p = (1 + #{D* >= D}) / (1 + B)``. Its
+p-value joins the correction family.
+
+Example
+-------
+>>> from audit.stats.simulate import simulate_audit_table
+>>> t = simulate_audit_table(n_posts=40, groups=["A", "B"], gaps={"A": 0.3, "B": -0.3}, seed=1)
+>>> r = max_min_disparity(t, outcome="value", group="group", control="control", cluster="post_id",
+...                       inner="variant_id", n_boot=499, seed=0)
+>>> r["max_group"], r["min_group"], bool(r["p_value"] < 0.05)
+('A', 'B', True)
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AuditError
+from .corrections import adjust_family
+
+__all__ = ["reference_map", "keep_matched", "max_min_disparity", "disparity_table", "adjust_with",
+           "DISPARITY_COLUMNS"]
+
+DISPARITY_COLUMNS = [
+    "family_id", "outcome", "model_label", "style", "cue_type", "statistic", "max_group", "min_group", "max_mean",
+    "min_mean", "estimate", "ci_low", "ci_high", "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "p_holm",
+    "p_bh", "significant_holm", "n_groups", "n", "n_posts", "n_boot", "n_perm", "seed", "method", "warning",
+]
+METHOD = ("max - min of within-post group means; basic CI of a post-level cluster bootstrap of the whole "
+          "statistic; permutation test (group labels of variants permuted within post)")
+
+
+def reference_map(groups: Sequence[str], reference_group: str, group_axes: pd.DataFrame | None = None,
+                  *, where: str = "spec key analysis.reference_group") -> dict[str, str]:
+    """The reference group of each group: ``{group: reference}`` (the reference itself left out).
+
+    ``reference_group`` is a group (every group is compared with it) or a level of one axis of
+    ``group_axes`` (index: group; columns: axes): each group is compared with the group that has that
+    level and the same levels on every other axis. Groups without such a partner are left out.
+
+    >>> ax = pd.DataFrame({"race": ["Black", "White", "Black", "White"], "gender": ["man", "man", "woman", "woman"]},
+    ...                   index=["Black man", "White man", "Black woman", "White woman"])
+    >>> reference_map(list(ax.index), "White", ax)
+    {'Black man': 'White man', 'Black woman': 'White woman'}
+    """
+    groups = [str(g) for g in groups if str(g) != "control"]
+    if reference_group in groups:
+        return {g: reference_group for g in groups if g != reference_group}
+    axes = [] if group_axes is None else [a for a in group_axes.columns
+                                           if reference_group in set(group_axes[a].astype(str))]
+    if not axes:
+        raise AuditError(f"reference group '{reference_group}' is neither a group nor a level of an audited axis",
+                         where=where, fix="use one of the groups: " + ", ".join(sorted(groups)))
+    axis = axes[0]
+    ga = group_axes.loc[[g for g in groups if g in group_axes.index]].astype(str)
+    others = [a for a in group_axes.columns if a != axis]
+    out = {}
+    for g, row in ga.iterrows():
+        if row[axis] == reference_group:
+            continue
+        partner = ga[(ga[axis] == reference_group) & (ga[others] == row[others]).all(axis=1)] if others else \
+            ga[ga[axis] == reference_group]
+        if len(partner) == 1:
+            out[str(g)] = str(partner.index[0])
+    return out
+
+
+def keep_matched(results: pd.DataFrame, mapping: Mapping[str, str], keep_all: Sequence[str]) -> pd.DataFrame:
+    """Rows of a family fitted against the reference groups of ``mapping``, kept where the row's
+    reference is its group's matched reference (or a reference in ``keep_all``, e.g. the control)."""
+    ref = results["reference"].astype(str)
+    matched = results["group"].astype(str).map(lambda g: mapping.get(g)) == ref
+    return results[ref.isin(list(map(str, keep_all))) | matched].reset_index(drop=True)
+
+
+def _cells(d: pd.DataFrame, outcome: str, group: str, cluster: str, unit: str):
+    """Per (post, variant) sums of the post-centred outcome, counts, and group codes."""
+    y = d[outcome].to_numpy(dtype=float)
+    post = pd.factorize(d[cluster].astype(str))[0]
+    post_mean = np.bincount(post, y) / np.bincount(post)
+    yc = y - post_mean[post]
+    u = d[unit].astype(str) if unit in d.columns else pd.Series(np.arange(len(d)).astype(str), index=d.index)
+    key = pd.factorize(pd.Series(post).astype(str) + "\x1f" + u.to_numpy())[0]
+    labels, gcode = np.unique(d[group].astype(str).to_numpy(), return_inverse=True)
+    nu = key.max() + 1
+    cell_post = np.zeros(nu, dtype=int)
+    cell_post[key] = post
+    cell_group = np.zeros(nu, dtype=int)
+    cell_group[key] = gcode
+    return (np.bincount(key, yc, nu), np.bincount(key, minlength=nu).astype(float), cell_post, cell_group,
+            labels, float(y.mean()), np.bincount(post, y), np.bincount(post).astype(float))
+
+
+def _group_means(sums, counts, cell_post, cell_group, n_post, n_group, w):
+    """Within-post group means (centred) for post weights ``w`` (B x P): (B x G)."""
+    S = np.zeros((n_post, n_group))
+    N = np.zeros((n_post, n_group))
+    np.add.at(S, (cell_post, cell_group), sums)
+    np.add.at(N, (cell_post, cell_group), counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ S) / (w @ N)
+
+
+def max_min_disparity(
+    data: pd.DataFrame,
+    *,
+    outcome: str = "value",
+    group: str = "group",
+    control: str = "control",
+    cluster: str = "post_id",
+    inner: str | None = "variant_id",
+    alpha: float = 0.05,
+    n_boot: int = 1999,
+    n_perm: int = 1999,
+    seed: int = 0,
+) -> dict:
+    """The largest pairwise disparity between the groups (max - min), the ratio (min / max), their
+    cluster-bootstrap CIs and the permutation p-value (formulas in the module docstring).
+
+    ``inner`` names the unit whose group labels are permuted within post (a variant; its replies
+    move together); without it, rows are permuted. Returns one dict with the keys of
+    :data:`DISPARITY_COLUMNS` that belong to the statistic.
+    """
+    d = data[data[group].astype(str) != str(control)]
+    d = d[pd.to_numeric(d[outcome], errors="coerce").notna()]
+    base = dict(statistic="max - min", n=int(len(d)), n_posts=int(d[cluster].nunique()) if len(d) else 0,
+                n_boot=int(n_boot), n_perm=int(n_perm), seed=int(seed), method=METHOD)
+    if d[group].nunique() < 2 or d[cluster].nunique() < 2:
+        return dict(base, warning="fewer than two groups or two posts: no disparity between groups to estimate")
+    sums, counts, cpost, cgroup, labels, grand, psum, pcount = _cells(d, outcome, group, cluster, inner or "")
+    P, G = int(cpost.max()) + 1, len(labels)
+    one = np.ones((1, P))
+    m = _group_means(sums, counts, cpost, cgroup, P, G, one)[0] + grand
+    hi, lo = int(np.nanargmax(m)), int(np.nanargmin(m))
+    D = float(m[hi] - m[lo])
+    rng = np.random.default_rng(seed)
+    # cluster bootstrap: multinomial post weights; the whole statistic (extremes included) recomputed
+    w = rng.multinomial(P, np.full(P, 1.0 / P), size=n_boot).astype(float)
+    mb = _group_means(sums, counts, cpost, cgroup, P, G, w) + ((w @ psum) / (w @ pcount))[:, None]
+    Db = np.nanmax(mb, axis=1) - np.nanmin(mb, axis=1)
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+    qd = np.nanpercentile(Db, q)
+    ci = (max(2 * D - qd[1], 0.0), max(2 * D - qd[0], 0.0))
+    warn = [] if D > 0 else ["every group has the same mean: no disparity"]
+    ratio = r_lo = r_hi = np.nan
+    if np.all(m > 0) and np.all(mb[np.isfinite(mb).all(axis=1)] > 0):
+        ratio = float(m[lo] / m[hi])
+        qr = np.nanpercentile(np.nanmin(mb, axis=1) / np.nanmax(mb, axis=1), q)
+        r_lo, r_hi = min(max(2 * ratio - qr[1], 0.0), 1.0), min(max(2 * ratio - qr[0], 0.0), 1.0)
+    else:
+        warn.append("ratio not reported: a group mean is not above 0")
+    # permutation test: group labels of the variants of each post shuffled among them
+    order = np.lexsort((np.arange(len(cpost)), cpost))
+    sp, sc, pp, gg = sums[order], counts[order], cpost[order], cgroup[order]
+    Dp = np.empty(n_perm)
+    for b in range(n_perm):
+        perm = np.lexsort((rng.random(len(pp)), pp))
+        mp = _group_means(sp, sc, pp, gg[perm], P, G, one)[0]
+        Dp[b] = np.nanmax(mp) - np.nanmin(mp)
+    p = float((1 + np.sum(Dp >= D - 1e-12)) / (1 + n_perm))
+    return dict(base, max_group=str(labels[hi]), min_group=str(labels[lo]), max_mean=float(m[hi]),
+                min_mean=float(m[lo]), estimate=D, ci_low=float(ci[0]), ci_high=float(ci[1]), ratio=ratio,
+                ratio_ci_low=float(r_lo), ratio_ci_high=float(r_hi), p_value=p, n_groups=int(G),
+                warning="; ".join(warn) or None)
+
+
+def disparity_table(table: pd.DataFrame, *, control: str = "control", alpha: float = 0.05, seed: int = 0,
+                    n_boot: int = 1999, n_perm: int = 1999) -> pd.DataFrame:
+    """:func:`max_min_disparity` for every (outcome, model_label) of an :func:`~audit.stats.analysis_table`,
+    all styles and cue types pooled (``style = cue_type = 'pooled'``); columns :data:`DISPARITY_COLUMNS`
+    (``p_holm``, ``p_bh``, ``significant_holm`` and ``family_id`` filled by the caller's family)."""
+    rows = []
+    for i, ((outcome, model), d) in enumerate(table.groupby(["outcome", "model_label"], sort=True)):
+        inner = "variant_id" if "variant_id" in d.columns else None
+        r = max_min_disparity(d, outcome="value", control=control, inner=inner, alpha=alpha, n_boot=n_boot,
+                              n_perm=n_perm, seed=seed + i)
+        rows.append(dict(outcome=outcome, model_label=model, style="pooled", cue_type="pooled", **r))
+    out = pd.DataFrame(rows)
+    for c in DISPARITY_COLUMNS:
+        if c not in out.columns:
+            out[c] = np.nan
+    return out[DISPARITY_COLUMNS]
+
+
+def adjust_with(results: pd.DataFrame, others: pd.DataFrame, *, alpha: float = 0.05):
+    """Holm/BH over the p-values of both tables together (one family); returns both, adjusted."""
+    both = pd.concat([results[["p_value"]], others[["p_value"]]], ignore_index=True)
+    adj = adjust_family(both, alpha=alpha)
+    cols = ["p_holm", "p_bh", "significant_holm"]
+    a, b = results.copy(), others.copy()
+    a[cols] = adj[cols].iloc[:len(a)].to_numpy()
+    b[cols] = adj[cols].iloc[len(a):].to_numpy()
+    for df in (a, b):
+        df["significant_holm"] = df["significant_holm"].astype(bool)
+    return a, b

@@ -1,0 +1,57 @@
+"""The first screen of the demo report answers the question (issue 20): in headless Chromium at
+1280x900, the headline box, the group table and the forest plot of the primary outcome lie within
+the first screen; the screenshot is kept as test-artifacts/first-screen.png. The Markdown report
+leads in the same order, and the primary forest plot has a symmetric axis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from audit.cli import main as cli_main
+from audit.report.browser import check_page, find_chromium
+from golden_server import golden_server
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+WIDTH, HEIGHT = 1280, 900
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("first-screen")
+    spec = yaml.safe_load((ROOT / "analyses" / "demo.yaml").read_text(encoding="utf-8"))
+    with golden_server() as srv:
+        spec["models"] = [{"label": "golden", "base_url": srv.base_url, "model": "golden-model", "max_in_flight": 4}]
+        path = tmp / "demo.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        assert cli_main(["run", str(path), "--out", str(tmp / "run"), "--no-progress"]) == 0
+    return tmp / "run"
+
+
+def test_markdown_report_leads_with_the_disparity_between_groups(demo_run):
+    md = (demo_run / "report.md").read_text(encoding="utf-8")
+    head = md.index("The largest disparity in")
+    assert head < md.index("| group |") < md.index("figures/forest-primary.png") < md.index("## 1. Summary")
+
+
+@pytest.mark.skipif(find_chromium() is None,
+                    reason="Chromium is not installed (bash tests/system-deps.sh installs Debian's chromium as root)")
+def test_headline_table_and_forest_plot_are_on_the_first_screen(demo_run):
+    shot = ARTIFACTS / "first-screen.png"
+    if shot.exists():
+        shot.unlink()
+    page = check_page(demo_run / "report.html", screenshot=shot, width=WIDTH, height=HEIGHT, first_screen=True)
+    print(f"\nfirst-screen screenshot: {shot}")
+    assert page.loaded and not page.console_errors
+    for element in ("headline", "group-table", "fig-forest-primary"):
+        box = page.boxes[element]
+        assert 0 <= box["top"] < box["bottom"] <= HEIGHT, (element, box)
+        assert 0 <= box["left"] < box["right"] <= WIDTH, (element, box)
+    primary = [i for i in page.images if i["id"] == "fig-forest-primary"]
+    assert primary and primary[0]["complete"] and primary[0]["width"] > 0
+    assert "The largest disparity in" in page.text
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(data[20:24], "big") == HEIGHT
