@@ -449,7 +449,7 @@ def load_spec(path: str | Path) -> AuditSpec:
 
     >>> spec = load_spec("demo")
     >>> spec.name, spec.samples
-    ('demo', 2)
+    ('demo', 1)
     """
     from .resources import resolve_spec_path
 

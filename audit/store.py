@@ -664,6 +664,10 @@ def _sql_type(s: pd.Series) -> str:
         return "INTEGER"
     if pd.api.types.is_float_dtype(s):
         return "REAL"
+    values = s.dropna()
+    if len(values) and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                           for v in values):
+        return "REAL"  # numbers in an object column (e.g. after to_numpy over mixed columns) stay numbers
     return "TEXT"
 
 

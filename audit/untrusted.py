@@ -95,14 +95,16 @@ def _numeric(s: str) -> bool:
 
 
 def _cell(v: str) -> str:
-    v = visible_controls(v)
+    # a lone CR is a line end to CSV readers, but pandas quotes only cells holding "\n": make it one
+    v = visible_controls(v.replace("\r\n", "\n").replace("\r", "\n"))
     return "'" + v if v.startswith(_FORMULA_START) and not _numeric(v) else v
 
 
 def csv_safe(df: Any) -> Any:
     """A copy of the DataFrame ``df`` fit for a spreadsheet: a text cell that starts like a formula
-    (``= + - @``, tab, CR) gets a leading quote (OWASP, CSV injection), unless it is a number, and
-    invisible or bidi characters are shown (:func:`visible_controls`)."""
+    (``= + - @``, tab) gets a leading quote (OWASP, CSV injection), unless it is a number; invisible
+    or bidi characters are shown (:func:`visible_controls`); line ends become ``\n`` (a lone CR
+    would split the row for a CSV reader, since writers quote only cells that hold ``\n``)."""
     import pandas as pd
 
     out = df.copy()

@@ -52,3 +52,14 @@ def test_invisible_and_bidi_characters_are_shown_not_obeyed():
     shown = visible_controls("a\u202eevil\u202c b\x00c\td\ne\u200bf \U0001F469\u200d\U0001F467")
     assert shown == "a<U+202E>evil<U+202C> b<U+0000>c\td\ne<U+200B>f \U0001F469\u200d\U0001F467"
     assert visible_controls("plain text") == "plain text"
+
+
+def test_csv_cells_keep_their_row_whatever_line_ends_they_hold(tmp_path):
+    import pandas as pd
+
+    from audit.untrusted import csv_safe
+
+    df = pd.DataFrame({"reply": ["0", "\r", "a\rb", "c\r\nd", "=1+1", "-2"], "n": range(6)})
+    csv_safe(df).to_csv(tmp_path / "t.csv", index=False)
+    back = pd.read_csv(tmp_path / "t.csv", dtype=str, keep_default_na=False)
+    assert len(back) == 6 and back["reply"].tolist() == ["0", "\n", "a\nb", "c\nd", "'=1+1", "-2"]

@@ -229,6 +229,8 @@ def adjust_with(results: pd.DataFrame, others: pd.DataFrame, *, alpha: float = 0
     a, b = results.copy(), others.copy()
     a[cols] = adj[cols].iloc[:len(a)].to_numpy()
     b[cols] = adj[cols].iloc[len(a):].to_numpy()
-    for df in (a, b):
+    for df in (a, b):  # to_numpy() over mixed columns gives objects: restore the types
+        df["p_holm"] = df["p_holm"].astype(float)
+        df["p_bh"] = df["p_bh"].astype(float)
         df["significant_holm"] = df["significant_holm"].astype(bool)
     return a, b
