@@ -66,11 +66,16 @@ def test_long_table_and_run_analysis_share_one_family_loop():
     from audit.stats import analyze_scores
 
     t = simulate_audit_table(n_posts=30, groups=["A", "B"], cue_types=["tag", "name"], gaps={"A": -0.3}, seed=4)
-    run = analyze_scores(t, paired_check=False, extra_references=["B"]).results
+    analysed = analyze_scores(t, paired_check=False, extra_references=["B"])
+    run = analysed.results
     long = audit.analyze_table(t, outcome="value", extra_references=["B"], by="cue_type")
     assert len(run) == len(long) == 2 * 3 + 4  # vs control: 2 groups x (pooled + 2 cue types); vs B: 4
-    cols = ["estimate", "se", "p_value", "p_holm", "p_bh"]
+    cols = ["estimate", "se", "p_value"]
     np.testing.assert_allclose(run[cols].to_numpy(float), long[cols].to_numpy(float), rtol=1e-12)
+    # the run's family also holds its max - min disparity test: the same correction over both
+    both = audit.adjust_family(pd.concat([long[["p_value"]], analysed.disparity[["p_value"]]], ignore_index=True))
+    np.testing.assert_allclose(run[["p_holm", "p_bh"]].to_numpy(float),
+                               both[["p_holm", "p_bh"]].iloc[:len(run)].to_numpy(float), rtol=1e-12)
     assert run["cue_type"].tolist() == long["cue_type"].tolist()
     assert run["reference"].tolist() == long["reference"].tolist()
 

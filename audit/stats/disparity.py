@@ -227,8 +227,7 @@ def adjust_with(results: pd.DataFrame, others: pd.DataFrame, *, alpha: float = 0
     adj = adjust_family(both, alpha=alpha)
     cols = ["p_holm", "p_bh", "significant_holm"]
     a, b = results.copy(), others.copy()
-    a[cols] = adj[cols].iloc[:len(a)].to_numpy()
-    b[cols] = adj[cols].iloc[len(a):].to_numpy()
-    for df in (a, b):
-        df["significant_holm"] = df["significant_holm"].astype(bool)
+    for c in cols:  # column by column: one array of mixed types would make them all text
+        a[c] = adj[c].iloc[:len(a)].to_numpy()
+        b[c] = adj[c].iloc[len(a):].to_numpy()
     return a, b
