@@ -128,7 +128,7 @@ def test_figure_labels_are_literal_text(tmp_path):
     html = paths["html"].read_text(encoding="utf-8")
     assert "Not shown: the figure could not be drawn" not in html
     assert "$\\frac{1}{0}$ &lt;b&gt;x&lt;/b&gt;" in html
-    assert html.count('<img class="figure"') == 5
+    assert html.count('<img class="figure"') == 6   # five figures and the first screen's forest plot
 
 
 # ----------------------------------------------------------------------------- content
