@@ -101,7 +101,11 @@ def test_results_table_follows_the_contract(analysed):
     ref = res[res.outcome == "refusal.refusal"]
     assert ref.method.str.contains("gee").all()
     meta = dict(store_meta(run_dir))
-    assert int(meta["family_size"]) == len(res)
+    with RunStore(run_dir, create=False) as store:
+        disp = store.table_df("results_disparity")
+    assert len(disp) == 2  # one max - min test per outcome, in the same family
+    assert int(meta["family_size"]) == len(res) + len(disp)
+    assert disp.p_holm.ge(disp.p_value - 1e-12).all()
     assert "holm" in meta["corrections"] and "statsmodels" in meta["software"]
 
 
