@@ -93,10 +93,11 @@ def _show(v: Any) -> str:
 def compare(stored: dict[str, Any], current: dict[str, Any]) -> DesignChange:
     """Compare a run's stored design with the current one (both from :func:`design_of`)."""
     change = DesignChange()
-    for key in sorted(set(stored) | set(current)):
+    changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    # changed variants are explained by changed posts or demographics keys when there are any
+    spec_explains_variants = any(k.startswith(("posts.", "demographics.")) for k in changed)
+    for key in changed:
         old, new = stored.get(key), current.get(key)
-        if old == new:
-            continue
         line = f"{key}: {_show(old)} -> {_show(new)}"
         if key == "samples" and isinstance(old, int) and isinstance(new, int) and new > old:
             change.extends.append(f"samples {old} -> {new} (the new samples are added)")
@@ -104,12 +105,9 @@ def compare(stored: dict[str, Any], current: dict[str, Any]) -> DesignChange:
             change.extends.append("scorers " + ", ".join(s for s in new if s not in old) + " added")
         elif key.startswith("analysis."):
             change.extends.append(f"{line} (the analysis is refitted)")
-        elif key.startswith("variants.") and any(k.startswith(("posts.", "demographics."))
-                                                 for k in set(stored) | set(current)
-                                                 if stored.get(k) != current.get(k)):
-            continue  # explained by the posts/demographics keys that differ
         elif key.startswith("variants."):
-            change.differs.append(f"{line} (the corpus or the templates changed)")
+            if not spec_explains_variants:
+                change.differs.append(f"{line} (the corpus or the templates changed)")
         else:
             change.differs.append(line)
     return change

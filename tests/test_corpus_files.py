@@ -9,7 +9,7 @@ import pytest
 
 from audit.cli import main
 from audit.corpus import load_posts, read_post_file, read_posts
-from audit.counterfactual import build_variant_set, build_variants
+from audit.counterfactual import build_variant_set
 from audit.errors import AuditError
 from audit.spec import load_spec, spec_from_dict
 
