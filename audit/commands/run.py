@@ -1,4 +1,4 @@
-"""``empathy-audit run SPEC [--out RUN_DIR]`` and ``empathy-audit report RUN_DIR``."""
+"""``empathy-audit run SPEC [--out RUN_DIR] [--pdf]`` and ``empathy-audit report RUN_DIR [--check] [--pdf]``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "analyse and report only the new design's rows")
     p.add_argument("--reanalyze", action="store_true",
                    help="refit the models even when the scores and settings are unchanged")
+    _pdf_options(p)
     p.set_defaults(func=_run)
 
     r = sub.add_parser(
@@ -34,7 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--check", action="store_true",
                    help="also open the report in headless Chromium and fail on console errors, failed requests or "
                         "figures that do not render")
+    _pdf_options(r)
     r.set_defaults(func=_report)
+
+
+def _pdf_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pdf", action="store_true",
+                   help="also print report.pdf beside report.html with headless Chromium (every collapsed "
+                        "section opened, page footer with the store hash and page numbers)")
+    p.add_argument("--paper", choices=("a4", "letter"), default="a4", help="paper size of report.pdf (default: a4)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -44,16 +53,24 @@ def _run(args: argparse.Namespace) -> int:
 
     path = resolve_spec_path(args.spec)
     spec = load_spec(path)
+    if args.pdf:
+        from ..report.pdf import require_pdf_printer
+
+        require_pdf_printer(args.paper)
     result = run(spec, args.out, progress=not args.no_progress,
                  spec_argument=str(args.spec) if Path(args.spec).exists() else str(path),
                  force_analysis=args.reanalyze, reuse=args.reuse)
+    if args.pdf and "html" in (result.paths or {}):
+        from ..report.pdf import report_pdf
+
+        print(f"report: {report_pdf(result.run_dir, paper=args.paper)} ({args.paper})")
     return 0 if result.ok else 1
 
 
 def _report(args: argparse.Namespace) -> int:
     from ..report import render
 
-    paths = render(args.run_dir, quiet=False)
+    paths = render(args.run_dir, quiet=False, pdf=args.pdf, paper=args.paper)
     print(f"        {paths['markdown']}, {paths['json']}, {paths['tables']}/")
     if args.check:
         from ..report.browser import check_report

@@ -6,7 +6,8 @@
   that forbids every external load; opens offline in any browser;
 - ``report.md``: the same sections in Markdown (figures as files under ``figures/``);
 - ``results.json``: every estimate, CI and p-value, with the summary sentences and provenance;
-- ``tables/*.csv``: the analysis tables, per-group score summaries, reply status counts, replies.
+- ``tables/*.csv``: the analysis tables, per-group score summaries, reply status counts, replies;
+- ``report.pdf`` when asked (``pdf=True``): the HTML printed by headless Chromium (:mod:`audit.report.pdf`).
 
 Model replies and posts are untrusted text: the HTML template autoescapes everything, Markdown output
 escapes every interpolated value, figure labels are rendered literally (no mathtext).
@@ -27,15 +28,18 @@ from ..store import now_iso
 __all__ = ["ReportStage", "render"]
 
 
-def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True) -> dict[str, Path]:
+def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True, pdf: bool = False,
+           paper: str = "a4") -> dict[str, Path]:
     """Render the report of the run in ``run_dir`` from its store; return the paths written.
 
     ``figures=False`` leaves the figures out (each says so in the report): a quick re-render of the
-    text and tables.
+    text and tables. ``pdf=True`` also prints ``report.pdf`` (``paper``: ``"a4"`` or ``"letter"``) with
+    headless Chromium (:mod:`audit.report.pdf`); without it, a ``report.pdf`` left by an earlier
+    rendering is removed, so that a PDF beside the report always matches it.
     """
     from .build import render_run
 
-    return render_run(Path(run_dir), quiet=quiet, figures=figures)
+    return render_run(Path(run_dir), quiet=quiet, figures=figures, pdf=pdf, paper=paper)
 
 
 class ReportStage:

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
@@ -177,23 +178,44 @@ _PAGE_STATE_JS = r"""
 """
 
 
-def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromium: str | None = None,
-               width: int = 1280, height: int = 900, timeout: float = 60.0,
-               full_page_max_height: int = 7000, first_screen: bool = False) -> PageCheck:
-    """Open ``path`` in headless Chromium (no network) and report what went wrong; see the module doc.
+@dataclass
+class _Session:
+    """A running headless Chromium with one page attached (see :func:`_chromium`)."""
 
-    ``first_screen``: the screenshot is the first ``width`` x ``height`` screen only, not the whole page.
-    ``PageCheck.boxes`` holds the page rectangle of every element with an id."""
-    exe = chromium or find_chromium()
-    if not exe:
-        raise FileNotFoundError("no Chromium found (install Debian's chromium, or set CHROMIUM=/path)")
-    url = Path(path).resolve().as_uri()
-    result = PageCheck(url=url)
+    cdp: _Pipe
+    session: str
+    network_isolated: bool
+    stderr_lines: list[str]
+
+    def send(self, method: str, params: dict | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        return self.cdp.send(method, params, session=self.session, timeout=timeout)
+
+    def evaluate(self, expression: str) -> Any:
+        return self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get("value")
+
+    def navigate(self, url: str, timeout: float) -> tuple[bool, int]:
+        """Load ``url``; return (loaded, index of the first event of this navigation)."""
+        start = len(self.cdp.events)
+        self.send("Page.navigate", {"url": url})
+        since = start
+        for _ in range(3):  # a late load event of about:blank must not count as our page's
+            ev = self.cdp.wait_event("Page.loadEventFired", timeout, since=since)
+            if ev is None:
+                break
+            since = self.cdp.events.index(ev) + 1
+            if self.evaluate("document.readyState + ' ' + location.href") == f"complete {url}":
+                return True, start
+        return False, start
+
+
+@contextlib.contextmanager
+def _chromium(exe: str, *, width: int, height: int, timeout: float):
+    """Start headless Chromium (no network; inside ``unshare -n`` where possible) with one blank page
+    and the Page, Runtime, Log and Network domains on; yield a :class:`_Session`; close it all after."""
     profile = tempfile.mkdtemp(prefix="empathy-audit-chromium-")
     to_chrome_r, to_chrome_w = os.pipe()
     from_chrome_r, from_chrome_w = os.pipe()
     isolate = _can_unshare_net()
-    result.network_isolated = isolate
     args = [exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"]
     # Hand the pipe ends to Chromium as fds 3 (commands in) and 4 (answers out). Move them above 9
     # first so that the dup2 calls in the child cannot overwrite one with the other.
@@ -226,57 +248,7 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromi
             cdp.send(f"{domain}.enable", session=session)
         cdp.send("Emulation.setDeviceMetricsOverride",
                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
-        start = len(cdp.events)
-        cdp.send("Page.navigate", {"url": url}, session=session)
-        result.loaded = False
-        since = start
-        for _ in range(3):  # a late load event of about:blank must not count as our page's
-            ev = cdp.wait_event("Page.loadEventFired", timeout, since=since)
-            if ev is None:
-                break
-            since = cdp.events.index(ev) + 1
-            href = cdp.send("Runtime.evaluate", {"expression": "document.readyState + ' ' + location.href",
-                                                 "returnByValue": True}, session=session)["result"]["value"]
-            if href == f"complete {url}":
-                result.loaded = True
-                break
-        cdp.drain(0.5)  # late console messages and failures
-        state = json.loads(cdp.send("Runtime.evaluate", {"expression": _PAGE_STATE_JS, "returnByValue": True},
-                                    session=session)["result"]["value"])
-        result.images = state["images"]
-        result.script_elements = state["scripts"]
-        result.title = state["title"]
-        result.text = state["text"]
-        result.boxes = state.get("boxes", {})
-        for ev in cdp.events[start:]:
-            m, p = ev.get("method"), ev.get("params", {})
-            if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                result.console_errors.append(" ".join(str(a.get("value", a.get("description", "")))
-                                                      for a in p.get("args", [])))
-            elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-                e = p["entry"]
-                result.console_errors.append(f"{e.get('source')}: {e.get('text')} {e.get('url', '')}".strip())
-            elif m == "Runtime.exceptionThrown":
-                d = p.get("exceptionDetails", {})
-                result.exceptions.append(d.get("text", "") + " " + str(d.get("exception", {}).get("description", "")))
-            elif m == "Network.loadingFailed":
-                result.failed_requests.append(f"{p.get('errorText')} ({p.get('blockedReason') or ''}) "
-                                              f"{p.get('type', '')} {p.get('requestId')}")
-            elif m == "Network.requestWillBeSent":
-                u = p.get("request", {}).get("url", "")
-                if not (u.startswith("data:") or u == url or u.startswith(url + "#")):
-                    result.external_requests.append(u)
-        if screenshot:
-            metrics = cdp.send("Page.getLayoutMetrics", session=session)
-            size = metrics.get("cssContentSize") or metrics.get("contentSize")
-            h = min(int(size["height"]), height if first_screen else full_page_max_height)
-            shot = cdp.send("Page.captureScreenshot", {
-                "format": "png", "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": width, "height": h, "scale": 1}}, session=session, timeout=timeout)
-            out = Path(screenshot)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(base64.b64decode(shot["data"]))
-            result.screenshot = str(out)
+        yield _Session(cdp, session, isolate, stderr_lines)
         try:
             cdp.send("Browser.close", timeout=10)
         except (RuntimeError, TimeoutError, OSError):
@@ -293,8 +265,70 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromi
             except OSError:
                 pass
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def check_page(path: str | Path, screenshot: str | Path | None = None, *, chromium: str | None = None,
+               width: int = 1280, height: int = 900, timeout: float = 60.0,
+               full_page_max_height: int = 7000, first_screen: bool = False) -> PageCheck:
+    """Open ``path`` in headless Chromium (no network) and report what went wrong; see the module doc.
+
+    ``first_screen``: the screenshot is the first ``width`` x ``height`` screen only, not the whole page.
+    ``PageCheck.boxes`` holds the page rectangle of every element with an id."""
+    exe = chromium or find_chromium()
+    if not exe:
+        raise FileNotFoundError("no Chromium found (install Debian's chromium, or set CHROMIUM=/path)")
+    url = Path(path).resolve().as_uri()
+    result = PageCheck(url=url)
+    stderr_lines: list[str] = []
+    try:
+        with _chromium(exe, width=width, height=height, timeout=timeout) as page:
+            stderr_lines = page.stderr_lines
+            result.network_isolated = page.network_isolated
+            result.loaded, start = page.navigate(url, timeout)
+            page.cdp.drain(0.5)  # late console messages and failures
+            state = json.loads(page.evaluate(_PAGE_STATE_JS))
+            result.images = state["images"]
+            result.script_elements = state["scripts"]
+            result.title = state["title"]
+            result.text = state["text"]
+            result.boxes = state.get("boxes", {})
+            _collect_events(result, page.cdp.events[start:], url)
+            if screenshot:
+                metrics = page.send("Page.getLayoutMetrics")
+                size = metrics.get("cssContentSize") or metrics.get("contentSize")
+                h = min(int(size["height"]), height if first_screen else full_page_max_height)
+                shot = page.send("Page.captureScreenshot", {
+                    "format": "png", "captureBeyondViewport": True,
+                    "clip": {"x": 0, "y": 0, "width": width, "height": h, "scale": 1}}, timeout=timeout)
+                out = Path(screenshot)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(base64.b64decode(shot["data"]))
+                result.screenshot = str(out)
+    finally:
         result.log = stderr_lines[-30:]
     return result
+
+
+def _collect_events(result: PageCheck, events: list[dict[str, Any]], url: str) -> None:
+    """Console errors, exceptions, failed and external requests of a page load, into ``result``."""
+    for ev in events:
+        m, p = ev.get("method"), ev.get("params", {})
+        if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            result.console_errors.append(" ".join(str(a.get("value", a.get("description", "")))
+                                                  for a in p.get("args", [])))
+        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+            e = p["entry"]
+            result.console_errors.append(f"{e.get('source')}: {e.get('text')} {e.get('url', '')}".strip())
+        elif m == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            result.exceptions.append(d.get("text", "") + " " + str(d.get("exception", {}).get("description", "")))
+        elif m == "Network.loadingFailed":
+            result.failed_requests.append(f"{p.get('errorText')} ({p.get('blockedReason') or ''}) "
+                                          f"{p.get('type', '')} {p.get('requestId')}")
+        elif m == "Network.requestWillBeSent":
+            u = p.get("request", {}).get("url", "")
+            if not (u.startswith("data:") or u == url or u.startswith(url + "#")):
+                result.external_requests.append(u)
 
 
 def page_problems(page: PageCheck) -> list[str]:

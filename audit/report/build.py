@@ -11,6 +11,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,43 @@ EMBEDDED_WARNING = (
     "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
     "auditing. Its replies are poor, and gaps found in them say nothing about any model you would deploy."
 )
-# Spreadsheet programs run a cell that starts with one of these as a formula.
+FOLD_ROWS = 10  # a list or table longer than this goes one click down, in <details>
+
+
+@dataclass(frozen=True)
+class Section:
+    """One numbered section of the report after the first screen.
+
+    ``template``: the base name of its two templates, ``templates/sections/<template>.html.j2`` and
+    ``.md.j2`` (both rendered with the whole report context). ``context``: optional function of the
+    :class:`ReportData` returning extra context keys the section needs (merged before rendering).
+    A new section is one entry here (or :func:`add_section`) plus its two templates; the contents list
+    and the numbering follow.
+    """
+
+    id: str
+    title: str
+    template: str
+    context: Callable[[ReportData], dict[str, Any]] | None = None
+
+
+SECTIONS: list[Section] = [
+    Section("summary", "Summary", "summary"),
+    Section("figures", "Figures and results", "figures"),
+    Section("methods", "Methods", "methods"),
+    Section("limitations", "Limitations", "limitations"),
+    Section("examples", "Example replies", "examples"),
+    Section("provenance", "Provenance", "provenance"),
+]
+
+
+def add_section(section: Section, *, before: str | None = None) -> None:
+    """Insert ``section`` before the section with id ``before`` (default: before the provenance
+    appendix, which stays last). Adding a section whose id is already there replaces it."""
+    SECTIONS[:] = [s for s in SECTIONS if s.id != section.id]
+    ids = [s.id for s in SECTIONS]
+    target = before or "provenance"
+    SECTIONS.insert(ids.index(target) if target in ids else len(SECTIONS), section)
 
 
 # ----------------------------------------------------------------------------- formatting helpers
@@ -280,6 +318,34 @@ def _results_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None
     return rows
 
 
+def _disparity_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None) -> list[dict[str, Any]]:
+    """The largest between-group disparity (max - min, min / max) per outcome, as the report shows it:
+    on the outcome's absolute scale (points, or percentage points for proportions)."""
+    if df is None or df.empty:
+        return []
+    order = df.assign(_o=df["outcome"].map(lambda o: F.outcome_sort_key(o, catalog)),
+                      _c=df.get("cue_type", "pooled").map(lambda c: (c != "pooled", c)))
+    order = order.sort_values([c for c in ("model_label", "_o", "_c") if c in order.columns])
+    rows = []
+    for r in order.to_dict("records"):
+        scale, unit = F.scale_unit(r["outcome"], catalog)
+        digits = 1 if scale == 100.0 else 3
+
+        def num(x: Any, sc: float = scale, d: int = digits) -> str:
+            return f"{float(x) * sc:.{d}f}" if _finite(x) else "n/a"
+
+        sig = r.get("significant_holm")
+        ratio = (f"{float(r['ratio']):.3f} [{fnum(r.get('ratio_ci_low'), 3)}, {fnum(r.get('ratio_ci_high'), 3)}]"
+                 if _finite(r.get("ratio")) else "n/a")
+        rows.append(dict(model=r.get("model_label"), outcome=r["outcome"],
+                         outcome_label=F.outcome_label(r["outcome"], catalog), cue_type=r.get("cue_type", "pooled"),
+                         max_group=r.get("max_group"), min_group=r.get("min_group"),
+                         difference=f"{num(r.get('estimate'))} {unit}",
+                         difference_ci=f"[{num(r.get('ci_low'))}, {num(r.get('ci_high'))}]", ratio=ratio,
+                         p_holm=fp(r.get("p_holm")), significant=bool(sig) if _finite(sig) else False))
+    return rows
+
+
 def _generic_table(df: pd.DataFrame | None, max_rows: int = 400) -> dict[str, Any] | None:
     if df is None or df.empty:
         return None
@@ -511,7 +577,8 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         summary=summary, power=power, headline=headline, primary=primary,
         primary_label=data.measures.label(primary) if primary else "",
         group_rows=group_table(res, primary, reference=reference, catalog=data.measures),
-        first_figure=first_figure, disparity=_generic_table(disparity), power_source=power_source, alpha=alpha, corrections=corrections,
+        first_figure=first_figure, disparity=_generic_table(disparity),
+        disparity_rows=_disparity_rows(disparity, data.measures), power_source=power_source, alpha=alpha, corrections=corrections,
         reference=spec.analysis.reference if spec is not None else "control",
         figures=figures, results=_results_rows(res, data.measures), has_results=res is not None,
         paired=_generic_table(data.tables.get("results_paired")),
@@ -525,7 +592,11 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         group_summary=_generic_table(_group_summary(data), 300),
         agreement=_generic_table(data.agreement),
         cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=data.measures.label,
+        sections=list(SECTIONS), fold_rows=FOLD_ROWS,
     )
+    for section in SECTIONS:
+        if section.context is not None:
+            ctx.update(section.context(data))
     return ctx
 
 
@@ -579,8 +650,13 @@ def _environment(markdown: bool) -> Environment:
     return env
 
 
-def render_run(run_dir: Path, quiet: bool = True, figures: bool = True) -> dict[str, Path]:
+def render_run(run_dir: Path, quiet: bool = True, figures: bool = True, pdf: bool = False,
+               paper: str = "a4") -> dict[str, Path]:
     t0 = time.perf_counter()
+    if pdf:  # fail before any work when the PDF cannot be printed
+        from .pdf import require_pdf_printer
+
+        require_pdf_printer(paper)
     data = collect(run_dir)
     generated_at = now_iso()
     figures = all_figures(data) if figures else skipped_figures()
@@ -599,10 +675,19 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True) -> dict[
         paths = _publish(stage, run_dir, staged)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    pdf_path = run_dir / "report.pdf"
+    if pdf:
+        from .pdf import report_pdf
+
+        paths["pdf"] = report_pdf(run_dir, paper=paper)
+    else:  # a PDF of an earlier rendering no longer matches the report: never leave it beside it
+        pdf_path.unlink(missing_ok=True)
     elapsed = time.perf_counter() - t0
     if not quiet:
         size = paths["html"].stat().st_size
         print(f"report: {paths['html']} ({size / 1024:.0f} KiB, {elapsed:.1f} s)")
+        if "pdf" in paths:
+            print(f"        {paths['pdf']} ({paths['pdf'].stat().st_size / 1024:.0f} KiB, {paper})")
     return paths
 
 

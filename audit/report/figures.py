@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,11 @@ class FigureOut:
     data_uri: str | None = None
     missing: str | None = None  # why the figure could not be drawn
     png_bytes: int = 0
+    # Shown one click down (<details>) under a heading of its own, when set: a long figure a reader of
+    # the first pages does not need (every gap by cue type, every intersectional cell).
+    fold_summary: str | None = None
+    section_title: str = ""
+    figure: Any = field(default=None, repr=False, compare=False)  # the matplotlib Figure, when kept
 
 
 def mpl_text(s: object) -> str:

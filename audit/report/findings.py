@@ -15,6 +15,7 @@ absolute otherwise), its 95% CI and the Holm-adjusted p-value, e.g.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pandas as pd
@@ -88,6 +89,17 @@ def _finite(x: Any) -> bool:
         return x is not None and math.isfinite(float(x))
     except (TypeError, ValueError):
         return False
+
+
+def short_reason(warning: Any) -> str:
+    """A fit warning without the context the report already shows: the leading "outcome ..., model ...,
+    style ..., reference ...:" is dropped, and only its first clause (up to ';') is kept.
+
+    >>> short_reason("outcome refusal, model m, style pooled, reference control: outcome 'value' is constant (0)")
+    "outcome 'value' is constant (0)"
+    """
+    text = str(warning or "").split(";")[0].strip()
+    return re.sub(r"^outcome [^:]*?reference [^:]*:\s*", "", text).strip()
 
 
 def fmt_p(p: Any) -> str:
@@ -198,7 +210,7 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
     for (model, outcome), d in sorted(not_est.groupby(["model_label", "outcome"]),
                                       key=lambda kv: (kv[0][0], outcome_sort_key(kv[0][1], catalog))):
         who = f"{model}, " if multi_model else ""
-        reasons = sorted({str(w).split(";")[0] for w in d.get("warning", pd.Series(dtype=object)).dropna() if str(w)})
+        reasons = sorted({short_reason(w) for w in d.get("warning", pd.Series(dtype=object)).dropna() if str(w)})
         out["not_estimable"].append(f"{who}{outcome_label(outcome, catalog)}: no gap could be estimated for "
                                     f"{', '.join(chr(8220) + str(g) + chr(8221) for g in sorted(set(d['group'])))}"
                                     + (f" ({'; '.join(reasons)})" if reasons else "") + ".")
@@ -208,7 +220,10 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
         for row in d.to_dict("records"):
             gap, ci = gap_text(row, catalog)
             cue = "" if row.get("cue_type") == "pooled" else f", {cue_short(row['cue_type'])}"
-            parts.append(f"\u201c{row['group']}\u201d{cue}: {gap} ({ci}; Holm p = {fmt_p(row.get('p_holm'))})")
+            # a gap against a reference group names it (the same group is also compared with the control)
+            ref = row.get("reference")
+            vs = f" vs \u201c{ref}\u201d" if ref and ref != "control" and _finite(row.get("estimate")) else ""
+            parts.append(f"\u201c{row['group']}\u201d{vs}{cue}: {gap} ({ci}; Holm p = {fmt_p(row.get('p_holm'))})")
         who = f"{model}, " if multi_model else ""
         out["not_significant"].append(f"{who}{outcome_label(outcome, catalog)}: " + "; ".join(parts) + ".")
     return out
