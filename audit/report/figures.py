@@ -1,16 +1,40 @@
 """The report's figures (seaborn on matplotlib's object API, no pyplot state), as embedded PNGs.
 
 Each function takes a :class:`~audit.report.data.ReportData` and returns a :class:`FigureOut` (a PNG
-data URI plus title, caption and alt text) or ``None`` with the reason the figure is absent. Labels
-are untrusted text too (group names come from user templates): every string that reaches matplotlib
-passes :func:`mpl_text`, so a ``$`` cannot switch on mathtext and nothing is interpreted.
+data URI plus title, caption and alt text) or one whose ``missing`` says why the figure is absent.
+Labels are untrusted text too (group names come from user templates): every string that reaches
+matplotlib passes :func:`mpl_text`, so a ``$`` cannot switch on mathtext and nothing is interpreted.
+
+Figures that never mislead (issue 20), the policy every drawer follows:
+
+- **No empty panels.** A panel with nothing estimable says so in words ("not estimable: <reason>",
+  :func:`_note`) instead of showing an empty axis; a row that could not be estimated says "n/a" where
+  its interval would be. :func:`panel_problems` checks a drawn figure for this (the tests use it).
+- **Symmetric, labelled gap axes.** Every gap axis is symmetric around 0, with the no-gap reference
+  line at 0, and its label states the unit: "% of the control mean", "percentage points" or
+  "points on the 0–2 scale" (the measure's declared range).
+- **One colour-blind-safe palette.** seaborn's ``colorblind`` palette (Wong 2011, *Nature Methods*
+  8:441) everywhere, with one fixed colour per cue type in every figure (:func:`cue_colour`);
+  diverging heat maps use ``vlag`` (blue-white-red, distinguishable under the common colour-vision
+  deficiencies).
+- **Alt text from the data.** Each figure's alt text is a sentence built from what it shows
+  (outcomes, groups, how many intervals exclude 0).
+- **No warnings on small designs.** Axis limits are never set to one value; seaborn's own
+  deprecation warnings about matplotlib (its internals, not our use) are silenced narrowly
+  (:func:`_quiet_library_deprecations`); anything else still warns.
+
+:func:`draw_figures` returns the figures with their matplotlib ``Figure`` objects kept, for
+inspection; :func:`all_figures` is what the report uses.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
+import textwrap
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +42,14 @@ import numpy as np
 import pandas as pd
 
 from ..scorers.measures import MeasureCatalog
-from .findings import cue_short, is_absolute, is_proportion, measure_of, outcome_label, scale_unit
+from .findings import cue_short, is_absolute, is_proportion, measure_of, outcome_label, scale_unit, short_reason
 
 _ROW_H = 0.32  # inches per row in the forest plot
+NOTE_GID = "panel-note"        # gid of the text that stands in for a panel with nothing to show
+REFERENCE_GID = "reference-line"  # gid of the no-gap line (not data)
+# Cue types in a fixed order, so that each keeps its colour in every figure of every report.
+CUE_ORDER = ("pooled", "explicit_tag", "implicit_name", "explicit_statement", "implicit_context",
+             "implicit_dialect")
 
 
 @dataclass
@@ -44,6 +73,40 @@ def mpl_text(s: object) -> str:
     return str(s).replace("\\", "\\\\").replace("$", r"\$")
 
 
+def palette() -> list[tuple[float, float, float]]:
+    """The one palette of every figure: seaborn's colour-blind-safe ``colorblind`` (10 colours)."""
+    import seaborn as sns
+
+    return list(sns.color_palette("colorblind"))
+
+
+def cue_colour(cue_type: str) -> tuple[float, float, float]:
+    """The colour of a cue type, the same in every figure: the control and 'pooled' (all cues) take
+    the first colour, known cue types the next ones in :data:`CUE_ORDER`, any other cue type a colour
+    fixed by its name."""
+    pal = palette()
+    c = "pooled" if str(cue_type) in ("control", "pooled") else str(cue_type)
+    if c in CUE_ORDER:
+        return pal[CUE_ORDER.index(c) % len(pal)]
+    import zlib
+
+    return pal[len(CUE_ORDER) + zlib.crc32(c.encode("utf-8")) % (len(pal) - len(CUE_ORDER))]
+
+
+@contextlib.contextmanager
+def _quiet_library_deprecations():
+    """Silence the deprecation warnings seaborn's internals raise against newer matplotlib (``vert``
+    in boxplot, ``Colormap.set_bad`` in heatmap): they concern seaborn's code, not ours, and say
+    nothing about the figure. Only those categories from seaborn's modules; every other warning
+    (e.g. identical axis limits) still reaches the caller."""
+    from matplotlib import MatplotlibDeprecationWarning
+
+    with warnings.catch_warnings():
+        for cat in (MatplotlibDeprecationWarning, PendingDeprecationWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=cat, module=r"seaborn(\..*)?$")
+        yield
+
+
 def _setup():
     import matplotlib
 
@@ -51,7 +114,7 @@ def _setup():
     import seaborn as sns
     from matplotlib.figure import Figure
 
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0, palette="colorblind")
     return sns, Figure
 
 
@@ -62,13 +125,122 @@ def _encode(fig) -> tuple[str, int]:
     return "data:image/png;base64," + base64.b64encode(raw).decode("ascii"), len(raw)
 
 
-def _finish(fo: FigureOut, fig, spare=()) -> FigureOut:
-    """Hide the unused panels, lay out, encode."""
+def _finish(fo: FigureOut, fig, spare=(), layout: bool = True) -> FigureOut:
+    """Hide the unused panels, lay out, encode; keep the Figure on ``fo.figure`` for inspection."""
     for ax in spare:
         ax.set_visible(False)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fo.data_uri, fo.png_bytes = _encode(fig)
+    fo.figure = fig
     return fo
+
+
+def _note(ax, text: str, *, keep_axes: bool = False) -> None:
+    """Say in the panel why it shows nothing (instead of an empty axis). ``keep_axes``: leave the
+    axes and their data as they are (the note sits on top)."""
+    if not keep_axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(False)
+    ax.text(0.5, 0.5, mpl_text(textwrap.fill(text, 44)), transform=ax.transAxes, ha="center", va="center",
+            fontsize=8, color="0.25", gid=NOTE_GID,
+            bbox=dict(boxstyle="round,pad=0.4", facecolor="white", edgecolor="0.7"))
+
+
+def _symmetric_x(ax, *values) -> float:
+    """Make the x axis symmetric around 0 (never one value: no 'identical limits' warning) and draw
+    the no-gap reference line; return the half-width."""
+    arr = np.concatenate([np.asarray(v, dtype=float).ravel() for v in values]) if values else np.array([])
+    arr = arr[np.isfinite(arr)]
+    span = float(np.max(np.abs(arr))) * 1.08 if arr.size else 0.0
+    if not span > 0:
+        span = 1.0
+    ax.set_xlim(-span, span)
+    ax.axvline(0, color="0.25", linewidth=0.9, linestyle="--", gid=REFERENCE_GID, zorder=1)
+    return span
+
+
+def _has_data(ax) -> bool:
+    """Whether a panel shows something: a finite line or marker (not the reference line), a bar of
+    non-zero size, a collection with points or a colour mesh with values, an image, or a note."""
+    for t in ax.texts:
+        if t.get_gid() == NOTE_GID and t.get_text().strip():
+            return True
+    for ln in ax.lines:
+        if ln.get_gid() == REFERENCE_GID or not ln.get_visible():
+            continue
+        x, y = (np.asarray(v, dtype=float) for v in ln.get_data())
+        if x.size and (np.isfinite(x) & np.isfinite(y)).any():
+            return True
+    from matplotlib.patches import Rectangle
+
+    for p in ax.patches:
+        if not p.get_visible():
+            continue
+        if isinstance(p, Rectangle):
+            if np.isfinite(p.get_height()) and np.isfinite(p.get_width()) and p.get_height() != 0 and p.get_width() != 0:
+                return True
+        else:
+            return True
+    for c in ax.collections:
+        arr = c.get_array() if hasattr(c, "get_array") else None
+        if arr is not None and np.size(arr) and np.isfinite(np.ma.filled(np.ma.asarray(arr, dtype=float), np.nan)).any():
+            return True
+        offs = c.get_offsets() if hasattr(c, "get_offsets") else []
+        if len(offs) and np.isfinite(np.asarray(offs, dtype=float)).all(axis=1).any():
+            return True
+    return bool(ax.images)
+
+
+def panel_problems(fo: FigureOut) -> list[str]:
+    """Panels of a drawn figure (``fo.figure`` kept by :func:`draw_figures`) that show nothing and do
+    not say why; empty when every visible panel has data or a note.
+
+    >>> from matplotlib.figure import Figure
+    >>> fig = Figure(); ax = fig.subplots(); _ = ax.set_title("Interpretations")
+    >>> panel_problems(FigureOut("fig-x", "x", "", "", figure=fig))
+    ["fig-x: panel 'Interpretations' is empty"]
+    """
+    if fo.figure is None:
+        return []
+    return [f"{fo.id}: panel {ax.get_title()!r} is empty" for ax in fo.figure.axes
+            if ax.get_visible() and ax.get_label() != "<colorbar>" and not _has_data(ax)]
+
+
+def _scale_label(outcome: str, catalog: MeasureCatalog | None) -> str:
+    """The unit of an absolute gap, with the measure's range where declared ('points on the 0–2 scale')."""
+    scale, unit = scale_unit(outcome, catalog)
+    if scale == 100.0:
+        return unit
+    rng = _range(outcome, catalog)
+    return f"{unit} on the {rng[0]:g}–{rng[1]:g} scale" if rng else unit
+
+
+def _range(outcome: str, catalog: MeasureCatalog | None) -> tuple[float, float] | None:
+    try:
+        from ..scorers.measures import builtin_catalog
+
+        m = (catalog or builtin_catalog()).measure(outcome)
+        return tuple(m.range) if m.range is not None else None
+    except Exception:  # noqa: BLE001 - an undeclared measure has no range
+        return None
+
+
+def _not_estimable_reason(d: pd.DataFrame) -> str:
+    """Why the rows of ``d`` have no estimate, in a few words (their most common fit warning)."""
+    if "warning" in d:
+        reasons = [short_reason(w) for w in d["warning"].dropna() if str(w).strip()]
+        if reasons:
+            return pd.Series(reasons).value_counts().index[0]
+    return "the model could not be fitted for these rows"
+
+
+def _n_excluding_zero(lo: pd.Series, hi: pd.Series) -> int:
+    lo, hi = pd.to_numeric(lo, errors="coerce"), pd.to_numeric(hi, errors="coerce")
+    return int(((lo > 0) | (hi < 0)).sum())
 
 
 def _group_order(groups) -> list[str]:
@@ -80,16 +252,25 @@ def _key_outcomes(outcomes: list[str], k: int = 4) -> list[str]:
     return outcomes[:k]
 
 
+def _cue_legend(fig, cues: list[str], *, title: str = "cue type", y: float = 0.0) -> None:
+    """One legend for the whole figure, below the panels (never over the data)."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=cue_colour(c), edgecolor="0.3", label=mpl_text(cue_short(c))) for c in cues]
+    fig.legend(handles=handles, title=title, loc="upper center", bbox_to_anchor=(0.5, y), ncol=min(len(handles), 6),
+               frameon=False, fontsize=8, title_fontsize=8)
+
+
 def distributions(data) -> FigureOut:
     fo = FigureOut("fig-distributions", "Score distributions by group and cue type",
                    "Boxes: quartiles of the reply scores per group; colours: cue type (the control has no cue); "
                    "diamonds: means. Unanswered and unscored replies are left out.",
                    "Box plots of reply scores per demographic group, coloured by cue type.")
     df = data.analysis_frame
-    outcomes = [o for o in data.outcomes if o in set(df["outcome"]) or f"x.{o}" in set(df["outcome"])]
     if df.empty:
         fo.missing = "no scored replies are stored"
         return fo
+    outcomes = [o for o in data.outcomes if o in set(df["outcome"]) or f"x.{o}" in set(df["outcome"])]
     present = list(dict.fromkeys(df["outcome"]))
     want = []
     for o in outcomes or present:
@@ -104,49 +285,73 @@ def distributions(data) -> FigureOut:
     cols = min(2, n)
     rows = math.ceil(n / cols)
     groups = _group_order(df["group"].unique())
-    fig = Figure(figsize=(6.4 * cols, 3.4 * rows + 0.4))
+    fig = Figure(figsize=(6.4 * cols, 3.4 * rows + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     plot = df.copy()
     plot["group"] = plot["group"].map(mpl_text)
+    cue_types = sorted(set(plot["cue_type"].astype(str)), key=lambda c: (c != "control", c))
     plot["cue"] = plot["cue_type"].map(lambda c: mpl_text(cue_short(c)))
     order = [mpl_text(g) for g in groups]
-    hue_order = list(dict.fromkeys(["control", *sorted(plot["cue"].unique())]))
-    hue_order = [h for h in hue_order if h in set(plot["cue"])]
+    hue_order = [mpl_text(cue_short(c)) for c in cue_types]
+    colours = {mpl_text(cue_short(c)): cue_colour(c) for c in cue_types}
+    n_replies = 0
     for ax, outcome in zip(axes, want):
-        d = plot[plot["outcome"] == outcome]
-        sns.boxplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
-                    showmeans=True, meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
-                                               "markersize": 4}, fliersize=2, linewidth=0.8)
+        d = plot[(plot["outcome"] == outcome) & plot["value"].notna()]
         ax.set_title(mpl_text(outcome_label(outcome, data.measures)))
+        if d.empty:
+            _note(ax, "not estimable: no scored replies for this outcome")
+            continue
+        n_replies = max(n_replies, len(d))
+        with _quiet_library_deprecations():
+            sns.boxplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
+                        palette=colours, showmeans=True, legend=False,
+                        meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
+                                   "markersize": 4}, fliersize=2, linewidth=0.8)
+        rng = _range(outcome, data.measures)
         ax.set_xlabel("")
-        ax.set_ylabel("score")
+        ax.set_ylabel(f"score ({rng[0]:g}–{rng[1]:g})" if rng else "score")
         _group_axis(ax)
-    return _finish(fo, fig, axes[n:])
+    _cue_legend(fig, cue_types, y=0.0)
+    labels = [outcome_label(o, data.measures) for o in want]
+    fo.alt = (f"Box plots of the reply scores on {', '.join(labels)} for {len(groups)} groups "
+              f"({', '.join(groups[:3])}{', …' if len(groups) > 3 else ''}), coloured by cue type "
+              f"({', '.join(cue_short(c) for c in cue_types)}); {n_replies} scored replies per outcome.")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _finish(fo, fig, axes[n:], layout=False)
 
 
 def _group_axis(ax) -> None:
-    """Groups on the x axis (labels slanted to fit) and the cue type as the legend."""
+    """Groups on the x axis (labels slanted to fit)."""
     ax.tick_params(axis="x", labelrotation=30)
     for lab in ax.get_xticklabels():
         lab.set_horizontalalignment("right")
-    leg = ax.get_legend()
-    if leg is not None:
-        leg.set_title("cue type")
 
 
-def _gap_values(d: pd.DataFrame, outcome: str, catalog: MeasureCatalog | None = None) -> tuple[pd.Series, pd.Series, pd.Series, str]:
-    ref = float(d["ref_mean"].median()) if "ref_mean" in d and d["ref_mean"].notna().any() else None
+def _gap_values(d: pd.DataFrame, outcome: str, catalog: MeasureCatalog | None = None,
+                against: str = "control") -> tuple[pd.Series, pd.Series, pd.Series, str]:
+    """(estimate, CI low, CI high, axis label with unit) of the gaps in ``d``, as the figures show them:
+    relative to the comparison mean in %, or absolute (percentage points; points on the measure's
+    scale) where the outcome is stated absolutely."""
+    ref = pd.to_numeric(d["ref_mean"], errors="coerce").median() if "ref_mean" in d else None
+    ref = float(ref) if ref is not None and np.isfinite(ref) else None
+    num = lambda c: pd.to_numeric(d[c], errors="coerce")  # noqa: E731
     if is_absolute(outcome, ref, catalog) or "relative_gap" not in d:
-        scale, unit = scale_unit(outcome, catalog)
-        return d["estimate"] * scale, d["ci_low"] * scale, d["ci_high"] * scale, f"gap vs control ({unit})"
-    return d["relative_gap"] * 100, d["rel_ci_low"] * 100, d["rel_ci_high"] * 100, "gap vs control (% of control mean)"
+        scale, _ = scale_unit(outcome, catalog)
+        return (num("estimate") * scale, num("ci_low") * scale, num("ci_high") * scale,
+                f"gap vs {against} ({_scale_label(outcome, catalog)})")
+    return (num("relative_gap") * 100, num("rel_ci_low") * 100, num("rel_ci_high") * 100,
+            f"gap vs {against} (% of the {against} mean)")
+
+
+def _panel_title(outcome: str, data, model: str | None, multi: bool) -> str:
+    return outcome_label(outcome, data.measures) + (f" — {model}" if model is not None and multi else "")
 
 
 def forest(data) -> FigureOut:
     fo = FigureOut("fig-forest", "Every gap versus the control, with 95% confidence intervals",
                    "One row per group and cue type (pooled over prompt styles where the analysis pooled them). "
                    "Filled markers: significant after Holm correction across the whole family of tests; hollow: "
-                   "not significant. The vertical line is no gap.",
+                   "not significant; n/a: not estimable. Each axis is symmetric around the dashed no-gap line.",
                    "Forest plot of the estimated gap of each group versus the control with 95% confidence intervals.")
     res = data.results
     if res is None or res.empty:
@@ -160,62 +365,74 @@ def forest(data) -> FigureOut:
     sns, Figure = _setup()
     models = sorted(d["model_label"].unique()) if "model_label" in d else [None]
     outcomes = data.outcomes
-    panels = [(m, o) for m in models for o in outcomes if not d[(d["outcome"] == o) & (
-        (d["model_label"] == m) if m is not None else True)].empty]
+    sel = lambda m, o: d[(d["outcome"] == o) & ((d["model_label"] == m) if m is not None else True)]  # noqa: E731
+    panels = [(m, o) for m in models for o in outcomes if not sel(m, o).empty]
     if not panels:
         fo.missing = "the results table has no rows"
         return fo
     cols = min(3, len(panels))
     nrows_panel = math.ceil(len(panels) / cols)
-    rows_per = max(len(d[(d["outcome"] == o) & ((d["model_label"] == m) if m is not None else True)])
-                   for m, o in panels)
+    rows_per = max(len(sel(m, o)) for m, o in panels)
     # Large designs (many groups x cue types) get thinner rows, so a panel stays under ~12 inches.
     row_h = min(_ROW_H, 12.0 / max(rows_per, 1))
     tick_fs = 7 if row_h >= 0.2 else 5.5
-    fig = Figure(figsize=(4.2 * cols + 1.6, nrows_panel * (rows_per * row_h + 1.1) + 0.3))
+    fig = Figure(figsize=(4.2 * cols + 1.6, nrows_panel * (rows_per * row_h + 1.1) + 0.5))
     axes = np.atleast_1d(fig.subplots(nrows_panel, cols, squeeze=False)).ravel()
-    palette = sns.color_palette("deep")
-    cue_types = list(dict.fromkeys(["pooled", *sorted(d["cue_type"].unique())]))
-    colour = {c: palette[i % len(palette)] for i, c in enumerate(cue_types)}
-    for idx, (ax, (m, o)) in enumerate(zip(axes, panels)):
-        sub = d[(d["outcome"] == o) & ((d["model_label"] == m) if m is not None else True)].copy()
-        sub["_c"] = sub["cue_type"].map(lambda c: cue_types.index(c))
+    cue_types = sorted(set(d["cue_type"].astype(str)), key=lambda c: (CUE_ORDER.index(c) if c in CUE_ORDER else 99, c))
+    n_rows = n_excl = 0
+    not_est = []
+    for ax, (m, o) in zip(axes, panels):
+        sub = sel(m, o).copy()
+        sub["_c"] = sub["cue_type"].map(lambda c: cue_types.index(str(c)))
         sub = sub.sort_values(["group", "_c"], ascending=[False, False]).reset_index(drop=True)
         est, lo, hi, xlabel = _gap_values(sub, o, data.measures)
+        ax.set_title(mpl_text(_panel_title(o, data, m, len(models) > 1)), fontsize=9)
+        finite = est.notna() & lo.notna() & hi.notna()
+        if not finite.any():
+            _note(ax, f"not estimable: {_not_estimable_reason(sub)}")
+            not_est.append(outcome_label(o, data.measures))
+            continue
         y = np.arange(len(sub))
         sig = sub["significant_holm"].fillna(False).astype(bool) if "significant_holm" in sub else \
             pd.Series(False, index=sub.index)
         for i in range(len(sub)):
-            c = colour[sub["cue_type"].iloc[i]]
+            c = cue_colour(sub["cue_type"].iloc[i])
+            if not finite.iloc[i]:
+                ax.text(0, y[i], "n/a", ha="center", va="center", fontsize=6.5, color="0.35")
+                continue
             ax.plot([lo.iloc[i], hi.iloc[i]], [y[i], y[i]], color=c, linewidth=1.4)
             ax.plot([est.iloc[i]], [y[i]], marker="o", markersize=5.5, color=c,
                     markerfacecolor=c if sig.iloc[i] else "white", markeredgewidth=1.4)
-        ax.axvline(0, color="0.3", linewidth=0.8, linestyle="--")
-        show_labels = idx % cols == 0 or True
+        _symmetric_x(ax, lo[finite], hi[finite], est[finite])
+        n_rows += int(finite.sum())
+        n_excl += _n_excluding_zero(lo[finite], hi[finite])
         ax.set_yticks(y)
-        ax.set_yticklabels([mpl_text(f"{g} · {cue_short(c)}") for g, c in zip(sub["group"], sub["cue_type"])]
-                           if show_labels else [], fontsize=tick_fs)
+        ax.set_yticklabels([mpl_text(f"{g} · {cue_short(c)}") for g, c in zip(sub["group"], sub["cue_type"])],
+                           fontsize=tick_fs)
         ax.set_ylim(-0.7, len(sub) - 0.3)
-        title = outcome_label(o, data.measures) + (f" — {m}" if m is not None and len(models) > 1 else "")
-        ax.set_title(mpl_text(title), fontsize=9)
         ax.set_xlabel(mpl_text(xlabel), fontsize=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=colour[c], marker="o", linestyle="-", label=mpl_text(cue_short(c)))
-               for c in cue_types if c in set(d["cue_type"])]
+    handles = [Line2D([], [], color=cue_colour(c), marker="o", linestyle="-", label=mpl_text(cue_short(c)))
+               for c in cue_types]
     handles += [Line2D([], [], color="0.2", marker="o", linestyle="", label="significant (Holm)"),
                 Line2D([], [], color="0.2", marker="o", markerfacecolor="white", linestyle="",
                        label="not significant")]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=8,
                bbox_to_anchor=(0.5, -0.01))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
-
-
-OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+    groups = sorted(set(d["group"].astype(str)))
+    fo.alt = (f"Forest plot of the gaps versus the control in {len(panels)} outcome panels, for {len(groups)} groups "
+              f"and {len(cue_types)} cue types ({', '.join(cue_short(c) for c in cue_types)}); {n_excl} of "
+              f"{n_rows} 95% intervals exclude 0"
+              + (f"; not estimable: {', '.join(not_est)}" if not_est else "") + ".")
+    n_sig = int(d["significant_holm"].fillna(False).astype(bool).sum()) if "significant_holm" in d else 0
+    fo.section_title = "Every gap by cue type"
+    fo.fold_summary = (f"Show the forest plot of all {len(d)} gaps versus the control, per outcome and cue type "
+                       f"({n_sig} significant after Holm correction; {n_excl} of {n_rows} intervals exclude 0)")
+    return _finish(fo, fig, layout=False)
 
 
 def _control(data) -> str:
@@ -224,8 +441,8 @@ def _control(data) -> str:
 
 def forest_primary(data, outcome: str | None) -> FigureOut:
     """The first screen's figure: the primary outcome's pooled gap of each group against the control
-    and against its reference group, 95% CIs, on a symmetric axis around the no-gap line (Okabe-Ito
-    colours, safe for colour-blind readers; filled = significant after Holm)."""
+    and against its reference group, 95% CIs, on a symmetric axis around the no-gap line (colour-blind
+    safe palette; filled = significant after Holm)."""
     label = outcome_label(outcome, data.measures) if outcome else "the primary outcome"
     fo = FigureOut("fig-forest-primary", f"{label}: each group against the control and its reference group",
                    "Pooled over prompt styles and cue types; 95% confidence intervals. Filled markers: significant "
@@ -244,15 +461,17 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
         fo.missing = f"no gap of {label} could be estimated (see the results table for the reasons)"
         return fo
     _, Figure = _setup()
+    pal = palette()
     groups = sorted(set(d["group"].astype(str)), reverse=True)
     ctrl = _control(data)
     kinds = [("control", d["reference"].astype(str) == ctrl), ("reference group", d["reference"].astype(str) != ctrl)]
+    colours = (pal[0], pal[3])  # blue and vermillion: apart for every common colour-vision deficiency
     est, lo, hi, xlabel = _gap_values(d, outcome, data.measures)
-    xlabel = xlabel.replace("gap vs control", "gap")
+    xlabel = xlabel.replace("gap vs control", "gap").replace("% of the control mean", "% of the comparison mean")
     fig = Figure(figsize=(5.6, 0.34 * len(groups) + 1.3))
     ax = fig.subplots()
     for k, (name, mask) in enumerate(kinds):
-        c = OKABE_ITO[k]
+        c = colours[k]
         for i, g in enumerate(groups):
             rows = np.flatnonzero((mask & (d["group"].astype(str) == g)).to_numpy())
             if not len(rows):
@@ -263,10 +482,7 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
             ax.plot([lo.iloc[j], hi.iloc[j]], [y, y], color=c, linewidth=1.6)
             ax.plot([est.iloc[j]], [y], marker="o" if k == 0 else "s", markersize=6, color=c,
                     markerfacecolor=c if sig else "white", markeredgewidth=1.4)
-    span = np.nanmax(np.abs(np.r_[lo.to_numpy(float), hi.to_numpy(float), est.to_numpy(float)]))
-    span = float(span) * 1.1 if np.isfinite(span) and span > 0 else 1.0
-    ax.set_xlim(-span, span)
-    ax.axvline(0, color="0.2", linewidth=0.9, linestyle="--")
+    _symmetric_x(ax, lo, hi, est)
     ax.set_yticks(np.arange(len(groups)))
     ax.set_yticklabels([mpl_text(g) for g in groups], fontsize=8)
     ax.set_ylim(-0.7, len(groups) - 0.3)
@@ -274,14 +490,18 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     from matplotlib.lines import Line2D
 
     refs = sorted(set(d.loc[kinds[1][1], "reference"].astype(str)))
-    handles = [Line2D([], [], color=OKABE_ITO[0], marker="o", label="vs control")]
+    handles = [Line2D([], [], color=colours[0], marker="o", label="vs control")]
     if refs:
-        handles.append(Line2D([], [], color=OKABE_ITO[1], marker="s",
+        handles.append(Line2D([], [], color=colours[1], marker="s",
                               label=mpl_text("vs reference group (" + ", ".join(refs) + ")")))
     ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    n_ctrl, n_ref = int(kinds[0][1].sum()), int(kinds[1][1].sum())
+    excl = _n_excluding_zero(lo, hi)
+    fo.alt = (f"Forest plot of {label}: gaps of {n_ctrl} groups versus the control"
+              + (f" and of {n_ref} versus their reference group ({', '.join(refs)})" if n_ref else "")
+              + f", with 95% confidence intervals on an axis symmetric around zero; {excl} of {n_ctrl + n_ref} "
+              f"intervals exclude 0.")
+    return _finish(fo, fig)
 
 
 def _intersection_table(data) -> tuple[pd.DataFrame | None, list[str]]:
@@ -299,6 +519,8 @@ def _intersection_table(data) -> tuple[pd.DataFrame | None, list[str]]:
         if res is None or res.empty:
             return None, []
         df = res[(res.get("cue_type", "pooled") == "pooled") & (res.get("style", "pooled") == "pooled")].copy()
+        if "reference" in df:  # the heat map is about the control; gaps to reference groups are elsewhere
+            df = df[df["reference"].astype(str) == _control(data)]
         if df.empty:
             return None, []
         df = df.merge(data.group_attributes, on="group", how="left")
@@ -327,40 +549,64 @@ def intersectional(data) -> FigureOut:
     if df is None or df.empty or not axes:
         fo.missing = "no intersectional estimates are stored (the analysis stage has not run, or no axes)"
         return fo
-    fo.caption = (("Partially pooled cell estimates" if src == ["results_intersectional"] else
-                   "Gaps pooled over cue types") + " for each intersection; relative gaps in % of the control "
-                  "mean (refusal: percentage points; sentiment: points). Blue: below the control; red: above.")
     sns, Figure = _setup()
     row_ax = axes[0]
     col_ax = axes[1] if len(axes) > 1 else None
-    panels = [(m, o) for m in sorted(df["model_label"].astype(str).unique())
-              for o in sorted(df["outcome"].unique(), key=lambda x: data.outcomes.index(x)
-                              if x in data.outcomes else 99)]
-    panels = panels[:6]
+    all_panels = [(m, o) for m in sorted(df["model_label"].astype(str).unique())
+                  for o in sorted(df["outcome"].unique(), key=lambda x: data.outcomes.index(x)
+                                  if x in data.outcomes else 99)]
+    panels = all_panels[:6]
+    fo.caption = (("Partially pooled cell estimates" if src == ["results_intersectional"] else
+                   "Gaps pooled over cue types") + " for each intersection; relative gaps in % of the control "
+                  "mean (proportions: percentage points; unbounded scores: points), as each panel's title says. "
+                  "Blue: below the control; red: above; the colour scale is symmetric around 0."
+                  + (f" The first {len(panels)} of {len(all_panels)} outcome panels are shown; every cell is in "
+                     "the intersectional table below." if len(all_panels) > len(panels) else ""))
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(4.0 * cols, 2.9 * nrows))
     axs = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
     multi = df["model_label"].nunique() > 1
+    biggest: tuple[float, str] = (0.0, "")
+    n_cells = 0
     for ax, (m, o) in zip(axs, panels):
         sub = df[(df["model_label"].astype(str) == m) & (df["outcome"] == o)].copy()
         sub[row_ax] = sub[row_ax].map(mpl_text)
-        if col_ax:
-            sub[col_ax] = sub[col_ax].map(mpl_text)
-            grid = sub.pivot_table(index=row_ax, columns=col_ax, values="value", aggfunc="mean")
-        else:
-            grid = sub.pivot_table(index=row_ax, values="value", aggfunc="mean")
-        lim = float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size and np.isfinite(grid.to_numpy()).any() else 1
-        sns.heatmap(grid, ax=ax, annot=True, fmt=".1f", cmap="vlag", center=0, vmin=-lim or -1, vmax=lim or 1,
-                    cbar=True, linewidths=0.5, annot_kws={"fontsize": 8})
-        ref = sub["ref_mean"].median() if "ref_mean" in sub else 1.0
+        ref = pd.to_numeric(sub["ref_mean"], errors="coerce").median() if "ref_mean" in sub else 1.0
         unit = ("pp" if is_proportion(o, data.measures) else "points") if is_absolute(o, ref, data.measures) \
             else "% of control"
-        ax.set_title(mpl_text(f"{outcome_label(o, data.measures)}, gap in {unit}" + (f" — {m}" if multi else "")), fontsize=9)
+        ax.set_title(mpl_text(f"{outcome_label(o, data.measures)}, gap in {unit}" + (f" — {m}" if multi else "")),
+                     fontsize=9)
+        sub["value"] = pd.to_numeric(sub["value"], errors="coerce")
+        if col_ax:
+            sub[col_ax] = sub[col_ax].map(mpl_text)
+            grid = sub.pivot_table(index=row_ax, columns=col_ax, values="value", aggfunc="mean", dropna=False)
+        else:
+            grid = sub.pivot_table(index=row_ax, values="value", aggfunc="mean", dropna=False)
+        vals = grid.to_numpy(dtype=float)
+        if not vals.size or not np.isfinite(vals).any():
+            _note(ax, f"not estimable: {_not_estimable_reason(sub) if 'warning' in sub else 'no cell has an estimate'}")
+            continue
+        lim = float(np.nanmax(np.abs(vals)))
+        lim = lim if lim > 0 else 1.0  # all cells 0: a scale of one value would be meaningless
+        with _quiet_library_deprecations():
+            sns.heatmap(grid, ax=ax, annot=True, fmt=".1f", cmap="vlag", center=0, vmin=-lim, vmax=lim,
+                        cbar=True, linewidths=0.5, annot_kws={"fontsize": 8}, cbar_kws={"label": unit})
+        n_cells += int(np.isfinite(vals).sum())
+        k = np.unravel_index(np.nanargmax(np.abs(vals)), vals.shape)
+        if abs(vals[k]) > abs(biggest[0]):
+            biggest = (float(vals[k]), f"{outcome_label(o, data.measures)}, {grid.index[k[0]]}"
+                       + (f" {grid.columns[k[1]]}" if col_ax else "") + f" ({unit})")
         ax.set_ylabel(mpl_text(row_ax))
         ax.set_xlabel(mpl_text(col_ax) if col_ax else "")
         if not col_ax:
             ax.set_xticks([])
+    fo.alt = (f"Heat maps of the gap versus the control in each {row_ax}{' × ' + col_ax if col_ax else ''} cell, "
+              f"{len(panels)} outcome panels, {n_cells} cells"
+              + (f"; the largest in size is {biggest[0]:+.1f} for {biggest[1]}" if biggest[1] else "") + ".")
+    fo.section_title = "Intersectional cells"
+    fo.fold_summary = (f"Show the heat map of gaps versus the control in each {row_ax}"
+                       f"{' × ' + col_ax if col_ax else ''} cell ({len(panels)} outcome panels, {n_cells} cells)")
     return _finish(fo, fig, axs[len(panels):])
 
 
@@ -388,14 +634,15 @@ def probe_rates(data) -> FigureOut:
     axs = np.atleast_1d(fig.subplots(math.ceil(len(models) / 2), min(len(models), 2), squeeze=False)).ravel()
     cues = sorted(d["cue"].unique())
     axes_names = sorted(d["axis"].unique())
-    palette = sns.color_palette("deep")
+    pal = palette()
     width = 0.8 / max(1, len(axes_names))
     for ax, m in zip(axs, models):
         sub = d[d["model_label"].astype(str) == m] if "model_label" in d.columns else d
         for j, a in enumerate(axes_names):
             s = sub[sub["axis"] == a].set_index("cue").reindex(cues)
             x = np.arange(len(cues)) - 0.4 + width * (j + 0.5)
-            ax.bar(x, s[rate_col], width=width * 0.95, color=palette[j % len(palette)], label=a)
+            # axes take the palette from its end, so they never look like a cue type's colour
+            ax.bar(x, s[rate_col], width=width * 0.95, color=pal[-1 - j % len(pal)], label=a)
             if "ci_low" in s and "ci_high" in s:
                 lo = (s[rate_col] - s["ci_low"]).clip(lower=0)
                 hi = (s["ci_high"] - s[rate_col]).clip(lower=0)
@@ -406,10 +653,19 @@ def probe_rates(data) -> FigureOut:
         ax.set_xticks(np.arange(len(cues)))
         ax.set_xticklabels(cues)
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel("share of variants inferred")
+        ax.set_ylabel("share of variants inferred (0–1)")
         if len(models) > 1:
             ax.set_title(mpl_text(m), fontsize=9)
-        ax.legend(title="axis", fontsize=7, title_fontsize=8, frameon=False)
+        if not pd.to_numeric(sub[rate_col], errors="coerce").notna().any():
+            _note(ax, "not estimable: the probe stored no rate for this model")
+        elif not (pd.to_numeric(sub[rate_col], errors="coerce").fillna(0) > 0).any():
+            _note(ax, "the probe never named the intended demographic (rate 0 for every cue type)", keep_axes=True)
+        ax.legend(title="axis", fontsize=7, title_fontsize=8, frameon=False, loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0))
+    rates = pd.to_numeric(d[rate_col], errors="coerce")
+    fo.alt = (f"Bar chart of the share of variants for which the model inferred the intended demographic, for "
+              f"{len(cues)} cue types ({', '.join(cues)}) and {len(axes_names)} axes ({', '.join(axes_names)})"
+              + (f"; rates from {rates.min():.0%} to {rates.max():.0%}" if rates.notna().any() else "") + ".")
     return _finish(fo, fig, axs[len(models):])
 
 
@@ -434,22 +690,40 @@ def refusals(data) -> FigureOut:
         return fo
     sns, Figure = _setup()
     d["group"] = d["group"].map(mpl_text)
+    cue_types = sorted(set(d["cue_type"].astype(str)), key=lambda c: (c != "control", c))
     d["cue"] = d["cue_type"].map(lambda c: mpl_text(cue_short(c)))
     order = [mpl_text(g) for g in _group_order(r["group"].dropna().unique())]
     order = [g for g in order if g in set(d["group"])]
     fig = Figure(figsize=(7.0, 3.3))
     ax = fig.subplots()
-    hue_order = [h for h in dict.fromkeys(["control", *sorted(d["cue"].unique())]) if h in set(d["cue"])]
-    sns.barplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
-                errorbar=("ci", 95), n_boot=500, seed=0, err_kws={"linewidth": 1})
+    hue_order = [mpl_text(cue_short(c)) for c in cue_types]
+    colours = {mpl_text(cue_short(c)): cue_colour(c) for c in cue_types}
+    n_refused = int((d["value"] >= 0.5).sum())
+    with _quiet_library_deprecations():
+        sns.barplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
+                    palette=colours, errorbar=("ci", 95) if n_refused else None, n_boot=500, seed=0,
+                    err_kws={"linewidth": 1})
     ax.set_ylim(0, min(1.0, max(0.05, ax.get_ylim()[1])))  # error bars included by autoscaling
-    ax.set_ylabel("refusal rate")
+    ax.set_ylabel("refusal rate (share of answered replies)")
     ax.set_xlabel("")
     _group_axis(ax)
+    leg = ax.get_legend()
+    if leg is not None:
+        leg.set_title("cue type")
+    if not n_refused:  # bars of height 0 are invisible: say what they mean
+        _note(ax, f"no reply was flagged as a refusal (0 of {len(d)} answered replies, every group)", keep_axes=True)
+    rates = d.groupby("group")["value"].mean()
+    fo.alt = (f"Bar chart of refusal rates for {len(order)} groups by cue type; {n_refused} of {len(d)} answered "
+              f"replies were refusals"
+              + (f"; the highest rate is {rates.max():.0%} ({rates.idxmax()})" if n_refused else "") + ".")
     return _finish(fo, fig)
 
 
-def all_figures(data) -> list[FigureOut]:
+def draw_figures(data, *, keep: bool = True, strict: bool = False) -> list[FigureOut]:
+    """Every figure of the report, in order (the first screen's forest plot first). ``keep``: each
+    :class:`FigureOut` keeps its matplotlib ``Figure`` on ``.figure`` (for :func:`panel_problems` and
+    other inspection). ``strict``: a drawer that fails raises, instead of becoming a figure that says
+    it could not be drawn (what a report does)."""
     from .headline import primary_outcome
 
     spec = getattr(data, "spec", None)
@@ -459,12 +733,21 @@ def all_figures(data) -> list[FigureOut]:
         (fn.__name__, fn) for fn in (distributions, forest, intersectional, probe_rates, refusals)]
     for name, fn in drawers:
         try:
-            out.append(fn(data))
+            fo = fn(data)
         except Exception as exc:  # noqa: BLE001 - a figure that fails must not take the report with it
+            if strict:
+                raise
             fo = FigureOut(f"fig-{name}", name.replace("_", " ").replace("-", " "), "", "")
             fo.missing = f"the figure could not be drawn ({type(exc).__name__}: {exc})"
-            out.append(fo)
+        if not keep:
+            fo.figure = None
+        out.append(fo)
     return out
+
+
+def all_figures(data) -> list[FigureOut]:
+    """The report's figures, encoded (no matplotlib objects kept)."""
+    return draw_figures(data, keep=False)
 
 
 def skipped_figures() -> list[FigureOut]:
