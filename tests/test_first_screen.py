@@ -8,11 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from audit.cli import main as cli_main
 from audit.report.browser import check_page, find_chromium
-from golden_server import golden_server
+from demo_run import golden_demo_run
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -21,14 +19,7 @@ WIDTH, HEIGHT = 1280, 900
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("first-screen")
-    spec = yaml.safe_load((ROOT / "analyses" / "demo.yaml").read_text(encoding="utf-8"))
-    with golden_server() as srv:
-        spec["models"] = [{"label": "golden", "base_url": srv.base_url, "model": "golden-model", "max_in_flight": 4}]
-        path = tmp / "demo.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-        assert cli_main(["run", str(path), "--out", str(tmp / "run"), "--no-progress"]) == 0
-    return tmp / "run"
+    return golden_demo_run(tmp_path_factory.mktemp("first-screen"))
 
 
 def test_markdown_report_leads_with_the_disparity_between_groups(demo_run):

@@ -304,7 +304,7 @@ def distributions(data) -> FigureOut:
         n_replies = max(n_replies, len(d))
         with _quiet_library_deprecations():
             sns.boxplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
-                        palette=colours, showmeans=True, legend=False,
+                        palette=colours, saturation=1, showmeans=True, legend=False,
                         meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
                                    "markersize": 4}, fliersize=2, linewidth=0.8)
         rng = _range(outcome, data.measures)
@@ -701,7 +701,7 @@ def refusals(data) -> FigureOut:
     n_refused = int((d["value"] >= 0.5).sum())
     with _quiet_library_deprecations():
         sns.barplot(data=d, x="group", y="value", hue="cue", order=order, hue_order=hue_order, ax=ax,
-                    palette=colours, errorbar=("ci", 95) if n_refused else None, n_boot=500, seed=0,
+                    palette=colours, saturation=1, errorbar=("ci", 95) if n_refused else None, n_boot=500, seed=0,
                     err_kws={"linewidth": 1})
     ax.set_ylim(0, min(1.0, max(0.05, ax.get_ylim()[1])))  # error bars included by autoscaling
     ax.set_ylabel("refusal rate (share of answered replies)")

@@ -1,0 +1,25 @@
+"""The demo audit (analyses/demo.yaml) run end to end against the golden server instead of the
+embedded model: the demo's design and every stage, in seconds, with deterministic replies. Used by
+the report tests that need the demo report (first screen, figures, PDF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from audit.cli import main as cli_main
+from golden_server import golden_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def golden_demo_run(tmp: Path) -> Path:
+    """Run the demo design into ``tmp/run`` (replies from the golden server); return the run directory."""
+    spec = yaml.safe_load((ROOT / "analyses" / "demo.yaml").read_text(encoding="utf-8"))
+    with golden_server() as srv:
+        spec["models"] = [{"label": "golden", "base_url": srv.base_url, "model": "golden-model", "max_in_flight": 4}]
+        path = tmp / "demo.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        assert cli_main(["run", str(path), "--out", str(tmp / "run"), "--no-progress"]) == 0
+    return tmp / "run"
