@@ -18,7 +18,7 @@ The functions a notebook needs are attributes of this package, imported on first
 ``analyze_run``         the analysis stage of a run directory
 ``get_scorer``          a scorer by name
 ``RunStore``            the SQLite run store of a run directory
-``render``              the report of a run directory, from its store alone
+``render``              the report of a run directory, from its store alone (``pdf=True``: and report.pdf)
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
