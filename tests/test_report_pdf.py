@@ -132,3 +132,14 @@ def test_pdf_without_chromium_fails_first_with_what_to_install(demo, tmp_path, m
     assert "no Chromium found to print the PDF" in out.err + out.out
     with pytest.raises(AuditError, match="unknown paper size"):
         render(run, pdf=True, paper="a3")
+
+
+def test_run_with_pdf_checks_for_chromium_before_any_work(tmp_path, monkeypatch, capsys):
+    import audit.report.pdf as pdf_mod
+    from demo_run import ROOT
+
+    monkeypatch.setattr(pdf_mod, "find_chromium", lambda: None)
+    out = tmp_path / "run"
+    assert cli_main(["run", str(ROOT / "analyses" / "demo.yaml"), "--out", str(out), "--no-progress", "--pdf"]) == 2
+    assert not out.exists()  # nothing generated, no model started
+    assert "apt-get install chromium" in capsys.readouterr().err

@@ -60,10 +60,14 @@ def _run(args: argparse.Namespace) -> int:
     result = run(spec, args.out, progress=not args.no_progress,
                  spec_argument=str(args.spec) if Path(args.spec).exists() else str(path),
                  force_analysis=args.reanalyze, reuse=args.reuse)
-    if args.pdf and "html" in (result.paths or {}):
-        from ..report.pdf import report_pdf
+    if args.pdf:
+        if (result.run_dir / "report.html").is_file():
+            from ..report.pdf import report_pdf
 
-        print(f"report: {report_pdf(result.run_dir, paper=args.paper)} ({args.paper})")
+            print(f"report: {report_pdf(result.run_dir, paper=args.paper)} ({args.paper})")
+        else:
+            print("report: no PDF printed, because no report was written (see the stages above)")
+            return 1
     return 0 if result.ok else 1
 
 

@@ -248,11 +248,13 @@ def _chromium(exe: str, *, width: int, height: int, timeout: float):
             cdp.send(f"{domain}.enable", session=session)
         cdp.send("Emulation.setDeviceMetricsOverride",
                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
-        yield _Session(cdp, session, isolate, stderr_lines)
         try:
-            cdp.send("Browser.close", timeout=10)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
+            yield _Session(cdp, session, isolate, stderr_lines)
+        finally:  # also when the caller failed: a Chromium left running would hold the wait below
+            try:
+                cdp.send("Browser.close", timeout=10)
+            except (RuntimeError, TimeoutError, OSError):
+                pass
     finally:
         try:
             proc.wait(timeout=10)
