@@ -4,6 +4,9 @@ the report tests that need the demo report (first screen, figures, PDF)."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -14,8 +17,24 @@ from golden_server import golden_server
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_DONE: Path | None = None  # the one run of this test process; each caller gets a copy
+
+
 def golden_demo_run(tmp: Path) -> Path:
-    """Run the demo design into ``tmp/run`` (replies from the golden server); return the run directory."""
+    """The demo design run into ``tmp/run`` (replies from the golden server); return the run directory.
+
+    The audit runs once per test process; later callers get a copy of that run directory (the run
+    store records the directory it was made in; the report re-rendered from a copy is the same)."""
+    global _DONE
+    if _DONE is None:
+        where = Path(tempfile.mkdtemp(prefix="golden-demo-"))
+        atexit.register(shutil.rmtree, where, True)
+        _DONE = _run_once(where)
+    shutil.copytree(_DONE, tmp / "run")
+    return tmp / "run"
+
+
+def _run_once(tmp: Path) -> Path:
     spec = yaml.safe_load((ROOT / "analyses" / "demo.yaml").read_text(encoding="utf-8"))
     with golden_server() as srv:
         spec["models"] = [{"label": "golden", "base_url": srv.base_url, "model": "golden-model", "max_in_flight": 4}]
