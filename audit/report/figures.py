@@ -257,7 +257,7 @@ def _cue_legend(fig, cues: list[str], *, title: str = "cue type", y: float = 0.0
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=cue_colour(c), edgecolor="0.3", label=mpl_text(cue_short(c))) for c in cues]
-    fig.legend(handles=handles, title=title, loc="upper center", bbox_to_anchor=(0.5, y), ncol=min(len(handles), 6),
+    fig.legend(handles=handles, title=title, loc="lower center", bbox_to_anchor=(0.5, y), ncol=min(len(handles), 6),
                frameon=False, fontsize=8, title_fontsize=8)
 
 
@@ -316,7 +316,7 @@ def distributions(data) -> FigureOut:
     fo.alt = (f"Box plots of the reply scores on {', '.join(labels)} for {len(groups)} groups "
               f"({', '.join(groups[:3])}{', …' if len(groups) > 3 else ''}), coloured by cue type "
               f"({', '.join(cue_short(c) for c in cue_types)}); {n_replies} scored replies per outcome.")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))  # half an inch at the bottom for the legend
     return _finish(fo, fig, axes[n:], layout=False)
 
 
