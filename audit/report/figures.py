@@ -50,6 +50,7 @@ REFERENCE_GID = "reference-line"  # gid of the no-gap line (not data)
 # Cue types in a fixed order, so that each keeps its colour in every figure of every report.
 CUE_ORDER = ("pooled", "explicit_tag", "implicit_name", "explicit_statement", "implicit_context",
              "implicit_dialect")
+AXIS_COLOURS = (9, 6, 4, 5)  # palette indexes of the demographic axes in the probe figure
 
 
 @dataclass
@@ -82,15 +83,16 @@ def palette() -> list[tuple[float, float, float]]:
 
 def cue_colour(cue_type: str) -> tuple[float, float, float]:
     """The colour of a cue type, the same in every figure: the control and 'pooled' (all cues) take
-    the first colour, known cue types the next ones in :data:`CUE_ORDER`, any other cue type a colour
-    fixed by its name."""
+    the first colour, known cue types the next ones in :data:`CUE_ORDER`, any other cue type one of
+    two spare colours, fixed by its name."""
     pal = palette()
     c = "pooled" if str(cue_type) in ("control", "pooled") else str(cue_type)
     if c in CUE_ORDER:
         return pal[CUE_ORDER.index(c) % len(pal)]
     import zlib
 
-    return pal[len(CUE_ORDER) + zlib.crc32(c.encode("utf-8")) % (len(pal) - len(CUE_ORDER))]
+    spare = (6, 9)  # pink, light blue: not grey (reads as "no data") and not yellow (faint on white)
+    return pal[spare[zlib.crc32(c.encode("utf-8")) % len(spare)]]
 
 
 @contextlib.contextmanager
@@ -641,8 +643,9 @@ def probe_rates(data) -> FigureOut:
         for j, a in enumerate(axes_names):
             s = sub[sub["axis"] == a].set_index("cue").reindex(cues)
             x = np.arange(len(cues)) - 0.4 + width * (j + 0.5)
-            # axes take the palette from its end, so they never look like a cue type's colour
-            ax.bar(x, s[rate_col], width=width * 0.95, color=pal[-1 - j % len(pal)], label=a)
+            # demographic axes take colours no built-in cue type uses first (light blue, pink, purple,
+            # brown), never yellow (too faint on white)
+            ax.bar(x, s[rate_col], width=width * 0.95, color=pal[AXIS_COLOURS[j % len(AXIS_COLOURS)]], label=a)
             if "ci_low" in s and "ci_high" in s:
                 lo = (s[rate_col] - s["ci_low"]).clip(lower=0)
                 hi = (s["ci_high"] - s[rate_col]).clip(lower=0)
