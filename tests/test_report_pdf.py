@@ -94,7 +94,9 @@ def test_every_figure_of_the_html_is_an_image_in_the_pdf(printed, demo):
     assert n_figures == 5  # the demo has no inference probe
     listing = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
     images = [ln.split() for ln in listing.splitlines()[2:] if ln.split()[2:3] == ["image"]]
+    # one entry per figure: a figure split over two pages would be listed twice (same object id)
     assert len(images) == n_figures, listing
+    assert len({row[10] for row in images}) == n_figures, listing
     # every image is big enough to read: at least 300 px wide and printed at >= 100 ppi (not a thumbnail)
     for row in images:
         width, x_ppi = int(row[3]), int(row[12])
