@@ -228,6 +228,11 @@ class AnalysisSpec(StrictModel):
     by_style: bool = Field(True, description="Test gaps within each prompt style as well as pooled.")
     paired_check: bool = Field(True, description="Within-post paired contrasts (pingouin) beside the mixed model.")
     power_gap: float = Field(0.05, gt=0, lt=1, description="Relative gap used for the power statement.")
+    primary: list[str] | None = Field(
+        None, min_length=1,
+        description="Pre-registered primary outcome(s), e.g. [epitome.empathy]: their pooled gaps and disparity "
+                    "are the confirmatory family (Holm); every other test is exploratory (BH). Default: one "
+                    "family of every test.")
 
     @field_validator("corrections")
     @classmethod
@@ -271,6 +276,14 @@ class AuditSpec(StrictModel):
             raise ValueError("output must not be empty; leave it out for reports/<name>")
         return v
 
+    @field_validator("analysis")
+    @classmethod
+    def _primary_is_scored(cls, v: AnalysisSpec, info: Any) -> AnalysisSpec:
+        scoring = info.data.get("scoring")
+        if v.primary and scoring is not None:
+            _check_primary(v.primary, scoring.scorers, v.outcomes)
+        return v
+
     @model_validator(mode="after")
     def _unique_labels(self) -> "AuditSpec":
         labels = [m.label for m in self.models]
@@ -308,6 +321,34 @@ class AuditSpec(StrictModel):
         if override is not None:
             return Path(override)
         return Path(self.output) if self.output else Path("reports") / self.name
+
+
+def _check_primary(primary: list[str], scorers: list[str], outcomes: list[str] | None) -> None:
+    """``analysis.primary``: each name must be an outcome the spec's scorers produce (``scorer.measure``,
+    a bare measure name, or either with the any-level suffix ``>0``), and one of ``analysis.outcomes``
+    when those are given. Scorers that are not built in (plugins) declare their measures only when
+    loaded, so a name that could be theirs is accepted here and checked by the analysis."""
+    from .scorers.registry import builtin_measures, builtin_names
+
+    builtin = set(builtin_names())
+    known: dict[str, set[str]] = {s: {m.name for m in builtin_measures(s)} for s in scorers if s in builtin}
+    others = [s for s in scorers if s not in builtin]
+    choices = sorted(f"{s}.{m}" for s, ms in known.items() for m in ms)
+    for name in primary:
+        scorer, _, measure = str(name).rpartition(".")
+        base = measure[:-2] if measure.endswith(">0") else measure
+        if scorer:
+            ok = scorer in others or base in known.get(scorer, set())
+        else:
+            ok = bool(others) or any(base in ms for ms in known.values())
+        if not ok:
+            raise ValueError(
+                f"analysis.primary names '{name}', which none of the scorers {scorers} produces; "
+                f"name one of: {', '.join(choices)} (or a measure with '>0', e.g. epitome.ER>0)")
+        if outcomes and not any(o == name or o.split(".")[-1] == measure or name.split(".")[-1] == o
+                                for o in outcomes):
+            raise ValueError(f"analysis.primary names '{name}', which is not one of analysis.outcomes {outcomes}; "
+                             "add it there or leave analysis.outcomes out")
 
 
 # --------------------------------------------------------------------------- loading

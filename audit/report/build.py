@@ -29,10 +29,11 @@ from .figures import all_figures, skipped_figures
 from .findings import _finite
 from .headline import group_table, headline_sentences, primary_outcome
 from .provenance import software_versions
+from .scorer_comparison import comparison_section, ppi_section
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-              "results_disparity")
+              "results_disparity", "results_ppi")
 EMBEDDED_WARNING = (
     f"This audit used the embedded default model ({EMBEDDED_NAME}, 135 M parameters, run locally by llama.cpp). "
     "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
@@ -275,6 +276,7 @@ def _results_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None
             rel_ci_high=fnum(r.get("rel_ci_high")),
             p_value=fp(r.get("p_value")), p_holm=fp(r.get("p_holm")), p_bh=fp(r.get("p_bh")),
             significant=sig, n=r.get("n"), n_posts=r.get("n_posts"), method=r.get("method"),
+            family=r.get("family") if isinstance(r.get("family"), str) else "",
             converged=r.get("converged"), warning=r.get("warning"),
         ))
     return rows
@@ -470,7 +472,8 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     summary = F.summarize(res, alpha=alpha, catalog=data.measures)
     power, power_source = F.power_sentences(data.tables.get("results_power"), res, catalog=data.measures)
     reference = spec.analysis.reference if spec is not None else "control"
-    primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures)
+    primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures,
+                              primary=getattr(spec.analysis, "primary", None) if spec is not None else None)
     disparity = data.tables.get("results_disparity")
     headline = headline_sentences(res, disparity, data.tables.get("results_power"), primary, reference=reference,
                                   alpha=alpha, catalog=data.measures)
@@ -526,7 +529,23 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         agreement=_generic_table(data.agreement),
         cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=data.measures.label,
     )
+    ctx.update(_comparison_context(data, res, figures=bool(figures)))
     return ctx
+
+
+def _comparison_context(data: ReportData, res: pd.DataFrame | None, figures: bool = True) -> dict[str, Any]:
+    """The scorer comparison, the gaps corrected with human ratings (:mod:`.scorer_comparison`), the
+    pre-registered families and the composite's description (None / empty where they do not apply)."""
+    ppi = data.tables.get("results_ppi")
+    has_family = res is not None and "family" in res.columns
+    outcomes = set(res["outcome"].astype(str)) if res is not None else set()
+    return dict(ppi_section=ppi_section(ppi, data.measures),
+                scorer_comparison=comparison_section(res, ppi, data.measures, figure=figures),
+                families=dict(primary=list(getattr(data.spec.analysis, "primary", None) or [])
+                              if data.spec is not None else [],
+                              n_confirmatory=int((res["family"] == "confirmatory").sum()),
+                              n_exploratory=int((res["family"] == "exploratory").sum())) if has_family else None,
+                composite=any(o.rpartition(".")[2] == "empathy" for o in outcomes))
 
 
 def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
@@ -558,7 +577,24 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
                             else {})),
         stages_missing=ctx["stages_missing"], analysis_error=ctx["analysis_error"],
         provenance=ctx["provenance"],
+        **_comparison_json(ctx, data),
     ))
+
+
+def _comparison_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
+    """results.json keys of the comparison sections, present only where they apply (a run without
+    ratings or a second scorer keeps its results.json as it was)."""
+    out: dict[str, Any] = {}
+    if ctx.get("ppi_section"):
+        out["results_ppi"] = _records(data.tables.get("results_ppi"))
+        out["ppi_lead"] = ctx["ppi_section"]["lead"]
+    sc = ctx.get("scorer_comparison")
+    if sc:
+        out["scorer_comparison"] = dict(flagged=sc["flagged"], n_compared=sc["n_compared"],
+                                        flags=_records(sc["flags"]))
+    if ctx.get("families"):
+        out["families"] = ctx["families"]
+    return out
 
 
 def _environment(markdown: bool) -> Environment:

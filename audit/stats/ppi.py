@@ -74,7 +74,8 @@ from scipy import stats
 
 from ..errors import AuditError
 
-__all__ = ["ppi_gap", "ppi_gap_arrays", "GapEstimate", "ratings_needed", "ppi_halfwidth", "KINDS",
+__all__ = ["ppi_gap", "ppi_gap_arrays", "ppi_table", "consensus_values", "GapEstimate", "ratings_needed",
+           "ppi_halfwidth", "KINDS", "PPI_COLUMNS",
            "MIN_RATED"]
 
 #: The three estimates of one gap, in the order a report shows them.
@@ -268,3 +269,81 @@ def ratings_needed(halfwidth: float, *, n_all: int, sd: float, rho: float, deff:
         else:
             lo = mid + 1
     return int(lo)
+
+
+# --------------------------------------------------------------------------- a run's gaps
+
+
+#: Columns of the ``results_ppi`` table of a run.
+PPI_COLUMNS = ["outcome", "model_label", "group", "reference", "kind", "estimate", "se", "ci_low", "ci_high",
+               "lambda_group", "lambda_reference", "n_rated", "n_all", "n_clusters", "human_measure", "warning"]
+#: The EPITOME mechanisms whose mean is the ``empathy`` composite (also on the human scale).
+COMPOSITE = ("ER", "IP", "EX")
+
+
+def consensus_values(human: pd.DataFrame) -> pd.DataFrame:
+    """One human value per (request_key, measure): the mean over raters (``rater`` column, if any).
+
+    A reply rated by several people enters PPI with the mean of their levels; their disagreement is
+    then part of ``Y``'s variance and so of every CI. Columns: ``request_key, measure, value``.
+    """
+    need = {"request_key", "measure", "value"}
+    if not need <= set(human.columns):
+        raise AuditError("human ratings need columns request_key, measure, value; got " + ", ".join(human.columns),
+                         fix="pass RunStore.human_ratings_df() or a table with those columns")
+    h = human[["request_key", "measure", "value"]].copy()
+    h["value"] = pd.to_numeric(h["value"], errors="coerce")
+    h = h[h["value"].notna()]
+    return h.groupby(["request_key", "measure"], as_index=False, sort=True)["value"].mean()
+
+
+def _human_for(outcome: str, wide: pd.DataFrame) -> tuple[pd.Series | None, str]:
+    """The human values on the scale of ``outcome`` (``scorer.measure``, or ``scorer.measure>0``):
+    the rated measure of the same name, ``> 0`` for a derived any-level outcome, and for ``empathy``
+    the mean of the rated ER, IP and EX when no one rated ``empathy`` itself."""
+    measure = outcome.rpartition(".")[2]
+    any_level = measure.endswith(">0")
+    base = measure[:-2] if any_level else measure
+    if base in wide.columns:
+        v, name = wide[base], base
+    elif base == "empathy" and all(m in wide.columns for m in COMPOSITE):
+        v, name = wide[list(COMPOSITE)].mean(axis=1, skipna=False), "mean(ER, IP, EX)"
+    else:
+        return None, ""
+    if any_level:
+        v = (v > 0).astype(float).where(v.notna())
+        name = f"{name}>0"
+    return v, name
+
+
+def ppi_table(table: pd.DataFrame, human: pd.DataFrame, *, reference: str = "control",
+              alpha: float = 0.05) -> pd.DataFrame:
+    """Automated, PPI++ and human-only gaps of every outcome the humans rated, per model.
+
+    ``table``: an :func:`audit.stats.analysis_table` (scorer values, long per outcome); ``human``:
+    ``request_key, measure, value`` (several raters allowed: :func:`consensus_values`). An outcome
+    ``scorer.M`` gets the human measure ``M`` (every scorer of one mechanism is compared with the
+    same human ratings). Styles and cue types are pooled, the reference is ``reference``. Returns
+    :data:`PPI_COLUMNS`; no rows when no outcome was rated.
+    """
+    if human is None or human.empty or table.empty:
+        return pd.DataFrame(columns=PPI_COLUMNS)
+    wide = consensus_values(human).pivot(index="request_key", columns="measure", values="value")
+    parts = []
+    for (outcome, model), d in table.groupby(["outcome", "model_label"], sort=True):
+        hv, name = _human_for(str(outcome), wide)
+        if hv is None:
+            continue
+        d = d.drop_duplicates("request_key")
+        d = d.assign(human=d["request_key"].map(hv).astype(float))
+        if d["human"].notna().sum() == 0:
+            continue
+        r = ppi_gap(d, group="group", reference=reference, cluster="post_id", scorer="value", human="human",
+                    alpha=alpha, where=f"outcome {outcome}, model {model}")
+        r.insert(0, "outcome", outcome)
+        r.insert(1, "model_label", model)
+        r["human_measure"] = name
+        parts.append(r)
+    if not parts:
+        return pd.DataFrame(columns=PPI_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[PPI_COLUMNS]

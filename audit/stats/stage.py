@@ -34,11 +34,12 @@ from ..store import RunStore, canonical_json, now_iso
 from .corrections import adjust_family
 from .designs import detect_design
 from .disparity import adjust_with, disparity_table, keep_matched, reference_map
-from .family import Block, fit_family
+from .family import Block, fit_family, split_families
 from .gaps import is_binary
 from .paired import paired_contrasts
 from .pooling import partial_pool
 from .power import detectable_gap
+from .ppi import ppi_table
 
 __all__ = ["analysis_table", "analyze_run", "analyze_store", "analyze_scores", "analysis_fingerprint",
            "AnalysisResult", "AnalyzeStage", "RESULTS_COLUMNS"]
@@ -60,7 +61,7 @@ _NOT_AXES = set(_BASE_COLS) | {
 
 
 ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-                   "results_disparity")
+                   "results_disparity", "results_ppi")
 
 
 @dataclass
@@ -72,12 +73,16 @@ class AnalysisResult:
     meta: pd.DataFrame
     axes: list[str] = field(default_factory=list)
     disparity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ppi: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {"results": self.results, "results_paired": self.paired,
-                "results_intersectional": self.intersectional, "results_power": self.power,
-                "analysis_meta": self.meta, "results_disparity": self.disparity}
+        t = {"results": self.results, "results_paired": self.paired,
+             "results_intersectional": self.intersectional, "results_power": self.power,
+             "analysis_meta": self.meta, "results_disparity": self.disparity}
+        if not self.ppi.empty:  # only where human ratings exist (a run without them is unchanged)
+            t["results_ppi"] = self.ppi
+        return t
 
 
 def _match_outcomes(available: list[str], wanted: list[str] | None, where: str) -> list[str]:
@@ -160,11 +165,16 @@ def analyze_scores(
     power_gap: float = 0.05,
     reference_group: str | None = None,
     seed: int = 0,
+    primary: list[str] | None = None,
+    human: pd.DataFrame | None = None,
 ) -> AnalysisResult:
-    """Fit the whole family on an :func:`analysis_table` and return the five result tables.
+    """Fit the whole family on an :func:`analysis_table` and return the result tables.
 
     The gap tests go through the one family loop (:func:`audit.stats.family.fit_family`), the same
     as :func:`audit.stats.analyze_table` on any long table; a block is one (outcome, model, style).
+    ``primary`` (``analysis.primary``): split the family into a confirmatory and an exploratory one
+    (:func:`_pre_registered`). ``human`` (``request_key, measure, value``; several raters allowed):
+    human ratings of some replies, which add the ``results_ppi`` table (:func:`_with_human`).
     """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value"}]
     blocks, paired_parts = [], []
@@ -211,10 +221,11 @@ def analyze_scores(
     if not disparity.empty:  # the max - min tests are members of the same correction family
         res, disparity = adjust_with(res, disparity, alpha=alpha)
         disparity["family_id"] = res["family_id"].iloc[0]
+    res, disparity = _pre_registered(res, disparity, primary, alpha)
     for c in RESULTS_COLUMNS:
         if c not in res.columns:
             res[c] = np.nan
-    res = res[RESULTS_COLUMNS]
+    res = res[RESULTS_COLUMNS + [c for c in _FAMILY_COLUMNS if c in res.columns]]
     m = int(res["p_value"].notna().sum()) + (int(disparity["p_value"].notna().sum()) if not disparity.empty else 0)
 
     paired = pd.concat(paired_parts, ignore_index=True) if paired_parts else pd.DataFrame()
@@ -299,9 +310,72 @@ def analyze_scores(
         "software": software_versions(),
         "analyzed_at": now_iso(),
     }
+    if primary:
+        meta.update(_family_meta(res, disparity, primary))
+    ppi = _with_human(table, human, reference, alpha)
+    if not ppi.empty:
+        meta["ppi"] = ("automated, prediction-powered (PPI++, power-tuned lambda per arm) and human-only gaps of the "
+                       "rated outcomes; styles and cue types pooled; delete-one-post jackknife CIs (audit.stats.ppi)")
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
                                                          for v in meta.values()]})
-    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity)
+    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi)
+
+
+# --------------------------------------------------------------------------- pre-registration, human ratings
+
+_FAMILY_COLUMNS = ["family", "significant_bh"]
+
+
+def _pre_registered(res: pd.DataFrame, disparity: pd.DataFrame, primary: list[str] | None,
+                    alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """With ``analysis.primary``: the confirmatory family (the primary outcomes' pooled gaps and
+    disparities; Holm) and the exploratory one (everything else; BH), each adjusted on its own
+    (:func:`audit.stats.family.split_families`). Without it the one family stays as it is."""
+    if not primary:
+        return res, disparity
+    have = set(res["outcome"].astype(str))
+    missing = [p for p in primary if not any(o == p or o.rpartition(".")[2] == p for o in have)]
+    if missing:
+        raise AuditError(f"analysis.primary names {missing}, which the stored scores do not have",
+                         where="spec key analysis.primary", fix="use one of: " + ", ".join(sorted(have)))
+    res, disparity = split_families(res, disparity if not disparity.empty else None, primary, alpha=alpha)
+    return res, disparity if disparity is not None else pd.DataFrame()
+
+
+def _family_meta(res: pd.DataFrame, disparity: pd.DataFrame, primary: list[str]) -> dict[str, Any]:
+    both = pd.concat([res[["family", "p_value", "significant_holm", "significant_bh"]],
+                      disparity[["family", "p_value", "significant_holm", "significant_bh"]] if not disparity.empty
+                      else None], ignore_index=True)
+    size = both[both["p_value"].notna()].groupby("family").size().to_dict()
+    return {"primary": list(primary),
+            "families": "confirmatory: the primary outcomes' gaps with style and cue type pooled (every group, "
+                        "reference and model) and their max - min disparities, Holm (FWER); exploratory: every "
+                        "other test, BH (FDR) in its own family",
+            "family_sizes": {k: int(v) for k, v in size.items()},
+            "n_significant_confirmatory": int(both.loc[both["family"] == "confirmatory", "significant_holm"].sum()),
+            "n_significant_exploratory_bh": int(both.loc[both["family"] == "exploratory", "significant_bh"].sum())}
+
+
+def _with_human(table: pd.DataFrame, human: pd.DataFrame | None, reference: str, alpha: float) -> pd.DataFrame:
+    """``results_ppi`` (:func:`audit.stats.ppi.ppi_table`) when human ratings exist, else empty."""
+    if human is None or human.empty:
+        return pd.DataFrame()
+    return ppi_table(table, human, reference=reference, alpha=alpha)
+
+
+def _human_from_store(store: RunStore) -> pd.DataFrame | None:
+    """The run's human ratings (``request_key, measure, value``, one consensus value per reply and
+    measure), or None when the store keeps none (or predates ratings)."""
+    if not hasattr(store, "human_ratings_df"):
+        return None
+    h = store.human_ratings_df()
+    if h is None or h.empty:
+        return None
+    try:  # the rating module's consensus where it exists; else ppi's mean over raters
+        from ..ratings import consensus  # type: ignore[attr-defined]
+    except ImportError:
+        return h
+    return consensus(h)[["request_key", "measure", "value"]]
 
 
 
@@ -323,7 +397,9 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
     a = spec.analysis
     result = analyze_scores(table, reference=a.reference, extra_references=list(a.extra_references),
                             alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
-                            power_gap=a.power_gap, reference_group=a.reference_group, seed=spec.seed)
+                            power_gap=a.power_gap, reference_group=a.reference_group, seed=spec.seed,
+                            primary=getattr(a, "primary", None), human=_human_from_store(store))
+    store.drop_tables(["results_ppi"])  # ratings removed since the last analysis: no stale corrected gaps
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
     return result
@@ -338,6 +414,10 @@ def analysis_fingerprint(store: RunStore, spec: Any) -> str:
     h.update(f"design {store.get_meta('design_id')}\n".encode())  # the rows the analysis works on
     for row in store.scores_with_status():
         h.update(json.dumps(list(row)).encode())
+    human = _human_from_store(store)
+    if human is not None:  # new ratings refit the corrected gaps (a run without ratings: hash unchanged)
+        h.update(b"human ratings\n")
+        h.update(pd.util.hash_pandas_object(human.sort_values(list(human.columns)), index=False).values.tobytes())
     return h.hexdigest()
 
 
