@@ -151,6 +151,7 @@ def comparison_figure(table: pd.DataFrame, catalog: MeasureCatalog | None = None
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.set_title(mpl_text(f"{outcome_label(mech, catalog)} - model {model}"), fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
+    axes[-1].set_xlabel("gap (group - reference), in the measure's units", fontsize=7)
     from matplotlib.lines import Line2D
 
     fig.legend(handles=[Line2D([], [], color=colour[s], marker="o", label=mpl_text(s)) for s in scorers],
