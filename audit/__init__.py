@@ -16,6 +16,7 @@ The functions a notebook needs are attributes of this package, imported on first
 ``adjust_family``       Holm and Benjamini-Hochberg adjusted p-values
 ``power``               posts and samples needed to detect a relative gap (simulation)
 ``analyze_run``         the analysis stage of a run directory
+``ppi_gap``             automated, prediction-powered (human-corrected) and human-only gaps
 ``get_scorer``          a scorer by name
 ``RunStore``            the SQLite run store of a run directory
 ``render``              the report of a run directory, from its store alone
@@ -45,6 +46,7 @@ _EXPORTS = {
     "adjust_family": ("audit.stats.corrections", "adjust_family"),
     "power": ("audit.stats.planner", "plan_power"),
     "analyze_run": ("audit.stats.stage", "analyze_run"),
+    "ppi_gap": ("audit.stats.ppi", "ppi_gap"),
     "get_scorer": ("audit.scorers", "get_scorer"),
     "RunStore": ("audit.store", "RunStore"),
     "render": ("audit.report", "render"),
@@ -64,6 +66,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are impor
     from .stats.gaps import gap_test
     from .stats.longtable import analyze_table, read_table
     from .stats.planner import plan_power as power
+    from .stats.ppi import ppi_gap
     from .stats.stage import analyze_run
     from .store import RunStore
 

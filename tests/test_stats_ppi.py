@@ -124,7 +124,6 @@ def test_analysis_adds_results_ppi_only_with_ratings_and_corrects_the_biased_sco
     res = analyze_scores(table, paired_check=False, human=human)
     p = res.tables["results_ppi"].set_index(["outcome", "group", "kind"])
     auto, ppi = p.loc[("epitome.ER", "B", "automated")], p.loc[("epitome.ER", "B", "ppi")]
-    human_gap = table[(table.outcome == "epitome.ER")]  # noqa: F841 - documents the source
     # the scorer's -0.3 bias is removed: the PPI estimate moves towards the planted -0.25
     assert auto["estimate"] < -0.45 and abs(ppi["estimate"] - (-0.25)) < abs(auto["estimate"] - (-0.25))
     assert ppi["ci_low"] < -0.25 < ppi["ci_high"]
