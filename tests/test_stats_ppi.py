@@ -14,6 +14,7 @@ from audit.spec import spec_from_dict
 from audit.stats import analyze_scores, simulate_audit_table
 from audit.stats.power import ratings_plan
 from audit.stats.ppi import ppi_gap, ppi_gap_arrays, ppi_halfwidth, ppi_table, ratings_needed
+from audit.store import RunStore
 
 # latent human scale: N(mu, 0.5^2 post + 0.6^2 reply), cut into levels 0/1/2 at 0.5 and 1.5
 _SD = np.hypot(0.5, 0.6)
@@ -220,3 +221,49 @@ def test_power_command_answers_how_many_ratings(capsys):
     assert f"CI of +-0.15: {n} " in out and "rho 0.80" in out
     assert main(["power", "analyses/demo.yaml"]) != 0
     assert "give --gap" in capsys.readouterr().err
+
+
+def test_analyze_flags_two_scorer_columns_of_one_measure(tmp_path, capsys):
+    """`analyze` on a long table with two scorer columns of ER says which conclusion depends on the scorer."""
+    from audit.cli import main
+
+    t = simulate_audit_table(n_posts=30, groups=("A", "B"), gaps={"B": -0.4}, outcome="x", seed=4)
+    rng = np.random.default_rng(4)
+    wide = t.drop(columns=["outcome", "value"]).assign(
+        **{"epitome.ER": t["value"], "published.ER": t["value"] + 0.4 * (t["group"] == "B") + rng.normal(0, .05, len(t))})
+    path = tmp_path / "two.csv"
+    wide.to_csv(path, index=False)
+    assert main(["analyze", str(path), "--outcome", "epitome.ER", "published.ER", "--group", "group",
+                 "--control", "control", "--cluster", "post_id"]) == 0
+    out = capsys.readouterr().out
+    assert "depends on the scorer: ER, B vs control: significant with epitome; not with published" in out
+    assert "depends on the scorer: ER, A vs control" not in out
+
+
+def test_the_analysis_stage_reads_ratings_from_the_store(tmp_path, monkeypatch):
+    """With a store that keeps human ratings (RunStore.human_ratings_df), the stage writes results_ppi and
+    refits when ratings arrive; without them nothing changes."""
+    from audit.stats.stage import analysis_fingerprint, analyze_run
+    from test_stats_stage import fill_store as fill_stage_store
+
+    spec = fill_stage_store(tmp_path / "run", n_posts=12, styles=("plain",), samples=2)
+    with RunStore(tmp_path / "run", create=False) as store:
+        before = analysis_fingerprint(store, spec)
+        keys = store.scores_df()
+    analyze_run(spec, tmp_path / "run")
+    with RunStore(tmp_path / "run", create=False) as store:
+        assert "results_ppi" not in store.table_names()
+    emp = keys[keys["measure"] == "empathy"]
+    ratings = pd.DataFrame(dict(request_key=emp["request_key"].iloc[::2], rater="r1", measure="empathy",
+                                value=emp["value"].iloc[::2]))
+    monkeypatch.setattr(RunStore, "human_ratings_df", lambda self: ratings, raising=False)
+    with RunStore(tmp_path / "run", create=False) as store:
+        assert analysis_fingerprint(store, spec) != before  # new ratings refit
+    analyze_run(spec, tmp_path / "run")
+    with RunStore(tmp_path / "run", create=False) as store:
+        ppi = store.table_df("results_ppi")
+    assert set(ppi["outcome"]) == {"epitome.empathy"} and set(ppi["kind"]) == {"automated", "ppi", "human"}
+    # the ratings equal the scores here: lambda = Cov / Var = 1, and PPI is the automated gap exactly
+    b = ppi[(ppi["group"] == "Black woman")].set_index("kind")
+    assert b.loc["ppi", "lambda_group"] == pytest.approx(1.0)
+    assert b.loc["ppi", "estimate"] == pytest.approx(b.loc["automated", "estimate"], abs=1e-9)

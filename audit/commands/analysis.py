@@ -157,7 +157,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         _print_results(res, args.alpha)
         print("design: " + detect_design(table, args.group, args.cluster).statement())
+        _print_scorer_flags(res)
     return 0
+
+
+def _print_scorer_flags(res: pd.DataFrame) -> None:
+    """Outcome columns of two scorers of one measure (``epitome.ER``, ``published.ER``): which
+    conclusions depend on the scorer (:mod:`audit.report.scorer_comparison`)."""
+    from ..report.scorer_comparison import comparison_table, scorer_flags
+
+    if "model_label" not in res.columns:
+        res = res.assign(model_label="table")
+    flags = scorer_flags(comparison_table(res))
+    if flags.empty:
+        return
+    dep = flags[flags["depends"]]
+    print(f"scorers compared: {len(flags)} gaps measured by two or more scorers of one measure; "
+          f"{len(dep)} depend on the scorer")
+    for f in dep.to_dict("records"):
+        print(f"depends on the scorer: {f['mechanism']}, {f['group']} vs {f['reference']}: {f['reason']}")
 
 
 def _analyze_run_dir(run_dir: Path, args: argparse.Namespace) -> int:
