@@ -40,7 +40,6 @@ def _simulate(rng, n_posts=40, per=3, bias=-0.3, rate=0.25):
     return post, b, yhat, np.where(rated, y, np.nan)
 
 
-@pytest.mark.slow
 def test_ppi_ci_covers_the_human_gap_that_a_biased_scorer_misses():
     rng = np.random.default_rng(20261127)
     R = 500
