@@ -85,3 +85,23 @@ def test_comparison_sections_render_in_the_browser(compared):
     fig = [i for i in r.images if i["id"] == "fig-scorer-comparison"]
     assert fig and fig[0]["complete"] and fig[0]["width"] > 200
     assert "Gaps corrected with human ratings" in r.text and "Does the conclusion depend on the scorer?" in r.text
+
+
+def test_pre_registered_families_are_labelled_and_the_headline_leads_with_the_primary(tmp_path):
+    from audit.report.headline import headline_sentences, primary_outcome
+    from audit.stats.family import split_families
+
+    run_dir = fill_store(tmp_path / "run")
+    with RunStore(run_dir, create=False) as store:
+        res = store.table_df("results")
+        fam, _ = split_families(res, None, ["epitome.ER"])
+        store.replace_tables({"results": fam})
+    assert primary_outcome(fam, ["epitome.empathy"], primary=["epitome.ER"]) == "epitome.ER"
+    disparity = pd.DataFrame([dict(outcome="epitome.ER", estimate=0.3, ci_low=0.1, ci_high=0.5, max_group="White man",
+                                   min_group="Black woman", ratio=0.8, p_holm=0.01, significant_holm=True,
+                                   family="confirmatory")])
+    assert "over the confirmatory family" in headline_sentences(fam, disparity, None, "epitome.ER")[1]
+    paths = render(run_dir)
+    html = paths["html"].read_text(encoding="utf-8")
+    assert 'id="families"' in html and "(confirmatory)" in html and "(exploratory)" in html
+    assert json.loads(paths["json"].read_text(encoding="utf-8"))["families"]["primary"] == ["epitome.ER"]

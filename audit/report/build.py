@@ -541,8 +541,7 @@ def _comparison_context(data: ReportData, res: pd.DataFrame | None, figures: boo
     outcomes = set(res["outcome"].astype(str)) if res is not None else set()
     return dict(ppi_section=ppi_section(ppi, data.measures),
                 scorer_comparison=comparison_section(res, ppi, data.measures, figure=figures),
-                families=dict(primary=list(getattr(data.spec.analysis, "primary", None) or [])
-                              if data.spec is not None else [],
+                families=dict(primary=sorted(set(res.loc[res["family"] == "confirmatory", "outcome"].astype(str))),
                               n_confirmatory=int((res["family"] == "confirmatory").sum()),
                               n_exploratory=int((res["family"] == "exploratory").sum())) if has_family else None,
                 composite=any(o.rpartition(".")[2] == "empathy" for o in outcomes))
