@@ -3,6 +3,8 @@ ratings power: coverage with clustered data, the planted scorer bias, flags and 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -266,3 +268,22 @@ def test_the_analysis_stage_reads_ratings_from_the_store(tmp_path, monkeypatch):
     b = ppi[(ppi["group"] == "Black woman")].set_index("kind")
     assert b.loc["ppi", "lambda_group"] == pytest.approx(1.0)
     assert b.loc["ppi", "estimate"] == pytest.approx(b.loc["automated", "estimate"], abs=1e-9)
+
+
+def test_power_takes_the_ratings_assumptions_from_a_run(tmp_path, monkeypatch, capsys):
+    from audit.cli import main
+    from test_stats_stage import fill_store as fill_stage_store
+
+    fill_stage_store(tmp_path / "run", n_posts=12, styles=("plain",), samples=2)
+    with RunStore(tmp_path / "run", create=False) as store:
+        emp = store.scores_df().query("measure == 'empathy'")
+    rng = np.random.default_rng(0)
+    noisy = emp["value"] + rng.normal(0, 0.3, len(emp))  # raters agree with the scorer up to noise
+    ratings = pd.DataFrame(dict(request_key=emp["request_key"], rater="r1", measure="empathy", value=noisy))
+    monkeypatch.setattr(RunStore, "human_ratings_df", lambda self: ratings, raising=False)
+    assert main(["power", "analyses/demo.yaml", "--ratings-ci", "0.6", "--from", str(tmp_path / "run"),
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    rho = float(np.corrcoef(emp["value"], noisy)[0, 1])
+    assert got["rho"] == pytest.approx(rho, abs=1e-9) and "rated replies of epitome.empathy" in got["source"]
+    assert got["sd"] == pytest.approx(float(noisy.std(ddof=1))) and got["deff"] >= 1.0

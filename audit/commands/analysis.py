@@ -231,10 +231,9 @@ def _ratings_power(args: argparse.Namespace) -> int:
                 raise AuditError("the run has no human ratings", where=str(args.ratings_from),
                                  fix="import ratings first, or leave out --from and state --rho, --sd, --deff")
             table = analysis_table(store)
-        outcome = args.outcome or ("epitome.ER" if "epitome.ER" in set(table["outcome"]) else sorted(table["outcome"])[0])
-        got = ratings_assumptions(table, human, outcome)
+        got = ratings_assumptions(table, human, args.outcome)
         assumed.update({k: got[k] for k in ("sd", "rho", "deff", "replies")})
-        source = f"{args.ratings_from} ({got['n_rated']} rated replies of {outcome})"
+        source = f"{args.ratings_from} ({got['n_rated']} rated replies of {got['outcome']})"
     for k in ("rho", "sd", "deff", "replies"):
         if getattr(args, k) is not None:
             assumed[k] = getattr(args, k)

@@ -167,16 +167,20 @@ def ratings_plan(halfwidth: float, *, replies: int = 1000, sd: float = 0.7, rho:
                             "PPI++ variance Var = sd^2/n_arm * (1 - rho^2 (1 - f)) * deff per arm")
 
 
-def ratings_assumptions(table: pd.DataFrame, human: pd.DataFrame, outcome: str) -> dict:
+def ratings_assumptions(table: pd.DataFrame, human: pd.DataFrame, outcome: str | None = None) -> dict:
     """``sd``, ``rho``, ``deff`` and ``replies`` for :func:`ratings_plan` from a run's ratings: the SD
     of the human consensus values, their correlation with ``outcome``'s scorer values, the design
     effect ``1 + (m - 1) ICC`` of the rated replies (``m`` rated replies per post, ICC of the human
-    values by post, one-way ANOVA estimator) and the replies of one gap (the median arm size x 2)."""
+    values by post, one-way ANOVA estimator) and the replies of one gap (the median arm size x 2).
+    ``outcome`` None: ``epitome.ER`` when rated, else the first rated outcome by name."""
     from ..errors import AuditError
     from .ppi import _human_for, consensus_values
 
-    d = table[table["outcome"] == outcome].drop_duplicates("request_key")
     wide = consensus_values(human).pivot(index="request_key", columns="measure", values="value")
+    if outcome is None:
+        rated = [o for o in sorted(table["outcome"].unique()) if _human_for(str(o), wide)[0] is not None]
+        outcome = "epitome.ER" if "epitome.ER" in rated else (rated[0] if rated else "(none)")
+    d = table[table["outcome"] == outcome].drop_duplicates("request_key")
     hv, _ = _human_for(outcome, wide)
     if d.empty or hv is None:
         raise AuditError(f"the run has no human ratings for outcome '{outcome}'",
