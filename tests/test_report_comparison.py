@@ -59,8 +59,10 @@ def test_report_shows_automated_ppi_and_human_gaps_side_by_side(compared):
     html = compared["html"].read_text(encoding="utf-8")
     assert 'id="ppi-table"' in html and "Gaps corrected with human ratings" in html
     assert "The PPI-corrected gap leads" in html
+    assert 'id="ppi-summary"' in html and "corrected with " in html
     data = json.loads(compared["json"].read_text(encoding="utf-8"))
     kinds = {r["kind"] for r in data["results_ppi"]}
+    assert data["ppi_summary"] and all("human ratings" in s for s in data["ppi_summary"])
     assert kinds == {"automated", "ppi", "human"}
     csv = pd.read_csv(compared["tables"] / "results_ppi.csv")
     assert len(csv) == len(data["results_ppi"]) and set(csv["outcome"]) == {"epitome.ER"}
@@ -72,7 +74,7 @@ def test_a_run_without_a_second_scorer_or_ratings_has_neither_section(tmp_path):
     html = paths["html"].read_text(encoding="utf-8")
     assert "ppi-table" not in html and "scorer-comparison-table" not in html
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
-    assert not {"results_ppi", "scorer_comparison", "families", "ppi_lead"} & set(data)
+    assert not {"results_ppi", "scorer_comparison", "families", "ppi_lead", "ppi_summary"} & set(data)
     assert not (paths["tables"] / "results_ppi.csv").exists()
     assert 'id="composite"' in html  # the empathy composite is described wherever it is scored
 

@@ -539,7 +539,10 @@ def _comparison_context(data: ReportData, res: pd.DataFrame | None, figures: boo
     ppi = data.tables.get("results_ppi")
     has_family = res is not None and "family" in res.columns
     outcomes = set(res["outcome"].astype(str)) if res is not None else set()
-    return dict(ppi_section=ppi_section(ppi, data.measures),
+    spec = data.spec
+    primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures,
+                              primary=getattr(spec.analysis, "primary", None) if spec is not None else None)
+    return dict(ppi_section=ppi_section(ppi, data.measures, primary=primary),
                 scorer_comparison=comparison_section(res, ppi, data.measures, figure=figures),
                 families=dict(primary=sorted(set(res.loc[res["family"] == "confirmatory", "outcome"].astype(str))),
                               n_confirmatory=int((res["family"] == "confirmatory").sum()),
@@ -587,6 +590,7 @@ def _comparison_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
     if ctx.get("ppi_section"):
         out["results_ppi"] = _records(data.tables.get("results_ppi"))
         out["ppi_lead"] = ctx["ppi_section"]["lead"]
+        out["ppi_summary"] = ctx["ppi_section"]["summary"]
     sc = ctx.get("scorer_comparison")
     if sc:
         out["scorer_comparison"] = dict(flagged=sc["flagged"], n_compared=sc["n_compared"],

@@ -183,10 +183,13 @@ def comparison_section(results: pd.DataFrame | None, ppi: pd.DataFrame | None,
                 figure=comparison_figure(table, catalog) if figure else None, table=table, flags=flags)
 
 
-def ppi_section(ppi: pd.DataFrame | None, catalog: MeasureCatalog | None = None) -> dict[str, Any] | None:
+def ppi_section(ppi: pd.DataFrame | None, catalog: MeasureCatalog | None = None,
+                primary: str | None = None) -> dict[str, Any] | None:
     """The "Gaps corrected with human ratings" section: one row per outcome, model and group with
     the automated, PPI-corrected and human-only gaps side by side (estimate and 95% CI each), the
-    ``lambda`` used, the number of rated and of all replies; and which estimate leads (:data:`LEAD`)."""
+    ``lambda`` used, the number of rated and of all replies; which estimate leads (:data:`LEAD`); and
+    ``summary``: sentences for the summary, on ``primary`` when it was rated (else the first rated
+    outcome), leading with the PPI-corrected gap."""
     if ppi is None or ppi.empty:
         return None
     rows = []
@@ -212,4 +215,22 @@ def ppi_section(ppi: pd.DataFrame | None, catalog: MeasureCatalog | None = None)
                          n_rated=int(d["n_rated"].max()), n_all=int(d["n_all"].max()),
                          human_measure=str(d["human_measure"].iloc[0]),
                          note=shift or str(p["warning"] if p is not None and isinstance(p["warning"], str) else "")))
-    return dict(rows=rows, lead=LEAD, n_shifted=sum(1 for r in rows if r["note"].startswith("the scorer")))
+    return dict(rows=rows, lead=LEAD, n_shifted=sum(1 for r in rows if r["note"].startswith("the scorer")),
+                summary=_ppi_summary(ppi, rows, primary, catalog))
+
+
+def _ppi_summary(ppi: pd.DataFrame, rows: list[dict[str, Any]], primary: str | None,
+                 catalog: MeasureCatalog | None, max_groups: int = 6) -> list[str]:
+    rated = [o for o in dict.fromkeys(ppi["outcome"].astype(str))]
+    outcome = primary if primary in rated else (rated[0] if rated else None)
+    out = []
+    for r in [r for r in rows if r["outcome_id"] == outcome][:max_groups]:
+        if r["ppi"] == "n/a":
+            out.append(f"\u201c{r['group']}\u201d vs \u201c{r['reference']}\u201d on {r['outcome']}: no corrected gap "
+                       f"({r['note'] or 'too few ratings'}); automated {r['automated']}.")
+            continue
+        tail = "; the scorer's error changes this gap" if r["note"].startswith("the scorer") else ""
+        out.append(f"\u201c{r['group']}\u201d vs \u201c{r['reference']}\u201d on {r['outcome']} (model {r['model']}), "
+                   f"corrected with {r['n_rated']} human ratings: {r['ppi']} (automated {r['automated']}, human-only "
+                   f"{r['human']}){tail}.")
+    return out
