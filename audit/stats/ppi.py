@@ -17,7 +17,10 @@ human-rated (``Y`` the human value, ``Yhat`` the scorer's)::
     gap = theta_g - theta_ref
 
 It is unbiased for the human-scale gap for every fixed ``lambda`` when the rated replies are a random
-sample of each arm (whatever the scorer's error, also an error that differs by group).
+sample of each arm (whatever the scorer's error, also an error that differs by group). An arm pools
+cue types, styles and models: a rating sample that is stratified over them must rate each stratum at
+the same rate (or the scorer's error must not differ between strata), else the correction is
+weighted wrongly; the estimator has no sampling weights.
 
 **Clustering.** Replies to one post (its control and its variants, several samples) are correlated,
 and a rated reply is correlated with the unrated ones of its post. The standard error is the
@@ -29,8 +32,8 @@ re-estimated in each replicate, computed in closed form from per-post sums (no r
 
 and the CI is ``gap +- t_{C-1, 1-alpha/2} * SE``. Posts are the independent units and the choice
 of rated replies is part of the sampling, the frame of the audit's mixed model. The jackknife is
-the cluster-robust (sandwich) variance of the linearised estimator with a small-sample correction,
-and it carries the estimation of ``lambda``; the analytic sandwich with ``lambda`` held fixed
+asymptotically the cluster-robust (sandwich) variance of the linearised estimator, larger in small
+samples, and it carries the estimation of ``lambda``; the analytic sandwich with ``lambda`` held fixed
 covered 92.2% with 40 posts in the coverage simulation, the jackknife 94.2% (both 94% or more with
 100 posts). The same jackknife gives the CIs of the automated and the human-only gaps, so the three
 are compared on one footing. ``ppi-python`` (``ppi_py``) has no clustering and assumes the
