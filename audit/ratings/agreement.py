@@ -74,7 +74,8 @@ def _alpha(m: np.ndarray) -> float:
     values = m[~np.isnan(m)]
     if m.shape[1] < 1 or len(np.unique(values)) < 2:
         return float("nan")  # no pairs, or one level only: alpha is undefined
-    return float(krippendorff.alpha(reliability_data=m, level_of_measurement="ordinal", value_domain=list(LEVELS)))
+    domain = sorted(set(LEVELS) | set(np.unique(values).tolist()))  # unused levels add no distance
+    return float(krippendorff.alpha(reliability_data=m, level_of_measurement="ordinal", value_domain=domain))
 
 
 def krippendorff_alpha(ratings: pd.DataFrame, measure: str | None = None, *, n_boot: int = 0,

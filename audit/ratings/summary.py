@@ -150,6 +150,16 @@ def section_context(s: RatingsSummary | None) -> dict[str, Any]:
                 formula=s.formula, raters=s.raters, n_replies=s.n_replies, n_ratings=s.n_ratings)
 
 
+def report_section(ratings: pd.DataFrame | None, scores: pd.DataFrame, replies: pd.DataFrame, *,
+                   alpha: float = 0.05) -> dict[str, Any]:
+    """The report's section (:func:`section_context`) plus ``json``: results.json's ``human_ratings``
+    (None, and the key left out of results.json, when no ratings are stored)."""
+    s = ratings_summary(ratings, scores, replies, alpha=alpha)
+    ctx = section_context(s)
+    ctx["json"] = s.as_json() if s is not None else None
+    return ctx
+
+
 def _pct(x: Any) -> str:
     v = _fmt(x, 3)
     return v if v == "n/a" else f"{100 * float(x):.1f}%"
@@ -182,4 +192,4 @@ def _table(rows: list[dict[str, str]], cols: list[str]) -> str:
     return "\n".join([line(cols)] + [line([r[c] for c in cols]) for r in rows])
 
 
-__all__ = ["HOW_TO", "RatingsSummary", "ratings_summary", "run_ratings_summary", "section_context", "summary_text"]
+__all__ = ["HOW_TO", "RatingsSummary", "ratings_summary", "report_section", "run_ratings_summary", "section_context", "summary_text"]
