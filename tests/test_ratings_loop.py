@@ -81,10 +81,15 @@ def test_the_report_section_shows_the_numbers(looped):
     for table in ("rater-agreement-table", "scorer-human-table", "group-bias-table", "group-error-test-table"):
         assert f'id="{table}"' in section
     row = next(r for r in hr["validity"] if r["measure"] == "ER" and r["group"] == PLANTED)
-    assert f"{row['bias']:+.2f}" in section and html.escape(PLANTED) in section
+    assert f"{row['bias']:+.2f}" in section and "built-in method" not in section
+    assert (f'<td>ER</td><td>{html.escape(PLANTED)}</td><td class="num">{row["n_items"]}</td>'
+            f'<td class="num">{row["n_posts"]}</td>') in section
+    alpha = next(r for r in hr["inter_rater"] if r["measure"] == "ER")
+    assert f'<td>ER</td><td class="num">3</td><td class="num">{alpha["n_items_multi"]}</td><td class="num">1.00</td>' \
+        in section
     md = paths["markdown"].read_text(encoding="utf-8")
-    assert "## Does the scorer treat groups alike?" in md and f"{row['bias']:+.2f}" in md
-    assert "| epitome | ER | Black woman |" in md
+    assert "## Does the scorer treat groups alike?" in md and "built-in method" not in md
+    assert f"| epitome | ER | Black woman | {row['n_items']} | {row['n_posts']} |" in md
 
 
 def test_without_ratings_the_section_says_how_to_get_them(tmp_path):

@@ -183,3 +183,23 @@ def test_the_cli_refuses_a_non_empty_folder_and_writes_a_packet(run, tmp_path, c
     assert "18 replies from 9 strata" in out and "ann:" in out and "bo:" in out
     manifest = json.loads((tmp_path / "new" / "manifest.json").read_text())
     assert manifest["distinct_replies"] == 18 and manifest["raters"] == ["ann", "bo"]
+
+
+def test_every_model_gets_its_own_strata_and_control():
+    rows = []
+    for model in ("model-a", "model-b"):
+        for post in range(6):
+            rows.append(dict(request_key=f"{model}-{post}-c", model_label=model, cue_type="control", group="control",
+                             post_id=f"p{post}"))
+            for cue in ("explicit_tag", "implicit_name"):
+                for g in ("G1", "G2", "G3"):
+                    rows.append(dict(request_key=f"{model}-{post}-{cue}-{g}", model_label=model, cue_type=cue,
+                                     group=g, post_id=f"p{post}"))
+    replies = pd.DataFrame(rows)
+    replies["stratum"] = replies["model_label"] + " | " + replies["cue_type"] + " | " + replies["group"]
+    from audit.ratings.packet import stratified_sample
+
+    sample = stratified_sample(replies, 28, seed=2)
+    counts = sample.groupby(["model_label", "cue_type", "group"]).size()
+    assert len(counts) == 14 and (counts == 2).all()  # 2 models x (2 cue types x 3 groups + control)
+    assert (sample.groupby("stratum")["post_id"].nunique() == 2).all()  # two replies: two different posts

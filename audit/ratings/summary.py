@@ -129,20 +129,20 @@ def section_context(s: RatingsSummary | None) -> dict[str, Any]:
     """What the report's section "Does the scorer treat groups alike?" shows: formatted rows (text)."""
     if s is None:
         return dict(present=False, how_to=HOW_TO)
-    inter = [dict(measure=r.measure, raters=str(r.n_raters), items=str(r.n_items_multi), alpha=_fmt(r.alpha, 2),
+    inter = [dict(measure=r.measure, raters=str(r.n_raters), n_items=str(r.n_items_multi), alpha=_fmt(r.alpha, 2),
                   alpha_ci=f"{_fmt(r.alpha_ci_low, 2)} to {_fmt(r.alpha_ci_high, 2)}",
                   kappa=_fmt(r.mean_weighted_kappa, 2), exact=_pct(r.mean_exact))
              for r in s.inter_rater.itertuples()]
-    overall = [dict(scorer=r.scorer, measure=r.measure, items=str(r.n_items), accuracy=_pct(r.accuracy),
+    overall = [dict(scorer=r.scorer, measure=r.measure, n_items=str(r.n_items), accuracy=_pct(r.accuracy),
                     kappa=_fmt(r.weighted_kappa, 2), bias=_fmt(r.bias, 2, signed=True),
                     bias_ci=f"{_fmt(r.bias_ci_low, 2, True)} to {_fmt(r.bias_ci_high, 2, True)}")
                for r in s.validity[s.validity["group"] == "all"].itertuples()]
-    by_group = [dict(scorer=r.scorer, measure=r.measure, group=r.group, items=str(r.n_items), posts=str(r.n_posts),
+    by_group = [dict(scorer=r.scorer, measure=r.measure, group=r.group, n_items=str(r.n_items), posts=str(r.n_posts),
                      human=_fmt(r.human_mean, 2), scorer_mean=_fmt(r.scorer_mean, 2), bias=_fmt(r.bias, 2, True),
                      bias_ci=f"{_fmt(r.bias_ci_low, 2, True)} to {_fmt(r.bias_ci_high, 2, True)}",
                      accuracy=_pct(r.accuracy), kappa=_fmt(r.weighted_kappa, 2))
                 for r in s.validity[s.validity["group"] != "all"].itertuples()]
-    tests = [dict(scorer=r.scorer, measure=r.measure, items=str(r.n_items), posts=str(r.n_posts),
+    tests = [dict(scorer=r.scorer, measure=r.measure, n_items=str(r.n_items), posts=str(r.n_posts),
                   groups=str(r.n_groups), statistic=_fmt(r.statistic, 3), p=_fmt(r.p_value, 4), p_holm=_fmt(r.p_holm, 4),
                   differs="yes" if r.differs is True else "no" if r.differs is False else "n/a")
              for r in s.group_test.itertuples()]
@@ -172,14 +172,14 @@ def summary_text(s: RatingsSummary | None) -> str:
     ctx = section_context(s)
     parts = ["\n".join(s.sentences), "", "Agreement between raters (ordinal Krippendorff's alpha, 95% bootstrap CI; "
              "mean pairwise quadratic-weighted kappa and exact agreement):",
-             _table(ctx["inter"], ["measure", "raters", "items", "alpha", "alpha_ci", "kappa", "exact"]), "",
+             _table(ctx["inter"], ["measure", "raters", "n_items", "alpha", "alpha_ci", "kappa", "exact"]), "",
              "Scorer against the human consensus (bias = scorer - human, levels, 95% CI clustered by post):",
-             _table(ctx["overall"], ["scorer", "measure", "items", "accuracy", "kappa", "bias", "bias_ci"]), "",
+             _table(ctx["overall"], ["scorer", "measure", "n_items", "accuracy", "kappa", "bias", "bias_ci"]), "",
              "By group:",
-             _table(ctx["by_group"], ["scorer", "measure", "group", "items", "posts", "human", "scorer_mean", "bias",
+             _table(ctx["by_group"], ["scorer", "measure", "group", "n_items", "posts", "human", "scorer_mean", "bias",
                                       "bias_ci", "accuracy", "kappa"]), "",
              f"Does the error differ by group? ({s.formula}; Holm over the rows)",
-             _table(ctx["tests"], ["scorer", "measure", "items", "posts", "groups", "statistic", "p", "p_holm",
+             _table(ctx["tests"], ["scorer", "measure", "n_items", "posts", "groups", "statistic", "p", "p_holm",
                                    "differs"])]
     return "\n".join(parts)
 
