@@ -198,3 +198,16 @@ def test_the_cli_imports_and_reports_errors_as_one_line(run, packet, tmp_path, c
         pass
     assert cli_main(["ratings", "import", str(tmp_path / "other"), str(f), "--rater", "ann"]) == 2
     assert "no rating packet" in capsys.readouterr().err
+
+
+def test_a_reply_rated_in_two_packets_by_one_rater_is_one_rating(run, tmp_path):
+    with RunStore(run, create=False) as st:
+        n = len(st.replies_df(include_failed=False))
+    a = make_packet(run, n=n, raters=["ann"], out=tmp_path / "a", seed=1)
+    b = make_packet(run, n=n, raters=["ann"], out=tmp_path / "b", seed=2)
+    assert set(a.items["request_key"]) == set(b.items["request_key"])  # every reply, under new ids
+    import_ratings(run, fill_csv(run, a.out_dir, "ann", lambda k, m: 1.0, tmp_path / "a.csv"), rater="ann")
+    same = import_ratings(run, fill_csv(run, b.out_dir, "ann", lambda k, m: 1.0, tmp_path / "b.csv"), rater="ann")
+    assert same.written == 0 and same.unchanged == 3 * n
+    err = _error(run, fill_csv(run, b.out_dir, "ann", lambda k, m: 0.0, tmp_path / "c.csv"))
+    assert "this file says level 0" in err.what and "a.csv" in err.what

@@ -248,7 +248,8 @@ def import_ratings(run_dir: str | Path, path: str | Path, *, rater: str, replace
                                  fix="keep one row per item")
             seen[r.item_id] = r.where
         stored = store.ratings_df()
-        stored = stored[stored["rater"] == rater].set_index(["item_id", "measure"])
+        # keyed by reply, not item id: the same reply in two packets of one rater is one rating
+        stored = stored[stored["rater"] == rater].set_index(["request_key", "measure"])
         out = []
         for r in rows:
             key = items.at[r.item_id, "request_key"]
@@ -262,8 +263,8 @@ def import_ratings(run_dir: str | Path, path: str | Path, *, rater: str, replace
             for m, v in r.levels.items():
                 summary.by_measure[m] = summary.by_measure.get(m, 0) + int(v is not None)
                 new = (v, r.harmful, r.comment)
-                if (r.item_id, m) in stored.index:
-                    old_row = stored.loc[(r.item_id, m)]
+                if (key, m) in stored.index:
+                    old_row = stored.loc[(key, m)]
                     old = (None if _missing(old_row["value"]) else float(old_row["value"]),
                            None if _missing(old_row["harmful"]) else int(old_row["harmful"]),
                            None if _missing(old_row["comment"]) else old_row["comment"])
