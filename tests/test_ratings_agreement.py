@@ -144,3 +144,14 @@ def test_the_composite_has_a_human_counterpart_and_measures_without_one_are_left
     emp = f[f["measure"] == "empathy"].set_index("request_key")
     assert emp.loc["a", "human"] == pytest.approx(1.0) and emp.loc["a", "error"] == pytest.approx(-1 / 3)
     assert list(f[f["request_key"] == "a"]["group"].unique()) == ["control"]
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    import audit.ratings.agreement
+    import audit.ratings.packet
+
+    for mod in (audit.ratings.agreement, audit.ratings.packet):
+        result = doctest.testmod(mod)
+        assert result.attempted > 0 and result.failed == 0, mod.__name__
