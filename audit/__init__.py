@@ -20,6 +20,9 @@ The functions a notebook needs are attributes of this package, imported on first
 ``get_scorer``          a scorer by name
 ``RunStore``            the SQLite run store of a run directory
 ``render``              the report of a run directory, from its store alone
+``rating_packet``       a blinded, stratified human rating packet of a run's replies
+``import_ratings``      a rater's filled CSV or Label Studio export into the run store
+``rating_agreement``    raters' agreement and the scorer's error by group, from the store
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
@@ -50,6 +53,9 @@ _EXPORTS = {
     "get_scorer": ("audit.scorers", "get_scorer"),
     "RunStore": ("audit.store", "RunStore"),
     "render": ("audit.report", "render"),
+    "rating_packet": ("audit.ratings", "make_packet"),
+    "import_ratings": ("audit.ratings", "import_ratings"),
+    "rating_agreement": ("audit.ratings", "run_ratings_summary"),
     "AuditError": ("audit.errors", "AuditError"),
 }
 
@@ -59,6 +65,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are impor
     from .counterfactual import build_variants
     from .errors import AuditError
     from .pipeline import run
+    from .ratings import import_ratings
+    from .ratings import make_packet as rating_packet
+    from .ratings import run_ratings_summary as rating_agreement
     from .report import render
     from .scorers import get_scorer
     from .spec import load_spec

@@ -21,6 +21,7 @@ from markupsafe import Markup
 from .. import __version__
 from ..scorers.measures import Measure, MeasureCatalog
 from ..jsonable import jsonable
+from ..ratings.summary import report_section
 from ..untrusted import csv_safe, visible_controls
 from ..store import now_iso
 from . import findings as F
@@ -527,6 +528,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         analysis_error=analysis_error,
         group_summary=_generic_table(_group_summary(data), 300),
         agreement=_generic_table(data.agreement),
+        human_ratings=report_section(data.ratings, data.scores, data.replies, alpha=alpha),
         cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=data.measures.label,
     )
     ctx.update(_comparison_context(data, res, figures=bool(figures)))
@@ -580,6 +582,7 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         stages_missing=ctx["stages_missing"], analysis_error=ctx["analysis_error"],
         provenance=ctx["provenance"],
         **_comparison_json(ctx, data),
+        **({"human_ratings": ctx["human_ratings"]["json"]} if ctx["human_ratings"]["present"] else {}),
     ))
 
 

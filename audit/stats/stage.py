@@ -364,20 +364,13 @@ def _with_human(table: pd.DataFrame, human: pd.DataFrame | None, reference: str,
 
 
 def _human_from_store(store: RunStore) -> pd.DataFrame | None:
-    """The run's human ratings (``request_key, measure, value``, one consensus value per reply and
-    measure), or None when the store keeps none (or predates ratings)."""
-    if not hasattr(store, "human_ratings_df"):
-        return None
+    """The run's human ratings (``request_key, measure, value``: the raters' consensus per reply and
+    measure, :func:`audit.ratings.consensus`), or None when the store keeps none."""
     h = store.human_ratings_df()
-    if h is None or h.empty:
+    if h.empty:
         return None
-    try:  # the rating module's consensus where it exists; else ppi's mean over raters
-        from ..ratings import consensus  # type: ignore[attr-defined]
-    except ImportError:
-        return h
+    from ..ratings import consensus
     return consensus(h)[["request_key", "measure", "value"]]
-
-
 
 
 def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
