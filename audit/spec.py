@@ -228,6 +228,11 @@ class AnalysisSpec(StrictModel):
     by_style: bool = Field(True, description="Test gaps within each prompt style as well as pooled.")
     paired_check: bool = Field(True, description="Within-post paired contrasts (pingouin) beside the mixed model.")
     power_gap: float = Field(0.05, gt=0, lt=1, description="Relative gap used for the power statement.")
+    allow_missing: bool = Field(
+        False, description="Fit a gap even when the share of missing outcomes (failed or unscored replies, "
+                           "missing scores) differs between the group and its reference; refused by default "
+                           "(the test is 'not fitted' with the reason), since the usable rows were selected "
+                           "differently.")
 
     @field_validator("corrections")
     @classmethod
