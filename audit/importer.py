@@ -73,7 +73,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .errors import AuditError
 from .resources import sha256_file
 from .spec import CUE_TYPES, StrictModel, read_yaml, spec_from_dict, validation_error
-from .store import RunStore, canonical_json, request_key
+from .store import STORE_FILENAME, RunStore, canonical_json, request_key
 from .untrusted import replace_unencodable
 
 __all__ = ["ImportSpec", "ImportFile", "ImportColumns", "ImportSummary", "load_import_spec", "import_spec_from_dict",
@@ -144,7 +144,7 @@ class ImportSpec(StrictModel):
     reference_group: str | None = Field(None, description="analysis.reference_group of the audit spec.")
     allow_missing: bool = Field(False, description="analysis.allow_missing of the audit spec.")
     match: Literal["id", "rows"] = Field("id", description="id: by the post_id column; rows: row k of each file.")
-    cue_type: str = Field("imported", description="Cue type of the non-control rows without a cue_type column.")
+    cue_type: str = Field("unspecified_cue", description="Cue type of the non-control rows without a cue_type column.")
     model: str = Field("imported", description="Model name of the rows without a model column.")
     scores: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Scores in the release: {scorer: {measure: column}}.")
@@ -269,7 +269,7 @@ def read_release_file(f: ImportFile, path: Path) -> tuple[pd.DataFrame, str]:
                                      where=str(path), fix="leave 'columns' out, or name every column in order")
                 df.columns = list(f.columns)
         elif fmt == "jsonl":
-            df = pd.read_json(path, lines=True, dtype=False)
+            df = _read_jsonl(path)
         else:
             df = pd.read_parquet(path)
     except AuditError:
@@ -288,6 +288,36 @@ def read_release_file(f: ImportFile, path: Path) -> tuple[pd.DataFrame, str]:
     for k, v in f.values.items():
         df[k] = str(v)
     return df, fmt
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """A JSON Lines file, one object per line (blank lines skipped). Read with :mod:`json` rather than
+    pandas: JSON can carry a lone surrogate escape (``"\\udc80"``) that pandas' string columns cannot
+    hold; such characters are replaced here (:func:`audit.untrusted.replace_unencodable`) and counted
+    per row in column ``_unencodable``."""
+    records, fixed = [], []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise AuditError(f"line {line_no} is not valid JSON ({exc.msg})", where=str(path),
+                                 fix="give one JSON object per line") from None
+            if not isinstance(obj, dict):
+                raise AuditError(f"line {line_no} is not a JSON object", where=str(path),
+                                 fix="give one JSON object per line")
+            n = 0
+            for k, v in obj.items():
+                if isinstance(v, str):
+                    obj[k], m = replace_unencodable(v)
+                    n += m
+            records.append(obj)
+            fixed.append(n)
+    df = pd.DataFrame.from_records(records)
+    df["_unencodable"] = fixed
+    return df
 
 
 def _text(v: Any) -> str | None:
@@ -405,7 +435,8 @@ def _build_rows(spec: ImportSpec) -> tuple[pd.DataFrame, list[FileRecord]]:
                 raise _column_error(col, key, path, df)
         records.append(FileRecord(str(path), path.name, sha256_file(path), path.stat().st_size, len(df), fmt,
                                   f.header))
-        out = pd.DataFrame({"_file": i, "_row": range(1, len(df) + 1)})
+        out = pd.DataFrame({"_file": i, "_row": range(1, len(df) + 1),
+                            "_unencodable": df["_unencodable"].to_numpy() if "_unencodable" in df else 0})
         for k in ("post_id", "post", "variant", "reply", "group", "cue_type", "model", "style", "sample"):
             col = getattr(c, k)
             out[k] = [_text(v) for v in df[col]] if col else None
@@ -569,16 +600,18 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     rd = Path(run_dir)
     rows, records = _build_rows(spec)
     isha = import_sha256(spec, records)
-    with RunStore(rd) as store:
-        stored = store.get_meta("import_sha256")
-        if stored is None and (store.get_meta("spec_hash") is not None or store.count_rows("requests")):
-            raise AuditError("this run directory holds an audit run, not an import", where=str(rd),
-                             fix="import into a new run directory (--out)")
-        if stored is not None and stored != isha:
-            raise AuditError("this run directory holds another import (other files or another mapping)",
-                             where=str(rd), fix="import into a new run directory (--out); an import is never "
-                                                "mixed into another one")
-        already = stored == isha and store.get_meta("import_complete") is not None
+    stored, complete = None, False
+    if (rd / STORE_FILENAME).exists():  # nothing is created before the import is known to be good
+        with RunStore(rd, create=False) as store:
+            stored, complete = store.get_meta("import_sha256"), store.get_meta("import_complete") is not None
+            if stored is None and (store.get_meta("spec_hash") is not None or store.count_rows("requests")):
+                raise AuditError("this run directory holds an audit run, not an import", where=str(rd),
+                                 fix="import into a new run directory (--out)")
+    if stored is not None and stored != isha:
+        raise AuditError("this run directory holds another import (other files or another mapping)",
+                         where=str(rd), fix="import into a new run directory (--out); an import is never "
+                                            "mixed into another one")
+    already = stored == isha and complete
 
     labels = _group_labels(rows, spec)
     if labels.isna().any():
@@ -615,7 +648,8 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
         return {"condition": r["group_label"]}
 
     rows["attrs"] = rows.apply(attrs, axis=1)
-    rows["text"] = [replace_unencodable(t or originals.get(p) or "")[0] for t, p in zip(rows["variant"], rows["post_id"])]
+    rows["text"] = [replace_unencodable(_text(t) or originals.get(p) or "")[0]
+                    for t, p in zip(rows["variant"], rows["post_id"])]
     rows["variant_id"] = [hashlib.sha256(canonical_json([p, g, c, t, a]).encode()).hexdigest()[:16]
                           for p, g, c, t, a in zip(rows["post_id"], rows["group_name"], rows["cue"], rows["text"],
                                                    rows["attrs"])]
@@ -662,7 +696,8 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
                              model_name=r["model_name"], style=r["style_name"], style_hash=None,
                              sample_index=int(r["sample_index"]), messages=messages,
                              params={"import": records[fi].name}))
-        text, n_bad = replace_unencodable(r["reply"] or "")
+        text, n_bad = replace_unencodable(_text(r["reply"]) or "")
+        n_bad += int(r["_unencodable"])  # replaced while reading (JSON Lines), anywhere in the row
         if text.strip():
             n_ok += 1
             flags = [f"unencodable: {n_bad} lone surrogate(s) replaced by U+FFFD"] if n_bad else []

@@ -28,7 +28,7 @@ from .data import EMBEDDED_NAME, ReportData, collect
 from .figures import all_figures, skipped_figures
 from .findings import _finite
 from .headline import group_table, headline_sentences, primary_outcome
-from .provenance import software_versions
+from .provenance import import_provenance, software_versions
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
@@ -430,6 +430,13 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
         spec_note = ("The run was started from a spec object, not a file: save the spec shown below (JSON is "
                      "valid YAML) as spec.yaml, then run this command.")
     reproduce = f"empathy-audit run {_shell(spec_arg)} --out {_shell(run_dir)}"
+    imported = import_provenance(meta, run_dir)
+    if imported is not None:  # the replies came from a release: reproducing the run is re-importing it
+        reproduce, spec_note = imported["reproduce"], None
+        am = data.tables.get("analysis_meta")
+        if am is not None and not am.empty and "key" in am.columns:
+            hit = am.loc[am["key"] == "design_statement", "value"]
+            imported["design_statement"] = str(hit.iloc[0]) if len(hit) else None
     software_run = {}
     if meta.get("software_versions"):
         try:
@@ -448,7 +455,7 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
         tool_version_run=meta.get("tool_version"), tool_version_report=__version__,
         software_run=software_run, software_report=software_versions(),
         reproduce=reproduce, reproduce_note=spec_note, rerender=f"empathy-audit report {_shell(str(data.run_dir))}",
-        command=meta.get("command_line"),
+        command=meta.get("command_line"), **({"imported": imported} if imported is not None else {}),
     )
 
 
