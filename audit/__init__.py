@@ -19,6 +19,8 @@ The functions a notebook needs are attributes of this package, imported on first
 ``get_scorer``          a scorer by name
 ``RunStore``            the SQLite run store of a run directory
 ``render``              the report of a run directory, from its store alone
+``load_import_spec``    an import spec (YAML) -> a validated ImportSpec
+``import_release``      import released replies (and their scores) into a run store
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
@@ -48,6 +50,8 @@ _EXPORTS = {
     "get_scorer": ("audit.scorers", "get_scorer"),
     "RunStore": ("audit.store", "RunStore"),
     "render": ("audit.report", "render"),
+    "load_import_spec": ("audit.importer", "load_import_spec"),
+    "import_release": ("audit.importer", "import_release"),
     "AuditError": ("audit.errors", "AuditError"),
 }
 
@@ -56,6 +60,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are imported on first use
     from .counterfactual import build_variants
     from .errors import AuditError
+    from .importer import import_release, load_import_spec
     from .pipeline import run
     from .report import render
     from .scorers import get_scorer
