@@ -174,7 +174,8 @@ class ImportSpec(StrictModel):
         if self.match == "id" and not self.columns.post_id:
             raise ValueError("match: id needs columns.post_id; for files whose row k is post k use match: rows")
         if self.match == "rows" and len(self.files) < 2 and self.control is not None:
-            raise ValueError("match: rows aligns several files (one per condition); give them all under 'files'")
+            raise ValueError("match: rows aligns several files (one per condition): give them all under 'files'; "
+                             "for one long file, name its post-id column (columns.post_id, --post-id) instead")
         if "group" in self.axes:
             raise ValueError("an axis may not be called 'group' (the group label is built from the axes); rename it")
         return self
@@ -423,11 +424,11 @@ def _build_rows(spec: ImportSpec) -> tuple[pd.DataFrame, list[FileRecord]]:
     """Read every file into one table with canonical columns (one row per file row)."""
     c = spec.columns
     parts, records = [], []
+    seen_axes: set[str] = set()
     for i, f in enumerate(spec.files):
         path = spec.resolve(f.path)
         df, fmt = read_release_file(f, path)
         need = {f"columns.{k}": v for k, v in c.model_dump().items() if v}
-        need.update({f"axes[{j}]": a for j, a in enumerate(spec.axes)})
         for scorer, ms in spec.scores.items():
             need.update({f"scores.{scorer}.{m}": col for m, col in ms.items()})
         for key, col in need.items():
@@ -442,8 +443,9 @@ def _build_rows(spec: ImportSpec) -> tuple[pd.DataFrame, list[FileRecord]]:
             out[k] = [_text(v) for v in df[col]] if col else None
         if out["variant"].isna().all() and c.variant is None:
             out["variant"] = out["post"]
-        for a in spec.axes:
-            out[f"ax:{a}"] = [_text(v) for v in df[a]]
+        for a in spec.axes:  # a file may lack an axis (the control file); one that no file has is an error below
+            out[f"ax:{a}"] = [_text(v) for v in df[a]] if a in df.columns else None
+        seen_axes.update(a for a in spec.axes if a in df.columns)
         for scorer, ms in spec.scores.items():
             for m, col in ms.items():
                 raw = df[col]
@@ -456,6 +458,10 @@ def _build_rows(spec: ImportSpec) -> tuple[pd.DataFrame, list[FileRecord]]:
                                      fix="map a numeric column, or clean the values (empty cells are missing)")
                 out[f"score:{scorer}:{m}"] = num.to_numpy(dtype=float)
         parts.append(out)
+    for j, a in enumerate(spec.axes):
+        if a not in seen_axes:
+            raise AuditError(f"axis column '{a}' (axes[{j}]) is in none of the files", where="import spec key 'axes'",
+                             fix="name a column the files have, or give it per file in files[i].values")
     return pd.concat(parts, ignore_index=True), records
 
 
@@ -489,10 +495,10 @@ def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> t
                     "post-id column, or set force: true (--force) to import the rows that exist, counting the rest "
                     "as unmatched")
         rows["post_id"] = [f"row-{int(r)}" for r in rows["_row"]]
-    for i in range(len(rows)):
-        if rows["post_id"].iloc[i] is None:
-            raise AuditError(f"no post id in {_where(records, rows, i)}", where=f"column '{spec.columns.post_id}'",
-                             fix="fill the post id of every row, or use match: rows")
+    no_id = rows["post_id"].isna().to_numpy()
+    if no_id.any():
+        raise AuditError(f"no post id in {_where(records, rows, int(no_id.nonzero()[0][0]))}",
+                         where=f"column '{spec.columns.post_id}'", fix="fill the post id of every row, or use match: rows")
     # the original text of each post: its control row, else the post column
     originals: dict[str, str] = {}
     for pid, text in zip(rows.loc[is_ctrl, "post_id"], rows.loc[is_ctrl, "variant"]):
@@ -508,19 +514,24 @@ def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> t
         for i in beyond.to_numpy().nonzero()[0]:
             reasons.append(f"{_where(records, rows, i)}: beyond the control's {n_ctrl_rows} rows")
         unmatched |= beyond
-    for i in (~is_ctrl & ~unmatched).to_numpy().nonzero()[0]:
-        r = rows.iloc[i]
-        orig = originals.get(r["post_id"])
+    todo = (~is_ctrl & ~unmatched.to_numpy()).nonzero()[0]
+    pids, posts, texts = rows["post_id"].to_numpy(), rows["post"].to_numpy(), rows["variant"].to_numpy()
+    verdict: dict[tuple[str, str], bool] = {}  # the same (original, variant) pair recurs over models and samples
+    for i in todo:
+        orig = originals.get(pids[i])
         if orig is None:
             if has_control:
                 no_control += 1
-            orig = r["post"]
-        if orig is None or r["variant"] is None:
+            orig = _text(posts[i])
+        text = _text(texts[i])
+        if orig is None or text is None:
             continue
-        if not texts_match(orig, r["variant"], spec.min_similarity):
+        ok = verdict.get((orig, text))
+        if ok is None:
+            ok = verdict[(orig, text)] = texts_match(orig, text, spec.min_similarity)
+        if not ok:
             unmatched.iloc[i] = True
-            reasons.append(f"{_where(records, rows, i)}: {r['variant'][:50]!r} is not close to post "
-                           f"{r['post_id']} {orig[:50]!r}")
+            reasons.append(f"{_where(records, rows, i)}: {text[:50]!r} is not close to post {pids[i]} {orig[:50]!r}")
     n_bad = int(unmatched.sum())
     share = n_bad / max(int((~is_ctrl).sum()), 1)
     if share > spec.max_unmatched and not spec.force:

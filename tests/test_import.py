@@ -333,3 +333,28 @@ def test_texts_match_tells_a_cue_from_another_post():
     assert texts_match("I can't sleep and work is awful.", "I cannot sleep, and work is so awful.")
     assert not texts_match(_post(3), _post(4))
     assert not texts_match("I can't sleep and work is awful.", "My cat died and I keep crying every evening.")
+
+
+def test_two_axes_per_group_files_and_an_axis_the_control_file_lacks(tmp_path):
+    rng = random.Random(2)
+    cells = {"control": {"race": "control"}, "bw": {"race": "Black", "gender": "woman"},
+             "wm": {"race": "White", "gender": "man"}}
+    for name in cells:
+        cue = "" if name == "control" else f"I'm a {cells[name]['race']} {cells[name]['gender']}. "
+        (tmp_path / f"{name}.txt").write_text("".join(f"{cue}{_post(i)}\t{_reply(rng, 'x')}\n" for i in range(6)),
+                                              encoding="utf-8")
+    spec = import_spec_from_dict({
+        "name": "two-axes", "match": "rows", "axes": ["race", "gender"],
+        "columns": {"variant": "post", "reply": "reply"},
+        "files": [{"path": str(tmp_path / f"{n}.txt"), "header": False, "columns": ["post", "reply"], "values": v}
+                  for n, v in cells.items()]})
+    s = import_release(spec, tmp_path / "run")
+    assert s.groups == ["Black woman", "White man", "control"] and s.unmatched == 0
+    with RunStore(tmp_path / "run", create=False) as store:
+        v = store.variants_df()
+        bw = v[v["group"] == "Black woman"]
+        assert set(bw["race"]) == {"Black"} and set(bw["gender"]) == {"woman"}
+        assert store.latest_spec().demographics.axes == ["race", "gender"]
+    bad = spec.model_copy(update={"axes": ["race", "sex"]})
+    with pytest.raises(AuditError, match=r"axis column 'sex' \(axes\[1\]\) is in none of the files"):
+        import_release(bad, tmp_path / "run2")

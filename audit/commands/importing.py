@@ -73,7 +73,7 @@ def spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
                              fix="write e.g. --score published.empathy=empathy_score")
         scores.setdefault(scorer, {})[measure] = col
     out: dict[str, Any] = {
-        "name": args.name or (Path(args.out).resolve().name or "import"), "files": files, "columns": columns,
+        "name": args.name or _run_name(Path(args.out)), "files": files, "columns": columns,
         "axes": list(args.axis), "control": None if args.no_control else args.control,
         "match": args.match or ("id" if args.post_id else "rows"), "scores": scores,
         "allow_missing": bool(args.allow_missing),
@@ -82,6 +82,14 @@ def spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, k):
             out[k] = getattr(args, k)
     return out
+
+
+def _run_name(run_dir: Path) -> str:
+    """A valid run name from the run directory's name (letters, digits, '_', '.', '-')."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_dir.resolve().name).lstrip("_.-")
+    return name or "import"
 
 
 def cmd_import(args: argparse.Namespace) -> int:
