@@ -739,8 +739,10 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     scorer_measures = {s: list(ms) for s, ms in spec.scores.items()}
     counts_out = dict(rows=sum(r.rows for r in records), imported=len(rows), replies_ok=n_ok,
                       replies_missing=n_missing, scores_missing=n_score_missing, **counts)
+    # the run's design (audit/design.py): flat keys, as design_of writes them
     design = {"import.sha256": isha, "import.files": [r.sha256 for r in records],
-              "analysis": json.loads(canonical_json(audit_spec.analysis.model_dump(mode="json")))}
+              **{f"analysis.{k}": v for k, v in json.loads(canonical_json(
+                  audit_spec.analysis.model_dump(mode="json"))).items()}}
     did = design_id(design)
 
     with RunStore(rd) as store:

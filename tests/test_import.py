@@ -358,3 +358,27 @@ def test_two_axes_per_group_files_and_an_axis_the_control_file_lacks(tmp_path):
     bad = spec.model_copy(update={"axes": ["race", "sex"]})
     with pytest.raises(AuditError, match=r"axis column 'sex' \(axes\[1\]\) is in none of the files"):
         import_release(bad, tmp_path / "run2")
+
+
+def test_release_without_a_control_uses_the_named_reference(tmp_path, capsys):
+    df = long_release(observational=True)
+    df = df[df["group"] != "control"]
+    path = tmp_path / "release.csv"
+    df.to_csv(path, index=False)
+    run = tmp_path / "run"
+    status, out, err = _run(["import", str(path), "--out", str(run), "--post-id", "post_id", "--variant", "text",
+                             "--reply", "reply", "--group", "group", "--no-control", "--reference", "White",
+                             "--score", "published.empathy=empathy_a"], capsys)
+    assert status == 0, err
+    assert "Observational design" in out
+    status, out, err = _run(["analyze", str(run), "--json"], capsys)
+    assert status == 0, err
+    res = pd.DataFrame(json.loads(out))
+    row = res[(res["cue_type"] == "pooled") & (res["group"] == "Black")].iloc[0]
+    assert row["reference"] == "White" and row["estimate"] < -0.25 and row["design"] == "observational"
+    # the mapping is given once: flags beside --spec would be ignored, so they are refused
+    spec = tmp_path / "i.yaml"
+    spec.write_text("name: x\nfiles: [{path: release.csv}]\nmatch: id\n"
+                    "columns: {post_id: post_id, variant: text, reply: reply, group: group}\n", encoding="utf-8")
+    status, _, err = _run(["import", "--spec", str(spec), "--out", str(tmp_path / "r2"), "--reply", "x"], capsys)
+    assert status == 2 and "--reply cannot be combined with --spec" in err

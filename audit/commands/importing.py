@@ -11,6 +11,12 @@ from ..errors import AuditError
 from ..jsonable import jsonable
 
 
+# Flags that describe the mapping: with --spec the import spec says all of it.
+MAPPING_FLAGS = ("name", "post_id", "post", "variant", "reply", "group", "cue_type", "model", "style", "sample", "axis",
+                 "reference", "no_control", "match", "score", "no_header", "columns", "reference_group",
+                 "allow_missing")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import", help="import released replies (CSV/TSV/JSONL/parquet) into a run store, to score and report them",
@@ -100,6 +106,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         if args.files:
             raise AuditError("give the files in the import spec or on the command line, not both",
                              where="empathy-audit import", fix="list the files under 'files' in the import spec")
+        flags = [f"--{k.replace('_', '-')}" for k in MAPPING_FLAGS if getattr(args, k)]
+        flags += ["--control"] if args.control != "control" else []
+        if flags:  # they would be silently ignored
+            raise AuditError(f"{', '.join(flags)} cannot be combined with --spec", where="empathy-audit import",
+                             fix="put the mapping in the import spec (see docs/replication.md), or leave --spec out")
         spec = load_import_spec(args.spec)
     else:
         spec = import_spec_from_dict(spec_from_flags(args), where="empathy-audit import flags")
