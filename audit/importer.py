@@ -67,6 +67,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -169,6 +170,16 @@ class ImportSpec(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ImportSpec":
+        from .scorers.registry import builtin_names
+
+        taken = sorted(set(self.scores) & set(builtin_names()))
+        if taken:
+            raise ValueError(f"imported scores may not take the name of a built-in scorer ({', '.join(taken)}): "
+                             "name them e.g. 'published', and give their measures the built-in measure names")
+        clash = sorted(set(self.scores) & set(self.scorers))
+        if clash:
+            raise ValueError(f"'scorers' (what `score` runs) lists the imported scorer(s) {', '.join(clash)}; "
+                             "imported scores are stored as they are and never rerun")
         if self.control is None and self.reference is None:
             raise ValueError("a release without a control (control: null) needs the reference group in 'reference'")
         if self.match == "id" and not self.columns.post_id:
@@ -251,6 +262,9 @@ def read_release_file(f: ImportFile, path: Path) -> tuple[pd.DataFrame, str]:
     if not path.is_file():
         raise AuditError("release file not found", where=str(path), fix="check the path in the import spec")
     fmt = _file_format(f, path)
+    if fmt in ("jsonl", "parquet") and (f.columns or not f.header):
+        raise AuditError("'header' and 'columns' describe csv/tsv files only; jsonl and parquet name their columns",
+                         where=str(path), fix="leave 'header' and 'columns' out for this file")
     try:
         if fmt in ("csv", "tsv"):
             quoting = f.quoting or ("csv" if fmt == "csv" else "none")
@@ -282,10 +296,6 @@ def read_release_file(f: ImportFile, path: Path) -> tuple[pd.DataFrame, str]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AuditError(f"cannot read the {fmt} file: {first}", where=str(path),
                          fix="check the format (and header/columns) given for this file") from None
-    if not f.header or fmt not in ("csv", "tsv"):
-        if f.columns and fmt in ("jsonl", "parquet"):
-            raise AuditError("'columns' names the columns of a headerless csv/tsv file only", where=str(path),
-                             fix="leave 'columns' out for jsonl and parquet files")
     for k, v in f.values.items():
         df[k] = str(v)
     return df, fmt
@@ -505,16 +515,25 @@ def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> t
         if text is not None:
             originals.setdefault(pid, text)
     has_control = bool(is_ctrl.any())
+    anchor = np.zeros(len(rows), dtype=bool)
+    if spec.match == "rows" and not has_control:
+        # no control to compare with: row k of every file must still be the same post as row k of the
+        # first file (the same post under another cue)
+        anchor = (rows["_file"] == 0).to_numpy()
+        originals = {pid: t for pid, t in zip(rows.loc[anchor, "post_id"], rows.loc[anchor, "variant"])
+                     if t is not None}
     unmatched = pd.Series(False, index=rows.index)
     reasons: list[str] = []
     no_control = 0
-    if spec.match == "rows" and has_control:
-        n_ctrl_rows = int(rows.loc[is_ctrl, "_row"].max())
-        beyond = (~is_ctrl) & (rows["_row"] > n_ctrl_rows)
+    ref = is_ctrl if has_control else anchor
+    if spec.match == "rows" and ref.any():
+        n_ref_rows = int(rows.loc[ref, "_row"].max())
+        beyond = (~ref) & (rows["_row"] > n_ref_rows)
         for i in beyond.to_numpy().nonzero()[0]:
-            reasons.append(f"{_where(records, rows, i)}: beyond the control's {n_ctrl_rows} rows")
+            reasons.append(f"{_where(records, rows, i)}: beyond the {n_ref_rows} rows of "
+                           f"{'the control' if has_control else records[0].name}")
         unmatched |= beyond
-    todo = (~is_ctrl & ~unmatched.to_numpy()).nonzero()[0]
+    todo = (~is_ctrl & ~anchor & ~unmatched.to_numpy()).nonzero()[0]
     pids, posts, texts = rows["post_id"].to_numpy(), rows["post"].to_numpy(), rows["variant"].to_numpy()
     verdict: dict[tuple[str, str], bool] = {}  # the same (original, variant) pair recurs over models and samples
     for i in todo:
@@ -533,10 +552,11 @@ def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> t
             unmatched.iloc[i] = True
             reasons.append(f"{_where(records, rows, i)}: {text[:50]!r} is not close to post {pids[i]} {orig[:50]!r}")
     n_bad = int(unmatched.sum())
-    share = n_bad / max(int((~is_ctrl).sum()), 1)
+    n_checked = int((~ref).sum())  # rows that are checked against a reference row (control or first file)
+    share = n_bad / max(n_checked, 1)
     if share > spec.max_unmatched and not spec.force:
         raise AuditError(
-            f"{n_bad} of {int((~is_ctrl).sum())} variant rows ({share:.0%}) do not match their original post "
+            f"{n_bad} of {n_checked} variant rows ({share:.0%}) do not match their original post "
             f"(first: {reasons[0]}); the alignment is implausible", where="import spec key 'match'",
             fix="check the file order and row alignment (or the post-id column); set force: true (--force) to "
                 "import anyway without the unmatched rows, or raise max_unmatched")
@@ -569,7 +589,7 @@ def import_sha256(spec: ImportSpec, records: list[FileRecord]) -> str:
     return hashlib.sha256(canonical_json({"files": [r.sha256 for r in records], "mapping": mapping}).encode()).hexdigest()
 
 
-def _audit_spec(spec: ImportSpec, groups: list[str], cue_types: list[str], models: dict[str, tuple[str, str]],
+def _audit_spec(spec: ImportSpec, cue_types: list[str], models: dict[str, tuple[str, str]],
                 styles: list[str], samples: int, has_control: bool, files: list[FileRecord]) -> Any:
     axes = list(spec.axes) or ["condition"]
     known = [c for c in cue_types if c in CUE_TYPES]
@@ -661,6 +681,12 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     rows["attrs"] = rows.apply(attrs, axis=1)
     rows["text"] = [replace_unencodable(_text(t) or originals.get(p) or "")[0]
                     for t, p in zip(rows["variant"], rows["post_id"])]
+    no_text = (rows["text"] == "").to_numpy()
+    if no_text.any():
+        col = spec.columns.variant or spec.columns.post
+        raise AuditError(f"no post text in {_where(records, rows, int(no_text.nonzero()[0][0]))}",
+                         where=f"column '{col}'", fix="fill the text the model replied to in every row (a reply "
+                                                      "without its post cannot be scored or compared)")
     rows["variant_id"] = [hashlib.sha256(canonical_json([p, g, c, t, a]).encode()).hexdigest()[:16]
                           for p, g, c, t, a in zip(rows["post_id"], rows["group_name"], rows["cue"], rows["text"],
                                                    rows["attrs"])]
@@ -732,7 +758,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
 
     samples = int(rows["sample_index"].max()) + 1 if len(rows) else 1
     styles = sorted(set(rows["style_name"]))
-    audit_spec = _audit_spec(spec, sorted(set(rows["group_name"])), sorted(set(rows["cue"]) - {"control"}), models,
+    audit_spec = _audit_spec(spec, sorted(set(rows["cue"]) - {"control"}), models,
                              styles, samples, ctrl is not None, records)
     design_rows = rows.assign(g=rows["group_name"])
     info = detect_design(design_rows, "g", "post_id")

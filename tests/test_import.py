@@ -382,3 +382,18 @@ def test_release_without_a_control_uses_the_named_reference(tmp_path, capsys):
                     "columns: {post_id: post_id, variant: text, reply: reply, group: group}\n", encoding="utf-8")
     status, _, err = _run(["import", "--spec", str(spec), "--out", str(tmp_path / "r2"), "--reply", "x"], capsys)
     assert status == 2 and "--reply cannot be combined with --spec" in err
+
+
+def test_rows_without_a_control_are_checked_against_the_first_file(tmp_path):
+    spec_path = per_group_tsv_release(tmp_path / "release", shuffle_white=True)
+    spec = load_import_spec(spec_path)
+    spec = spec.model_copy(update={"files": spec.files[1:], "control": None, "reference": "Black"})
+    with pytest.raises(AuditError, match=rf"{N_POSTS} of {N_POSTS} variant rows \(100%\) do not match"):
+        import_release(spec, tmp_path / "run")
+
+
+def test_imported_scores_cannot_pose_as_a_builtin_scorer(tmp_path):
+    with pytest.raises(AuditError, match="may not take the name of a built-in scorer"):
+        import_spec_from_dict({"name": "x", "files": [{"path": "a.csv"}], "match": "id",
+                               "columns": {"post_id": "id", "variant": "t", "reply": "r", "group": "g"},
+                               "scores": {"epitome": {"empathy": "e"}}})
