@@ -205,6 +205,17 @@ def test_empty_replies_are_stored_failed_and_counted_as_missing(tmp_path, capsys
     # 6 of 14 Black replies missing against 0 of 14 in the control: differential, so refused
     status, _, err = _run(["analyze", str(run)], capsys)
     assert status == 2 and "missing outcomes differ: Black 6 of 14" in err
+    # allowed (import spec allow_missing -> analysis.allow_missing): fitted, the counts beside the gap
+    allowed = tmp_path / "allowed"
+    import_release(load_import_spec(spec_path).model_copy(update={"allow_missing": True}), allowed)
+    assert _run(["score", str(allowed), "--scorers", "length"], capsys)[0] == 0
+    assert _run(["analyze", str(allowed)], capsys)[0] == 0
+    assert _run(["report", str(allowed)], capsys)[0] == 0
+    result = json.loads((allowed / "results.json").read_text(encoding="utf-8"))
+    black = next(r for r in result["results"] if r["group"] == "Black" and r["cue_type"] == "pooled")
+    assert (black["n_missing"], black["ref_n_missing"], black["n"]) == (6, 0, N_POSTS - 6)
+    assert "missing outcomes differ" in black["warning"]
+    assert "6 (ref. 0)" in (allowed / "report.html").read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- shape (b): long tables with scores

@@ -275,9 +275,17 @@ def _results_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None
             rel_ci_high=fnum(r.get("rel_ci_high")),
             p_value=fp(r.get("p_value")), p_holm=fp(r.get("p_holm")), p_bh=fp(r.get("p_bh")),
             significant=sig, n=r.get("n"), n_posts=r.get("n_posts"), method=r.get("method"),
+            missing=_missing_cell(r.get("n_missing"), r.get("ref_n_missing")),
             converged=r.get("converged"), warning=r.get("warning"),
         ))
     return rows
+
+
+def _missing_cell(n_missing: Any, ref_n_missing: Any) -> str:
+    """'3 (ref. 0)': missing outcomes of the group and of its reference, beside the estimate."""
+    def count(x: Any) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else str(int(x))
+    return f"{count(n_missing)} (ref. {count(ref_n_missing)})"
 
 
 def _generic_table(df: pd.DataFrame | None, max_rows: int = 400) -> dict[str, Any] | None:
