@@ -609,8 +609,15 @@ def _audit_spec(spec: ImportSpec, cue_types: list[str], models: dict[str, tuple[
     audit_spec = spec_from_dict(data, where="the audit spec derived from the import spec")
     import yaml
 
-    audit_spec._source_text = ("# The audit spec equivalent to an import (empathy-audit import): the replies were "
-                               "imported, not generated.\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    # What the report shows as "the spec": the equivalent audit spec, then the import spec itself (as
+    # comments, so the text stays a valid audit spec)
+    given = spec._source_text or yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False,
+                                                allow_unicode=True)
+    where = f" ({spec._source_path})" if spec._source_path else " (from the command-line flags)"
+    audit_spec._source_text = (
+        "# The audit spec equivalent to an import (empathy-audit import): the replies were imported, not "
+        "generated.\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        + f"\n# The import spec{where}:\n" + "".join(f"#   {line}\n" for line in given.splitlines()))
     return audit_spec
 
 

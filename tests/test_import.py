@@ -408,3 +408,29 @@ def test_imported_scores_cannot_pose_as_a_builtin_scorer(tmp_path):
         import_spec_from_dict({"name": "x", "files": [{"path": "a.csv"}], "match": "id",
                                "columns": {"post_id": "id", "variant": "t", "reply": "r", "group": "g"},
                                "scores": {"epitome": {"empathy": "e"}}})
+
+
+def test_model_style_and_sample_columns_become_requests_and_the_spec(tmp_path):
+    base = long_release()
+    parts = []
+    for model in ("model-a", "model b"):
+        for style in ("plain", "peer"):
+            for sample in (0, 1):
+                parts.append(base.assign(model=model, style=style, sample=sample))
+    df = pd.concat(parts, ignore_index=True)
+    path = tmp_path / "release.parquet"
+    df.to_parquet(path)
+    s = import_release(import_spec_from_dict({
+        "name": "multi", "files": [{"path": str(path)}], "match": "id",
+        "columns": {"post_id": "post_id", "variant": "text", "reply": "reply", "group": "group", "model": "model",
+                    "style": "style", "sample": "sample"}}), tmp_path / "run")
+    assert s.imported == len(df) and s.models == ["model-a", "model-b"]
+    with RunStore(tmp_path / "run", create=False) as store:
+        q = store.replies_df()
+        assert len(q) == len(df) and q["request_key"].is_unique
+        assert q.groupby(["model_label", "style", "sample_index"]).size().eq(len(base)).all()
+        assert store.variants_df()["variant_id"].nunique() == len(base)  # one variant, 8 replies each
+        spec = store.latest_spec()
+        assert [m.label for m in spec.models] == ["model-a", "model-b"] and [m.model for m in spec.models] == [
+            "model-a", "model b"]
+        assert spec.styles == ["peer", "plain"] and spec.samples == 2
