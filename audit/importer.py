@@ -416,7 +416,8 @@ class ImportSummary:
         out.append(f"  design: {self.design_statement}")
         for f in self.files:
             out.append(f"  {f['name']}: {f['rows']} rows, sha256 {f['sha256'][:16]}...")
-        out.append(f"next: empathy-audit score {self.run_dir}; then empathy-audit report {self.run_dir}")
+        out.append(f"next: empathy-audit score {self.run_dir}; empathy-audit analyze {self.run_dir}; "
+                   f"empathy-audit report {self.run_dir}")
         return out
 
 
