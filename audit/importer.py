@@ -73,7 +73,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import AuditError
 from .resources import sha256_file
-from .spec import CUE_TYPES, StrictModel, read_yaml, spec_from_dict, validation_error
+from .spec import CUE_TYPES, StrictModel, read_yaml, spec_from_dict, spec_where, validation_error
 from .store import STORE_FILENAME, RunStore, canonical_json, request_key
 from .untrusted import replace_unencodable
 
@@ -195,6 +195,11 @@ class ImportSpec(StrictModel):
     _source_text: str = ""
 
     @property
+    def source_path(self) -> Path | None:
+        """The import spec file (None for one made from flags or a mapping): errors name it and the line."""
+        return self._source_path
+
+    @property
     def source_dir(self) -> Path:
         return self._source_path.parent if self._source_path else Path.cwd()
 
@@ -212,7 +217,7 @@ def load_import_spec(path: str | Path) -> ImportSpec:
     try:
         spec = ImportSpec.model_validate(data)
     except ValidationError as err:
-        raise validation_error(p, text, err, what_file="import spec") from None
+        raise _spec_error(p, text, err) from None
     spec._source_path = p.resolve()
     spec._source_text = text
     return spec
@@ -224,7 +229,15 @@ def import_spec_from_dict(data: dict[str, Any], where: str = "import spec") -> I
     try:
         return ImportSpec.model_validate(data)
     except ValidationError as err:
-        raise validation_error(where, "", err, what_file="import spec") from None
+        raise _spec_error(where, "", err) from None
+
+
+def _spec_error(where: Path | str, text: str, err: ValidationError) -> AuditError:
+    """:func:`audit.spec.validation_error`, pointing at the import spec's reference (docs/replication.md)."""
+    exc = validation_error(where, text, err, what_file="import spec")
+    exc.what = exc.what.replace("Value error, ", "")
+    exc.fix = (exc.fix or "").replace("reference in the README", "reference in docs/replication.md")
+    return exc
 
 
 # --------------------------------------------------------------------------- reading
@@ -269,7 +282,7 @@ def read_release_file(f: ImportFile, path: Path) -> tuple[pd.DataFrame, str]:
         if fmt in ("csv", "tsv"):
             quoting = f.quoting or ("csv" if fmt == "csv" else "none")
             df = pd.read_csv(path, sep="," if fmt == "csv" else "\t", header=0 if f.header else None, dtype=str,
-                             keep_default_na=False, na_values=[""], encoding="utf-8",
+                             keep_default_na=False, na_values=[""], encoding="utf-8-sig",
                              quoting=csv.QUOTE_MINIMAL if quoting == "csv" else csv.QUOTE_NONE)
             if not f.header:
                 if df.shape[1] != len(f.columns or []):
@@ -307,7 +320,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     hold; such characters are replaced here (:func:`audit.untrusted.replace_unencodable`) and counted
     per row in column ``_unencodable``."""
     records, fixed = [], []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first key
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -471,7 +484,7 @@ def _build_rows(spec: ImportSpec) -> tuple[pd.DataFrame, list[FileRecord]]:
         parts.append(out)
     for j, a in enumerate(spec.axes):
         if a not in seen_axes:
-            raise AuditError(f"axis column '{a}' (axes[{j}]) is in none of the files", where="import spec key 'axes'",
+            raise AuditError(f"axis column '{a}' (axes[{j}]) is in none of the files", where=spec_where(spec, ("axes", j)),
                              fix="name a column the files have, or give it per file in files[i].values")
     return pd.concat(parts, ignore_index=True), records
 
@@ -480,7 +493,7 @@ def _group_labels(rows: pd.DataFrame, spec: ImportSpec) -> pd.Series:
     if spec.columns.group:
         return rows["group"]
     if not spec.axes:
-        raise AuditError("the import names neither a group column nor axes", where="import spec key 'columns'",
+        raise AuditError("the import names neither a group column nor axes", where=spec_where(spec, ("columns",)),
                          fix="give columns.group, or the axis columns in 'axes' (per-file constants go in "
                              "files[i].values)")
     vals = rows[[f"ax:{a}" for a in spec.axes]]
@@ -501,7 +514,7 @@ def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> t
             raise AuditError(
                 "match: rows needs files of equal length, but the row counts differ ("
                 + ", ".join(f"{k} {v}" for k, v in counts.items()) + "): row k is not post k in every file",
-                where="import spec key 'match'",
+                where=spec_where(spec, ("match",)),
                 fix="check that no file lost or gained a row (a header row, a blank line), use match: id with a "
                     "post-id column, or set force: true (--force) to import the rows that exist, counting the rest "
                     "as unmatched")
@@ -558,7 +571,7 @@ def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> t
     if share > spec.max_unmatched and not spec.force:
         raise AuditError(
             f"{n_bad} of {n_checked} variant rows ({share:.0%}) do not match their original post "
-            f"(first: {reasons[0]}); the alignment is implausible", where="import spec key 'match'",
+            f"(first: {reasons[0]}); the alignment is implausible", where=spec_where(spec, ("match",)),
             fix="check the file order and row alignment (or the post-id column); set force: true (--force) to "
                 "import anyway without the unmatched rows, or raise max_unmatched")
     by_file = {rec.name: 0 for rec in records}
@@ -655,7 +668,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     labels = _group_labels(rows, spec)
     if labels.isna().any():
         i = int(labels.isna().to_numpy().nonzero()[0][0])
-        raise AuditError(f"no group in {_where(records, rows, i)}", where="import spec keys 'columns.group'/'axes'",
+        raise AuditError(f"no group in {_where(records, rows, i)}", where=spec_where(spec, ("columns", "group") if spec.columns.group else ("axes",)),
                          fix="fill the group (or axis) column of every row, or set it per file in files[i].values")
     rows["group_label"] = labels
     present = sorted(labels.unique())
@@ -664,12 +677,12 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
         ctrl = match_level(labels, spec.control)
         if ctrl is None:
             raise AuditError(f"control level '{spec.control}' does not occur (groups: {', '.join(present[:15])})",
-                             where="import spec key 'control'",
+                             where=spec_where(spec, ("control",)),
                              fix="give the group label of the unmodified posts, or control: null with a reference")
     else:
         if match_level(labels, spec.reference) is None:
             raise AuditError(f"reference group '{spec.reference}' does not occur (groups: {', '.join(present[:15])})",
-                             where="import spec key 'reference'", fix="give one of the groups")
+                             where=spec_where(spec, ("reference",)), fix="give one of the groups")
     rows["is_control"] = (labels == ctrl).to_numpy() if ctrl is not None else False
     rows, counts = _match(spec, rows, records)
     originals = counts.pop("originals")

@@ -434,3 +434,12 @@ def test_model_style_and_sample_columns_become_requests_and_the_spec(tmp_path):
         assert [m.label for m in spec.models] == ["model-a", "model-b"] and [m.model for m in spec.models] == [
             "model-a", "model b"]
         assert spec.styles == ["peer", "plain"] and spec.samples == 2
+
+
+def test_a_csv_saved_with_a_byte_order_mark_imports(tmp_path):
+    path = tmp_path / "excel.csv"
+    long_release().to_csv(path, index=False, encoding="utf-8-sig")  # what spreadsheet programs write
+    s = import_release(import_spec_from_dict({
+        "name": "bom", "files": [{"path": str(path)}], "match": "id",
+        "columns": {"post_id": "post_id", "variant": "text", "reply": "reply", "group": "group"}}), tmp_path / "run")
+    assert s.imported == 3 * N_POSTS and s.posts == N_POSTS
