@@ -23,6 +23,8 @@ The functions a notebook needs are attributes of this package, imported on first
 ``rating_packet``       a blinded, stratified human rating packet of a run's replies
 ``import_ratings``      a rater's filled CSV or Label Studio export into the run store
 ``rating_agreement``    raters' agreement and the scorer's error by group, from the store
+``load_import_spec``    an import spec (YAML) -> a validated ImportSpec
+``import_release``      import released replies (and their scores) into a run store
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
@@ -56,6 +58,8 @@ _EXPORTS = {
     "rating_packet": ("audit.ratings", "make_packet"),
     "import_ratings": ("audit.ratings", "import_ratings"),
     "rating_agreement": ("audit.ratings", "run_ratings_summary"),
+    "load_import_spec": ("audit.importer", "load_import_spec"),
+    "import_release": ("audit.importer", "import_release"),
     "AuditError": ("audit.errors", "AuditError"),
 }
 
@@ -64,6 +68,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are imported on first use
     from .counterfactual import build_variants
     from .errors import AuditError
+    from .importer import import_release, load_import_spec
     from .pipeline import run
     from .ratings import import_ratings
     from .ratings import make_packet as rating_packet

@@ -233,6 +233,11 @@ class AnalysisSpec(StrictModel):
         description="Pre-registered primary outcome(s), e.g. [epitome.empathy]: their pooled gaps and disparity "
                     "are the confirmatory family (Holm); every other test is exploratory (BH). Default: one "
                     "family of every test.")
+    allow_missing: bool = Field(
+        False, description="Fit a gap even when the share of missing outcomes (failed or unscored replies, "
+                           "missing scores) differs between the group and its reference; refused by default "
+                           "(the test is 'not fitted' with the reason), since the usable rows were selected "
+                           "differently.")
 
     @field_validator("corrections")
     @classmethod

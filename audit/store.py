@@ -569,6 +569,16 @@ class RunStore:
             return 0
         return int(self.conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
 
+    def reply_status_counts(self) -> dict[str, int]:
+        """Reply requests of the current design by reply status (``ok``, ``content_filter``, ``failed``,
+        ``unanswered`` for a request without a stored reply)."""
+        cond, params = self._design_filter("q.request_key", False)
+        rows = self.conn.execute(
+            "SELECT COALESCE(r.status, 'unanswered'), COUNT(*) FROM requests q"
+            " LEFT JOIN replies r ON r.request_key = q.request_key WHERE q.purpose = 'reply'"
+            + (f" AND {cond}" if cond else "") + " GROUP BY 1 ORDER BY 1", params).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     def scores_with_status(self) -> Iterator[tuple[Any, ...]]:
         """(request_key, scorer, measure, value, reply status) of every score, in a stable order: what
         the analysis reads, so a hash over it tells whether the analysis is up to date."""

@@ -29,7 +29,7 @@ from .data import EMBEDDED_NAME, ReportData, collect
 from .figures import all_figures, skipped_figures
 from .findings import _finite
 from .headline import group_table, headline_sentences, primary_outcome
-from .provenance import software_versions
+from .provenance import import_provenance, software_versions
 from .scorer_comparison import comparison_section, ppi_section
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -278,9 +278,17 @@ def _results_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None
             p_value=fp(r.get("p_value")), p_holm=fp(r.get("p_holm")), p_bh=fp(r.get("p_bh")),
             significant=sig, n=r.get("n"), n_posts=r.get("n_posts"), method=r.get("method"),
             family=r.get("family") if isinstance(r.get("family"), str) else "",
+            missing=_missing_cell(r.get("n_missing"), r.get("ref_n_missing")),
             converged=r.get("converged"), warning=r.get("warning"),
         ))
     return rows
+
+
+def _missing_cell(n_missing: Any, ref_n_missing: Any) -> str:
+    """'3 (ref. 0)': missing outcomes of the group and of its reference, beside the estimate."""
+    def count(x: Any) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else str(int(x))
+    return f"{count(n_missing)} (ref. {count(ref_n_missing)})"
 
 
 def _generic_table(df: pd.DataFrame | None, max_rows: int = 400) -> dict[str, Any] | None:
@@ -433,6 +441,13 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
         spec_note = ("The run was started from a spec object, not a file: save the spec shown below (JSON is "
                      "valid YAML) as spec.yaml, then run this command.")
     reproduce = f"empathy-audit run {_shell(spec_arg)} --out {_shell(run_dir)}"
+    imported = import_provenance(meta, run_dir)
+    if imported is not None:  # the replies came from a release: reproducing the run is re-importing it
+        reproduce, spec_note = imported["reproduce"], None
+        am = data.tables.get("analysis_meta")
+        if am is not None and not am.empty and "key" in am.columns:
+            hit = am.loc[am["key"] == "design_statement", "value"]
+            imported["design_statement"] = str(hit.iloc[0]) if len(hit) else None
     software_run = {}
     if meta.get("software_versions"):
         try:
@@ -451,7 +466,7 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
         tool_version_run=meta.get("tool_version"), tool_version_report=__version__,
         software_run=software_run, software_report=software_versions(),
         reproduce=reproduce, reproduce_note=spec_note, rerender=f"empathy-audit report {_shell(str(data.run_dir))}",
-        command=meta.get("command_line"),
+        command=meta.get("command_line"), **({"imported": imported} if imported is not None else {}),
     )
 
 
