@@ -332,7 +332,7 @@ def analyze_scores(
     }
     if primary:
         meta.update(_family_meta(res, disparity, primary))
-    ppi = _with_human(table, human, reference, alpha)
+    ppi = _with_human(observed, human, reference, alpha)
     if not ppi.empty:
         meta["ppi"] = ("automated, prediction-powered (PPI++, power-tuned lambda per arm) and human-only gaps of the "
                        "rated outcomes; styles and cue types pooled; delete-one-post jackknife CIs (audit.stats.ppi)")
