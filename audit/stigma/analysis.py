@@ -184,9 +184,13 @@ def _gap(d: pd.DataFrame, term: str, reference: str, factors: Sequence[str], whe
 
     if d[term].nunique() < 2 or reference not in set(d[term].astype(str)):
         return pd.DataFrame()
+    import warnings
+
     try:
-        r = gap_test(d, outcome="stigma", group=term, control=reference, cluster="post_id",
-                     factors=_factors(d, factors), allow_missing=True, where=where)
+        with warnings.catch_warnings():  # separation warnings of the optimiser: the row's method/warning say it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = gap_test(d, outcome="stigma", group=term, control=reference, cluster="post_id",
+                         factors=_factors(d, factors), allow_missing=True, where=where)
     except AuditError as exc:
         return pd.DataFrame([dict(group=g, reference=reference, method="not fitted", warning=exc.message)
                              for g in sorted(set(d[term].astype(str)) - {reference})])
