@@ -19,6 +19,7 @@ The functions a notebook needs are attributes of this package, imported on first
 ``get_scorer``          a scorer by name
 ``RunStore``            the SQLite run store of a run directory
 ``render``              the report of a run directory, from its store alone
+``reanalyze_stigma``    the stigma suite's parser, coder and analysis on a table of raw answers
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
@@ -48,6 +49,7 @@ _EXPORTS = {
     "get_scorer": ("audit.scorers", "get_scorer"),
     "RunStore": ("audit.store", "RunStore"),
     "render": ("audit.report", "render"),
+    "reanalyze_stigma": ("audit.stigma.replicate", "reanalyze_stigma"),
     "AuditError": ("audit.errors", "AuditError"),
 }
 

@@ -232,7 +232,7 @@ def _examples(coded: pd.DataFrame, k: int = 8) -> tuple[list[dict[str, Any]], li
 def build_stigma_context(store: RunStore, generated_at: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame], list]:
     from ..report.build import EMBEDDED_WARNING
     from ..report.provenance import software_versions
-    from ..suites.stigma import coded_from_store
+    from .answers import coded_from_store
 
     spec = store.latest_spec()
     cfg = spec.stigma

@@ -28,18 +28,8 @@ import pandas as pd
 
 from ..generate import RepliesStage
 from ..stages import StageContext, StageSummary, Suite
-from ..store import canonical_json, now_iso
-
-SCORER = "stigma-parser"
-SCORER_INFO = {
-    "version": "1",
-    "description": "multiple-choice answer parser and stigma coder (audit.stigma.parse)",
-    "measures": [
-        {"name": "answer", "label": "chosen option (0 = A ... 4 = E)", "kind": "ordinal", "range": [0, 4]},
-        {"name": "stigma", "label": "stigmatizing answer", "kind": "binary", "range": [0, 1], "higher_is": "worse"},
-    ],
-}
-
+from ..stigma.answers import SCORER, SCORER_INFO, coded_from_store, parse_rows
+from ..store import now_iso
 
 def _templates(spec: Any) -> Any:
     return spec.resolve(spec.demographics.templates) if spec.demographics.templates else None
@@ -86,25 +76,6 @@ class StigmaRepliesStage(RepliesStage):
         return {p.name: p}
 
 
-def parse_rows(replies: pd.DataFrame) -> list[tuple[str, str, str, float | None, str | None]]:
-    """Score rows (request_key, scorer, measure, value, detail) of answered replies."""
-    from ..stigma.analysis import code_answers
-
-    if replies.empty:
-        return []
-    coded = code_answers(replies, answer="reply", question="alternative")  # alternative = the question id
-    rows = []
-    for r in coded.itertuples(index=False):
-        detail = {"status": r.parse_status}
-        if r.parse_status == "unparseable":
-            detail["reason"] = r.reason
-            detail["raw"] = r.reply if isinstance(r.reply, str) else ""
-        idx = None if pd.isna(r.answer_index) else float(r.answer_index)
-        rows.append((r.request_key, SCORER, "answer", idx, canonical_json(detail)))
-        rows.append((r.request_key, SCORER, "stigma", None if pd.isna(r.stigma) else float(r.stigma), None))
-    return rows
-
-
 class ParseStage:
     """``parse``: parse and code every answered reply not parsed yet (a stored code is never redone)."""
 
@@ -124,35 +95,6 @@ class ParseStage:
         detail = (f"{len(sc)} answers: {counts['answered']} parsed, {counts['dont_know']} 'do not know' (dropped), "
                   f"{counts['unparseable']} unparseable ({added // 2} new)")
         return StageSummary("done" if added else "skipped", detail, counts)
-
-
-def coded_from_store(store: Any) -> pd.DataFrame:
-    """The coded table (:func:`audit.stigma.analysis.code_answers` layout) of a run's stored answers and
-    their stored codes."""
-    from ..stigma.stimuli import items_by_id
-
-    reps = store.replies_df("reply")
-    reps = reps[reps["status"].isin(["ok", "content_filter"])]
-    sc = store.scores_df()
-    sc = sc[sc["scorer"] == SCORER]
-    if reps.empty or sc.empty:
-        return pd.DataFrame()
-    ans = sc[sc["measure"] == "answer"].set_index("request_key")
-    stg = sc[sc["measure"] == "stigma"].set_index("request_key")["value"]
-    df = reps[reps["request_key"].isin(ans.index)].copy()
-    det = [json.loads(d) if isinstance(d, str) else {} for d in ans.loc[df["request_key"], "detail"]]
-    df["question"] = df["alternative"]
-    df["answer_index"] = ans.loc[df["request_key"], "value"].to_numpy()
-    df["parse_status"] = [d.get("status", "unparseable") for d in det]
-    df["reason"] = [d.get("reason", "") for d in det]
-    df["letter"] = [None if pd.isna(i) else "ABCDE"[int(i)] for i in df["answer_index"]]
-    df["raw_code"] = [None if pd.isna(i) or i > 3 or s != "answered" else (0.0 if i <= 1 else 1.0)
-                      for i, s in zip(df["answer_index"], df["parse_status"])]
-    df["raw_code"] = pd.to_numeric(df["raw_code"])
-    df["stigma"] = stg.reindex(df["request_key"]).to_numpy(dtype=float)
-    items = items_by_id()
-    df["counted"] = [items[q].stigma for q in df["question"]]
-    return df
 
 
 def analysis_axes(spec: Any) -> list[str]:
