@@ -54,6 +54,10 @@ def generate(spec: Any, run_dir: Any = None, *, progress: bool = True, reuse: bo
     from .design import bind, check_before_sending, describe
     from .prompts import styles_for_spec
 
+    if getattr(spec, "suite", "empathy") != "empathy":
+        raise AuditError(f"this spec is an audit of the {spec.suite} suite; generate builds the empathy suite's "
+                         "variants", where=str(getattr(spec, "source_path", None) or "the spec"),
+                         fix="run it with: empathy-audit run SPEC (every stage of its suite, resumable)")
     styles_for_spec(spec)  # unknown styles fail before anything is built or sent
     check_models(spec)
     variants = build_variants(spec)

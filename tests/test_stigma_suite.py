@@ -187,3 +187,10 @@ def test_builtin_stigma_specs_load_and_build(name):
     assert spec.suite == "stigma" and spec.decoding.temperature == 0
     f = build_stimuli(spec)
     assert len(f) == (1008 if name == "stigma" else len(f)) and len(f) > 0
+
+
+def test_generate_refuses_a_stigma_spec(tmp_path):
+    from audit.generate import generate
+
+    with pytest.raises(AuditError, match="stigma suite"):
+        generate(_spec("http://127.0.0.1:9/v1"), tmp_path / "run")
