@@ -194,3 +194,13 @@ def test_generate_refuses_a_stigma_spec(tmp_path):
 
     with pytest.raises(AuditError, match="stigma suite"):
         generate(_spec("http://127.0.0.1:9/v1"), tmp_path / "run")
+
+
+def test_a_reference_outside_the_design_is_an_error_and_empathy_specs_keep_their_hash():
+    from audit.suites.stigma import build_stimuli
+
+    with pytest.raises(AuditError, match="reference 'Black' is not a race level"):
+        build_stimuli(_spec("http://x/v1", reference={"race": "Black"}))
+    empathy = spec_from_dict({"name": "x"})
+    assert empathy.suite == "empathy" and '"suite"' not in empathy.canonical_json
+    assert '"suite":"stigma"' in _spec("http://x/v1").canonical_json

@@ -208,7 +208,14 @@ def stimuli_frame(cfg: Any, templates: str | Path | None = None) -> pd.DataFrame
     if not rows:
         raise AuditError("the stigma design holds no prompt", where="stigma",
                          fix="check stigma.conditions, stigma.questions and stigma.groups")
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for ax, level in (cfg.reference or {}).items():
+        known = sorted(frame[ax].astype(str).unique()) if ax in frame.columns else []
+        if str(level) not in known:
+            raise AuditError(f"reference '{level}' is not a {ax} level of this design" if known
+                             else f"'{ax}' is not an axis of this design", where=f"stigma.reference.{ax}",
+                             fix="use one of: " + ", ".join(known or [a for a in axes]))
+    return frame
 
 
 # ---------------------------------------------------------------------------- how a prompt is sent
