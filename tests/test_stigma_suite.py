@@ -69,6 +69,7 @@ def test_the_suite_runs_its_stages_and_resumes_without_sending_again(finished):
     assert first.ok and [s.name for s in first.stages] == get_suite("stigma").stage_names
     assert sent == 72 * 6 and resent == 0
     assert again.stage("generate").status == "skipped" and again.stage("parse").status == "skipped"
+    assert again.stage("analyze").status == "skipped" and again.ok
 
 
 def test_requests_follow_the_upstream_format(finished):

@@ -29,7 +29,7 @@ import pandas as pd
 from ..generate import RepliesStage
 from ..stages import StageContext, StageSummary, Suite
 from ..stigma.answers import SCORER, SCORER_INFO, coded_from_store, parse_rows
-from ..store import now_iso
+from ..store import canonical_json, now_iso
 
 def _templates(spec: Any) -> Any:
     return spec.resolve(spec.demographics.templates) if spec.demographics.templates else None
@@ -102,9 +102,28 @@ def analysis_axes(spec: Any) -> list[str]:
     return ["race", "gender", "education"] if cfg.stimuli == "moore" else [*cfg.axes, "education"]
 
 
+STIGMA_TABLES = ("stigma_rates", "stigma_items", "stigma_tests", "stigma_parse", "stigma_meta")
+
+
+def analysis_fingerprint(store: Any, spec: Any) -> str:
+    """SHA-256 over the stored codes of the current design and the settings the analysis reads
+    (the stigma section, seed, alpha): unchanged inputs need no refit."""
+    import hashlib
+
+    sc = store.scores_df()
+    sc = sc[sc["scorer"] == SCORER].sort_values(["request_key", "measure"])
+    h = hashlib.sha256()
+    h.update(sc[["request_key", "measure", "value", "detail"]].to_csv(index=False).encode())
+    h.update(canonical_json({"stigma": spec.stigma.model_dump(mode="json"), "seed": spec.seed,
+                             "alpha": spec.analysis.alpha}).encode())
+    return h.hexdigest()
+
+
 class StigmaAnalyzeStage:
-    """``analyze``: rates, the model and the demographic gaps, stored as ``stigma_*`` tables; a failure
-    is stored in meta ``analysis_error`` and the report says why (the stage is ``failed``)."""
+    """``analyze``: rates, the model and the demographic gaps, stored as ``stigma_*`` tables; skipped
+    when the stored codes and settings are unchanged (meta ``stigma_analysis_inputs_sha256``) unless
+    ``force_analysis``. A failure drops the earlier tables (they are not this run's), is stored in meta
+    ``analysis_error``, and the report says why (the stage is ``failed``)."""
 
     name = "analyze"
 
@@ -112,16 +131,24 @@ class StigmaAnalyzeStage:
         from ..errors import AuditError
         from ..stigma.analysis import analyze_stigma
 
-        coded = coded_from_store(ctx.store)
+        store = ctx.store
+        fp = analysis_fingerprint(store, ctx.spec)
+        if (store.get_meta("stigma_analysis_inputs_sha256") == fp and "stigma_tests" in store.table_names()
+                and not ctx.options.get("force_analysis")):
+            return StageSummary("skipped", f"inputs unchanged; {store.count_rows('stigma_tests')} stored tests")
+        coded = coded_from_store(store)
         try:
             res = analyze_stigma(coded, axes=analysis_axes(ctx.spec), reference=ctx.spec.stigma.reference,
                                  n_boot=ctx.spec.stigma.n_boot, seed=ctx.spec.seed, alpha=ctx.spec.analysis.alpha)
         except AuditError as exc:
-            ctx.store.set_meta("analysis_error", str(exc))
-            return StageSummary("failed", str(exc))
-        ctx.store.delete_meta("analysis_error")
+            store.drop_tables(STIGMA_TABLES)
+            store.delete_meta("stigma_analysis_inputs_sha256")
+            store.set_meta("analysis_error", exc.message)
+            return StageSummary("failed", f"the analysis could not be fitted: {exc.message}", exc)
+        store.delete_meta("analysis_error")
         res.meta["analyzed_at"] = now_iso()
-        ctx.store.replace_tables(res.tables())
+        store.replace_tables(res.tables())
+        store.set_meta("stigma_analysis_inputs_sha256", fp)
         return StageSummary("done", f"{len(res.rates)} rates, {res.meta['family_size']} tests "
                                     f"({res.meta['n_significant_holm']} significant after Holm)", res)
 
