@@ -56,6 +56,7 @@ def _normalize(text: str) -> str:
     t = unicodedata.normalize("NFKC", text or "")
     t = t.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     t = re.sub(r"[*_`#]+", "", t)          # markdown emphasis, code and heading marks
+    t = re.sub(r"\b(?:e\.g|i\.e)\.,?", " ", t, flags=re.I)  # "E.g." is not the letter E
     t = re.sub(r"\s+", " ", t).strip()
     return t
 
