@@ -98,7 +98,7 @@ def rates_figure(rates: pd.DataFrame | None) -> FigureOut:
     models = sorted(rates["model_label"].unique())
     fig = Figure(figsize=(7.5, 0.9 + 0.55 * len(conds) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
-    pal = sns.color_palette("colorblind", len(models))
+    pal = sns.color_palette("deep", len(models))
     for k, m in enumerate(models):
         d = rates[rates["model_label"] == m].set_index("condition").reindex(conds)
         y = np.arange(len(conds)) + (k - (len(models) - 1) / 2) * 0.18
@@ -138,7 +138,7 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
     labels = [f"{c} | {g} vs {r}" for c, g, r in zip(d["condition"], d["group"], d["reference"])]
     rows = list(dict.fromkeys(labels))
     models = sorted(d["model_label"].unique())
-    pal = sns.color_palette("colorblind", len(models))
+    pal = sns.color_palette("deep", len(models))
     fig = Figure(figsize=(7.5, 1.0 + 0.26 * len(rows) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
     for k, m in enumerate(models):
