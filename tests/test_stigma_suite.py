@@ -174,6 +174,8 @@ def test_bad_stigma_settings_are_one_clear_error():
         build_stimuli(_spec("http://x/v1", groups={"religion": ["Muslim"]}))
     with pytest.raises(AuditError, match="not a race of the published vignettes"):
         build_stimuli(_spec("http://x/v1", groups={"race": ["Black"]}))
+    with pytest.raises(AuditError, match="'age' is not an audited axis"):
+        build_stimuli(_spec("http://x/v1", stimuli="own", groups={"age": ["45"]}))
     with pytest.raises(AuditError, match="system_prompt_text"):
         spec_from_dict({"name": "x", "suite": "stigma", "stigma": {"system_prompt": "own"}})
     with pytest.raises(AuditError, match="only with suite: stigma"):

@@ -229,7 +229,9 @@ def _examples(coded: pd.DataFrame, k: int = 8) -> tuple[list[dict[str, Any]], li
     return ex, un
 
 
-def build_stigma_context(store: RunStore, generated_at: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame], list]:
+def build_stigma_context(store: RunStore, generated_at: str
+                         ) -> tuple[dict[str, Any], dict[str, pd.DataFrame | None], list[FigureOut], pd.DataFrame]:
+    """(template context, tables, figures, coded answers) of the stigma run in ``store``."""
     from ..report.build import EMBEDDED_WARNING
     from ..report.provenance import software_versions
     from .answers import coded_from_store

@@ -189,6 +189,10 @@ def stimuli_frame(cfg: Any, templates: str | Path | None = None) -> pd.DataFrame
             vig = vig[vig[ax].isin(wanted)]
     else:
         axes = [*cfg.axes, "education"]
+        extra = sorted(set(groups) - set(axes))
+        if extra:
+            raise AuditError(f"'{extra[0]}' is not an audited axis", where=f"stigma.groups.{extra[0]}",
+                             fix=f"add it to stigma.axes (now {list(cfg.axes)}) or remove it from stigma.groups")
         vig = own_vignettes(cfg.axes, {k: v for k, v in groups.items() if k != "education"},
                             groups.get("education"), templates)
     vig = vig[vig["condition"].isin(conds)]
