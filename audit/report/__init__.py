@@ -38,7 +38,10 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True) -> 
     if _suite_of(Path(run_dir)) == "stigma":  # another suite renders its own report
         from ..stigma.report import render_stigma
 
-        return render_stigma(run_dir)
+        paths = render_stigma(run_dir)
+        if not quiet:
+            print(f"report: {paths['html']} ({paths['html'].stat().st_size / 1024:.0f} KiB)")
+        return paths
     return render_run(Path(run_dir), quiet=quiet, figures=figures)
 
 
