@@ -25,6 +25,7 @@ The functions a notebook needs are attributes of this package, imported on first
 ``rating_agreement``    raters' agreement and the scorer's error by group, from the store
 ``load_import_spec``    an import spec (YAML) -> a validated ImportSpec
 ``import_release``      import released replies (and their scores) into a run store
+``reanalyze_stigma``    the stigma suite's parser, coder and analysis on a table of raw answers
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
@@ -60,6 +61,7 @@ _EXPORTS = {
     "rating_agreement": ("audit.ratings", "run_ratings_summary"),
     "load_import_spec": ("audit.importer", "load_import_spec"),
     "import_release": ("audit.importer", "import_release"),
+    "reanalyze_stigma": ("audit.stigma.replicate", "reanalyze_stigma"),
     "AuditError": ("audit.errors", "AuditError"),
 }
 

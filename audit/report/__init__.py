@@ -35,7 +35,24 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True) -> 
     """
     from .build import render_run
 
+    if _suite_of(Path(run_dir)) == "stigma":  # another suite renders its own report
+        from ..stigma.report import render_stigma
+
+        paths = render_stigma(run_dir)
+        if not quiet:
+            print(f"report: {paths['html']} ({paths['html'].stat().st_size / 1024:.0f} KiB)")
+        return paths
     return render_run(Path(run_dir), quiet=quiet, figures=figures)
+
+
+def _suite_of(run_dir: Path) -> str:
+    """The suite that wrote the run in ``run_dir`` (meta ``suite``; ``empathy`` when not recorded)."""
+    from ..store import RunStore
+
+    if not (run_dir / "store.sqlite").is_file():
+        return "empathy"
+    with RunStore(run_dir, create=False) as store:
+        return store.get_meta("suite") or "empathy"
 
 
 class ReportStage:
