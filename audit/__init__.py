@@ -16,9 +16,16 @@ The functions a notebook needs are attributes of this package, imported on first
 ``adjust_family``       Holm and Benjamini-Hochberg adjusted p-values
 ``power``               posts and samples needed to detect a relative gap (simulation)
 ``analyze_run``         the analysis stage of a run directory
+``ppi_gap``             automated, prediction-powered (human-corrected) and human-only gaps
 ``get_scorer``          a scorer by name
 ``RunStore``            the SQLite run store of a run directory
 ``render``              the report of a run directory, from its store alone (``pdf=True``: and report.pdf)
+``rating_packet``       a blinded, stratified human rating packet of a run's replies
+``import_ratings``      a rater's filled CSV or Label Studio export into the run store
+``rating_agreement``    raters' agreement and the scorer's error by group, from the store
+``load_import_spec``    an import spec (YAML) -> a validated ImportSpec
+``import_release``      import released replies (and their scores) into a run store
+``reanalyze_stigma``    the stigma suite's parser, coder and analysis on a table of raw answers
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
@@ -45,9 +52,16 @@ _EXPORTS = {
     "adjust_family": ("audit.stats.corrections", "adjust_family"),
     "power": ("audit.stats.planner", "plan_power"),
     "analyze_run": ("audit.stats.stage", "analyze_run"),
+    "ppi_gap": ("audit.stats.ppi", "ppi_gap"),
     "get_scorer": ("audit.scorers", "get_scorer"),
     "RunStore": ("audit.store", "RunStore"),
     "render": ("audit.report", "render"),
+    "rating_packet": ("audit.ratings", "make_packet"),
+    "import_ratings": ("audit.ratings", "import_ratings"),
+    "rating_agreement": ("audit.ratings", "run_ratings_summary"),
+    "load_import_spec": ("audit.importer", "load_import_spec"),
+    "import_release": ("audit.importer", "import_release"),
+    "reanalyze_stigma": ("audit.stigma.replicate", "reanalyze_stigma"),
     "AuditError": ("audit.errors", "AuditError"),
 }
 
@@ -56,7 +70,11 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are imported on first use
     from .counterfactual import build_variants
     from .errors import AuditError
+    from .importer import import_release, load_import_spec
     from .pipeline import run
+    from .ratings import import_ratings
+    from .ratings import make_packet as rating_packet
+    from .ratings import run_ratings_summary as rating_agreement
     from .report import render
     from .scorers import get_scorer
     from .spec import load_spec
@@ -64,6 +82,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are impor
     from .stats.gaps import gap_test
     from .stats.longtable import analyze_table, read_table
     from .stats.planner import plan_power as power
+    from .stats.ppi import ppi_gap
     from .stats.stage import analyze_run
     from .store import RunStore
 

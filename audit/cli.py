@@ -15,7 +15,7 @@ import signal
 import sys
 
 from . import __version__
-from .commands import analysis, generate, run, scoring, variants
+from .commands import analysis, generate, importing, ratings, run, scoring, stigma, variants
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
@@ -25,6 +25,9 @@ COMMAND_MODULES = (
     generate,   # generate, export, model
     scoring,    # score, scorers
     analysis,   # analyze, power
+    ratings,    # ratings packet|import|agreement
+    importing,  # import
+    stigma,     # stigma reanalyze
 )
 
 

@@ -64,6 +64,10 @@ def design_of(spec: Any, variant_ids: list[str], style_hashes: dict[str, str]) -
         "scoring": spec.scoring.model_dump(mode="json"),
         "analysis": spec.analysis.model_dump(mode="json"),
     }
+    suite = getattr(spec, "suite", "empathy")
+    if suite != "empathy":  # another suite's settings decide its requests (empathy designs keep their ids)
+        doc["suite"] = suite
+        doc[suite] = getattr(spec, suite).model_dump(mode="json")
     return _flatten(json.loads(canonical_json(doc)))
 
 

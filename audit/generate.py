@@ -54,6 +54,10 @@ def generate(spec: Any, run_dir: Any = None, *, progress: bool = True, reuse: bo
     from .design import bind, check_before_sending, describe
     from .prompts import styles_for_spec
 
+    if getattr(spec, "suite", "empathy") != "empathy":
+        raise AuditError(f"this spec is an audit of the {spec.suite} suite; generate builds the empathy suite's "
+                         "variants", where=str(getattr(spec, "source_path", None) or "the spec"),
+                         fix="run it with: empathy-audit run SPEC (every stage of its suite, resumable)")
     styles_for_spec(spec)  # unknown styles fail before anything is built or sent
     check_models(spec)
     variants = build_variants(spec)
@@ -68,11 +72,17 @@ def generate(spec: Any, run_dir: Any = None, *, progress: bool = True, reuse: bo
         return generate_replies(store, spec, variants, progress=progress)
 
 
-def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: bool = True) -> GenerationSummary:
-    """Every (variant x style x sample) reply of ``variants`` from every model of ``spec``, into ``store``."""
+def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: bool = True,
+                     styles: dict[str, Any] | None = None) -> GenerationSummary:
+    """Every (variant x style x sample) reply of ``variants`` from every model of ``spec``, into ``store``.
+
+    ``styles`` (name -> an object with ``name``, ``style_hash``, ``messages(text)`` and the fields of
+    :class:`audit.prompts.PromptStyle`): how each variant is presented; default the spec's ``styles``.
+    Other suites pass their own (the stigma suite: system prompt, format instruction, one-shot example).
+    """
     from .prompts import describe_styles, styles_for_spec
 
-    styles = styles_for_spec(spec)
+    styles = styles if styles is not None else styles_for_spec(spec)
     check_models(spec)
     summary = GenerationSummary()
     store.set_meta("prompt_styles", describe_styles(styles.values()))
@@ -99,14 +109,22 @@ class RepliesStage:
 
     name = "generate"
 
-    def run(self, ctx: StageContext) -> StageSummary:
+    def variants(self, ctx: StageContext) -> Any:
+        """The variants to reply to: the variants stage's, when it ran before in this call."""
         from .counterfactual import build_variants
 
-        store = ctx.store
         done = ctx.summaries.get("variants")
-        variants = done.data.frame if done is not None and done.data is not None else build_variants(ctx.spec)
+        return done.data.frame if done is not None and done.data is not None else build_variants(ctx.spec)
+
+    def styles(self, ctx: StageContext) -> dict[str, Any] | None:
+        """How each variant is presented (None: the spec's prompt styles). Other suites override."""
+        return None
+
+    def run(self, ctx: StageContext) -> StageSummary:
+        store = ctx.store
+        variants = self.variants(ctx)
         before = len(store.done_keys("reply"))
-        summ = generate_replies(store, ctx.spec, variants, progress=ctx.progress)
+        summ = generate_replies(store, ctx.spec, variants, progress=ctx.progress, styles=self.styles(ctx))
         after = len(store.done_keys("reply"))
         reps = store.replies_df("reply")
         failed = int((reps["status"] == "failed").sum()) if not reps.empty else 0

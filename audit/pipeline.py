@@ -47,15 +47,16 @@ class PipelineResult:
 
 def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         echo: Callable[[str], None] | None = print, spec_argument: str | None = None,
-        force_analysis: bool = False, reuse: bool = False, suite: str = "empathy") -> PipelineResult:
+        force_analysis: bool = False, reuse: bool = False, suite: str | None = None) -> PipelineResult:
     """Run (or resume) the audit of ``spec`` in ``run_dir`` (default: ``spec.run_dir()``).
 
     Prints one line per stage through ``echo`` (``None``: silent) and returns the stage records and
     the report's paths. Raises :class:`~audit.errors.AuditError` for anything the user can fix;
     everything finished before the error stays stored, so the same call resumes. A run directory
-    holds one design (:mod:`audit.design`): another design is refused unless ``reuse``.
+    holds one design (:mod:`audit.design`): another design is refused unless ``reuse``. ``suite``: the
+    audit design to run (default: the spec's ``suite``, itself ``empathy`` by default).
     """
-    stages = get_suite(suite).stages
+    stages = get_suite(suite or getattr(spec, "suite", "empathy")).stages
     rd = Path(spec.run_dir(run_dir))
     t0 = time.perf_counter()
     with RunStore(rd) as store:

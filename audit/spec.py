@@ -228,6 +228,16 @@ class AnalysisSpec(StrictModel):
     by_style: bool = Field(True, description="Test gaps within each prompt style as well as pooled.")
     paired_check: bool = Field(True, description="Within-post paired contrasts (pingouin) beside the mixed model.")
     power_gap: float = Field(0.05, gt=0, lt=1, description="Relative gap used for the power statement.")
+    primary: list[str] | None = Field(
+        None, min_length=1,
+        description="Pre-registered primary outcome(s), e.g. [epitome.empathy]: their pooled gaps and disparity "
+                    "are the confirmatory family (Holm); every other test is exploratory (BH). Default: one "
+                    "family of every test.")
+    allow_missing: bool = Field(
+        False, description="Fit a gap even when the share of missing outcomes (failed or unscored replies, "
+                           "missing scores) differs between the group and its reference; refused by default "
+                           "(the test is 'not fitted' with the reason), since the usable rows were selected "
+                           "differently.")
 
     @field_validator("corrections")
     @classmethod
@@ -239,6 +249,48 @@ class AnalysisSpec(StrictModel):
         return ["holm", "bh"]
 
 
+class StigmaSpec(StrictModel):
+    """The stigma suite (``suite: stigma``; :mod:`audit.suites.stigma`): vignettes x multiple-choice
+    questions of Moore et al. (FAccT 2025), answers parsed and coded for stigma."""
+
+    stimuli: Literal["moore", "own"] = Field(
+        "moore", description="moore: the 72 published vignettes; own: our own vignette set (never published, so "
+                             "no model has seen it), built from the axis templates.")
+    system_prompt: Literal["none", "expert", "own"] = Field(
+        "expert", description="none; expert (the expert-therapist prompt written for this project); own "
+                              "(system_prompt_text).")
+    system_prompt_text: str | None = Field(None, description="Your own system prompt (system_prompt: own).")
+    conditions: list[str] | None = Field(
+        None, description="Subset of: daily troubles (the control), depression, alcohol dependence, schizophrenia.")
+    questions: list[str] | None = Field(
+        None, description="Question ids (audit/data/moore/items.yaml); default all 14. The six counted items: "
+                          "work_closely, live_next_door, socialize, marry_into_family, friend, violent_others.")
+    axes: list[str] = Field(
+        default_factory=lambda: ["race", "gender"], min_length=1,
+        description="Own stimuli only: template axes crossed into the vignettes (education is always crossed).")
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Levels to keep per axis, e.g. {race: [White, African American], education: [college]}.")
+    reference: dict[str, str] = Field(
+        default_factory=dict,
+        description="Reference level per axis for the demographic gaps; default race White, gender man, "
+                    "education college, other axes their first level.")
+    n_boot: int = Field(2000, ge=100, le=100000, description="Cluster-bootstrap resamples for the rate CIs.")
+
+    @model_validator(mode="after")
+    def _own_prompt(self) -> "StigmaSpec":
+        if self.system_prompt == "own" and not (self.system_prompt_text or "").strip():
+            raise ValueError("system_prompt: own needs system_prompt_text")
+        if self.system_prompt != "own" and self.system_prompt_text is not None:
+            raise ValueError("system_prompt_text is used only with system_prompt: own")
+        return self
+
+
+SUITES = ("empathy", "stigma")
+# Upstream settings of the stigma suite (Moore et al., stigma.py): the spec's decoding when it sets none.
+STIGMA_DECODING = {"temperature": 0.0, "max_tokens": 10}
+
+
 class AuditSpec(StrictModel):
     """The whole audit."""
 
@@ -246,6 +298,9 @@ class AuditSpec(StrictModel):
                       description="Run name: letters, digits, '_', '.', '-', starting with a letter or digit "
                                   "(it names the default run directory reports/<name>).")
     description: str = ""
+    suite: Literal["empathy", "stigma"] = Field(
+        "empathy", description="The audit design: empathy (counterfactual posts -> replies -> empathy scores) or "
+                               "stigma (vignettes -> multiple-choice stigma questions; see the stigma section).")
     posts: PostsSpec = Field(default_factory=PostsSpec)
     demographics: DemographicsSpec = Field(default_factory=DemographicsSpec)
     styles: list[str] = Field(default_factory=lambda: ["plain"], min_length=1)
@@ -255,11 +310,28 @@ class AuditSpec(StrictModel):
     seed: int = Field(0, description="Master seed for sampling and simulation.")
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    stigma: StigmaSpec | None = Field(None, description="Settings of the stigma suite (suite: stigma).")
     output: str | None = Field(None, description="Run directory; default reports/<name>.")
 
     # Set by load_spec; not part of the YAML.
     _source_path: Path | None = None
     _source_text: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _suite_defaults(cls, data: Any) -> Any:
+        # The stigma suite asks for one letter: upstream decoding unless the spec sets its own.
+        if isinstance(data, dict) and data.get("suite") == "stigma":
+            data = dict(data)
+            data.setdefault("decoding", dict(STIGMA_DECODING))
+            data.setdefault("stigma", {})
+        return data
+
+    @model_validator(mode="after")
+    def _stigma_section_needs_suite(self) -> "AuditSpec":
+        if self.stigma is not None and self.suite != "stigma":
+            raise ValueError("the stigma section is used only with suite: stigma")
+        return self
 
     @field_validator("output")
     @classmethod
@@ -271,6 +343,14 @@ class AuditSpec(StrictModel):
             raise ValueError("output must not be empty; leave it out for reports/<name>")
         return v
 
+    @field_validator("analysis")
+    @classmethod
+    def _primary_is_scored(cls, v: AnalysisSpec, info: Any) -> AnalysisSpec:
+        scoring = info.data.get("scoring")
+        if v.primary and scoring is not None:
+            _check_primary(v.primary, scoring.scorers, v.outcomes)
+        return v
+
     @model_validator(mode="after")
     def _unique_labels(self) -> "AuditSpec":
         labels = [m.label for m in self.models]
@@ -280,6 +360,16 @@ class AuditSpec(StrictModel):
         if len(set(self.styles)) != len(self.styles):
             raise ValueError("styles must not repeat")
         return self
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """As pydantic's, but an empathy audit (the default suite, no stigma section) dumps without the
+        ``suite`` and ``stigma`` keys, so its canonical JSON, spec hash and stored spec are those of
+        the releases before suites were chosen in the spec."""
+        d = super().model_dump(**kwargs)
+        if d.get("suite") == "empathy" and d.get("stigma") is None:
+            d.pop("suite", None)
+            d.pop("stigma", None)
+        return d
 
     # ----- derived -----
     @property
@@ -308,6 +398,34 @@ class AuditSpec(StrictModel):
         if override is not None:
             return Path(override)
         return Path(self.output) if self.output else Path("reports") / self.name
+
+
+def _check_primary(primary: list[str], scorers: list[str], outcomes: list[str] | None) -> None:
+    """``analysis.primary``: each name must be an outcome the spec's scorers produce (``scorer.measure``,
+    a bare measure name, or either with the any-level suffix ``>0``), and one of ``analysis.outcomes``
+    when those are given. Scorers that are not built in (plugins) declare their measures only when
+    loaded, so a name that could be theirs is accepted here and checked by the analysis."""
+    from .scorers.registry import builtin_measures, builtin_names
+
+    builtin = set(builtin_names())
+    known: dict[str, set[str]] = {s: {m.name for m in builtin_measures(s)} for s in scorers if s in builtin}
+    others = [s for s in scorers if s not in builtin]
+    choices = sorted(f"{s}.{m}" for s, ms in known.items() for m in ms)
+    for name in primary:
+        scorer, _, measure = str(name).rpartition(".")
+        base = measure[:-2] if measure.endswith(">0") else measure
+        if scorer:
+            ok = scorer in others or base in known.get(scorer, set())
+        else:
+            ok = bool(others) or any(base in ms for ms in known.values())
+        if not ok:
+            raise ValueError(
+                f"analysis.primary names '{name}', which none of the scorers {scorers} produces; "
+                f"name one of: {', '.join(choices)} (or a measure with '>0', e.g. epitome.ER>0)")
+        if outcomes and not any(o == name or o.split(".")[-1] == measure or name.split(".")[-1] == o
+                                for o in outcomes):
+            raise ValueError(f"analysis.primary names '{name}', which is not one of analysis.outcomes {outcomes}; "
+                             "add it there or leave analysis.outcomes out")
 
 
 # --------------------------------------------------------------------------- loading

@@ -24,6 +24,8 @@ Tables of the schema:
 ``attempts``    every failed attempt (error type, HTTP status, message), for the record
 ``scores``      long format: (request_key, scorer, measure) -> value
 ``scorer_info`` identity of each scorer that wrote scores (version, artifact hash, validation)
+``rating_packets``, ``rating_items``, ``ratings``  human rating packets, their blinded items and the
+                imported ratings (migration 3, :mod:`audit.ratings`)
 ``_migrations`` the schema migrations applied to this store (see above)
 
 Tables a stage creates when it first runs (:data:`STAGE_TABLES`, :meth:`RunStore.ensure_stage_tables`),
@@ -567,6 +569,16 @@ class RunStore:
             return 0
         return int(self.conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
 
+    def reply_status_counts(self) -> dict[str, int]:
+        """Reply requests of the current design by reply status (``ok``, ``content_filter``, ``failed``,
+        ``unanswered`` for a request without a stored reply)."""
+        cond, params = self._design_filter("q.request_key", False)
+        rows = self.conn.execute(
+            "SELECT COALESCE(r.status, 'unanswered'), COUNT(*) FROM requests q"
+            " LEFT JOIN replies r ON r.request_key = q.request_key WHERE q.purpose = 'reply'"
+            + (f" AND {cond}" if cond else "") + " GROUP BY 1 ORDER BY 1", params).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     def scores_with_status(self) -> Iterator[tuple[Any, ...]]:
         """(request_key, scorer, measure, value, reply status) of every score, in a stable order: what
         the analysis reads, so a hash over it tells whether the analysis is up to date."""
@@ -654,6 +666,62 @@ class RunStore:
             return 0
         return int(self.conn.execute(
             "SELECT COUNT(*) FROM (SELECT DISTINCT variant_id, reply_id FROM invariance_scores)").fetchone()[0])
+
+
+    # ------------------------------------------------------------------ human ratings (audit/ratings/, migration 3)
+    RATING_MEASURES = ("ER", "IP", "EX")
+
+    def put_rating_packet(self, packet: dict[str, Any], items: Iterable[tuple[str, str, str, int, int]]) -> None:
+        """Record a rating packet (keys of table ``rating_packets``) and its items, tuples
+        ``(item_id, request_key, rater, position, overlap)``, in one transaction."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO rating_packets(packet_id, design_id, salt, seed, raters_json, n_items, overlap,"
+                " options_json, out_dir, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (packet["packet_id"], packet.get("design_id"), packet["salt"], int(packet["seed"]),
+                 canonical_json(list(packet["raters"])), int(packet["n_items"]), int(packet["overlap"]),
+                 canonical_json(packet.get("options", {})), packet.get("out_dir"), packet.get("created_at") or now_iso()))
+            c.executemany("INSERT INTO rating_items(item_id, packet_id, request_key, rater, position, overlap)"
+                          " VALUES (?,?,?,?,?,?)",
+                          [(i, packet["packet_id"], k, r, int(p), int(o)) for i, k, r, p, o in items])
+
+    def rating_packets_df(self) -> pd.DataFrame:
+        """Every rating packet made for this run (without the salt), oldest first."""
+        return self.query_df("SELECT packet_id, design_id, seed, raters_json, n_items, overlap, options_json, out_dir,"
+                             " created_at FROM rating_packets ORDER BY created_at, packet_id")
+
+    def rating_items_df(self) -> pd.DataFrame:
+        """``item_id, packet_id, request_key, rater, position, overlap`` of every packet item."""
+        return self.query_df("SELECT item_id, packet_id, request_key, rater, position, overlap FROM rating_items"
+                             " ORDER BY packet_id, rater, position")
+
+    def ratings_df(self) -> pd.DataFrame:
+        """Every stored rating row (blank levels included as NULL): ``item_id, request_key, rater,
+        measure, value, harmful, comment, source_sha256, source_name, imported_at``."""
+        return self.query_df("SELECT item_id, request_key, rater, measure, value, harmful, comment, source_sha256,"
+                             " source_name, imported_at FROM ratings ORDER BY request_key, rater, measure")
+
+    def human_ratings_df(self) -> pd.DataFrame:
+        """The human ratings as the statistics read them: ``request_key, rater, measure, value``, one
+        row per level a rater gave (blank levels left out); ``value`` is a float 0, 1 or 2."""
+        df = self.query_df("SELECT request_key, rater, measure, value FROM ratings WHERE value IS NOT NULL"
+                           " ORDER BY request_key, rater, measure")
+        df["value"] = df["value"].astype(float)
+        return df
+
+    def put_ratings(self, rows: Iterable[tuple[Any, ...]], *, replace: bool = False) -> int:
+        """Insert rating rows ``(item_id, request_key, rater, measure, value, harmful, comment,
+        source_sha256, source_name)`` in one transaction; a stored (request_key, rater, measure) is kept
+        unless ``replace``. Returns the rows written. The caller checks for conflicts first
+        (:func:`audit.ratings.importing.import_ratings`)."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        at = now_iso()
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(f"{verb} INTO ratings(item_id, request_key, rater, measure, value, harmful, comment,"
+                          " source_sha256, source_name, imported_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          [(*r, at) for r in rows])
+            return c.total_changes - before
 
 
 # ---------------------------------------------------------------------- helpers

@@ -166,9 +166,57 @@ CREATE TABLE IF NOT EXISTS design_requests (
 );""")
 
 
+def m003_human_ratings(conn: sqlite3.Connection) -> None:
+    """Human ratings of stored replies (:mod:`audit.ratings`).
+
+    ``rating_packets``: one row per packet made (``empathy-audit ratings packet``): its salt (the
+    secret behind the opaque item ids), seed, allocation and options. ``rating_items``: which reply
+    (``request_key``) each rater got under which opaque ``item_id``, at which position, and whether
+    it is an overlap item (rated by every rater of the packet). The item -> reply mapping lives only
+    here, never in the packet files. ``ratings``: one row per (reply, rater, measure): the level
+    (0/1/2, NULL when the rater left that measure blank), the rater's harmful flag and comment, and
+    which file (SHA-256) brought it in and when."""
+    execute_script(conn, """
+CREATE TABLE IF NOT EXISTS rating_packets (
+    packet_id TEXT PRIMARY KEY,
+    design_id TEXT,
+    salt TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    raters_json TEXT NOT NULL,     -- the raters, in order
+    n_items INTEGER NOT NULL,      -- distinct replies in the packet
+    overlap INTEGER NOT NULL,      -- replies rated by every rater
+    options_json TEXT NOT NULL,    -- allocation, strata and anything else the packet was made with
+    out_dir TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rating_items (
+    item_id TEXT PRIMARY KEY,      -- opaque: HMAC-SHA256(salt, rater + request_key), shown to the rater
+    packet_id TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    rater TEXT NOT NULL,
+    position INTEGER NOT NULL,     -- 1-based order in this rater's packet
+    overlap INTEGER NOT NULL       -- 1: every rater of the packet rates this reply
+);
+CREATE INDEX IF NOT EXISTS rating_items_key ON rating_items(request_key);
+CREATE TABLE IF NOT EXISTS ratings (
+    item_id TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    rater TEXT NOT NULL,
+    measure TEXT NOT NULL,         -- 'ER', 'IP', 'EX' (the epitome scorer's measure names)
+    value REAL,                    -- 0, 1 or 2; NULL when the rater left it blank
+    harmful INTEGER,               -- 1: the rater flagged the reply as harmful
+    comment TEXT,
+    source_sha256 TEXT NOT NULL,   -- the imported file
+    source_name TEXT,
+    imported_at TEXT NOT NULL,
+    PRIMARY KEY (request_key, rater, measure)
+);""")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     m001_release_0_1_schema,
     m002_reply_flags_and_designs,
+    m003_human_ratings,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -15,7 +15,8 @@ from audit.errors import AuditError
 from audit.stats.simulate import simulate_audit_table
 
 PUBLIC = ["load_spec", "run", "build_variants", "gap_test", "analyze_table", "adjust_family", "power", "get_scorer",
-          "RunStore", "render", "AuditError", "read_table", "analyze_run"]
+          "RunStore", "render", "AuditError", "read_table", "analyze_run", "rating_packet", "import_ratings",
+          "rating_agreement", "reanalyze_stigma"]
 
 
 def test_import_audit_loads_nothing_heavy(repo_root):
@@ -28,16 +29,19 @@ def test_import_audit_loads_nothing_heavy(repo_root):
 def test_every_public_name_resolves_to_the_library_function():
     from audit.counterfactual import build_variants
     from audit.pipeline import run
+    from audit.ratings import import_ratings, make_packet, run_ratings_summary
     from audit.report import render
     from audit.scorers import get_scorer
     from audit.spec import load_spec
     from audit.stats import adjust_family, analyze_run, analyze_table, gap_test, plan_power, read_table
+    from audit.stigma.replicate import reanalyze_stigma
     from audit.store import RunStore
 
-    expected = dict(load_spec=load_spec, run=run, build_variants=build_variants, gap_test=gap_test,
+    expected = dict(reanalyze_stigma=reanalyze_stigma, load_spec=load_spec, run=run, build_variants=build_variants, gap_test=gap_test,
                     analyze_table=analyze_table, adjust_family=adjust_family, power=plan_power, get_scorer=get_scorer,
                     RunStore=RunStore, render=render, AuditError=AuditError, read_table=read_table,
-                    analyze_run=analyze_run)
+                    analyze_run=analyze_run, rating_packet=make_packet, import_ratings=import_ratings,
+                    rating_agreement=run_ratings_summary)
     assert set(PUBLIC) <= set(audit.__all__) and set(PUBLIC) <= set(dir(audit))
     for name in PUBLIC:
         assert getattr(audit, name) is expected[name], name
@@ -55,7 +59,8 @@ def test_package_docstring_example_runs():
     lambda t: audit.analyze_table(t, "value"),
     lambda t: audit.adjust_family(t.assign(p_value=0.5), 0.05),
     lambda t: audit.power(None, 0.1),
-], ids=["gap_test", "analyze_table", "adjust_family", "power"])
+    lambda t: audit.reanalyze_stigma(t, "output"),
+], ids=["gap_test", "analyze_table", "adjust_family", "power", "reanalyze_stigma"])
 def test_table_and_design_arguments_are_keyword_only(call):
     with pytest.raises(TypeError, match="positional"):
         call(simulate_audit_table(n_posts=10, groups=["A"], seed=0))

@@ -97,7 +97,8 @@ def test_markdown_follows_the_same_order_and_folds(rendered):
     paths, _ = rendered
     md = paths["markdown"].read_text(encoding="utf-8")
     heads = [md.index(f"## {i}. {t}") for i, t in enumerate(
-        ["Summary", "Figures and results", "Methods", "Limitations", "Example replies", "Provenance"], 1)]
+        ["Summary", "Figures and results", "Methods", "Does the scorer treat groups alike?", "Limitations",
+         "Example replies", "Provenance"], 1)]
     assert heads == sorted(heads)
     ns = md.index("### Gaps that were not significant")
     fold = md.index("<details><summary>Show the gaps that were not significant", ns)
@@ -118,6 +119,6 @@ def test_a_new_section_is_one_entry(rendered, monkeypatch, tmp_path):
     paths = render(run, figures=False)
     html = paths["html"].read_text(encoding="utf-8")
     assert '<li><a href="#more">More examples</a></li>' in html
-    assert "<h2>6. More examples</h2>" in html and "<h2>7. Provenance</h2>" in html
+    assert "<h2>7. More examples</h2>" in html and "<h2>8. Provenance</h2>" in html
     md = paths["markdown"].read_text(encoding="utf-8")
-    assert md.index("## 6. More examples") < md.index("## 7. Provenance")
+    assert md.index("## 7. More examples") < md.index("## 8. Provenance")

@@ -68,7 +68,8 @@ def test_pdf_text_has_the_headline_every_section_and_the_provenance(printed, dem
     headline = results["headline"]["sentences"][0]
     assert _flat(headline)[:80] in flat
     order = [flat.index(f"{i}. {title}") for i, title in enumerate(
-        ["Summary", "Figures and results", "Methods", "Limitations", "Example replies", "Provenance"], 1)]
+        ["Summary", "Figures and results", "Methods", "Does the scorer treat groups alike?", "Limitations",
+         "Example replies", "Provenance"], 1)]
     assert order == sorted(order)
     # the provenance appendix, complete: the full store hash, the command to reproduce, the spec
     prov = flat[order[-1]:]

@@ -171,3 +171,30 @@ def test_opening_an_up_to_date_store_takes_no_write_lock(tmp_path):
         writer.execute("ROLLBACK")
         writer.close()
         t.join(35)
+
+
+def test_migration_3_adds_the_human_rating_tables_to_a_store_of_version_2(release_run):
+    """A store that stopped at migration 2 gets m003's empty rating tables and keeps every reply; the
+    readers of the ratings work on it."""
+    path = release_run / "store.sqlite"
+    with RunStore(release_run, create=False):
+        pass
+    with sqlite3.connect(path) as conn:  # take it back to what migration 2 left
+        for t in ("ratings", "rating_items", "rating_packets"):
+            conn.execute(f"DROP TABLE {t}")
+        conn.execute("DELETE FROM _migrations WHERE version >= 3")
+        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    replies_before = _rows(path, "SELECT request_key, status, text FROM replies ORDER BY request_key")
+    with RunStore(release_run, create=False) as st:
+        assert st.migrated == list(range(3, SCHEMA_VERSION + 1))
+        assert st.migrations()["name"].iloc[2] == "m003_human_ratings"
+        assert {"ratings", "rating_items", "rating_packets"} <= set(st.table_names())
+        human = st.human_ratings_df()
+        assert human.empty and list(human.columns) == ["request_key", "rater", "measure", "value"]
+        assert st.rating_items_df().empty and st.ratings_df().empty
+    assert _rows(path, "SELECT request_key, status, text FROM replies ORDER BY request_key") == replies_before
+    cols = [r[1] for r in _rows(path, "PRAGMA table_info(ratings)")]
+    assert cols == ["item_id", "request_key", "rater", "measure", "value", "harmful", "comment", "source_sha256",
+                    "source_name", "imported_at"]
+    pk = [r[1] for r in sorted(_rows(path, "PRAGMA table_info(ratings)"), key=lambda r: r[5]) if r[5]]
+    assert pk == ["request_key", "rater", "measure"]

@@ -59,7 +59,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a pilot run (RUN_DIR or --pilot) or are stated (--sd-post, --sd-resid, --ref-mean).",
     )
     w.add_argument("target", metavar="SPEC|RUN_DIR", help="audit spec (design) or a run directory (design + pilot)")
-    w.add_argument("--gap", required=True, metavar="G", help="relative gap to detect: 5%% or 0.05")
+    w.add_argument("--gap", metavar="G", help="relative gap to detect: 5%% or 0.05")
+    w.add_argument("--ratings-ci", type=float, metavar="X",
+                   help="instead: how many human ratings give a prediction-powered gap CI of +-X (outcome units, "
+                        "e.g. 0.1 level)")
+    w.add_argument("--rho", type=float, help="--ratings-ci: scorer-human correlation (default 0.6)")
+    w.add_argument("--sd", type=float, help="--ratings-ci: SD of the human values (default 0.7)")
+    w.add_argument("--deff", type=float, help="--ratings-ci: design effect of clustering by post (default 1.5)")
+    w.add_argument("--replies", type=int, help="--ratings-ci: replies in the two arms of one gap (default 1000)")
+    w.add_argument("--from", dest="ratings_from", metavar="RUN_DIR",
+                   help="--ratings-ci: take rho, sd, deff and replies from this run's human ratings")
     w.add_argument("--pilot", metavar="RUN_DIR", help="run directory whose scores give the variance components")
     w.add_argument("--outcome", metavar="NAME", help="pilot outcome (default: epitome.empathy or the first)")
     w.add_argument("--sd-post", type=float, help="SD of the post random intercept")
@@ -148,7 +157,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         _print_results(res, args.alpha)
         print("design: " + detect_design(table, args.group, args.cluster).statement())
+        _print_scorer_flags(res)
     return 0
+
+
+def _print_scorer_flags(res: pd.DataFrame) -> None:
+    """Outcome columns of two scorers of one measure (``epitome.ER``, ``published.ER``): which
+    conclusions depend on the scorer (:mod:`audit.report.scorer_comparison`)."""
+    from ..report.scorer_comparison import comparison_table, scorer_flags
+
+    if "model_label" not in res.columns:
+        res = res.assign(model_label="table")
+    flags = scorer_flags(comparison_table(res))
+    if flags.empty:
+        return
+    dep = flags[flags["depends"]]
+    print(f"scorers compared: {len(flags)} gaps measured by two or more scorers of one measure; "
+          f"{len(dep)} depend on the scorer")
+    for f in dep.to_dict("records"):
+        print(f"depends on the scorer: {f['mechanism']}, {f['group']} vs {f['reference']}: {f['reason']}")
 
 
 def _analyze_run_dir(run_dir: Path, args: argparse.Namespace) -> int:
@@ -174,9 +201,51 @@ def _analyze_run_dir(run_dir: Path, args: argparse.Namespace) -> int:
 def cmd_power(args: argparse.Namespace) -> int:
     from ..stats import plan_power
 
+    if args.ratings_ci is not None:
+        return _ratings_power(args)
+    if args.gap is None:
+        raise AuditError("give --gap (posts and samples to detect a gap) or --ratings-ci (human ratings for a CI)",
+                         fix="e.g. `empathy-audit power SPEC --gap 5%` or `empathy-audit power SPEC --ratings-ci 0.1`")
+
     plan = plan_power(args.target, gap=args.gap, pilot=args.pilot, outcome=args.outcome, sd_post=args.sd_post,
                       sd_variant=args.sd_variant, sd_resid=args.sd_resid, ref_mean=args.ref_mean, posts=args.posts,
                       samples=args.samples, groups=args.groups, cue_types=args.cue_types,
                       family_size=args.family_size, power=args.power, alpha=args.alpha, sims=args.sims, seed=args.seed)
     print(json.dumps(jsonable(plan.as_dict()), indent=1) if args.json else "\n".join(plan.lines()))
+    return 0
+
+
+def _ratings_power(args: argparse.Namespace) -> int:
+    """``power --ratings-ci X``: human ratings needed for a PPI gap CI of +-X (:func:`audit.stats.power.ratings_plan`)."""
+    from ..stats.power import RATINGS_DEFAULTS, ratings_assumptions, ratings_plan
+
+    assumed = dict(RATINGS_DEFAULTS)
+    source = "defaults"
+    if args.ratings_from:
+        from ..stats.stage import _human_from_store, analysis_table
+        from ..store import RunStore
+
+        with RunStore(Path(args.ratings_from), create=False) as store:
+            human = _human_from_store(store)
+            if human is None:
+                raise AuditError("the run has no human ratings", where=str(args.ratings_from),
+                                 fix="import ratings first, or leave out --from and state --rho, --sd, --deff")
+            table = analysis_table(store)
+        got = ratings_assumptions(table, human, args.outcome)
+        assumed.update({k: got[k] for k in ("sd", "rho", "deff", "replies")})
+        source = f"{args.ratings_from} ({got['n_rated']} rated replies of {got['outcome']})"
+    for k in ("rho", "sd", "deff", "replies"):
+        if getattr(args, k) is not None:
+            assumed[k] = getattr(args, k)
+    plan = ratings_plan(args.ratings_ci, alpha=args.alpha or 0.05, **assumed)
+    if args.json:
+        print(json.dumps(jsonable({**plan, "source": source}), indent=1))
+        return 0
+    print(f"Human ratings for a prediction-powered gap CI of +-{args.ratings_ci:g}: {plan['needed']} "
+          f"(both arms together; assumptions from {source}: rho {plan['rho']:.2f}, sd {plan['sd']:.2f}, "
+          f"design effect {plan['deff']:.2f}, {plan['replies']} replies in the two arms).")
+    print("ratings  PPI half-width  human-only half-width")
+    for r in plan["table"]:
+        print(f"{r['ratings']:>7}  {r['ppi_halfwidth']:>14.3f}  {r['human_only_halfwidth']:>21.3f}")
+    print("Assumptions: " + plan["assumptions"] + ".")
     return 0

@@ -39,7 +39,29 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True, pdf
     """
     from .build import render_run
 
+    if _suite_of(Path(run_dir)) == "stigma":  # another suite renders its own report
+        from ..stigma.report import render_stigma
+        from .pdf import pdf_step, require_pdf_printer
+
+        if pdf:  # fail before any work when the PDF cannot be printed
+            require_pdf_printer(paper)
+        paths = pdf_step(run_dir, render_stigma(run_dir), pdf=pdf, paper=paper)
+        if not quiet:
+            print(f"report: {paths['html']} ({paths['html'].stat().st_size / 1024:.0f} KiB)")
+            if "pdf" in paths:
+                print(f"        {paths['pdf']} ({paths['pdf'].stat().st_size / 1024:.0f} KiB, {paper})")
+        return paths
     return render_run(Path(run_dir), quiet=quiet, figures=figures, pdf=pdf, paper=paper)
+
+
+def _suite_of(run_dir: Path) -> str:
+    """The suite that wrote the run in ``run_dir`` (meta ``suite``; ``empathy`` when not recorded)."""
+    from ..store import RunStore
+
+    if not (run_dir / "store.sqlite").is_file():
+        return "empathy"
+    with RunStore(run_dir, create=False) as store:
+        return store.get_meta("suite") or "empathy"
 
 
 class ReportStage:

@@ -23,6 +23,7 @@ from markupsafe import Markup
 from .. import __version__
 from ..scorers.measures import Measure, MeasureCatalog
 from ..jsonable import jsonable
+from ..ratings.summary import report_section
 from ..untrusted import csv_safe, visible_controls
 from ..store import now_iso
 from . import findings as F
@@ -30,11 +31,12 @@ from .data import EMBEDDED_NAME, ReportData, collect
 from .figures import all_figures, skipped_figures
 from .findings import _finite
 from .headline import group_table, headline_sentences, primary_outcome
-from .provenance import software_versions
+from .provenance import import_provenance, software_versions
+from .scorer_comparison import comparison_section, ppi_section
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-              "results_disparity")
+              "results_disparity", "results_ppi")
 EMBEDDED_WARNING = (
     f"This audit used the embedded default model ({EMBEDDED_NAME}, 135 M parameters, run locally by llama.cpp). "
     "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
@@ -64,6 +66,7 @@ SECTIONS: list[Section] = [
     Section("summary", "Summary", "summary"),
     Section("figures", "Figures and results", "figures"),
     Section("methods", "Methods", "methods"),
+    Section("scorer-validity", "Does the scorer treat groups alike?", "scorer_validity"),
     Section("limitations", "Limitations", "limitations"),
     Section("examples", "Example replies", "examples"),
     Section("provenance", "Provenance", "provenance"),
@@ -313,6 +316,8 @@ def _results_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None
             rel_ci_high=fnum(r.get("rel_ci_high")),
             p_value=fp(r.get("p_value")), p_holm=fp(r.get("p_holm")), p_bh=fp(r.get("p_bh")),
             significant=sig, n=r.get("n"), n_posts=r.get("n_posts"), method=r.get("method"),
+            family=r.get("family") if isinstance(r.get("family"), str) else "",
+            missing=_missing_cell(r.get("n_missing"), r.get("ref_n_missing")),
             converged=r.get("converged"), warning=r.get("warning"),
         ))
     return rows
@@ -344,6 +349,13 @@ def _disparity_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = No
                          difference_ci=f"[{num(r.get('ci_low'))}, {num(r.get('ci_high'))}]", ratio=ratio,
                          p_holm=fp(r.get("p_holm")), significant=bool(sig) if _finite(sig) else False))
     return rows
+
+
+def _missing_cell(n_missing: Any, ref_n_missing: Any) -> str:
+    """'3 (ref. 0)': missing outcomes of the group and of its reference, beside the estimate."""
+    def count(x: Any) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else str(int(x))
+    return f"{count(n_missing)} (ref. {count(ref_n_missing)})"
 
 
 def _generic_table(df: pd.DataFrame | None, max_rows: int = 400) -> dict[str, Any] | None:
@@ -496,6 +508,13 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
         spec_note = ("The run was started from a spec object, not a file: save the spec shown below (JSON is "
                      "valid YAML) as spec.yaml, then run this command.")
     reproduce = f"empathy-audit run {_shell(spec_arg)} --out {_shell(run_dir)}"
+    imported = import_provenance(meta, run_dir)
+    if imported is not None:  # the replies came from a release: reproducing the run is re-importing it
+        reproduce, spec_note = imported["reproduce"], None
+        am = data.tables.get("analysis_meta")
+        if am is not None and not am.empty and "key" in am.columns:
+            hit = am.loc[am["key"] == "design_statement", "value"]
+            imported["design_statement"] = str(hit.iloc[0]) if len(hit) else None
     software_run = {}
     if meta.get("software_versions"):
         try:
@@ -514,7 +533,7 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
         tool_version_run=meta.get("tool_version"), tool_version_report=__version__,
         software_run=software_run, software_report=software_versions(),
         reproduce=reproduce, reproduce_note=spec_note, rerender=f"empathy-audit report {_shell(str(data.run_dir))}",
-        command=meta.get("command_line"),
+        command=meta.get("command_line"), **({"imported": imported} if imported is not None else {}),
     )
 
 
@@ -536,7 +555,8 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     summary = F.summarize(res, alpha=alpha, catalog=data.measures)
     power, power_source = F.power_sentences(data.tables.get("results_power"), res, catalog=data.measures)
     reference = spec.analysis.reference if spec is not None else "control"
-    primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures)
+    primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures,
+                              primary=getattr(spec.analysis, "primary", None) if spec is not None else None)
     disparity = data.tables.get("results_disparity")
     headline = headline_sentences(res, disparity, data.tables.get("results_power"), primary, reference=reference,
                                   alpha=alpha, catalog=data.measures)
@@ -591,13 +611,32 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         analysis_error=analysis_error,
         group_summary=_generic_table(_group_summary(data), 300),
         agreement=_generic_table(data.agreement),
+        human_ratings=report_section(data.ratings, data.scores, data.replies, alpha=alpha),
         cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=data.measures.label,
         sections=list(SECTIONS), fold_rows=FOLD_ROWS,
     )
     for section in SECTIONS:
         if section.context is not None:
             ctx.update(section.context(data))
+    ctx.update(_comparison_context(data, res, figures=bool(figures)))
     return ctx
+
+
+def _comparison_context(data: ReportData, res: pd.DataFrame | None, figures: bool = True) -> dict[str, Any]:
+    """The scorer comparison, the gaps corrected with human ratings (:mod:`.scorer_comparison`), the
+    pre-registered families and the composite's description (None / empty where they do not apply)."""
+    ppi = data.tables.get("results_ppi")
+    has_family = res is not None and "family" in res.columns
+    outcomes = set(res["outcome"].astype(str)) if res is not None else set()
+    spec = data.spec
+    primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures,
+                              primary=getattr(spec.analysis, "primary", None) if spec is not None else None)
+    return dict(ppi_section=ppi_section(ppi, data.measures, primary=primary),
+                scorer_comparison=comparison_section(res, ppi, data.measures, figure=figures),
+                families=dict(primary=sorted(set(res.loc[res["family"] == "confirmatory", "outcome"].astype(str))),
+                              n_confirmatory=int((res["family"] == "confirmatory").sum()),
+                              n_exploratory=int((res["family"] == "exploratory").sum())) if has_family else None,
+                composite=any(o.rpartition(".")[2] == "empathy" for o in outcomes))
 
 
 def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
@@ -629,7 +668,26 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
                             else {})),
         stages_missing=ctx["stages_missing"], analysis_error=ctx["analysis_error"],
         provenance=ctx["provenance"],
+        **_comparison_json(ctx, data),
+        **({"human_ratings": ctx["human_ratings"]["json"]} if ctx["human_ratings"]["present"] else {}),
     ))
+
+
+def _comparison_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
+    """results.json keys of the comparison sections, present only where they apply (a run without
+    ratings or a second scorer keeps its results.json as it was)."""
+    out: dict[str, Any] = {}
+    if ctx.get("ppi_section"):
+        out["results_ppi"] = _records(data.tables.get("results_ppi"))
+        out["ppi_lead"] = ctx["ppi_section"]["lead"]
+        out["ppi_summary"] = ctx["ppi_section"]["summary"]
+    sc = ctx.get("scorer_comparison")
+    if sc:
+        out["scorer_comparison"] = dict(flagged=sc["flagged"], n_compared=sc["n_compared"],
+                                        flags=_records(sc["flags"]))
+    if ctx.get("families"):
+        out["families"] = ctx["families"]
+    return out
 
 
 def _environment(markdown: bool) -> Environment:
@@ -675,13 +733,9 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True, pdf: boo
         paths = _publish(stage, run_dir, staged)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    pdf_path = run_dir / "report.pdf"
-    if pdf:
-        from .pdf import report_pdf
+    from .pdf import pdf_step
 
-        paths["pdf"] = report_pdf(run_dir, paper=paper)
-    else:  # a PDF of an earlier rendering no longer matches the report: never leave it beside it
-        pdf_path.unlink(missing_ok=True)
+    pdf_step(run_dir, paths, pdf=pdf, paper=paper)  # prints report.pdf, or removes a stale one
     elapsed = time.perf_counter() - t0
     if not quiet:
         size = paths["html"].stat().st_size

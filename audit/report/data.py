@@ -23,7 +23,7 @@ from ..scorers.measures import MeasureCatalog
 from .findings import measure_of
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-                 "results_disparity")
+                 "results_disparity", "results_ppi")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 
 
@@ -45,6 +45,7 @@ class ReportData:
     store_sha256: str
     agreement: pd.DataFrame | None = None
     store_tables: list[str] = field(default_factory=list)
+    ratings: pd.DataFrame | None = None  # human ratings (table ratings, audit/ratings/); None when none stored
 
     # ------------------------------------------------------------------ derived
     @cached_property
@@ -191,4 +192,10 @@ def collect(run_dir: str | Path) -> ReportData:
             probe=probe, probe_summary=probe_summary(store), invariance=invariance,
             store_sha256=store.content_sha256(), store_tables=names,
             agreement=agreement if agreement is not None and not agreement.empty else None,
+            ratings=_ratings(store),
         )
+
+
+def _ratings(store: RunStore) -> pd.DataFrame | None:
+    ratings = store.ratings_df()
+    return ratings if not ratings.empty else None

@@ -24,13 +24,14 @@ PREFERRED_PRIMARY = "epitome.empathy"
 
 
 def primary_outcome(results: pd.DataFrame | None, wanted: list[str] | None = None,
-                    catalog: MeasureCatalog | None = None) -> str | None:
-    """The outcome the first screen is about: the first of ``analysis.outcomes`` when the spec names
-    them, else overall EPITOME empathy when scored, else the first outcome in catalog order."""
+                    catalog: MeasureCatalog | None = None, primary: list[str] | None = None) -> str | None:
+    """The outcome the first screen is about: the first pre-registered primary outcome
+    (``analysis.primary``), else the first of ``analysis.outcomes`` when the spec names them, else
+    overall EPITOME empathy when scored, else the first outcome in catalog order."""
     if results is None or results.empty:
         return None
     have = list(dict.fromkeys(results["outcome"].astype(str)))
-    for w in wanted or []:
+    for w in [*(primary or []), *(wanted or [])]:
         hits = [o for o in have if o == w or o.split(".")[-1] == w]
         if hits:
             return hits[0]
@@ -73,8 +74,10 @@ def headline_sentences(results: pd.DataFrame | None, disparity: pd.DataFrame | N
                        f"{_amount(outcome, float(row['estimate']), catalog)} (\u201c{row['max_group']}\u201d highest, "
                        f"\u201c{row['min_group']}\u201d lowest; {ci}{ratio}).")
             sig = bool(row.get("significant_holm"))
+            fam = ("the confirmatory family (the pre-registered primary outcome)"
+                   if str(row.get("family")) == "confirmatory" else "the whole family of tests")
             out.append(("It is significant" if sig else "It is not significant")
-                       + f" after Holm correction over the whole family of tests (Holm p = {fmt_p(row.get('p_holm'))}).")
+                       + f" after Holm correction over {fam} (Holm p = {fmt_p(row.get('p_holm'))}).")
         else:
             out.append(f"No disparity in {label} between groups could be estimated ({row.get('warning') or 'no data'}).")
     pooled = _pooled(results, outcome)

@@ -108,6 +108,17 @@ def require_pdf_printer(paper: str = "a4") -> None:
         raise AuditError("no Chromium found to print the PDF", fix=INSTALL_HINT)
 
 
+def pdf_step(run_dir: str | Path, paths: dict[str, Path], *, pdf: bool, paper: str = "a4") -> dict[str, Path]:
+    """The last step of every rendering (either suite's report): with ``pdf``, print ``report.pdf``
+    of the report just written and add it to ``paths``; without, remove a ``report.pdf`` of an
+    earlier rendering, which no longer matches the report beside it. Returns ``paths``."""
+    if pdf:
+        paths["pdf"] = report_pdf(run_dir, paper=paper)
+    else:
+        (Path(run_dir) / "report.pdf").unlink(missing_ok=True)
+    return paths
+
+
 def report_pdf(run_dir: str | Path, *, paper: str = "a4", chromium: str | None = None) -> Path:
     """Print the rendered report of ``run_dir`` (its ``report.html``) to ``run_dir/report.pdf``; the
     footer of each page names the run store's content hash (from ``results.json``)."""

@@ -111,3 +111,53 @@ def cue_sources(tdir: Path) -> dict[str, Any]:
         alts = {item.id: item.source for item in (getattr(cf, "items", None) or []) if getattr(item, "source", None)}
         out[name] = {"source": " ".join(str(cf.source).split()), "alternatives": alts}
     return out
+
+
+def record_import_provenance(store: Any, run_dir: Path, *, records: list[dict[str, Any]], mapping: dict[str, Any],
+                             counts: dict[str, Any], sha256: str, spec_text: str = "",
+                             spec_path: Path | None = None, command: str | None = None) -> None:
+    """Write what an import (:mod:`audit.importer`) was made from into the store's ``meta``.
+
+    Key ``import`` holds ``{sha256, files: [{path, name, sha256, bytes, rows, format, header}], mapping,
+    counts, spec_path, command}``; ``import_spec_yaml`` the import spec's text; the usual run facts
+    (tool and software versions, run directory, times) are written as :func:`record_provenance` does.
+    ``import_complete`` marks the import as finished.
+    """
+    from .. import __version__
+    from ..store import now_iso
+
+    started = now_iso()
+    facts: dict[str, Any] = {
+        "import": {"sha256": sha256, "files": records, "mapping": mapping, "counts": counts,
+                   "spec_path": str(spec_path) if spec_path else None, "command": command or command_line(),
+                   "imported_at": started},
+        "import_spec_yaml": spec_text or "",
+        "tool_version": __version__,
+        "run_started_at": started,
+        "run_dir": str(run_dir),
+        "command_line": command or command_line(),
+        "software_versions": software_versions(),
+        "corpus_source": "imported: " + ", ".join(r["name"] for r in records),
+        "import_complete": started,
+    }
+    store.set_meta_many({**facts, "first_run_at": started}, keep_existing=("first_run_at",))
+
+
+def import_provenance(meta: dict[str, str], run_dir: str | Path) -> dict[str, Any] | None:
+    """What a report says about an imported run: the files (name, path, sha256, size, rows), the
+    counts, and the command that re-imports it; None for a run whose replies were generated."""
+    import json
+    import shlex
+
+    raw = meta.get("import")
+    if not raw:
+        return None
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return None
+    spec_path = info.get("spec_path")
+    again = (f"empathy-audit import --spec {shlex.quote(spec_path)} --out {shlex.quote(str(run_dir))}" if spec_path
+             else info.get("command"))
+    return {"sha256": info.get("sha256"), "files": info.get("files", []), "counts": info.get("counts", {}),
+            "command": info.get("command"), "reproduce": again}

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-__all__ = ["adjust_family", "holm", "bh"]
+__all__ = ["adjust_family", "adjust_within", "holm", "bh"]
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -79,4 +79,26 @@ def adjust_family(results: pd.DataFrame, *, alpha: float = 0.05, p_col: str = "p
     out["p_holm"] = p_holm
     out["p_bh"] = p_bh
     out["significant_holm"] = np.where(ok, p_holm < alpha, False)
+    return out
+
+
+def adjust_within(results: pd.DataFrame, family: str = "family", *, alpha: float = 0.05,
+                  p_col: str = "p_value") -> pd.DataFrame:
+    """:func:`adjust_family` separately within each value of the column ``family`` (e.g. the
+    confirmatory and the exploratory family of a pre-registered analysis); adds ``significant_bh``
+    (``p_bh < alpha``), on which an exploratory family's discoveries are called.
+
+    >>> df = pd.DataFrame({"p_value": [0.01, 0.04, 0.03], "family": ["confirmatory", "exploratory", "exploratory"]})
+    >>> adjust_within(df)[["p_holm", "p_bh"]].round(3).values.tolist()
+    [[0.01, 0.01], [0.06, 0.04], [0.06, 0.04]]
+    """
+    out = results.copy()
+    out["p_holm"], out["p_bh"], out["significant_holm"] = np.nan, np.nan, False
+    for _, idx in out.groupby(family, sort=True).groups.items():
+        adj = adjust_family(out.loc[idx], alpha=alpha, p_col=p_col)
+        out.loc[idx, ["p_holm", "p_bh", "significant_holm"]] = adj[["p_holm", "p_bh", "significant_holm"]]
+    out["p_holm"] = out["p_holm"].astype(float)
+    out["p_bh"] = out["p_bh"].astype(float)
+    out["significant_holm"] = out["significant_holm"].astype(bool)
+    out["significant_bh"] = (out["p_bh"] < alpha).fillna(False).astype(bool)
     return out

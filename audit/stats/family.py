@@ -34,7 +34,7 @@ from .corrections import adjust_family
 from .gaps import gap_test
 from .missing import level_labels
 
-__all__ = ["Block", "fit_family"]
+__all__ = ["Block", "fit_family", "split_families", "matches_primary", "CONFIRMATORY", "EXPLORATORY"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,52 @@ differential missingness). Returns ``(results, notes)``: the label columns, then
     if "p_value" not in res.columns:  # not one test could be fitted
         res["p_value"] = float("nan")
     return adjust_family(res, alpha=alpha), notes
+
+
+#: Family labels of a pre-registered analysis (spec key ``analysis.primary``).
+CONFIRMATORY, EXPLORATORY = "confirmatory", "exploratory"
+
+
+def matches_primary(outcomes: pd.Series, primary: Sequence[str]) -> pd.Series:
+    """Whether each outcome is one of the ``primary`` names (``scorer.measure`` exactly, or a bare
+    measure name matching the part after the last dot)."""
+    o = outcomes.astype(str)
+    hit = pd.Series(False, index=outcomes.index)
+    for w in primary:
+        hit |= (o == w) | ((o.str.rpartition(".")[2] == w) if "." not in w else False)
+    return hit
+
+
+def split_families(results: pd.DataFrame, others: pd.DataFrame | None, primary: Sequence[str], *,
+                   alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Label and adjust a pre-registered analysis: the **confirmatory** family is every test of a
+    primary outcome with style and cue type pooled (each group against each reference, each model)
+    plus the primary outcomes' max - min disparity tests (``others``); Holm (FWER) is called on it.
+    Every other test is **exploratory**: adjusted in its own family, reported with BH (FDR) q-values
+    and ``significant_bh``. Adds the column ``family`` to both tables.
+    """
+    from .corrections import adjust_within
+
+    def label(df: pd.DataFrame) -> pd.Series:
+        conf = matches_primary(df["outcome"], primary)
+        for col in ("style", "cue_type"):
+            if col in df.columns:
+                conf &= df[col].astype(str) == "pooled"
+        return pd.Series(pd.Categorical(conf.map({True: CONFIRMATORY, False: EXPLORATORY}),
+                                        [CONFIRMATORY, EXPLORATORY]).astype(str), index=df.index)
+
+    res = results.assign(family=label(results))
+    if others is None or others.empty:
+        return adjust_within(res, alpha=alpha), others
+    oth = others.assign(family=label(others))
+    both = adjust_within(pd.concat([res, oth], ignore_index=True, sort=False), alpha=alpha)
+    cols = ["p_holm", "p_bh", "significant_holm", "significant_bh", "family"]
+    a, b = res.copy(), oth.copy()
+    a[cols] = both[cols].iloc[:len(a)].to_numpy()
+    b[cols] = both[cols].iloc[len(a):].to_numpy()
+    for df in (a, b):
+        df["p_holm"] = df["p_holm"].astype(float)
+        df["p_bh"] = df["p_bh"].astype(float)
+        df["significant_holm"] = df["significant_holm"].astype(bool)
+        df["significant_bh"] = df["significant_bh"].astype(bool)
+    return a, b

@@ -133,3 +133,71 @@ def pilot_components(table: pd.DataFrame, outcome: str, *, reference: str = "con
                 n_posts=int(d["post_id"].nunique()),
                 samples=int(d.groupby(["variant_id", "style"]).size().max()) if "style" in d else 1,
                 outcome=outcome, singular=f.singular)
+
+
+# --------------------------------------------------------------------------- human ratings
+
+#: Default assumptions of :func:`ratings_plan` (``empathy-audit power --ratings-ci``): ``sd`` the SD of
+#: a human EPITOME level (0/1/2 spread over all three levels: about 0.7); ``rho`` the scorer-human
+#: correlation (0.6: between the shipped classifier's IP/EX and ER agreement); ``deff`` the design
+#: effect of rating several replies of one post (1.5: e.g. 3 rated replies per post with ICC 0.25);
+#: ``replies`` the replies of the two arms of one gap.
+RATINGS_DEFAULTS = {"sd": 0.7, "rho": 0.6, "deff": 1.5, "replies": 1000}
+
+
+def ratings_plan(halfwidth: float, *, replies: int = 1000, sd: float = 0.7, rho: float = 0.6, deff: float = 1.5,
+                 alpha: float = 0.05, grid: tuple[int, ...] = (50, 100, 200, 400, 800)) -> dict:
+    """How many human ratings give a prediction-powered gap CI of +-``halfwidth``.
+
+    Uses :func:`audit.stats.ppi.ppi_halfwidth` (PPI++ variance with the rated replies part of all
+    ``replies``; assumptions stated there): returns ``needed`` (ratings, both arms together), the
+    assumptions, and ``table``: rows of (ratings, PPI half-width, human-only half-width) over ``grid``.
+    """
+    from .ppi import ppi_halfwidth, ratings_needed
+
+    needed = ratings_needed(halfwidth, n_all=replies, sd=sd, rho=rho, deff=deff, alpha=alpha)
+    z = stats.norm.ppf(1 - alpha / 2)
+    rows = [dict(ratings=n, ppi_halfwidth=ppi_halfwidth(n, n_all=replies, sd=sd, rho=rho, deff=deff, alpha=alpha),
+                 human_only_halfwidth=float(z * np.sqrt(2 * sd ** 2 / (n / 2) * deff)))
+            for n in sorted(set(grid) | {needed}) if 2 <= n <= replies]
+    return dict(halfwidth=halfwidth, needed=needed, replies=replies, sd=sd, rho=rho, deff=deff, alpha=alpha,
+                table=rows,
+                assumptions="two arms of equal size, ratings a random sample of them, a calibrated scorer "
+                            "correlating rho with the human values, design effect deff for clustering by post; "
+                            "PPI++ variance Var = sd^2/n_arm * (1 - rho^2 (1 - f)) * deff per arm")
+
+
+def ratings_assumptions(table: pd.DataFrame, human: pd.DataFrame, outcome: str | None = None) -> dict:
+    """``sd``, ``rho``, ``deff`` and ``replies`` for :func:`ratings_plan` from a run's ratings: the SD
+    of the human consensus values, their correlation with ``outcome``'s scorer values, the design
+    effect ``1 + (m - 1) ICC`` of the rated replies (``m`` rated replies per post, ICC of the human
+    values by post, one-way ANOVA estimator) and the replies of one gap (the median arm size x 2).
+    ``outcome`` None: ``epitome.ER`` when rated, else the first rated outcome by name."""
+    from ..errors import AuditError
+    from .ppi import _human_for, consensus_values
+
+    wide = consensus_values(human).pivot(index="request_key", columns="measure", values="value")
+    if outcome is None:
+        rated = [o for o in sorted(table["outcome"].unique()) if _human_for(str(o), wide)[0] is not None]
+        outcome = "epitome.ER" if "epitome.ER" in rated else (rated[0] if rated else "(none)")
+    d = table[table["outcome"] == outcome].drop_duplicates("request_key")
+    hv, _ = _human_for(outcome, wide)
+    if d.empty or hv is None:
+        raise AuditError(f"the run has no human ratings for outcome '{outcome}'",
+                         fix="import ratings first (`empathy-audit ratings import`) or choose --outcome")
+    d = d.assign(human=d["request_key"].map(hv)).dropna(subset=["human"])
+    if len(d) < 5:
+        raise AuditError(f"only {len(d)} rated replies for '{outcome}': too few to estimate the assumptions",
+                         fix="rate more replies, or state --rho, --sd and --deff")
+    sd = float(d["human"].std(ddof=1))
+    rho = float(np.corrcoef(d["human"], d["value"])[0, 1]) if d["value"].std() > 0 else 0.0
+    sizes = d.groupby("post_id").size()
+    m = float(sizes.mean())
+    within = d.groupby("post_id")["human"].var(ddof=1).dropna()
+    msw = float(within.mean()) if len(within) else sd ** 2
+    between = float(d.groupby("post_id")["human"].mean().var(ddof=1)) if len(sizes) > 1 else 0.0
+    var_post = max(between - msw / max(m, 1.0), 0.0)
+    icc = var_post / (var_post + msw) if var_post + msw > 0 else 0.0
+    arms = table[table["outcome"] == outcome].drop_duplicates("request_key").groupby("group").size()
+    return dict(sd=sd, rho=max(rho, 0.0), deff=1.0 + (m - 1.0) * icc, replies=int(2 * arms.median()),
+                n_rated=int(len(d)), outcome=outcome)

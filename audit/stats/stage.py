@@ -34,11 +34,12 @@ from ..store import RunStore, canonical_json, now_iso
 from .corrections import adjust_family
 from .designs import detect_design
 from .disparity import adjust_with, disparity_table, keep_matched, reference_map
-from .family import Block, fit_family
+from .family import Block, fit_family, split_families
 from .gaps import is_binary
 from .paired import paired_contrasts
 from .pooling import partial_pool
 from .power import detectable_gap
+from .ppi import ppi_table
 
 __all__ = ["analysis_table", "analyze_run", "analyze_store", "analyze_scores", "analysis_fingerprint",
            "AnalysisResult", "AnalyzeStage", "RESULTS_COLUMNS"]
@@ -60,7 +61,7 @@ _NOT_AXES = set(_BASE_COLS) | {
 
 
 ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-                   "results_disparity")
+                   "results_disparity", "results_ppi")
 
 
 @dataclass
@@ -72,12 +73,16 @@ class AnalysisResult:
     meta: pd.DataFrame
     axes: list[str] = field(default_factory=list)
     disparity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ppi: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {"results": self.results, "results_paired": self.paired,
-                "results_intersectional": self.intersectional, "results_power": self.power,
-                "analysis_meta": self.meta, "results_disparity": self.disparity}
+        t = {"results": self.results, "results_paired": self.paired,
+             "results_intersectional": self.intersectional, "results_power": self.power,
+             "analysis_meta": self.meta, "results_disparity": self.disparity}
+        if not self.ppi.empty:  # only where human ratings exist (a run without them is unchanged)
+            t["results_ppi"] = self.ppi
+        return t
 
 
 def _match_outcomes(available: list[str], wanted: list[str] | None, where: str) -> list[str]:
@@ -96,29 +101,39 @@ def _match_outcomes(available: list[str], wanted: list[str] | None, where: str) 
 
 
 def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
-    """Replies joined with their scores, long per outcome.
+    """Replies joined with their scores, long per outcome; missing outcomes kept as NaN.
 
     Columns: ``request_key, post_id, variant_id, group, cue_type, style, model_label, sample_index,
-    outcome, value`` plus the axis columns (race, gender, ...). Only replies with status ``ok`` or
-    ``content_filter`` and a non-missing score are kept. ``outcome`` is ``scorer.measure``; level
-    outcomes (declared ordinal by their scorer, e.g. ``epitome.ER``) also get a binary ``epitome.ER>0``
-    (level > 0); the declarations are read from the run's ``scorer_info``.
+    outcome, value`` plus the axis columns (race, gender, ...). Every reply request of the run's design
+    gets one row per outcome (``scorer.measure`` of the stored scores): ``value`` is NaN where the
+    reply failed or was never answered, where the scorer has not scored it, or where its score is
+    NULL (e.g. withheld by a content filter, an unparseable judge answer). Nothing is dropped here:
+    the gap tests count the missing values per group and refuse differential missingness
+    (:mod:`audit.stats.missing`) unless ``analysis.allow_missing``. Level outcomes (declared ordinal
+    by their scorer, e.g. ``epitome.ER``) also get a binary ``epitome.ER>0`` (level > 0, NaN where the
+    level is missing); the declarations are read from the run's ``scorer_info``.
     """
     rep = store.replies_df(purpose="reply")
     sc = store.scores_df(wide=False)
     axes = [c for c in rep.columns if c not in _NOT_AXES]
     if rep.empty or sc.empty:
         return pd.DataFrame(columns=_BASE_COLS + ["outcome", "value"] + axes)
-    rep = rep[rep["status"].isin(["ok", "content_filter"]) & rep["post_id"].notna()]
-    sc = sc[sc["value"].notna()].copy()
+    rep = rep[rep["post_id"].notna()].copy()
+    answered = rep["status"].isin(["ok", "content_filter"])
+    sc = sc.copy()
     sc["outcome"] = sc["scorer"].astype(str) + "." + sc["measure"].astype(str)
-    df = rep[_BASE_COLS + axes].merge(sc[["request_key", "outcome", "value"]], on="request_key", how="inner")
+    sc = sc[sc["request_key"].isin(set(rep["request_key"]))]
+    outcomes = sorted(sc["outcome"].unique())
+    grid = rep[_BASE_COLS + axes].merge(pd.DataFrame({"outcome": outcomes}), how="cross")
+    df = grid.merge(sc[["request_key", "outcome", "value"]], on=["request_key", "outcome"], how="left")
+    unanswered = set(rep.loc[~answered, "request_key"])
+    df.loc[df["request_key"].isin(unanswered), "value"] = np.nan  # a failed reply has no outcome
+    df["value"] = df["value"].astype(float)
     df = pd.concat([df, _level_outcomes(df, MeasureCatalog.from_scorer_info(store.scorer_info()))], ignore_index=True)
     if spec is not None and getattr(spec, "analysis", None) is not None and spec.analysis.outcomes:
         keep = _match_outcomes(sorted(df["outcome"].unique()), spec.analysis.outcomes, "spec key analysis.outcomes")
         df = df[df["outcome"].isin(keep)]
     df["style"] = df["style"].fillna("default")
-    df["value"] = df["value"].astype(float)
     return df.reset_index(drop=True)
 
 
@@ -128,17 +143,19 @@ def _level_outcomes(df: pd.DataFrame, catalog: MeasureCatalog) -> pd.DataFrame:
 
     A level outcome is one its scorer declares ``ordinal`` with levels from 0 (an undeclared one: values
     in {0, 1, 2}); it is derived only where some value is above 1 (else the outcome is already 0/1).
+    A missing level stays missing.
     """
     parts = []
     for name, d in df.groupby("outcome", sort=True):
         v = d["value"].to_numpy(dtype=float)
+        seen = v[~np.isnan(v)]
         m = catalog.declared(name)
         if m is not None:
             levels = m.kind == "ordinal" and m.range is not None and m.range[0] == 0
         else:
-            levels = bool(np.isin(v, (0.0, 1.0, 2.0)).all())
-        if levels and len(v) and (v > 1).any():
-            parts.append(d.assign(outcome=f"{name}{ANY_LEVEL}", value=(v > 0).astype(float)))
+            levels = bool(len(seen)) and bool(np.isin(seen, (0.0, 1.0, 2.0)).all())
+        if levels and len(seen) and (seen > 1).any():
+            parts.append(d.assign(outcome=f"{name}{ANY_LEVEL}", value=np.where(np.isnan(v), np.nan, (v > 0) * 1.0)))
     return pd.concat(parts, ignore_index=True) if parts else df.iloc[:0]
 
 
@@ -160,13 +177,25 @@ def analyze_scores(
     power_gap: float = 0.05,
     reference_group: str | None = None,
     seed: int = 0,
+    primary: list[str] | None = None,
+    human: pd.DataFrame | None = None,
+    allow_missing: bool = False,
 ) -> AnalysisResult:
-    """Fit the whole family on an :func:`analysis_table` and return the five result tables.
+    """Fit the whole family on an :func:`analysis_table` and return the result tables.
 
     The gap tests go through the one family loop (:func:`audit.stats.family.fit_family`), the same
     as :func:`audit.stats.analyze_table` on any long table; a block is one (outcome, model, style).
+    ``primary`` (``analysis.primary``): split the family into a confirmatory and an exploratory one
+    (:func:`_pre_registered`). ``human`` (``request_key, measure, value``; several raters allowed):
+    human ratings of some replies, which add the ``results_ppi`` table (:func:`_with_human`).
+
+    Rows with a missing ``value`` are counted per group beside every gap (``n_missing``,
+    ``ref_n_missing``); a block whose groups differ in their share of missing outcomes (Fisher exact
+    test, :func:`audit.stats.missing.differential_missingness`) is not fitted, with the reason, unless
+    ``allow_missing``. The paired contrasts, disparities and power use the observed rows.
     """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value"}]
+    observed = table[table["value"].notna()]
     blocks, paired_parts = [], []
     formulas = set()
     for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
@@ -176,7 +205,8 @@ def analyze_scores(
             style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
         for style, d in style_blocks:
             factors = ["style"] if style == "pooled" and len(styles) > 1 else []
-            inner = "variant_id" if d.groupby("variant_id").size().max() > 1 else None
+            seen = d[d["value"].notna()]
+            inner = "variant_id" if len(seen) and seen.groupby("variant_id").size().max() > 1 else None
             formulas.add(
                 "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
                 + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
@@ -184,7 +214,7 @@ def analyze_scores(
             blocks.append(Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
                                 tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}"))
             if paired_check:
-                p = paired_contrasts(d, "value", "group", reference, "post_id", by="cue_type")
+                p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type")
                 p.insert(0, "outcome", outcome)
                 p.insert(1, "model_label", model)
                 p.insert(2, "style", style)
@@ -196,10 +226,10 @@ def analyze_scores(
     keep_all = [reference, *extra_references]
     references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
     res, notes = fit_family(blocks, group="group", references=references, cluster="post_id",
-                            by="cue_type", alpha=alpha, strict=False)
+                            by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
     if between and not res.empty:
         res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
-    disparity = disparity_table(table, control=reference, alpha=alpha, seed=seed) if reference == "control" \
+    disparity = disparity_table(observed, control=reference, alpha=alpha, seed=seed) if reference == "control" \
         else pd.DataFrame()
     if res.empty:
         raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
@@ -211,10 +241,11 @@ def analyze_scores(
     if not disparity.empty:  # the max - min tests are members of the same correction family
         res, disparity = adjust_with(res, disparity, alpha=alpha)
         disparity["family_id"] = res["family_id"].iloc[0]
+    res, disparity = _pre_registered(res, disparity, primary, alpha)
     for c in RESULTS_COLUMNS:
         if c not in res.columns:
             res[c] = np.nan
-    res = res[RESULTS_COLUMNS]
+    res = res[RESULTS_COLUMNS + [c for c in _FAMILY_COLUMNS if c in res.columns]]
     m = int(res["p_value"].notna().sum()) + (int(disparity["p_value"].notna().sum()) if not disparity.empty else 0)
 
     paired = pd.concat(paired_parts, ignore_index=True) if paired_parts else pd.DataFrame()
@@ -256,7 +287,7 @@ def analyze_scores(
         mde, rel = detectable_gap(se, ref_mean, alpha=alpha, family_size=m, power=power)
         zc = stats.norm.ppf(1 - alpha / (2 * max(m, 1)))
         pw_gap = float(stats.norm.cdf(abs(power_gap * ref_mean) / se - zc)) if se > 0 else np.nan
-        d_om = table[(table["outcome"] == outcome) & (table["model_label"] == model)]
+        d_om = observed[(observed["outcome"] == outcome) & (observed["model_label"] == model)]
         pw_rows.append(dict(outcome=outcome, model_label=model, ref_mean=ref_mean, se=se, detectable_gap=mde,
                             detectable_relative_gap=rel, power=power, alpha=alpha, family_size=m,
                             gap=power_gap, power_at_gap=pw_gap,
@@ -265,8 +296,8 @@ def analyze_scores(
                                    "power_at_gap = Phi(|gap * ref_mean| / SE - z_{1-alpha/(2m)})"))
     power_df = pd.DataFrame(pw_rows)
 
-    binary = sorted(o for o, d in table.groupby("outcome") if is_binary(d["value"]))
-    design = detect_design(table.drop_duplicates("request_key"), "group", "post_id")
+    binary = sorted(o for o, d in observed.groupby("outcome") if is_binary(d["value"]))
+    design = detect_design(observed.drop_duplicates("request_key"), "group", "post_id")
     fallbacks = res.loc[res["method"].astype(str).str.contains("fallback|ols|not fitted"), "method"]
     meta = {
         "formula": sorted(formulas),
@@ -293,17 +324,73 @@ def analyze_scores(
         "fallbacks_used": fallbacks.value_counts().to_dict(),
         "singular_fits": int(res["warning"].astype(str).str.contains("singular").sum()),
         "not_fitted": notes,
-        "n_rows": int(len(table)),
+        "n_rows": int(len(observed)),
         "design": design.kind,
         "design_statement": design.statement(),
         "software": software_versions(),
         "analyzed_at": now_iso(),
     }
+    if primary:
+        meta.update(_family_meta(res, disparity, primary))
+    ppi = _with_human(observed, human, reference, alpha)
+    if not ppi.empty:
+        meta["ppi"] = ("automated, prediction-powered (PPI++, power-tuned lambda per arm) and human-only gaps of the "
+                       "rated outcomes; styles and cue types pooled; delete-one-post jackknife CIs (audit.stats.ppi)")
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
                                                          for v in meta.values()]})
-    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity)
+    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi)
 
 
+# --------------------------------------------------------------------------- pre-registration, human ratings
+
+_FAMILY_COLUMNS = ["family", "significant_bh"]
+
+
+def _pre_registered(res: pd.DataFrame, disparity: pd.DataFrame, primary: list[str] | None,
+                    alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """With ``analysis.primary``: the confirmatory family (the primary outcomes' pooled gaps and
+    disparities; Holm) and the exploratory one (everything else; BH), each adjusted on its own
+    (:func:`audit.stats.family.split_families`). Without it the one family stays as it is."""
+    if not primary:
+        return res, disparity
+    have = set(res["outcome"].astype(str))
+    missing = [p for p in primary if not any(o == p or o.rpartition(".")[2] == p for o in have)]
+    if missing:
+        raise AuditError(f"analysis.primary names {missing}, which the stored scores do not have",
+                         where="spec key analysis.primary", fix="use one of: " + ", ".join(sorted(have)))
+    res, disparity = split_families(res, disparity if not disparity.empty else None, primary, alpha=alpha)
+    return res, disparity if disparity is not None else pd.DataFrame()
+
+
+def _family_meta(res: pd.DataFrame, disparity: pd.DataFrame, primary: list[str]) -> dict[str, Any]:
+    both = pd.concat([res[["family", "p_value", "significant_holm", "significant_bh"]],
+                      disparity[["family", "p_value", "significant_holm", "significant_bh"]] if not disparity.empty
+                      else None], ignore_index=True)
+    size = both[both["p_value"].notna()].groupby("family").size().to_dict()
+    return {"primary": list(primary),
+            "families": "confirmatory: the primary outcomes' gaps with style and cue type pooled (every group, "
+                        "reference and model) and their max - min disparities, Holm (FWER); exploratory: every "
+                        "other test, BH (FDR) in its own family",
+            "family_sizes": {k: int(v) for k, v in size.items()},
+            "n_significant_confirmatory": int(both.loc[both["family"] == "confirmatory", "significant_holm"].sum()),
+            "n_significant_exploratory_bh": int(both.loc[both["family"] == "exploratory", "significant_bh"].sum())}
+
+
+def _with_human(table: pd.DataFrame, human: pd.DataFrame | None, reference: str, alpha: float) -> pd.DataFrame:
+    """``results_ppi`` (:func:`audit.stats.ppi.ppi_table`) when human ratings exist, else empty."""
+    if human is None or human.empty:
+        return pd.DataFrame()
+    return ppi_table(table, human, reference=reference, alpha=alpha)
+
+
+def _human_from_store(store: RunStore) -> pd.DataFrame | None:
+    """The run's human ratings (``request_key, measure, value``: the raters' consensus per reply and
+    measure, :func:`audit.ratings.consensus`), or None when the store keeps none."""
+    h = store.human_ratings_df()
+    if h.empty:
+        return None
+    from ..ratings import consensus
+    return consensus(h)[["request_key", "measure", "value"]]
 
 
 def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
@@ -323,7 +410,10 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
     a = spec.analysis
     result = analyze_scores(table, reference=a.reference, extra_references=list(a.extra_references),
                             alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
-                            power_gap=a.power_gap, reference_group=a.reference_group, seed=spec.seed)
+                            power_gap=a.power_gap, reference_group=a.reference_group, seed=spec.seed,
+                            primary=a.primary, human=_human_from_store(store),
+                            allow_missing=a.allow_missing)
+    store.drop_tables(["results_ppi"])  # ratings removed since the last analysis: no stale corrected gaps
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
     return result
@@ -336,8 +426,13 @@ def analysis_fingerprint(store: RunStore, spec: Any) -> str:
     h.update(f"empathy-audit {__version__}\n".encode())
     h.update(canonical_json(spec.analysis.model_dump(mode="json")).encode())
     h.update(f"design {store.get_meta('design_id')}\n".encode())  # the rows the analysis works on
+    h.update(canonical_json(store.reply_status_counts()).encode())  # failed replies are missing outcomes
     for row in store.scores_with_status():
         h.update(json.dumps(list(row)).encode())
+    human = _human_from_store(store)
+    if human is not None:  # new ratings refit the corrected gaps (a run without ratings: hash unchanged)
+        h.update(b"human ratings\n")
+        h.update(pd.util.hash_pandas_object(human.sort_values(list(human.columns)), index=False).values.tobytes())
     return h.hexdigest()
 
 

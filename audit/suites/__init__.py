@@ -1,8 +1,11 @@
 """Audit designs (suites): each is a name and the list of stages that carries it out.
 
 ``empathy`` (:mod:`audit.suites.empathy`) is the counterfactual empathy audit of Gabriel et al.
-(2024): variants -> replies -> scores -> mixed models -> report. Later designs (stigma and crisis
-appropriateness, multi-turn client simulations) are further suites over the same store, request
+(2024): variants -> replies -> scores -> mixed models -> report. ``stigma``
+(:mod:`audit.suites.stigma`) is the stigma experiment of Moore et al. (FAccT 2025): vignettes ->
+multiple-choice answers -> parsed codes -> stigma rates and demographic gaps -> report. A spec picks
+its suite (``suite:``, default ``empathy``). Later designs (crisis appropriateness, multi-turn client
+simulations) are further suites over the same store, request
 engine, scorers, statistics and report. :func:`audit.pipeline.run` runs a suite's stages in order.
 """
 
@@ -11,8 +14,9 @@ from __future__ import annotations
 from ..errors import AuditError
 from ..stages import Suite
 from .empathy import EMPATHY
+from .stigma import STIGMA
 
-SUITES = {s.name: s for s in (EMPATHY,)}
+SUITES = {s.name: s for s in (EMPATHY, STIGMA)}
 
 
 def get_suite(name: str = "empathy") -> Suite:

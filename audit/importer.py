@@ -1,0 +1,824 @@
+"""Import replies that someone else generated (a paper's data release, a vendor's log export, another
+tool's output) into a run store, so that ``score``, ``analyze``, ``report`` and ``export`` work on them
+unchanged.
+
+What an import means is written in a small YAML *import spec* (validated like the audit spec: unknown
+keys are errors, and every error names the file, line and key), or given as flags of ``empathy-audit
+import`` for a single long table::
+
+    name: gabriel-replication          # run name
+    match: rows                        # rows: file i's row k is post k; id: a post-id column
+    control: control                   # the group label of the unmodified posts
+    columns: {variant: post, reply: reply}
+    axes: [race]                       # columns that are demographic attributes of a group
+    files:
+      - {path: control.tsv, header: false, columns: [post, reply], values: {race: control}}
+      - {path: black.tsv,   header: false, columns: [post, reply], values: {race: Black}}
+    scores:                            # optional: scores that came with the release
+      published: {empathy: published_empathy}
+
+:func:`load_import_spec` reads such a file; :func:`import_release` does the import and returns an
+:class:`ImportSummary`. The run store it writes is a normal one:
+
+- ``variants``: one row per distinct (post id, group, cue type, text); the control rows get group and
+  cue type ``control`` and no attributes; the others ``attributes_json`` from the axis columns.
+- ``requests`` (purpose ``reply``): ``endpoint_id`` ``import:<sha256 of the file>``, ``model_label`` from
+  the model column (or ``imported``), the variant text as the one user message, ``params_json``
+  ``{"import": <file name>}``, the sample index from its column (or the row's occurrence number among
+  rows of the same variant, model and style). The request key includes the file's hash and row, so
+  every row is one request and a re-import finds the same keys.
+- ``replies``: status ``ok``, or ``failed`` for an empty or missing reply (counted, never dropped).
+  Text goes through :func:`audit.untrusted.replace_unencodable`.
+- ``scores``: the release's own score columns as named scorers (e.g. ``published``), with a
+  ``scorer_info`` that says where they came from; a measure named like a built-in scorer's (``ER``,
+  ``IP``, ``EX``, ``empathy``) takes over its declaration, so the two can be compared side by side.
+- ``specs``: an equivalent audit spec (demographics from the axes, models from the model column,
+  ``analysis.reference``, ``analysis.reference_group`` and ``analysis.allow_missing`` from the import
+  spec, ``scoring.inference_probe: false``), so that ``score`` and ``report`` read it as usual.
+- ``meta``: the run's design (``design_requests``, :mod:`audit.design`) and the import's provenance
+  (key ``import``: each file's path, SHA-256, size and rows, the mapping, the counts).
+
+Matching variants to their original posts (``match``):
+
+- ``id``: by the ``post_id`` column. A variant row whose post has a control row but whose text is not
+  close to the control's text is *unmatched*.
+- ``rows``: by row position: row *k* of every file is post *k* (releases with one file per condition
+  and no id column). The files must have equal row counts; where a control is given, every variant
+  must be close to the control row at the same position, else the row is unmatched.
+
+"Close" (:func:`texts_match`): after folding case and whitespace, the variant contains the original,
+or their :class:`difflib.SequenceMatcher` ratio is at least ``min_similarity`` (0.6 by default; a cue
+adds a few words to a post, a misaligned row is another post). Unmatched rows are not imported (they
+cannot be attributed to a post) and are counted per file. When their share exceeds ``max_unmatched``
+(5% by default) or the row counts differ, the import is refused as implausible unless ``force``.
+
+Re-importing the same files with the same mapping into the same run directory changes nothing; a
+different import into a run directory that holds one is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .errors import AuditError
+from .resources import sha256_file
+from .spec import CUE_TYPES, StrictModel, read_yaml, spec_from_dict, spec_where, validation_error
+from .store import STORE_FILENAME, RunStore, canonical_json, request_key
+from .untrusted import replace_unencodable
+
+__all__ = ["ImportSpec", "ImportFile", "ImportColumns", "ImportSummary", "load_import_spec", "import_spec_from_dict",
+           "import_release", "texts_match", "read_release_file"]
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".parquet": "parquet", ".pq": "parquet"}
+DEFAULT_SCORERS = ["epitome", "length", "refusal", "sentiment"]
+_LABEL_OK = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+# --------------------------------------------------------------------------- the import spec
+
+
+class ImportFile(StrictModel):
+    """One file of a release."""
+
+    path: str = Field(..., description="The file (relative to the import spec).")
+    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = Field(
+        None, description="csv, tsv, jsonl or parquet; default from the file's suffix (.txt is tsv).")
+    header: bool = Field(True, description="csv/tsv: the first row names the columns; false: name them in columns.")
+    columns: list[str] | None = Field(
+        None, min_length=1, description="Names of the columns of a headerless csv/tsv file, in order.")
+    values: dict[str, str | int | float] = Field(
+        default_factory=dict, description="Columns with one value for every row of this file (e.g. {race: Black}).")
+    quoting: Literal["csv", "none"] | None = Field(
+        None, description="csv: fields may be quoted (default for csv); none: quotes are text (default for tsv).")
+
+    @model_validator(mode="after")
+    def _header_or_names(self) -> "ImportFile":
+        if not self.header and not self.columns:
+            raise ValueError("a headerless file (header: false) needs its column names in 'columns'")
+        if self.columns and len(set(self.columns)) != len(self.columns):
+            raise ValueError(f"column names repeat: {self.columns}")
+        return self
+
+
+class ImportColumns(StrictModel):
+    """Which column holds what. Only ``reply`` and one of ``variant``/``post`` are required."""
+
+    post_id: str | None = Field(None, description="Id of the original post (match: id).")
+    post: str | None = Field(None, description="Text of the original post (the control's text).")
+    variant: str | None = Field(None, description="Text the model replied to (default: the post column).")
+    reply: str = Field(..., description="The model's reply.")
+    group: str | None = Field(None, description="Group label; default: the axis values joined by spaces.")
+    cue_type: str | None = Field(None, description="How the group was signalled (explicit_tag, ...).")
+    model: str | None = Field(None, description="Which model replied.")
+    style: str | None = Field(None, description="Prompt style.")
+    sample: str | None = Field(None, description="Sample index of repeated replies.")
+
+    @model_validator(mode="after")
+    def _some_text(self) -> "ImportColumns":
+        if not self.variant and not self.post:
+            raise ValueError("name the column with the text the model saw: 'variant' (or 'post')")
+        return self
+
+
+class ImportSpec(StrictModel):
+    """What an import means (see the module docstring)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name.")
+    description: str = ""
+    files: list[ImportFile] = Field(..., min_length=1)
+    columns: ImportColumns
+    axes: list[str] = Field(default_factory=list, description="Columns that are demographic axes (race, gender).")
+    control: str | None = Field("control", description="Group label of the unmodified posts; null: none.")
+    reference: str | None = Field(None, description="Reference group of the gaps when the release has no control.")
+    reference_group: str | None = Field(None, description="analysis.reference_group of the audit spec.")
+    allow_missing: bool = Field(False, description="analysis.allow_missing of the audit spec.")
+    match: Literal["id", "rows"] = Field("id", description="id: by the post_id column; rows: row k of each file.")
+    cue_type: str = Field("unspecified_cue", description="Cue type of the non-control rows without a cue_type column.")
+    model: str = Field("imported", description="Model name of the rows without a model column.")
+    scores: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Scores in the release: {scorer: {measure: column}}.")
+    scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SCORERS), min_length=1,
+                               description="scoring.scorers of the audit spec (what `score RUN_DIR` runs).")
+    min_similarity: float = Field(0.6, ge=0, le=1)
+    max_unmatched: float = Field(0.05, ge=0, le=1, description="Share of unmatched rows above which to refuse.")
+    force: bool = Field(False, description="Import even when the alignment looks implausible.")
+
+    @field_validator("scores")
+    @classmethod
+    def _scorer_names(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for scorer, measures in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", scorer):
+                raise ValueError(f"scorer name {scorer!r}: use letters, digits, '_' or '-'")
+            if not measures:
+                raise ValueError(f"scorer {scorer!r} maps no measure to a column")
+            for m in measures:
+                if not re.fullmatch(r"[A-Za-z0-9_]+", m):
+                    raise ValueError(f"measure name {m!r} of scorer {scorer!r}: use letters, digits or '_'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ImportSpec":
+        from .scorers.registry import builtin_names
+
+        taken = sorted(set(self.scores) & set(builtin_names()))
+        if taken:
+            raise ValueError(f"imported scores may not take the name of a built-in scorer ({', '.join(taken)}): "
+                             "name them e.g. 'published', and give their measures the built-in measure names")
+        clash = sorted(set(self.scores) & set(self.scorers))
+        if clash:
+            raise ValueError(f"'scorers' (what `score` runs) lists the imported scorer(s) {', '.join(clash)}; "
+                             "imported scores are stored as they are and never rerun")
+        if self.control is None and self.reference is None:
+            raise ValueError("a release without a control (control: null) needs the reference group in 'reference'")
+        if self.match == "id" and not self.columns.post_id:
+            raise ValueError("match: id needs columns.post_id; for files whose row k is post k use match: rows")
+        if self.match == "rows" and len(self.files) < 2 and self.control is not None:
+            raise ValueError("match: rows aligns several files (one per condition): give them all under 'files'; "
+                             "for one long file, name its post-id column (columns.post_id, --post-id) instead")
+        if "group" in self.axes:
+            raise ValueError("an axis may not be called 'group' (the group label is built from the axes); rename it")
+        return self
+
+    _source_path: Path | None = None
+    _source_text: str = ""
+
+    @property
+    def source_path(self) -> Path | None:
+        """The import spec file (None for one made from flags or a mapping): errors name it and the line."""
+        return self._source_path
+
+    @property
+    def source_dir(self) -> Path:
+        return self._source_path.parent if self._source_path else Path.cwd()
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.source_dir / p
+
+
+def load_import_spec(path: str | Path) -> ImportSpec:
+    """Read and validate an import spec (YAML); errors name the file, line and key."""
+    p = Path(path)
+    data, text = read_yaml(p, "import spec")
+    if not isinstance(data, dict):
+        raise AuditError("the import spec must be a YAML mapping", where=str(p), fix="see docs/replication.md")
+    try:
+        spec = ImportSpec.model_validate(data)
+    except ValidationError as err:
+        raise _spec_error(p, text, err) from None
+    spec._source_path = p.resolve()
+    spec._source_text = text
+    return spec
+
+
+def import_spec_from_dict(data: dict[str, Any], where: str = "import spec") -> ImportSpec:
+    """Validate an import spec given as a mapping (flags, notebooks); relative file paths are taken
+    from the current directory."""
+    try:
+        return ImportSpec.model_validate(data)
+    except ValidationError as err:
+        raise _spec_error(where, "", err) from None
+
+
+def _spec_error(where: Path | str, text: str, err: ValidationError) -> AuditError:
+    """:func:`audit.spec.validation_error`, pointing at the import spec's reference (docs/replication.md)."""
+    exc = validation_error(where, text, err, what_file="import spec")
+    exc.what = exc.what.replace("Value error, ", "")
+    exc.fix = (exc.fix or "").replace("reference in the README", "reference in docs/replication.md")
+    return exc
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class FileRecord:
+    """One input file as the provenance records it."""
+
+    path: str
+    name: str
+    sha256: str
+    bytes: int
+    rows: int
+    format: str
+    header: bool
+
+
+def _file_format(f: ImportFile, p: Path) -> str:
+    if f.format:
+        return f.format
+    fmt = FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise AuditError(f"cannot tell the format of '{p.name}' from its suffix", where=str(p),
+                         fix="give format: csv, tsv, jsonl or parquet for this file")
+    return fmt
+
+
+def read_release_file(f: ImportFile, path: Path) -> tuple[pd.DataFrame, str]:
+    """One file of a release as a DataFrame of text cells (empty cells missing) and its format.
+
+    csv/tsv cells are read as the text the file holds (no number or ``NA`` guessing); a headerless
+    file must have exactly as many fields per row as ``columns`` names.
+    """
+    if not path.is_file():
+        raise AuditError("release file not found", where=str(path), fix="check the path in the import spec")
+    fmt = _file_format(f, path)
+    if fmt in ("jsonl", "parquet") and (f.columns or not f.header):
+        raise AuditError("'header' and 'columns' describe csv/tsv files only; jsonl and parquet name their columns",
+                         where=str(path), fix="leave 'header' and 'columns' out for this file")
+    try:
+        if fmt in ("csv", "tsv"):
+            quoting = f.quoting or ("csv" if fmt == "csv" else "none")
+            df = pd.read_csv(path, sep="," if fmt == "csv" else "\t", header=0 if f.header else None, dtype=str,
+                             keep_default_na=False, na_values=[""], encoding="utf-8-sig",
+                             quoting=csv.QUOTE_MINIMAL if quoting == "csv" else csv.QUOTE_NONE)
+            if not f.header:
+                if df.shape[1] != len(f.columns or []):
+                    raise AuditError(
+                        f"the file has {df.shape[1]} column(s) but 'columns' names {len(f.columns or [])} "
+                        f"({', '.join(f.columns or [])})", where=str(path),
+                        fix="name every column of the headerless file, in order")
+                df.columns = list(f.columns or [])
+            elif f.columns:
+                if len(f.columns) != df.shape[1]:
+                    raise AuditError(f"the file has {df.shape[1]} column(s) but 'columns' names {len(f.columns)}",
+                                     where=str(path), fix="leave 'columns' out, or name every column in order")
+                df.columns = list(f.columns)
+        elif fmt == "jsonl":
+            df = _read_jsonl(path)
+        else:
+            df = pd.read_parquet(path)
+    except AuditError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise AuditError(f"the file is not valid UTF-8 (byte {exc.start})", where=str(path),
+                         fix="convert it to UTF-8") from None
+    except (ValueError, OSError, pd.errors.ParserError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AuditError(f"cannot read the {fmt} file: {first}", where=str(path),
+                         fix="check the format (and header/columns) given for this file") from None
+    for k, v in f.values.items():
+        df[k] = str(v)
+    return df, fmt
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """A JSON Lines file, one object per line (blank lines skipped). Read with :mod:`json` rather than
+    pandas: JSON can carry a lone surrogate escape (``"\\udc80"``) that pandas' string columns cannot
+    hold; such characters are replaced here (:func:`audit.untrusted.replace_unencodable`) and counted
+    per row in column ``_unencodable``."""
+    records, fixed = [], []
+    with path.open(encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first key
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise AuditError(f"line {line_no} is not valid JSON ({exc.msg})", where=str(path),
+                                 fix="give one JSON object per line") from None
+            if not isinstance(obj, dict):
+                raise AuditError(f"line {line_no} is not a JSON object", where=str(path),
+                                 fix="give one JSON object per line")
+            n = 0
+            for k, v in obj.items():
+                if isinstance(v, str):
+                    obj[k], m = replace_unencodable(v)
+                    n += m
+            records.append(obj)
+            fixed.append(n)
+    df = pd.DataFrame.from_records(records)
+    df["_unencodable"] = fixed
+    return df
+
+
+def _text(v: Any) -> str | None:
+    """A cell as text, or None when missing/empty; integral floats read from jsonl/parquet as ints."""
+    if v is None:
+        return None
+    if isinstance(v, float):
+        if v != v:
+            return None
+        if v.is_integer():
+            return str(int(v))
+    s = str(v)
+    return s if s.strip() else None
+
+
+def _fold(s: str) -> str:
+    return " ".join(s.casefold().split())
+
+
+def texts_match(original: str, variant: str, min_similarity: float = 0.6) -> bool:
+    """Whether ``variant`` is plausibly ``original`` with a cue added: after folding case and
+    whitespace the variant contains the original, or :class:`difflib.SequenceMatcher`'s ratio
+    ``2 M / (len(a) + len(b))`` (M matched characters) is at least ``min_similarity``.
+
+    >>> texts_match("I can't sleep.", "As a Black woman, I can't  sleep.")
+    True
+    >>> texts_match("I can't sleep.", "My dog died last week and I miss him.")
+    False
+    """
+    a, b = _fold(original), _fold(variant)
+    if a in b:
+        return True
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return sm.real_quick_ratio() >= min_similarity and sm.quick_ratio() >= min_similarity \
+        and sm.ratio() >= min_similarity
+
+
+# --------------------------------------------------------------------------- the import
+
+
+@dataclass
+class ImportSummary:
+    """What an import did; ``lines()`` for the command line, ``as_dict()`` for JSON."""
+
+    run_dir: str
+    files: list[dict[str, Any]]
+    rows: int                     # rows in all files
+    imported: int                 # rows imported (one request and reply each)
+    replies_ok: int
+    replies_missing: int          # empty or missing reply: stored as failed
+    unmatched: int                # rows not imported: no post they could be matched to
+    unmatched_by_file: dict[str, int]
+    no_control: int               # imported rows whose post has no control row
+    posts: int
+    groups: list[str]
+    models: list[str]
+    scores: dict[str, list[str]]  # scorer -> measures imported
+    scores_missing: int           # score cells that were empty
+    design: str                   # counterfactual | observational | mixed
+    design_statement: str
+    already: bool = False         # the same import was already in the run directory
+    examples_unmatched: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        if self.already:
+            head = f"already imported into {self.run_dir} (same files, same mapping): nothing changed"
+        else:
+            head = f"imported {self.imported} of {self.rows} rows from {len(self.files)} file(s) into {self.run_dir}"
+        out = [head,
+               f"  replies: {self.replies_ok} ok, {self.replies_missing} empty or missing (stored as failed, counted as "
+               f"missing outcomes)",
+               f"  posts: {self.posts}; groups: {', '.join(self.groups)}; models: {', '.join(self.models)}"]
+        if self.unmatched:
+            per = ", ".join(f"{k} {v}" for k, v in self.unmatched_by_file.items() if v)
+            out.append(f"  unmatched rows (not imported): {self.unmatched} ({per})")
+            out += [f"    e.g. {e}" for e in self.examples_unmatched[:3]]
+        if self.no_control:
+            out.append(f"  rows whose post has no control row: {self.no_control}")
+        for s, ms in self.scores.items():
+            out.append(f"  scores of '{s}': {', '.join(ms)}" + (f" ({self.scores_missing} empty cells stored as "
+                                                                 "missing)" if self.scores_missing else ""))
+        out.append(f"  design: {self.design_statement}")
+        for f in self.files:
+            out.append(f"  {f['name']}: {f['rows']} rows, sha256 {f['sha256'][:16]}...")
+        out.append(f"next: empathy-audit score {self.run_dir}; empathy-audit analyze {self.run_dir}; "
+                   f"empathy-audit report {self.run_dir}")
+        return out
+
+
+def _column_error(col: str, key: str, path: Path, df: pd.DataFrame) -> AuditError:
+    cols = ", ".join(map(str, list(df.columns)[:20]))
+    return AuditError(f"column '{col}' ({key}) not found (columns are: {cols})", where=str(path),
+                      fix=f"correct {key} in the import spec (or the flag), or give the file's column names")
+
+
+def _label(text: str) -> str:
+    return _LABEL_OK.sub("-", text).strip("-") or "imported"
+
+
+def _build_rows(spec: ImportSpec) -> tuple[pd.DataFrame, list[FileRecord]]:
+    """Read every file into one table with canonical columns (one row per file row)."""
+    c = spec.columns
+    parts, records = [], []
+    seen_axes: set[str] = set()
+    for i, f in enumerate(spec.files):
+        path = spec.resolve(f.path)
+        df, fmt = read_release_file(f, path)
+        need = {f"columns.{k}": v for k, v in c.model_dump().items() if v}
+        for scorer, ms in spec.scores.items():
+            need.update({f"scores.{scorer}.{m}": col for m, col in ms.items()})
+        for key, col in need.items():
+            if col not in df.columns:
+                raise _column_error(col, key, path, df)
+        records.append(FileRecord(str(path), path.name, sha256_file(path), path.stat().st_size, len(df), fmt,
+                                  f.header))
+        out = pd.DataFrame({"_file": i, "_row": range(1, len(df) + 1),
+                            "_unencodable": df["_unencodable"].to_numpy() if "_unencodable" in df else 0})
+        for k in ("post_id", "post", "variant", "reply", "group", "cue_type", "model", "style", "sample"):
+            col = getattr(c, k)
+            out[k] = [_text(v) for v in df[col]] if col else None
+        if out["variant"].isna().all() and c.variant is None:
+            out["variant"] = out["post"]
+        for a in spec.axes:  # a file may lack an axis (the control file); one that no file has is an error below
+            out[f"ax:{a}"] = [_text(v) for v in df[a]] if a in df.columns else None
+        seen_axes.update(a for a in spec.axes if a in df.columns)
+        for scorer, ms in spec.scores.items():
+            for m, col in ms.items():
+                raw = df[col]
+                num = pd.to_numeric(raw, errors="coerce")
+                bad = raw.notna() & raw.astype(str).str.strip().ne("") & num.isna()
+                if bad.any():
+                    r = int(bad.to_numpy().nonzero()[0][0])
+                    raise AuditError(f"score column '{col}' (scores.{scorer}.{m}) is not numeric: row {r + 1} holds "
+                                     f"{str(raw.iloc[r])[:40]!r}", where=str(path),
+                                     fix="map a numeric column, or clean the values (empty cells are missing)")
+                out[f"score:{scorer}:{m}"] = num.to_numpy(dtype=float)
+        parts.append(out)
+    for j, a in enumerate(spec.axes):
+        if a not in seen_axes:
+            raise AuditError(f"axis column '{a}' (axes[{j}]) is in none of the files", where=spec_where(spec, ("axes", j)),
+                             fix="name a column the files have, or give it per file in files[i].values")
+    return pd.concat(parts, ignore_index=True), records
+
+
+def _group_labels(rows: pd.DataFrame, spec: ImportSpec) -> pd.Series:
+    if spec.columns.group:
+        return rows["group"]
+    if not spec.axes:
+        raise AuditError("the import names neither a group column nor axes", where=spec_where(spec, ("columns",)),
+                         fix="give columns.group, or the axis columns in 'axes' (per-file constants go in "
+                             "files[i].values)")
+    vals = rows[[f"ax:{a}" for a in spec.axes]]
+    return vals.apply(lambda r: " ".join(str(x) for x in r if x is not None) or None, axis=1)
+
+
+def _where(records: list[FileRecord], rows: pd.DataFrame, i: int) -> str:
+    r = rows.iloc[i]
+    return f"{records[int(r['_file'])].name} row {int(r['_row'])}"
+
+
+def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Post ids, control texts and the alignment check; returns the rows to import and the counts."""
+    is_ctrl = rows["is_control"].to_numpy()
+    if spec.match == "rows":
+        counts = {rec.name: rec.rows for rec in records}
+        if len(set(counts.values())) > 1 and not spec.force:
+            raise AuditError(
+                "match: rows needs files of equal length, but the row counts differ ("
+                + ", ".join(f"{k} {v}" for k, v in counts.items()) + "): row k is not post k in every file",
+                where=spec_where(spec, ("match",)),
+                fix="check that no file lost or gained a row (a header row, a blank line), use match: id with a "
+                    "post-id column, or set force: true (--force) to import the rows that exist, counting the rest "
+                    "as unmatched")
+        rows["post_id"] = [f"row-{int(r)}" for r in rows["_row"]]
+    no_id = rows["post_id"].isna().to_numpy()
+    if no_id.any():
+        raise AuditError(f"no post id in {_where(records, rows, int(no_id.nonzero()[0][0]))}",
+                         where=f"column '{spec.columns.post_id}'", fix="fill the post id of every row, or use match: rows")
+    # the original text of each post: its control row, else the post column
+    originals: dict[str, str] = {}
+    for pid, text in zip(rows.loc[is_ctrl, "post_id"], rows.loc[is_ctrl, "variant"]):
+        if text is not None:
+            originals.setdefault(pid, text)
+    has_control = bool(is_ctrl.any())
+    anchor = np.zeros(len(rows), dtype=bool)
+    if spec.match == "rows" and not has_control:
+        # no control to compare with: row k of every file must still be the same post as row k of the
+        # first file (the same post under another cue)
+        anchor = (rows["_file"] == 0).to_numpy()
+        originals = {pid: t for pid, t in zip(rows.loc[anchor, "post_id"], rows.loc[anchor, "variant"])
+                     if t is not None}
+    unmatched = pd.Series(False, index=rows.index)
+    reasons: list[str] = []
+    no_control = 0
+    ref = is_ctrl if has_control else anchor
+    if spec.match == "rows" and ref.any():
+        n_ref_rows = int(rows.loc[ref, "_row"].max())
+        beyond = (~ref) & (rows["_row"] > n_ref_rows)
+        for i in beyond.to_numpy().nonzero()[0]:
+            reasons.append(f"{_where(records, rows, i)}: beyond the {n_ref_rows} rows of "
+                           f"{'the control' if has_control else records[0].name}")
+        unmatched |= beyond
+    todo = (~is_ctrl & ~anchor & ~unmatched.to_numpy()).nonzero()[0]
+    pids, posts, texts = rows["post_id"].to_numpy(), rows["post"].to_numpy(), rows["variant"].to_numpy()
+    verdict: dict[tuple[str, str], bool] = {}  # the same (original, variant) pair recurs over models and samples
+    for i in todo:
+        orig = originals.get(pids[i])
+        if orig is None:
+            if has_control:
+                no_control += 1
+            orig = _text(posts[i])
+        text = _text(texts[i])
+        if orig is None or text is None:
+            continue
+        ok = verdict.get((orig, text))
+        if ok is None:
+            ok = verdict[(orig, text)] = texts_match(orig, text, spec.min_similarity)
+        if not ok:
+            unmatched.iloc[i] = True
+            reasons.append(f"{_where(records, rows, i)}: {text[:50]!r} is not close to post {pids[i]} {orig[:50]!r}")
+    n_bad = int(unmatched.sum())
+    n_checked = int((~ref).sum())  # rows that are checked against a reference row (control or first file)
+    share = n_bad / max(n_checked, 1)
+    if share > spec.max_unmatched and not spec.force:
+        raise AuditError(
+            f"{n_bad} of {n_checked} variant rows ({share:.0%}) do not match their original post "
+            f"(first: {reasons[0]}); the alignment is implausible", where=spec_where(spec, ("match",)),
+            fix="check the file order and row alignment (or the post-id column); set force: true (--force) to "
+                "import anyway without the unmatched rows, or raise max_unmatched")
+    by_file = {rec.name: 0 for rec in records}
+    for fi in rows.loc[unmatched, "_file"]:
+        by_file[records[int(fi)].name] += 1
+    return rows[~unmatched].copy(), dict(unmatched=n_bad, unmatched_by_file=by_file, no_control=no_control,
+                                         examples_unmatched=reasons[:5], originals=originals)
+
+
+def _measure_declarations(measures: list[str]) -> list[dict[str, Any]]:
+    """Declarations for imported measures: a built-in scorer's where the name is the same (so the
+    published and the toolkit's own scores are read alike), else a generic continuous one."""
+    from .scorers.measures import MeasureCatalog
+
+    cat = MeasureCatalog.from_scorer_info({})
+    out = []
+    for m in measures:
+        d = cat.declared(m)
+        out.append({**asdict(d), "name": m} if d is not None else
+                   {"name": m, "label": m.replace("_", " "), "kind": "continuous"})
+    return out
+
+
+def import_sha256(spec: ImportSpec, records: list[FileRecord]) -> str:
+    """What makes an import this import: the files' contents and the mapping (not where the files are)."""
+    mapping = spec.model_dump(mode="json", exclude={"force"})
+    for f in mapping["files"]:
+        f.pop("path", None)
+    return hashlib.sha256(canonical_json({"files": [r.sha256 for r in records], "mapping": mapping}).encode()).hexdigest()
+
+
+def _audit_spec(spec: ImportSpec, cue_types: list[str], models: dict[str, tuple[str, str]],
+                styles: list[str], samples: int, has_control: bool, files: list[FileRecord]) -> Any:
+    axes = list(spec.axes) or ["condition"]
+    known = [c for c in cue_types if c in CUE_TYPES]
+    data = {
+        "name": spec.name,
+        "description": spec.description or ("Replies imported from " + ", ".join(r.name for r in files)
+                                            + " (not generated by this toolkit)."),
+        "posts": {"source": "import: " + ", ".join(r.name for r in files)},
+        "demographics": {"axes": axes, **({"cue_types": known} if known else {})},
+        "styles": styles,
+        "models": [{"label": label, "base_url": endpoint, "model": name} for label, (name, endpoint) in models.items()],
+        "samples": max(1, min(samples, 1000)),
+        "scoring": {"scorers": list(spec.scorers), "inference_probe": False},
+        "analysis": {"reference": "control" if has_control else str(spec.reference),
+                     "reference_group": spec.reference_group, "allow_missing": spec.allow_missing},
+    }
+    audit_spec = spec_from_dict(data, where="the audit spec derived from the import spec")
+    import yaml
+
+    # What the report shows as "the spec": the equivalent audit spec, then the import spec itself (as
+    # comments, so the text stays a valid audit spec)
+    given = spec._source_text or yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False,
+                                                allow_unicode=True)
+    where = f" ({spec._source_path})" if spec._source_path else " (from the command-line flags)"
+    audit_spec._source_text = (
+        "# The audit spec equivalent to an import (empathy-audit import): the replies were imported, not "
+        "generated.\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        + f"\n# The import spec{where}:\n" + "".join(f"#   {line}\n" for line in given.splitlines()))
+    return audit_spec
+
+
+def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None = None,
+                   command: str | None = None) -> ImportSummary:
+    """Import the release described by ``spec`` into the run store of ``run_dir`` (see the module doc).
+
+    ``force`` overrides ``spec.force``. Raises :class:`~audit.errors.AuditError` for a bad mapping (naming
+    the column and file), an implausible alignment, or a run directory holding something else.
+    """
+    from .design import design_id
+    from .report.provenance import record_import_provenance
+    from .stats.designs import detect_design
+    from .stats.missing import match_level
+
+    if force is not None:
+        spec = spec.model_copy(update={"force": force})
+    rd = Path(run_dir)
+    rows, records = _build_rows(spec)
+    isha = import_sha256(spec, records)
+    stored, complete = None, False
+    if (rd / STORE_FILENAME).exists():  # nothing is created before the import is known to be good
+        with RunStore(rd, create=False) as store:
+            stored, complete = store.get_meta("import_sha256"), store.get_meta("import_complete") is not None
+            if stored is None and (store.get_meta("spec_hash") is not None or store.count_rows("requests")):
+                raise AuditError("this run directory holds an audit run, not an import", where=str(rd),
+                                 fix="import into a new run directory (--out)")
+    if stored is not None and stored != isha:
+        raise AuditError("this run directory holds another import (other files or another mapping)",
+                         where=str(rd), fix="import into a new run directory (--out); an import is never "
+                                            "mixed into another one")
+    already = stored == isha and complete
+
+    labels = _group_labels(rows, spec)
+    if labels.isna().any():
+        i = int(labels.isna().to_numpy().nonzero()[0][0])
+        raise AuditError(f"no group in {_where(records, rows, i)}", where=spec_where(spec, ("columns", "group") if spec.columns.group else ("axes",)),
+                         fix="fill the group (or axis) column of every row, or set it per file in files[i].values")
+    rows["group_label"] = labels
+    present = sorted(labels.unique())
+    ctrl = None
+    if spec.control is not None:
+        ctrl = match_level(labels, spec.control)
+        if ctrl is None:
+            raise AuditError(f"control level '{spec.control}' does not occur (groups: {', '.join(present[:15])})",
+                             where=spec_where(spec, ("control",)),
+                             fix="give the group label of the unmodified posts, or control: null with a reference")
+    else:
+        if match_level(labels, spec.reference) is None:
+            raise AuditError(f"reference group '{spec.reference}' does not occur (groups: {', '.join(present[:15])})",
+                             where=spec_where(spec, ("reference",)), fix="give one of the groups")
+    rows["is_control"] = (labels == ctrl).to_numpy() if ctrl is not None else False
+    rows, counts = _match(spec, rows, records)
+    originals = counts.pop("originals")
+
+    # variants
+    rows["group_name"] = ["control" if c else g for c, g in zip(rows["is_control"], rows["group_label"])]
+    rows["cue"] = ["control" if c else (t or spec.cue_type) for c, t in zip(rows["is_control"], rows["cue_type"])]
+    axes = list(spec.axes) or ["condition"]
+
+    def attrs(r: pd.Series) -> dict[str, str]:
+        if r["is_control"]:
+            return {}
+        if spec.axes:
+            return {a: r[f"ax:{a}"] for a in spec.axes if r[f"ax:{a}"] is not None}
+        return {"condition": r["group_label"]}
+
+    rows["attrs"] = rows.apply(attrs, axis=1)
+    rows["text"] = [replace_unencodable(_text(t) or originals.get(p) or "")[0]
+                    for t, p in zip(rows["variant"], rows["post_id"])]
+    no_text = (rows["text"] == "").to_numpy()
+    if no_text.any():
+        col = spec.columns.variant or spec.columns.post
+        raise AuditError(f"no post text in {_where(records, rows, int(no_text.nonzero()[0][0]))}",
+                         where=f"column '{col}'", fix="fill the text the model replied to in every row (a reply "
+                                                      "without its post cannot be scored or compared)")
+    rows["variant_id"] = [hashlib.sha256(canonical_json([p, g, c, t, a]).encode()).hexdigest()[:16]
+                          for p, g, c, t, a in zip(rows["post_id"], rows["group_name"], rows["cue"], rows["text"],
+                                                   rows["attrs"])]
+    vdf = rows.drop_duplicates("variant_id")
+    variants = pd.DataFrame({
+        "variant_id": vdf["variant_id"], "post_id": vdf["post_id"], "topic": None, "risk": None,
+        "group_name": vdf["group_name"], "cue_type": vdf["cue"], "alternative": None, "cue_text": "",
+        "text": vdf["text"]})
+    for a in axes:
+        variants[a] = [d.get(a) for d in vdf["attrs"]]
+
+    # requests and replies
+    rows["model_name"] = [m or spec.model for m in rows["model"]]
+    rows["style_name"] = rows["style"].fillna("imported")
+    if spec.columns.sample:
+        bad = [i for i, s in enumerate(rows["sample"]) if s is None or not re.fullmatch(r"\d+", s)]
+        if bad:
+            raise AuditError(f"sample index is not a whole number in {_where(records, rows, bad[0])} "
+                             f"({rows['sample'].iloc[bad[0]]!r})", where=f"column '{spec.columns.sample}'",
+                             fix="map a column of 0, 1, 2, ... or leave columns.sample out")
+        rows["sample_index"] = rows["sample"].astype(int)
+    else:
+        rows["sample_index"] = rows.groupby(["variant_id", "model_name", "style_name"]).cumcount()
+    endpoints = {i: f"import:{rec.sha256}" for i, rec in enumerate(records)}
+    models: dict[str, tuple[str, str]] = {}
+    labels_of = {}
+    for name, fi in zip(rows["model_name"], rows["_file"]):
+        if name not in labels_of:
+            label = _label(name)
+            while label in models and models[label][0] != name:
+                label += "_"
+            labels_of[name] = label
+            models[label] = (name, endpoints[int(fi)])
+    requests, replies, score_rows = [], [], []
+    n_ok = n_missing = n_score_missing = 0
+    score_cols = [c for c in rows.columns if c.startswith("score:")]
+    for r in rows.to_dict("records"):
+        fi = int(r["_file"])
+        messages = [{"role": "user", "content": r["text"]}]
+        key = request_key(endpoints[fi], r["model_name"], messages, {"import_row": int(r["_row"])},
+                          int(r["sample_index"]))
+        requests.append(dict(request_key=key, purpose="reply", variant_id=r["variant_id"],
+                             model_label=labels_of[r["model_name"]], endpoint_id=endpoints[fi],
+                             model_name=r["model_name"], style=r["style_name"], style_hash=None,
+                             sample_index=int(r["sample_index"]), messages=messages,
+                             params={"import": records[fi].name}))
+        text, n_bad = replace_unencodable(_text(r["reply"]) or "")
+        n_bad += int(r["_unencodable"])  # replaced while reading (JSON Lines), anywhere in the row
+        if text.strip():
+            n_ok += 1
+            flags = [f"unencodable: {n_bad} lone surrogate(s) replaced by U+FFFD"] if n_bad else []
+            replies.append(dict(request_key=key, status="ok", text=text, finish_reason="imported",
+                                runtime="import", flags=flags, attempts=1))
+        else:
+            n_missing += 1
+            replies.append(dict(request_key=key, status="failed", text=None, runtime="import", attempts=1,
+                                error=f"no reply in the release ({records[fi].name} row {int(r['_row'])})"))
+        for col in score_cols:
+            _, scorer, measure = col.split(":", 2)
+            v = r[col]
+            missing = v is None or v != v
+            n_score_missing += int(missing)
+            score_rows.append((key, scorer, measure, None if missing else float(v),
+                               "missing in the release" if missing else None))
+        r["request_key"] = key
+    keys = [q["request_key"] for q in requests]
+    if len(set(keys)) != len(keys):  # cannot happen: the key includes the file's hash and row
+        raise AuditError("two rows gave the same request", where=str(rd))
+
+    samples = int(rows["sample_index"].max()) + 1 if len(rows) else 1
+    styles = sorted(set(rows["style_name"]))
+    audit_spec = _audit_spec(spec, sorted(set(rows["cue"]) - {"control"}), models,
+                             styles, samples, ctrl is not None, records)
+    design_rows = rows.assign(g=rows["group_name"])
+    info = detect_design(design_rows, "g", "post_id")
+    scorer_measures = {s: list(ms) for s, ms in spec.scores.items()}
+    counts_out = dict(rows=sum(r.rows for r in records), imported=len(rows), replies_ok=n_ok,
+                      replies_missing=n_missing, scores_missing=n_score_missing, **counts)
+    # the run's design (audit/design.py): flat keys, as design_of writes them
+    design = {"import.sha256": isha, "import.files": [r.sha256 for r in records],
+              **{f"analysis.{k}": v for k, v in json.loads(canonical_json(
+                  audit_spec.analysis.model_dump(mode="json"))).items()}}
+    did = design_id(design)
+
+    with RunStore(rd) as store:
+        # Every write is idempotent (stored rows are kept), so an interrupted import resumes and a
+        # finished one is left exactly as it is; import_sha256 is written first so that nothing else
+        # can be imported into a half-written run directory.
+        store.set_meta_many({"import_sha256": isha}, keep_existing=("import_sha256",))
+        store.put_spec(audit_spec)
+        store.put_variants(variants)
+        store.put_requests(requests)
+        stored_replies = store.replies_by_key(keys)
+        store.put_replies([(rep, ()) for rep in replies if rep["request_key"] not in stored_replies])
+        if score_rows:
+            store.put_scores(score_rows)
+        known = store.scorer_info()
+        for scorer, ms in spec.scores.items():
+            if scorer not in known:
+                store.put_scorer_info(scorer, {
+                    "name": scorer, "version": f"imported:{isha[:16]}", "imported": True,
+                    "source": "scores imported with the release (not computed by empathy-audit)",
+                    "columns": dict(ms), "files_sha256": {r.name: r.sha256 for r in records},
+                    "measures": _measure_declarations(list(ms))})
+        store.bind_design(did, design)
+        store.put_design_requests(did, keys)
+        if not already:
+            record_import_provenance(store, rd, records=[asdict(r) for r in records],
+                                     mapping=spec.model_dump(mode="json"), counts=counts_out, sha256=isha,
+                                     spec_text=spec._source_text, spec_path=spec._source_path, command=command)
+    return ImportSummary(
+        run_dir=str(rd), files=[asdict(r) for r in records], groups=sorted(set(rows["group_name"])),
+        models=sorted(models), scores=scorer_measures, posts=int(rows["post_id"].nunique()), design=info.kind,
+        design_statement=info.statement(), already=already, **counts_out)
