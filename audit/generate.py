@@ -68,8 +68,13 @@ def generate(spec: Any, run_dir: Any = None, *, progress: bool = True, reuse: bo
         return generate_replies(store, spec, variants, progress=progress)
 
 
-def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: bool = True) -> GenerationSummary:
-    """Every (variant x style x sample) reply of ``variants`` from every model of ``spec``, into ``store``."""
+def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: bool = True,
+                     wait: bool = False) -> GenerationSummary:
+    """Every (variant x style x sample) reply of ``variants`` from every model of ``spec``, into ``store``.
+
+    A model with ``execution: batch`` (:mod:`audit.batch`) has its finished batches collected and its
+    pending requests submitted; ``wait`` polls until all its batches are in. The summary's
+    ``in_batches`` counts the requests still out."""
     from .prompts import describe_styles, styles_for_spec
 
     styles = styles_for_spec(spec)
@@ -85,6 +90,14 @@ def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: boo
                                                            base_seed=spec.seed, identity=_identity(m)))
     for m in spec.models:
         items = _Sized(reply_items(variants, styles, spec.samples), n)
+        if m.execution == "batch":
+            import asyncio
+
+            from .batch import acomplete_batch, spec_models
+
+            summary += asyncio.run(acomplete_batch(store, m, spec.decoding, items, base_seed=spec.seed,
+                                                   models=spec_models(spec), wait=wait, progress=progress))
+            continue
         summary += complete(store, m, spec.decoding, items, progress=progress, base_seed=spec.seed,
                             description=f"generate [{m.label}]")
     store.set_meta("generate_summary", summary.as_dict())
@@ -106,7 +119,8 @@ class RepliesStage:
         done = ctx.summaries.get("variants")
         variants = done.data.frame if done is not None and done.data is not None else build_variants(ctx.spec)
         before = len(store.done_keys("reply"))
-        summ = generate_replies(store, ctx.spec, variants, progress=ctx.progress)
+        summ = generate_replies(store, ctx.spec, variants, progress=ctx.progress,
+                                wait=bool(ctx.options.get("wait_batches")))
         after = len(store.done_keys("reply"))
         reps = store.replies_df("reply")
         failed = int((reps["status"] == "failed").sum()) if not reps.empty else 0
@@ -114,6 +128,9 @@ class RepliesStage:
         new = after - before
         detail = (f"{len(reps)} requests: {after} answered ({new} new), {failed} failed, {pending} pending "
                   f"[{summ.line()}]")
+        if summ.in_batches:  # replies out at a batch service: the stages after this one wait for them
+            return StageSummary("done", detail + f"; {summ.in_batches} in {summ.open_batches} open batches", summ,
+                                unanswered=failed + pending, stop=summ.batch_note)
         return StageSummary("done" if new or failed or pending else "skipped", detail, summ,
                             unanswered=failed + pending)
 

@@ -26,6 +26,8 @@ Tables of the schema:
 ``scorer_info`` identity of each scorer that wrote scores (version, artifact hash, validation)
 ``rating_packets``, ``rating_items``, ``ratings``  human rating packets, their blinded items and the
                 imported ratings (migration 3, :mod:`audit.ratings`)
+``batches``, ``batch_items``  batch files sent to a provider's batch service and the requests each
+                holds (migration 4, :mod:`audit.batch`)
 ``_migrations`` the schema migrations applied to this store (see above)
 
 Tables a stage creates when it first runs (:data:`STAGE_TABLES`, :meth:`RunStore.ensure_stage_tables`),
@@ -667,6 +669,103 @@ class RunStore:
         return int(self.conn.execute(
             "SELECT COUNT(*) FROM (SELECT DISTINCT variant_id, reply_id FROM invariance_scores)").fetchone()[0])
 
+
+    # ------------------------------------------------------------------ batch execution (audit/batch.py, migration 4)
+    BATCH_COLUMNS = ("batch_id", "model_label", "endpoint_id", "model_name", "provider", "shard_path", "shard_sha256",
+                     "shard_bytes", "n_requests", "state", "input_file_id", "provider_batch_id", "provider_status",
+                     "output_file_id", "error_file_id", "counts_json", "collected_json", "created_at", "updated_at")
+    OPEN_BATCH_STATES = ("prepared", "uploaded", "submitted")
+
+    def pending_batch_requests(self, endpoint_id: str, model_name: str) -> Iterator[tuple[str, str, str]]:
+        """``(request_key, messages_json, params_json)`` of the requests to (endpoint, model) that have
+        no stored answer (none, or ``failed``) and are in no open batch, in the order they were recorded."""
+        marks = ",".join("?" * len(self.OPEN_BATCH_STATES))
+        yield from (tuple(r) for r in self.conn.execute(
+            "SELECT q.request_key, q.messages_json, q.params_json FROM requests q"
+            " LEFT JOIN replies r ON r.request_key = q.request_key"
+            " WHERE q.endpoint_id = ? AND q.model_name = ? AND (r.status IS NULL OR r.status = 'failed')"
+            " AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.batch_id = i.batch_id"
+            f"  WHERE i.request_key = q.request_key AND b.state IN ({marks}))"
+            " ORDER BY q.rowid", (endpoint_id, model_name, *self.OPEN_BATCH_STATES)))
+
+    def put_batch(self, row: dict[str, Any], keys: Iterable[str]) -> None:
+        """Record a batch file (keys of :attr:`BATCH_COLUMNS`) and the request keys it holds, in one transaction."""
+        at = now_iso()
+        row = {**row, "created_at": row.get("created_at") or at, "updated_at": at}
+        cols = [c for c in self.BATCH_COLUMNS if c in row]
+        with self.transaction() as c:
+            c.execute(f"INSERT INTO batches({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                      [row[k] for k in cols])
+            c.executemany("INSERT INTO batch_items(batch_id, request_key) VALUES (?, ?)",
+                          [(row["batch_id"], k) for k in keys])
+
+    def update_batch(self, batch_id: str, **fields: Any) -> None:
+        """Set columns of one batch row (names of :attr:`BATCH_COLUMNS`; dicts stored as JSON)."""
+        bad = [k for k in fields if k not in self.BATCH_COLUMNS or k == "batch_id"]
+        if bad:
+            raise ValueError(f"not batch columns: {bad}")
+        fields["updated_at"] = now_iso()
+        vals = [canonical_json(v) if isinstance(v, dict) else v for v in fields.values()]
+        with self.transaction() as c:
+            c.execute(f"UPDATE batches SET {', '.join(f'{k} = ?' for k in fields)} WHERE batch_id = ?",
+                      (*vals, batch_id))
+
+    def batches(self, *, states: Iterable[str] | None = None, model_label: str | None = None) -> list[dict[str, Any]]:
+        """Batch rows (dicts), oldest first; only those in ``states`` / of ``model_label`` when given."""
+        cond, params = [], []
+        if states is not None:
+            st = list(states)
+            cond.append(f"state IN ({','.join('?' * len(st))})")
+            params += st
+        if model_label is not None:
+            cond.append("model_label = ?")
+            params.append(model_label)
+        sql = "SELECT * FROM batches" + (" WHERE " + " AND ".join(cond) if cond else "") + " ORDER BY created_at, batch_id"
+        return [dict(r) for r in self.conn.execute(sql, params)]
+
+    def batch_keys(self, batch_id: str) -> list[str]:
+        """The request keys of one batch, in shard order."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT request_key FROM batch_items WHERE batch_id = ? ORDER BY rowid", (batch_id,))]
+
+    def batch_answer_counts(self, batch_id: str) -> dict[str, int]:
+        """The requests of one batch by stored reply status (``unanswered`` for none)."""
+        return {r[0]: int(r[1]) for r in self.conn.execute(
+            "SELECT COALESCE(r.status, 'unanswered'), COUNT(*) FROM batch_items i"
+            " LEFT JOIN replies r ON r.request_key = i.request_key WHERE i.batch_id = ? GROUP BY 1", (batch_id,))}
+
+    def batch_token_totals(self) -> dict[str, tuple[int, int]]:
+        """batch_id -> (prompt tokens, completion tokens) of the stored answers of its requests."""
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in self.conn.execute(
+            "SELECT i.batch_id, SUM(r.prompt_tokens), SUM(r.completion_tokens) FROM batch_items i"
+            " JOIN replies r ON r.request_key = i.request_key WHERE r.status != 'failed' GROUP BY i.batch_id")}
+
+    def batches_of_keys(self, keys: Iterable[str], states: Iterable[str]) -> dict[str, str]:
+        """request_key -> batch_id for those of ``keys`` in a batch in ``states`` (the newest such batch)."""
+        keys, st = list(keys), list(states)
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            for r in self.conn.execute(
+                    f"SELECT i.request_key, i.batch_id FROM batch_items i JOIN batches b ON b.batch_id = i.batch_id"
+                    f" WHERE i.request_key IN ({','.join('?' * len(part))}) AND b.state IN ({','.join('?' * len(st))})"
+                    " ORDER BY b.created_at", (*part, *st)):
+                out[r[0]] = r[1]
+        return out
+
+    def request_rows(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """request_key -> the stored request (``messages`` and ``params`` decoded) for those of ``keys`` stored."""
+        keys = list(keys)
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            for r in self.conn.execute(
+                    "SELECT request_key, model_label, endpoint_id, model_name, messages_json, params_json FROM requests"
+                    f" WHERE request_key IN ({','.join('?' * len(part))})", part):
+                d = dict(r)
+                d["messages"], d["params"] = json.loads(d.pop("messages_json")), json.loads(d.pop("params_json"))
+                out[d["request_key"]] = d
+        return out
 
     # ------------------------------------------------------------------ human ratings (audit/ratings/, migration 3)
     RATING_MEASURES = ("ER", "IP", "EX")

@@ -213,10 +213,48 @@ CREATE TABLE IF NOT EXISTS ratings (
 );""")
 
 
+def m004_provider_batches(conn: sqlite3.Connection) -> None:
+    """Batch execution (:mod:`audit.batch`). ``batches``: one row per batch file (shard) written for a
+    model: where the shard is and its SHA-256, our lifecycle ``state`` (prepared -> uploaded ->
+    submitted -> collected, or cancelled before submission), the provider's ids and last reported
+    status and counts. ``batch_items``: which requests (``custom_id`` = request key) each shard holds.
+    A request is in an open batch while its batch is not collected or cancelled; once collected, its
+    requests without a stored answer (expired, failed) are pending again."""
+    execute_script(conn, """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,     -- ours: b<time>-<shard sha256 prefix>
+    model_label TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    provider TEXT NOT NULL,        -- 'openai' | 'azure' | 'local'
+    shard_path TEXT NOT NULL,      -- relative to the run directory
+    shard_sha256 TEXT NOT NULL,
+    shard_bytes INTEGER NOT NULL,
+    n_requests INTEGER NOT NULL,
+    state TEXT NOT NULL,           -- 'prepared' | 'uploaded' | 'submitted' | 'collected' | 'cancelled'
+    input_file_id TEXT,
+    provider_batch_id TEXT,
+    provider_status TEXT,          -- the provider's last word: validating, in_progress, completed, expired, ...
+    output_file_id TEXT,
+    error_file_id TEXT,
+    counts_json TEXT,              -- the provider's request_counts
+    collected_json TEXT,           -- what collect stored: ok, content_filter, failed, missing, duplicates
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_items (
+    batch_id TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    PRIMARY KEY (batch_id, request_key)
+);
+CREATE INDEX IF NOT EXISTS batch_items_key ON batch_items(request_key);""")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     m001_release_0_1_schema,
     m002_reply_flags_and_designs,
     m003_human_ratings,
+    m004_provider_batches,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
