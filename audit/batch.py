@@ -154,9 +154,10 @@ def write_shards(store: RunStore, model: Any, *, keys: Iterable[str] | None = No
         size += len(line)
     close()
     rows = []
+    seq = store.count_rows("batches")   # a shard of the same requests written again gets a new id
     for i, (path, part, nbytes) in enumerate(shards):
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        batch_id = f"b{stamp}-{i:03d}-{sha[:10]}"
+        batch_id = f"b{stamp}-{seq + i:04d}-{sha[:10]}"
         final = out_dir / f"{batch_id}.jsonl"
         path.replace(final)
         row = {"batch_id": batch_id, "model_label": model.label, "endpoint_id": backend.endpoint_id,
