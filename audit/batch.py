@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .backends.openai_backend import CallError, CallResult, ChatBackend
-from .engine import GenerationSummary, _Job, _Runner, _estimate_tokens
+from .engine import GenerationSummary, _Job, _Runner, _estimate_tokens, complete, run_sync
 from .errors import AuditError
 from .store import RunStore, now_iso
 
@@ -589,6 +589,21 @@ async def acomplete_batch(store: RunStore, model: Any, decoding: Any, items: Ite
     return r.summary
 
 
+def complete_requests(store: RunStore, model: Any, decoding: Any, items: Iterable[dict[str, Any]], *,
+                      progress: bool = True, base_seed: int | None = None, description: str | None = None,
+                      models: dict[str, Any] | None = None, wait: bool = False) -> GenerationSummary:
+    """:func:`audit.engine.complete` for any model: online models are sent online, a model with
+    ``execution: batch`` goes through :func:`acomplete_batch` (a first call submits, a later one
+    collects; the summary's ``in_batches`` counts what is still out)."""
+    if model.execution != "batch":
+        return complete(store, model, decoding, items, progress=progress, base_seed=base_seed,
+                        description=description)
+    import functools
+
+    return run_sync(functools.partial(acomplete_batch, model=model, decoding=decoding, items=items,
+                                      base_seed=base_seed, models=models, wait=wait, progress=progress), store)
+
+
 def _note(model: Any, sub: BatchCounts, n_open: int, n_req: int, store: RunStore) -> str:
     if not n_open:
         return ""
@@ -656,5 +671,5 @@ def run_local(run_dir: str | Path, *, base_url: str | None = None,
         return asyncio.run(arun_local(st, spec_models(st.latest_spec()), base_url=base_url, echo=echo))
 
 
-__all__ = ["BatchCounts", "cancel", "collect", "collect_file", "ingest", "poll", "run_local", "spec_models",
+__all__ = ["BatchCounts", "cancel", "collect", "collect_file", "complete_requests", "ingest", "poll", "run_local", "spec_models",
            "status_rows", "submit", "write_shards"]

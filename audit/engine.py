@@ -181,6 +181,11 @@ def complete(
     """
     run = functools.partial(acomplete, model=model, decoding=decoding, items=items, progress=progress,
                             base_seed=base_seed, retry=retry, description=description)
+    return run_sync(run, store)
+
+
+def run_sync(run: Any, store: RunStore) -> Any:
+    """``asyncio.run(run(store=store))``, also from inside a running event loop (a notebook)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -217,9 +222,10 @@ async def acomplete(
 ) -> GenerationSummary:
     """The async form of :func:`complete` (same arguments)."""
     if getattr(model, "execution", "online") == "batch":
-        from .batch import acomplete_batch
-
-        return await acomplete_batch(store, model, decoding, items, base_seed=base_seed, progress=progress)
+        raise AuditError(f"model '{model.label}' has execution: batch; complete() sends online",
+                         where=f"models[label={model.label}].execution",
+                         fix="call audit.batch.complete_requests (it sends online models online and batch models "
+                             "through their batch service)")
     total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
     if model.is_embedded:
         from .backends.embedded import acquire, embedded_identity

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .backends.openai_backend import ChatBackend
-from .engine import GenerationSummary, complete, planned_keys
+from .batch import complete_requests, spec_models
+from .engine import GenerationSummary, planned_keys
 from .errors import AuditError
 from .stages import StageContext, StageSummary
 from .store import RunStore, now_iso
@@ -90,16 +91,8 @@ def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: boo
                                                            base_seed=spec.seed, identity=_identity(m)))
     for m in spec.models:
         items = _Sized(reply_items(variants, styles, spec.samples), n)
-        if m.execution == "batch":
-            import asyncio
-
-            from .batch import acomplete_batch, spec_models
-
-            summary += asyncio.run(acomplete_batch(store, m, spec.decoding, items, base_seed=spec.seed,
-                                                   models=spec_models(spec), wait=wait, progress=progress))
-            continue
-        summary += complete(store, m, spec.decoding, items, progress=progress, base_seed=spec.seed,
-                            description=f"generate [{m.label}]")
+        summary += complete_requests(store, m, spec.decoding, items, progress=progress, base_seed=spec.seed,
+                                     description=f"generate [{m.label}]", models=spec_models(spec), wait=wait)
     store.set_meta("generate_summary", summary.as_dict())
     store.set_meta("generate_finished_at", now_iso())
     return summary

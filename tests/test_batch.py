@@ -244,10 +244,13 @@ def test_cancel_leaves_the_requests_pending(tmp_path):
             assert [x["state"] for x in st.batches()] == ["collected", "submitted"]
 
 
-def test_judge_requests_in_batch_mode_through_the_engine(tmp_path):
-    """complete() with a batch model: the first call submits and stores no reply, a later call
-    collects, and a third finds everything answered (no batch is submitted twice)."""
+def test_judge_requests_in_batch_mode(tmp_path):
+    """The judge's and the probe's way to a model (judge.run_items -> batch.complete_requests) with a
+    batch model: the first call submits and stores no reply, a later call collects, and a third finds
+    everything answered (no batch submitted twice). engine.complete refuses a batch model."""
     from audit.engine import complete
+    from audit.errors import AuditError
+    from audit.scorers.judge import run_items
     from audit.spec import DecodingSpec, ModelSpec
 
     with _server() as srv:
@@ -255,15 +258,18 @@ def test_judge_requests_in_batch_mode_through_the_engine(tmp_path):
         items = [{"purpose": "judge", "subject_key": f"s{i}", "messages": [{"role": "user", "content": f"rate {i}"}]}
                  for i in range(5)]
         with RunStore(tmp_path / "run") as st:
-            first = complete(st, model, DecodingSpec(temperature=0), items, progress=False)
-            assert first.in_batches == 5 and first.sent == 5 and st.replies_by_key(first.request_keys) == {}
-            second = complete(st, model, DecodingSpec(temperature=0), items, progress=False)
+            with pytest.raises(AuditError, match="execution: batch"):
+                complete(st, model, DecodingSpec(temperature=0), items, progress=False)
+            assert run_items(st, model, DecodingSpec(temperature=0), items) == [None] * 5   # submitted
+            assert len(srv.batches) == 1 and st.count_rows("replies") == 0
+            assert sum(b["n_requests"] for b in st.batches(states=("submitted",))) == 5
+            second = batch.complete_requests(st, model, DecodingSpec(temperature=0), items, progress=False)
             assert second.ok == 5 and second.in_batches == 0
             got = st.replies_by_key(second.request_keys)
             assert [got[k]["text"] for k in second.request_keys] == [golden_reply({"seed": json.loads(
                 st.conn.execute("SELECT params_json FROM requests WHERE request_key=?", (k,)).fetchone()[0])["seed"]},
                 f"rate {i}") for i, k in enumerate(second.request_keys)]
-            third = complete(st, model, DecodingSpec(temperature=0), items, progress=False)
+            third = batch.complete_requests(st, model, DecodingSpec(temperature=0), items, progress=False)
             assert third.cached == 5 and third.sent == 0 and len(srv.batches) == 1
 
 
@@ -293,3 +299,28 @@ def test_shards_respect_the_byte_limit(tmp_path):
                 p = run / b["shard_path"]
                 assert p.stat().st_size == b["shard_bytes"]
                 assert len(p.read_text().splitlines()) == b["n_requests"] == len(st.batch_keys(b["batch_id"]))
+
+
+def test_the_batch_steps_are_in_the_notebook_api():
+    import audit
+
+    assert (audit.batch_submit, audit.batch_poll, audit.batch_collect, audit.batch_cancel, audit.batch_run_local) == (
+        batch.submit, batch.poll, batch.collect, batch.cancel, batch.run_local)
+
+
+def test_migration_4_adds_the_batch_tables_to_a_version_3_store(tmp_path):
+    import sqlite3
+
+    from audit.store_migrations import MIGRATIONS, now_iso
+
+    path = tmp_path / "store.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+    for n, fn in enumerate(MIGRATIONS[:3], 1):
+        fn(conn)
+        conn.execute("INSERT INTO _migrations VALUES (?, ?, ?)", (n, fn.__name__, now_iso()))
+    conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    conn.close()
+    with RunStore(tmp_path) as st:
+        assert 4 in st.migrated and {"batches", "batch_items"} <= set(st.table_names())
+        assert list(st.pending_batch_requests("e", "m")) == [] and st.batches() == []

@@ -247,11 +247,11 @@ def run_items(store: Any, model: Any, decoding: Any, items: list[dict[str, Any]]
               description: str | None = None) -> list[dict[str, Any] | None]:
     """Send ``items`` through :func:`audit.engine.complete` and return, per item, the stored reply
     (``{request_key, status, text, finish_reason, error}``) or None when it has none yet."""
-    from .. import engine
+    from ..batch import complete_requests
 
     if not items:
         return []
-    summary = engine.complete(store, model, decoding, items, progress=progress, description=description)
+    summary = complete_requests(store, model, decoding, items, progress=progress, description=description)
     keys = summary.request_keys
     rows = store.replies_by_key(dict.fromkeys(keys))
     return [rows.get(k) for k in keys]
