@@ -28,6 +28,9 @@ Tables of the schema:
                 imported ratings (migration 3, :mod:`audit.ratings`)
 ``batches``, ``batch_items``  batch files sent to a provider's batch service and the requests each
                 holds (migration 4, :mod:`audit.batch`)
+``prompts``     each distinct message list once (migration 5); ``requests.prompt_sha256`` refers to
+                it and ``requests.messages_json`` is '' for requests written since (read messages
+                through :meth:`RunStore.replies_df`, :meth:`RunStore.request_rows` or ``table_df('requests')``)
 ``_migrations`` the schema migrations applied to this store (see above)
 
 Tables a stage creates when it first runs (:data:`STAGE_TABLES`, :meth:`RunStore.ensure_stage_tables`),
@@ -119,6 +122,11 @@ CREATE TABLE IF NOT EXISTS invariance (
 """,
 }
 
+
+
+# A request's messages: from table prompts (migration 5), or its own column (requests written before).
+MESSAGES_SQL = "COALESCE(p.messages_json, q.messages_json)"
+PROMPTS_JOIN = " LEFT JOIN prompts p ON p.prompt_sha256 = q.prompt_sha256"
 
 
 def canonical_json(obj: Any) -> str:
@@ -257,6 +265,10 @@ class RunStore:
         None when the store has no such table (the stage that writes it never ran)."""
         if name not in self.table_names():
             return None
+        if name == "requests":  # each request with its messages (stored once per text in prompts)
+            cols = [r[1] for r in self.conn.execute('PRAGMA table_info("requests")')]
+            sel = ", ".join(f"{MESSAGES_SQL} AS messages_json" if c == "messages_json" else f"q.{c}" for c in cols)
+            return self.query_df(f"SELECT {sel} FROM requests q" + PROMPTS_JOIN)
         return self.query_df(f'SELECT * FROM "{name}"')
 
     def replace_tables(self, tables: dict[str, pd.DataFrame]) -> None:
@@ -400,9 +412,10 @@ class RunStore:
             _insert_request(c, row)
 
     def put_requests(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Record requests (idempotent on request_key) in one transaction, with one executemany per
+        table: the engine's chunks and bulk loads write thousands of rows per transaction."""
         with self.transaction() as c:
-            for row in rows:
-                _insert_request(c, row)
+            _insert_requests(c, rows)
 
     def put_reply(self, row: dict[str, Any], attempts: Iterable[dict[str, Any]] = ()) -> None:
         """Store a finished request's reply (and its failed attempts) in one transaction."""
@@ -487,12 +500,12 @@ class RunStore:
         params = (purpose, *extra)
         df = self.query_df(
             "SELECT q.request_key, q.purpose, q.variant_id, q.subject_key, q.model_label, q.endpoint_id,"
-            " q.model_name, q.style, q.style_hash, q.sample_index, q.messages_json, q.params_json,"
+            f" q.model_name, q.style, q.style_hash, q.sample_index, {MESSAGES_SQL} AS messages_json, q.params_json,"
             " r.status, r.text AS reply, r.finish_reason, r.prompt_tokens, r.completion_tokens, r.latency_s,"
             " r.attempts, r.model_reported, r.runtime, r.runtime_version, r.error, r.created_at AS replied_at,"
             " r.flags, v.post_id, v.topic, v.risk, v.group_name, v.cue_type, v.alternative, v.cue_text, v.text AS post_text,"
             " v.attributes_json"
-            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key"
+            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key" + PROMPTS_JOIN +
             " LEFT JOIN variants v ON v.variant_id = q.variant_id"
             " WHERE q.purpose = ?" + member + ("" if include_failed else " AND r.status = 'ok'")
             + " ORDER BY v.post_id, v.group_name, v.cue_type, q.style, q.sample_index, q.request_key",
@@ -681,7 +694,7 @@ class RunStore:
         no stored answer (none, or ``failed``) and are in no open batch, in the order they were recorded."""
         marks = ",".join("?" * len(self.OPEN_BATCH_STATES))
         yield from (tuple(r) for r in self.conn.execute(
-            "SELECT q.request_key, q.messages_json, q.params_json FROM requests q"
+            f"SELECT q.request_key, {MESSAGES_SQL}, q.params_json FROM requests q" + PROMPTS_JOIN +
             " LEFT JOIN replies r ON r.request_key = q.request_key"
             " WHERE q.endpoint_id = ? AND q.model_name = ? AND (r.status IS NULL OR r.status = 'failed')"
             " AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.batch_id = i.batch_id"
@@ -760,8 +773,9 @@ class RunStore:
         for i in range(0, len(keys), 500):
             part = keys[i:i + 500]
             for r in self.conn.execute(
-                    "SELECT request_key, model_label, endpoint_id, model_name, messages_json, params_json FROM requests"
-                    f" WHERE request_key IN ({','.join('?' * len(part))})", part):
+                    f"SELECT q.request_key, q.model_label, q.endpoint_id, q.model_name, {MESSAGES_SQL} AS messages_json,"
+                    " q.params_json FROM requests q" + PROMPTS_JOIN +
+                    f" WHERE q.request_key IN ({','.join('?' * len(part))})", part):
                 d = dict(r)
                 d["messages"], d["params"] = json.loads(d.pop("messages_json")), json.loads(d.pop("params_json"))
                 out[d["request_key"]] = d
@@ -881,17 +895,28 @@ def _expand_attributes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _insert_request(c: sqlite3.Connection, row: dict[str, Any]) -> None:
-    c.execute(
-        "INSERT OR IGNORE INTO requests(request_key, purpose, variant_id, subject_key, model_label, endpoint_id,"
-        " model_name, style, style_hash, sample_index, messages_json, params_json, created_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
+    _insert_requests(c, [row])
+
+
+def _insert_requests(c: sqlite3.Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Requests and their prompts (each distinct message list once, table ``prompts``)."""
+    at = now_iso()
+    prompts: dict[str, str] = {}
+    reqs = []
+    for row in rows:
+        mj = canonical_json(row["messages"])
+        ph = hashlib.sha256(mj.encode("utf-8")).hexdigest()
+        prompts[ph] = mj
+        reqs.append((
             row["request_key"], row.get("purpose", "reply"), row.get("variant_id"), row.get("subject_key"),
             row["model_label"], row["endpoint_id"], row["model_name"], row.get("style"), row.get("style_hash"),
-            int(row.get("sample_index", 0)), canonical_json(row["messages"]), canonical_json(row["params"]),
-            now_iso(),
-        ),
-    )
+            int(row.get("sample_index", 0)), "", ph, canonical_json(row["params"]), at,
+        ))
+    c.executemany("INSERT OR IGNORE INTO prompts(prompt_sha256, messages_json) VALUES (?, ?)", prompts.items())
+    c.executemany(
+        "INSERT OR IGNORE INTO requests(request_key, purpose, variant_id, subject_key, model_label, endpoint_id,"
+        " model_name, style, style_hash, sample_index, messages_json, prompt_sha256, params_json, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", reqs)
 
 
 def _insert_attempts(c: sqlite3.Connection, key: str, attempts: Iterable[dict[str, Any]]) -> None:

@@ -250,11 +250,29 @@ CREATE TABLE IF NOT EXISTS batch_items (
 CREATE INDEX IF NOT EXISTS batch_items_key ON batch_items(request_key);""")
 
 
+def m005_prompts_stored_once(conn: sqlite3.Connection) -> None:
+    """Prompts stored once per distinct text. ``prompts(prompt_sha256, messages_json)`` holds each
+    distinct message list once; a request written from now on refers to it by ``requests.prompt_sha256``
+    and leaves its own ``messages_json`` empty (''). The samples of a prompt, the models it is sent to
+    and the runs of a sweep repeat the same text: at three samples and five models a prompt is stored
+    once instead of fifteen times. Requests written before keep their ``messages_json`` (not rewritten:
+    opening an old store stays fast); readers take ``COALESCE(prompts.messages_json,
+    requests.messages_json)``."""
+    execute_script(conn, """
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_sha256 TEXT PRIMARY KEY,   -- SHA-256 of messages_json
+    messages_json TEXT NOT NULL
+);""")
+    if "prompt_sha256" not in {r[1] for r in conn.execute("PRAGMA table_info(requests)")}:  # re-applied after a
+        conn.execute("ALTER TABLE requests ADD COLUMN prompt_sha256 TEXT")               # store was taken back
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     m001_release_0_1_schema,
     m002_reply_flags_and_designs,
     m003_human_ratings,
     m004_provider_batches,
+    m005_prompts_stored_once,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -25,8 +25,9 @@ from audit.testing import BatchOptions, StubServer
 from golden_server import golden_reply
 
 ROOT = Path(__file__).resolve().parents[1]
-REQ = ("SELECT request_key, purpose, variant_id, model_label, endpoint_id, model_name, style, sample_index,"
-       " messages_json, params_json FROM requests ORDER BY request_key")
+REQ = ("SELECT q.request_key, q.purpose, q.variant_id, q.model_label, q.endpoint_id, q.model_name, q.style,"
+       " q.sample_index, p.messages_json, q.params_json FROM requests q JOIN prompts p USING (prompt_sha256)"
+       " ORDER BY q.request_key")
 REP = ("SELECT request_key, status, text, finish_reason, prompt_tokens, completion_tokens, attempts FROM replies"
        " ORDER BY request_key")
 
