@@ -114,6 +114,8 @@ class GenerationSummary:
                          + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
         if self.failed:
             lines.append("failed requests are stored with their error; run the same command again to retry them")
+        if self.batch_note:
+            lines.append(self.batch_note)
         return "\n".join(lines)
 
 

@@ -245,7 +245,8 @@ def with_response_format(model: Any, response_format: str, schema: dict[str, Any
 
 def run_items(store: Any, model: Any, decoding: Any, items: list[dict[str, Any]], progress: bool = False,
               description: str | None = None) -> list[dict[str, Any] | None]:
-    """Send ``items`` through :func:`audit.engine.complete` and return, per item, the stored reply
+    """Send ``items`` through :func:`audit.batch.complete_requests` (:func:`audit.engine.complete`, or the
+    batch service of a model with ``execution: batch``) and return, per item, the stored reply
     (``{request_key, status, text, finish_reason, error}``) or None when it has none yet."""
     from ..batch import complete_requests
 
