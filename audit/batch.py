@@ -174,7 +174,8 @@ def _check_shard(store: RunStore, b: dict[str, Any]) -> Path:
     if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != b["shard_sha256"]:
         raise AuditError(f"the shard of batch {b['batch_id']} is missing or changed since it was written",
                          where=str(path),
-                         fix=f"run 'empathy-audit batch cancel {store.run_dir} --batch {b['batch_id']}' and submit again")
+                         fix=f"run 'empathy-audit batch cancel {store.run_dir} --batch {b['batch_id']}' and "
+                             "submit again")
     return path
 
 
@@ -671,5 +672,6 @@ def run_local(run_dir: str | Path, *, base_url: str | None = None,
         return asyncio.run(arun_local(st, spec_models(st.latest_spec()), base_url=base_url, echo=echo))
 
 
-__all__ = ["BatchCounts", "cancel", "collect", "collect_file", "complete_requests", "ingest", "poll", "run_local", "spec_models",
+__all__ = ["BatchCounts", "cancel", "collect", "collect_file", "complete_requests", "ingest", "poll", "run_local",
+           "spec_models",
            "status_rows", "submit", "write_shards"]

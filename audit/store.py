@@ -733,7 +733,8 @@ class RunStore:
         if model_label is not None:
             cond.append("model_label = ?")
             params.append(model_label)
-        sql = "SELECT * FROM batches" + (" WHERE " + " AND ".join(cond) if cond else "") + " ORDER BY created_at, batch_id"
+        sql = ("SELECT * FROM batches" + (" WHERE " + " AND ".join(cond) if cond else "")
+               + " ORDER BY created_at, batch_id")
         return [dict(r) for r in self.conn.execute(sql, params)]
 
     def batch_keys(self, batch_id: str) -> list[str]:
@@ -773,8 +774,8 @@ class RunStore:
         for i in range(0, len(keys), 500):
             part = keys[i:i + 500]
             for r in self.conn.execute(
-                    f"SELECT q.request_key, q.model_label, q.endpoint_id, q.model_name, {MESSAGES_SQL} AS messages_json,"
-                    " q.params_json FROM requests q" + PROMPTS_JOIN +
+                    "SELECT q.request_key, q.model_label, q.endpoint_id, q.model_name,"
+                    f" {MESSAGES_SQL} AS messages_json, q.params_json FROM requests q" + PROMPTS_JOIN +
                     f" WHERE q.request_key IN ({','.join('?' * len(part))})", part):
                 d = dict(r)
                 d["messages"], d["params"] = json.loads(d.pop("messages_json")), json.loads(d.pop("params_json"))

@@ -265,8 +265,8 @@ class StubServer:
             fields = _multipart(headers.get("content-type", ""), body)
             fid = f"file-{len(self.files) + 1}"
             data, filename = fields.get("file", (b"", "upload.jsonl"))
-            self.files[fid] = {"bytes": data, "filename": filename, "purpose": fields.get("purpose", (b"", ""))[0].decode(),
-                               "created_at": int(time.time())}
+            purpose = fields.get("purpose", (b"", ""))[0].decode()
+            self.files[fid] = {"bytes": data, "filename": filename, "purpose": purpose, "created_at": int(time.time())}
             return self._http(200, self._file_obj(fid))
         if method == "GET" and parts[-1] == "content" and parts[-3] == "files":
             f = self.files.get(parts[-2])
@@ -276,8 +276,8 @@ class StubServer:
         if method == "POST" and parts[-1] == "batches":
             self.batch_creates += 1
             if self.batch_creates <= opts.create_429:
-                return self._http(429, {"error": {"message": "Too many batch creations", "code": "rate_limit_exceeded"}},
-                                  {"retry-after": "0"})
+                return self._http(429, {"error": {"message": "Too many batch creations",
+                                                  "code": "rate_limit_exceeded"}}, {"retry-after": "0"})
             req = json.loads(body or b"{}")
             if req.get("input_file_id") not in self.files:
                 return self._http(400, {"error": {"message": "no such input file", "code": "invalid_request"}})
@@ -348,7 +348,8 @@ class StubServer:
         if opts.shuffle_seed is not None:
             random.Random(opts.shuffle_seed).shuffle(out)
         if opts.duplicate_every:
-            out = [x for i, line in enumerate(out, 1) for x in ([line, line] if i % opts.duplicate_every == 0 else [line])]
+            out = [x for i, line in enumerate(out, 1)
+                   for x in ([line, line] if i % opts.duplicate_every == 0 else [line])]
         for kind, rows in (("output", out), ("error", err)):
             if rows:
                 fid = f"file-{len(self.files) + 1}"

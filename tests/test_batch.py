@@ -107,6 +107,12 @@ def test_batch_run_submits_then_collects_into_the_store_an_online_run_makes(tmp_
         assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 0
         assert srv.batch_creates == creates                # a finished run submits nothing
         _same_as_online(run, online)
+        capsys.readouterr()
+        assert cli_main(["batch", "status", str(run), "--price-in", "1", "--price-out", "1"]) == 0
+        status = capsys.readouterr().out
+        tokens = _rows(run, "SELECT SUM(prompt_tokens) + SUM(completion_tokens) FROM replies")[0][0]
+        assert f"requests by state: collected {n}" in status
+        assert f"about ${tokens / 1e6 / 2:,.2f} saved of ${tokens / 1e6:,.2f}" in status
 
 
 def test_failed_and_expired_items_stay_pending_and_a_429_on_create_is_retried(tmp_path):
@@ -208,6 +214,7 @@ def test_collect_from_a_vllm_style_output_file(tmp_path):
         rows.append({"id": "x", "custom_id": "0" * 64, "response": {"status_code": 200, "body": {}}, "error": None})
         out.write_text("\n".join(json.dumps(r) for r in rows[::-1]) + "\n")
         assert cli_main(["batch", "collect", str(run), "--from", str(out)]) == 0
+        assert set(_rows(run, REP)) < set(_rows(online, REP))   # the replies read are the online ones
         with RunStore(run) as st:
             (b,) = st.batches()
             assert b["state"] == "collected"

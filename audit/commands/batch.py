@@ -79,7 +79,8 @@ def _status(args: argparse.Namespace, short: bool = False) -> int:
         print("no batches in this run")
         return 0
     if not short:
-        print(f"{'batch':<32} {'model':<12} {'provider':<8} {'state':<10} {'provider status':<16} {'requests':>8}  collected")
+        print(f"{'batch':<32} {'model':<12} {'provider':<8} {'state':<10} {'provider status':<16} "
+              f"{'requests':>8}  collected")
         for r in rows:
             col = ", ".join(f"{k} {v}" for k, v in sorted(r["collected"].items()))
             print(f"{r['batch_id']:<32} {r['model']:<12} {r['provider']:<8} {r['state']:<10} "

@@ -12,8 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the whole audit of SPEC: build the counterfactual variants, generate the replies, score "
                     "them, fit the models and write the report. Every stage resumes from the run store, so running "
                     "the same command again after an interruption costs nothing that is already done. Exit status: "
-                    "0 complete (or batches submitted: run again to collect); 1 report written but some requests failed or the analysis could not be fitted "
-                    "(run again to retry); 2 an error to fix.",
+                    "0 complete (or batches submitted: run again to collect); 1 report written but some requests failed "
+                    "or the analysis could not be fitted (run again to retry); 2 an error to fix.",
     )
     p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's 'output', or reports/<name>)")
