@@ -302,6 +302,7 @@ class _Runner:
         self._consecutive_failures = 0
         self._last_failure = ""
         self._buf: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        self._wake: asyncio.Event | None = None   # the writer task's signal while sending (None otherwise)
         self.secrets = secrets_from_env([model.api_key_env])
 
     # ------------------------------------------------------------------ planning
@@ -488,7 +489,7 @@ class _Runner:
 
     def _emit(self, row: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
         self._buf.append((row, attempts))
-        if getattr(self, "_wake", None) is not None:  # not sending (a batch output being stored): no writer task
+        if self._wake is not None:  # None: not sending (a batch output being stored), the caller flushes
             self._wake.set()
 
     def _flush(self) -> None:
