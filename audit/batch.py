@@ -13,7 +13,9 @@ whose state is in the run store (tables ``batches`` and ``batch_items``, migrati
   (``uploaded``, ``files.create``) and created (``submitted``, ``batches.create`` with metadata
   ``empathy_audit_batch = <batch id>``). A process killed between the provider creating a batch and
   the store recording it finds that batch again by its metadata (``batches.list``) instead of
-  creating (and paying for) a second one.
+  creating (and paying for) a second one. A request is put into at most ``batch.max_attempts``
+  collected batches; after that it stays failed and the run goes on without it (as an online run
+  does with a request that failed after its retries).
 - :func:`poll`: refresh the provider's status and counts of every submitted batch (safe from cron).
 - :func:`collect`: for each batch the provider has finished (completed, expired, failed, cancelled),
   download its output and error files into the run directory and join them on ``custom_id``.
@@ -132,7 +134,8 @@ def write_shards(store: RunStore, model: Any, *, keys: Iterable[str] | None = No
             shards.append((tmp, part_keys, size))
             fh = None
 
-    for key, messages_json, params_json in store.pending_batch_requests(backend.endpoint_id, backend.model_name):
+    for key, messages_json, params_json in store.pending_batch_requests(backend.endpoint_id, backend.model_name,
+                                                                         model.batch.max_attempts):
         if wanted is not None and key not in wanted:
             continue
         body = backend.request_body(json.loads(messages_json), json.loads(params_json))
@@ -565,10 +568,14 @@ async def acomplete_batch(store: RunStore, model: Any, decoding: Any, items: Ite
         pass
     models = dict(models or {})
     models.setdefault(model.label, model)
+    first = True
     while True:
         await apoll(store, models)
         got = await acollect(store, models)
-        sub = await asubmit(store, models, labels=[model.label], keys=r.summary.request_keys)
+        # submit once per call: --wait then only polls, so a request that keeps failing does not loop
+        sub = await asubmit(store, models, labels=[model.label], keys=r.summary.request_keys) if first \
+            else BatchCounts()
+        first = False
         for k in ("ok", "content_filter", "failed"):
             setattr(r.summary, k, getattr(r.summary, k) + got.stored.get(k, 0))
         r.summary.prompt_tokens += got.prompt_tokens

@@ -153,6 +153,8 @@ class BatchSpec(StrictModel):
                                   description="Bytes per batch file (default: the provider's limit).")
     completion_window: str = Field("24h", description="The completion window asked of the provider.")
     poll_interval_s: float = Field(30.0, gt=0, description="Seconds between polls with run --wait.")
+    max_attempts: int = Field(3, ge=1, le=100, description="Batches a request is collected from before it is no "
+                              "longer resubmitted by itself (it stays failed, and the run goes on without it).")
 
     def limits(self, model: "ModelSpec") -> tuple[str, int, int]:
         """(provider, max requests per file, max bytes per file) of ``model``."""

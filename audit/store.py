@@ -689,16 +689,21 @@ class RunStore:
                      "output_file_id", "error_file_id", "counts_json", "collected_json", "created_at", "updated_at")
     OPEN_BATCH_STATES = ("prepared", "uploaded", "submitted")
 
-    def pending_batch_requests(self, endpoint_id: str, model_name: str) -> Iterator[tuple[str, str, str]]:
+    def pending_batch_requests(self, endpoint_id: str, model_name: str,
+                               max_attempts: int | None = None) -> Iterator[tuple[str, str, str]]:
         """``(request_key, messages_json, params_json)`` of the requests to (endpoint, model) that have
-        no stored answer (none, or ``failed``) and are in no open batch, in the order they were recorded."""
+        no stored answer (none, or ``failed``) and are in no open batch, in the order they were recorded;
+        with ``max_attempts``, only those collected from fewer batches than that."""
         marks = ",".join("?" * len(self.OPEN_BATCH_STATES))
+        tries = ("" if max_attempts is None else
+                 " AND (SELECT COUNT(*) FROM batch_items i2 JOIN batches b2 ON b2.batch_id = i2.batch_id"
+                 f"  WHERE i2.request_key = q.request_key AND b2.state = 'collected') < {int(max_attempts)}")
         yield from (tuple(r) for r in self.conn.execute(
             f"SELECT q.request_key, {MESSAGES_SQL}, q.params_json FROM requests q" + PROMPTS_JOIN +
             " LEFT JOIN replies r ON r.request_key = q.request_key"
             " WHERE q.endpoint_id = ? AND q.model_name = ? AND (r.status IS NULL OR r.status = 'failed')"
             " AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.batch_id = i.batch_id"
-            f"  WHERE i.request_key = q.request_key AND b.state IN ({marks}))"
+            f"  WHERE i.request_key = q.request_key AND b.state IN ({marks}))" + tries +
             " ORDER BY q.rowid", (endpoint_id, model_name, *self.OPEN_BATCH_STATES)))
 
     def put_batch(self, row: dict[str, Any], keys: Iterable[str]) -> None:

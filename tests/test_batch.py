@@ -332,3 +332,31 @@ def test_migration_4_adds_the_batch_tables_to_a_version_3_store(tmp_path):
     with RunStore(tmp_path) as st:
         assert 4 in st.migrated and {"batches", "batch_items"} <= set(st.table_names())
         assert list(st.pending_batch_requests("e", "m")) == [] and st.batches() == []
+
+
+def test_a_request_that_keeps_failing_stops_being_resubmitted_and_the_run_goes_on(tmp_path):
+    """The endpoint refuses (400) every post with an explicit Asian tag. With max_attempts 2 those
+    requests are resubmitted once, then left failed, and the run continues to the report (exit 1:
+    some requests failed), as an online run does."""
+    def refuse(req, text):
+        return "400" if "Asian" in text else None
+
+    with _server() as srv:
+        srv.fault = refuse
+        spec = _spec(tmp_path, srv, "batch", execution="batch", batch={"max_attempts": 2})
+        run = tmp_path / "batch"
+        assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 0     # submits
+        assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 0     # collects, resubmits
+        with RunStore(run) as st:
+            refused = st.reply_status_counts()["failed"]
+            assert refused == 5                                                      # one per post
+            assert [b["n_requests"] for b in st.batches(states=("submitted",))] == [refused]
+        assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 1     # left failed: goes on
+        assert (run / "report.html").exists()
+        with RunStore(run) as st:
+            assert st.batches(states=st.OPEN_BATCH_STATES) == []
+            rows = st.conn.execute("SELECT attempts, error FROM replies WHERE status='failed'").fetchall()
+            assert len(rows) == refused and all(r[0] == 2 and r[1].startswith("bad_request: HTTP 400") for r in rows)
+        assert cli_main(["batch", "submit", str(run)]) == 0
+        with RunStore(run) as st:                                                    # not resubmitted by itself
+            assert st.batches(states=st.OPEN_BATCH_STATES) == []
