@@ -63,11 +63,21 @@ _EXPORTS = {
     "import_release": ("audit.importer", "import_release"),
     "reanalyze_stigma": ("audit.stigma.replicate", "reanalyze_stigma"),
     "AuditError": ("audit.errors", "AuditError"),
+    "batch_submit": ("audit.batch", "submit"),
+    "batch_poll": ("audit.batch", "poll"),
+    "batch_collect": ("audit.batch", "collect"),
+    "batch_cancel": ("audit.batch", "cancel"),
+    "batch_run_local": ("audit.batch", "run_local"),
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are imported on first use
+    from .batch import cancel as batch_cancel
+    from .batch import collect as batch_collect
+    from .batch import poll as batch_poll
+    from .batch import run_local as batch_run_local
+    from .batch import submit as batch_submit
     from .counterfactual import build_variants
     from .errors import AuditError
     from .importer import import_release, load_import_spec

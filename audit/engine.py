@@ -66,6 +66,9 @@ class GenerationSummary:
     flags: dict[str, int] = field(default_factory=dict)    # answers changed before storing, by kind
                                                            # (redacted, unencodable, truncated)
     request_keys: list[str] = field(default_factory=list)  # one per item, in order
+    in_batches: int = 0       # execution: batch: requests still out in open batches (audit/batch.py)
+    open_batches: int = 0
+    batch_note: str = ""      # what the batch step did, for the user ("submitted N requests in K batches; ...")
 
     def __iadd__(self, other: "GenerationSummary") -> "GenerationSummary":
         for f in ("total", "cached", "sent", "ok", "content_filter", "failed", "retries", "prompt_tokens",
@@ -74,6 +77,9 @@ class GenerationSummary:
         self.errors = dict(Counter(self.errors) + Counter(other.errors))
         self.flags = dict(Counter(self.flags) + Counter(other.flags))
         self.request_keys = self.request_keys + other.request_keys
+        self.in_batches += other.in_batches
+        self.open_batches += other.open_batches
+        self.batch_note = "; ".join(n for n in (self.batch_note, other.batch_note) if n)
         return self
 
     @property
@@ -83,6 +89,9 @@ class GenerationSummary:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("request_keys")
+        if not self.in_batches and not self.open_batches and not self.batch_note:
+            for k in ("in_batches", "open_batches", "batch_note"):  # online runs: as before batch execution
+                d.pop(k)
         return d
 
     def line(self) -> str:
@@ -105,6 +114,8 @@ class GenerationSummary:
                          + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
         if self.failed:
             lines.append("failed requests are stored with their error; run the same command again to retry them")
+        if self.batch_note:
+            lines.append(self.batch_note)
         return "\n".join(lines)
 
 
@@ -172,6 +183,11 @@ def complete(
     """
     run = functools.partial(acomplete, model=model, decoding=decoding, items=items, progress=progress,
                             base_seed=base_seed, retry=retry, description=description)
+    return run_sync(run, store)
+
+
+def run_sync(run: Any, store: RunStore) -> Any:
+    """``asyncio.run(run(store=store))``, also from inside a running event loop (a notebook)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -207,6 +223,11 @@ async def acomplete(
     description: str | None = None,
 ) -> GenerationSummary:
     """The async form of :func:`complete` (same arguments)."""
+    if getattr(model, "execution", "online") == "batch":
+        raise AuditError(f"model '{model.label}' has execution: batch; complete() sends online",
+                         where=f"models[label={model.label}].execution",
+                         fix="call audit.batch.complete_requests (it sends online models online and batch models "
+                             "through their batch service)")
     total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
     if model.is_embedded:
         from .backends.embedded import acquire, embedded_identity
@@ -281,6 +302,7 @@ class _Runner:
         self._consecutive_failures = 0
         self._last_failure = ""
         self._buf: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        self._wake: asyncio.Event | None = None   # the writer task's signal while sending (None otherwise)
         self.secrets = secrets_from_env([model.api_key_env])
 
     # ------------------------------------------------------------------ planning
@@ -467,7 +489,8 @@ class _Runner:
 
     def _emit(self, row: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
         self._buf.append((row, attempts))
-        self._wake.set()
+        if self._wake is not None:  # None: not sending (a batch output being stored), the caller flushes
+            self._wake.set()
 
     def _flush(self) -> None:
         if self._buf:
@@ -497,10 +520,7 @@ class _Runner:
                     self._store_failure(job, attempts, err)
                     raise _Abort(self.backend.fatal_error(err))
                 if err.kind == "content_filter":
-                    self._store(job, attempts, status="content_filter", error=err.text, status_code=err.status_code)
-                    self.summary.content_filter += 1
-                    self._consecutive_failures = 0
-                    self._tick()
+                    self.record_content_filter(job, attempts, err)
                     return
                 if err.retryable and attempt <= self.retry.retries_for(err.kind):
                     wait = self.retry.wait(attempt, err.retry_after)
@@ -511,11 +531,7 @@ class _Runner:
                     await asyncio.sleep(wait)
                     if not self._stopping:
                         continue
-                self._store_failure(job, attempts, err)
-                self.summary.failed += 1
-                self._consecutive_failures += 1
-                self._last_failure = err.text
-                self._tick()
+                self.record_failure(job, attempts, err)
                 if self._consecutive_failures >= BREAKER_THRESHOLD:
                     raise _Abort(AuditError(
                         f"{self._consecutive_failures} requests to model '{self.model.label}' failed in a row "
@@ -524,30 +540,55 @@ class _Runner:
                 return
             self.limiter.settle(job.est_tokens, (res.prompt_tokens or 0) + (res.completion_tokens or 0)
                                 if res.prompt_tokens is not None else None)
-            text, flags = self._safe(res.text)
-            text, cut = truncate_reply(text, int(job.params["max_tokens"]))
-            if cut:
-                flags.append(f"truncated: {len(res.text or '')} characters, over the "
-                             f"{reply_char_limit(int(job.params['max_tokens']))} that max_tokens "
-                             f"{job.params['max_tokens']} allows")
-            for f in flags:
-                self.summary.flags[f.split(":")[0]] = self.summary.flags.get(f.split(":")[0], 0) + 1
-            self._emit({
-                "request_key": job.key, "status": res.status, "text": text, "finish_reason": res.finish_reason,
-                "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
-                "latency_s": round(res.latency_s, 4), "attempts": attempt, "model_reported": res.model_reported,
-                "runtime": res.runtime, "runtime_version": res.runtime_version, "error": None,
-                "flags": flags,
-            }, attempts)
-            if res.status == "content_filter":
-                self.summary.content_filter += 1
-            else:
-                self.summary.ok += 1
-            self.summary.prompt_tokens += res.prompt_tokens or 0
-            self.summary.completion_tokens += res.completion_tokens or 0
-            self._consecutive_failures = 0
-            self._tick()
+            self.record_result(job, res, attempt, attempts)
             return
+
+    # ------------------------------------------------------------------ storing an answer
+    # One place that turns an answer into a stored reply, for online calls and for batch output
+    # lines alike (audit/batch.py), so both store exactly the same rows.
+
+    def record_failure(self, job: _Job, attempts: list[dict[str, Any]], err: CallError) -> None:
+        """Store a request that failed for good (it is sent again by the next run) and count it."""
+        self._store_failure(job, attempts, err)
+        self.summary.failed += 1
+        self._consecutive_failures += 1
+        self._last_failure = err.text
+        self._tick()
+
+    def record_content_filter(self, job: _Job, attempts: list[dict[str, Any]], err: CallError) -> None:
+        """Store a content-filter refusal given as an error answer (never retried) and count it."""
+        self._store(job, attempts, status="content_filter", error=err.text, status_code=err.status_code)
+        self.summary.content_filter += 1
+        self._consecutive_failures = 0
+        self._tick()
+
+    def record_result(self, job: _Job, res: Any, attempt: int, attempts: list[dict[str, Any]]) -> None:
+        """Store an answer (a :class:`~audit.backends.openai_backend.CallResult`): key redacted,
+        unencodable characters replaced, an over-long reply cut, each change flagged; count it."""
+        text, flags = self._safe(res.text)
+        text, cut = truncate_reply(text, int(job.params["max_tokens"]))
+        if cut:
+            flags.append(f"truncated: {len(res.text or '')} characters, over the "
+                         f"{reply_char_limit(int(job.params['max_tokens']))} that max_tokens "
+                         f"{job.params['max_tokens']} allows")
+        for f in flags:
+            self.summary.flags[f.split(":")[0]] = self.summary.flags.get(f.split(":")[0], 0) + 1
+        self._emit({
+            "request_key": job.key, "status": res.status, "text": text, "finish_reason": res.finish_reason,
+            "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+            "latency_s": round(res.latency_s, 4) if res.latency_s is not None else None, "attempts": attempt,
+            "model_reported": res.model_reported,
+            "runtime": res.runtime, "runtime_version": res.runtime_version, "error": None,
+            "flags": flags,
+        }, attempts)
+        if res.status == "content_filter":
+            self.summary.content_filter += 1
+        else:
+            self.summary.ok += 1
+        self.summary.prompt_tokens += res.prompt_tokens or 0
+        self.summary.completion_tokens += res.completion_tokens or 0
+        self._consecutive_failures = 0
+        self._tick()
 
     def _safe(self, text: str | None) -> tuple[str | None, list[str]]:
         """``text`` with the model's API key redacted and unencodable characters replaced; the flags

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .backends.openai_backend import ChatBackend
-from .engine import GenerationSummary, complete, planned_keys
+from .batch import complete_requests, spec_models
+from .engine import GenerationSummary, planned_keys
 from .errors import AuditError
 from .stages import StageContext, StageSummary
 from .store import RunStore, now_iso
@@ -73,12 +74,15 @@ def generate(spec: Any, run_dir: Any = None, *, progress: bool = True, reuse: bo
 
 
 def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: bool = True,
-                     styles: dict[str, Any] | None = None) -> GenerationSummary:
+                     styles: dict[str, Any] | None = None, wait: bool = False) -> GenerationSummary:
     """Every (variant x style x sample) reply of ``variants`` from every model of ``spec``, into ``store``.
 
     ``styles`` (name -> an object with ``name``, ``style_hash``, ``messages(text)`` and the fields of
     :class:`audit.prompts.PromptStyle`): how each variant is presented; default the spec's ``styles``.
     Other suites pass their own (the stigma suite: system prompt, format instruction, one-shot example).
+    A model with ``execution: batch`` (:mod:`audit.batch`) has its finished batches collected and its
+    pending requests submitted; ``wait`` polls until all its batches are in. The summary's
+    ``in_batches`` counts the requests still out.
     """
     from .prompts import describe_styles, styles_for_spec
 
@@ -95,8 +99,8 @@ def generate_replies(store: RunStore, spec: Any, variants: Any, *, progress: boo
                                                            base_seed=spec.seed, identity=_identity(m)))
     for m in spec.models:
         items = _Sized(reply_items(variants, styles, spec.samples), n)
-        summary += complete(store, m, spec.decoding, items, progress=progress, base_seed=spec.seed,
-                            description=f"generate [{m.label}]")
+        summary += complete_requests(store, m, spec.decoding, items, progress=progress, base_seed=spec.seed,
+                                     description=f"generate [{m.label}]", models=spec_models(spec), wait=wait)
     store.set_meta("generate_summary", summary.as_dict())
     store.set_meta("generate_finished_at", now_iso())
     return summary
@@ -124,7 +128,8 @@ class RepliesStage:
         store = ctx.store
         variants = self.variants(ctx)
         before = len(store.done_keys("reply"))
-        summ = generate_replies(store, ctx.spec, variants, progress=ctx.progress, styles=self.styles(ctx))
+        summ = generate_replies(store, ctx.spec, variants, progress=ctx.progress, styles=self.styles(ctx),
+                                wait=bool(ctx.options.get("wait_batches")))
         after = len(store.done_keys("reply"))
         reps = store.replies_df("reply")
         failed = int((reps["status"] == "failed").sum()) if not reps.empty else 0
@@ -132,6 +137,9 @@ class RepliesStage:
         new = after - before
         detail = (f"{len(reps)} requests: {after} answered ({new} new), {failed} failed, {pending} pending "
                   f"[{summ.line()}]")
+        if summ.in_batches:  # replies out at a batch service: the stages after this one wait for them
+            return StageSummary("done", detail + f"; {summ.in_batches} in {summ.open_batches} open batches", summ,
+                                unanswered=failed + pending, stop=summ.batch_note)
         return StageSummary("done" if new or failed or pending else "skipped", detail, summ,
                             unanswered=failed + pending)
 

@@ -35,6 +35,7 @@ class PipelineResult:
     stages: list[StageRecord] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
     unanswered: int = 0    # requests failed or not answered at the end (left out; retried by the next run)
+    waiting: str | None = None  # the run stopped to wait for batches (what to do next); no report yet
 
     def stage(self, name: str) -> StageRecord | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -47,7 +48,8 @@ class PipelineResult:
 
 def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         echo: Callable[[str], None] | None = print, spec_argument: str | None = None,
-        force_analysis: bool = False, reuse: bool = False, suite: str | None = None) -> PipelineResult:
+        force_analysis: bool = False, reuse: bool = False, suite: str | None = None,
+        wait: bool = False) -> PipelineResult:
     """Run (or resume) the audit of ``spec`` in ``run_dir`` (default: ``spec.run_dir()``).
 
     Prints one line per stage through ``echo`` (``None``: silent) and returns the stage records and
@@ -55,6 +57,10 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
     everything finished before the error stays stored, so the same call resumes. A run directory
     holds one design (:mod:`audit.design`): another design is refused unless ``reuse``. ``suite``: the
     audit design to run (default: the spec's ``suite``, itself ``empathy`` by default).
+
+    Models with ``execution: batch`` (:mod:`audit.batch`): the first call submits their requests and
+    returns with ``waiting`` set (no scoring, no report yet); a later call collects what is finished
+    and continues once every batch is in. ``wait`` polls until then instead.
     """
     stages = get_suite(suite or getattr(spec, "suite", "empathy")).stages
     rd = Path(spec.run_dir(run_dir))
@@ -65,10 +71,15 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         if echo is not None:
             echo(f"empathy-audit {__version__}: audit '{spec.name}' in {rd}")
         ctx = StageContext(spec, rd, store, progress=progress, echo=echo,
-                           options={"force_analysis": force_analysis, "reuse": reuse})
+                           options={"force_analysis": force_analysis, "reuse": reuse, "wait_batches": wait})
         records = run_stages(stages, ctx)
     result = PipelineResult(rd, records, paths=dict(ctx.summaries["report"].data) if "report" in ctx.summaries else {},
-                            unanswered=sum(s.unanswered for s in ctx.summaries.values()))
+                            unanswered=sum(s.unanswered for s in ctx.summaries.values()),
+                            waiting=next((s.stop for s in ctx.summaries.values() if s.stop), None))
+    if result.waiting:
+        if echo is not None:
+            echo(result.waiting)
+        return result
     if echo is not None:
         missing = [s.name for s in records if s.status == "failed"]
         echo(f"finished in {time.perf_counter() - t0:.1f} s"

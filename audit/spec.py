@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from .errors import AuditError
 from .resources import sha256_text
@@ -129,6 +130,39 @@ class AzureSpec(StrictModel):
     deployment: str
 
 
+# Provider limits of a batch file (docs: platform.openai.com/docs/guides/batch, "Rate limits": at most
+# 50,000 requests and 200 MB per input file, a 24 h completion window; Azure OpenAI Global Batch:
+# 100,000 requests and 200 MB per file, learn.microsoft.com/azure/ai-foundry/openai/how-to/batch).
+# "local": shards that no service is asked to run (``empathy-audit batch run-local``, ``vllm run-batch``).
+BATCH_LIMITS: dict[str, dict[str, int]] = {
+    "openai": {"max_requests": 50_000, "max_bytes": 200_000_000},
+    "azure": {"max_requests": 100_000, "max_bytes": 200_000_000},
+    "local": {"max_requests": 50_000, "max_bytes": 200_000_000},
+}
+
+
+class BatchSpec(StrictModel):
+    """How a model with ``execution: batch`` is sent its requests (see :mod:`audit.batch`)."""
+
+    provider: Literal["openai", "azure", "local"] | None = Field(
+        None, description="Whose batch service: openai (any OpenAI-compatible files+batches API), azure, or local "
+        "(shards only, for batch run-local or vllm run-batch). Default: azure for an azure model, else openai.")
+    max_requests: int | None = Field(None, ge=1, le=1_000_000,
+                                     description="Requests per batch file (default: the provider's limit).")
+    max_bytes: int | None = Field(None, ge=1_000, le=2_000_000_000,
+                                  description="Bytes per batch file (default: the provider's limit).")
+    completion_window: str = Field("24h", description="The completion window asked of the provider.")
+    poll_interval_s: float = Field(30.0, gt=0, description="Seconds between polls with run --wait.")
+    max_attempts: int = Field(3, ge=1, le=100, description="Batches a request is collected from before it is no "
+                              "longer resubmitted by itself (it stays failed, and the run goes on without it).")
+
+    def limits(self, model: "ModelSpec") -> tuple[str, int, int]:
+        """(provider, max requests per file, max bytes per file) of ``model``."""
+        provider = self.provider or ("azure" if model.azure is not None else "openai")
+        lim = BATCH_LIMITS[provider]
+        return provider, self.max_requests or lim["max_requests"], self.max_bytes or lim["max_bytes"]
+
+
 class ModelSpec(StrictModel):
     """One audited model. No endpoint means the embedded default model."""
 
@@ -146,10 +180,24 @@ class ModelSpec(StrictModel):
     tokens_per_minute: float | None = Field(None, gt=0)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(6, ge=0, le=50)
+    execution: Literal["online", "batch"] = Field(
+        "online", description="online: one request at a time as the run goes; batch: through the provider's "
+        "batch service (half the price, replies within its window; see README 'Large audits').")
+    batch: BatchSpec = Field(default_factory=BatchSpec)
 
     @property
     def is_embedded(self) -> bool:
         return self.base_url is None and self.azure is None
+
+    @model_serializer(mode="wrap")
+    def _omit_default_execution(self, handler: Any) -> dict[str, Any]:
+        # A spec that does not use batch execution serializes (and hashes) as it did before the
+        # execution and batch keys existed, so existing runs keep their spec hash.
+        d = handler(self)
+        if isinstance(d, dict) and d.get("execution") == "online" and self.batch == BatchSpec():
+            d.pop("execution", None)
+            d.pop("batch", None)
+        return d
 
     @model_validator(mode="after")
     def _endpoint_consistent(self) -> "ModelSpec":
@@ -157,6 +205,9 @@ class ModelSpec(StrictModel):
             raise ValueError("give either base_url or azure, not both")
         if not self.is_embedded and not self.model and self.azure is None:
             raise ValueError("a model name is required when base_url is given")
+        if self.execution == "batch" and self.is_embedded:
+            raise ValueError("execution: batch needs an endpoint (base_url or azure); for the embedded model use "
+                             "execution: online, or 'empathy-audit batch run-local' with --base-url")
         for k in self.headers:
             if k.lower() in ("authorization", "api-key", "x-api-key"):
                 raise ValueError(

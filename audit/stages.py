@@ -44,6 +44,8 @@ class StageSummary:
     detail: str = ""
     data: Any = None
     unanswered: int = 0
+    stop: str | None = None   # the run waits for something outside it (replies out at a batch service):
+                              # the stages after this one do not run, and this says what to do next
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -109,7 +111,8 @@ def run_stages(stages: Sequence[Stage], ctx: StageContext) -> list[StageRecord]:
     """Run ``stages`` in order; return one record per stage that ran.
 
     Each stage's status and duration go into ``meta`` as ``stage.<name>`` and one line goes to
-    ``ctx.echo``. A stage that raises stops the loop: its ``stage.<name>`` says ``error`` and the
+    ``ctx.echo``. A stage whose summary has ``stop`` ends the loop after it (the run waits for batches).
+    A stage that raises stops the loop: its ``stage.<name>`` says ``error`` and the
     exception propagates (nothing stored before it is lost).
     """
     records: list[StageRecord] = []
@@ -125,6 +128,8 @@ def run_stages(stages: Sequence[Stage], ctx: StageContext) -> list[StageRecord]:
         ctx.summaries[stage.name] = s
         ctx.store.set_meta(f"stage.{stage.name}", f"{s.status} at {now_iso()} ({rec.seconds:.1f} s)")
         ctx.say(f"  {stage.name:<9} {_MARK[s.status]:<13} {rec.seconds:7.1f} s  {s.detail}".rstrip())
+        if s.stop:
+            break
     return records
 
 

@@ -26,6 +26,11 @@ Tables of the schema:
 ``scorer_info`` identity of each scorer that wrote scores (version, artifact hash, validation)
 ``rating_packets``, ``rating_items``, ``ratings``  human rating packets, their blinded items and the
                 imported ratings (migration 3, :mod:`audit.ratings`)
+``batches``, ``batch_items``  batch files sent to a provider's batch service and the requests each
+                holds (migration 4, :mod:`audit.batch`)
+``prompts``     each distinct message list once (migration 5); ``requests.prompt_sha256`` refers to
+                it and ``requests.messages_json`` is '' for requests written since (read messages
+                through :meth:`RunStore.replies_df`, :meth:`RunStore.request_rows` or ``table_df('requests')``)
 ``_migrations`` the schema migrations applied to this store (see above)
 
 Tables a stage creates when it first runs (:data:`STAGE_TABLES`, :meth:`RunStore.ensure_stage_tables`),
@@ -117,6 +122,11 @@ CREATE TABLE IF NOT EXISTS invariance (
 """,
 }
 
+
+
+# A request's messages: from table prompts (migration 5), or its own column (requests written before).
+MESSAGES_SQL = "COALESCE(p.messages_json, q.messages_json)"
+PROMPTS_JOIN = " LEFT JOIN prompts p ON p.prompt_sha256 = q.prompt_sha256"
 
 
 def canonical_json(obj: Any) -> str:
@@ -255,6 +265,10 @@ class RunStore:
         None when the store has no such table (the stage that writes it never ran)."""
         if name not in self.table_names():
             return None
+        if name == "requests":  # each request with its messages (stored once per text in prompts)
+            cols = [r[1] for r in self.conn.execute('PRAGMA table_info("requests")')]
+            sel = ", ".join(f"{MESSAGES_SQL} AS messages_json" if c == "messages_json" else f"q.{c}" for c in cols)
+            return self.query_df(f"SELECT {sel} FROM requests q" + PROMPTS_JOIN)
         return self.query_df(f'SELECT * FROM "{name}"')
 
     def replace_tables(self, tables: dict[str, pd.DataFrame]) -> None:
@@ -398,9 +412,10 @@ class RunStore:
             _insert_request(c, row)
 
     def put_requests(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Record requests (idempotent on request_key) in one transaction, with one executemany per
+        table: the engine's chunks and bulk loads write thousands of rows per transaction."""
         with self.transaction() as c:
-            for row in rows:
-                _insert_request(c, row)
+            _insert_requests(c, rows)
 
     def put_reply(self, row: dict[str, Any], attempts: Iterable[dict[str, Any]] = ()) -> None:
         """Store a finished request's reply (and its failed attempts) in one transaction."""
@@ -485,12 +500,12 @@ class RunStore:
         params = (purpose, *extra)
         df = self.query_df(
             "SELECT q.request_key, q.purpose, q.variant_id, q.subject_key, q.model_label, q.endpoint_id,"
-            " q.model_name, q.style, q.style_hash, q.sample_index, q.messages_json, q.params_json,"
+            f" q.model_name, q.style, q.style_hash, q.sample_index, {MESSAGES_SQL} AS messages_json, q.params_json,"
             " r.status, r.text AS reply, r.finish_reason, r.prompt_tokens, r.completion_tokens, r.latency_s,"
             " r.attempts, r.model_reported, r.runtime, r.runtime_version, r.error, r.created_at AS replied_at,"
             " r.flags, v.post_id, v.topic, v.risk, v.group_name, v.cue_type, v.alternative, v.cue_text, v.text AS post_text,"
             " v.attributes_json"
-            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key"
+            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key" + PROMPTS_JOIN +
             " LEFT JOIN variants v ON v.variant_id = q.variant_id"
             " WHERE q.purpose = ?" + member + ("" if include_failed else " AND r.status = 'ok'")
             + " ORDER BY v.post_id, v.group_name, v.cue_type, q.style, q.sample_index, q.request_key",
@@ -668,6 +683,110 @@ class RunStore:
             "SELECT COUNT(*) FROM (SELECT DISTINCT variant_id, reply_id FROM invariance_scores)").fetchone()[0])
 
 
+    # ------------------------------------------------------------------ batch execution (audit/batch.py, migration 4)
+    BATCH_COLUMNS = ("batch_id", "model_label", "endpoint_id", "model_name", "provider", "shard_path", "shard_sha256",
+                     "shard_bytes", "n_requests", "state", "input_file_id", "provider_batch_id", "provider_status",
+                     "output_file_id", "error_file_id", "counts_json", "collected_json", "created_at", "updated_at")
+    OPEN_BATCH_STATES = ("prepared", "uploaded", "submitted")
+
+    def pending_batch_requests(self, endpoint_id: str, model_name: str,
+                               max_attempts: int | None = None) -> Iterator[tuple[str, str, str]]:
+        """``(request_key, messages_json, params_json)`` of the requests to (endpoint, model) that have
+        no stored answer (none, or ``failed``) and are in no open batch, in the order they were recorded;
+        with ``max_attempts``, only those collected from fewer batches than that."""
+        marks = ",".join("?" * len(self.OPEN_BATCH_STATES))
+        tries = ("" if max_attempts is None else
+                 " AND (SELECT COUNT(*) FROM batch_items i2 JOIN batches b2 ON b2.batch_id = i2.batch_id"
+                 f"  WHERE i2.request_key = q.request_key AND b2.state = 'collected') < {int(max_attempts)}")
+        yield from (tuple(r) for r in self.conn.execute(
+            f"SELECT q.request_key, {MESSAGES_SQL}, q.params_json FROM requests q" + PROMPTS_JOIN +
+            " LEFT JOIN replies r ON r.request_key = q.request_key"
+            " WHERE q.endpoint_id = ? AND q.model_name = ? AND (r.status IS NULL OR r.status = 'failed')"
+            " AND NOT EXISTS (SELECT 1 FROM batch_items i JOIN batches b ON b.batch_id = i.batch_id"
+            f"  WHERE i.request_key = q.request_key AND b.state IN ({marks}))" + tries +
+            " ORDER BY q.rowid", (endpoint_id, model_name, *self.OPEN_BATCH_STATES)))
+
+    def put_batch(self, row: dict[str, Any], keys: Iterable[str]) -> None:
+        """Record a batch file (keys of :attr:`BATCH_COLUMNS`) and the request keys it holds, in one transaction."""
+        at = now_iso()
+        row = {**row, "created_at": row.get("created_at") or at, "updated_at": at}
+        cols = [c for c in self.BATCH_COLUMNS if c in row]
+        with self.transaction() as c:
+            c.execute(f"INSERT INTO batches({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                      [row[k] for k in cols])
+            c.executemany("INSERT INTO batch_items(batch_id, request_key) VALUES (?, ?)",
+                          [(row["batch_id"], k) for k in keys])
+
+    def update_batch(self, batch_id: str, **fields: Any) -> None:
+        """Set columns of one batch row (names of :attr:`BATCH_COLUMNS`; dicts stored as JSON)."""
+        bad = [k for k in fields if k not in self.BATCH_COLUMNS or k == "batch_id"]
+        if bad:
+            raise ValueError(f"not batch columns: {bad}")
+        fields["updated_at"] = now_iso()
+        vals = [canonical_json(v) if isinstance(v, dict) else v for v in fields.values()]
+        with self.transaction() as c:
+            c.execute(f"UPDATE batches SET {', '.join(f'{k} = ?' for k in fields)} WHERE batch_id = ?",
+                      (*vals, batch_id))
+
+    def batches(self, *, states: Iterable[str] | None = None, model_label: str | None = None) -> list[dict[str, Any]]:
+        """Batch rows (dicts), oldest first; only those in ``states`` / of ``model_label`` when given."""
+        cond, params = [], []
+        if states is not None:
+            st = list(states)
+            cond.append(f"state IN ({','.join('?' * len(st))})")
+            params += st
+        if model_label is not None:
+            cond.append("model_label = ?")
+            params.append(model_label)
+        sql = ("SELECT * FROM batches" + (" WHERE " + " AND ".join(cond) if cond else "")
+               + " ORDER BY created_at, batch_id")
+        return [dict(r) for r in self.conn.execute(sql, params)]
+
+    def batch_keys(self, batch_id: str) -> list[str]:
+        """The request keys of one batch, in shard order."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT request_key FROM batch_items WHERE batch_id = ? ORDER BY rowid", (batch_id,))]
+
+    def batch_answer_counts(self, batch_id: str) -> dict[str, int]:
+        """The requests of one batch by stored reply status (``unanswered`` for none)."""
+        return {r[0]: int(r[1]) for r in self.conn.execute(
+            "SELECT COALESCE(r.status, 'unanswered'), COUNT(*) FROM batch_items i"
+            " LEFT JOIN replies r ON r.request_key = i.request_key WHERE i.batch_id = ? GROUP BY 1", (batch_id,))}
+
+    def batch_token_totals(self) -> dict[str, tuple[int, int]]:
+        """batch_id -> (prompt tokens, completion tokens) of the stored answers of its requests."""
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in self.conn.execute(
+            "SELECT i.batch_id, SUM(r.prompt_tokens), SUM(r.completion_tokens) FROM batch_items i"
+            " JOIN replies r ON r.request_key = i.request_key WHERE r.status != 'failed' GROUP BY i.batch_id")}
+
+    def batches_of_keys(self, keys: Iterable[str], states: Iterable[str]) -> dict[str, str]:
+        """request_key -> batch_id for those of ``keys`` in a batch in ``states`` (the newest such batch)."""
+        keys, st = list(keys), list(states)
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            for r in self.conn.execute(
+                    f"SELECT i.request_key, i.batch_id FROM batch_items i JOIN batches b ON b.batch_id = i.batch_id"
+                    f" WHERE i.request_key IN ({','.join('?' * len(part))}) AND b.state IN ({','.join('?' * len(st))})"
+                    " ORDER BY b.created_at", (*part, *st)):
+                out[r[0]] = r[1]
+        return out
+
+    def request_rows(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """request_key -> the stored request (``messages`` and ``params`` decoded) for those of ``keys`` stored."""
+        keys = list(keys)
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            for r in self.conn.execute(
+                    "SELECT q.request_key, q.model_label, q.endpoint_id, q.model_name,"
+                    f" {MESSAGES_SQL} AS messages_json, q.params_json FROM requests q" + PROMPTS_JOIN +
+                    f" WHERE q.request_key IN ({','.join('?' * len(part))})", part):
+                d = dict(r)
+                d["messages"], d["params"] = json.loads(d.pop("messages_json")), json.loads(d.pop("params_json"))
+                out[d["request_key"]] = d
+        return out
+
     # ------------------------------------------------------------------ human ratings (audit/ratings/, migration 3)
     RATING_MEASURES = ("ER", "IP", "EX")
 
@@ -782,17 +901,28 @@ def _expand_attributes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _insert_request(c: sqlite3.Connection, row: dict[str, Any]) -> None:
-    c.execute(
-        "INSERT OR IGNORE INTO requests(request_key, purpose, variant_id, subject_key, model_label, endpoint_id,"
-        " model_name, style, style_hash, sample_index, messages_json, params_json, created_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
+    _insert_requests(c, [row])
+
+
+def _insert_requests(c: sqlite3.Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Requests and their prompts (each distinct message list once, table ``prompts``)."""
+    at = now_iso()
+    prompts: dict[str, str] = {}
+    reqs = []
+    for row in rows:
+        mj = canonical_json(row["messages"])
+        ph = hashlib.sha256(mj.encode("utf-8")).hexdigest()
+        prompts[ph] = mj
+        reqs.append((
             row["request_key"], row.get("purpose", "reply"), row.get("variant_id"), row.get("subject_key"),
             row["model_label"], row["endpoint_id"], row["model_name"], row.get("style"), row.get("style_hash"),
-            int(row.get("sample_index", 0)), canonical_json(row["messages"]), canonical_json(row["params"]),
-            now_iso(),
-        ),
-    )
+            int(row.get("sample_index", 0)), "", ph, canonical_json(row["params"]), at,
+        ))
+    c.executemany("INSERT OR IGNORE INTO prompts(prompt_sha256, messages_json) VALUES (?, ?)", prompts.items())
+    c.executemany(
+        "INSERT OR IGNORE INTO requests(request_key, purpose, variant_id, subject_key, model_label, endpoint_id,"
+        " model_name, style, style_hash, sample_index, messages_json, prompt_sha256, params_json, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", reqs)
 
 
 def _insert_attempts(c: sqlite3.Connection, key: str, attempts: Iterable[dict[str, Any]]) -> None:

@@ -213,10 +213,66 @@ CREATE TABLE IF NOT EXISTS ratings (
 );""")
 
 
+def m004_provider_batches(conn: sqlite3.Connection) -> None:
+    """Batch execution (:mod:`audit.batch`). ``batches``: one row per batch file (shard) written for a
+    model: where the shard is and its SHA-256, our lifecycle ``state`` (prepared -> uploaded ->
+    submitted -> collected, or cancelled before submission), the provider's ids and last reported
+    status and counts. ``batch_items``: which requests (``custom_id`` = request key) each shard holds.
+    A request is in an open batch while its batch is not collected or cancelled; once collected, its
+    requests without a stored answer (expired, failed) are pending again."""
+    execute_script(conn, """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,     -- ours: b<time>-<shard sha256 prefix>
+    model_label TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    provider TEXT NOT NULL,        -- 'openai' | 'azure' | 'local'
+    shard_path TEXT NOT NULL,      -- relative to the run directory
+    shard_sha256 TEXT NOT NULL,
+    shard_bytes INTEGER NOT NULL,
+    n_requests INTEGER NOT NULL,
+    state TEXT NOT NULL,           -- 'prepared' | 'uploaded' | 'submitted' | 'collected' | 'cancelled'
+    input_file_id TEXT,
+    provider_batch_id TEXT,
+    provider_status TEXT,          -- the provider's last word: validating, in_progress, completed, expired, ...
+    output_file_id TEXT,
+    error_file_id TEXT,
+    counts_json TEXT,              -- the provider's request_counts
+    collected_json TEXT,           -- what collect stored: ok, content_filter, failed, missing, duplicates
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_items (
+    batch_id TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    PRIMARY KEY (batch_id, request_key)
+);
+CREATE INDEX IF NOT EXISTS batch_items_key ON batch_items(request_key);""")
+
+
+def m005_prompts_stored_once(conn: sqlite3.Connection) -> None:
+    """Prompts stored once per distinct text. ``prompts(prompt_sha256, messages_json)`` holds each
+    distinct message list once; a request written from now on refers to it by ``requests.prompt_sha256``
+    and leaves its own ``messages_json`` empty (''). The samples of a prompt, the models it is sent to
+    and the runs of a sweep repeat the same text: at three samples and five models a prompt is stored
+    once instead of fifteen times. Requests written before keep their ``messages_json`` (not rewritten:
+    opening an old store stays fast); readers take ``COALESCE(prompts.messages_json,
+    requests.messages_json)``."""
+    execute_script(conn, """
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_sha256 TEXT PRIMARY KEY,   -- SHA-256 of messages_json
+    messages_json TEXT NOT NULL
+);""")
+    if "prompt_sha256" not in {r[1] for r in conn.execute("PRAGMA table_info(requests)")}:  # re-applied after a
+        conn.execute("ALTER TABLE requests ADD COLUMN prompt_sha256 TEXT")               # store was taken back
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     m001_release_0_1_schema,
     m002_reply_flags_and_designs,
     m003_human_ratings,
+    m004_provider_batches,
+    m005_prompts_stored_once,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

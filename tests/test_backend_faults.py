@@ -56,7 +56,7 @@ def test_429_then_ok_honours_retry_after(store):
     att = _rows(store, "SELECT * FROM attempts ORDER BY attempt")
     assert [a["status_code"] for a in att] == [429, 429] and all(a["wait_s"] >= 0.2 for a in att)
     rep = _rows(store, "SELECT status, attempts, text FROM replies r JOIN requests q USING(request_key) "
-                       "WHERE q.messages_json LIKE '%alpha%'")[0]
+                       "JOIN prompts p ON p.prompt_sha256 = q.prompt_sha256 WHERE p.messages_json LIKE '%alpha%'")[0]
     assert rep["status"] == "ok" and rep["attempts"] == 3 and rep["text"].endswith("alpha post")
 
 
@@ -195,8 +195,9 @@ def test_a_fatal_answer_still_stores_the_replies_already_in_flight(store, monkey
                      progress=False, retry=FAST)
         answered = sorted(text for _, text, _, fault in srv.log if fault == "timeout")
     stored = sorted(r["content"] for r in _rows(
-        store, "SELECT json_extract(q.messages_json, '$[0].content') AS content FROM replies r "
-               "JOIN requests q USING (request_key) WHERE r.status = 'ok'"))
+        store, "SELECT json_extract(p.messages_json, '$[0].content') AS content FROM replies r "
+               "JOIN requests q USING (request_key) JOIN prompts p ON p.prompt_sha256 = q.prompt_sha256"
+               " WHERE r.status = 'ok'"))
     assert answered == ["slow 0", "slow 1", "slow 2"] and stored == answered
     assert not any(text.startswith("later") for _, text, _, _ in srv.log)   # nothing new was sent
 

@@ -52,7 +52,7 @@ class CallResult:
     model_reported: str | None
     runtime: str | None
     runtime_version: str | None
-    latency_s: float
+    latency_s: float | None   # None for an answer read from a batch output (no per-request latency)
 
 
 class CallError(Exception):
@@ -195,8 +195,8 @@ class ChatBackend:
             pass
 
     # ------------------------------------------------------------------ calls
-    async def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> CallResult:
-        """One chat completion. ``params``: temperature, top_p, max_tokens, seed, extra_body."""
+    def chat_kwargs(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for one request (``extra_body`` apart)."""
         extra = {**(params.get("extra_body") or {}), **self.send_extra}
         kwargs: dict[str, Any] = dict(
             model=self.model_name, messages=messages, temperature=params.get("temperature"),
@@ -206,6 +206,53 @@ class ChatBackend:
             kwargs["seed"] = params["seed"]
         if extra:
             kwargs["extra_body"] = extra
+        return kwargs
+
+    def request_body(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body the online client sends for one request: a batch file line's ``body``."""
+        kwargs = self.chat_kwargs(messages, params)
+        return {**{k: v for k, v in kwargs.items() if k != "extra_body"}, **kwargs.get("extra_body", {})}
+
+    def result_from_body(self, body: Any, latency: float | None = None) -> CallResult:
+        """A chat completion read from a JSON body (a batch output line's ``response.body``), as
+        :meth:`chat` returns it; :class:`CallError` ``malformed`` when it is not one."""
+        from openai.types.chat import ChatCompletion
+
+        try:
+            resp = ChatCompletion.model_validate(body)
+        except Exception as exc:  # pydantic ValidationError and anything else a stranger's body causes
+            raise CallError("malformed", self.redact(f"the answer is not a chat completion: {str(exc)[:300]}")) from None
+        return self._result(resp, latency)
+
+    def status_error(self, code: int, body: Any, headers: Any = None, message: str = "") -> CallError:
+        """The CallError of an HTTP error answer (status ``code``, JSON ``body``), online or in a batch output."""
+        from .ratelimit import parse_retry_after
+
+        body = body if isinstance(body, dict) else {}
+        err = body.get("error", body) if isinstance(body, dict) else {}
+        err = err if isinstance(err, dict) else {"message": str(err)}
+        ecode = str(err.get("code") or err.get("type") or "")
+        message = str(err.get("message") or message or "")[:500]
+        msg = self.redact(f"HTTP {code}: {message}")
+        if code == 429:
+            if "insufficient_quota" in ecode or "insufficient_quota" in message:
+                return CallError("quota", msg, code)
+            return CallError("rate_limit", msg, code, parse_retry_after(headers))
+        if code in (401, 403):
+            return CallError("auth", msg, code)
+        if code == 404:
+            return CallError("not_found", msg, code)
+        if code == 408:
+            return CallError("timeout", msg, code, parse_retry_after(headers))
+        if code >= 500:
+            return CallError("server", msg, code, parse_retry_after(headers))
+        if "content_filter" in ecode or "content management policy" in message.lower():
+            return CallError("content_filter", msg, code)
+        return CallError("bad_request", msg, code)
+
+    async def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> CallResult:
+        """One chat completion. ``params``: temperature, top_p, max_tokens, seed, extra_body."""
+        kwargs = self.chat_kwargs(messages, params)
         t0 = time.monotonic()
         try:
             resp = await self.client.chat.completions.create(**kwargs)
@@ -224,7 +271,7 @@ class ChatBackend:
         latency = time.monotonic() - t0
         return self._result(resp, latency)
 
-    def _result(self, resp: Any, latency: float) -> CallResult:
+    def _result(self, resp: Any, latency: float | None) -> CallResult:
         choices = getattr(resp, "choices", None)
         if not choices or getattr(choices[0], "message", None) is None:
             snippet = str(resp)[:200]
@@ -248,31 +295,8 @@ class ChatBackend:
         )
 
     def _status_error(self, exc: Any) -> CallError:
-        from .ratelimit import parse_retry_after
-
-        code = exc.status_code
-        body = exc.body if isinstance(exc.body, dict) else {}
-        err = body.get("error", body) if isinstance(body, dict) else {}
-        err = err if isinstance(err, dict) else {"message": str(err)}
-        ecode = str(err.get("code") or err.get("type") or "")
-        message = str(err.get("message") or exc.message or "")[:500]
-        msg = self.redact(f"HTTP {code}: {message}")
         headers = exc.response.headers if getattr(exc, "response", None) is not None else None
-        if code == 429:
-            if "insufficient_quota" in ecode or "insufficient_quota" in message:
-                return CallError("quota", msg, code)
-            return CallError("rate_limit", msg, code, parse_retry_after(headers))
-        if code in (401, 403):
-            return CallError("auth", msg, code)
-        if code == 404:
-            return CallError("not_found", msg, code)
-        if code == 408:
-            return CallError("timeout", msg, code, parse_retry_after(headers))
-        if code >= 500:
-            return CallError("server", msg, code, parse_retry_after(headers))
-        if "content_filter" in ecode or "content management policy" in message.lower():
-            return CallError("content_filter", msg, code)
-        return CallError("bad_request", msg, code)
+        return self.status_error(exc.status_code, exc.body, headers, exc.message or "")
 
     async def preflight(self) -> None:
         """Fail fast on an unreachable endpoint or a rejected key (GET /models; other answers are fine)."""

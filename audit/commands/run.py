@@ -12,8 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the whole audit of SPEC: build the counterfactual variants, generate the replies, score "
                     "them, fit the models and write the report. Every stage resumes from the run store, so running "
                     "the same command again after an interruption costs nothing that is already done. Exit status: "
-                    "0 complete; 1 report written but some requests failed or the analysis could not be fitted "
-                    "(run again to retry); 2 an error to fix.",
+                    "0 complete (or batches submitted: run again to collect); 1 report written but some requests failed "
+                    "or the analysis could not be fitted (run again to retry); 2 an error to fix.",
     )
     p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's 'output', or reports/<name>)")
@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reanalyze", action="store_true",
                    help="refit the models even when the scores and settings are unchanged")
     _pdf_options(p)
+    p.add_argument("--wait", action="store_true",
+                   help="models with execution: batch: poll their batches (a progress line) until every reply is "
+                        "in, then continue; without it the run submits and exits 0, and the next run collects")
     p.set_defaults(func=_run)
 
     r = sub.add_parser(
@@ -59,7 +62,9 @@ def _run(args: argparse.Namespace) -> int:
         require_pdf_printer(args.paper)
     result = run(spec, args.out, progress=not args.no_progress,
                  spec_argument=str(args.spec) if Path(args.spec).exists() else str(path),
-                 force_analysis=args.reanalyze, reuse=args.reuse)
+                 force_analysis=args.reanalyze, reuse=args.reuse, wait=args.wait)
+    if result.waiting:  # batches submitted or still out: nothing is wrong, run again later
+        return 0
     if args.pdf:
         if (result.run_dir / "report.html").is_file():
             from ..report.pdf import report_pdf

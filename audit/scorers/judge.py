@@ -245,13 +245,14 @@ def with_response_format(model: Any, response_format: str, schema: dict[str, Any
 
 def run_items(store: Any, model: Any, decoding: Any, items: list[dict[str, Any]], progress: bool = False,
               description: str | None = None) -> list[dict[str, Any] | None]:
-    """Send ``items`` through :func:`audit.engine.complete` and return, per item, the stored reply
+    """Send ``items`` through :func:`audit.batch.complete_requests` (:func:`audit.engine.complete`, or the
+    batch service of a model with ``execution: batch``) and return, per item, the stored reply
     (``{request_key, status, text, finish_reason, error}``) or None when it has none yet."""
-    from .. import engine
+    from ..batch import complete_requests
 
     if not items:
         return []
-    summary = engine.complete(store, model, decoding, items, progress=progress, description=description)
+    summary = complete_requests(store, model, decoding, items, progress=progress, description=description)
     keys = summary.request_keys
     rows = store.replies_by_key(dict.fromkeys(keys))
     return [rows.get(k) for k in keys]
