@@ -25,6 +25,8 @@ The functions a notebook needs are attributes of this package, imported on first
 ``rating_agreement``    raters' agreement and the scorer's error by group, from the store
 ``load_import_spec``    an import spec (YAML) -> a validated ImportSpec
 ``import_release``      import released replies (and their scores) into a run store
+``tidy_table``          a run as one long table: one row per (request, scorer, measure)
+``compare_runs``        compare finished runs: closed, opened and unchanged gaps
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
@@ -60,12 +62,15 @@ _EXPORTS = {
     "rating_agreement": ("audit.ratings", "run_ratings_summary"),
     "load_import_spec": ("audit.importer", "load_import_spec"),
     "import_release": ("audit.importer", "import_release"),
+    "tidy_table": ("audit.tidy", "tidy_table"),
+    "compare_runs": ("audit.compare", "compare_runs"),
     "AuditError": ("audit.errors", "AuditError"),
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are imported on first use
+    from .compare import compare_runs
     from .counterfactual import build_variants
     from .errors import AuditError
     from .importer import import_release, load_import_spec
@@ -83,6 +88,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are impor
     from .stats.ppi import ppi_gap
     from .stats.stage import analyze_run
     from .store import RunStore
+    from .tidy import tidy_table
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ import signal
 import sys
 
 from . import __version__
-from .commands import analysis, generate, importing, ratings, run, scoring, variants
+from .commands import analysis, compare, generate, importing, ratings, run, scoring, variants
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     analysis,   # analyze, power
     ratings,    # ratings packet|import|agreement
     importing,  # import
+    compare,    # compare
 )
 
 
