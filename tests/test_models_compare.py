@@ -131,3 +131,16 @@ def test_samples_versus_posts_advice():
     assert samples_vs_posts(0.09, 0.36, n_posts=40, samples=1, cost_variant=16)["best_samples"] == 8
     quiet = samples_vs_posts(0.5, 0.01, n_posts=40, samples=2)
     assert quiet["advice"].startswith("add posts, not samples")
+
+
+def test_power_advises_samples_versus_posts_from_the_variance_components():
+    from audit.stats import plan_power
+
+    plan = plan_power(None, gap=0.2, groups=2, sd_post=0.3, sd_variant=0.1, sd_resid=0.6, ref_mean=1.0,
+                      posts=[20], samples=[1], sims=10, seed=1)
+    note = next(n for n in plan.notes if n.startswith("samples versus posts"))
+    # share = 0.36 / (0.01 + 0.36) = 97%
+    assert "97% of a gap's variance" in note and "doubling the samples" in note
+    silent = plan_power(None, gap=0.2, groups=2, sd_post=0.3, sd_resid=0.6, ref_mean=1.0, posts=[20], samples=[1],
+                        sims=10, seed=1)
+    assert not any(n.startswith("samples versus posts") for n in silent.notes)  # variant variance unknown
