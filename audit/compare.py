@@ -305,7 +305,8 @@ def compare_runs(run_dirs: list[str | Path], *, labels: list[str] | None = None,
         status.append(classify(a["estimate"], a["ci_low"], a["ci_high"], bool(a["significant"]), b["estimate"],
                                b["ci_low"], b["ci_high"], bool(b["significant"]), bool(row["significant_holm"])))
     differences["status"] = status
-    differences = differences.rename(columns={"reference_level": "reference_run", "gap_reference_model": "gap_reference_run",
+    differences = differences.rename(columns={"reference_level": "reference_run",
+                                              "gap_reference_model": "gap_reference_run",
                                               "gap_reference_model_se": "gap_reference_run_se"})
     variability = _variability(table, comp)
     run_info = [dict(label=r.label, run_dir=str(r.run_dir), models=r.models, spec_hash=r.spec_hash,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.compare import _Run, check_comparable, classify, compare_runs, write_comparison
+from audit.compare import _Run, check_comparable, classify, compare_runs
 from audit.errors import AuditError
 from audit.stats.simulate import simulate_audit_table
 
@@ -186,3 +186,21 @@ def test_tidy_export_columns_and_rows(runs, tmp_path):
         assert main(["export", str(runs / "M"), "--table", "tidy", "--out", str(f)]) == 0
         back = pd.read_csv(f) if suffix == ".csv" else pd.read_parquet(f)
         assert len(back) == len(df) and list(back.columns) == list(df.columns)
+
+
+def test_replicate_runs_give_the_sampling_variance():
+    """Two runs of the same model and spec are replicates: the variance between their replies to a
+    variant is the sampling variance (planted: sd_resid 0.5 -> 0.25)."""
+    from audit.compare import Comparability, _variability
+
+    t = simulate_audit_table(n_posts=60, samples=2, sd_variant=0.2, sd_resid=0.5, seed=7)
+    t["run"] = np.where(t["sample_index"] == 0, "A", "B")
+    t["sample_index"] = 0
+    comp = Comparability(["A", "B"], {"A": 180, "B": 180}, 180, ["epitome.empathy"], ["plain"],
+                         same_model_and_spec=True)
+    v = _variability(t, comp)
+    assert list(v["replicate"]) == ["run"] and v["model_label"].iloc[0] == "all runs"
+    assert v["var_sample"].iloc[0] == pytest.approx(0.25, rel=0.2)
+    assert v["var_variant"].iloc[0] == pytest.approx(0.04, abs=0.04)
+    comp.same_model_and_spec = False  # different models: their difference is no sampling noise
+    assert _variability(t, comp).empty

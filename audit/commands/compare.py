@@ -15,9 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "reference) and write compare.html, compare.md, compare.json and tables/*.csv into DIR. "
                     "Exit status: 0 comparable; 1 written, with warnings about what differs; 2 refused.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="two or more run directories; the first is the reference")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="two or more run directories; the first is the reference")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the comparison report")
-    p.add_argument("--labels", nargs="+", metavar="LABEL", help="names of the runs in the report (default: directory names)")
+    p.add_argument("--labels", nargs="+", metavar="LABEL",
+                   help="names of the runs in the report (default: directory names)")
     p.add_argument("--outcome", action="append", metavar="NAME", help="compare only this outcome (repeatable)")
     p.add_argument("--alpha", type=float, default=0.05, help="level for CIs and Holm significance (default 0.05)")
     p.add_argument("--check", action="store_true", help="also open compare.html in headless Chromium and judge it")

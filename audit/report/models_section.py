@@ -122,9 +122,14 @@ def gap_heatmap(gaps: pd.DataFrame, level: str, *, fig_id: str, title: str, what
     fig = Figure(figsize=(max(4.0, 0.9 * len(groups) + 2.2) * cols, nrow * (0.45 * len(levels) + 1.8)))
     axes = np.atleast_1d(fig.subplots(nrow, cols, squeeze=False)).ravel()
     for ax, o in zip(axes, outcomes):
-        sub = gaps[gaps["outcome"] == o].assign(**{level: lambda x: x[level].astype(str), "group": lambda x: x["group"].astype(str)})
-        mat = sub.pivot_table(index=level, columns="group", values="estimate", aggfunc="first").reindex(index=levels, columns=groups)
-        sig = sub.pivot_table(index=level, columns="group", values="significant", aggfunc="first").reindex(index=levels, columns=groups)
+        sub = gaps[gaps["outcome"] == o].copy()
+        sub[level], sub["group"] = sub[level].astype(str), sub["group"].astype(str)
+
+        def cells(col: str) -> pd.DataFrame:
+            return sub.pivot_table(index=level, columns="group", values=col, aggfunc="first").reindex(
+                index=levels, columns=groups)
+
+        mat, sig = cells("estimate"), cells("significant")
         lim = float(np.nanmax(np.abs(mat.to_numpy()))) if np.isfinite(mat.to_numpy()).any() else 1.0
         annot = np.array([[("n/a" if not np.isfinite(v) else f"{v:+.2f}" + ("*" if bool(s) is True else ""))
                            for v, s in zip(mr, sr)] for mr, sr in zip(mat.to_numpy(float), sig.to_numpy())])

@@ -68,7 +68,8 @@ MODELS_COLUMNS = [
 ]
 
 
-def reference_model_of(models: list[str], stated: str | None, *, where: str = "spec key analysis.reference_model") -> str:
+def reference_model_of(models: list[str], stated: str | None, *,
+                       where: str = "spec key analysis.reference_model") -> str:
     """The reference model: ``stated`` (``analysis.reference_model``) or else the first model in the
     spec's order. A stated label that is not one of ``models`` is an error."""
     if stated is None:
@@ -218,7 +219,8 @@ def models_table(table: pd.DataFrame, *, reference_model: str | None = None, ref
     return out[MODELS_COLUMNS + ["pre_registered"]], notes
 
 
-def join_family(res: pd.DataFrame, others: list[pd.DataFrame], *, alpha: float = 0.05) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+def join_family(res: pd.DataFrame, others: list[pd.DataFrame], *,
+                alpha: float = 0.05) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """Holm/BH over ``res`` and every table of ``others`` together (one family, each table keeps its rows)."""
     from .disparity import adjust_with
 
@@ -294,7 +296,8 @@ def samples_vs_posts(var_variant: float, var_sample: float, *, n_posts: int, sam
     that sampling the replies explains), the SE ratios of doubling posts or samples (1 = no gain) and
     ``best_samples``.
     """
-    vv, ve, S, P = max(float(var_variant), 0.0), max(float(var_sample), 0.0), max(int(samples), 1), max(int(n_posts), 1)
+    vv, ve = max(float(var_variant), 0.0), max(float(var_sample), 0.0)
+    S, P = max(int(samples), 1), max(int(n_posts), 1)
     per = vv + ve / S
     share = (ve / S) / per if per > 0 else np.nan
     se_posts = float(np.sqrt(0.5)) if per > 0 else np.nan
