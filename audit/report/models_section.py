@@ -76,7 +76,7 @@ def forest_by_level(gaps: pd.DataFrame, level: str, *, fig_id: str, title: str, 
         for k, lv in enumerate(levels):
             s = sub[sub[level].astype(str) == lv]
             for _, r in s.iterrows():
-                yv = groups.index(str(r["group"])) + 0.4 - (k + 0.5) * step
+                yv = groups.index(str(r["group"])) - 0.4 + (k + 0.5) * step  # the first level on top
                 c = colour[lv]
                 ax.plot([r["ci_low"], r["ci_high"]], [yv, yv], color=c, linewidth=1.5)
                 ax.plot([r["estimate"]], [yv], marker="o", markersize=5.5, color=c,
