@@ -83,11 +83,10 @@ def test_classification_rule(args, want):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from audit.testing import StubServer
-    from golden_server import golden_reply
-    from two_model_runs import fixed_reply, run_demo
+    from two_model_runs import fixed_reply, gap_reply, run_demo
 
     tmp = tmp_path_factory.mktemp("compare")
-    with StubServer(reply=golden_reply, model="golden-model") as a, \
+    with StubServer(reply=gap_reply, model="golden-model") as a, \
             StubServer(reply=fixed_reply, model="golden-model") as b:
         assert run_demo(tmp / "A", [("v1", a)]) == 0
         assert run_demo(tmp / "M", [("v1", a), ("v2", b)]) == 0
@@ -107,8 +106,8 @@ def test_two_model_run_report_in_chromium(runs):
     assert not np.allclose(models.loc[models["group"].str.startswith("Black"), "estimate"], 0, atol=1e-6)
     # each model's pooled gap in results_models equals that model's pooled gap (balanced, no style factor)
     pooled = res[(res["style"] == "pooled") & (res["cue_type"] == "pooled") & (res["reference"] == "control")]
-    er = pooled[(pooled["outcome"] == "epitome.ER")].set_index(["model_label", "group"])["estimate"]
-    mr = models[models["outcome"] == "epitome.ER"].set_index("group")
+    er = pooled[(pooled["outcome"] == "epitome.empathy")].set_index(["model_label", "group"])["estimate"]
+    mr = models[models["outcome"] == "epitome.empathy"].set_index("group")
     assert np.allclose(mr["gap"], er["v2"].loc[mr.index], atol=1e-8)
     assert np.allclose(mr["gap_reference_model"], er["v1"].loc[mr.index], atol=1e-8)
     md = (m / "report.md").read_text(encoding="utf-8")
@@ -126,25 +125,37 @@ def test_two_model_run_report_in_chromium(runs):
 
 
 def test_compare_two_runs_report_in_chromium(runs, capsys):
+    """Version 2 fixed version 1's planted gap (Black groups, Emotional Reactions): both gaps are
+    'closed'; the same server on the same prompts (A and M:v1) changes nothing."""
+    import json
+
     from audit.cli import main
     from audit.report.browser import check_page, find_chromium
 
-    out = runs / "cmp"
+    out = runs / "cmp-all"
     status = main(["compare", str(runs / "A"), str(runs / "M"), "--out", str(out)])
     printed = capsys.readouterr().out
     assert "compared A vs M:v1 vs M:v2 on 102 variants shared by every run (A: 102, M: 102 variants in each)" in printed
     assert status == 1 and "warning: outcome refusal.refusal not compared" in printed  # no refusal at all: constant
-    import json
-
     j = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     assert j["versions"] == ["A", "M:v1", "M:v2"] and j["reference_run"] == "A"
     d = pd.DataFrame(j["differences"])
     same = d[d["run"] == "M:v1"]  # the same server replied to the same prompts: no difference at all
     assert np.allclose(same["estimate"], 0, atol=1e-9) and set(same["status"]) == {"unchanged"}
-    assert set(d["status"]) <= {"closed", "opened", "reversed", "narrowed", "widened", "unchanged"}
-    assert sum(j["counts"].values()) == len(d)
-    assert j["comparability"]["differences"] == []
-    assert (out / "tables" / "compare_differences.csv").exists() and (out / "compare.md").exists()
+    assert sum(j["counts"].values()) == len(d) and j["comparability"]["differences"] == []
+
+    out = runs / "cmp"  # one outcome: a family of 16 differences, where 6 posts can show the change
+    assert main(["compare", str(runs / "A"), str(runs / "M"), "--out", str(out), "--outcome", "ER"]) == 0
+    j = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    d = pd.DataFrame(j["differences"]).set_index(["run", "group"])
+    closed = d[d["status"] == "closed"]
+    assert sorted(closed.index) == [("M:v2", "Black man"), ("M:v2", "Black woman")]
+    assert (closed["gap_reference_run"] < -0.5).all() and (closed["ci_low"] > 0).all()  # v1's gap, and it moved up
+    assert (closed["gap_ci_low"] < 0).all() and (closed["gap_ci_high"] > 0).all()
+    assert set(d.drop(closed.index)["status"]) == {"unchanged"} and j["counts"]["closed"] == 2
+    assert (out / "tables" / "compare_differences.csv").exists()
+    md = (out / "compare.md").read_text(encoding="utf-8")
+    assert "| epitome.ER | Black woman | M:v2 | **closed** |" in md
     if find_chromium() is None:
         pytest.skip("Chromium is not installed (bash tests/system-deps.sh)")
     page = check_page(out / "compare.html")
@@ -154,6 +165,7 @@ def test_compare_two_runs_report_in_chromium(runs, capsys):
     assert {"fig-compare-forest", "fig-compare-heatmap"} <= set(imgs)
     assert all(i["complete"] and i["width"] > 200 for i in imgs.values())
     assert "Gaps: closed, opened, unchanged" in page.text and "absence of evidence" in page.text
+    assert "Compared with A: 2 closed, 14 unchanged" in page.text
 
 
 def test_compare_refuses_different_designs(runs, tmp_path):

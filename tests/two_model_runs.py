@@ -1,6 +1,6 @@
-"""Two deterministic "models" for the comparison tests: the golden server's replies (with its planted
-gap: posts with a 'Black' cue get the emotional sentence less often) and a second version of it that
-has no gap. Test doubles (StubServer with a reply function), not models."""
+"""Two deterministic "models" for the comparison tests: version 1 replies like the golden server but with
+a strong planted gap (posts with a 'Black' cue never get the emotional sentence, every other post always
+does), version 2 is the same with the gap fixed. Test doubles (StubServer with a reply function), not models."""
 
 from __future__ import annotations
 
@@ -11,14 +11,25 @@ import yaml
 
 from audit.cli import main as cli_main
 from audit.testing import StubServer
-from golden_server import golden_reply
+from golden_server import EMOTIONAL, golden_reply
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def gap_reply(req: dict[str, Any], text: str) -> str:
+    """Version 1: the golden server's reply without its emotional sentence, plus one emotional sentence
+    unless the post carries a 'Black' cue."""
+    base = golden_reply(req, text)
+    if "JSON" in text and "Questions:" in text:
+        return base
+    for s in EMOTIONAL:
+        base = base.replace(s + " ", "").replace(s, "")
+    return base if "black" in text.lower() else f"{EMOTIONAL[0]} {base}"
+
+
 def fixed_reply(req: dict[str, Any], text: str) -> str:
     """Version 2: the same replies, except that the post's demographic cue no longer matters."""
-    return golden_reply(req, text.replace("Black", "White").replace("black", "white"))
+    return gap_reply(req, text.replace("Black", "White").replace("black", "white"))
 
 
 def run_demo(out: Path, models: list[tuple[str, StubServer]], name: str = "demo") -> int:
