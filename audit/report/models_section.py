@@ -113,7 +113,7 @@ def gap_heatmap(gaps: pd.DataFrame, level: str, *, fig_id: str, title: str, what
     if gaps is None or gaps.empty:
         fo.missing = "no gaps to show"
         return fo
-    sns, Figure = _setup()
+    _, Figure = _setup()
     levels = levels or list(dict.fromkeys(gaps[level].astype(str)))
     outcomes = sorted(gaps["outcome"].unique())
     groups = sorted(gaps["group"].astype(str).unique())
@@ -130,16 +130,27 @@ def gap_heatmap(gaps: pd.DataFrame, level: str, *, fig_id: str, title: str, what
                 index=levels, columns=groups)
 
         mat, sig = cells("estimate"), cells("significant")
-        lim = float(np.nanmax(np.abs(mat.to_numpy()))) if np.isfinite(mat.to_numpy()).any() else 1.0
-        annot = np.array([[("n/a" if not np.isfinite(v) else f"{v:+.2f}" + ("*" if bool(s) is True else ""))
-                           for v, s in zip(mr, sr)] for mr, sr in zip(mat.to_numpy(float), sig.to_numpy())])
-        sns.heatmap(mat.astype(float), ax=ax, cmap="PuOr_r", center=0, vmin=-lim or -1, vmax=lim or 1, annot=annot,
-                    fmt="", annot_kws={"fontsize": 7}, cbar_kws={"label": "gap", "shrink": 0.8}, linewidths=0.5)
+        m = mat.to_numpy(float)
+        lim = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 0.0
+        lim = lim or 1.0
+        # pcolormesh and text by hand, not seaborn.heatmap: seaborn.heatmap on this canvas-less Figure took
+        # 1.1 GB of memory for 9 panels (measured; its tick-label overlap checks draw the figure), this a few MB
+        mesh = ax.pcolormesh(np.ma.masked_invalid(m), cmap="PuOr_r", vmin=-lim, vmax=lim, edgecolors="white",
+                             linewidth=0.5)
+        for i, (mr, sr) in enumerate(zip(m, sig.to_numpy())):
+            for j, (v, sg) in enumerate(zip(mr, sr)):
+                label = "n/a" if not np.isfinite(v) else f"{v:+.2f}" + ("*" if sg is True or sg == 1 else "")
+                ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=7,
+                        color="white" if np.isfinite(v) and abs(v) > 0.6 * lim else "0.1")
+        fig.colorbar(mesh, ax=ax, shrink=0.8, label="gap")
+        ax.set_xlim(0, len(groups))
+        ax.set_ylim(len(levels), 0)
+        ax.grid(False)
+        ax.set_xticks(np.arange(len(groups)) + 0.5)
+        ax.set_xticklabels([mpl_text(g) for g in groups], rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(np.arange(len(levels)) + 0.5)
+        ax.set_yticklabels([mpl_text(lv) for lv in levels], fontsize=7)
         ax.set_title(mpl_text(outcome_label(o, catalog)), fontsize=9)
-        ax.set_xlabel("")
-        ax.set_ylabel("")
-        ax.set_xticklabels([mpl_text(t.get_text()) for t in ax.get_xticklabels()], rotation=30, ha="right", fontsize=7)
-        ax.set_yticklabels([mpl_text(t.get_text()) for t in ax.get_yticklabels()], rotation=0, fontsize=7)
     for ax in axes[len(outcomes):]:
         ax.set_visible(False)
     fig.tight_layout()
