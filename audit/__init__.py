@@ -26,6 +26,8 @@ The functions a notebook needs are attributes of this package, imported on first
 ``load_import_spec``    an import spec (YAML) -> a validated ImportSpec
 ``import_release``      import released replies (and their scores) into a run store
 ``reanalyze_stigma``    the stigma suite's parser, coder and analysis on a table of raw answers
+``tidy_table``          a run as one long table: one row per (request, scorer, measure)
+``compare_runs``        compare finished runs: closed, opened and unchanged gaps
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
 
@@ -62,6 +64,8 @@ _EXPORTS = {
     "load_import_spec": ("audit.importer", "load_import_spec"),
     "import_release": ("audit.importer", "import_release"),
     "reanalyze_stigma": ("audit.stigma.replicate", "reanalyze_stigma"),
+    "tidy_table": ("audit.tidy", "tidy_table"),
+    "compare_runs": ("audit.compare", "compare_runs"),
     "AuditError": ("audit.errors", "AuditError"),
     "batch_submit": ("audit.batch", "submit"),
     "batch_poll": ("audit.batch", "poll"),
@@ -78,6 +82,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are impor
     from .batch import poll as batch_poll
     from .batch import run_local as batch_run_local
     from .batch import submit as batch_submit
+    from .compare import compare_runs
     from .counterfactual import build_variants
     from .errors import AuditError
     from .importer import import_release, load_import_spec
@@ -95,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are impor
     from .stats.ppi import ppi_gap
     from .stats.stage import analyze_run
     from .store import RunStore
+    from .tidy import tidy_table
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ import signal
 import sys
 
 from . import __version__
-from .commands import analysis, batch, generate, importing, ratings, run, scoring, stigma, variants
+from .commands import analysis, batch, compare, generate, importing, ratings, run, scoring, stigma, variants
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     importing,  # import
     stigma,     # stigma reanalyze
     batch,      # batch status|submit|poll|collect|cancel|run-local
+    compare,    # compare
 )
 
 

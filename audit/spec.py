@@ -270,6 +270,10 @@ class AnalysisSpec(StrictModel):
     reference_group: str | None = Field(
         None, description="Reference of the between-group disparities: a group ('White man') or a level of an "
                           "axis ('White': each group against the group with that level and the same other levels).")
+    reference_model: str | None = Field(
+        None, description="With several models: the label of the model whose gaps the others' gaps are compared "
+                          "with (results_models: difference of gaps, CI, p). Default: the first model of the "
+                          "models list. Stating it with analysis.primary makes the comparisons confirmatory.")
     alpha: float = Field(0.05, gt=0, lt=1)
     corrections: list[Literal["holm", "bh"]] = Field(
         default_factory=lambda: ["holm", "bh"],
@@ -410,6 +414,9 @@ class AuditSpec(StrictModel):
             raise ValueError(f"model labels must be unique; repeated: {dup}")
         if len(set(self.styles)) != len(self.styles):
             raise ValueError("styles must not repeat")
+        if self.analysis.reference_model is not None and self.analysis.reference_model not in labels:
+            raise ValueError(f"analysis.reference_model '{self.analysis.reference_model}' is not the label of a "
+                             f"model in models (labels: {labels})")
         return self
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:

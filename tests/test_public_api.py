@@ -16,7 +16,7 @@ from audit.stats.simulate import simulate_audit_table
 
 PUBLIC = ["load_spec", "run", "build_variants", "gap_test", "analyze_table", "adjust_family", "power", "get_scorer",
           "RunStore", "render", "AuditError", "read_table", "analyze_run", "rating_packet", "import_ratings",
-          "rating_agreement", "reanalyze_stigma"]
+          "rating_agreement", "reanalyze_stigma", "tidy_table", "compare_runs"]
 
 
 def test_import_audit_loads_nothing_heavy(repo_root):
@@ -35,13 +35,15 @@ def test_every_public_name_resolves_to_the_library_function():
     from audit.spec import load_spec
     from audit.stats import adjust_family, analyze_run, analyze_table, gap_test, plan_power, read_table
     from audit.stigma.replicate import reanalyze_stigma
+    from audit.compare import compare_runs
     from audit.store import RunStore
+    from audit.tidy import tidy_table
 
     expected = dict(reanalyze_stigma=reanalyze_stigma, load_spec=load_spec, run=run, build_variants=build_variants, gap_test=gap_test,
                     analyze_table=analyze_table, adjust_family=adjust_family, power=plan_power, get_scorer=get_scorer,
                     RunStore=RunStore, render=render, AuditError=AuditError, read_table=read_table,
                     analyze_run=analyze_run, rating_packet=make_packet, import_ratings=import_ratings,
-                    rating_agreement=run_ratings_summary)
+                    rating_agreement=run_ratings_summary, tidy_table=tidy_table, compare_runs=compare_runs)
     assert set(PUBLIC) <= set(audit.__all__) and set(PUBLIC) <= set(dir(audit))
     for name in PUBLIC:
         assert getattr(audit, name) is expected[name], name

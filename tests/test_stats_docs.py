@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["fastlmm", "gaps", "corrections", "paired", "pooling", "power", "simulate", "family", "longtable", "planner", "missing",
-           "designs"]
+           "designs", "models_compare"]
 
 
 @pytest.mark.parametrize("name", MODULES)

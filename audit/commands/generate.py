@@ -29,12 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "export", help="write a table of a run store to parquet, CSV or JSON lines",
         description="Export a table of RUN_DIR's store. 'replies' is the requests joined with their replies and "
-                    "variants (one row per request); 'replies', 'variants' and 'scores' hold the rows of the run's "
+                    "variants (one row per request); 'tidy' is one long row per (request, scorer, measure) with the "
+                    "variant's attributes, model, style, sample and score (docs/CONTRACTS.md); 'replies', "
+                    "'variants' and 'scores' hold the rows of the run's "
                     "current design (--all-designs: everything stored); any other stored table (requests, "
                     "attempts, results, ...) is written as stored.",
     )
     e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--table", default="replies", help="table to export (default: replies)")
+    e.add_argument("--table", default="replies",
+                   help="table to export: replies (default), tidy, variants, scores, results, ...")
     e.add_argument("--purpose", default="reply", help="for --table replies: reply, judge or probe (default: reply)")
     e.add_argument("--out", required=True, metavar="FILE", help="output file: .parquet, .csv or .jsonl")
     e.add_argument("--all-designs", action="store_true",
@@ -100,6 +103,10 @@ def export_table(store, table: str, out: Path, purpose: str = "reply", *, all_de
         df = store.variants_df(all_designs=all_designs)
     elif table == "scores":
         df = store.scores_df(all_designs=all_designs)
+    elif table == "tidy":  # one row per (request, scorer, measure): audit.tidy
+        from ..tidy import tidy_table
+
+        df = tidy_table(store)
     else:
         df = store.table_df(table)
         if df is None:

@@ -32,11 +32,12 @@ from .figures import all_figures, skipped_figures
 from .findings import _finite
 from .headline import group_table, headline_sentences, primary_outcome
 from .provenance import import_provenance, software_versions
+from .models_section import models_context, models_json
 from .scorer_comparison import comparison_section, ppi_section
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-              "results_disparity", "results_ppi")
+              "results_disparity", "results_ppi", "results_models")
 EMBEDDED_WARNING = (
     f"This audit used the embedded default model ({EMBEDDED_NAME}, 135 M parameters, run locally by llama.cpp). "
     "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
@@ -619,6 +620,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         if section.context is not None:
             ctx.update(section.context(data))
     ctx.update(_comparison_context(data, res, figures=bool(figures)))
+    ctx.update(models_context(data, figures=any(f.data_uri for f in figures)))  # several models only
     return ctx
 
 
@@ -669,6 +671,7 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         stages_missing=ctx["stages_missing"], analysis_error=ctx["analysis_error"],
         provenance=ctx["provenance"],
         **_comparison_json(ctx, data),
+        **models_json(ctx, data),
         **({"human_ratings": ctx["human_ratings"]["json"]} if ctx["human_ratings"]["present"] else {}),
     ))
 
@@ -773,7 +776,7 @@ def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any]) -
     # Figures as files for the Markdown report
     fig_dir = run_dir / "figures"
     fig_dir.mkdir()
-    for f in figures:
+    for f in [*figures, *((ctx.get("models_section") or {}).get("figures") or [])]:
         if f.data_uri:
             (fig_dir / f"{f.id.removeprefix('fig-')}.png").write_bytes(
                 base64.b64decode(f.data_uri.split(",", 1)[1]))

@@ -81,6 +81,12 @@ def palette() -> list[tuple[float, float, float]]:
     return list(sns.color_palette("colorblind"))
 
 
+def series_colours() -> list[tuple[float, float, float]]:
+    """Colours for series that are not cue types (models, scorers): :func:`palette` without its grey
+    (reads as "no data") and yellow (faint on white)."""
+    return [c for i, c in enumerate(palette()) if i not in (7, 8)]
+
+
 def cue_colour(cue_type: str) -> tuple[float, float, float]:
     """The colour of a cue type, the same in every figure: the control and 'pooled' (all cues) take
     the first colour, known cue types the next ones in :data:`CUE_ORDER`, any other cue type one of

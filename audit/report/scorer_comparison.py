@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..scorers.measures import MeasureCatalog
-from .figures import FigureOut, _encode, _setup, _symmetric_x, mpl_text, palette
+from .figures import FigureOut, _encode, _setup, _symmetric_x, mpl_text, series_colours
 from .findings import _finite, outcome_label
 
 __all__ = ["comparison_table", "scorer_flags", "comparison_section", "comparison_figure", "ppi_section",
@@ -128,7 +128,7 @@ def comparison_figure(table: pd.DataFrame, catalog: MeasureCatalog | None = None
     _, Figure = _setup()
     scorers = sorted(table["scorer"].unique())
     # the report's one palette (figures.palette), less grey (reads as "no data") and yellow (faint on white)
-    pal = [c for i, c in enumerate(palette()) if i not in (7, 8)]
+    pal = series_colours()
     colour = {s: pal[i % len(pal)] for i, s in enumerate(scorers)}
     panels = list(table.groupby(["mechanism", "model_label"], sort=True))
     heights = [max(1, d[["group", "reference"]].drop_duplicates().shape[0]) for _, d in panels]

@@ -134,6 +134,8 @@ def split_families(results: pd.DataFrame, others: pd.DataFrame | None, primary: 
         for col in ("style", "cue_type"):
             if col in df.columns:
                 conf &= df[col].astype(str) == "pooled"
+        if "pre_registered" in df.columns:  # differences of gaps between models: only a stated reference model
+            conf &= df["pre_registered"].astype(object).fillna(True).astype(bool)
         return pd.Series(pd.Categorical(conf.map({True: CONFIRMATORY, False: EXPLORATORY}),
                                         [CONFIRMATORY, EXPLORATORY]).astype(str), index=df.index)
 

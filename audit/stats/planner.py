@@ -278,6 +278,15 @@ def plan_power(
         r = g.loc[(g["power"] - power).abs().idxmin()]
         k = zc + stats.norm.ppf(r["power"])
         estimated[s] = int(np.ceil(r["n_posts"] * ((zc + stats.norm.ppf(power)) / k) ** 2)) if k > 0 else None
+    notes = list(design["notes"])
+    if sd_variant is not None or (pilot_dir is not None and comps.get("sd_variant", 0.0) > 0):
+        # the variant and sampling variances are both known (stated, or a pilot with repeated samples)
+        from .models_compare import samples_vs_posts
+
+        adv = samples_vs_posts(comps.get("sd_variant", 0.0) ** 2, comps["sd_resid"] ** 2,
+                               n_posts=design["n_posts"] or post_list[0], samples=sample_list[0])
+        notes.append(f"samples versus posts: sampling the replies is {100 * adv['share_sampling']:.0f}% of a gap's "
+                     f"variance; {adv['advice']} (audit.stats.models_compare.samples_vs_posts)")
     return PowerPlan(gap=gap, target_power=power, alpha=alpha, family_size=family, components=comps,
                      components_source=source, n_groups=n_groups, n_cue_types=n_cue, spec_posts=design["n_posts"],
-                     needed_posts=needed, estimated_posts=estimated, grid=grid, sims=sims, notes=design["notes"])
+                     needed_posts=needed, estimated_posts=estimated, grid=grid, sims=sims, notes=notes)

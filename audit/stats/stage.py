@@ -10,7 +10,8 @@ The family (what Holm and BH correct over) is every row of ``results``: outcomes
 (``pooled`` plus each style when ``analysis.by_style`` and there is more than one) x cue types
 (``pooled`` plus each) x groups x references (the control plus ``analysis.extra_references``, plus each
 group's matched ``analysis.reference_group``), and one max - min disparity test per outcome and model
-(``results_disparity``, :mod:`audit.stats.disparity`).
+(``results_disparity``, :mod:`audit.stats.disparity`), and, in a run with several models, every
+difference of gaps against the reference model (``results_models``, :mod:`audit.stats.models_compare`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .corrections import adjust_family
 from .designs import detect_design
 from .disparity import adjust_with, disparity_table, keep_matched, reference_map
 from .family import Block, fit_family, split_families
+from .models_compare import models_family, models_meta, models_table
 from .gaps import is_binary
 from .paired import paired_contrasts
 from .pooling import partial_pool
@@ -61,7 +63,7 @@ _NOT_AXES = set(_BASE_COLS) | {
 
 
 ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-                   "results_disparity", "results_ppi")
+                   "results_disparity", "results_ppi", "results_models")
 
 
 @dataclass
@@ -74,6 +76,7 @@ class AnalysisResult:
     axes: list[str] = field(default_factory=list)
     disparity: pd.DataFrame = field(default_factory=pd.DataFrame)
     ppi: pd.DataFrame = field(default_factory=pd.DataFrame)
+    models: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -82,6 +85,8 @@ class AnalysisResult:
              "analysis_meta": self.meta, "results_disparity": self.disparity}
         if not self.ppi.empty:  # only where human ratings exist (a run without them is unchanged)
             t["results_ppi"] = self.ppi
+        if not self.models.empty:  # only with several models (a one-model run is unchanged)
+            t["results_models"] = self.models
         return t
 
 
@@ -180,6 +185,8 @@ def analyze_scores(
     primary: list[str] | None = None,
     human: pd.DataFrame | None = None,
     allow_missing: bool = False,
+    reference_model: str | None = None,
+    model_order: list[str] | None = None,
 ) -> AnalysisResult:
     """Fit the whole family on an :func:`analysis_table` and return the result tables.
 
@@ -193,6 +200,12 @@ def analyze_scores(
     ``ref_n_missing``); a block whose groups differ in their share of missing outcomes (Fisher exact
     test, :func:`audit.stats.missing.differential_missingness`) is not fitted, with the reason, unless
     ``allow_missing``. The paired contrasts, disparities and power use the observed rows.
+
+    With several models, ``results_models`` (:func:`audit.stats.models_compare.models_table`) holds the
+    differences of gaps against ``reference_model`` (default: the first of ``model_order``, the spec's
+    models list, else the first model in the table), in the same correction family (exploratory unless
+    ``primary`` is given and ``reference_model`` is stated: a pre-registration that names the reference
+    model pre-registers the comparison with it).
     """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value"}]
     observed = table[table["value"].notna()]
@@ -238,15 +251,23 @@ def analyze_scores(
         raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
                          fix="score more posts (a random-intercept model needs at least 5) or check the scores")
     res["family_id"] = _family_id(res)
-    if not disparity.empty:  # the max - min tests are members of the same correction family
-        res, disparity = adjust_with(res, disparity, alpha=alpha)
-        disparity["family_id"] = res["family_id"].iloc[0]
-    res, disparity = _pre_registered(res, disparity, primary, alpha)
+    models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
+                                       pre_registered=bool(primary) and reference_model is not None,
+                                       model_order=model_order)
+    if not models.empty:  # several models: the differences of gaps join the family (audit.stats.models_compare)
+        notes = notes + model_notes
+        res, disparity, models = models_family(res, disparity, models, primary, alpha)
+    else:
+        if not disparity.empty:  # the max - min tests are members of the same correction family
+            res, disparity = adjust_with(res, disparity, alpha=alpha)
+            disparity["family_id"] = res["family_id"].iloc[0]
+        res, disparity = _pre_registered(res, disparity, primary, alpha)
     for c in RESULTS_COLUMNS:
         if c not in res.columns:
             res[c] = np.nan
     res = res[RESULTS_COLUMNS + [c for c in _FAMILY_COLUMNS if c in res.columns]]
-    m = int(res["p_value"].notna().sum()) + (int(disparity["p_value"].notna().sum()) if not disparity.empty else 0)
+    m = int(res["p_value"].notna().sum()) + (int(disparity["p_value"].notna().sum()) if not disparity.empty else 0) \
+        + (int(models["p_value"].notna().sum()) if not models.empty else 0)
 
     paired = pd.concat(paired_parts, ignore_index=True) if paired_parts else pd.DataFrame()
     if not paired.empty:
@@ -332,13 +353,16 @@ def analyze_scores(
     }
     if primary:
         meta.update(_family_meta(res, disparity, primary))
+    if not models.empty:
+        meta.update(models_meta(models))
     ppi = _with_human(observed, human, reference, alpha)
     if not ppi.empty:
         meta["ppi"] = ("automated, prediction-powered (PPI++, power-tuned lambda per arm) and human-only gaps of the "
                        "rated outcomes; styles and cue types pooled; delete-one-post jackknife CIs (audit.stats.ppi)")
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
                                                          for v in meta.values()]})
-    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi)
+    return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi,
+                          models=models)
 
 
 # --------------------------------------------------------------------------- pre-registration, human ratings
@@ -412,8 +436,9 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
                             alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
                             power_gap=a.power_gap, reference_group=a.reference_group, seed=spec.seed,
                             primary=a.primary, human=_human_from_store(store),
-                            allow_missing=a.allow_missing)
-    store.drop_tables(["results_ppi"])  # ratings removed since the last analysis: no stale corrected gaps
+                            allow_missing=a.allow_missing,
+                            reference_model=a.reference_model, model_order=[m.label for m in spec.models])
+    store.drop_tables(["results_ppi", "results_models"])  # ratings removed since the last analysis: no stale corrected gaps
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
     return result
