@@ -767,7 +767,7 @@ class RunStore:
         with self.transaction() as c:
             before = c.total_changes
             c.executemany(f"INSERT OR IGNORE INTO pcsa_turns({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                          [tuple(_sql_value(r.get(k)) for k in cols) for r in rows])
+                          [tuple(_sql_value(r.get(k, 0 if k == "chosen" else None)) for k in cols) for r in rows])
             return c.total_changes - before
 
     def pcsa_conversations_df(self) -> pd.DataFrame:

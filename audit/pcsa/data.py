@@ -98,14 +98,23 @@ class _PromptFile(_Strict):
 
 
 def _load(name: str, model: type[BaseModel], root: Path | None = None) -> Any:
-    from ..spec import read_yaml, validation_error
+    # Read here rather than with audit.spec.read_yaml: the spec validates its pcsa section against
+    # these files, so this module must not import audit.spec (an import cycle).
+    import yaml
 
     path = (root or PCSA_DIR) / name
-    data, text = read_yaml(path, "PCSA data")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise AuditError(f"cannot read the PCSA data file: {exc}", where=str(path),
+                         fix="restore the file from the release (it is part of the package)") from None
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise validation_error(path, text, err, what_file="PCSA data file") from None
+        e = err.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in e["loc"])
+        raise AuditError(f"{e['msg']}", where=f"{path}, key '{key}'",
+                         fix="correct the entry; the layout is described at the top of the file") from None
 
 
 def _unique(items: list[Any], path: str) -> dict[str, Any]:
