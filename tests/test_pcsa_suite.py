@@ -283,6 +283,10 @@ def test_report_is_escaped_collapsed_and_loads_in_chromium(tmp_path):
     assert "The paper's settings and ours" in html
     md = res.paths["markdown"].read_text()
     assert "Content warning" in md
+    import audit  # `empathy-audit report RUN_DIR` re-renders the suite's own report from the store
+
+    again = audit.render(tmp_path / "run")
+    assert "PCSA red-teaming audit" in again["html"].read_text()
     if find_chromium() is None:
         pytest.skip("no Chromium on this machine: the HTML checks above ran, the browser check cannot")
     verdict = check_report(res.paths["html"])
@@ -306,6 +310,17 @@ def test_spec_errors_name_the_key(tmp_path):
         spec_from_dict(bad)
     with pytest.raises(AuditError, match="only with suite: pcsa"):
         spec_from_dict({"name": "x", "pcsa": {"mode": "fixed"}})
+
+
+def test_a_missing_role_key_stops_the_run_before_anything_is_sent(tmp_path, monkeypatch):
+    monkeypatch.delenv("PCSA_TEST_KEY", raising=False)
+    with StubServer(reply=attacker_reply) as att, StubServer(reply=lambda req, last: REFUSAL) as tgt:
+        d = spec_dict(att.base_url, {"t": tgt.base_url}, persona_limit=5, objectives=["anti_recovery"])
+        d["pcsa"]["judge"] = {"model": {"label": "j", "base_url": tgt.base_url, "model": "x",
+                                        "api_key_env": "PCSA_TEST_KEY"}}
+        with pytest.raises(AuditError, match="PCSA_TEST_KEY"):
+            _run(d, tmp_path / "run")
+        assert att.count == 0 and tgt.count == 0
 
 
 def test_other_suites_keep_their_spec_hash():

@@ -81,6 +81,18 @@ def roles_meta(spec: Any) -> dict[str, Any]:
             "judge": one(cfg.judge), "targets": [m.label for m in spec.models]}
 
 
+def check_role_keys(spec: Any) -> None:
+    """Fail before anything is sent when a role's or a target's API key variable is not set."""
+    from ..backends.openai_backend import ChatBackend
+    from ..generate import check_models
+
+    check_models(spec)
+    cfg = spec.pcsa
+    for r in (cfg.attacker, cfg.evaluator, cfg.judge):
+        if r is not None and r.local is None and r.model.api_key_env:
+            ChatBackend._read_key(r.model)
+
+
 class PlanStage:
     """``plan``: the design's conversations into ``pcsa_conversations``; prompts and roles into meta."""
 
@@ -91,6 +103,7 @@ class PlanStage:
         from ..pcsa.data import prompt_hashes
         from ..pcsa.plan import settings
 
+        check_role_keys(ctx.spec)
         convs = _plan(ctx)
         added = ctx.store.put_pcsa_conversations(c.row() for c in convs)
         ctx.store.set_meta("suite", "pcsa")
