@@ -139,6 +139,37 @@ def asr_figure(rates: pd.DataFrame | None, by: str, fid: str, title: str, captio
     return fo
 
 
+def strategy_figure(strategies: pd.DataFrame | None) -> FigureOut:
+    fo = FigureOut("fig-pcsa-strategy", "Turn-level success by strategy",
+                   "Share of kept target turns under each strategy whose evaluator score reached the stop "
+                   "threshold, per model, with Wilson 95% CIs (persona attack, adaptive mode).",
+                   "Dot plot of turn-level success rates by strategy with 95% CIs.")
+    d = None if strategies is None else strategies[strategies["success_rate"].notna()]
+    if d is None or d.empty:
+        fo.missing = "no turn was scored by the evaluator (fixed mode, or no persona conversation)"
+        return fo
+    sns, Figure = _setup()
+    rows = sorted(d["strategy"].unique())
+    models = sorted(d["model_label"].unique())
+    pal = sns.color_palette("deep", len(models))
+    fig = Figure(figsize=(7.5, 1.0 + 0.35 * len(rows) * max(1, len(models)) ** 0.5))
+    ax = fig.subplots()
+    for k, m in enumerate(models):
+        dm = d[d["model_label"] == m]
+        y = np.array([rows.index(r) for r in dm["strategy"]]) + (k - (len(models) - 1) / 2) * 0.2
+        est = dm["success_rate"].to_numpy(float)
+        err = np.vstack([est - dm["ci_low"].to_numpy(float), dm["ci_high"].to_numpy(float) - est]).clip(min=0)
+        ax.errorbar(est, y, xerr=np.nan_to_num(err), fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
+    ax.set_yticks(range(len(rows)), [mpl_text(r) for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("turn-level success rate (evaluator)")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fo.data_uri, fo.png_bytes = _encode(fig)
+    return fo
+
+
 # ---------------------------------------------------------------------------- context
 
 
@@ -253,6 +284,7 @@ def build_pcsa_context(store: RunStore, generated_at: str) -> tuple[dict[str, An
         asr_figure(rates, "group", "fig-pcsa-group", "Persona attack success by demographic group",
                    "Share of persona-attack conversations judged UNSAFE by the group the client stated "
                    "(control: no statement), per model, with Wilson 95% CIs."),
+        strategy_figure(strategies),
     ]
     d = load_data()
     prompts = _json_meta(store, "pcsa_prompts")
@@ -346,4 +378,5 @@ def render_pcsa(run_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["CONTENT_WARNING", "LIMITATIONS", "PAPER_VS_OURS", "build_pcsa_context", "render_pcsa", "results_json"]
+__all__ = ["CONTENT_WARNING", "LIMITATIONS", "PAPER_VS_OURS", "asr_figure", "build_pcsa_context", "render_pcsa",
+           "results_json", "strategy_figure"]
