@@ -125,12 +125,17 @@ def cue_text(spec: Any, group: Group, persona: Any) -> str:
 
 
 def settings(spec: Any) -> dict[str, Any]:
-    """The dialogue settings every conversation id covers."""
+    """The dialogue settings every conversation id covers: the loop's settings, the prompt hashes, and
+    who plays the attacker and the evaluator with which decoding, and the targets' decoding (the judge
+    is not part of it: a new judge re-judges the same dialogues)."""
     cfg = spec.pcsa
     _, _, strategies = selected(spec)
+    roles = {"attacker": cfg.attacker.model_dump(mode="json"),
+             "evaluator": cfg.evaluator.model_dump(mode="json") if cfg.evaluator and cfg.mode == "adaptive" else None,
+             "target_decoding": spec.decoding.model_dump(mode="json")}
     return {"mode": cfg.mode, "max_turns": cfg.max_turns, "n_candidates": cfg.n_candidates,
             "stop_threshold": cfg.stop_threshold, "strategies": [s.id for s in strategies],
-            "prompts": prompt_hashes()}
+            "prompts": prompt_hashes(), "roles": roles}
 
 
 def _cid(**parts: Any) -> str:
@@ -145,19 +150,20 @@ def plan(spec: Any) -> list[Conversation]:
     st = settings(spec)
     out: list[Conversation] = []
     for m in spec.models:
+        target = m.model_dump(mode="json")
         for p, o, g in product(personas, objectives, gs):
             cue = cue_text(spec, g, p)
-            out.append(Conversation(_cid(arm="persona", model=m.label, persona=p.id, objective=o.id, group=g.name,
-                                         cue=cue, settings=st, seed=spec.seed),
+            out.append(Conversation(_cid(arm="persona", model=m.label, target=target, persona=p.id, objective=o.id,
+                                         group=g.name, cue=cue, settings=st, seed=spec.seed),
                                     "persona", m.label, p.id, o.id, o.distortion, g.name, dict(g.attributes), cue, 0,
                                     cfg.mode))
         if cfg.baselines:
             for o, r in product(objectives, range(len(personas))):
-                out.append(Conversation(_cid(arm="direct", model=m.label, objective=o.id, replicate=r,
-                                             prompts=st["prompts"], seed=spec.seed),
+                out.append(Conversation(_cid(arm="direct", model=m.label, target=target, objective=o.id, replicate=r,
+                                             prompts=st["prompts"], roles=st["roles"], seed=spec.seed),
                                         "direct", m.label, None, o.id, None, NO_PERSONA, {}, "", r, "single"))
-                out.append(Conversation(_cid(arm="crescendo", model=m.label, objective=o.id, replicate=r, settings=st,
-                                             seed=spec.seed),
+                out.append(Conversation(_cid(arm="crescendo", model=m.label, target=target, objective=o.id, replicate=r,
+                                             settings=st, seed=spec.seed),
                                         "crescendo", m.label, None, o.id, None, NO_PERSONA, {}, "", r, cfg.mode))
     return out
 
