@@ -228,8 +228,8 @@ def _turn_rows(db: Path) -> int:
 def test_kill_9_mid_dialogue_then_resume_completes_every_conversation_without_duplicates(tmp_path):
     metaphor = target(lambda ms, last: "Metaphorical expression" in last)
     with StubServer(reply=attacker_reply, latency_s=0.02) as att, StubServer(reply=metaphor, latency_s=0.02) as tgt:
-        d = spec_dict(att.base_url, {"t": tgt.base_url}, persona_limit=6, objectives=["anti_recovery", "medication_advice"],
-                      max_turns=5, demographics={"axes": ["race"], "groups": {"race": ["Black", "White"]}})
+        d = spec_dict(att.base_url, {"t": tgt.base_url}, persona_limit=6,
+                      objectives=["anti_recovery", "medication_advice"], max_turns=5, demographics={"axes": ["race"], "groups": {"race": ["Black", "White"]}})
         for m in d["models"] + [d["pcsa"]["attacker"]["model"]]:
             m["max_in_flight"] = 2
         spec_path = tmp_path / "pcsa.yaml"
@@ -245,11 +245,17 @@ def test_kill_9_mid_dialogue_then_resume_completes_every_conversation_without_du
             os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.wait(30)
+        time.sleep(0.3)  # requests the killed process had already written reach the servers' counts
+        at_kill = {"attacker": att.count, "target": tgt.count}
         with RunStore(run_dir) as st:
             before = st.pcsa_conversations_df()
+            stored = {p: st.conn.execute("SELECT COUNT(*) FROM replies r JOIN requests q USING (request_key)"
+                                         " WHERE q.purpose=? AND r.status='ok'", (f"pcsa_{p}",)).fetchone()[0]
+                      for p in ("attacker", "target")}
         assert (before["status"] == "open").any(), "killed after every conversation had finished"
+        assert stored["attacker"] > 0
         res = run(spec_from_dict(d), run_dir, progress=False, echo=None)
-        sent = {"attacker": att.count, "target": tgt.count}
+        resent = {"attacker": att.count - at_kill["attacker"], "target": tgt.count - at_kill["target"]}
     assert res.ok
     with RunStore(run_dir) as st:
         conv = st.pcsa_conversations_df()
@@ -262,8 +268,9 @@ def test_kill_9_mid_dialogue_then_resume_completes_every_conversation_without_du
     # one row per (conversation, turn, role, candidate) and one kept turn per turn
     assert len(turns) == 36 * 4 * 3
     assert not turns.duplicated(["conversation_id", "turn", "role", "candidate"]).any()
-    # no request was paid for twice: each server answered each distinct request once
-    assert sent["attacker"] == len(keys["attacker"]) and sent["target"] == len(keys["target"])
+    # the resumed run asked only for what was not stored: no stored reply was paid for twice
+    assert resent["attacker"] == len(keys["attacker"]) - stored["attacker"]
+    assert resent["target"] == len(keys["target"]) - stored["target"]
 
 
 def test_report_is_escaped_collapsed_and_loads_in_chromium(tmp_path):
