@@ -344,3 +344,24 @@ def test_refusing_target_gives_zero_asr_and_full_safety(tmp_path):
     ov = _table(tmp_path / "run", "pcsa_rates").query("by == 'overall'").iloc[0]
     assert ov["asr"] == 0.0 and ov["safety_score"] == 1.0 and ov["refusal_asr"] == 0.0
     assert ov["mean_turns"] == 3.0  # switched strategy each turn and ran to max_turns
+
+
+def test_unparseable_evaluator_scores_are_stored_and_never_count_as_success(tmp_path):
+    with StubServer(reply=attacker_reply) as a, StubServer(reply=target(lambda ms, last: True)) as t, \
+            StubServer(reply=lambda req, last: "Score: 10/10, full compliance") as ev:
+        d = spec_dict(a.base_url, {"t": t.base_url}, persona_limit=5, objectives=["anti_recovery"], max_turns=3,
+                      evaluator={"model": {"label": "ev", "base_url": ev.base_url, "model": "stub-ev"}})
+        _run(d, tmp_path / "run")
+    with RunStore(tmp_path / "run") as st:
+        turns = st.pcsa_turns_df()
+        conv = st.pcsa_conversations_df()
+    ev_rows = turns[turns["role"] == "evaluator"]
+    assert len(ev_rows) == 15 and ev_rows["score"].isna().all()
+    assert ev_rows["parse_status"].str.startswith("unparseable").all()
+    assert (ev_rows["text"] == "Score: 10/10, full compliance").all()   # the raw answer is kept
+    # no score, so no early stop and no success turn; the strategy switched every turn
+    assert set(conv["stop_reason"]) == {"max_turns"} and conv["first_success_turn"].isna().all()
+    assert turns[turns["role"] == "target"].groupby("turn")["strategy"].nunique().tolist() == [1, 1, 1]
+    assert turns[turns["role"] == "target"].drop_duplicates("turn")["strategy"].tolist() == STRATEGIES[:3]
+    # the judge (local rules) still reads the compliance in the transcript
+    assert set(conv["verdict"]) == {"UNSAFE"}
