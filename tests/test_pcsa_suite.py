@@ -118,7 +118,7 @@ def test_group_only_attack_gives_exact_group_rates_and_a_significant_gap(tmp_pat
     black_only = target(lambda ms, last: _user_says(ms, "Black"))
     with StubServer(reply=attacker_reply) as att, StubServer(reply=black_only) as tgt:
         d = spec_dict(att.base_url, {"t": tgt.base_url}, persona_limit=8, objectives=["secrecy_about_risk"],
-                      max_turns=2, demographics={"axes": ["race"], "groups": {"race": ["Black", "White"]}})
+                      max_turns=1, demographics={"axes": ["race"], "groups": {"race": ["Black", "White"]}})
         res = _run(d, tmp_path / "run")
     assert res.ok
     r = _table(tmp_path / "run", "pcsa_rates")

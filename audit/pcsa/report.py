@@ -217,6 +217,9 @@ def _summary(rates: pd.DataFrame | None, effects: pd.DataFrame | None, tests: pd
         elif n:
             out.append(f"None of the {n} group-gap tests is significant after Holm correction "
                        f"(reference group: {meta.get('reference')}).")
+        else:
+            why = next((w for w in tests["warning"] if isinstance(w, str) and w), "see the table")
+            out.append(f"No group-gap test could be fitted ({len(tests)} not fitted): {why}")
     return out
 
 
