@@ -173,16 +173,19 @@ def complete(
     base_seed: int | None = None,
     retry: RetryPolicy | None = None,
     description: str | None = None,
+    identity: tuple[str, str] | None = None,
 ) -> GenerationSummary:
     """Send every item whose request has no stored reply; store requests, replies and attempts.
 
     ``items``: dicts with ``purpose`` and ``messages`` and optionally ``variant_id``, ``subject_key``,
     ``style``, ``style_hash``, ``sample_index``. Any iterable works (a generator keeps memory flat);
     a list also gives the progress bar its total. Returns a :class:`GenerationSummary` whose
-    ``request_keys`` are the items' keys in order.
+    ``request_keys`` are the items' keys in order. ``identity``: (endpoint id, model name) to key the
+    requests by instead of the endpoint's URL and model, for a server the toolkit starts itself on a
+    free port (the PCSA suite's local rule-based judge): its keys then survive a restart.
     """
     run = functools.partial(acomplete, model=model, decoding=decoding, items=items, progress=progress,
-                            base_seed=base_seed, retry=retry, description=description)
+                            base_seed=base_seed, retry=retry, description=description, identity=identity)
     return run_sync(run, store)
 
 
@@ -221,6 +224,7 @@ async def acomplete(
     base_seed: int | None = None,
     retry: RetryPolicy | None = None,
     description: str | None = None,
+    identity: tuple[str, str] | None = None,
 ) -> GenerationSummary:
     """The async form of :func:`complete` (same arguments)."""
     if getattr(model, "execution", "online") == "batch":
@@ -250,7 +254,7 @@ async def acomplete(
         finally:
             runner.finish()
         return runner.summary
-    backend = ChatBackend(model)
+    backend = ChatBackend(model, endpoint_id=identity[0], model_name=identity[1]) if identity else ChatBackend(model)
     runner = _Runner(store, model, decoding, backend.endpoint_id, backend.model_name, base_seed, retry, progress,
                      total, description)
     try:

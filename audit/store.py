@@ -31,6 +31,8 @@ Tables of the schema:
 ``prompts``     each distinct message list once (migration 5); ``requests.prompt_sha256`` refers to
                 it and ``requests.messages_json`` is '' for requests written since (read messages
                 through :meth:`RunStore.replies_df`, :meth:`RunStore.request_rows` or ``table_df('requests')``)
+``pcsa_conversations``, ``pcsa_turns``  the PCSA suite's planned conversations with their verdicts, and
+                every turn of them (migration 6, :mod:`audit.pcsa`)
 ``_migrations`` the schema migrations applied to this store (see above)
 
 Tables a stage creates when it first runs (:data:`STAGE_TABLES`, :meth:`RunStore.ensure_stage_tables`),
@@ -841,6 +843,60 @@ class RunStore:
                           " source_sha256, source_name, imported_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                           [(*r, at) for r in rows])
             return c.total_changes - before
+
+    # ------------------------------------------------------------------ PCSA conversations (migration 4)
+    PCSA_VERDICT_FIELDS = ("judge_key", "judge_status", "judge_detail", "verdict", "compliance", "harmful_content",
+                           "impersonation", "toxic_empathy", "response_class", "evidence_json")
+    PCSA_STATE_FIELDS = ("status", "stop_reason", "n_turns", "first_success_turn", "max_score")
+
+    def put_pcsa_conversations(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Plan conversations (keys of table ``pcsa_conversations``); a stored conversation is kept as
+        it is. Returns the number of new ones."""
+        at = now_iso()
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(
+                "INSERT OR IGNORE INTO pcsa_conversations(conversation_id, arm, model_label, persona_id, objective,"
+                " distortion, group_name, attributes_json, replicate, mode, status, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,'open',?)",
+                [(r["conversation_id"], r["arm"], r["model_label"], r.get("persona_id"), r["objective"],
+                  r.get("distortion"), r["group_name"], canonical_json(r.get("attributes") or {}),
+                  int(r.get("replicate", 0)), r["mode"], at) for r in rows])
+            return c.total_changes - before
+
+    def update_pcsa_conversations(self, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Set state or verdict fields (:data:`PCSA_STATE_FIELDS`, :data:`PCSA_VERDICT_FIELDS`) of
+        conversations, ``(conversation_id, {field: value})``, in one transaction."""
+        allowed = set(self.PCSA_STATE_FIELDS) | set(self.PCSA_VERDICT_FIELDS)
+        at = now_iso()
+        with self.transaction() as c:
+            for cid, fields in updates:
+                bad = set(fields) - allowed
+                if bad:
+                    raise ValueError(f"not a field of pcsa_conversations that may be updated: {sorted(bad)}")
+                cols = sorted(fields)
+                c.execute(f"UPDATE pcsa_conversations SET {', '.join(f'{k}=?' for k in cols)}, updated_at=?"
+                          " WHERE conversation_id=?", [_sql_value(fields[k]) for k in cols] + [at, cid])
+
+    def put_pcsa_turns(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Store turn rows (columns of ``pcsa_turns``); a (conversation, turn, role, candidate) is stored
+        once (a replayed turn after a resume is the same row and is not written again)."""
+        cols = ("conversation_id", "turn", "role", "candidate", "request_key", "strategy", "text", "score",
+                "toxic_empathy", "impersonation", "compliance", "parse_status", "chosen")
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(f"INSERT OR IGNORE INTO pcsa_turns({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                          [tuple(_sql_value(r.get(k, 0 if k == "chosen" else None)) for k in cols) for r in rows])
+            return c.total_changes - before
+
+    def pcsa_conversations_df(self) -> pd.DataFrame:
+        """Every stored conversation (all designs), oldest first."""
+        return self.query_df("SELECT * FROM pcsa_conversations ORDER BY created_at, conversation_id")
+
+    def pcsa_turns_df(self) -> pd.DataFrame:
+        """Every stored turn row, in dialogue order."""
+        return self.query_df("SELECT * FROM pcsa_turns ORDER BY conversation_id, turn, role, candidate")
+
 
 
 # ---------------------------------------------------------------------- helpers

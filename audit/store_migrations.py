@@ -267,12 +267,72 @@ CREATE TABLE IF NOT EXISTS prompts (
         conn.execute("ALTER TABLE requests ADD COLUMN prompt_sha256 TEXT")               # store was taken back
 
 
+def m006_pcsa_conversations(conn: sqlite3.Connection) -> None:
+    """The PCSA suite's multi-turn conversations (:mod:`audit.pcsa.dialogue`).
+
+    ``pcsa_conversations``: one row per planned conversation (arm persona | direct | crescendo, the
+    audited model, persona, objective category, distortion, demographic group, replicate), its state
+    (``open`` / ``done``), why it stopped, and the final judge's parsed verdict (four binary axes,
+    response class, evidence quotes; ``judge_status`` ``ok`` or ``unparseable`` with the raw answer in
+    ``judge_detail``). ``pcsa_turns``: one row per (conversation, turn, role, candidate): the request
+    whose reply it is (``request_key``, so the text is also in ``replies``), the strategy in use, the
+    evaluator's parsed score and flags, and whether the candidate was kept (best-of-N). The primary
+    key makes a resumed dialogue unable to store a turn twice."""
+    execute_script(conn, """
+CREATE TABLE IF NOT EXISTS pcsa_conversations (
+    conversation_id TEXT PRIMARY KEY,
+    arm TEXT NOT NULL,             -- 'persona' | 'direct' | 'crescendo'
+    model_label TEXT NOT NULL,     -- the audited (target) model
+    persona_id TEXT,
+    objective TEXT NOT NULL,       -- an abstract category id (audit/data/pcsa/objectives.yaml)
+    distortion TEXT,
+    group_name TEXT NOT NULL,      -- demographic group crossed into the persona ('control': no cue)
+    attributes_json TEXT NOT NULL,
+    replicate INTEGER NOT NULL DEFAULT 0,
+    mode TEXT NOT NULL,            -- 'adaptive' | 'fixed' | 'single'
+    status TEXT NOT NULL,          -- 'open' | 'done'
+    stop_reason TEXT,              -- 'threshold' | 'max_turns'
+    n_turns INTEGER,
+    first_success_turn INTEGER,    -- first turn the evaluator scored at least the stop threshold
+    max_score REAL,
+    judge_key TEXT,
+    judge_status TEXT,             -- 'ok' | 'unparseable'
+    judge_detail TEXT,             -- the raw answer and the reason, when unparseable
+    verdict TEXT,                  -- 'SAFE' | 'UNSAFE'
+    compliance INTEGER,
+    harmful_content INTEGER,
+    impersonation INTEGER,
+    toxic_empathy INTEGER,
+    response_class TEXT,           -- 'accept' | 'caution' | 'refuse'
+    evidence_json TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT
+);
+CREATE TABLE IF NOT EXISTS pcsa_turns (
+    conversation_id TEXT NOT NULL,
+    turn INTEGER NOT NULL,         -- 1-based client turn
+    role TEXT NOT NULL,            -- 'attacker' | 'target' | 'evaluator'
+    candidate INTEGER NOT NULL,    -- best-of-N candidate index (0 when N = 1)
+    request_key TEXT NOT NULL,
+    strategy TEXT,
+    text TEXT,
+    score REAL,                    -- evaluator rows: 1-10, NULL when unparseable
+    toxic_empathy INTEGER,
+    impersonation INTEGER,
+    compliance INTEGER,
+    parse_status TEXT,             -- evaluator rows: 'ok' | 'unparseable' (raw answer in text)
+    chosen INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conversation_id, turn, role, candidate)
+);""")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     m001_release_0_1_schema,
     m002_reply_flags_and_designs,
     m003_human_ratings,
     m004_provider_batches,
     m005_prompts_stored_once,
+    m006_pcsa_conversations,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

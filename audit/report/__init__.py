@@ -39,13 +39,17 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True, pdf
     """
     from .build import render_run
 
-    if _suite_of(Path(run_dir)) == "stigma":  # another suite renders its own report
-        from ..stigma.report import render_stigma
+    suite = _suite_of(Path(run_dir))
+    if suite in ("stigma", "pcsa"):  # another suite renders its own report
+        if suite == "stigma":
+            from ..stigma.report import render_stigma as render_suite
+        else:
+            from ..pcsa.report import render_pcsa as render_suite
         from .pdf import pdf_step, require_pdf_printer
 
         if pdf:  # fail before any work when the PDF cannot be printed
             require_pdf_printer(paper)
-        paths = pdf_step(run_dir, render_stigma(run_dir), pdf=pdf, paper=paper)
+        paths = pdf_step(run_dir, render_suite(run_dir), pdf=pdf, paper=paper)
         if not quiet:
             print(f"report: {paths['html']} ({paths['html'].stat().st_size / 1024:.0f} KiB)")
             if "pdf" in paths:

@@ -3,7 +3,9 @@
 ``empathy`` (:mod:`audit.suites.empathy`) is the counterfactual empathy audit of Gabriel et al.
 (2024): variants -> replies -> scores -> mixed models -> report. ``stigma``
 (:mod:`audit.suites.stigma`) is the stigma experiment of Moore et al. (FAccT 2025): vignettes ->
-multiple-choice answers -> parsed codes -> stigma rates and demographic gaps -> report. A spec picks
+multiple-choice answers -> parsed codes -> stigma rates and demographic gaps -> report. ``pcsa``
+(:mod:`audit.suites.pcsa`) is the multi-turn persona client simulation attack of Xu et al. (2026):
+planned conversations -> dialogues -> judge verdicts -> ASRs and group gaps -> report. A spec picks
 its suite (``suite:``, default ``empathy``). Later designs (crisis appropriateness, multi-turn client
 simulations) are further suites over the same store, request
 engine, scorers, statistics and report. :func:`audit.pipeline.run` runs a suite's stages in order.
@@ -14,9 +16,10 @@ from __future__ import annotations
 from ..errors import AuditError
 from ..stages import Suite
 from .empathy import EMPATHY
+from .pcsa import PCSA
 from .stigma import STIGMA
 
-SUITES = {s.name: s for s in (EMPATHY, STIGMA)}
+SUITES = {s.name: s for s in (EMPATHY, STIGMA, PCSA)}
 
 
 def get_suite(name: str = "empathy") -> Suite:
