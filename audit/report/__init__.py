@@ -35,10 +35,14 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True) -> 
     """
     from .build import render_run
 
-    if _suite_of(Path(run_dir)) == "stigma":  # another suite renders its own report
-        from ..stigma.report import render_stigma
+    suite = _suite_of(Path(run_dir))
+    if suite in ("stigma", "appropriateness"):  # another suite renders its own report
+        if suite == "stigma":
+            from ..stigma.report import render_stigma as render_suite
+        else:
+            from ..appropriateness.report import render_appropriateness as render_suite
 
-        paths = render_stigma(run_dir)
+        paths = render_suite(run_dir)
         if not quiet:
             print(f"report: {paths['html']} ({paths['html'].stat().st_size / 1024:.0f} KiB)")
         return paths

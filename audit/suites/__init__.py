@@ -4,8 +4,10 @@
 (2024): variants -> replies -> scores -> mixed models -> report. ``stigma``
 (:mod:`audit.suites.stigma`) is the stigma experiment of Moore et al. (FAccT 2025): vignettes ->
 multiple-choice answers -> parsed codes -> stigma rates and demographic gaps -> report. A spec picks
-its suite (``suite:``, default ``empathy``). Later designs (crisis appropriateness, multi-turn client
-simulations) are further suites over the same store, request
+its suite (``suite:``, default ``empathy``). ``appropriateness`` (:mod:`audit.suites.appropriateness`)
+is the crisis-appropriateness experiment of the same paper: crisis stimuli x contexts x demographic
+cues -> replies -> an LLM judge of each stimulus's criterion -> appropriate rates and demographic gaps.
+Later designs (multi-turn client simulations) are further suites over the same store, request
 engine, scorers, statistics and report. :func:`audit.pipeline.run` runs a suite's stages in order.
 """
 
@@ -14,9 +16,10 @@ from __future__ import annotations
 from ..errors import AuditError
 from ..stages import Suite
 from .empathy import EMPATHY
+from .appropriateness import APPROPRIATENESS
 from .stigma import STIGMA
 
-SUITES = {s.name: s for s in (EMPATHY, STIGMA)}
+SUITES = {s.name: s for s in (EMPATHY, STIGMA, APPROPRIATENESS)}
 
 
 def get_suite(name: str = "empathy") -> Suite:
