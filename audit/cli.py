@@ -15,7 +15,7 @@ import signal
 import sys
 
 from . import __version__
-from .commands import analysis, generate, importing, ratings, run, scoring, stigma, variants
+from .commands import analysis, appropriateness, generate, importing, ratings, run, scoring, stigma, variants
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     ratings,    # ratings packet|import|agreement
     importing,  # import
     stigma,     # stigma reanalyze
+    appropriateness,  # judge validate, appropriateness reanalyze
 )
 
 
