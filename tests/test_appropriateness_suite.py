@@ -83,9 +83,13 @@ def _spec(base_url: str, **extra):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("appr") / "run"
+    base = tmp_path_factory.mktemp("appr")
+    run_dir = base / "run"
+    labels = pd.DataFrame({"judge": ["yes", "no"] * 10, "human_a": ["yes", "no"] * 10,
+                           "human_b": ["yes", "no"] * 9 + ["no", "no"]})
+    labels.to_csv(base / "labels.csv", index=False)
     with StubServer(reply=stub_reply) as srv:
-        spec = _spec(srv.base_url)
+        spec = _spec(srv.base_url, judge_validation={"data": str(base / "labels.csv")})
         first = run(spec, run_dir, progress=False, echo=None)
         sent = srv.count
         again = run(spec, run_dir, progress=False, echo=None)
@@ -184,6 +188,9 @@ def test_the_report_states_results_limits_and_escapes_replies(finished):
         assert "cut to 1024 characters before judging" in text
         assert "kappa 0.96" in text
     assert "&lt;script&gt;" in html and "<script>" not in html
+    # the spec points at a validation table: the report states the judge's agreement with it
+    assert "On the validation table (20 rows), the judge agreed with the human majority with Cohen&#39;s kappa 1.00" in html
+    assert "Fleiss&#39; kappa 0.90" in html
     res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     assert res["suite"] == "appropriateness" and res["summary"]["n_significant"] >= 1
     assert (run_dir / "tables" / "replies.csv").is_file() and (run_dir / "figures" / "appropriateness-forest.png").is_file()
