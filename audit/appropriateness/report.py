@@ -96,7 +96,7 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
     rows = list(dict.fromkeys(labels))
     models = sorted(d["model_label"].unique())
     pal = sns.color_palette("deep", len(models))
-    fig = Figure(figsize=(7.5, 1.0 + 0.26 * len(rows) * max(1, len(models)) ** 0.5))
+    fig = Figure(figsize=(7.5, 1.4 + 0.3 * len(rows) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
     for k, m in enumerate(models):
         sel = (d["model_label"] == m).to_numpy()
@@ -111,7 +111,7 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
                    label=None if sig.any() else mpl_text(m))
     ax.axvline(0, color="grey", lw=1)
     ax.set_yticks(range(len(rows)), [mpl_text(r) for r in rows], fontsize=7)
-    ax.invert_yaxis()
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # top to bottom, with room around the outer rows
     ax.set_xlabel("gap in appropriate rate vs no cue (percentage points)")
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
