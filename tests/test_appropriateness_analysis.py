@@ -206,3 +206,19 @@ def test_gap_tests_hold_their_level_under_the_null():
         tested += int(t["p_value"].notna().sum())
     assert tested >= 390
     assert rejected / tested <= 0.08
+
+
+def test_the_reanalyze_cli_writes_its_tables(tmp_path, capsys):
+    from audit.cli import main
+
+    t, expected = _raw_table()
+    t.to_csv(tmp_path / "raw.csv", index=False)
+    rc = main(["appropriateness", "reanalyze", str(tmp_path / "raw.csv"), "--columns",
+               "reply=response,stimulus=interjection,judge_label=label,group=group", "--n-boot", "200",
+               "--out", str(tmp_path / "out")])
+    assert rc == 0
+    rates = pd.read_csv(tmp_path / "out" / "appropriateness_rates.csv")
+    r = rates[(rates.model_label == "m-b") & (rates.level == "mania")].iloc[0]
+    assert r["rate"] == pytest.approx(expected[("m-b", "mania")], abs=1e-12)
+    assert "m-b" in capsys.readouterr().out
+    assert main(["appropriateness", "reanalyze", str(tmp_path / "raw.csv"), "--columns", "reply=response"]) == 2
