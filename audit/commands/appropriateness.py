@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import AuditError
+from .stigma import parse_columns as _pairs
 
 VALIDATE_FIELDS = ("reply", "criterion", "judge", "humans")
 REANALYZE_FIELDS = ("reply", "stimulus", "model", "judge_label", "group", "context")
@@ -49,17 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", metavar="DIR", help="write rates, tests, judge counts and replies as CSV here")
     r.set_defaults(func=_reanalyze)
-
-
-def _pairs(text: str, fields: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in filter(None, (x.strip() for x in text.split(","))):
-        field, sep, col = part.partition("=")
-        if not sep or field.strip() not in fields or not col.strip():
-            raise AuditError(f"bad --columns entry '{part}'", where="--columns",
-                             fix="write FIELD=COLUMN pairs separated by commas; fields: " + ", ".join(fields))
-        out[field.strip()] = col.strip()
-    return out
 
 
 def _validate(args: argparse.Namespace) -> int:
