@@ -249,3 +249,21 @@ def test_stigma_and_empathy_specs_keep_their_hashes():
     assert '"appropriateness"' not in stigma.canonical_json and '"appropriateness"' not in \
         spec_from_dict({"name": "x"}).canonical_json
     assert '"stigma"' not in _spec("http://x/v1").canonical_json
+
+
+def test_a_failed_judge_call_stores_no_verdict_and_is_retried(tmp_path):
+    with StubServer(reply=stub_reply, script={"Answer with only the letter": ["500"]}) as srv:
+        spec = spec_from_dict({"name": "appr-fail", "suite": "appropriateness",
+                               "models": [{"label": "stub", "base_url": srv.base_url, "model": "stub-model",
+                                           "max_retries": 0}],
+                               "appropriateness": {"stimuli": ["bridge", "soap"], "contexts": ["none"],
+                                                   "cues": False, "n_boot": 100}})
+        first = run(spec, tmp_path / "run", progress=False, echo=None)
+        assert not first.ok and first.unanswered == 1 and "1 judge calls without an answer" in first.stage("judge").detail
+        with RunStore(tmp_path / "run") as store:
+            assert len(store.scored_keys("appropriateness-judge")) == 1
+        sent = srv.count
+        again = run(spec, tmp_path / "run", progress=False, echo=None)
+        assert again.ok and srv.count == sent + 1
+    with RunStore(tmp_path / "run") as store:
+        assert len(store.scored_keys("appropriateness-judge")) == 2

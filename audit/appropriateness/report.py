@@ -65,8 +65,8 @@ def rates_figure(rates: pd.DataFrame | None, refs: pd.DataFrame | None) -> Figur
     for k, m in enumerate(models):
         dm = d[d["model_label"] == m].set_index("level").reindex(conds)
         y = np.arange(len(conds)) + (k - (len(models) - 1) / 2) * 0.18
-        err = np.vstack([dm["rate"] - dm["ci_low"], dm["ci_high"] - dm["rate"]]).clip(min=0)
-        ax.errorbar(dm["rate"], y, xerr=np.nan_to_num(err), fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
+        err = np.nan_to_num(np.vstack([dm["rate"] - dm["ci_low"], dm["ci_high"] - dm["rate"]])).clip(min=0)
+        ax.errorbar(dm["rate"], y, xerr=err, fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
     if refs is not None:
         for i, r in enumerate(refs.to_dict("records")):
             ax.axvline(r["rate"], color="grey", lw=1.2, ls=["--", ":", "-."][i % 3], label=mpl_text(r["label"]))
@@ -103,7 +103,7 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
         y = np.array([rows.index(lab) for lab, s in zip(labels, sel) if s]) + (k - (len(models) - 1) / 2) * 0.2
         dm = d[sel]
         est, lo, hi = 100 * dm["estimate"].to_numpy(float), 100 * dm["ci_low"].to_numpy(float), 100 * dm["ci_high"].to_numpy(float)
-        ax.errorbar(est, y, xerr=np.nan_to_num(np.vstack([est - lo, hi - est]).clip(min=0)), fmt="none",
+        ax.errorbar(est, y, xerr=np.nan_to_num(np.vstack([est - lo, hi - est])).clip(min=0), fmt="none",
                     ecolor=pal[k], capsize=2)
         sig = dm["significant_holm"].astype(bool).to_numpy()
         ax.scatter(est[sig], y[sig], color=pal[k], zorder=3, label=mpl_text(m))
