@@ -63,9 +63,9 @@ def rates_figure(rates: pd.DataFrame | None, refs: pd.DataFrame | None) -> Figur
     ax = fig.subplots()
     pal = sns.color_palette("deep", len(models))
     for k, m in enumerate(models):
-        dm = d[d["model_label"] == m].set_index("level").reindex(conds)
+        dm = d[d["model_label"] == m].set_index("level").reindex(conds)[["rate", "ci_low", "ci_high"]].astype(float)
         y = np.arange(len(conds)) + (k - (len(models) - 1) / 2) * 0.18
-        err = np.nan_to_num(np.vstack([dm["rate"] - dm["ci_low"], dm["ci_high"] - dm["rate"]])).clip(min=0)
+        err = np.nan_to_num(np.vstack([dm["rate"] - dm["ci_low"], dm["ci_high"] - dm["rate"]]).astype(float)).clip(min=0)
         ax.errorbar(dm["rate"], y, xerr=err, fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
     if refs is not None:
         for i, r in enumerate(refs.to_dict("records")):
