@@ -9,7 +9,7 @@ Reported (:func:`validate_judge`):
 
 - judge vs each human: Cohen's kappa ``k = (p_o - p_e) / (1 - p_e)`` with ``p_o`` the observed
   agreement and ``p_e = sum_c p_judge(c) p_human(c)`` the agreement expected by chance (Cohen 1960;
-  :func:`sklearn.metrics.cohen_kappa_score`), and accuracy ``p_o``, over the rows both labelled;
+  :func:`statsmodels.stats.inter_rater.cohens_kappa` on the 2 x 2 table), and accuracy ``p_o``, over the rows both labelled;
 - judge vs the human majority (rows where the humans tie are left out and counted);
 - among the humans: Fleiss' kappa over the rows every human labelled (Fleiss 1971;
   :func:`statsmodels.stats.inter_rater.fleiss_kappa`) and Cohen's kappa for every pair.
@@ -52,7 +52,7 @@ def binary_labels(values: pd.Series, where: str) -> pd.Series:
 
 
 def _kappa(a: pd.Series, b: pd.Series) -> tuple[float, float, int, str]:
-    from sklearn.metrics import cohen_kappa_score
+    from statsmodels.stats.inter_rater import cohens_kappa
 
     ok = a.notna() & b.notna()
     x, y = a[ok].astype(int).to_numpy(), b[ok].astype(int).to_numpy()
@@ -61,7 +61,9 @@ def _kappa(a: pd.Series, b: pd.Series) -> tuple[float, float, int, str]:
     acc = float((x == y).mean())
     if len(set(x) | set(y)) < 2:
         return np.nan, acc, len(x), "one label throughout: kappa undefined"
-    return float(cohen_kappa_score(x, y)), acc, len(x), ""
+    table = np.zeros((2, 2))
+    np.add.at(table, (x, y), 1)
+    return float(cohens_kappa(table).kappa), acc, len(x), ""
 
 
 @dataclass
