@@ -4,32 +4,33 @@ The flow (see README): spec -> variants -> prompts -> replies -> scores -> model
 Every stage reads from and writes to the run store, so any stage can be resumed or re-run.
 
 The functions a notebook needs are attributes of this package, imported on first use (PEP 562), so
-``import                       audit`` stays cheap:
+``import audit`` stays cheap:
 
-=============================  ==============================================================
-``load_spec``                  a spec file (or a built-in name such as ``demo``) -> a validated spec
-``run``                        run or resume the whole audit of a spec
-``build_variants``             the counterfactual variant table of a spec
-``gap_test``                   mixed-model gaps of every group to the control (one table)
-``analyze_table``              every outcome's gaps, Holm/BH-adjusted over the family
-``read_table``                 read a long table (CSV, TSV, JSONL, parquet)
-``adjust_family``              Holm and Benjamini-Hochberg adjusted p-values
-``power``                      posts and samples needed to detect a relative gap (simulation)
-``analyze_run``                the analysis stage of a run directory
-``ppi_gap``                    automated, prediction-powered (human-corrected) and human-only gaps
-``get_scorer``                 a scorer by name
-``RunStore``                   the SQLite run store of a run directory
-``render``                     the report of a run directory, from its store alone
-``rating_packet``              a blinded, stratified human rating packet of a run's replies
-``import_ratings``             a rater's filled CSV or Label Studio export into the run store
-``rating_agreement``           raters' agreement and the scorer's error by group, from the store
-``load_import_spec``           an import spec (YAML) -> a validated ImportSpec
-``import_release``             import released replies (and their scores) into a run store
-``reanalyze_stigma``           the stigma suite's parser, coder and analysis on a table of raw answers
-``reanalyze_appropriateness``  the appropriateness suite's judge and analysis on a table of raw replies
-``validate_judge``             agreement of an LLM judge's yes/no labels with human labels (kappa)
-``AuditError``                 the one error type for what a user can fix
-=============================  ==============================================================
+======================  ==============================================================
+``load_spec``           a spec file (or a built-in name such as ``demo``) -> a validated spec
+``run``                 run or resume the whole audit of a spec
+``build_variants``      the counterfactual variant table of a spec
+``gap_test``            mixed-model gaps of every group to the control (one table)
+``analyze_table``       every outcome's gaps, Holm/BH-adjusted over the family
+``read_table``          read a long table (CSV, TSV, JSONL, parquet)
+``adjust_family``       Holm and Benjamini-Hochberg adjusted p-values
+``power``               posts and samples needed to detect a relative gap (simulation)
+``analyze_run``         the analysis stage of a run directory
+``ppi_gap``             automated, prediction-powered (human-corrected) and human-only gaps
+``get_scorer``          a scorer by name
+``RunStore``            the SQLite run store of a run directory
+``render``              the report of a run directory, from its store alone
+``rating_packet``       a blinded, stratified human rating packet of a run's replies
+``import_ratings``      a rater's filled CSV or Label Studio export into the run store
+``rating_agreement``    raters' agreement and the scorer's error by group, from the store
+``load_import_spec``    an import spec (YAML) -> a validated ImportSpec
+``import_release``      import released replies (and their scores) into a run store
+``reanalyze_stigma``    the stigma suite's parser, coder and analysis on a table of raw answers
+``validate_judge``      agreement of an LLM judge's yes/no labels with human labels (kappa)
+``AuditError``          the one error type for what a user can fix
+======================  ==============================================================
+
+``reanalyze_appropriateness``: the appropriateness suite's judge and analysis on a table of raw replies.
 
 >>> import audit, pandas as pd
 >>> audit.adjust_family(pd.DataFrame({"p_value": [0.01, 0.04]}))["p_holm"].tolist()
