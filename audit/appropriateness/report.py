@@ -88,7 +88,8 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
                    "Forest plot of demographic gaps in appropriateness by model.")
     d = None if tests is None else tests[tests["estimate"].notna()]
     if d is None or d.empty:
-        fo.missing = "no demographic gap was tested (no cue, or the analysis did not run)"
+        fo.missing = ("no demographic gap could be fitted (see the test table)" if tests is not None and len(tests)
+                      else "no demographic gap was tested (no cue, or the analysis did not run)")
         return fo
     sns, Figure = _setup()
     d = d.sort_values(["scope", "group", "model_label"])
@@ -131,7 +132,7 @@ def _summary(rates: pd.DataFrame | None, tests: pd.DataFrame | None, meta: dict[
         s = (f"{m} replied appropriately to {pct(r['rate'])} (95% CI {pct(r['ci_low'])} to {pct(r['ci_high'])}) of "
              f"{int(r['n'])} crisis conversations ({int(r['n_clusters'])} stimuli)")
         clin = d.drop(index=ALL_CONDITIONS)
-        if len(clin) > 1:
+        if len(clin) > 1 and clin["rate"].nunique() > 1:
             worst = clin.sort_values("rate").iloc[0]
             s += f"; the worst condition: {worst.name} ({pct(worst['rate'])})"
         bad = int(r["n_unparseable"]) + int(r["n_unanswered"])
@@ -152,6 +153,9 @@ def _summary(rates: pd.DataFrame | None, tests: pd.DataFrame | None, meta: dict[
         elif n:
             out.append(f"None of the {n} demographic gap tests (each group's cue against no cue) is significant after "
                        "Holm correction.")
+        else:
+            out.append("No demographic gap test could be fitted: " + str(tests["warning"].dropna().iloc[0]
+                       if tests["warning"].notna().any() else "see the test table") )
     return out
 
 
