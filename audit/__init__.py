@@ -28,8 +28,11 @@ The functions a notebook needs are attributes of this package, imported on first
 ``reanalyze_stigma``    the stigma suite's parser, coder and analysis on a table of raw answers
 ``tidy_table``          a run as one long table: one row per (request, scorer, measure)
 ``compare_runs``        compare finished runs: closed, opened and unchanged gaps
+``validate_judge``      agreement of an LLM judge's yes/no labels with human labels (kappa)
 ``AuditError``          the one error type for what a user can fix
 ======================  ==============================================================
+
+``reanalyze_appropriateness``: the appropriateness suite's judge and analysis on a table of raw replies.
 
 >>> import audit, pandas as pd
 >>> audit.adjust_family(pd.DataFrame({"p_value": [0.01, 0.04]}))["p_holm"].tolist()
@@ -66,6 +69,8 @@ _EXPORTS = {
     "reanalyze_stigma": ("audit.stigma.replicate", "reanalyze_stigma"),
     "tidy_table": ("audit.tidy", "tidy_table"),
     "compare_runs": ("audit.compare", "compare_runs"),
+    "reanalyze_appropriateness": ("audit.appropriateness.replicate", "reanalyze_appropriateness"),
+    "validate_judge": ("audit.appropriateness.validation", "validate_judge"),
     "AuditError": ("audit.errors", "AuditError"),
     "batch_submit": ("audit.batch", "submit"),
     "batch_poll": ("audit.batch", "poll"),

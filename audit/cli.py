@@ -15,7 +15,8 @@ import signal
 import sys
 
 from . import __version__
-from .commands import analysis, batch, compare, generate, importing, ratings, run, scoring, stigma, variants
+from .commands import (analysis, appropriateness, batch, compare, generate, importing, ratings, run, scoring,
+                       stigma, variants)
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
@@ -30,6 +31,7 @@ COMMAND_MODULES = (
     stigma,     # stigma reanalyze
     batch,      # batch status|submit|poll|collect|cancel|run-local
     compare,    # compare
+    appropriateness,  # judge validate, appropriateness reanalyze
 )
 
 

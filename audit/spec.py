@@ -409,9 +409,76 @@ class PcsaSpec(StrictModel):
         return self
 
 
-SUITES = ("empathy", "stigma", "pcsa")
+
+class JudgeValidationSpec(StrictModel):
+    """A labelled table that validates the appropriateness judge (``empathy-audit judge validate``)."""
+
+    data: str = Field(..., description="Table (CSV, TSV, JSONL, parquet; relative to the spec file) with one row "
+                                       "per judged reply: the judge's label and one or more human labels.")
+    judge: str = Field("judge", description="Column of the judge's label (yes/no).")
+    humans: list[str] | None = Field(None, min_length=1,
+                                     description="Columns of the human labels; default every column whose name "
+                                                 "starts with 'human'.")
+
+
+class AppropriatenessSpec(StrictModel):
+    """The appropriateness suite (``suite: appropriateness``; :mod:`audit.suites.appropriateness`): the crisis
+    stimuli of Moore et al. (FAccT 2025) in three contexts and with demographic cues, replies judged by an
+    LLM against each stimulus's criterion question."""
+
+    stimuli: list[str] | None = Field(None, description="Stimulus ids (audit/data/moore/appropriateness_stimuli"
+                                                        ".jsonl); default all 10.")
+    conditions: list[str] | None = Field(None, description="Subset of: suicidal ideation, delusions, hallucinations, "
+                                                           "mania, obsessive-compulsive behavior.")
+    contexts: list[Literal["none", "ours", "transcripts"]] = Field(
+        default_factory=lambda: ["none", "ours"], min_length=1,
+        description="none: the stimulus alone; ours: after each of our fictional therapy-conversation prefixes "
+                    "(audit/data/appropriateness/contexts.yaml); transcripts: after each of your transcripts.")
+    prefixes: list[str] | None = Field(None, description="Ids of our prefixes to use (contexts: ours); default all.")
+    transcripts: str | None = Field(None, description="JSONL of your own transcripts (contexts: transcripts), one "
+                                                      "per line: {id, messages: [{role: user|assistant, content}]}, "
+                                                      "starting with the client and ending with the therapist.")
+    system_prompt: Literal["none", "expert", "own"] = Field(
+        "none", description="none (as upstream's main runs); expert (the stigma suite's expert-therapist prompt); own "
+                            "(system_prompt_text). The character-limit instruction always follows.")
+    system_prompt_text: str | None = Field(None, description="Your own system prompt (system_prompt: own).")
+    cues: bool = Field(True, description="Add the demographic variants of the demographics section (axes, groups, "
+                                         "cue types) beside the no-cue control; false: the control only.")
+    judge: JudgeSpec | None = Field(None, description="The judge model; default: the first audited model (the "
+                                                      "report warns that self-judging is weak).")
+    truncate: int = Field(1024, ge=16, le=100000, description="Replies are cut to this many characters before "
+                                                              "judging (upstream: 1024).")
+    reference_rates: dict[str, float] = Field(
+        default_factory=dict,
+        description="Reference appropriate rates shown beside the models', e.g. {'human therapists (Moore et al. "
+                    "2025)': 0.94}; proportions in [0, 1].")
+    judge_validation: JudgeValidationSpec | None = Field(
+        None, description="A labelled table validating the judge; the report states its agreement.")
+    n_boot: int = Field(2000, ge=100, le=100000, description="Cluster-bootstrap resamples for the rate CIs.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AppropriatenessSpec":
+        if self.system_prompt == "own" and not (self.system_prompt_text or "").strip():
+            raise ValueError("system_prompt: own needs system_prompt_text")
+        if self.system_prompt != "own" and self.system_prompt_text is not None:
+            raise ValueError("system_prompt_text is used only with system_prompt: own")
+        if "transcripts" in self.contexts and not self.transcripts:
+            raise ValueError("contexts: transcripts needs transcripts: PATH (a JSONL file of your transcripts)")
+        if self.transcripts and "transcripts" not in self.contexts:
+            raise ValueError("transcripts is used only when contexts lists 'transcripts'")
+        if len(set(self.contexts)) != len(self.contexts):
+            raise ValueError("contexts must not repeat")
+        for k, v in self.reference_rates.items():
+            if not 0 <= v <= 1:
+                raise ValueError(f"reference_rates['{k}'] = {v} is not a proportion in [0, 1]")
+        return self
+
+
+SUITES = ("empathy", "stigma", "appropriateness", "pcsa")
 # Upstream settings of the stigma suite (Moore et al., stigma.py): the spec's decoding when it sets none.
 STIGMA_DECODING = {"temperature": 0.0, "max_tokens": 10}
+# Upstream settings of the appropriateness suite (interjections.py): temperature 0, at most 512 tokens.
+APPROPRIATENESS_DECODING = {"temperature": 0.0, "max_tokens": 512}
 
 
 class AuditSpec(StrictModel):
@@ -421,9 +488,10 @@ class AuditSpec(StrictModel):
                       description="Run name: letters, digits, '_', '.', '-', starting with a letter or digit "
                                   "(it names the default run directory reports/<name>).")
     description: str = ""
-    suite: Literal["empathy", "stigma", "pcsa"] = Field(
+    suite: Literal["empathy", "stigma", "appropriateness", "pcsa"] = Field(
         "empathy", description="The audit design: empathy (counterfactual posts -> replies -> empathy scores), "
-                               "stigma (vignettes -> multiple-choice stigma questions; see the stigma section) or "
+                               "stigma (vignettes -> multiple-choice stigma questions; see the stigma section), "
+                               "appropriateness (crisis stimuli -> replies -> LLM judge; see that section) or "
                                "pcsa (multi-turn persona client simulation red-teaming; see the pcsa section).")
     posts: PostsSpec = Field(default_factory=PostsSpec)
     demographics: DemographicsSpec = Field(default_factory=DemographicsSpec)
@@ -436,6 +504,8 @@ class AuditSpec(StrictModel):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     stigma: StigmaSpec | None = Field(None, description="Settings of the stigma suite (suite: stigma).")
     pcsa: PcsaSpec | None = Field(None, description="Settings of the PCSA suite (suite: pcsa).")
+    appropriateness: AppropriatenessSpec | None = Field(
+        None, description="Settings of the appropriateness suite (suite: appropriateness).")
     output: str | None = Field(None, description="Run directory; default reports/<name>.")
 
     # Set by load_spec; not part of the YAML.
@@ -453,6 +523,10 @@ class AuditSpec(StrictModel):
         if isinstance(data, dict) and data.get("suite") == "pcsa":
             data = dict(data)
             data.setdefault("pcsa", {})
+        if isinstance(data, dict) and data.get("suite") == "appropriateness":
+            data = dict(data)
+            data.setdefault("decoding", dict(APPROPRIATENESS_DECODING))
+            data.setdefault("appropriateness", {})
         return data
 
     @model_validator(mode="after")
@@ -461,6 +535,8 @@ class AuditSpec(StrictModel):
             raise ValueError("the stigma section is used only with suite: stigma")
         if self.pcsa is not None and self.suite != "pcsa":
             raise ValueError("the pcsa section is used only with suite: pcsa")
+        if self.appropriateness is not None and self.suite != "appropriateness":
+            raise ValueError("the appropriateness section is used only with suite: appropriateness")
         return self
 
     @field_validator("output")
@@ -504,6 +580,10 @@ class AuditSpec(StrictModel):
         if d.get("suite") == "empathy" and d.get("stigma") is None:
             d.pop("suite", None)
             d.pop("stigma", None)
+        if d.get("appropriateness", 0) is None:  # so stigma specs keep their hashes too
+            d.pop("appropriateness")
+        if d.get("suite") == "appropriateness" and d.get("stigma", 0) is None:
+            d.pop("stigma")
         return d
 
     # ----- derived -----

@@ -16,7 +16,8 @@ from audit.stats.simulate import simulate_audit_table
 
 PUBLIC = ["load_spec", "run", "build_variants", "gap_test", "analyze_table", "adjust_family", "power", "get_scorer",
           "RunStore", "render", "AuditError", "read_table", "analyze_run", "rating_packet", "import_ratings",
-          "rating_agreement", "reanalyze_stigma", "tidy_table", "compare_runs"]
+          "rating_agreement", "reanalyze_stigma", "tidy_table", "compare_runs", "reanalyze_appropriateness",
+          "validate_judge"]
 
 
 def test_import_audit_loads_nothing_heavy(repo_root):
@@ -34,12 +35,15 @@ def test_every_public_name_resolves_to_the_library_function():
     from audit.scorers import get_scorer
     from audit.spec import load_spec
     from audit.stats import adjust_family, analyze_run, analyze_table, gap_test, plan_power, read_table
+    from audit.appropriateness.replicate import reanalyze_appropriateness
+    from audit.appropriateness.validation import validate_judge
     from audit.stigma.replicate import reanalyze_stigma
     from audit.compare import compare_runs
     from audit.store import RunStore
     from audit.tidy import tidy_table
 
-    expected = dict(reanalyze_stigma=reanalyze_stigma, load_spec=load_spec, run=run, build_variants=build_variants, gap_test=gap_test,
+    expected = dict(reanalyze_stigma=reanalyze_stigma, reanalyze_appropriateness=reanalyze_appropriateness,
+                    validate_judge=validate_judge, load_spec=load_spec, run=run, build_variants=build_variants, gap_test=gap_test,
                     analyze_table=analyze_table, adjust_family=adjust_family, power=plan_power, get_scorer=get_scorer,
                     RunStore=RunStore, render=render, AuditError=AuditError, read_table=read_table,
                     analyze_run=analyze_run, rating_packet=make_packet, import_ratings=import_ratings,

@@ -30,13 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_reanalyze)
 
 
-def parse_columns(text: str) -> dict[str, str]:
+def parse_columns(text: str, fields: tuple[str, ...] = FIELDS) -> dict[str, str]:
+    """``--columns FIELD=COL,...`` as a dict; one AuditError for an entry that is not a known field."""
     out: dict[str, str] = {}
     for part in filter(None, (x.strip() for x in text.split(","))):
         field, sep, col = part.partition("=")
-        if not sep or field.strip() not in FIELDS or not col.strip():
+        if not sep or field.strip() not in fields or not col.strip():
             raise AuditError(f"bad --columns entry '{part}'", where="--columns",
-                             fix="write FIELD=COLUMN pairs separated by commas; fields: " + ", ".join(FIELDS))
+                             fix="write FIELD=COLUMN pairs separated by commas; fields: " + ", ".join(fields))
         out[field.strip()] = col.strip()
     return out
 

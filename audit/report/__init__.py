@@ -40,9 +40,11 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True, pdf
     from .build import render_run
 
     suite = _suite_of(Path(run_dir))
-    if suite in ("stigma", "pcsa"):  # another suite renders its own report
+    if suite in ("stigma", "appropriateness", "pcsa"):  # another suite renders its own report
         if suite == "stigma":
             from ..stigma.report import render_stigma as render_suite
+        elif suite == "appropriateness":
+            from ..appropriateness.report import render_appropriateness as render_suite
         else:
             from ..pcsa.report import render_pcsa as render_suite
         from .pdf import pdf_step, require_pdf_printer

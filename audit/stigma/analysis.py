@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AuditError
+from ..stats.binary import binary_gap, cluster_bootstrap_ci
 from .parse import parse_answer, raw_code, stigma_code
 from .stimuli import CONDITIONS, CONTROL_CONDITION, MOORE_DIR, items_by_id
 
@@ -110,17 +111,6 @@ def human_stigma_rates() -> dict[str, float]:
     return h[h["question"].isin(counted)].groupby("condition")["human"].mean().to_dict()
 
 
-def _bootstrap_ci(s: np.ndarray, n: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
-    if len(s) < 2 or n.sum() == 0:
-        return np.nan, np.nan
-    w = rng.multinomial(len(s), np.full(len(s), 1.0 / len(s)), size=n_boot).astype(float)
-    den = w @ n
-    ok = den > 0
-    r = (w[ok] @ s) / den[ok]
-    lo, hi = np.quantile(r, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
 def stigma_rates(coded: pd.DataFrame, *, by: Sequence[str] = ("model_label", "condition"), n_boot: int = 2000,
                  seed: int = 0, cluster: str = "post_id") -> pd.DataFrame:
     """Stigma rate per ``by`` cell over the counted items, with the cluster-bootstrap 95% CI (see the
@@ -133,7 +123,7 @@ def stigma_rates(coded: pd.DataFrame, *, by: Sequence[str] = ("model_label", "co
         key = key if isinstance(key, tuple) else (key,)
         usable = g[g["stigma"].notna()]
         per = usable.groupby(cluster)["stigma"].agg(["sum", "count"])
-        lo, hi = _bootstrap_ci(per["sum"].to_numpy(float), per["count"].to_numpy(float), n_boot, rng)
+        lo, hi = cluster_bootstrap_ci(per["sum"].to_numpy(float), per["count"].to_numpy(float), n_boot, rng)
         row = dict(zip(by, key))
         row.update(rate=usable["stigma"].mean() if len(usable) else np.nan, ci_low=lo, ci_high=hi, n=len(usable),
                    n_stigma=int(usable["stigma"].sum()), n_vignettes=int(per.shape[0]),
@@ -175,26 +165,9 @@ def parse_counts(coded: pd.DataFrame) -> pd.DataFrame:
     return g.sort_values(["model_label", "parse_status", "reason"]).reset_index(drop=True)
 
 
-def _factors(d: pd.DataFrame, names: Sequence[str]) -> list[str]:
-    return [f for f in names if f in d.columns and d[f].nunique() > 1]
-
-
 def _gap(d: pd.DataFrame, term: str, reference: str, factors: Sequence[str], where: str) -> pd.DataFrame:
-    from ..stats.gaps import gap_test
-
-    if d[term].nunique() < 2 or reference not in set(d[term].astype(str)):
-        return pd.DataFrame()
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # separation warnings of the optimiser: the row's method/warning say it
-            warnings.simplefilter("ignore", RuntimeWarning)
-            r = gap_test(d, outcome="stigma", group=term, control=reference, cluster="post_id",
-                         factors=_factors(d, factors), allow_missing=True, where=where)
-    except AuditError as exc:
-        return pd.DataFrame([dict(group=g, reference=reference, method="not fitted", warning=exc.message)
-                             for g in sorted(set(d[term].astype(str)) - {reference})])
-    return r
+    return binary_gap(d, outcome="stigma", term=term, reference=reference, factors=factors, cluster="post_id",
+                      where=where)
 
 
 def stigma_tests(coded: pd.DataFrame, *, axes: Sequence[str] = ("race", "gender", "education"),

@@ -10,10 +10,6 @@ ever printed escaped.
 
 from __future__ import annotations
 
-import base64
-import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from ..jsonable import jsonable
+from ..report.suite_report import models_meta as _models, pct as _pct, pp as _pp, pval as _p, records as _records, \
+    stored_meta, write_report
 from ..report.figures import FigureOut, _encode, _setup, mpl_text
 from ..store import RunStore, now_iso
-from ..untrusted import csv_safe
 from .analysis import ALL_CONDITIONS, human_stigma_rates
 from .stimuli import CONDITIONS, CONTROL_CONDITION, items_by_id, prompt_format, system_prompt_text
 
@@ -44,42 +41,8 @@ LIMITATIONS = [
 ]
 
 
-def _pct(x: Any) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * float(x):.0f}%"
-
-
-def _pp(x: Any) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * float(x):+.1f} pp"
-
-
-def _p(x: Any) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    return f"{x:.2g}" if x >= 1e-4 else "<0.0001"
-
-
-def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
-    return [] if df is None else jsonable(df.to_dict("records"))
-
-
 def _meta(store: RunStore) -> dict[str, Any]:
-    t = store.table_df("stigma_meta")
-    if t is None:
-        return {}
-    out = {}
-    for k, v in zip(t["key"], t["value"]):
-        try:
-            out[k] = json.loads(v)
-        except (TypeError, ValueError):
-            out[k] = v
-    return out
-
-
-def _models(store: RunStore) -> dict[str, Any]:
-    try:
-        return json.loads(store.get_meta("models", "{}"))
-    except ValueError:
-        return {}
+    return stored_meta(store, "stigma_meta")
 
 
 # ---------------------------------------------------------------------------- figures
@@ -311,36 +274,16 @@ def results_json(ctx: dict[str, Any], tables: dict[str, pd.DataFrame | None]) ->
 def render_stigma(run_dir: str | Path) -> dict[str, Path]:
     """Render the stigma report of ``run_dir`` from its store: report.html, report.md, results.json,
     tables/*.csv, figures/*.png. Never writes to the store."""
-    from ..report.build import TEMPLATES, _environment, _publish, _write
-
     run_dir = Path(run_dir)
     with RunStore(run_dir, create=False) as store:
         ctx, tables, figures, coded = build_stigma_context(store, now_iso())
-    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=run_dir))
-    try:
-        css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
-        _write(stage / "report.html", _environment(markdown=False).get_template("stigma.html.j2").render(css=css, **ctx))
-        (stage / "figures").mkdir()
-        for f in figures:
-            if f.data_uri:
-                (stage / "figures" / f"{f.id.removeprefix('fig-')}.png").write_bytes(
-                    base64.b64decode(f.data_uri.split(",", 1)[1]))
-        _write(stage / "report.md", _environment(markdown=True).get_template("stigma.md.j2").render(**ctx))
-        _write(stage / "results.json", json.dumps(results_json(ctx, tables), indent=1, ensure_ascii=False,
-                                                  allow_nan=False))
-        (stage / "tables").mkdir()
-        for name, df in tables.items():
-            if df is not None:
-                csv_safe(df).to_csv(stage / "tables" / f"{name}.csv", index=False)
-        if not coded.empty:
-            cols = ["request_key", "model_label", "post_id", "condition", "race", "gender", "education", "question",
-                    "status", "reply", "parse_status", "reason", "letter", "stigma"]
-            csv_safe(coded[[c for c in cols if c in coded.columns]]).to_csv(stage / "tables" / "answers.csv", index=False)
-        staged = [p for p in stage.rglob("*") if p.is_file()]
-        paths = _publish(stage, run_dir, staged)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return paths
+    out = dict(tables)
+    if not coded.empty:
+        cols = ["request_key", "model_label", "post_id", "condition", "race", "gender", "education", "question",
+                "status", "reply", "parse_status", "reason", "letter", "stigma"]
+        out["answers"] = coded[[c for c in cols if c in coded.columns]]
+    return write_report(run_dir, template="stigma", ctx=ctx, results=results_json(ctx, tables), figures=figures,
+                        tables=out)
 
 
 __all__ = ["LIMITATIONS", "build_stigma_context", "forest_figure", "rates_figure", "render_stigma", "results_json"]

@@ -1,0 +1,102 @@
+"""``empathy-audit judge validate`` and ``empathy-audit appropriateness reanalyze``: the appropriateness
+suite's judge validation and replication mode (thin layers over :mod:`audit.appropriateness`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import AuditError
+from .stigma import parse_columns as _pairs
+
+VALIDATE_FIELDS = ("reply", "criterion", "judge", "humans")
+REANALYZE_FIELDS = ("reply", "stimulus", "model", "judge_label", "group", "context")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    j = sub.add_parser("judge", help="LLM-judge tools (validate a judge against human labels)",
+                       description="Tools for the LLM judges of the suites.")
+    js = j.add_subparsers(dest="judge_command", metavar="COMMAND", required=True)
+    v = js.add_parser("validate", help="agreement of a judge's labels with human labels (Cohen's / Fleiss' kappa)",
+                      description="Read a table of (reply, criterion, judge label, one or more human labels; yes/no) "
+                                  "and print judge-human Cohen's kappa (per annotator and against the majority), "
+                                  "accuracy, Fleiss' kappa among the annotators and their pairwise kappa. The "
+                                  "published judge (GPT-4o, Moore et al. 2025) reached kappa 0.96 against two "
+                                  "annotators.")
+    v.add_argument("--data", required=True, metavar="FILE", help="CSV, TSV, JSONL or parquet table")
+    v.add_argument("--columns", default="", metavar="FIELD=COL,...",
+                   help="column names for reply, criterion, judge, humans (humans: COL|COL|...; default every "
+                        "column starting with 'human')")
+    v.add_argument("--json", metavar="OUT", help="also write the result as JSON here")
+    v.set_defaults(func=_validate)
+
+    p = sub.add_parser("appropriateness", help="the appropriateness suite's tools (reanalyze raw replies)",
+                       description="Tools of the crisis-appropriateness suite (Moore et al., FAccT 2025). Run the "
+                                   "suite itself with `empathy-audit run analyses/appropriateness.yaml`.")
+    s = p.add_subparsers(dest="appropriateness_command", metavar="COMMAND", required=True)
+    r = s.add_parser("reanalyze", help="judge (or take judge labels of) and analyse a table of raw replies",
+                     description="Judge every raw reply of FILE against its stimulus's criterion (or take the judge "
+                                 "labels of a column) and print the appropriate rates per model x condition with "
+                                 "cluster-bootstrap CIs; gap tests and tables are written with --out.")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("--columns", default="", metavar="FIELD=COL,...",
+                   help="column names for " + ", ".join(REANALYZE_FIELDS) + " (default: the field names)")
+    r.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible endpoint of the judge")
+    r.add_argument("--judge-model", metavar="NAME", help="the judge's model name")
+    r.add_argument("--judge-api-key-env", metavar="VAR", help="environment variable holding the judge's API key")
+    r.add_argument("--store", metavar="DIR", help="run store for the judge calls (default: the cache directory)")
+    r.add_argument("--n-boot", type=int, default=2000, metavar="B")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", metavar="DIR", help="write rates, tests, judge counts and replies as CSV here")
+    r.set_defaults(func=_reanalyze)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ..appropriateness.validation import validate_judge
+
+    cols = _pairs(args.columns, VALIDATE_FIELDS)
+    humans = cols.pop("humans", None)
+    res = validate_judge(args.data, humans=humans.split("|") if humans else None, **cols)
+    print(res.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if res.fleiss is not None:
+        print(f"Fleiss' kappa among {res.fleiss['raters']} annotators: {res.fleiss['kappa']:.3f} (n = {res.fleiss['n']})")
+    if res.n_ties:
+        print(f"{res.n_ties} rows where the annotators tie are left out of the majority comparison")
+    print(res.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps(res.as_dict(), indent=1, allow_nan=False), encoding="utf-8")
+        print(f"json: {args.json}")
+    return 0
+
+
+def _reanalyze(args: argparse.Namespace) -> int:
+    from ..appropriateness.replicate import reanalyze_appropriateness
+    from ..untrusted import csv_safe
+
+    judge = None
+    if args.judge_base_url or args.judge_model:
+        from ..spec import DecodingSpec, JudgeSpec, ModelSpec
+        from ..appropriateness.stimuli import prompt_settings
+
+        if not (args.judge_base_url and args.judge_model):
+            raise AuditError("--judge-base-url and --judge-model go together", where="the command line",
+                             fix="give both, or neither (then the table needs judge labels)")
+        judge = JudgeSpec(model=ModelSpec(label="judge", base_url=args.judge_base_url, model=args.judge_model,
+                                          api_key_env=args.judge_api_key_env),
+                          decoding=DecodingSpec(**prompt_settings()["judge"]["decoding"]), response_format="none")
+    res = reanalyze_appropriateness(args.file, judge=judge, store_dir=args.store, n_boot=args.n_boot, seed=args.seed,
+                                    **_pairs(args.columns, REANALYZE_FIELDS))
+    show = res.rates[res.rates["by"] == "condition"][["model_label", "level", "rate", "ci_low", "ci_high", "n",
+                                                       "n_unparseable", "n_unanswered"]]
+    print(show.rename(columns={"level": "condition"}).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    m = res.meta
+    print(f"{m['n_replies']} replies: {m['n_unparseable']} unparseable and {m['n_unanswered']} unanswered judgements "
+          f"(counted as inappropriate); {m['family_size']} gap tests, {m['n_significant_holm']} significant after Holm")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, df in {**res.tables(), "appropriateness_replies": res.judged}.items():
+            csv_safe(df).to_csv(out / f"{name}.csv", index=False)
+        print(f"tables: {out}/")
+    return 0
