@@ -13,6 +13,7 @@ name           measures                     what
 epitome        ER, IP, EX, empathy          embedded EPITOME classifiers (default; shipped artifact)
 llm-judge      ER, IP, EX, empathy          EPITOME rubric scored by an OpenAI-compatible judge model
 hf-classifier  ER, IP, EX, empathy          your own local transformers checkpoints (extra ``hf``)
+epitome-plus   ER, IP, EX, empathy          epitome + fine-tuned MiniLM cross-encoder, gated (extra ``plus``)
 sentiment      compound                     VADER compound sentiment, -1..1
 length         words                        reply length in words
 refusal        refusal                      1 when the reply declines to engage (documented patterns)

@@ -19,6 +19,9 @@ _SCORERS: dict[str, tuple[str, str, str]] = {
                   "EPITOME rubric scored by an OpenAI-compatible judge model (scoring.judge)"),
     "hf-classifier": (".hf", "HFClassifierScorer",
                       "your local transformers checkpoints (scoring.hf_classifier; extra 'hf')"),
+    "epitome-plus": (".epitome_plus", "EpitomePlusScorer",
+                     "epitome gated into a fine-tuned MiniLM cross-encoder for its least confident pairs "
+                     "(optional, slower; extra 'plus')"),
     "sentiment": (".auxiliary", "SentimentScorer", "VADER compound sentiment of the reply, -1..1"),
     "length": (".auxiliary", "LengthScorer", "reply length in words"),
     "refusal": (".auxiliary", "RefusalScorer",
