@@ -132,3 +132,14 @@ def test_every_table_csv_matches_the_golden_run(golden_run):
         got = _csv_rows((golden_run / "tables" / name).read_text(encoding="utf-8"), root)
         want = _csv_rows((golden_dir / name).read_text(encoding="utf-8"), root)
         _same(got, want, name)
+
+
+def test_the_two_sample_demo_reports_its_sampling_variance(golden_run):
+    """demo-full answers every variant twice: the report states the sampling variance of each continuous
+    outcome (issue 18), in results.json, the table CSVs and the HTML report."""
+    res = json.loads((golden_run / "results.json").read_text(encoding="utf-8"))
+    var = res["results_variability"]
+    assert {r["samples"] for r in var} == {2} and {"epitome.empathy", "length.words"} <= {r["outcome"] for r in var}
+    assert all(r["var_sample"] >= 0 and 0 <= r["share_sampling"] <= 1 for r in var)
+    assert (golden_run / "tables" / "results_variability.csv").is_file()
+    assert 'id="variability-table"' in (golden_run / "report.html").read_text(encoding="utf-8")

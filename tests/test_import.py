@@ -250,6 +250,13 @@ def test_long_csv_with_two_published_scorers_side_by_side_with_ours(tmp_path, ca
     pub = next(r for r in result["results"] if r["outcome"] == "published.empathy" and r["group"] == "Black"
                and r["cue_type"] == "pooled" and r["style"] == "pooled")
     assert pub["estimate"] < -0.25 and pub["significant_holm"]  # planted: -0.4 in the published scores
+    # the report puts the scorers of one measure side by side (issue 14: two scorers in one report)
+    assert result["scorer_comparison"]["n_compared"] > 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    table = page[page.index('id="scorer-comparison-table"'):]
+    table = table[:table.index("</table>")]
+    assert all(f"<td>{s}</td>" in table for s in ("published", "rater_b", "epitome"))
+    assert "Does the conclusion depend on the scorer?" in page
 
 
 def test_observational_release_is_stated_and_fitted_by_ols(tmp_path, capsys):

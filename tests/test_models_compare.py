@@ -144,3 +144,16 @@ def test_power_advises_samples_versus_posts_from_the_variance_components():
     silent = plan_power(None, gap=0.2, groups=2, sd_post=0.3, sd_resid=0.6, ref_mean=1.0, posts=[20], samples=[1],
                         sims=10, seed=1)
     assert not any(n.startswith("samples versus posts") for n in silent.notes)  # variant variance unknown
+
+
+def test_a_run_with_repeated_samples_reports_its_sampling_variance():
+    """samples > 1 in one run: the analysis stage adds results_variability (planted sd_resid 0.5 -> 0.25);
+    with one sample per variant it adds nothing."""
+    t = simulate_audit_table(n_posts=50, samples=3, sd_variant=0.2, sd_resid=0.5, seed=11)
+    r = analyze_scores(t, paired_check=False)
+    v = r.tables["results_variability"]
+    assert len(v) == 1 and v["samples"].iloc[0] == 3 and v["replicate"].iloc[0] == "sample_index"
+    assert v["var_sample"].iloc[0] == pytest.approx(0.25, rel=0.15)
+    assert 0 < v["share_sampling"].iloc[0] < 1
+    one = analyze_scores(simulate_audit_table(n_posts=50, samples=1, seed=11), paired_check=False)
+    assert "results_variability" not in one.tables

@@ -1,7 +1,8 @@
 """The stigma-demo spec on the embedded model, cut to CI size: 4 vignettes (White and African American
 woman, schizophrenia and the daily-troubles control, college) x 2 counted questions = 8 one-letter
 answers. Checks that the real stages fit together on a real model, that every answer is parsed or
-counted as unparseable (none lost), and that the report carries the embedded-model warning."""
+counted as unparseable (none lost), and that the report carries the embedded-model warning and
+passes the browser check."""
 
 from __future__ import annotations
 
@@ -37,3 +38,9 @@ def test_stigma_demo_runs_on_the_embedded_model(tmp_path):
     html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert "The embedded model is not a model worth auditing." in html
     assert "stated attitudes in a survey format, not behaviour in conversation" in html
+    from audit.report.browser import check_report, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium on this machine: the run and the HTML checks above ran, the browser check cannot")
+    verdict = check_report(tmp_path / "run" / "report.html")
+    assert verdict.ok, verdict.lines()

@@ -37,7 +37,8 @@ from .scorer_comparison import comparison_section, ppi_section
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-              "results_disparity", "results_ppi", "results_models")
+              "results_disparity", "results_ppi", "results_models",
+              "results_variability")
 EMBEDDED_WARNING = (
     f"This audit used the embedded default model ({EMBEDDED_NAME}, 135 M parameters, run locally by llama.cpp). "
     "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
@@ -371,6 +372,16 @@ def _generic_table(df: pd.DataFrame | None, max_rows: int = 400) -> dict[str, An
     return dict(columns=cols, rows=rows, long=long, truncated=max(0, len(df) - max_rows))
 
 
+def _variability_rows(df: pd.DataFrame | None, measures: Any) -> list[dict[str, str]]:
+    """Rows of the run-to-run variability table (``results_variability``; samples > 1 only)."""
+    if df is None or df.empty:
+        return []
+    return [dict(outcome=measures.label(r["outcome"]), model=str(r["model_label"]), samples=str(int(r["samples"])),
+                 var_variant=fnum(float(r["var_variant"])), var_sample=fnum(float(r["var_sample"])),
+                 share=f"{100 * float(r['share_sampling']):.0f}%", advice=str(r["advice"]))
+            for r in df.to_dict("records")]
+
+
 def _group_summary(data: ReportData) -> pd.DataFrame:
     """fairlearn-style: mean, SD and n of every score per model, group and cue type."""
     df = data.analysis_frame
@@ -604,6 +615,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         figures=figures, results=_results_rows(res, data.measures), has_results=res is not None,
         paired=_generic_table(data.tables.get("results_paired")),
         power_table=_generic_table(data.tables.get("results_power")),
+        variability=_variability_rows(data.tables.get("results_variability"), data.measures),
         intersectional_table=_generic_table(data.tables.get("results_intersectional")),
         styles=_style_prompts(data), cues=_cues(data), scorers=_scorers(data),
         analysis_meta=_analysis_meta(data), status=_records(status),
@@ -657,6 +669,9 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         results_paired=_records(data.tables.get("results_paired")),
         results_intersectional=_records(data.tables.get("results_intersectional")),
         results_power=_records(data.tables.get("results_power")),
+        **({"results_variability": _records(data.tables["results_variability"])}
+           if data.tables.get("results_variability") is not None and not data.tables["results_variability"].empty
+           else {}),
         analysis_meta=_records(data.tables.get("analysis_meta")),
         probe_summary=_records(data.probe_summary),
         scorer_agreement=_records(data.agreement),

@@ -23,7 +23,8 @@ from ..scorers.measures import MeasureCatalog
 from .findings import measure_of
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-                 "results_disparity", "results_ppi", "results_models")
+                 "results_disparity", "results_ppi", "results_models",
+              "results_variability")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 
 

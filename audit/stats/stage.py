@@ -36,7 +36,7 @@ from .corrections import adjust_family
 from .designs import detect_design
 from .disparity import adjust_with, disparity_table, keep_matched, reference_map
 from .family import Block, fit_family, split_families
-from .models_compare import models_family, models_meta, models_table
+from .models_compare import models_family, models_meta, models_table, sampling_variability
 from .gaps import is_binary
 from .paired import paired_contrasts
 from .pooling import partial_pool
@@ -63,7 +63,7 @@ _NOT_AXES = set(_BASE_COLS) | {
 
 
 ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
-                   "results_disparity", "results_ppi", "results_models")
+                   "results_disparity", "results_ppi", "results_models", "results_variability")
 
 
 @dataclass
@@ -77,6 +77,7 @@ class AnalysisResult:
     disparity: pd.DataFrame = field(default_factory=pd.DataFrame)
     ppi: pd.DataFrame = field(default_factory=pd.DataFrame)
     models: pd.DataFrame = field(default_factory=pd.DataFrame)
+    variability: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -87,6 +88,8 @@ class AnalysisResult:
             t["results_ppi"] = self.ppi
         if not self.models.empty:  # only with several models (a one-model run is unchanged)
             t["results_models"] = self.models
+        if not self.variability.empty:  # only with repeated samples of a variant (samples > 1)
+            t["results_variability"] = self.variability
         return t
 
 
@@ -362,7 +365,19 @@ def analyze_scores(
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
                                                          for v in meta.values()]})
     return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi,
-                          models=models)
+                          models=models, variability=_variability(observed, reference))
+
+
+def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """``results_variability``: with repeated samples of a variant (``samples > 1``), the within-variant
+    sampling variance of every continuous outcome and model, the share of a gap's variance it explains
+    and the advice on samples versus posts (:func:`audit.stats.models_compare.sampling_variability`);
+    empty with one sample per variant."""
+    if observed.empty or observed["sample_index"].nunique() < 2:
+        return pd.DataFrame()
+    cont = [o for o, d in observed.groupby("outcome") if not is_binary(d["value"])]
+    return sampling_variability(observed[observed["outcome"].isin(cont)], replicate="sample_index",
+                                reference=reference)
 
 
 # --------------------------------------------------------------------------- pre-registration, human ratings
@@ -438,7 +453,7 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
                             primary=a.primary, human=_human_from_store(store),
                             allow_missing=a.allow_missing,
                             reference_model=a.reference_model, model_order=[m.label for m in spec.models])
-    store.drop_tables(["results_ppi", "results_models"])  # ratings removed since the last analysis: no stale corrected gaps
+    store.drop_tables(["results_ppi", "results_models", "results_variability"])  # ratings removed since the last analysis: no stale corrected gaps
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
     return result
