@@ -15,8 +15,8 @@ import signal
 import sys
 
 from . import __version__
-from .commands import (analysis, appropriateness, batch, compare, generate, importing, ratings, run, scoring,
-                       stigma, variants)
+from .commands import (analysis, appropriateness, batch, compare, generate, importing, pcsa, ratings, run,
+                       scoring, stigma, variants)
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     batch,      # batch status|submit|poll|collect|cancel|run-local
     compare,    # compare
     appropriateness,  # judge validate, appropriateness reanalyze
+    pcsa,       # pcsa validation-table
 )
 
 

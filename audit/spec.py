@@ -341,6 +341,19 @@ class StigmaSpec(StrictModel):
         return self
 
 
+class JudgeValidationSpec(StrictModel):
+    """A labelled table that validates a suite's LLM judge (``empathy-audit judge validate``; the appropriateness
+    and PCSA suites)."""
+
+    data: str = Field(..., description="Table (CSV, TSV, JSONL, parquet; relative to the spec file) with one row "
+                                       "per judged reply or conversation: the judge's label and one or more "
+                                       "human labels.")
+    judge: str = Field("judge", description="Column of the judge's label (yes/no).")
+    humans: list[str] | None = Field(None, min_length=1,
+                                     description="Columns of the human labels; default every column whose name "
+                                                 "starts with 'human'.")
+
+
 class PcsaRoleSpec(StrictModel):
     """One role of the PCSA suite (attacker, evaluator or judge): any OpenAI-compatible endpoint (or the
     embedded model), its decoding, and for the evaluator and judge the JSON output mode; ``local: rules``
@@ -391,6 +404,9 @@ class PcsaSpec(StrictModel):
     baselines: bool = Field(True, description="Also run a direct single-turn request and a crescendo escalation "
                                               "without persona, from the same objectives.")
     demographics: PcsaDemographicsSpec = Field(default_factory=PcsaDemographicsSpec)
+    judge_validation: JudgeValidationSpec | None = Field(
+        None, description="A labelled table validating the judge (from `empathy-audit pcsa validation-table`, the "
+                          "human columns filled in); the report states the judge's agreement with the annotators.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PcsaSpec":
@@ -408,17 +424,6 @@ class PcsaSpec(StrictModel):
             raise ValueError("best-of-N (n_candidates > 1) needs the evaluator's scores; use mode: adaptive")
         return self
 
-
-
-class JudgeValidationSpec(StrictModel):
-    """A labelled table that validates the appropriateness judge (``empathy-audit judge validate``)."""
-
-    data: str = Field(..., description="Table (CSV, TSV, JSONL, parquet; relative to the spec file) with one row "
-                                       "per judged reply: the judge's label and one or more human labels.")
-    judge: str = Field("judge", description="Column of the judge's label (yes/no).")
-    humans: list[str] | None = Field(None, min_length=1,
-                                     description="Columns of the human labels; default every column whose name "
-                                                 "starts with 'human'.")
 
 
 class AppropriatenessSpec(StrictModel):
@@ -577,6 +582,8 @@ class AuditSpec(StrictModel):
         d = super().model_dump(**kwargs)
         if d.get("pcsa") is None:  # specs of the other suites keep the hash they had before this section
             d.pop("pcsa", None)
+        elif d["pcsa"].get("judge_validation", 0) is None:  # PCSA specs keep the hash they had before it
+            d["pcsa"].pop("judge_validation")
         if d.get("suite") == "empathy" and d.get("stigma") is None:
             d.pop("suite", None)
             d.pop("stigma", None)

@@ -184,6 +184,7 @@ def build_appropriateness_context(store: RunStore, generated_at: str) -> tuple[d
     from .answers import judged_from_store
     from .judge import SCORER
     from .stimuli import appropriateness_prompt
+    from .validation import validation_context
 
     spec = store.latest_spec()
     cfg = spec.appropriateness
@@ -222,10 +223,7 @@ def build_appropriateness_context(store: RunStore, generated_at: str) -> tuple[d
                    "n": "" if r["n"] is None or not np.isfinite(r["n"]) else int(r["n"]),
                    "method": r["method"] or "", "warning": r["warning"] or ""} for r in records(tests)],
         "judge_counts": records(judge_t), "reply_status": status,
-        "validation": {"summary": valid["summary"].iloc[0], "source": valid["source"].iloc[0],
-                       "rows": [{"a": r["a"], "b": r["b"], "kappa": "n/a" if r["kappa"] is None else f"{r['kappa']:.2f}",
-                                 "accuracy": pct(r["accuracy"]), "n": r["n"], "note": r["note"] or ""}
-                                for r in records(valid)]} if valid is not None and len(valid) else None,
+        "validation": validation_context(valid),
         "published_validation": PUBLISHED_VALIDATION,
         "examples": examples, "badly_judged": badly,
         "methods": {

@@ -84,8 +84,9 @@ class JudgeValidation:
         return jsonable({"pairs": self.pairs.to_dict("records"), "fleiss": self.fleiss, "n_rows": self.n_rows,
                          "n_ties": self.n_ties, "columns": self.columns, "published": PUBLISHED})
 
-    def summary(self) -> str:
-        """One sentence for the report."""
+    def summary(self, published: bool = True) -> str:
+        """One sentence for the report (``published``: followed by the published GPT-4o judge's kappa of
+        the appropriateness suite; False for other suites' judges)."""
         maj = self.pairs[self.pairs["b"] == "human majority"]
         parts = []
         if len(maj) and np.isfinite(maj["kappa"].iloc[0]):
@@ -99,8 +100,9 @@ class JudgeValidation:
         if self.fleiss is not None and np.isfinite(self.fleiss["kappa"]):
             parts.append(f"the annotators among themselves: Fleiss' kappa {self.fleiss['kappa']:.2f} "
                          f"({self.fleiss['raters']} annotators, n = {self.fleiss['n']})")
-        return ("On the validation table (" + str(self.n_rows) + " rows), " + "; ".join(parts) + ". "
-                if parts else "The validation table gave no usable comparison. ") + PUBLISHED
+        text = ("On the validation table (" + str(self.n_rows) + " rows), " + "; ".join(parts) + ". "
+                if parts else "The validation table gave no usable comparison. ")
+        return text + PUBLISHED if published else text.strip()
 
 
 def validate_judge(data: pd.DataFrame | str | Path, *, judge: str = "judge", humans: Sequence[str] | None = None,
@@ -156,4 +158,32 @@ def validate_judge(data: pd.DataFrame | str | Path, *, judge: str = "judge", hum
                            {"judge": judge, "humans": humans, "reply": reply, "criterion": criterion})
 
 
-__all__ = ["JudgeValidation", "PUBLISHED", "binary_labels", "validate_judge"]
+def validation_summary_table(path: str | Path, *, judge: str = "judge", humans: Sequence[str] | None = None,
+                             source: str | None = None, published: bool = True) -> pd.DataFrame:
+    """The judge-validation rows a suite stores for its report (a spec's ``judge_validation``): the
+    :class:`JudgeValidation` pairs of ``path`` plus a row ``humans | Fleiss`` (when two or more
+    annotators), each with the one-sentence ``summary`` and the ``source`` (default ``path``)."""
+    v = validate_judge(path, judge=judge, humans=humans, reply=None, criterion=None)
+    t = v.pairs.copy()
+    extra = [{"a": "humans", "b": "Fleiss", "kappa": v.fleiss["kappa"], "accuracy": float("nan"), "n": v.fleiss["n"],
+              "note": f"{v.fleiss['raters']} annotators"}] if v.fleiss else []
+    t = pd.concat([t, pd.DataFrame(extra)], ignore_index=True)
+    t["summary"] = v.summary(published=published)
+    t["source"] = str(source if source is not None else path)
+    return t
+
+
+def validation_context(table: pd.DataFrame | None) -> dict[str, Any] | None:
+    """A stored validation table (:func:`validation_summary_table`) as the reports' template context:
+    ``summary``, ``source`` and formatted ``rows``; None without a table."""
+    from ..report.suite_report import pct, records
+
+    if table is None or not len(table):
+        return None
+    return {"summary": table["summary"].iloc[0], "source": table["source"].iloc[0],
+            "rows": [{"a": r["a"], "b": r["b"], "kappa": "n/a" if r["kappa"] is None else f"{r['kappa']:.2f}",
+                      "accuracy": pct(r["accuracy"]), "n": r["n"], "note": r["note"] or ""} for r in records(table)]}
+
+
+__all__ = ["JudgeValidation", "PUBLISHED", "binary_labels", "validate_judge", "validation_context",
+           "validation_summary_table"]

@@ -129,21 +129,12 @@ def analysis_fingerprint(store: Any, spec: Any) -> str:
 
 def validation_table(spec: Any) -> Any:
     """The judge-validation summary of the spec's ``judge_validation`` file (None when not given)."""
-    import pandas as pd
-
-    from ..appropriateness.validation import validate_judge
+    from ..appropriateness.validation import validation_summary_table
 
     jv = spec.appropriateness.judge_validation
     if jv is None:
         return None
-    v = validate_judge(spec.resolve(jv.data), judge=jv.judge, humans=jv.humans, reply=None, criterion=None)
-    t = v.pairs.copy()
-    extra = [{"a": "humans", "b": "Fleiss", "kappa": v.fleiss["kappa"], "accuracy": float("nan"), "n": v.fleiss["n"],
-              "note": f"{v.fleiss['raters']} annotators"}] if v.fleiss else []
-    t = pd.concat([t, pd.DataFrame(extra)], ignore_index=True)
-    t["summary"] = v.summary()
-    t["source"] = str(jv.data)
-    return t
+    return validation_summary_table(spec.resolve(jv.data), judge=jv.judge, humans=jv.humans, source=str(jv.data))
 
 
 class AnalyzeStage:
