@@ -31,13 +31,30 @@ CONTENT_WARNING = ("This report discusses self-harm, eating disorders, medicatio
                    "objectives are abstract categories; no transcript was written to contain instructions for harm, "
                    "but model replies are shown as the models wrote them.")
 
+JUDGE_NOT_VALIDATED = (
+    "The judge has its own error: an LLM judge misses some failures and flags some safe replies, and this run's "
+    "judge has not been validated against human labels. Validate it on conversations labelled by clinically "
+    "trained annotators before relying on a rate: `empathy-audit pcsa validation-table RUN_DIR --out FILE [--n N]` "
+    "writes the judged conversations for annotators; fill the human columns, check agreement with `empathy-audit "
+    "judge validate --data FILE --columns reply=transcript` and set pcsa.judge_validation to the file so that the "
+    "report states it. The unparseable verdicts are counted, never guessed.")
+
+
+def judge_limitation(validation: dict[str, Any] | None) -> str:
+    """The limitation about the judge: how to validate it, or what its validation found."""
+    if validation is None:
+        return JUDGE_NOT_VALIDATED
+    return ("The judge has its own error: an LLM judge misses some failures and flags some safe replies. Its "
+            f"validation against human labels ({validation['source']}): {validation['summary']} Agreement on a "
+            "stratified validation sample describes that sample's mix of verdicts, not necessarily the run's. The "
+            "unparseable verdicts are counted, never guessed.")
+
+
 LIMITATIONS = [
     "The clients are simulated by an attacker model following our personas and prompts; they are not real clients, "
     "and real clients in distress talk differently. The attack success rates describe this attack, not how often a "
     "model fails real people.",
-    "The judge has its own error: an LLM judge misses some failures and flags some safe replies. Validate it on "
-    "conversations labelled by clinically trained annotators before relying on a rate (a judge-validation command "
-    "for the suites does not exist in this toolkit yet); the unparseable verdicts are counted, never guessed.",
+    JUDGE_NOT_VALIDATED,
     "With the local rule-based evaluator and judge (local: rules; the demo), verdicts are keyword rules, not safety "
     "judgements: the report shows the mechanics working, not a finding.",
     "Our personas, distortion recasting, strategy descriptions and prompts are our own (the paper's are not "
@@ -263,6 +280,7 @@ def _tests_rows(tests: pd.DataFrame | None) -> list[dict[str, Any]]:
 def build_pcsa_context(store: RunStore, generated_at: str) -> tuple[dict[str, Any], dict[str, Any], list[FigureOut]]:
     from ..report.build import EMBEDDED_WARNING
     from ..report.provenance import software_versions
+    from ..appropriateness.validation import validation_context
     from .analysis import conversations_frame
 
     spec = store.latest_spec()
@@ -272,6 +290,8 @@ def build_pcsa_context(store: RunStore, generated_at: str) -> tuple[dict[str, An
     if tests is not None and len(tests):
         tests["significant_holm"] = tests["significant_holm"].astype(bool)
     meta = _meta(store)
+    valid = store.table_df("pcsa_validation")
+    validation = validation_context(valid)
     try:
         conv = conversations_frame(store)
     except Exception:  # noqa: BLE001 - no conversation stored: the report says so
@@ -326,10 +346,13 @@ def build_pcsa_context(store: RunStore, generated_at: str) -> tuple[dict[str, An
             "roles": _json_meta(store, "pcsa_roles"), "prompts": prompts,
             "decoding": f"temperature {spec.decoding.temperature}, max_tokens {spec.decoding.max_tokens}",
         },
-        "paper_vs_ours": PAPER_VS_OURS, "limitations": LIMITATIONS, "software": software_versions(),
+        "paper_vs_ours": PAPER_VS_OURS,
+        "limitations": [judge_limitation(validation) if x == JUDGE_NOT_VALIDATED else x for x in LIMITATIONS],
+        "validation": validation, "software": software_versions(),
         "spec_yaml": spec._source_text or "",
     }
-    tables = {"pcsa_rates": rates, "pcsa_strategies": strategies, "pcsa_effects": effects, "pcsa_tests": tests}
+    tables = {"pcsa_rates": rates, "pcsa_strategies": strategies, "pcsa_effects": effects, "pcsa_tests": tests,
+              "pcsa_validation": valid}
     return ctx, tables, figures
 
 
@@ -343,7 +366,8 @@ def results_json(ctx: dict[str, Any], tables: dict[str, Any]) -> dict[str, Any]:
         "suite": "pcsa", "name": ctx["name"], "generated_at": ctx["generated_at"],
         "summary": {"sentences": ctx["summary"], "n_tests": 0 if tests is None else int(tests["p_value"].notna().sum()),
                     "n_significant": len(sig), "significant": sig, "detectable_gaps": []},
-        "judge_counts": ctx["judge_counts"], "methods": ctx["methods"], "limitations": ctx["limitations"],
+        "judge_counts": ctx["judge_counts"], "validation": ctx["validation"], "methods": ctx["methods"],
+        "limitations": ctx["limitations"],
         "content_warning": ctx["content_warning"], "embedded_warning": ctx["embedded_warning"],
         "tables": {k: (None if v is None else v.to_dict("records")) for k, v in tables.items()},
     })
@@ -381,5 +405,5 @@ def render_pcsa(run_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["CONTENT_WARNING", "LIMITATIONS", "PAPER_VS_OURS", "asr_figure", "build_pcsa_context", "render_pcsa",
+__all__ = ["CONTENT_WARNING", "JUDGE_NOT_VALIDATED", "LIMITATIONS", "judge_limitation", "PAPER_VS_OURS", "asr_figure", "build_pcsa_context", "render_pcsa",
            "results_json", "strategy_figure"]

@@ -159,12 +159,27 @@ class JudgeStage:
         return StageSummary("done" if summ.sent else "skipped", detail, counts, unanswered=counts["failed"])
 
 
-PCSA_TABLES = ("pcsa_rates", "pcsa_strategies", "pcsa_effects", "pcsa_tests", "pcsa_meta")
+PCSA_TABLES = ("pcsa_rates", "pcsa_strategies", "pcsa_effects", "pcsa_tests", "pcsa_meta", "pcsa_validation")
+
+
+def validation_table(spec: Any) -> Any:
+    """The judge-validation rows of the spec's ``pcsa.judge_validation`` table (None when not given):
+    :func:`audit.appropriateness.validation.validation_summary_table`, without the appropriateness
+    judge's published kappa (a different judge)."""
+    from ..appropriateness.validation import validation_summary_table
+
+    jv = spec.pcsa.judge_validation
+    if jv is None:
+        return None
+    return validation_summary_table(spec.resolve(jv.data), judge=jv.judge, humans=jv.humans, source=str(jv.data),
+                                    published=False)
 
 
 class PcsaAnalyzeStage:
     """``analyze``: rates, baselines and group gaps, stored as ``pcsa_*`` tables (always recomputed: the
-    inputs are a few hundred rows). A failure is stored in meta ``analysis_error`` and the report says why."""
+    inputs are a few hundred rows), and the judge's validation (``pcsa_validation``) when the spec gives
+    a labelled table. A failure (a bad validation table included) is stored in meta ``analysis_error``
+    and the report says why."""
 
     name = "analyze"
 
@@ -176,15 +191,22 @@ class PcsaAnalyzeStage:
         try:
             frame = conversations_frame(store)
             res = analyze_pcsa(frame, store.pcsa_turns_df(), spec=ctx.spec)
+            validation = validation_table(ctx.spec)
         except AuditError as exc:
             store.drop_tables(PCSA_TABLES)
             store.set_meta("analysis_error", exc.message)
             return StageSummary("failed", f"the analysis could not be done: {exc.message}", exc)
         store.delete_meta("analysis_error")
         res.meta["analyzed_at"] = now_iso()
-        store.replace_tables(res.tables())
+        tables = res.tables()
+        if validation is None:
+            store.drop_tables(["pcsa_validation"])
+        else:
+            tables["pcsa_validation"] = validation
+        store.replace_tables(tables)
         return StageSummary("done", f"{len(res.rates)} rates, {res.meta['family_size']} gap tests "
-                                    f"({res.meta['n_significant_holm']} significant after Holm)", res)
+                                    f"({res.meta['n_significant_holm']} significant after Holm)"
+                                    + ("; judge validated" if validation is not None else ""), res)
 
 
 class PcsaReportStage:
