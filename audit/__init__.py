@@ -33,6 +33,7 @@ The functions a notebook needs are attributes of this package, imported on first
 ======================  ==============================================================
 
 ``reanalyze_appropriateness``: the appropriateness suite's judge and analysis on a table of raw replies.
+``pcsa_validation_table``: a PCSA run's judged conversations as a blinded labelling table (judge validation).
 
 >>> import audit, pandas as pd
 >>> audit.adjust_family(pd.DataFrame({"p_value": [0.01, 0.04]}))["p_holm"].tolist()
@@ -71,6 +72,7 @@ _EXPORTS = {
     "compare_runs": ("audit.compare", "compare_runs"),
     "reanalyze_appropriateness": ("audit.appropriateness.replicate", "reanalyze_appropriateness"),
     "validate_judge": ("audit.appropriateness.validation", "validate_judge"),
+    "pcsa_validation_table": ("audit.pcsa.validation", "validation_table"),
     "AuditError": ("audit.errors", "AuditError"),
     "batch_submit": ("audit.batch", "submit"),
     "batch_poll": ("audit.batch", "poll"),

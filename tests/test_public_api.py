@@ -17,7 +17,7 @@ from audit.stats.simulate import simulate_audit_table
 PUBLIC = ["load_spec", "run", "build_variants", "gap_test", "analyze_table", "adjust_family", "power", "get_scorer",
           "RunStore", "render", "AuditError", "read_table", "analyze_run", "rating_packet", "import_ratings",
           "rating_agreement", "reanalyze_stigma", "tidy_table", "compare_runs", "reanalyze_appropriateness",
-          "validate_judge"]
+          "validate_judge", "pcsa_validation_table"]
 
 
 def test_import_audit_loads_nothing_heavy(repo_root):
@@ -37,13 +37,14 @@ def test_every_public_name_resolves_to_the_library_function():
     from audit.stats import adjust_family, analyze_run, analyze_table, gap_test, plan_power, read_table
     from audit.appropriateness.replicate import reanalyze_appropriateness
     from audit.appropriateness.validation import validate_judge
+    from audit.pcsa.validation import validation_table as pcsa_validation_table
     from audit.stigma.replicate import reanalyze_stigma
     from audit.compare import compare_runs
     from audit.store import RunStore
     from audit.tidy import tidy_table
 
     expected = dict(reanalyze_stigma=reanalyze_stigma, reanalyze_appropriateness=reanalyze_appropriateness,
-                    validate_judge=validate_judge, load_spec=load_spec, run=run, build_variants=build_variants, gap_test=gap_test,
+                    validate_judge=validate_judge, pcsa_validation_table=pcsa_validation_table, load_spec=load_spec, run=run, build_variants=build_variants, gap_test=gap_test,
                     analyze_table=analyze_table, adjust_family=adjust_family, power=plan_power, get_scorer=get_scorer,
                     RunStore=RunStore, render=render, AuditError=AuditError, read_table=read_table,
                     analyze_run=analyze_run, rating_packet=make_packet, import_ratings=import_ratings,
