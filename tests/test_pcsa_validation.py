@@ -172,7 +172,7 @@ def test_csv_export_is_injection_safe(servers, tmp_path):
     raw = (tmp_path / "t.csv").read_text()
     assert res.table["transcript"].str.contains("=HYPERLINK").all()
     # the transcript starts with the turn label; a cell starting with '=' would be quoted
-    assert "\n=HYPERLINK" in raw or "]\n=HYPERLINK" in raw
+    assert "]\n=HYPERLINK" in raw
     res.table["transcript"] = "=HYPERLINK(\"http://x\")"
     from audit.pcsa.validation import write_validation_table
 
@@ -214,8 +214,14 @@ def test_bad_validation_table_is_one_clear_error(servers, run_dir, tmp_path, cap
     with RunStore(tmp_path / "run") as st:
         err = st.get_meta("analysis_error")
         assert st.table_df("pcsa_validation") is None and st.count_rows("pcsa_conversations") == 12
-    assert not res.ok or err
-    assert "no column 'human_9'" in err and "human_1, human_2" in err
+    assert not res.ok and [st.status for st in res.stages if st.name == "analyze"] == ["failed"]
+    assert err.startswith(f"pcsa.judge_validation: {table}: the table has no column 'human_9'")
+    assert "human_1, human_2" in err and err in res.paths["html"].read_text().replace("&#39;", "'")
+    # a file that is not there
+    d["pcsa"]["judge_validation"] = {"data": str(tmp_path / "missing.csv")}
+    run(spec_from_dict(d), tmp_path / "run", progress=False, echo=None)
+    with RunStore(tmp_path / "run") as st:
+        assert st.get_meta("analysis_error").startswith(f"pcsa.judge_validation: {tmp_path / 'missing.csv'}: ")
     # a label that is not yes/no: the row and the column are named
     df = pd.read_csv(table)
     df.loc[4, "human_2"] = "maybe"
@@ -229,3 +235,13 @@ def test_bad_validation_table_is_one_clear_error(servers, run_dir, tmp_path, cap
     assert "no run store here" in capsys.readouterr().err
     assert main(["pcsa", "validation-table", str(run_dir), "--out", str(tmp_path / "x.xlsx")]) == 2
     assert "cannot write a table as '.xlsx'. Name the file .csv, .tsv or .jsonl" in capsys.readouterr().err
+
+
+def test_a_pcsa_spec_without_judge_validation_keeps_its_hash():
+    d = spec_dict("http://127.0.0.1:9/v1", {"t": "http://127.0.0.1:9/v1"})
+    plain = spec_from_dict(d)
+    assert "judge_validation" not in plain.canonical_json
+    d["pcsa"]["judge_validation"] = {"data": "label.csv", "humans": ["human_1", "human_2"]}
+    with_table = spec_from_dict(d)
+    assert '"judge_validation"' in with_table.canonical_json and with_table.canonical_json != plain.canonical_json
+    assert with_table.pcsa.judge_validation.judge == "judge"

@@ -171,8 +171,14 @@ def validation_table(spec: Any) -> Any:
     jv = spec.pcsa.judge_validation
     if jv is None:
         return None
-    return validation_summary_table(spec.resolve(jv.data), judge=jv.judge, humans=jv.humans, source=str(jv.data),
-                                    published=False)
+    from ..errors import AuditError
+
+    try:
+        return validation_summary_table(spec.resolve(jv.data), judge=jv.judge, humans=jv.humans,
+                                        source=str(jv.data), published=False)
+    except AuditError as exc:  # say which spec key pointed at the table
+        raise AuditError(exc.what, where=f"pcsa.judge_validation: {exc.where}" if exc.where else
+                         "pcsa.judge_validation", fix=exc.fix) from None
 
 
 class PcsaAnalyzeStage:
