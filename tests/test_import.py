@@ -255,7 +255,9 @@ def test_long_csv_with_two_published_scorers_side_by_side_with_ours(tmp_path, ca
     page = (run / "report.html").read_text(encoding="utf-8")
     table = page[page.index('id="scorer-comparison-table"'):]
     table = table[:table.index("</table>")]
-    assert all(f"<td>{s}</td>" in table for s in ("published", "rater_b", "epitome"))
+    # the two published scorers (our epitome levels are constant on these short synthetic replies, so its
+    # gap is not estimable and it is listed in the results, not in the comparison)
+    assert all(f"<td>{s}</td>" in table for s in ("published", "rater_b"))
     assert "Does the conclusion depend on the scorer?" in page
 
 
