@@ -2,17 +2,15 @@
 CSV, from the run store alone (tables ``pcsa_*`` of the analyze stage, the conversations and turns).
 
 House style as the stigma report (:mod:`audit.stigma.report`): the same Jinja environments and CSS,
-figures as embedded PNGs, CSV tables through ``csv_safe``, files staged and published atomically.
+figures as embedded PNGs, CSV tables through ``csv_safe``, files staged and published atomically
+(:func:`audit.report.suite_report.write_report`, shared with the stigma and appropriateness reports).
 It opens with a content warning. Transcripts are untrusted model text: printed escaped, inside
 ``<details>`` elements collapsed by default.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,8 @@ import pandas as pd
 
 from ..jsonable import jsonable
 from ..report.figures import FigureOut, _encode, _setup, mpl_text
+from ..report.suite_report import pct as _pct, pp as _pp, pval as _p, stored_meta, write_report
 from ..store import RunStore, now_iso
-from ..untrusted import csv_safe
 from .data import load_data
 from .parse import AXES
 
@@ -85,35 +83,8 @@ PAPER_VS_OURS = [
 ]
 
 
-def _pct(x: Any) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * float(x):.0f}%"
-
-
-def _pp(x: Any) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * float(x):+.1f} pp"
-
-
-def _p(x: Any) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    return f"{x:.2g}" if x >= 1e-4 else "<0.0001"
-
-
 def _num(x: Any, fmt: str = "{:.1f}") -> str:
     return "n/a" if x is None or not np.isfinite(x) else fmt.format(x)
-
-
-def _meta(store: RunStore, table: str = "pcsa_meta") -> dict[str, Any]:
-    t = store.table_df(table)
-    out: dict[str, Any] = {}
-    if t is None:
-        return out
-    for k, v in zip(t["key"], t["value"]):
-        try:
-            out[k] = json.loads(v)
-        except (TypeError, ValueError):
-            out[k] = v
-    return out
 
 
 def _json_meta(store: RunStore, key: str) -> Any:
@@ -289,7 +260,7 @@ def build_pcsa_context(store: RunStore, generated_at: str) -> tuple[dict[str, An
     effects, tests = store.table_df("pcsa_effects"), store.table_df("pcsa_tests")
     if tests is not None and len(tests):
         tests["significant_holm"] = tests["significant_holm"].astype(bool)
-    meta = _meta(store)
+    meta = stored_meta(store, "pcsa_meta")
     valid = store.table_df("pcsa_validation")
     validation = validation_context(valid)
     try:
@@ -376,32 +347,12 @@ def results_json(ctx: dict[str, Any], tables: dict[str, Any]) -> dict[str, Any]:
 def render_pcsa(run_dir: str | Path) -> dict[str, Path]:
     """Render the PCSA report of ``run_dir`` from its store: report.html, report.md, results.json,
     tables/*.csv (conversations.csv and turns.csv included), figures/*.png. Never writes to the store."""
-    from ..report.build import TEMPLATES, _environment, _publish, _write
-
     run_dir = Path(run_dir)
     with RunStore(run_dir, create=False) as store:
         ctx, tables, figures = build_pcsa_context(store, now_iso())
         conv, turns = store.pcsa_conversations_df(), store.pcsa_turns_df()
-    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=run_dir))
-    try:
-        css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
-        _write(stage / "report.html", _environment(markdown=False).get_template("pcsa.html.j2").render(css=css, **ctx))
-        (stage / "figures").mkdir()
-        for f in figures:
-            if f.data_uri:
-                (stage / "figures" / f"{f.id.removeprefix('fig-')}.png").write_bytes(
-                    base64.b64decode(f.data_uri.split(",", 1)[1]))
-        _write(stage / "report.md", _environment(markdown=True).get_template("pcsa.md.j2").render(**ctx))
-        _write(stage / "results.json", json.dumps(results_json(ctx, tables), indent=1, ensure_ascii=False,
-                                                  allow_nan=False))
-        (stage / "tables").mkdir()
-        for name, df in {**tables, "conversations": conv, "turns": turns}.items():
-            if df is not None:
-                csv_safe(df).to_csv(stage / "tables" / f"{name}.csv", index=False)
-        staged = [p for p in stage.rglob("*") if p.is_file()]
-        paths = _publish(stage, run_dir, staged)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    paths = write_report(run_dir, template="pcsa", ctx=ctx, results=results_json(ctx, tables), figures=figures,
+                         tables={**tables, "conversations": conv, "turns": turns})
     return paths
 
 
