@@ -25,6 +25,7 @@ import hashlib
 from typing import Any
 
 from ..generate import RepliesStage
+from ..report import ReportStage
 from ..stages import StageContext, StageSummary, Suite
 from ..store import canonical_json, now_iso
 
@@ -173,21 +174,6 @@ class AnalyzeStage:
                                     f"({res.meta['n_significant_holm']} significant after Holm)", res)
 
 
-class ReportStage:
-    """``report``: stamp the run's end and render the appropriateness report from the store."""
-
-    name = "report"
-
-    def run(self, ctx: StageContext) -> StageSummary:
-        from ..appropriateness.report import render_appropriateness
-
-        ctx.store.set_meta("run_finished_at", now_iso())
-        paths = render_appropriateness(ctx.run_dir)
-        size = paths["html"].stat().st_size
-        return StageSummary("done", f"{paths['html']} ({size / 1024:.0f} KiB), report.md, results.json, tables/",
-                            paths)
-
-
 APPROPRIATENESS = Suite(
     name="appropriateness",
     description="crisis stimuli (Moore et al. 2025) x contexts x demographic cues -> replies -> LLM judge of each "
@@ -195,5 +181,5 @@ APPROPRIATENESS = Suite(
     stages=(StimuliStage(), AppropriatenessRepliesStage(), JudgeStage(), AnalyzeStage(), ReportStage()),
 )
 
-__all__ = ["APPROPRIATENESS", "AnalyzeStage", "AppropriatenessRepliesStage", "JudgeStage", "ReportStage",
+__all__ = ["APPROPRIATENESS", "AnalyzeStage", "AppropriatenessRepliesStage", "JudgeStage",
            "StimuliStage", "build_conversations", "judge_spec"]

@@ -23,6 +23,7 @@ import json
 from contextlib import ExitStack
 from typing import Any
 
+from ..report import ReportStage
 from ..stages import StageContext, StageSummary, Suite
 from ..store import canonical_json, now_iso
 
@@ -215,27 +216,12 @@ class PcsaAnalyzeStage:
                                     + ("; judge validated" if validation is not None else ""), res)
 
 
-class PcsaReportStage:
-    """``report``: render the PCSA report from the store."""
-
-    name = "report"
-
-    def run(self, ctx: StageContext) -> StageSummary:
-        from ..pcsa.report import render_pcsa
-
-        ctx.store.set_meta("run_finished_at", now_iso())
-        paths = render_pcsa(ctx.run_dir)
-        size = paths["html"].stat().st_size
-        return StageSummary("done", f"{paths['html']} ({size / 1024:.0f} KiB), report.md, results.json, tables/",
-                            paths)
-
-
 PCSA = Suite(
     name="pcsa",
     description="multi-turn persona client simulation red-teaming (Xu et al. 2026): attacker persona x strategies "
                 "-> target turns -> evaluator -> judge -> ASR, baselines, demographic gaps",
-    stages=(PlanStage(), DialogueStage(), JudgeStage(), PcsaAnalyzeStage(), PcsaReportStage()),
+    stages=(PlanStage(), DialogueStage(), JudgeStage(), PcsaAnalyzeStage(), ReportStage()),
 )
 
-__all__ = ["DialogueStage", "JudgeStage", "PCSA", "PcsaAnalyzeStage", "PcsaReportStage", "PlanStage", "roles",
+__all__ = ["DialogueStage", "JudgeStage", "PCSA", "PcsaAnalyzeStage", "PlanStage", "roles",
            "roles_meta"]

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ..generate import RepliesStage
+from ..report import ReportStage
 from ..stages import StageContext, StageSummary, Suite
 from ..stigma.answers import SCORER, SCORER_INFO, coded_from_store, parse_rows
 from ..store import canonical_json, now_iso
@@ -153,27 +154,12 @@ class StigmaAnalyzeStage:
                                     f"({res.meta['n_significant_holm']} significant after Holm)", res)
 
 
-class StigmaReportStage:
-    """``report``: stamp the run's end and render the stigma report from the store."""
-
-    name = "report"
-
-    def run(self, ctx: StageContext) -> StageSummary:
-        from ..stigma.report import render_stigma
-
-        ctx.store.set_meta("run_finished_at", now_iso())
-        paths = render_stigma(ctx.run_dir)
-        size = paths["html"].stat().st_size
-        return StageSummary("done", f"{paths['html']} ({size / 1024:.0f} KiB), report.md, results.json, tables/",
-                            paths)
-
-
 STIGMA = Suite(
     name="stigma",
     description="clinical vignettes x multiple-choice stigma questions (Moore et al. 2025) -> parsed, coded "
                 "answers -> stigma rates, GEE model, demographic gaps",
-    stages=(StimuliStage(), StigmaRepliesStage(), ParseStage(), StigmaAnalyzeStage(), StigmaReportStage()),
+    stages=(StimuliStage(), StigmaRepliesStage(), ParseStage(), StigmaAnalyzeStage(), ReportStage()),
 )
 
-__all__ = ["SCORER", "STIGMA", "ParseStage", "StigmaAnalyzeStage", "StigmaRepliesStage", "StigmaReportStage",
+__all__ = ["SCORER", "STIGMA", "ParseStage", "StigmaAnalyzeStage", "StigmaRepliesStage",
            "StimuliStage", "build_stimuli", "coded_from_store", "parse_rows"]
