@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ..jsonable import jsonable
-from ..report.figures import FigureOut, _encode, _setup, mpl_text
-from ..report.suite_report import models_meta, pct, pp, pval, records, stored_meta, write_report
+from ..report.figures import FigureOut, series_palette, _encode, _setup, mpl_text
+from ..report.suite_report import (models_meta, pct, pp, pval, rate_axis, rate_dots, records, stored_meta,
+                                   write_report)
 from ..store import RunStore, now_iso
 from .analysis import ALL_CONDITIONS
 from .stimuli import CONDITIONS, CONTROL, final_client_message, prompt_settings
@@ -56,24 +57,16 @@ def rates_figure(rates: pd.DataFrame | None, refs: pd.DataFrame | None) -> Figur
     if d is None or d.empty:
         fo.missing = "no rate was computed (the analysis did not run)"
         return fo
-    sns, Figure = _setup()
+    _, Figure = _setup()
     conds = [c for c in [*CONDITIONS, ALL_CONDITIONS] if c in set(d["level"])]
     models = sorted(d["model_label"].unique())
     fig = Figure(figsize=(7.5, 1.0 + 0.5 * len(conds) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
-    pal = sns.color_palette("deep", len(models))
-    for k, m in enumerate(models):
-        dm = d[d["model_label"] == m].set_index("level").reindex(conds)[["rate", "ci_low", "ci_high"]].astype(float)
-        y = np.arange(len(conds)) + (k - (len(models) - 1) / 2) * 0.18
-        err = np.nan_to_num(np.vstack([dm["rate"] - dm["ci_low"], dm["ci_high"] - dm["rate"]]).astype(float)).clip(min=0)
-        ax.errorbar(dm["rate"], y, xerr=err, fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
+    rate_dots(ax, d, row="level", rows=conds, est="rate", lo="ci_low", hi="ci_high")
     if refs is not None:
         for i, r in enumerate(refs.to_dict("records")):
             ax.axvline(r["rate"], color="grey", lw=1.2, ls=["--", ":", "-."][i % 3], label=mpl_text(r["label"]))
-    ax.set_yticks(range(len(conds)), [mpl_text(c) for c in conds])
-    ax.invert_yaxis()
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("share of replies judged appropriate")
+    rate_axis(ax, conds, "share of replies judged appropriate")
     ax.legend(loc="lower right", fontsize=7, frameon=True)
     fig.tight_layout()
     fo.data_uri, fo.png_bytes = _encode(fig)
@@ -91,12 +84,12 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
         fo.missing = ("no demographic gap could be fitted (see the test table)" if tests is not None and len(tests)
                       else "no demographic gap was tested (no cue, or the analysis did not run)")
         return fo
-    sns, Figure = _setup()
+    _, Figure = _setup()
     d = d.sort_values(["scope", "group", "model_label"])
     labels = [f"{s} | {g}" for s, g in zip(d["scope"], d["group"])]
     rows = list(dict.fromkeys(labels))
     models = sorted(d["model_label"].unique())
-    pal = sns.color_palette("deep", len(models))
+    pal = series_palette(len(models))
     fig = Figure(figsize=(7.5, 1.4 + 0.3 * len(rows) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
     for k, m in enumerate(models):

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..jsonable import jsonable
-from ..report.figures import FigureOut, _encode, _setup, mpl_text
-from ..report.suite_report import pct as _pct, pp as _pp, pval as _p, stored_meta, write_report
+from ..report.figures import FigureOut, _encode, _setup
+from ..report.suite_report import pct as _pct, pp as _pp, pval as _p, rate_axis, rate_dots, stored_meta, write_report
 from ..store import RunStore, now_iso
 from .data import load_data
 from .parse import AXES
@@ -104,23 +104,14 @@ def asr_figure(rates: pd.DataFrame | None, by: str, fid: str, title: str, captio
     if d is None or d.empty:
         fo.missing = "no attack success rate was computed for this breakdown"
         return fo
-    sns, Figure = _setup()
+    _, Figure = _setup()
     d = d.assign(row=[f"{a} | {lv}" if by != "group" else str(lv) for a, lv in zip(d["arm"], d["level"])])
     rows = list(dict.fromkeys(d.sort_values(["arm", "level"])["row"]))
     models = sorted(d["model_label"].unique())
-    pal = sns.color_palette("deep", len(models))
     fig = Figure(figsize=(7.5, 1.0 + 0.3 * len(rows) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
-    for k, m in enumerate(models):
-        dm = d[d["model_label"] == m]
-        y = np.array([rows.index(r) for r in dm["row"]]) + (k - (len(models) - 1) / 2) * 0.2
-        est = dm["asr"].to_numpy(float)
-        err = np.vstack([est - dm["asr_ci_low"].to_numpy(float), dm["asr_ci_high"].to_numpy(float) - est]).clip(min=0)
-        ax.errorbar(est, y, xerr=np.nan_to_num(err), fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
-    ax.set_yticks(range(len(rows)), [mpl_text(r) for r in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("attack success rate (judge: UNSAFE)")
+    rate_dots(ax, d, row="row", rows=rows, est="asr", lo="asr_ci_low", hi="asr_ci_high", spacing=0.2)
+    rate_axis(ax, rows, "attack success rate (judge: UNSAFE)", fontsize=7)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fo.data_uri, fo.png_bytes = _encode(fig)
@@ -136,22 +127,13 @@ def strategy_figure(strategies: pd.DataFrame | None) -> FigureOut:
     if d is None or d.empty:
         fo.missing = "no turn was scored by the evaluator (fixed mode, or no persona conversation)"
         return fo
-    sns, Figure = _setup()
+    _, Figure = _setup()
     rows = sorted(d["strategy"].unique())
     models = sorted(d["model_label"].unique())
-    pal = sns.color_palette("deep", len(models))
     fig = Figure(figsize=(7.5, 1.0 + 0.35 * len(rows) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
-    for k, m in enumerate(models):
-        dm = d[d["model_label"] == m]
-        y = np.array([rows.index(r) for r in dm["strategy"]]) + (k - (len(models) - 1) / 2) * 0.2
-        est = dm["success_rate"].to_numpy(float)
-        err = np.vstack([est - dm["ci_low"].to_numpy(float), dm["ci_high"].to_numpy(float) - est]).clip(min=0)
-        ax.errorbar(est, y, xerr=np.nan_to_num(err), fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
-    ax.set_yticks(range(len(rows)), [mpl_text(r) for r in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("turn-level success rate (evaluator)")
+    rate_dots(ax, d, row="strategy", rows=rows, est="success_rate", lo="ci_low", hi="ci_high", spacing=0.2)
+    rate_axis(ax, rows, "turn-level success rate (evaluator)", fontsize=8)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fo.data_uri, fo.png_bytes = _encode(fig)

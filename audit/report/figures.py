@@ -87,6 +87,12 @@ def series_colours() -> list[tuple[float, float, float]]:
     return [c for i, c in enumerate(palette()) if i not in (7, 8)]
 
 
+def series_palette(n: int) -> list[tuple[float, float, float]]:
+    """``n`` colours from :func:`series_colours` (cycled when there are more series than colours)."""
+    pal = series_colours()
+    return [pal[i % len(pal)] for i in range(n)]
+
+
 def cue_colour(cue_type: str) -> tuple[float, float, float]:
     """The colour of a cue type, the same in every figure: the control and 'pooled' (all cues) take
     the first colour, known cue types the next ones in :data:`CUE_ORDER`, any other cue type one of

@@ -60,6 +60,33 @@ def models_meta(store: Any) -> dict[str, Any]:
         return {}
 
 
+def rate_dots(ax: Any, d: pd.DataFrame, *, row: str, rows: list[str], est: str, lo: str, hi: str,
+              spacing: float = 0.18) -> None:
+    """One dot per (row, model) at ``est`` with its CI ``[lo, hi]`` as a horizontal error bar; the models
+    of a row side by side, ``spacing`` apart, one colour each (:func:`audit.report.figures.series_palette`).
+    Rows of ``d`` whose ``row`` is not in ``rows`` are not drawn; a missing CI draws no bar."""
+    from .figures import mpl_text, series_palette
+
+    models = sorted(d["model_label"].unique())
+    pal = series_palette(len(models))
+    for k, m in enumerate(models):
+        dm = d[(d["model_label"] == m) & d[row].isin(rows)]
+        y = np.array([rows.index(r) for r in dm[row]]) + (k - (len(models) - 1) / 2) * spacing
+        e = dm[est].to_numpy(float)
+        err = np.nan_to_num(np.vstack([e - dm[lo].to_numpy(float), dm[hi].to_numpy(float) - e])).clip(min=0)
+        ax.errorbar(e, y, xerr=err, fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
+
+
+def rate_axis(ax: Any, rows: list[str], xlabel: str, *, fontsize: float | None = None) -> None:
+    """The axis of a rate dot plot: ``rows`` top to bottom, x from 0 to 1 (a little margin), ``xlabel``."""
+    from .figures import mpl_text
+
+    ax.set_yticks(range(len(rows)), [mpl_text(r) for r in rows], **({"fontsize": fontsize} if fontsize else {}))
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+
+
 def write_report(run_dir: Path, *, template: str, ctx: dict[str, Any], results: dict[str, Any], figures: list[Any],
                  tables: dict[str, pd.DataFrame | None]) -> dict[str, Path]:
     """Write ``report.html`` (``<template>.html.j2``), ``report.md`` (``<template>.md.j2``),
@@ -89,4 +116,4 @@ def write_report(run_dir: Path, *, template: str, ctx: dict[str, Any], results: 
     return paths
 
 
-__all__ = ["models_meta", "pct", "pp", "pval", "records", "stored_meta", "write_report"]
+__all__ = ["models_meta", "pct", "pp", "pval", "rate_axis", "rate_dots", "records", "stored_meta", "write_report"]

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ..jsonable import jsonable
-from ..report.suite_report import models_meta as _models, pct as _pct, pp as _pp, pval as _p, records as _records, \
-    stored_meta, write_report
-from ..report.figures import FigureOut, _encode, _setup, mpl_text
+from ..report.suite_report import models_meta as _models, pct as _pct, pp as _pp, pval as _p, rate_axis, rate_dots, \
+    records as _records, stored_meta, write_report
+from ..report.figures import FigureOut, series_palette, _encode, _setup, mpl_text
 from ..store import RunStore, now_iso
-from .analysis import ALL_CONDITIONS, human_stigma_rates
+from .analysis import ALL_CONDITIONS
 from .stimuli import CONDITIONS, CONTROL_CONDITION, items_by_id, prompt_format, system_prompt_text
 
 LIMITATIONS = [
@@ -56,26 +56,18 @@ def rates_figure(rates: pd.DataFrame | None) -> FigureOut:
     if rates is None or rates.empty:
         fo.missing = "no stigma rate was computed (the analysis did not run)"
         return fo
-    sns, Figure = _setup()
+    _, Figure = _setup()
     conds = [c for c in [*CONDITIONS, ALL_CONDITIONS] if c in set(rates["condition"])]
     models = sorted(rates["model_label"].unique())
     fig = Figure(figsize=(7.5, 0.9 + 0.55 * len(conds) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
-    pal = sns.color_palette("deep", len(models))
-    for k, m in enumerate(models):
-        d = rates[rates["model_label"] == m].set_index("condition").reindex(conds)
-        y = np.arange(len(conds)) + (k - (len(models) - 1) / 2) * 0.18
-        err = np.vstack([d["rate"] - d["ci_low"], d["ci_high"] - d["rate"]]).clip(min=0)
-        ax.errorbar(d["rate"], y, xerr=np.nan_to_num(err), fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
+    rate_dots(ax, rates, row="condition", rows=conds, est="rate", lo="ci_low", hi="ci_high")
     human = rates.drop_duplicates("condition").set_index("condition").reindex(conds)["human_rate"]
     for i, h in enumerate(human):
         if np.isfinite(h):
             ax.plot([h, h], [i - 0.38, i + 0.38], color="black", lw=2.5,
                     label="human survey 2018" if i == int(np.argmax(np.isfinite(human.to_numpy()))) else None)
-    ax.set_yticks(range(len(conds)), [mpl_text(c) for c in conds])
-    ax.invert_yaxis()
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("share of stigmatizing answers")
+    rate_axis(ax, conds, "share of stigmatizing answers")
     ax.legend(loc="lower right", fontsize=7, frameon=True)
     fig.tight_layout()
     fo.data_uri, fo.png_bytes = _encode(fig)
@@ -95,13 +87,13 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
     if d.empty:
         fo.missing = "no demographic gap could be fitted within a condition (see the test table)"
         return fo
-    sns, Figure = _setup()
+    _, Figure = _setup()
     d = d.assign(_o=d["condition"].map({c: i for i, c in enumerate(CONDITIONS)})).sort_values(
         ["_o", "term", "group", "model_label"])
     labels = [f"{c} | {g} vs {r}" for c, g, r in zip(d["condition"], d["group"], d["reference"])]
     rows = list(dict.fromkeys(labels))
     models = sorted(d["model_label"].unique())
-    pal = sns.color_palette("deep", len(models))
+    pal = series_palette(len(models))
     fig = Figure(figsize=(7.5, 1.0 + 0.26 * len(rows) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
     for k, m in enumerate(models):
