@@ -49,7 +49,7 @@ class PipelineResult:
 def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         echo: Callable[[str], None] | None = print, spec_argument: str | None = None,
         force_analysis: bool = False, reuse: bool = False, suite: str | None = None,
-        wait: bool = False) -> PipelineResult:
+        wait: bool = False, workers: int | None = None) -> PipelineResult:
     """Run (or resume) the audit of ``spec`` in ``run_dir`` (default: ``spec.run_dir()``).
 
     Prints one line per stage through ``echo`` (``None``: silent) and returns the stage records and
@@ -60,7 +60,8 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
 
     Models with ``execution: batch`` (:mod:`audit.batch`): the first call submits their requests and
     returns with ``waiting`` set (no scoring, no report yet); a later call collects what is finished
-    and continues once every batch is in. ``wait`` polls until then instead.
+    and continues once every batch is in. ``wait`` polls until then instead. ``workers``: scoring
+    processes (:func:`audit.scoring.resolve_workers`; default one per core for large runs).
     """
     stages = get_suite(suite or getattr(spec, "suite", "empathy")).stages
     rd = Path(spec.run_dir(run_dir))
@@ -71,7 +72,8 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         if echo is not None:
             echo(f"empathy-audit {__version__}: audit '{spec.name}' in {rd}")
         ctx = StageContext(spec, rd, store, progress=progress, echo=echo,
-                           options={"force_analysis": force_analysis, "reuse": reuse, "wait_batches": wait})
+                           options={"force_analysis": force_analysis, "reuse": reuse, "wait_batches": wait,
+                                    "workers": workers})
         records = run_stages(stages, ctx)
     result = PipelineResult(rd, records, paths=dict(ctx.summaries["report"].data) if "report" in ctx.summaries else {},
                             unanswered=sum(s.unanswered for s in ctx.summaries.values()),

@@ -20,6 +20,7 @@ the scorer invariance check for the scorers that read the post (see :mod:`audit.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -36,6 +37,18 @@ from .stages import StageContext, StageSummary
 from .store import RunStore
 
 DEFAULT_BATCH = 64
+#: Replies read from the store per page (the memory of the stage does not grow beyond a page and the
+#: batches in flight).
+PAGE_ROWS = 4096
+#: Pairs per batch sent to a worker process.
+POOL_BATCH = 256
+#: ``workers`` left to the default: processes are started only when at least this many pairs wait to be
+#: scored by scorers that can run in them (starting a process and loading a scorer costs ~1-2 s).
+PARALLEL_MIN_PAIRS = 20_000
+#: Thread-pool variables set to 1 in the worker processes: one process per core, not one per core
+#: each running a thread per core.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_FRAMES",
+                "NUMEXPR_NUM_THREADS")
 
 
 @dataclass
@@ -48,6 +61,7 @@ class ScorerSummary:
     unscored: int = 0          # scored now but NaN in every measure (e.g. unparseable judge answers)
     pending: int = 0           # no final answer yet (e.g. a failed judge call); tried again next time
     seconds: float = 0.0
+    processes: int = 1         # processes that scored (seconds is then wall clock)
     refusals: int | None = None  # refusal scorer: stored replies flagged as refusals (content filter included)
 
     @property
@@ -65,6 +79,7 @@ class ScoreSummary:
     probe: dict[str, Any] | None = None
     invariance: dict[str, Any] | None = None
     agreement: list[dict[str, Any]] = field(default_factory=list)  # scorer pairs sharing a measure
+    workers: int = 1                           # processes that scored (the parallel-safe scorers)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -87,7 +102,8 @@ class ScoreSummary:
             if s.refusals is not None:
                 total = s.scored + s.already + s.content_filter
                 extra.insert(0, f"{s.refusals} refusals in {total} replies ({s.refusals / max(total, 1):.1%})")
-            out.append(f"{s.scorer}: {s.scored} scored now, {s.already} already stored{rate}"
+            procs = f" in {s.processes} processes" if s.processes > 1 and s.pairs_per_s else ""
+            out.append(f"{s.scorer}: {s.scored} scored now, {s.already} already stored{rate}{procs}"
                        + (f"; {'; '.join(extra)}" if extra else ""))
         if self.probe:
             out.append("inference probe: " + ", ".join(f"{k} {v}" for k, v in self.probe.items()))
@@ -137,56 +153,235 @@ def _rows(scorer_name: str, measures: tuple[str, ...], keys: list[str], df: pd.D
     return rows, unscored, pending
 
 
-def score_with(store: RunStore, scorer: Any, replies: pd.DataFrame, progress: bool = False) -> ScorerSummary:
-    """Score the replies (rows of ``store.replies_df()``) that ``scorer`` has not scored yet."""
+def score_with(store: RunStore, scorer: Any, *, pool: "ScoringPool | None" = None, progress: bool = False,
+               page: int | None = None) -> ScorerSummary:
+    """Score the design's answered replies that ``scorer`` has not scored yet, streaming them from the
+    store a page at a time (memory flat in the number of replies).
+
+    With ``pool`` (a :class:`ScoringPool` whose workers hold this scorer) the batches are scored in
+    the pool's processes while this process stays the one writer of the store: each finished batch
+    is committed as it comes back, so a killed run keeps every committed batch and resumes after it.
+    The scores do not depend on the number of processes (tested: identical values).
+    """
     info = scorer.info()
     check_identity(store, scorer, info)
     measures = tuple(scorer.measures)
     summ = ScorerSummary(scorer.name, list(measures))
-    done = store.scored_keys(scorer.name)
-    todo = replies[~replies["request_key"].isin(done)]
-    summ.already = int(replies["request_key"].isin(done).sum())
-
-    withheld = todo[todo["status"] == "content_filter"]
-    if len(withheld):
-        store.put_scores([
-            (k, scorer.name, m, 1.0 if m == "refusal" else None, "content_filter")
-            for k in withheld["request_key"] for m in measures
-        ])
-        summ.content_filter = len(withheld)
-
-    ok = todo[todo["status"] == "ok"]
+    counts = store.scoring_counts(scorer.name)
+    summ.already = counts["scored"]
+    page = page or PAGE_ROWS
     batch = int(getattr(scorer, "batch_size", DEFAULT_BATCH))
+    if pool is not None:  # smaller batches keep every worker busy to the end and bound what is in flight
+        batch = max(1, min(batch, POOL_BATCH))
     bar = None
-    if progress and len(ok):
+    if progress and counts["scorable"] > counts["scored"]:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(ok), desc=f"score {scorer.name}", unit="reply", file=sys.stderr)
-    for i in range(0, len(ok), batch):
-        part = ok.iloc[i:i + batch]
-        keys = part["request_key"].tolist()
-        posts = [p if isinstance(p, str) else "" for p in part["post_text"]]
-        texts = [r if isinstance(r, str) else "" for r in part["reply"]]
-        t0 = time.perf_counter()
-        if getattr(scorer, "uses_store", False):
-            df = scorer.score(posts, texts, store=store, keys=keys)
-        else:
-            df = scorer.score(posts, texts)
-        summ.seconds += time.perf_counter() - t0
-        df = check_output(scorer, df, len(part))
-        rows, unscored, pending = _rows(scorer.name, measures, keys, df)
+        bar = tqdm(total=counts["scorable"] - counts["scored"], desc=f"score {scorer.name}", unit="reply",
+                   file=sys.stderr)
+
+    def store_part(keys: list[str], rows: list[tuple], unscored: int, pending: int, seconds: float) -> None:
         store.put_scores(rows)
-        summ.scored += len(part) - pending
+        summ.scored += len(keys) - pending
         summ.unscored += unscored
         summ.pending += pending
+        summ.seconds += seconds
         if bar is not None:
-            bar.update(len(part))
-    if bar is not None:
-        bar.close()
+            bar.update(len(keys))
+
+    t_start = time.perf_counter()
+    after = ""
+    try:
+        while True:
+            rows = store.unscored_page(scorer.name, after, page)
+            if not rows:
+                break
+            after = rows[-1][0]
+            withheld = [r[0] for r in rows if r[1] == "content_filter"]
+            if withheld:
+                store.put_scores([(k, scorer.name, m, 1.0 if m == "refusal" else None, "content_filter")
+                                  for k in withheld for m in measures])
+                summ.content_filter += len(withheld)
+                if bar is not None:
+                    bar.update(len(withheld))
+            ok = [r for r in rows if r[1] == "ok"]
+            for i in range(0, len(ok), batch):
+                part = ok[i:i + batch]
+                keys, posts, texts = [r[0] for r in part], [r[2] for r in part], [r[3] for r in part]
+                if pool is not None:
+                    for done in pool.submit(scorer.name, keys, posts, texts):
+                        store_part(*done)
+                else:
+                    store_part(keys, *_score_part(scorer, keys, posts, texts, store))
+        if pool is not None:
+            for done in pool.drain():
+                store_part(*done)
+    finally:
+        if pool is not None:
+            pool.cancel()  # after an error or Ctrl-C: nothing more is scored; committed batches stay
+        if bar is not None:
+            bar.close()
+    if pool is not None:  # wall clock: the pool's processes score at the same time
+        summ.seconds = time.perf_counter() - t_start
+        summ.processes = pool.workers
     if "refusal" in measures:
-        keys = set(replies["request_key"])
-        summ.refusals = sum(1 for k, v in store.score_values(scorer.name, "refusal").items() if v == 1 and k in keys)
+        summ.refusals = store.scoring_counts(scorer.name)["refusals"]
     return summ
+
+
+def _score_part(scorer: Any, keys: list[str], posts: list[str], texts: list[str],
+                store: RunStore | None = None) -> tuple[list[tuple], int, int, float]:
+    """Score one batch: (score rows to store, n unscored, n pending, seconds)."""
+    t0 = time.perf_counter()
+    if getattr(scorer, "uses_store", False):
+        df = scorer.score(posts, texts, store=store, keys=keys)
+    else:
+        df = scorer.score(posts, texts)
+    seconds = time.perf_counter() - t0
+    df = check_output(scorer, df, len(keys))
+    rows, unscored, pending = _rows(scorer.name, tuple(scorer.measures), keys, df)
+    return rows, unscored, pending, seconds
+
+
+# --------------------------------------------------------------------------- parallel scoring
+
+_WORKER_SCORERS: dict[str, Any] = {}
+
+
+def _worker_init(blob: bytes) -> None:
+    import pickle
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    _WORKER_SCORERS.update(pickle.loads(blob))
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """End this worker when the process that started it is gone (``kill -9`` of the audit): a worker
+    waits on its task queue forever otherwise, since it holds both ends of the queue's pipe."""
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _worker_score(name: str, keys: list[str], posts: list[str], texts: list[str]) -> tuple:
+    return (keys, *_score_part(_WORKER_SCORERS[name], keys, posts, texts))
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the scheduler affinity where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | None, pairs: int) -> int:
+    """Processes to score with: ``workers`` when given (0 = one per core); else ``EMPATHY_AUDIT_WORKERS``
+    when set; else one per core when at least :data:`PARALLEL_MIN_PAIRS` pairs wait, one otherwise."""
+    if workers is None:
+        env = os.environ.get("EMPATHY_AUDIT_WORKERS", "").strip()
+        if env:
+            try:
+                workers = int(env)
+            except ValueError:
+                raise AuditError(f"EMPATHY_AUDIT_WORKERS={env!r} is not a whole number",
+                                 where="environment variable EMPATHY_AUDIT_WORKERS",
+                                 fix="set it to the number of scoring processes (0 = one per core), or unset it") from None
+        else:
+            return cpu_count() if pairs >= PARALLEL_MIN_PAIRS else 1
+    if workers < 0:
+        raise AuditError(f"workers must be 0 (one per core) or more, not {workers}", where="--workers",
+                         fix="give the number of scoring processes, 0 for one per core")
+    return workers or cpu_count()
+
+
+class ScoringPool:
+    """Worker processes that score batches of (post, reply) pairs for the scorers they were given,
+    while the creating process stays the only writer of the run store.
+
+    The scorers are pickled into each worker once (their configuration, e.g. the artifact directory;
+    models load in the worker on first use). Processes start with ``spawn`` (no fork of a process that
+    holds an open database or a model server) with one thread each for numpy's thread pools. At most
+    ``2 x workers`` batches are in flight: :meth:`submit` returns the batches finished meanwhile,
+    :meth:`drain` the rest. Why not multiprocessing.Pool.imap: results are written as soon as any
+    batch finishes, in whatever order, and an error in a worker stops the pool at once.
+    """
+
+    def __init__(self, scorers: list[Any], workers: int):
+        import multiprocessing
+        import pickle
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = workers
+        self._pending: set[Any] = set()
+        blob = pickle.dumps({sc.name: sc for sc in scorers})
+        saved = {v: os.environ.get(v) for v in _THREAD_VARS}
+        os.environ.update({v: "1" for v in _THREAD_VARS})
+        try:
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_worker_init, initargs=(blob,))
+            # start every process now, while the thread variables are set for them
+            list(self._pool.map(_noop, range(workers)))
+        finally:
+            for v, old in saved.items():
+                if old is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = old
+
+    def submit(self, name: str, keys: list[str], posts: list[str], texts: list[str]) -> list[tuple]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        self._pending.add(self._pool.submit(_worker_score, name, keys, posts, texts))
+        if len(self._pending) < 2 * self.workers:
+            return []
+        done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
+        return [f.result() for f in done]
+
+    def drain(self) -> list[tuple]:
+        from concurrent.futures import wait
+
+        done, self._pending = wait(self._pending), set()
+        return [f.result() for f in done[0]]
+
+    def cancel(self) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._pending = set()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "ScoringPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _noop(_: int) -> None:
+    return None
+
+
+def parallel_scorers(scorers: list[Any]) -> list[Any]:
+    """The scorers that may run in worker processes: those that declare ``parallel_safe = True`` (pure
+    functions of the pair, no model calls, no store) and can be pickled."""
+    import pickle
+
+    out = []
+    for sc in scorers:
+        if getattr(sc, "parallel_safe", False) and not getattr(sc, "uses_store", False):
+            try:
+                pickle.dumps(sc)
+            except Exception:  # noqa: BLE001 - a scorer that cannot be sent scores in this process
+                continue
+            out.append(sc)
+    return out
 
 
 def _needs_embedded(spec: Any, scorers: list[Any], probe: bool) -> bool:
@@ -202,7 +397,8 @@ def _needs_embedded(spec: Any, scorers: list[Any], probe: bool) -> bool:
 
 
 def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] | None = None, *,
-              probe: bool | None = None, invariance: bool | None = None, progress: bool = False) -> ScoreSummary:
+              probe: bool | None = None, invariance: bool | None = None, progress: bool = False,
+              workers: int | None = None) -> ScoreSummary:
     """Score every stored reply of the run in ``run_dir`` with ``scorers`` (default: ``spec.scoring.scorers``).
 
     ``spec`` may be None: the spec the run was started with (stored in the run) is used. ``probe``
@@ -210,6 +406,9 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
     the probe when ``spec.scoring.inference_probe`` is set, the invariance check for the scorers used
     that read the post (not for llm-judge, whose check costs one judge call per variant and reply:
     run ``empathy-audit scorers invariance --scorer llm-judge`` for it).
+
+    ``workers``: processes for the scorers that can run in worker processes (:func:`resolve_workers`:
+    default one per core when at least :data:`PARALLEL_MIN_PAIRS` pairs wait; 1 scores in this process).
     """
     if run_dir is None and spec is None:
         raise AuditError("score_run needs a spec or a run directory", where="score_run(spec, run_dir)",
@@ -217,30 +416,37 @@ def score_run(spec: Any, run_dir: str | Path | None = None, scorers: list[str] |
     run_dir = Path(run_dir) if run_dir is not None else spec.run_dir()
     with RunStore(run_dir, create=False) as store:
         return score_store(store, spec if spec is not None else store.latest_spec(), scorers, probe=probe,
-                           invariance=invariance, progress=progress)
+                           invariance=invariance, progress=progress, workers=workers)
 
 
 def score_store(store: RunStore, spec: Any, scorers: list[str] | None = None, *, probe: bool | None = None,
-                invariance: bool | None = None, progress: bool = False) -> ScoreSummary:
+                invariance: bool | None = None, progress: bool = False, workers: int | None = None) -> ScoreSummary:
     """:func:`score_run` on an open store."""
     with ExitStack() as stack:
         names = list(dict.fromkeys(scorers or spec.scoring.scorers))
         objs = [get_scorer(n, spec) for n in names]  # fail on a bad name before scoring anything
         full_stage = scorers is None
         run_probe_now = probe if probe is not None else (full_stage and spec.scoring.inference_probe)
-        replies = store.replies_df("reply")
-        if replies.empty:
+        counts = store.scoring_counts(objs[0].name)
+        if not counts["replies"]:
             raise AuditError("the run store holds no replies to score", where=str(store.path),
                              fix="generate replies first (empathy-audit generate SPEC)")
         if _needs_embedded(spec, objs, run_probe_now):
             from .backends.embedded import embedded_session
 
             stack.enter_context(embedded_session(progress=progress))  # one server for judge and probe
-        answered = int((replies["status"] == "ok").sum())
-        scorable = replies[replies["status"].isin(["ok", "content_filter"])]
-        summary = ScoreSummary(str(store.run_dir), len(replies), answered, int(len(replies) - len(scorable)))
+        summary = ScoreSummary(str(store.run_dir), counts["replies"], counts["answered"],
+                               counts["replies"] - counts["scorable"])
+        movable = parallel_scorers(objs)
+        waiting = 0
+        for sc in movable:
+            c = store.scoring_counts(sc.name)
+            waiting += c["scorable"] - c["scored"]
+        n_workers = resolve_workers(workers, waiting) if movable else 1
+        pool = stack.enter_context(ScoringPool(movable, n_workers)) if n_workers > 1 and waiting else None
+        summary.workers = n_workers if pool is not None else 1
         for sc in objs:
-            summary.scorers.append(score_with(store, sc, scorable, progress=progress))
+            summary.scorers.append(score_with(store, sc, pool=pool if sc in movable else None, progress=progress))
         if run_probe_now:
             from .scorers.probe import run_probe
 
@@ -271,7 +477,7 @@ class ScoreStage:
         if not store.done_keys("reply"):
             return StageSummary("skipped", "no answered replies to score")
         before = store.count_scores()
-        summ = score_store(store, ctx.spec, progress=ctx.progress)
+        summ = score_store(store, ctx.spec, progress=ctx.progress, workers=ctx.options.get("workers"))
         after = store.count_scores()
         extra = []
         if summ.probe:

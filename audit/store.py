@@ -67,6 +67,12 @@ from .errors import AuditError
 from .store_migrations import SCHEMA_VERSION, execute_script, migrate, now_iso  # noqa: F401 - re-exported
 
 STORE_FILENAME = "store.sqlite"
+#: SQLite's page cache per connection, in KiB (an upper bound, filled as pages are read). Request keys
+#: are SHA-256 digests, so every insert lands on a random page of each key index; with SQLite's
+#: default 2 MB cache a store of a million requests spends its time re-reading and re-writing index
+#: pages (measured: inserting 1M requests and replies took over 30 minutes with 2 MB, 78 s with
+#: 256 MB; benchmarks/bench_store_scale.py).
+CACHE_KIB = 256 * 1024
 
 # Tables a stage creates when it first runs (not by a migration): a table that is absent means "this
 # stage never ran on this store", which the report states. Their columns are changed by a numbered
@@ -187,6 +193,7 @@ class RunStore:
             _check_integrity(self.conn, self.path)  # before WAL mode, which rewrites the file header
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.conn.execute("PRAGMA foreign_keys=OFF")
             self.migrated = migrate(self.conn, self.path)
         except sqlite3.OperationalError as exc:
@@ -525,6 +532,47 @@ class RunStore:
                 [(k, s, m, None if v is None or _isnan(v) else float(v), d) for k, s, m, v, d in rows],
             )
             return c.total_changes - before
+
+    def _design_rows(self) -> tuple[str, str, str, tuple[Any, ...]]:
+        """(FROM clause, key column, condition, parameters) over the reply requests of the current
+        design (every stored request when no design is recorded), driven by an index ordered on the
+        request key, so a keyset page (``key > ? ORDER BY key LIMIT n``) reads only its own rows."""
+        design = self.get_meta("design_id")
+        if design is None:
+            return "requests q", "q.request_key", "q.purpose = 'reply'", ()
+        return ("design_requests d JOIN requests q ON q.request_key = d.request_key", "d.request_key",
+                "d.design_id = ? AND q.purpose = 'reply'", (design,))
+
+    def unscored_page(self, scorer: str, after: str = "", limit: int = 4096) -> list[tuple[str, str, str, str]]:
+        """The next ``limit`` answered replies of the design (status ``ok`` or ``content_filter``)
+        that ``scorer`` has not scored, in request-key order after ``after``: ``(request_key, status,
+        post text, reply text)``, '' for a missing text. The scoring stage streams the run through
+        this, so its memory does not grow with the number of requests."""
+        src, key, cond, params = self._design_rows()
+        rows = self.conn.execute(
+            f"SELECT {key}, r.status, v.text, r.text FROM {src} JOIN replies r ON r.request_key = {key}"
+            " LEFT JOIN variants v ON v.variant_id = q.variant_id"
+            f" WHERE {cond} AND {key} > ? AND r.status IN ('ok', 'content_filter')"
+            f" AND NOT EXISTS (SELECT 1 FROM scores s WHERE s.request_key = {key} AND s.scorer = ?)"
+            f" ORDER BY {key} LIMIT ?", (*params, after, scorer, int(limit))).fetchall()
+        return [(r[0], r[1], r[2] if isinstance(r[2], str) else "", r[3] if isinstance(r[3], str) else "")
+                for r in rows]
+
+    def scoring_counts(self, scorer: str) -> dict[str, int]:
+        """For the design's reply requests: ``replies`` (all), ``answered`` (status ok), ``scorable``
+        (ok or content_filter), ``scored`` (scorable ones ``scorer`` has scored), ``refusals`` (replies
+        whose ``scorer.refusal`` is 1)."""
+        src, key, cond, params = self._design_rows()
+        r = self.conn.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(r.status = 'ok'), 0),"
+            " COALESCE(SUM(r.status IN ('ok', 'content_filter')), 0),"
+            " COALESCE(SUM(r.status IN ('ok', 'content_filter') AND EXISTS (SELECT 1 FROM scores s"
+            f"  WHERE s.request_key = {key} AND s.scorer = ?)), 0),"
+            " COALESCE(SUM(EXISTS (SELECT 1 FROM scores s"
+            f"  WHERE s.request_key = {key} AND s.scorer = ? AND s.measure = 'refusal' AND s.value = 1)), 0)"
+            f" FROM {src} LEFT JOIN replies r ON r.request_key = {key} WHERE {cond}",
+            (scorer, scorer, *params)).fetchone()
+        return dict(zip(("replies", "answered", "scorable", "scored", "refusals"), (int(x) for x in r)))
 
     def scored_keys(self, scorer: str) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT request_key FROM scores WHERE scorer=?", (scorer,))}

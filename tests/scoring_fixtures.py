@@ -80,3 +80,50 @@ def make_run(tmp_path: Path, scorers=("length", "refusal", "sentiment"), **scori
         st.put_variants(v)
         keys = [add_reply(st, r, REPLIES[i % len(REPLIES)]) for i, r in enumerate(v["variant_id"])]
     return spec, run_dir, keys
+
+
+def add_many_replies(store: RunStore, n: int, model_label: str = "m") -> list[str]:
+    """``n`` more answered replies (distinct texts) spread over the stored variants, in one transaction
+    each for requests and replies (samples 1, 2, ... of every variant)."""
+    vids = list(store.variants_df()["variant_id"])
+    pieces = [r.rstrip(".") for r in REPLIES] + ["It makes sense that you feel this way",
+                                                  "Have you been able to talk to anyone about it",
+                                                  "I hear how tired you are"]
+    reqs, reps = [], []
+    for i in range(n):
+        v, sample = vids[i % len(vids)], 1 + i // len(vids)
+        key = hashlib.sha256(f"{v}|{sample}|{model_label}".encode()).hexdigest()
+        text = ". ".join(pieces[(i * 7 + j) % len(pieces)] for j in range(1 + i % 4)) + f". ({i} days)"
+        reqs.append({"request_key": key, "purpose": "reply", "variant_id": v, "model_label": model_label,
+                     "endpoint_id": "test", "model_name": "test", "style": "plain", "sample_index": sample,
+                     "messages": [{"role": "user", "content": v}], "params": {}})
+        reps.append(({"request_key": key, "status": "ok", "text": text, "finish_reason": "stop"}, []))
+    store.put_requests(reqs)
+    store.put_replies(reps)
+    return [r["request_key"] for r in reqs]
+
+
+class SlowLength:
+    """The length scorer, slowed down (fault injection for kill tests): ``delay`` seconds per batch;
+    fails on a reply containing ``fail_on`` when that is set. Parallel-safe, so it runs in workers."""
+
+    parallel_safe = True
+    batch_size = 16
+
+    def __init__(self, delay: float = 0.0, fail_on: str | None = None):
+        from audit.scorers.auxiliary import LengthScorer
+
+        self._inner = LengthScorer()
+        self.name, self.measures = self._inner.name, self._inner.measures
+        self.delay, self.fail_on = delay, fail_on
+
+    def info(self):
+        return self._inner.info()
+
+    def score(self, posts, replies):
+        import time
+
+        time.sleep(self.delay)
+        if self.fail_on is not None and any(self.fail_on in r for r in replies):
+            raise ValueError(f"scorer failed on purpose on a reply containing {self.fail_on!r}")
+        return self._inner.score(posts, replies)

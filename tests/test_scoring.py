@@ -95,13 +95,12 @@ def test_an_interrupted_scoring_resumes_without_rescoring(tmp_path):
     spec, run_dir, keys = make_run(tmp_path)
     sc = _Crashes()
     with RunStore(run_dir) as st:
-        reps = st.replies_df()
         with pytest.raises(KeyboardInterrupt):
-            score_with(st, sc, reps)
+            score_with(st, sc)
         assert len(st.scored_keys("length")) == 10  # two committed batches survive
         sc2 = _Crashes()
         sc2.calls = -100
-        summ = score_with(st, sc2, reps)
+        summ = score_with(st, sc2)
     assert summ.already == 10 and summ.scored == len(keys) - 10
     assert sc2.calls == -100 + math.ceil((len(keys) - 10) / 5)
 
@@ -115,7 +114,7 @@ def test_a_different_scorer_identity_is_refused_not_mixed(tmp_path):
     other.write_text(refusal_patterns_path().read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
     with RunStore(run_dir) as st:
         with pytest.raises(AuditError, match="patterns_sha256"):
-            score_with(st, RefusalScorer(other), st.replies_df())
+            score_with(st, RefusalScorer(other))
         assert len(st.scored_keys("refusal")) == len(keys)
 
 

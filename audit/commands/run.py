@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true",
                    help="models with execution: batch: poll their batches (a progress line) until every reply is "
                         "in, then continue; without it the run submits and exits 0, and the next run collects")
+    workers_option(p)
     p.set_defaults(func=_run)
 
     r = sub.add_parser(
@@ -40,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "figures that do not render")
     _pdf_options(r)
     r.set_defaults(func=_report)
+
+
+def workers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes for the scorers that can score in parallel (0 = one per core; default: one per "
+                        "core when at least 20,000 pairs wait, else 1; or EMPATHY_AUDIT_WORKERS); the scores are "
+                        "the same for any N")
 
 
 def _pdf_options(p: argparse.ArgumentParser) -> None:
@@ -62,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         require_pdf_printer(args.paper)
     result = run(spec, args.out, progress=not args.no_progress,
                  spec_argument=str(args.spec) if Path(args.spec).exists() else str(path),
-                 force_analysis=args.reanalyze, reuse=args.reuse, wait=args.wait)
+                 force_analysis=args.reanalyze, reuse=args.reuse, wait=args.wait,
+                 workers=args.workers)
     if result.waiting:  # batches submitted or still out: nothing is wrong, run again later
         return 0
     if args.pdf:

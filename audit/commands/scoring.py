@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import AuditError
 from ..jsonable import jsonable
+from .run import workers_option
 
 MECHANISMS = ("ER", "IP", "EX")
 
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-probe", action="store_true", help="do not run the demographic inference probe")
     p.add_argument("--no-invariance", action="store_true", help="do not run the scorer invariance check")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    workers_option(p)
     p.set_defaults(func=cmd_score)
 
     t = sub.add_parser("score-table", help="score the replies of any table (CSV/TSV/JSONL/parquet); no run store",
@@ -89,7 +91,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec)
     summary = score_run(spec, Path(args.run_dir), args.scorers, probe=False if args.no_probe else None,
                         invariance=False if args.no_invariance else None,
-                        progress=not args.json and sys.stderr.isatty())
+                        progress=not args.json and sys.stderr.isatty(), workers=args.workers)
     if args.json:
         print(json.dumps(jsonable(summary.as_dict()), indent=2))
     else:

@@ -42,6 +42,7 @@ class LengthScorer:
                                  decimals=0),)
     measures = names(declared_measures)
     reads_post = False  # depends on the reply alone: invariant to the post by construction
+    parallel_safe = True  # a pure function of the pair: may score in worker processes
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": "1", "definition": "runs of letters/digits (apostrophes inside kept)",
@@ -106,6 +107,7 @@ class RefusalScorer:
                                  short="refusal"),)
     measures = names(declared_measures)
     reads_post = False  # depends on the reply alone: invariant to the post by construction
+    parallel_safe = True  # a pure function of the pair: may score in worker processes
 
     def __init__(self, patterns_path: str | Path | None = None):
         self.patterns_path = Path(patterns_path) if patterns_path else refusal_patterns_path()
@@ -167,6 +169,7 @@ class SentimentScorer:
                                  higher_is="more positive", gap_unit="points"),)
     measures = names(declared_measures)
     reads_post = False  # depends on the reply alone: invariant to the post by construction
+    parallel_safe = True  # a pure function of the pair: may score in worker processes
 
     @cached_property
     def _analyzer(self) -> Any:

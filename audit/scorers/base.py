@@ -14,6 +14,11 @@ a ``detail`` column (text, e.g. the raw unparseable judge answer or the refusal 
 Scorers that call a model (``llm-judge``) set ``uses_store = True``: :func:`audit.scoring.score_run`
 then calls ``score(posts, replies, store=store, keys=request_keys)`` so that their model calls go
 through the run store (cached and resumable) and name the judged reply.
+
+Scorers that are pure functions of the pair (no model calls, no store, no state between calls) may
+set ``parallel_safe = True``: the score stage then pickles them into worker processes and scores
+large runs on every core, with the stage's own process the one writer of the store
+(:class:`audit.scoring.ScoringPool`). Their scores must not depend on how pairs are batched.
 """
 
 from __future__ import annotations

@@ -427,6 +427,7 @@ class EpitomeScorer:
     declared_measures = EPITOME_MEASURES
     measures = names(EPITOME_MEASURES)
     reads_post = True
+    parallel_safe = True  # a pure function of the pair: may score in worker processes
 
     def __init__(self, artifact_dir: str | Path | None = None, batch_size: int = 512):
         self.artifact_dir = Path(artifact_dir) if artifact_dir is not None else ARTIFACT_DIR
