@@ -522,6 +522,60 @@ class RunStore:
         )
         return _expand_attributes(df)
 
+    def reply_units_df(self) -> pd.DataFrame:
+        """What the analysis needs of every reply request of the current design, and no text: one row
+        per request (``request_key, variant_id, model_label, style, sample_index, status, post_id,
+        group_name, cue_type, topic, risk, alternative``, the variant's axis attributes as columns and
+        ``group``), in the order of :meth:`replies_df`. Its memory is a few dozen bytes a request, where
+        :meth:`replies_df` holds every prompt and reply text."""
+        cond, params = self._design_filter("q.request_key", False)
+        df = self.query_df(
+            "SELECT q.request_key, q.variant_id, q.model_label, q.style, q.sample_index, r.status, v.post_id,"
+            " v.group_name, v.cue_type, v.topic, v.risk, v.alternative, v.attributes_json"
+            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key"
+            " LEFT JOIN variants v ON v.variant_id = q.variant_id"
+            " WHERE q.purpose = 'reply'" + (f" AND {cond}" if cond else "")
+            + " ORDER BY v.post_id, v.group_name, v.cue_type, q.style, q.sample_index, q.request_key", params)
+        # the attributes of each distinct variant, parsed once (a million replies share a few thousand)
+        codes, uniques = pd.factorize(df["attributes_json"], use_na_sentinel=True)
+        parsed = [json.loads(a) if isinstance(a, str) else {} for a in uniques]
+        keys: list[str] = list(dict.fromkeys(k for a in parsed for k in a))
+        for k in keys:
+            if k not in df.columns:
+                col = np.array([a.get(k) for a in parsed] + [None], dtype=object)
+                df[k] = col[np.where(codes < 0, len(parsed), codes)]
+        df = df.drop(columns=["attributes_json"])
+        df["group"] = df["group_name"]
+        return df
+
+    def score_matrix(self, keys: Iterable[str], chunk: int = 500_000) -> tuple[list[str], np.ndarray]:
+        """Every stored score of the requests ``keys`` as one (len(keys), K) float array: the outcome
+        names (``scorer.measure``, sorted, only those with a score row for one of ``keys``) and their
+        values, NaN where a request has no score or a NULL one. Read in chunks of ``chunk`` rows, so
+        nothing but the array grows with the run."""
+        index = pd.Index(list(keys))
+        cols: dict[str, np.ndarray] = {}
+        for part in pd.read_sql_query("SELECT request_key, scorer, measure, value FROM scores", self.conn,
+                                      chunksize=chunk):
+            pos = index.get_indexer(part["request_key"])
+            part = part[pos >= 0]
+            pos = pos[pos >= 0]
+            if not len(part):
+                continue
+            name = (part["scorer"].astype(str) + "." + part["measure"].astype(str)).to_numpy()
+            value = pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=float)
+            for n in pd.unique(name):
+                sel = name == n
+                col = cols.get(n)
+                if col is None:
+                    col = cols[n] = np.full(len(index), np.nan)
+                col[pos[sel]] = value[sel]
+        names = sorted(cols)
+        out = np.empty((len(index), len(names)))
+        for j, n in enumerate(names):
+            out[:, j] = cols.pop(n)
+        return names, out
+
     # ------------------------------------------------------------------ scores
     def put_scores(self, rows: Iterable[tuple[str, str, str, float | None, str | None]]) -> int:
         """Insert (request_key, scorer, measure, value, detail) rows; existing ones are kept."""

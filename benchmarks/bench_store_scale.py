@@ -14,9 +14,10 @@ them. Printed:
   per-post sufficient statistics) on an N-row long table (outcome, group, post), Holm and BH included;
 - peak RSS of this process.
 
-Run: ``python benchmarks/bench_store_scale.py [--n 1000000] [--keep DIR]``. It writes ~2.5 GB at 1M
-(a temporary directory, removed unless ``--keep``). Not measured here (see the README's Large audits
-section): 10M requests, scoring throughput with 1 and 2 processes, the report's time.
+Run: ``python benchmarks/bench_store_scale.py [--n 1000000] [--keep DIR] [--report-every N]
+[--no-analysis]``. It writes ~2.7 GB per 1M requests (a temporary directory, removed unless ``--keep``);
+``--report-every`` prints the growth curve (bytes per request, insert rate, RSS) as the store grows.
+Scoring, the analysis stage and the report of a whole run: ``benchmarks/bench_run_scale.py``.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: int = 0) -> dict[str, float]:
+def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: int = 0,
+          report_every: int = 0) -> dict[str, float]:
     rng = random.Random(seed)
+    next_report = report_every
     per_prompt = models * samples
     n_prompts = -(-n // per_prompt)
     reply_bytes = 0
@@ -88,6 +91,14 @@ def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: in
                 st.put_replies(reps)
                 t_rep += time.perf_counter() - t0
                 reqs, reps = [], []
+            if report_every and not reqs and (written >= next_report or written >= n):
+                next_report += report_every
+                st.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                size = sum(p.stat().st_size for p in run_dir.iterdir() if p.name.startswith("store.sqlite"))
+                print(f"  {written:>12,} requests: {(size - reply_bytes) / written:,.0f} bytes per request beyond "
+                      f"the reply text; insert so far {written / (t_req + t_rep):,.0f} "
+                      f"requests/s (request and reply); "
+                      f"peak RSS {_peak_rss_mb():,.0f} MB", flush=True)
             if written >= n:
                 break
         st.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -122,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=2000, help="rows per transaction")
     ap.add_argument("--keep", metavar="DIR", help="build the store here and keep it")
+    ap.add_argument("--report-every", type=int, default=0, metavar="N",
+                    help="print bytes per request, insert rate and RSS every N requests (the growth curve)")
+    ap.add_argument("--no-analysis", action="store_true", help="measure the store only")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         run_dir = Path(args.keep) if args.keep else Path(tmp) / "run"
-        r = build(run_dir, args.n, args.models, args.samples, args.chunk)
+        r = build(run_dir, args.n, args.models, args.samples, args.chunk, report_every=args.report_every)
         n = r["n"]
         print(f"requests: {n:,} ({r['prompts']:,} distinct prompts; {args.models} models x {args.samples} samples), "
               f"{args.chunk} rows per transaction")
@@ -135,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{(r['bytes'] - r['reply_bytes']) / n:,.0f} bytes per request beyond the reply text "
               f"(replies {r['reply_bytes'] / n:,.0f} bytes each)")
         print(f"peak RSS after the store: {_peak_rss_mb():,.0f} MB")
+        if args.no_analysis:
+            return 0
         dt = analysis(n)
         print(f"analyze_table on {n:,} rows (8 gaps, random intercept per post): {dt:.1f} s")
         print(f"peak RSS: {_peak_rss_mb():,.0f} MB")

@@ -4,13 +4,14 @@ stored before declarations existed fall back to the built-in declarations by sco
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from audit.errors import AuditError
 from audit.scorers import available_scorers, builtin_measures, builtin_names, get_scorer
 from audit.scorers.measures import Measure, MeasureCatalog, any_level, measure_dicts
-from audit.stats.stage import _level_outcomes
+from audit.stats.stage import _is_level
 
 # The labels reports have always printed for the built-in scorers (the golden run checks them in place).
 BUILTIN_LABELS = {
@@ -71,11 +72,10 @@ def test_level_outcomes_follow_the_declared_kind():
     ordinal = Measure("warm", "warmth", kind="ordinal", range=(0, 4))
     continuous = Measure("mean", "a mean", kind="continuous", range=(0, 2))
     catalog = MeasureCatalog.from_scorer_info({"lab": {"measures": measure_dicts([ordinal, continuous])}})
-    df = pd.DataFrame({"outcome": ["lab.warm"] * 3 + ["lab.mean"] * 3 + ["x.levels"] * 3,
-                       "value": [0.0, 3.0, 1.0, 0.0, 2.0, 1.0, 0.0, 2.0, 1.0]})
-    derived = _level_outcomes(df, catalog)
-    assert sorted(derived["outcome"].unique()) == ["lab.warm>0", "x.levels>0"]  # x.levels: undeclared, by its values
-    assert derived[derived["outcome"] == "lab.warm>0"]["value"].tolist() == [0.0, 1.0, 1.0]
+    values = {"lab.warm": [0.0, 3.0, 1.0], "lab.mean": [0.0, 2.0, 1.0], "x.levels": [0.0, 2.0, 1.0],
+              "x.binary": [0.0, 1.0, np.nan], "x.scale": [0.0, 2.5, 1.0]}
+    derived = sorted(n for n, v in values.items() if _is_level(np.array(v), catalog.declared(n)))
+    assert derived == ["lab.warm", "x.levels"]  # x.levels: undeclared, by its values; a 0/1 needs none
 
 
 def test_a_bad_declaration_is_an_error_the_author_can_act_on():

@@ -537,7 +537,7 @@ def gap_test(
         cond = "__condition__"
         dd = d.copy()
         is_ref = dd[group] == ctrl
-        dd[cond] = np.where(is_ref, ctrl, dd[group] + "\x1f" + dd[by].astype(str))
+        dd[cond] = np.where(is_ref, ctrl, dd[group].astype(str) + "\x1f" + dd[by].astype(str))
         rows, _ = _fit_one(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary)
         r = pd.DataFrame(rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object})
         split = r["group"].str.split("\x1f", n=1, expand=True)

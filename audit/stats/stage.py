@@ -108,7 +108,7 @@ def _match_outcomes(available: list[str], wanted: list[str] | None, where: str) 
     return list(dict.fromkeys(out))
 
 
-def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
+def analysis_table(store: RunStore, spec: Any = None, *, compact: bool = False) -> pd.DataFrame:
     """Replies joined with their scores, long per outcome; missing outcomes kept as NaN.
 
     Columns: ``request_key, post_id, variant_id, group, cue_type, style, model_label, sample_index,
@@ -120,51 +120,84 @@ def analysis_table(store: RunStore, spec: Any = None) -> pd.DataFrame:
     (:mod:`audit.stats.missing`) unless ``analysis.allow_missing``. Level outcomes (declared ordinal
     by their scorer, e.g. ``epitome.ER``) also get a binary ``epitome.ER>0`` (level > 0, NaN where the
     level is missing); the declarations are read from the run's ``scorer_info``.
+
+    ``compact``: the text columns as categoricals (a code per cell, each distinct text once), which
+    keeps a million replies x ten outcomes in a few hundred MB instead of several GB; the analysis
+    stage reads it so. Its memory otherwise: the texts are never read (:meth:`RunStore.reply_units_df`)
+    and the scores come in chunks (:meth:`RunStore.score_matrix`).
     """
-    rep = store.replies_df(purpose="reply")
-    sc = store.scores_df(wide=False)
+    rep = store.reply_units_df()
     axes = [c for c in rep.columns if c not in _NOT_AXES]
-    if rep.empty or sc.empty:
-        return pd.DataFrame(columns=_BASE_COLS + ["outcome", "value"] + axes)
-    rep = rep[rep["post_id"].notna()].copy()
-    answered = rep["status"].isin(["ok", "content_filter"])
-    sc = sc.copy()
-    sc["outcome"] = sc["scorer"].astype(str) + "." + sc["measure"].astype(str)
-    sc = sc[sc["request_key"].isin(set(rep["request_key"]))]
-    outcomes = sorted(sc["outcome"].unique())
-    grid = rep[_BASE_COLS + axes].merge(pd.DataFrame({"outcome": outcomes}), how="cross")
-    df = grid.merge(sc[["request_key", "outcome", "value"]], on=["request_key", "outcome"], how="left")
-    unanswered = set(rep.loc[~answered, "request_key"])
-    df.loc[df["request_key"].isin(unanswered), "value"] = np.nan  # a failed reply has no outcome
-    df["value"] = df["value"].astype(float)
-    df = pd.concat([df, _level_outcomes(df, MeasureCatalog.from_scorer_info(store.scorer_info()))], ignore_index=True)
+    empty = pd.DataFrame(columns=_BASE_COLS + ["outcome", "value"] + axes)
+    if rep.empty:
+        return empty
+    rep = rep[rep["post_id"].notna()].reset_index(drop=True)
+    names, values = store.score_matrix(rep["request_key"])
+    if not names:
+        return empty
+    values[~rep["status"].isin(["ok", "content_filter"]).to_numpy(), :] = np.nan  # a failed reply has no outcome
+    catalog = MeasureCatalog.from_scorer_info(store.scorer_info())
+    derived = [(j, f"{n}{ANY_LEVEL}") for j, n in enumerate(names) if _is_level(values[:, j], catalog.declared(n))]
+    outcomes = names + [d for _, d in derived]
     if spec is not None and getattr(spec, "analysis", None) is not None and spec.analysis.outcomes:
-        keep = _match_outcomes(sorted(df["outcome"].unique()), spec.analysis.outcomes, "spec key analysis.outcomes")
-        df = df[df["outcome"].isin(keep)]
-    df["style"] = df["style"].fillna("default")
-    return df.reset_index(drop=True)
+        keep = set(_match_outcomes(sorted(outcomes), spec.analysis.outcomes, "spec key analysis.outcomes"))
+    else:
+        keep = set(outcomes)
+    order = sorted(outcomes)  # categories in text order: a groupby over codes then visits outcomes as over texts
+    rep["style"] = rep["style"].fillna("default")
+    base = _compact(rep[_BASE_COLS + axes])  # the repeated rows below are codes, whatever ``compact`` says
+    n, k = len(rep), len(names)
+    parts = []
+    # every reply with every outcome, reply by reply (the order the gap tests have always seen) ...
+    cols = [j for j in range(k) if names[j] in keep]
+    if cols:
+        part = base.take(np.repeat(np.arange(n), len(cols))).reset_index(drop=True)
+        part["outcome"] = pd.Categorical.from_codes(np.tile(np.array([order.index(names[j]) for j in cols]), n),
+                                                    categories=order)
+        part["value"] = values[:, cols].ravel()
+        parts.append(part)
+    # ... then the derived "any level" outcomes, one after the other
+    for j, name in derived:
+        if name in keep:
+            v = values[:, j]
+            part = base.copy()
+            part["outcome"] = pd.Categorical.from_codes(np.full(n, order.index(name)), categories=order)
+            part["value"] = np.where(np.isnan(v), np.nan, (v > 0) * 1.0)
+            parts.append(part)
+    if not parts:
+        return empty
+    out = pd.concat(parts, ignore_index=True)
+    if not compact:
+        for c in out.columns:
+            if isinstance(out[c].dtype, pd.CategoricalDtype):
+                out[c] = out[c].astype(object).where(out[c].notna(), None) if c in axes else out[c].astype(object)
+    return out
 
 
-def _level_outcomes(df: pd.DataFrame, catalog: MeasureCatalog) -> pd.DataFrame:
-    """Derived binary outcomes ``<outcome>>0`` (:func:`audit.scorers.measures.any_level`) for level
-    outcomes, e.g. EPITOME's ER/IP/EX: "any emotional reaction / interpretation / exploration at all".
+def _compact(df: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as categoricals (see :func:`analysis_table`)."""
+    out = df.copy()
+    for c in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[c]) or pd.api.types.is_bool_dtype(out[c])):
+            out[c] = out[c].astype("category")
+    return out
+
+
+def _is_level(v: np.ndarray, declared: Any) -> bool:
+    """Whether an outcome's values are levels from 0 that get a derived binary ``<outcome>>0``
+    (:func:`audit.scorers.measures.any_level`): "any emotional reaction / interpretation / exploration
+    at all" for EPITOME's ER/IP/EX.
 
     A level outcome is one its scorer declares ``ordinal`` with levels from 0 (an undeclared one: values
     in {0, 1, 2}); it is derived only where some value is above 1 (else the outcome is already 0/1).
     A missing level stays missing.
     """
-    parts = []
-    for name, d in df.groupby("outcome", sort=True):
-        v = d["value"].to_numpy(dtype=float)
-        seen = v[~np.isnan(v)]
-        m = catalog.declared(name)
-        if m is not None:
-            levels = m.kind == "ordinal" and m.range is not None and m.range[0] == 0
-        else:
-            levels = bool(len(seen)) and bool(np.isin(seen, (0.0, 1.0, 2.0)).all())
-        if levels and len(seen) and (seen > 1).any():
-            parts.append(d.assign(outcome=f"{name}{ANY_LEVEL}", value=np.where(np.isnan(v), np.nan, (v > 0) * 1.0)))
-    return pd.concat(parts, ignore_index=True) if parts else df.iloc[:0]
+    seen = v[~np.isnan(v)]
+    if declared is not None:
+        levels = declared.kind == "ordinal" and declared.range is not None and declared.range[0] == 0
+    else:
+        levels = bool(len(seen)) and bool(np.isin(seen, (0.0, 1.0, 2.0)).all())
+    return bool(levels and len(seen) and (seen > 1).any())
 
 
 def _family_id(res: pd.DataFrame) -> str:
@@ -442,7 +475,7 @@ def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
 
 def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
     """Fit the audit's family of tests on the scores in ``store`` and replace its results tables."""
-    table = analysis_table(store, spec)
+    table = analysis_table(store, spec, compact=True)
     if table.empty:
         raise AuditError("the run store has no scored replies to analyse", where=str(store.run_dir),
                          fix="run `empathy-audit generate` and `empathy-audit score` first")
