@@ -168,7 +168,7 @@ class RunStore:
     this open applied (``[]`` for a store that was up to date).
     """
 
-    def __init__(self, run_dir: str | Path, create: bool = True):
+    def __init__(self, run_dir: str | Path, create: bool = True, *, check: bool = True):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / STORE_FILENAME
         if not self.path.exists() and not create:
@@ -190,7 +190,15 @@ class RunStore:
         self.conn.row_factory = sqlite3.Row
         try:
             self.conn.execute("PRAGMA busy_timeout=30000")
-            _check_integrity(self.conn, self.path)  # before WAL mode, which rewrites the file header
+            if check:  # ``check=False``: a second connection to a store this process has just opened
+                _check_integrity(self.conn, self.path)  # before WAL mode, which rewrites the file header
+            if not create and self.conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None:
+                # a valid but empty database where a run store should be: e.g. store.sqlite copied
+                # without its write-ahead log (store.sqlite-wal), which held every row
+                raise AuditError("the run store holds no tables (is its write-ahead log store.sqlite-wal missing?)",
+                                 where=str(self.path),
+                                 fix="restore store.sqlite together with store.sqlite-wal from a backup, or delete "
+                                     "store.sqlite to start this run afresh")
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -309,13 +317,15 @@ class RunStore:
         sorted by all their columns): the same data gives the same hash whatever the file's page layout
         or WAL state. SQLite's own tables are left out."""
         h = hashlib.sha256()
+        # one encoder for every row: json.dumps with options builds a new one per call (the same bytes)
+        encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
         for t in self.table_names():
             cols = [r[1] for r in self.conn.execute(f'PRAGMA table_info("{t}")')]
             h.update(f"table {t} {','.join(cols)}\n".encode("utf-8"))
             order = ", ".join(f'"{c}"' for c in cols)
-            for row in self.conn.execute(f'SELECT * FROM "{t}" ORDER BY {order}'):
-                h.update(json.dumps(list(row), default=str, ensure_ascii=False).encode("utf-8"))
-                h.update(b"\n")
+            cur = self.conn.execute(f'SELECT * FROM "{t}" ORDER BY {order}')
+            while rows := cur.fetchmany(10_000):
+                h.update("".join(encode(list(row)) + "\n" for row in rows).encode("utf-8"))
         return h.hexdigest()
 
     def migrations(self) -> pd.DataFrame:
@@ -493,8 +503,12 @@ class RunStore:
         return res
 
     def replies_df(self, purpose: str = "reply", include_failed: bool = True, *,
-                   all_designs: bool = False) -> pd.DataFrame:
+                   all_designs: bool = False, texts: bool = True) -> pd.DataFrame:
         """Requests joined with their replies and variants: one row per request of ``purpose``.
+
+        ``texts=False`` leaves out the prompt, reply, post and cue texts (``messages_json``, ``reply``,
+        ``post_text``, ``cue_text``), about 3 KB a request: a report of a million replies reads them
+        only for the rows it shows (:meth:`texts_by_key`).
 
         Only the requests of the run's current design (:meth:`current_design`): reply requests that
         belong to it, judge requests about those replies, probe requests about its variants; all
@@ -509,12 +523,15 @@ class RunStore:
         params = (purpose, *extra)
         df = self.query_df(
             "SELECT q.request_key, q.purpose, q.variant_id, q.subject_key, q.model_label, q.endpoint_id,"
-            f" q.model_name, q.style, q.style_hash, q.sample_index, {MESSAGES_SQL} AS messages_json, q.params_json,"
-            " r.status, r.text AS reply, r.finish_reason, r.prompt_tokens, r.completion_tokens, r.latency_s,"
+            " q.model_name, q.style, q.style_hash, q.sample_index,"
+            + (f" {MESSAGES_SQL} AS messages_json," if texts else "") + " q.params_json,"
+            + " r.status," + (" r.text AS reply," if texts else "")
+            + " r.finish_reason, r.prompt_tokens, r.completion_tokens, r.latency_s,"
             " r.attempts, r.model_reported, r.runtime, r.runtime_version, r.error, r.created_at AS replied_at,"
-            " r.flags, v.post_id, v.topic, v.risk, v.group_name, v.cue_type, v.alternative, v.cue_text, v.text AS post_text,"
-            " v.attributes_json"
-            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key" + PROMPTS_JOIN +
+            " r.flags, v.post_id, v.topic, v.risk, v.group_name, v.cue_type, v.alternative,"
+            + (" v.cue_text, v.text AS post_text," if texts else "") + " v.attributes_json"
+            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key"
+            + (PROMPTS_JOIN if texts else "") +
             " LEFT JOIN variants v ON v.variant_id = q.variant_id"
             " WHERE q.purpose = ?" + member + ("" if include_failed else " AND r.status = 'ok'")
             + " ORDER BY v.post_id, v.group_name, v.cue_type, q.style, q.sample_index, q.request_key",
@@ -575,6 +592,22 @@ class RunStore:
         for j, n in enumerate(names):
             out[:, j] = cols.pop(n)
         return names, out
+
+    def texts_by_key(self, keys: Iterable[str]) -> pd.DataFrame:
+        """The texts :meth:`replies_df` leaves out with ``texts=False``, for ``keys`` only: one row per
+        stored request (``request_key, messages_json, reply, post_text, cue_text``), in no set order."""
+        keys = list(dict.fromkeys(keys))
+        parts = []
+        for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            chunk = keys[i:i + 500]
+            parts.append(self.query_df(
+                f"SELECT q.request_key, {MESSAGES_SQL} AS messages_json, r.text AS reply, v.text AS post_text,"
+                " v.cue_text FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key" + PROMPTS_JOIN +
+                " LEFT JOIN variants v ON v.variant_id = q.variant_id"
+                f" WHERE q.request_key IN ({','.join('?' * len(chunk))})", chunk))
+        if not parts:
+            return pd.DataFrame(columns=["request_key", "messages_json", "reply", "post_text", "cue_text"])
+        return pd.concat(parts, ignore_index=True)
 
     # ------------------------------------------------------------------ scores
     def put_scores(self, rows: Iterable[tuple[str, str, str, float | None, str | None]]) -> int:

@@ -141,13 +141,16 @@ def _style_prompts(data: ReportData) -> list[dict[str, Any]]:
     r = data.replies
     if r.empty:
         return []
-    out = []
+    rows = []
     for style, d in r.groupby("style", sort=True):
         ctrl = d[d["group"] == "control"]
-        row = (ctrl if not ctrl.empty else d).iloc[0]
+        rows.append((style, (ctrl if not ctrl.empty else d).iloc[0]))
+    texts = data.texts([row["request_key"] for _, row in rows])
+    out = []
+    for style, row in rows:
         try:
-            messages = json.loads(row["messages_json"])
-        except (TypeError, ValueError):
+            messages = json.loads(texts.loc[row["request_key"], "messages_json"])
+        except (TypeError, ValueError, KeyError):
             messages = []
         out.append(dict(style=style, style_hash=row.get("style_hash"), messages=messages,
                         post_id=row.get("post_id")))
@@ -194,17 +197,15 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
     model = sorted(r["model_label"].unique())[0]
     style = sorted(r["style"].dropna().unique())[0] if r["style"].notna().any() else None
     d = r[(r["model_label"] == model) & ((r["style"] == style) if style is not None else True)]
-    wide = pd.DataFrame()
-    if not data.scores.empty:
-        sc = data.scores.copy()
-        sc["col"] = sc["measure"]
-        wide = sc.pivot_table(index="request_key", columns="col", values="value", aggfunc="first")
+    wide = data.scores_wide.rename(columns=lambda c: str(c).split(".", 1)[-1])
+    wide = wide.loc[:, ~wide.columns.duplicated()]  # the first scorer's value of a measure, as before
     cue_pref = [c for c in ("explicit_statement", "explicit_tag", "implicit_name", "implicit_context",
                             "implicit_dialect") if c in set(d["cue_type"])]
     cue_pref += sorted(c for c in set(d["cue_type"]) if c not in cue_pref and c != "control")
     show_measures = [m for m in ("empathy", "ER", "IP", "EX", "words", "refusal") if m in wide.columns][:4]
     out = []
     posts = [p for p in d["post_id"].dropna().unique()][:n_posts]
+    texts = data.texts(list(d.loc[d["post_id"].isin(posts), "request_key"]))
     for pid in posts:
         dp = d[d["post_id"] == pid].sort_values(["sample_index", "request_key"])
         ctrl = dp[dp["cue_type"] == "control"]
@@ -219,6 +220,7 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
         items = []
         for c in cells:
             k = c["request_key"]
+            c = {**c.to_dict(), **(texts.loc[k].to_dict() if k in texts.index else {})}
             scores = [(data.measures.measure(m).short_label,
                        _example_value(data.measures.measure(m), wide.loc[k, m]) if k in wide.index else "n/a")
                       for m in show_measures]
@@ -228,7 +230,7 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
                               status=c.get("status"), error=c.get("error"), scores=scores))
         out.append(dict(post_id=pid, topic=ctrl.iloc[0].get("topic"), cue_type=cue,
                         cue_label=F.cue_label(cue) if cue else "", model=model, style=style,
-                        post_text=ctrl.iloc[0].get("post_text"), cells=items))
+                        post_text=items[0]["post_text"], cells=items))
     return out
 
 
@@ -734,9 +736,13 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True, pdf: boo
 
         require_pdf_printer(paper)
     data = collect(run_dir)
-    generated_at = now_iso()
-    figures = all_figures(data) if figures else skipped_figures()
-    ctx = build_context(data, figures, generated_at)
+    try:
+        generated_at = now_iso()
+        figures = all_figures(data) if figures else skipped_figures()
+        ctx = build_context(data, figures, generated_at)
+    except BaseException:
+        data.close()
+        raise
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob(".report-*"):  # left by a report killed over an hour ago
         if old.is_dir() and time.time() - old.stat().st_mtime > 3600:
@@ -751,6 +757,7 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True, pdf: boo
         paths = _publish(stage, run_dir, staged)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        data.close()
     from .pdf import pdf_step
 
     pdf_step(run_dir, paths, pdf=pdf, paper=paper)  # prints report.pdf, or removes a stale one
@@ -813,17 +820,28 @@ def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any]) -
     if data.probe_summary is not None:
         csv_safe(data.probe_summary).to_csv(tdir / "probe_summary.csv", index=False)
     if not data.replies.empty:
-        cols = [c for c in ("request_key", "model_label", "style", "sample_index", "post_id", "group", "cue_type",
-                            "alternative", "status", "finish_reason", "post_text", "reply", "error")
-                if c in data.replies.columns]
-        rep = data.replies[cols]
-        if not data.scores.empty:
-            sc = data.scores.copy()
-            sc["col"] = sc["scorer"] + "." + sc["measure"]
-            wide = sc.pivot_table(index="request_key", columns="col", values="value", aggfunc="first").reset_index()
-            rep = rep.merge(wide, on="request_key", how="left")
-        csv_safe(rep).to_csv(tdir / "replies.csv", index=False)
+        _replies_csv(data, tdir / "replies.csv")
     return [p for p in run_dir.rglob("*") if p.is_file()]
+
+
+REPLIES_CSV_CHUNK = 20_000
+
+
+def _replies_csv(data: ReportData, path: Path) -> None:
+    """``tables/replies.csv``: every reply of the run with its post, text and scores, written a chunk of
+    :data:`REPLIES_CSV_CHUNK` replies at a time (their texts read from the store per chunk)."""
+    cols = ["request_key", "model_label", "style", "sample_index", "post_id", "group", "cue_type", "alternative",
+            "status", "finish_reason", "post_text", "reply", "error"]
+    wide = data.scores_wide
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        for i in range(0, len(data.replies), REPLIES_CSV_CHUNK):
+            rep = data.replies.iloc[i:i + REPLIES_CSV_CHUNK]
+            texts = data.texts(list(rep["request_key"]))[["post_text", "reply"]]
+            rep = rep.join(texts, on="request_key")
+            rep = rep[[c for c in cols if c in rep.columns]]
+            if not wide.empty:
+                rep = rep.join(wide, on="request_key")
+            csv_safe(rep).to_csv(fh, index=False, header=i == 0)
 
 
 def _write(path: Path, text: str) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import AuditError
-from ..scorers.agreement import scorer_agreement
+from ..scorers.agreement import agreement_table
 from ..scorers.probe import probe_summary
 from ..store import STORE_FILENAME, RunStore
 from ..scorers.measures import MeasureCatalog
@@ -47,6 +47,32 @@ class ReportData:
     agreement: pd.DataFrame | None = None
     store_tables: list[str] = field(default_factory=list)
     ratings: pd.DataFrame | None = None  # human ratings (table ratings, audit/ratings/); None when none stored
+    _reader: RunStore | None = field(default=None, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ texts, read when shown
+    def texts(self, keys: list[str]) -> pd.DataFrame:
+        """The prompt, reply, post and cue texts of the requests ``keys``, indexed by request key:
+        :attr:`replies` holds none (a million replies are ~3 GB of text), so the sections that show
+        texts read the few they show, and ``tables/replies.csv`` reads them a chunk at a time."""
+        if self._reader is None:  # opened once, without the integrity check collect() has just made
+            self._reader = RunStore(self.run_dir, create=False, check=False)
+        return self._reader.texts_by_key(keys).set_index("request_key")
+
+    def close(self) -> None:
+        """Close the store connection :meth:`texts` opened (the last connection to close a store in
+        WAL mode folds its log into store.sqlite)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    @cached_property
+    def scores_wide(self) -> pd.DataFrame:
+        """The stored scores as one row per request and one column per ``scorer.measure``."""
+        sc = self.scores
+        if sc.empty:
+            return pd.DataFrame()
+        col = sc["scorer"].astype(str) + "." + sc["measure"].astype(str)
+        return sc.assign(col=col).pivot_table(index="request_key", columns="col", values="value", aggfunc="first")
 
     # ------------------------------------------------------------------ derived
     @cached_property
@@ -108,20 +134,27 @@ class ReportData:
         s = r.assign(status=r["status"].fillna("not answered"))
         return s.groupby(["model_label", "status"]).size().rename("n").reset_index()
 
-    @property
+    @cached_property
     def analysis_frame(self) -> pd.DataFrame:
-        """Answered replies joined with their scores, long: one row per (request, scorer.measure)."""
+        """Answered replies joined with their scores, long: one row per (request, scorer.measure) with a
+        value. Text columns are categoricals (a code per row; a million replies x seven measures would
+        otherwise hold every request key and label seven times over)."""
         r = self.replies
         if r.empty or self.scores.empty:
             return pd.DataFrame(columns=["request_key", "group", "cue_type", "style", "model_label", "post_id",
                                          "outcome", "measure", "value"])
-        sc = self.scores.copy()
-        sc["outcome"] = sc["scorer"] + "." + sc["measure"]
         keep = ["request_key", "group", "cue_type", "style", "model_label", "post_id", "sample_index",
                 *[a for a in self.axes if a in r.columns]]
-        ok = r[r["status"] == "ok"][keep]
-        df = ok.merge(sc[["request_key", "outcome", "measure", "value"]], on="request_key")
-        return df.dropna(subset=["value"])
+        ok = r.loc[r["status"] == "ok", keep].reset_index(drop=True)
+        ok = ok.astype({c: "category" for c in keep if c != "sample_index"})
+        sc = self.scores[self.scores["value"].notna()]
+        pos = pd.Index(ok["request_key"].astype(str)).get_indexer(sc["request_key"].astype(str))
+        sc = sc[pos >= 0]
+        df = ok.take(pos[pos >= 0]).reset_index(drop=True)
+        df["outcome"] = (sc["scorer"].astype(str) + "." + sc["measure"].astype(str)).astype("category").to_numpy()
+        df["measure"] = sc["measure"].astype("category").to_numpy()
+        df["value"] = sc["value"].to_numpy(dtype=float)
+        return df
 
     @property
     def outcomes(self) -> list[str]:
@@ -181,12 +214,12 @@ def collect(run_dir: str | Path) -> ReportData:
             except Exception:  # noqa: BLE001 - an old or foreign spec still gets a report
                 spec_yaml = store.spec_yaml(meta["spec_hash"])
         variants = store.variants_df()
-        replies = store.replies_df("reply")
+        replies = store.replies_df("reply", texts=False)  # texts are read where shown (ReportData.texts)
         scores = store.scores_df()
         tables = {t: store.table_df(t) for t in RESULT_TABLES}
         probe = store.table_df("probe")
         invariance = store.table_df("invariance")
-        agreement = scorer_agreement(store)  # between scorers that share a measure (e.g. epitome vs llm-judge)
+        agreement = agreement_table(scores)  # between scorers that share a measure (e.g. epitome vs llm-judge)
         return ReportData(
             run_dir=run_dir, spec=spec, spec_yaml=spec_yaml, spec_hash=meta.get("spec_hash"), meta=meta,
             variants=variants, replies=replies, scores=scores, scorer_info=store.scorer_info(), tables=tables,

@@ -284,8 +284,9 @@ def distributions(data) -> FigureOut:
     if df.empty:
         fo.missing = "no scored replies are stored"
         return fo
-    outcomes = [o for o in data.outcomes if o in set(df["outcome"]) or f"x.{o}" in set(df["outcome"])]
-    present = list(dict.fromkeys(df["outcome"]))
+    present = list(pd.unique(df["outcome"].astype(str)))
+    seen = set(present)
+    outcomes = [o for o in data.outcomes if o in seen or f"x.{o}" in seen]
     want = []
     for o in outcomes or present:
         match = [p for p in present if p == o or measure_of(p) == measure_of(o)]
