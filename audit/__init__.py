@@ -15,6 +15,7 @@ The functions a notebook needs are attributes of this package, imported on first
 ``read_table``          read a long table (CSV, TSV, JSONL, parquet)
 ``adjust_family``       Holm and Benjamini-Hochberg adjusted p-values
 ``power``               posts and samples needed to detect a relative gap (simulation)
+``score_run``           the score stage of a run directory (``workers=N``: in N processes)
 ``analyze_run``         the analysis stage of a run directory
 ``ppi_gap``             automated, prediction-powered (human-corrected) and human-only gaps
 ``get_scorer``          a scorer by name
@@ -57,6 +58,7 @@ _EXPORTS = {
     "read_table": ("audit.stats.longtable", "read_table"),
     "adjust_family": ("audit.stats.corrections", "adjust_family"),
     "power": ("audit.stats.planner", "plan_power"),
+    "score_run": ("audit.scoring", "score_run"),
     "analyze_run": ("audit.stats.stage", "analyze_run"),
     "ppi_gap": ("audit.stats.ppi", "ppi_gap"),
     "get_scorer": ("audit.scorers", "get_scorer"),

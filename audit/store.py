@@ -73,6 +73,8 @@ STORE_FILENAME = "store.sqlite"
 #: pages (measured: inserting 1M requests and replies took over 30 minutes with 2 MB, 78 s with
 #: 256 MB; benchmarks/bench_store_scale.py).
 CACHE_KIB = 256 * 1024
+#: Rows fetched at a time by the reads that grow with the run (replies, scores).
+READ_CHUNK = 100_000
 
 # Tables a stage creates when it first runs (not by a migration): a table that is absent means "this
 # stage never ran on this store", which the report states. Their columns are changed by a numbered
@@ -270,8 +272,15 @@ class RunStore:
         with self.transaction() as c:
             execute_script(c, STAGE_TABLES[stage])
 
-    def query_df(self, sql: str, params: Iterable[Any] = ()) -> pd.DataFrame:
-        return pd.read_sql_query(sql, self.conn, params=tuple(params))
+    def query_df(self, sql: str, params: Iterable[Any] = (), *, chunk: int | None = None) -> pd.DataFrame:
+        """The rows of ``sql`` as a DataFrame. ``chunk``: fetch that many rows at a time (a big result
+        is then never held as Python tuples, ~10x its DataFrame size), with the dtypes one read gives."""
+        if chunk is None:
+            return pd.read_sql_query(sql, self.conn, params=tuple(params))
+        parts = list(pd.read_sql_query(sql, self.conn, params=tuple(params), chunksize=chunk))
+        if len(parts) == 1:
+            return parts[0]
+        return pd.concat(parts, ignore_index=True).infer_objects()  # a chunk of NULLs reads as object
 
     def table_names(self) -> list[str]:
         rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name").fetchall()
@@ -535,7 +544,7 @@ class RunStore:
             " LEFT JOIN variants v ON v.variant_id = q.variant_id"
             " WHERE q.purpose = ?" + member + ("" if include_failed else " AND r.status = 'ok'")
             + " ORDER BY v.post_id, v.group_name, v.cue_type, q.style, q.sample_index, q.request_key",
-            params,
+            params, chunk=READ_CHUNK,
         )
         return _expand_attributes(df)
 
@@ -669,7 +678,7 @@ class RunStore:
         long form, or wide (one column per ``scorer.measure``) when ``wide``."""
         cond, params = self._design_filter("request_key", all_designs)
         df = self.query_df("SELECT request_key, scorer, measure, value, detail FROM scores"
-                           + (f" WHERE {cond}" if cond else ""), params)
+                           + (f" WHERE {cond}" if cond else ""), params, chunk=READ_CHUNK)
         if not wide:
             return df
         df["col"] = df["scorer"] + "." + df["measure"]

@@ -17,7 +17,7 @@ from audit.stats.simulate import simulate_audit_table
 PUBLIC = ["load_spec", "run", "build_variants", "gap_test", "analyze_table", "adjust_family", "power", "get_scorer",
           "RunStore", "render", "AuditError", "read_table", "analyze_run", "rating_packet", "import_ratings",
           "rating_agreement", "reanalyze_stigma", "tidy_table", "compare_runs", "reanalyze_appropriateness",
-          "validate_judge", "pcsa_validation_table"]
+          "validate_judge", "pcsa_validation_table", "score_run"]
 
 
 def test_import_audit_loads_nothing_heavy(repo_root):
@@ -33,6 +33,7 @@ def test_every_public_name_resolves_to_the_library_function():
     from audit.ratings import import_ratings, make_packet, run_ratings_summary
     from audit.report import render
     from audit.scorers import get_scorer
+    from audit.scoring import score_run
     from audit.spec import load_spec
     from audit.stats import adjust_family, analyze_run, analyze_table, gap_test, plan_power, read_table
     from audit.appropriateness.replicate import reanalyze_appropriateness
@@ -48,7 +49,8 @@ def test_every_public_name_resolves_to_the_library_function():
                     analyze_table=analyze_table, adjust_family=adjust_family, power=plan_power, get_scorer=get_scorer,
                     RunStore=RunStore, render=render, AuditError=AuditError, read_table=read_table,
                     analyze_run=analyze_run, rating_packet=make_packet, import_ratings=import_ratings,
-                    rating_agreement=run_ratings_summary, tidy_table=tidy_table, compare_runs=compare_runs)
+                    rating_agreement=run_ratings_summary, tidy_table=tidy_table, compare_runs=compare_runs,
+                    score_run=score_run)
     assert set(PUBLIC) <= set(audit.__all__) and set(PUBLIC) <= set(dir(audit))
     for name in PUBLIC:
         assert getattr(audit, name) is expected[name], name

@@ -246,9 +246,10 @@ def fit_nested_ri(
     xm = X.mean(axis=0)
     const = np.all(X == X[:1], axis=0)
     shift = np.where(const, 0.0, xm)
-    Xc = X - shift
     ym = y.mean()
-    Z = np.column_stack([Xc, y - ym])
+    Z = np.empty((N, p + 1))  # [X - shift, y - ym] in one array: at a million rows each copy is ~p x 8 MB
+    np.subtract(X, shift, out=Z[:, :p])
+    np.subtract(y, ym, out=Z[:, p])
 
     g_codes, g_inv = np.unique(np.asarray(groups), return_inverse=True)
     n_groups = len(g_codes)
