@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
 from audit.spec import spec_from_dict  # noqa: E402
-from audit.store import RunStore, request_key  # noqa: E402
+from audit.store import RunStore  # noqa: E402
+from bench_store_scale import TimedWriter, request_and_reply  # noqa: E402  (benchmarks/ is sys.path[0])
 
 WORDS = ("feel hear sounds hard really sorry time help talk someone things going through lot understand "
          "support week work sleep friends family alone tired stress care okay maybe try small step "
@@ -74,7 +75,6 @@ def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: in
     per_post = len(groups) * models * samples
     n_posts = -(-n // per_post)
     spec = make_spec(run_dir, models, samples)
-    t_req = t_rep = 0.0
     reply_bytes = 0
     with RunStore(run_dir) as st:
         st.put_spec(spec)
@@ -90,6 +90,7 @@ def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: in
                                  "race": race, "gender": gender})
         st.put_variants(pd.DataFrame(variants))
         keys: list[str] = []
+        out = TimedWriter(st)
         reqs, reps = [], []
         written = 0
         for v in variants:
@@ -98,27 +99,14 @@ def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: in
                 for s in range(samples):
                     if written >= n:
                         break
-                    params = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 400, "seed": 1000 + s}
-                    key = request_key(f"https://api.example/m{m}/v1", f"model-{m}", messages, params, s)
-                    keys.append(key)
-                    reqs.append({"request_key": key, "purpose": "reply", "variant_id": v["variant_id"],
-                                 "model_label": f"m{m}", "endpoint_id": f"https://api.example/m{m}/v1",
-                                 "model_name": f"model-{m}", "style": "peer_supporter", "style_hash": "h" * 16,
-                                 "sample_index": s, "messages": messages, "params": params})
-                    text = _text(rng, 300)
-                    reply_bytes += len(text.encode("utf-8"))
-                    reps.append(({"request_key": key, "status": "ok", "text": text, "finish_reason": "stop",
-                                  "prompt_tokens": 120, "completion_tokens": 390, "latency_s": None, "attempts": 1,
-                                  "model_reported": f"model-{m}", "runtime": "openai batch",
-                                  "runtime_version": "fp_1"}, []))
+                    req, rep, size = request_and_reply(lambda: _text(rng, 300), v["variant_id"], messages, m, s)
+                    keys.append(req["request_key"])
+                    reqs.append(req)
+                    reps.append(rep)
+                    reply_bytes += size
                     written += 1
             if len(reqs) >= chunk or written >= n:
-                t0 = time.perf_counter()
-                st.put_requests(reqs)
-                t_req += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                st.put_replies(reps)
-                t_rep += time.perf_counter() - t0
+                out.write(reqs, reps)
                 reqs, reps = [], []
             if written >= n:
                 break
@@ -128,7 +116,8 @@ def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: in
         st.bind_design(did, design)
         st.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size = sum(p.stat().st_size for p in run_dir.iterdir() if p.name.startswith("store.sqlite"))
-    return {"t_requests": t_req, "t_replies": t_rep, "bytes": size, "reply_bytes": reply_bytes, "posts": n_posts}
+    return {"t_requests": out.t_requests, "t_replies": out.t_replies, "bytes": size, "reply_bytes": reply_bytes,
+            "posts": n_posts}
 
 
 def score_rate(run_dir: Path, workers: int) -> tuple[float, int]:

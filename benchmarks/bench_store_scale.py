@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,6 +53,37 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def request_and_reply(key_text: Callable[[], str], variant_id: str, messages: list[dict[str, str]], m: int,
+                      s: int) -> tuple[dict[str, Any], tuple[dict[str, Any], list], int]:
+    """One reply request of model ``m``, sample ``s``, as the request engine records it, its stored
+    reply (text from ``key_text()``) and the reply's size in UTF-8 bytes."""
+    params = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 400, "seed": 1000 + s}
+    key = request_key(f"https://api.example/m{m}/v1", f"model-{m}", messages, params, s)
+    req = {"request_key": key, "purpose": "reply", "variant_id": variant_id, "model_label": f"m{m}",
+           "endpoint_id": f"https://api.example/m{m}/v1", "model_name": f"model-{m}", "style": "peer_supporter",
+           "style_hash": "h" * 16, "sample_index": s, "messages": messages, "params": params}
+    text = key_text()
+    rep = ({"request_key": key, "status": "ok", "text": text, "finish_reason": "stop", "prompt_tokens": 400,
+            "completion_tokens": 390, "latency_s": None, "attempts": 1, "model_reported": f"model-{m}",
+            "runtime": "openai batch", "runtime_version": "fp_1"}, [])
+    return req, rep, len(text.encode("utf-8"))
+
+
+class TimedWriter:
+    """Writes chunks of requests and replies through the store, as the engine does, and times each."""
+
+    def __init__(self, store: RunStore):
+        self.store, self.t_requests, self.t_replies = store, 0.0, 0.0
+
+    def write(self, reqs: list, reps: list) -> None:
+        t0 = time.perf_counter()
+        self.store.put_requests(reqs)
+        self.t_requests += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.store.put_replies(reps)
+        self.t_replies += time.perf_counter() - t0
+
+
 def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: int = 0,
           report_every: int = 0) -> dict[str, float]:
     rng = random.Random(seed)
@@ -59,8 +91,8 @@ def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: in
     per_prompt = models * samples
     n_prompts = -(-n // per_prompt)
     reply_bytes = 0
-    t_req = t_rep = 0.0
     with RunStore(run_dir) as st:
+        out = TimedWriter(st)
         reqs, reps = [], []
         written = 0
         for i in range(n_prompts):
@@ -70,33 +102,20 @@ def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: in
                 for s in range(samples):
                     if written >= n:
                         break
-                    params = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 400, "seed": 1000 + s}
-                    key = request_key(f"https://api.example/m{m}/v1", f"model-{m}", messages, params, s)
-                    reqs.append({"request_key": key, "purpose": "reply", "variant_id": f"v{i:08d}",
-                                 "model_label": f"m{m}", "endpoint_id": f"https://api.example/m{m}/v1",
-                                 "model_name": f"model-{m}", "style": "peer_supporter", "style_hash": "h" * 16,
-                                 "sample_index": s, "messages": messages, "params": params})
-                    text = _text(rng, 300)
-                    reply_bytes += len(text.encode("utf-8"))
-                    reps.append(({"request_key": key, "status": "ok", "text": text, "finish_reason": "stop",
-                                  "prompt_tokens": 400, "completion_tokens": 390, "latency_s": None, "attempts": 1,
-                                  "model_reported": f"model-{m}", "runtime": "openai batch",
-                                  "runtime_version": "fp_1"}, []))
+                    req, rep, size = request_and_reply(lambda: _text(rng, 300), f"v{i:08d}", messages, m, s)
+                    reqs.append(req)
+                    reps.append(rep)
+                    reply_bytes += size
                     written += 1
             if len(reqs) >= chunk or written >= n:
-                t0 = time.perf_counter()
-                st.put_requests(reqs)
-                t_req += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                st.put_replies(reps)
-                t_rep += time.perf_counter() - t0
+                out.write(reqs, reps)
                 reqs, reps = [], []
             if report_every and not reqs and (written >= next_report or written >= n):
                 next_report += report_every
                 st.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 size = sum(p.stat().st_size for p in run_dir.iterdir() if p.name.startswith("store.sqlite"))
                 print(f"  {written:>12,} requests: {(size - reply_bytes) / written:,.0f} bytes per request beyond "
-                      f"the reply text; insert so far {written / (t_req + t_rep):,.0f} "
+                      f"the reply text; insert so far {written / (out.t_requests + out.t_replies):,.0f} "
                       f"requests/s (request and reply); "
                       f"peak RSS {_peak_rss_mb():,.0f} MB", flush=True)
             if written >= n:
@@ -104,7 +123,7 @@ def build(run_dir: Path, n: int, models: int, samples: int, chunk: int, seed: in
         st.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         n_prompts_stored = st.count_rows("prompts")
     size = sum(p.stat().st_size for p in run_dir.iterdir() if p.name.startswith("store.sqlite"))
-    return {"n": n, "prompts": n_prompts_stored, "t_requests": t_req, "t_replies": t_rep, "bytes": size,
+    return {"n": n, "prompts": n_prompts_stored, "t_requests": out.t_requests, "t_replies": out.t_replies, "bytes": size,
             "reply_bytes": reply_bytes}
 
 
