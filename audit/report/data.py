@@ -215,7 +215,9 @@ def collect(run_dir: str | Path) -> ReportData:
                 spec_yaml = store.spec_yaml(meta["spec_hash"])
         variants = store.variants_df()
         replies = store.replies_df("reply", texts=False)  # texts are read where shown (ReportData.texts)
-        scores = store.scores_df()
+        # a code per row for the repeated texts: a million replies' seven scores are ~120 MB, not ~900
+        scores = store.scores_df().astype({"request_key": "category", "scorer": "category", "measure": "category",
+                                           "detail": "category"})
         tables = {t: store.table_df(t) for t in RESULT_TABLES}
         probe = store.table_df("probe")
         invariance = store.table_df("invariance")

@@ -80,10 +80,6 @@ def reference_model_of(models: list[str], stated: str | None, *,
     return stated
 
 
-def _dummies(values: np.ndarray, levels: list[str]) -> np.ndarray:
-    return np.column_stack([(values == lv).astype(float) for lv in levels]) if levels else np.empty((len(values), 0))
-
-
 def gap_interaction(
     data: pd.DataFrame,
     *,
@@ -126,13 +122,25 @@ def gap_interaction(
                          fix="give rows of at least two models or runs")
     g = d[group].astype(str).to_numpy()
     glev = [lv for lv in sorted(set(g)) if lv != ctrl]
-    G, B = _dummies(g, glev), _dummies(bv, others)
-    inter = np.column_stack([G[:, i] * B[:, j] for i in range(len(glev)) for j in range(len(others))])
-    cols = [np.ones((len(d), 1)), G, B, inter]
-    for f in factors:
-        fv = d[f].astype(str).to_numpy()
-        cols.append(_dummies(fv, sorted(set(fv))[1:]))
-    X = np.column_stack(cols)
+    fvals = [d[f].astype(str).to_numpy() for f in factors]
+    flev = [sorted(set(fv))[1:] for fv in fvals]
+    ng_, nb_ = len(glev), len(others)
+    # one (n x p) array filled column by column: a million rows x ~45 columns is ~360 MB, and stacking
+    # separate blocks would hold it twice
+    X = np.zeros((len(d), 1 + ng_ + nb_ + ng_ * nb_ + sum(map(len, flev))))
+    X[:, 0] = 1.0
+    for i, lv in enumerate(glev):
+        X[:, 1 + i] = g == lv
+    for j, lv in enumerate(others):
+        X[:, 1 + ng_ + j] = bv == lv
+    for i in range(ng_):
+        for j in range(nb_):
+            np.multiply(X[:, 1 + i], X[:, 1 + ng_ + j], out=X[:, 1 + ng_ + nb_ + i * nb_ + j])
+    col = 1 + ng_ + nb_ + ng_ * nb_
+    for fv, levels in zip(fvals, flev):
+        for lv in levels:
+            X[:, col] = fv == lv
+            col += 1
     if np.linalg.matrix_rank(X.T @ X) < X.shape[1]:
         raise AuditError("the group x model design is collinear (some group was not asked of some model?)",
                          where=where, fix="compare models on the same variants (the same posts and groups)")
@@ -140,8 +148,9 @@ def gap_interaction(
     clusters = d[cluster].astype(str).to_numpy()
     inn = None
     if inner is not None:
-        inn = (d[inner].astype(str) + "\x1f" + d[between].astype(str)).to_numpy()
-        if pd.Series(list(zip(clusters, inn))).nunique() == len(d):
+        inn = pd.factorize(d[inner].astype(str))[0] * len(order) + pd.factorize(bv)[0]  # (inner unit, model)
+        pair = pd.factorize(clusters)[0].astype(np.int64) * (int(inn.max()) + 1) + inn
+        if len(pd.unique(pair)) == len(d):
             inn = None  # one row per (variant, model): no inner variance to identify
     fit = _fit_lmm(y, X, clusters, inn, True)
     b, V = fit.params, fit.cov
