@@ -70,8 +70,8 @@ STORE_FILENAME = "store.sqlite"
 #: SQLite's page cache per connection, in KiB (an upper bound, filled as pages are read). Request keys
 #: are SHA-256 digests, so every insert lands on a random page of each key index; with SQLite's
 #: default 2 MB cache a store of a million requests spends its time re-reading and re-writing index
-#: pages (measured: inserting 1M requests and replies took over 30 minutes with 2 MB, 78 s with
-#: 256 MB; benchmarks/bench_store_scale.py).
+#: pages (measured with benchmarks/bench_store_scale.py: inserting 1M requests and replies had not
+#: finished after 35 minutes with 2 MB, while tests shared the machine; 78 s with 256 MB, idle).
 CACHE_KIB = 256 * 1024
 #: Rows fetched at a time by the reads that grow with the run (replies, scores).
 READ_CHUNK = 100_000
