@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..jsonable import jsonable
-from ..report.figures import FigureOut, series_palette, _encode, _setup, mpl_text
-from ..report.suite_report import (models_meta, pct, pp, pval, rate_axis, rate_dots, records, stored_meta,
+from ..report.figures import FigureOut, _finish, _setup, mpl_text
+from ..report.suite_report import (gap_dots, models_meta, pct, pp, pval, rate_axis, rate_dots, records, stored_meta,
                                    write_report)
 from ..store import RunStore, now_iso
 from .analysis import ALL_CONDITIONS
@@ -68,9 +68,7 @@ def rates_figure(rates: pd.DataFrame | None, refs: pd.DataFrame | None) -> Figur
             ax.axvline(r["rate"], color="grey", lw=1.2, ls=["--", ":", "-."][i % 3], label=mpl_text(r["label"]))
     rate_axis(ax, conds, "share of replies judged appropriate")
     ax.legend(loc="lower right", fontsize=7, frameon=True)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig)
 
 
 def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
@@ -89,28 +87,11 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
     labels = [f"{s} | {g}" for s, g in zip(d["scope"], d["group"])]
     rows = list(dict.fromkeys(labels))
     models = sorted(d["model_label"].unique())
-    pal = series_palette(len(models))
     fig = Figure(figsize=(7.5, 1.4 + 0.3 * len(rows) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
-    for k, m in enumerate(models):
-        sel = (d["model_label"] == m).to_numpy()
-        y = np.array([rows.index(lab) for lab, s in zip(labels, sel) if s]) + (k - (len(models) - 1) / 2) * 0.2
-        dm = d[sel]
-        est, lo, hi = 100 * dm["estimate"].to_numpy(float), 100 * dm["ci_low"].to_numpy(float), 100 * dm["ci_high"].to_numpy(float)
-        ax.errorbar(est, y, xerr=np.nan_to_num(np.vstack([est - lo, hi - est])).clip(min=0), fmt="none",
-                    ecolor=pal[k], capsize=2)
-        sig = dm["significant_holm"].astype(bool).to_numpy()
-        ax.scatter(est[sig], y[sig], color=pal[k], zorder=3, label=mpl_text(m))
-        ax.scatter(est[~sig], y[~sig], facecolor="white", edgecolor=pal[k], zorder=3,
-                   label=None if sig.any() else mpl_text(m))
-    ax.axvline(0, color="grey", lw=1)
-    ax.set_yticks(range(len(rows)), [mpl_text(r) for r in rows], fontsize=7)
+    gap_dots(ax, d, labels=labels, rows=rows, xlabel="gap in appropriate rate vs no cue (percentage points)")
     ax.set_ylim(len(rows) - 0.4, -0.6)  # top to bottom, with room around the outer rows
-    ax.set_xlabel("gap in appropriate rate vs no cue (percentage points)")
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig)
 
 
 def _summary(rates: pd.DataFrame | None, tests: pd.DataFrame | None, meta: dict[str, Any],

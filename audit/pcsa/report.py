@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..jsonable import jsonable
-from ..report.figures import FigureOut, _encode, _setup
+from ..report.figures import FigureOut, _finish, _setup
 from ..report.suite_report import pct as _pct, pp as _pp, pval as _p, rate_axis, rate_dots, stored_meta, write_report
 from ..store import RunStore, now_iso
 from .data import load_data
@@ -113,9 +113,7 @@ def asr_figure(rates: pd.DataFrame | None, by: str, fid: str, title: str, captio
     rate_dots(ax, d, row="row", rows=rows, est="asr", lo="asr_ci_low", hi="asr_ci_high", spacing=0.2)
     rate_axis(ax, rows, "attack success rate (judge: UNSAFE)", fontsize=7)
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig)
 
 
 def strategy_figure(strategies: pd.DataFrame | None) -> FigureOut:
@@ -135,9 +133,7 @@ def strategy_figure(strategies: pd.DataFrame | None) -> FigureOut:
     rate_dots(ax, d, row="strategy", rows=rows, est="success_rate", lo="ci_low", hi="ci_high", spacing=0.2)
     rate_axis(ax, rows, "turn-level success rate (evaluator)", fontsize=8)
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig)
 
 
 # ---------------------------------------------------------------------------- context

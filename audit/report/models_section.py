@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .figures import FigureOut, series_colours, _encode, _setup, mpl_text
+from .figures import FigureOut, series_colours, _finish, _setup, mpl_text
 from .findings import outcome_label
 
 __all__ = ["models_context", "models_json", "forest_by_level", "gap_heatmap", "fmt_ci"]
@@ -99,8 +99,7 @@ def forest_by_level(gaps: pd.DataFrame, level: str, *, fig_id: str, title: str, 
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False, fontsize=8,
                bbox_to_anchor=(0.5, -0.01))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig, layout=False)
 
 
 def gap_heatmap(gaps: pd.DataFrame, level: str, *, fig_id: str, title: str, what: str, catalog=None,
@@ -152,11 +151,7 @@ def gap_heatmap(gaps: pd.DataFrame, level: str, *, fig_id: str, title: str, what
         ax.set_yticks(np.arange(len(levels)) + 0.5)
         ax.set_yticklabels([mpl_text(lv) for lv in levels], fontsize=7)
         ax.set_title(mpl_text(outcome_label(o, catalog)), fontsize=9)
-    for ax in axes[len(outcomes):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig, spare=axes[len(outcomes):])
 
 
 def _pooled_gaps(res: pd.DataFrame, reference: str) -> pd.DataFrame:

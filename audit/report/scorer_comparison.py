@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..scorers.measures import MeasureCatalog
-from .figures import FigureOut, _encode, _setup, _symmetric_x, mpl_text, series_colours
+from .figures import FigureOut, _finish, _setup, _symmetric_x, mpl_text, series_colours
 from .findings import _finite, outcome_label
 
 __all__ = ["comparison_table", "scorer_flags", "comparison_section", "comparison_figure", "ppi_section",
@@ -159,8 +159,7 @@ def comparison_figure(table: pd.DataFrame, catalog: MeasureCatalog | None = None
     fig.legend(handles=[Line2D([], [], color=colour[s], marker="o", label=mpl_text(s)) for s in scorers],
                fontsize=7, loc="lower center", ncol=min(len(scorers), 3), frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig, layout=False)
 
 
 def comparison_section(results: pd.DataFrame | None, ppi: pd.DataFrame | None,

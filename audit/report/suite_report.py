@@ -77,6 +77,32 @@ def rate_dots(ax: Any, d: pd.DataFrame, *, row: str, rows: list[str], est: str, 
         ax.errorbar(e, y, xerr=err, fmt="o", color=pal[k], capsize=3, label=mpl_text(m))
 
 
+def gap_dots(ax: Any, d: pd.DataFrame, *, labels: list[str], rows: list[str], xlabel: str) -> None:
+    """A forest plot of gaps: ``d``'s ``estimate`` with its CI ``[ci_low, ci_high]`` (probability scale,
+    drawn in percentage points) on the row ``labels[i]`` of each of its rows; the models of a row side
+    by side, one colour each; filled where ``significant_holm``, hollow otherwise; the no-gap line at 0,
+    the row labels and ``xlabel``. The caller orders the rows top to bottom."""
+    from .figures import mpl_text, series_palette
+
+    models = sorted(d["model_label"].unique())
+    pal = series_palette(len(models))
+    for k, m in enumerate(models):
+        sel = (d["model_label"] == m).to_numpy()
+        y = np.array([rows.index(lab) for lab, s in zip(labels, sel) if s]) + (k - (len(models) - 1) / 2) * 0.2
+        dm = d[sel]
+        est, lo, hi = (100 * dm[c].to_numpy(float) for c in ("estimate", "ci_low", "ci_high"))
+        ax.errorbar(est, y, xerr=np.nan_to_num(np.vstack([est - lo, hi - est])).clip(min=0), fmt="none",
+                    ecolor=pal[k], capsize=2)
+        sig = dm["significant_holm"].astype(bool).to_numpy()
+        ax.scatter(est[sig], y[sig], color=pal[k], zorder=3, label=mpl_text(m))
+        ax.scatter(est[~sig], y[~sig], facecolor="white", edgecolor=pal[k], zorder=3,
+                   label=None if sig.any() else mpl_text(m))
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(range(len(rows)), [mpl_text(r) for r in rows], fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="lower right", fontsize=7)
+
+
 def rate_axis(ax: Any, rows: list[str], xlabel: str, *, fontsize: float | None = None) -> None:
     """The axis of a rate dot plot: ``rows`` top to bottom, x from 0 to 1 (a little margin), ``xlabel``."""
     from .figures import mpl_text

@@ -18,8 +18,8 @@ import pandas as pd
 
 from ..jsonable import jsonable
 from ..report.suite_report import models_meta as _models, pct as _pct, pp as _pp, pval as _p, rate_axis, rate_dots, \
-    records as _records, stored_meta, write_report
-from ..report.figures import FigureOut, series_palette, _encode, _setup, mpl_text
+    gap_dots, records as _records, stored_meta, write_report
+from ..report.figures import FigureOut, _finish, _setup
 from ..store import RunStore, now_iso
 from .analysis import ALL_CONDITIONS
 from .stimuli import CONDITIONS, CONTROL_CONDITION, items_by_id, prompt_format, system_prompt_text
@@ -69,9 +69,7 @@ def rates_figure(rates: pd.DataFrame | None) -> FigureOut:
                     label="human survey 2018" if i == int(np.argmax(np.isfinite(human.to_numpy()))) else None)
     rate_axis(ax, conds, "share of stigmatizing answers")
     ax.legend(loc="lower right", fontsize=7, frameon=True)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig)
 
 
 def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
@@ -93,28 +91,11 @@ def forest_figure(tests: pd.DataFrame | None) -> FigureOut:
     labels = [f"{c} | {g} vs {r}" for c, g, r in zip(d["condition"], d["group"], d["reference"])]
     rows = list(dict.fromkeys(labels))
     models = sorted(d["model_label"].unique())
-    pal = series_palette(len(models))
     fig = Figure(figsize=(7.5, 1.0 + 0.26 * len(rows) * max(1, len(models)) ** 0.5))
     ax = fig.subplots()
-    for k, m in enumerate(models):
-        sel = (d["model_label"] == m).to_numpy()
-        y = np.array([rows.index(lab) for lab, s in zip(labels, sel) if s]) + (k - (len(models) - 1) / 2) * 0.2
-        dm = d[sel]
-        est, lo, hi = 100 * dm["estimate"].to_numpy(), 100 * dm["ci_low"].to_numpy(), 100 * dm["ci_high"].to_numpy()
-        ax.errorbar(est, y, xerr=np.nan_to_num(np.vstack([est - lo, hi - est]).clip(min=0)), fmt="none",
-                    ecolor=pal[k], capsize=2)
-        sig = dm["significant_holm"].astype(bool).to_numpy()
-        ax.scatter(est[sig], y[sig], color=pal[k], zorder=3, label=mpl_text(m))
-        ax.scatter(est[~sig], y[~sig], facecolor="white", edgecolor=pal[k], zorder=3,
-                   label=None if sig.any() else mpl_text(m))
-    ax.axvline(0, color="grey", lw=1)
-    ax.set_yticks(range(len(rows)), [mpl_text(r) for r in rows], fontsize=7)
+    gap_dots(ax, d, labels=labels, rows=rows, xlabel="gap in stigma (percentage points)")
     ax.invert_yaxis()
-    ax.set_xlabel("gap in stigma (percentage points)")
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fo.data_uri, fo.png_bytes = _encode(fig)
-    return fo
+    return _finish(fo, fig)
 
 
 # ---------------------------------------------------------------------------- context
