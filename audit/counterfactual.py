@@ -206,7 +206,7 @@ def resolve_design(spec: Any, templates: TemplateSet | None = None) -> Design:
     for a, v in fixed.items():
         if a in axes:
             raise AuditError(f"axis '{a}' is both audited and fixed", where=W("fixed", a),
-                             fix=f"remove it from demographics.fixed or from demographics.axes")
+                             fix="remove it from demographics.fixed or from demographics.axes")
         ax = ts.axis(a, where=W("fixed", a))
         if ax.level(str(v)) is None:
             raise AuditError(f"'{v}' is not a level of axis '{a}'", where=W("fixed", a),
@@ -396,15 +396,11 @@ class VariantsStage:
     name = "variants"
 
     def run(self, ctx: StageContext) -> StageSummary:
-        from .design import bind, check_before_sending, describe
+        from .design import bind_variants, check_before_sending
 
         vs = build_variant_set(ctx.spec)
         check_before_sending(ctx.spec, vs.frame)
-        reuse = bool(ctx.options.get("reuse"))
-        change = bind(ctx.store, ctx.spec, vs.frame["variant_id"].tolist(), reuse=reuse)
-        for line in describe(change, reuse):
-            ctx.say(line)
-        added = ctx.store.put_variants(vs.frame)
+        change, added = bind_variants(ctx, vs.frame)
         ctx.store.set_meta("templates_digest", vs.templates_sha256)
         detail = (f"{len(vs.frame)} variants of {vs.frame['post_id'].nunique()} posts ({added} new; "
                   f"{ctx.store.count_rows('variants')} stored)")

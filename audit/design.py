@@ -145,6 +145,17 @@ def bind(store: Any, spec: Any, variant_ids: list[str], *, reuse: bool = False) 
     return change
 
 
+def bind_variants(ctx: Any, variants: Any) -> tuple[DesignChange, int]:
+    """The first stage of every suite: bind the run to ``ctx.spec``'s design (:func:`bind`; another
+    design is refused unless the run option ``reuse``), say through ``ctx`` how the run relates to the
+    stored one (:func:`describe`) and store ``variants``. Returns the change and the new variants."""
+    reuse = bool(ctx.options.get("reuse"))
+    change = bind(ctx.store, ctx.spec, variants["variant_id"].tolist(), reuse=reuse)
+    for line in describe(change, reuse):
+        ctx.say(line)
+    return change, ctx.store.put_variants(variants)
+
+
 def describe(change: DesignChange, reuse: bool) -> list[str]:
     """Lines that say how a rerun relates to the stored run (none when the design is the same)."""
     out = []

@@ -56,14 +56,10 @@ class StimuliStage:
     name = "stimuli"
 
     def run(self, ctx: StageContext) -> StageSummary:
-        from ..design import bind, describe
+        from ..design import bind_variants
 
         frame = build_conversations(ctx.spec)
-        reuse = bool(ctx.options.get("reuse"))
-        change = bind(ctx.store, ctx.spec, frame["variant_id"].tolist(), reuse=reuse)
-        for line in describe(change, reuse):
-            ctx.say(line)
-        added = ctx.store.put_variants(frame.drop(columns=["group"]).assign(group_name=frame["group"]))
+        change, added = bind_variants(ctx, frame.drop(columns=["group"]).assign(group_name=frame["group"]))
         ctx.store.set_meta("suite", "appropriateness")
         detail = (f"{len(frame)} conversations: {frame['stimulus'].nunique()} stimuli x "
                   f"{frame['prefix'].nunique()} contexts x {frame['group'].nunique()} groups (control included) "

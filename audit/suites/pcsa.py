@@ -19,7 +19,6 @@ over the same store and request engine):
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from typing import Any
 

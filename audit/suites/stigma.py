@@ -49,14 +49,10 @@ class StimuliStage:
     name = "stimuli"
 
     def run(self, ctx: StageContext) -> StageSummary:
-        from ..design import bind, describe
+        from ..design import bind_variants
 
         frame = build_stimuli(ctx.spec)
-        reuse = bool(ctx.options.get("reuse"))
-        change = bind(ctx.store, ctx.spec, frame["variant_id"].tolist(), reuse=reuse)
-        for line in describe(change, reuse):
-            ctx.say(line)
-        added = ctx.store.put_variants(frame.drop(columns=["group"]).assign(group_name=frame["group"]))
+        change, added = bind_variants(ctx, frame.drop(columns=["group"]).assign(group_name=frame["group"]))
         ctx.store.set_meta("suite", "stigma")
         detail = (f"{len(frame)} prompts: {frame['post_id'].nunique()} vignettes x {frame['question'].nunique()} "
                   f"questions ({added} new)")
