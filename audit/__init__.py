@@ -101,6 +101,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are impor
     from .ratings import run_ratings_summary as rating_agreement
     from .report import render
     from .scorers import get_scorer
+    from .scoring import score_run
     from .spec import load_spec
     from .stats.corrections import adjust_family
     from .stats.gaps import gap_test
