@@ -154,20 +154,21 @@ def _rows(scorer_name: str, measures: tuple[str, ...], keys: list[str], df: pd.D
 
 
 def score_with(store: RunStore, scorer: Any, *, pool: "ScoringPool | None" = None, progress: bool = False,
-               page: int | None = None) -> ScorerSummary:
+               page: int | None = None, counts: dict[str, int] | None = None) -> ScorerSummary:
     """Score the design's answered replies that ``scorer`` has not scored yet, streaming them from the
     store a page at a time (memory flat in the number of replies).
 
     With ``pool`` (a :class:`ScoringPool` whose workers hold this scorer) the batches are scored in
     the pool's processes while this process stays the one writer of the store: each finished batch
     is committed as it comes back, so a killed run keeps every committed batch and resumes after it.
-    The scores do not depend on the number of processes (tested: identical values).
+    The scores do not depend on the number of processes (tested: identical values). ``counts``:
+    the scorer's :meth:`RunStore.scoring_counts` when the caller has them (each is a pass over the run).
     """
     info = scorer.info()
     check_identity(store, scorer, info)
     measures = tuple(scorer.measures)
     summ = ScorerSummary(scorer.name, list(measures))
-    counts = store.scoring_counts(scorer.name)
+    counts = counts if counts is not None else store.scoring_counts(scorer.name)
     summ.already = counts["scored"]
     page = page or PAGE_ROWS
     batch = int(getattr(scorer, "batch_size", DEFAULT_BATCH))
@@ -427,26 +428,25 @@ def score_store(store: RunStore, spec: Any, scorers: list[str] | None = None, *,
         objs = [get_scorer(n, spec) for n in names]  # fail on a bad name before scoring anything
         full_stage = scorers is None
         run_probe_now = probe if probe is not None else (full_stage and spec.scoring.inference_probe)
-        counts = store.scoring_counts(objs[0].name)
-        if not counts["replies"]:
+        counts = {sc.name: store.scoring_counts(sc.name) for sc in objs}
+        first = counts[objs[0].name]
+        if not first["replies"]:
             raise AuditError("the run store holds no replies to score", where=str(store.path),
                              fix="generate replies first (empathy-audit generate SPEC)")
         if _needs_embedded(spec, objs, run_probe_now):
             from .backends.embedded import embedded_session
 
             stack.enter_context(embedded_session(progress=progress))  # one server for judge and probe
-        summary = ScoreSummary(str(store.run_dir), counts["replies"], counts["answered"],
-                               counts["replies"] - counts["scorable"])
+        summary = ScoreSummary(str(store.run_dir), first["replies"], first["answered"],
+                               first["replies"] - first["scorable"])
         movable = parallel_scorers(objs)
-        waiting = 0
-        for sc in movable:
-            c = store.scoring_counts(sc.name)
-            waiting += c["scorable"] - c["scored"]
+        waiting = sum(counts[sc.name]["scorable"] - counts[sc.name]["scored"] for sc in movable)
         n_workers = resolve_workers(workers, waiting) if movable else 1
         pool = stack.enter_context(ScoringPool(movable, n_workers)) if n_workers > 1 and waiting else None
         summary.workers = n_workers if pool is not None else 1
         for sc in objs:
-            summary.scorers.append(score_with(store, sc, pool=pool if sc in movable else None, progress=progress))
+            summary.scorers.append(score_with(store, sc, pool=pool if sc in movable else None, progress=progress,
+                                              counts=counts[sc.name]))
         if run_probe_now:
             from .scorers.probe import run_probe
 
