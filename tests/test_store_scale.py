@@ -60,3 +60,44 @@ def test_requests_written_before_migration_5_keep_their_messages(tmp_path):
         df = st.table_df("requests").set_index("request_key")
         assert json.loads(df.loc["k-old", "messages_json"]) == old and df["messages_json"].ne("").all()
         assert list(st.pending_batch_requests("e", "m"))[0][1] == json.dumps(old)
+
+
+def test_chunked_reads_give_the_frames_one_read_gives(tmp_path, monkeypatch):
+    """Replies and scores are fetched 100,000 rows at a time; chunks that are all NULL in a column must
+    not change its dtype or values (tested with chunks of 7 rows)."""
+    import pandas as pd
+
+    import audit.store as store_module
+
+    rows = _rows(6, samples=2, models=2)
+    with RunStore(tmp_path) as st:
+        st.put_requests(rows)
+        reps = [({"request_key": r["request_key"], "status": "ok" if i % 9 else "failed",
+                  "text": f"reply {i}" if i % 9 else None, "finish_reason": "stop",
+                  "prompt_tokens": None if i < 10 else 12, "error": "HTTP 500" if i % 9 == 0 else None}, [])
+                for i, r in enumerate(rows)]
+        st.put_replies(reps)
+        st.put_scores([(r["request_key"], "length", "words", None if i < 8 else float(i), None)
+                       for i, r in enumerate(rows)])
+        whole = st.replies_df(), st.scores_df()
+        monkeypatch.setattr(store_module, "READ_CHUNK", 7)
+        chunked = st.replies_df(), st.scores_df()
+    for a, b in zip(whole, chunked):
+        pd.testing.assert_frame_equal(a, b)
+    assert chunked[1]["value"].dtype == float and chunked[0]["prompt_tokens"].isna().sum() == 10
+
+
+def test_a_store_without_tables_is_refused_not_migrated(tmp_path, capsys):
+    """A valid but empty database where a run store should be (store.sqlite copied without the
+    store.sqlite-wal that held its rows) is one clear error, and nothing is written into it."""
+    from audit.cli import main
+
+    with sqlite3.connect(tmp_path / "store.sqlite") as c:
+        c.execute("PRAGMA user_version = 0")
+        c.execute("CREATE TABLE x (a)")
+        c.execute("DROP TABLE x")
+    before = (tmp_path / "store.sqlite").read_bytes()
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no tables" in err and "store.sqlite-wal" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "store.sqlite").read_bytes() == before and not (tmp_path / "report.html").exists()
