@@ -249,18 +249,52 @@ def _scorers(data: ReportData) -> list[dict[str, Any]]:
         flat = {k: v for k, v in info.items() if not isinstance(v, (dict, list)) and k != "name"}
         validation = _validation_of(info) or {}
         vrows = []
-        if isinstance(validation, dict):
+        vtable = _validation_table(validation)
+        if isinstance(validation, dict) and vtable is None:
             for k, v in validation.items():
                 if isinstance(v, dict):
-                    vrows.append(dict(measure=k, figures=", ".join(f"{a} = {_short(b)}" for a, b in v.items()
+                    vrows.append(dict(measure=k, figures=", ".join(f"{_plain_key(a)} {_short(b)}" for a, b in v.items()
                                                                   if not isinstance(b, (dict, list)))))
                 else:
-                    vrows.append(dict(measure="", figures=f"{k} = {_short(v)}"))
+                    vrows.append(dict(measure="", figures=f"{_plain_key(k)} {_short(v)}"))
         extra = {k: v for k, v in info.items() if isinstance(v, (dict, list)) and k not in
                  VALIDATION_KEYS}
-        out.append(dict(name=name, fields=flat, validation=vrows,
+        out.append(dict(name=name, fields=flat, validation=vrows, validation_table=vtable,
                         extra=json.dumps(jsonable(extra), indent=1, sort_keys=True) if extra else ""))
     return out
+
+
+def _plain_key(k: Any) -> str:
+    """'accuracy_sd' -> 'accuracy (sd over folds)'; 'macro_f1' -> 'macro-F1'; as a reader reads them."""
+    k = str(k)
+    base, sd = (k[:-3], True) if k.endswith("_sd") else (k, False)
+    names = {"macro_f1": "macro-F1", "weighted_kappa": "weighted \u03ba", "kappa": "\u03ba", "n": "n"}
+    text = names.get(base, base.replace("_", " "))
+    return f"{text} (sd over folds)" if sd else text
+
+
+def _validation_table(validation: Any) -> dict[str, Any] | None:
+    """A validation dict of per-measure figures (``{measure: {accuracy, accuracy_sd, ..., n}}``) as a
+    table like every other table: one row per measure, one column per figure, ``mean ± sd`` where
+    the figure has an ``_sd``. None when the figures are not of that shape."""
+    if not isinstance(validation, dict) or not validation or \
+            not all(isinstance(v, dict) for v in validation.values()):
+        return None
+    keys: list[str] = []
+    for v in validation.values():
+        keys += [k for k in v if not str(k).endswith("_sd") and not isinstance(v[k], (dict, list)) and k not in keys]
+    if not keys:
+        return None
+    rows = []
+    for m, v in validation.items():
+        cells = []
+        for k in keys:
+            x = v.get(k)
+            sd = v.get(f"{k}_sd")
+            cells.append("" if x is None else f"{_short(x)} \u00b1 {_short(sd)}" if sd is not None else _short(x))
+        rows.append(dict(measure=str(m), cells=cells))
+    return dict(columns=[_plain_key(k) + (" (mean \u00b1 sd over folds)" if any(f"{k}_sd" in v for v in validation.values())
+                                          else "") for k in keys], rows=rows)
 
 
 VALIDATION_KEYS = ("validation", "validation_figures", "cv", "cross_validation")
@@ -414,7 +448,8 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
     for name, info in sorted(data.scorer_info.items()):
         val = _validation_of(info)
         if val:
-            sv.append(f"{name}: validated ({_flatten(val)})")
+            sv.append(f"{name}: validated ({_flatten(val)})" if _validation_table(val) is None else
+                      f"{name}: validated (the figures are in the Methods' validation table)")
         else:
             sv.append(f"{name}: no validation figures recorded")
         sv.extend(f"{name}: {c}" for c in info.get("caveats") or [])
@@ -491,7 +526,7 @@ def _flatten(v: Any) -> str:
     if isinstance(v, dict):
         parts = []
         for k, x in v.items():
-            parts.append(f"{k}: {_flatten(x)}" if isinstance(x, dict) else f"{k} = {_short(x)}")
+            parts.append(f"{k}: {_flatten(x)}" if isinstance(x, dict) else f"{_plain_key(k)} {_short(x)}")
         return "; ".join(parts)
     return _short(v)
 
@@ -609,7 +644,10 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         spec_json=json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) if spec is not None else "",
         design=design, models=models, embedded_used=data.embedded_used, embedded_warning=EMBEDDED_WARNING,
         summary=summary, power=power, headline=headline, primary=primary,
-        primary_label=data.measures.label(primary) if primary else "",
+        primary_label=F.label_with_scale(primary, data.measures) if primary else "",
+        group_level=next((r["vs_control_interval"]["level"] for r in group_table(res, primary, reference=reference,
+                                                                                 catalog=data.measures)
+                          if r.get("vs_control_interval") and r["vs_control_interval"].get("level")), None),
         group_rows=group_table(res, primary, reference=reference, catalog=data.measures),
         first_figure=first_figure, disparity=_generic_table(disparity),
         disparity_rows=_disparity_rows(disparity, data.measures), power_source=power_source, alpha=alpha, corrections=corrections,
