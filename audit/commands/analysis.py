@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Estimate by simulation, with the audit's own mixed model, the power to detect a relative gap "
         "of --gap (e.g. 5%%) for one group against the control, for a grid of numbers of posts and samples, at the "
         "Bonferroni level alpha / family size (a conservative stand-in for Holm). Variance components come from "
-        "a pilot run (RUN_DIR or --pilot) or are stated (--sd-post, --sd-resid, --ref-mean).",
+        "a pilot run (RUN_DIR or --pilot), are stated (--assume sd_post=0.3 sd_resid=0.5 ref_mean=1.2, or "
+        "--sd-post, --sd-resid, --ref-mean), or, before any run, are the suite's planning defaults from published "
+        "audits (audit/data/power/defaults.yaml, each with its source). See docs/planning.md for a pilot.",
     )
     w.add_argument("target", metavar="SPEC|RUN_DIR", help="audit spec (design) or a run directory (design + pilot)")
     w.add_argument("--gap", metavar="G", help="relative gap to detect: 5%% or 0.05")
@@ -69,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--replies", type=int, help="--ratings-ci: replies in the two arms of one gap (default 1000)")
     w.add_argument("--from", dest="ratings_from", metavar="RUN_DIR",
                    help="--ratings-ci: take rho, sd, deff and replies from this run's human ratings")
+    w.add_argument("--assume", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="stated assumptions: sd_post, sd_variant, sd_resid, ref_mean (gap planning) or rho, sd, "
+                        "deff, replies (--ratings-ci); e.g. --assume sd_post=0.3 sd_resid=0.5 ref_mean=1.2")
     w.add_argument("--pilot", metavar="RUN_DIR", help="run directory whose scores give the variance components")
     w.add_argument("--outcome", metavar="NAME", help="pilot outcome (default: epitome.empathy or the first)")
     w.add_argument("--sd-post", type=float, help="SD of the post random intercept")
@@ -198,9 +203,34 @@ def _analyze_run_dir(run_dir: Path, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- power
 
 
+_ASSUMABLE = {"sd_post": "sd_post", "sd_variant": "sd_variant", "sd_resid": "sd_resid", "ref_mean": "ref_mean",
+              "rho": "rho", "sd": "sd", "deff": "deff", "replies": "replies"}
+
+
+def _apply_assume(args: argparse.Namespace) -> None:
+    """``--assume KEY=VALUE ...`` onto the matching options (an explicit option wins over nothing only)."""
+    for item in args.assume or []:
+        key, sep, value = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in _ASSUMABLE:
+            raise AuditError(f"cannot read --assume {item!r}", where="--assume",
+                             fix="write KEY=VALUE with KEY one of " + ", ".join(_ASSUMABLE))
+        try:
+            v = float(value)
+        except ValueError:
+            raise AuditError(f"--assume {key}: {value!r} is not a number", where="--assume",
+                             fix=f"write e.g. {key}=0.5") from None
+        if not math.isfinite(v) or (key != "ref_mean" and v < 0) or (key == "rho" and not -1 <= v <= 1):
+            raise AuditError(f"--assume {key}={value} is out of range", where="--assume",
+                             fix="standard deviations and counts are >= 0, rho lies in [-1, 1]")
+        attr = "ratings_sd" if key == "sd" else key
+        setattr(args, attr if hasattr(args, attr) else key, int(v) if key == "replies" else v)
+
+
 def cmd_power(args: argparse.Namespace) -> int:
     from ..stats import plan_power
 
+    _apply_assume(args)
     if args.ratings_ci is not None:
         return _ratings_power(args)
     if args.gap is None:
