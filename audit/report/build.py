@@ -586,6 +586,31 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
     )
 
 
+def _unit_words(kind: str, outcome: str | None, catalog: Any) -> str:
+    """The unit of the first screen's intervals in words: '% of the comparison mean', 'points on the
+    0-2 scale', 'percentage points'."""
+    if kind == "relative %":
+        return "% of the comparison mean"
+    if kind == "points" and outcome:
+        sc = F.scale_phrase(outcome, catalog)
+        return f"points on the {sc}" if sc.endswith("scale") else "points"
+    return kind
+
+
+def _family_size(data: ReportData, res: pd.DataFrame | None) -> int:
+    """The one family size every output quotes: the analysis's ``family_size`` (every test with a p-value:
+    gaps, max - min disparities, model comparisons), else the results rows with a p-value."""
+    am = data.tables.get("analysis_meta")
+    if am is not None and not am.empty and "key" in am.columns:
+        hit = am.loc[am["key"] == "family_size", "value"]
+        if len(hit):
+            try:
+                return int(json.loads(str(hit.iloc[0])))
+            except (TypeError, ValueError):
+                pass
+    return int(pd.to_numeric(res["p_value"], errors="coerce").notna().sum()) if res is not None and len(res) else 0
+
+
 def _shell(s: str) -> str:
     import shlex
 
@@ -607,8 +632,11 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures,
                               primary=getattr(spec.analysis, "primary", None) if spec is not None else None)
     disparity = data.tables.get("results_disparity")
+    summary["primary_outcome"] = primary
+    summary["family_size"] = _family_size(data, res)
     headline = headline_sentences(res, disparity, data.tables.get("results_power"), primary, reference=reference,
                                   alpha=alpha, catalog=data.measures)
+    _groups = group_table(res, primary, reference=reference, catalog=data.measures)
     first_figure = next((f for f in figures if f.id == "fig-forest-primary"), None)
     figures = [f for f in figures if f is not first_figure]
     models = _records(data.models.drop(columns=["params"])) if not data.models.empty else []
@@ -645,10 +673,11 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         design=design, models=models, embedded_used=data.embedded_used, embedded_warning=EMBEDDED_WARNING,
         summary=summary, power=power, headline=headline, primary=primary,
         primary_label=F.label_with_scale(primary, data.measures) if primary else "",
-        group_level=next((r["vs_control_interval"]["level"] for r in group_table(res, primary, reference=reference,
-                                                                                 catalog=data.measures)
-                          if r.get("vs_control_interval") and r["vs_control_interval"].get("level")), None),
-        group_rows=group_table(res, primary, reference=reference, catalog=data.measures),
+        group_level=next((r["vs_control_interval"]["level"] for r in _groups if r.get("vs_control_interval")
+                          and r["vs_control_interval"].get("level")), None),
+        group_unit=next((_unit_words(r["vs_control_interval"]["kind"], primary, data.measures) for r in _groups
+                         if r.get("vs_control_interval")), ""),
+        group_rows=_groups,
         first_figure=first_figure, disparity=_generic_table(disparity),
         disparity_rows=_disparity_rows(disparity, data.measures), power_source=power_source, alpha=alpha, corrections=corrections,
         reference=spec.analysis.reference if spec is not None else "control",
@@ -703,6 +732,7 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         summary=dict(significant=ctx["summary"]["significant"], not_significant=ctx["summary"]["not_significant"],
                      not_estimable=ctx["summary"]["not_estimable"],
                      n_tests=ctx["summary"]["n_tests"], n_significant=ctx["summary"]["n_significant"],
+                     family_size=ctx["summary"].get("family_size"), primary_outcome=ctx["summary"].get("primary_outcome"),
                      detectable_gaps=ctx["power"], detectable_gaps_source=ctx["power_source"]),
         alpha=ctx["alpha"], corrections=ctx["corrections"],
         results=_records(data.tables.get("results")),

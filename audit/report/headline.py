@@ -71,7 +71,10 @@ def _interval(row: dict[str, Any], catalog: MeasureCatalog | None, absolute: boo
         f, unit = scale_unit(str(row["outcome"]), catalog)
         lo, hi, est = row.get("ci_low_adj"), row.get("ci_high_adj"), row.get("estimate")
     num = (lambda x: round(f * float(x), 6) if _finite(x) else None)
-    return dict(kind="relative %" if relative else unit, estimate=num(est), low=num(lo), high=num(hi),
+    digits = 1 if relative or f == 100.0 else 3
+    text = (f"{num(lo):+.{digits}f}{'%' if relative else ''} to {num(hi):+.{digits}f}{'%' if relative else ''}"
+            if num(lo) is not None and num(hi) is not None else "no CI")
+    return dict(kind="relative %" if relative else unit, estimate=num(est), low=num(lo), high=num(hi), text=text,
                 level=float(row["ci_level_adj"]) if _finite(row.get("ci_level_adj")) else None,
                 p_holm=float(row["p_holm"]) if _finite(row.get("p_holm")) else None,
                 significant_holm=bool(row.get("significant_holm")))
@@ -99,20 +102,18 @@ def headline_sentences(results: pd.DataFrame | None, disparity: pd.DataFrame | N
         row = d.iloc[0].to_dict()
         if _finite(row.get("estimate")) and float(row["estimate"]) > 0:
             lo, hi = row.get("ci_low"), row.get("ci_high")
-            ci = (f"95% bootstrap CI, unadjusted, {_amount(outcome, max(float(lo), 0.0), catalog)} to "
+            ci = (f"bootstrap 95% CI, unadjusted, {_amount(outcome, max(float(lo), 0.0), catalog)} to "
                   f"{_amount(outcome, float(hi), catalog)}" if _finite(lo) and _finite(hi) else "no CI")
-            ratio = (f"; the lowest group's mean is {float(row['ratio']):.2f} times the highest's"
-                     if _finite(row.get("ratio")) else "")
+            ratio = (f"; lowest/highest mean ratio {float(row['ratio']):.2f}" if _finite(row.get("ratio")) else "")
             out.append(f"The largest disparity in {label_with_scale(outcome, catalog)} between two groups is "
-                       f"{_amount(outcome, float(row['estimate']), catalog)}: the highest group mean "
-                       f"(\u201c{row['max_group']}\u201d) minus the lowest (\u201c{row['min_group']}\u201d), which is "
-                       f"never below 0 even with no true gap ({ci}{ratio}).")
+                       f"{_amount(outcome, float(row['estimate']), catalog)} (\u201c{row['max_group']}\u201d highest, "
+                       f"\u201c{row['min_group']}\u201d lowest; {ci}{ratio}).")
             sig = bool(row.get("significant_holm"))
-            fam = ("the confirmatory family (the pre-registered primary outcome)"
-                   if str(row.get("family")) == "confirmatory" else "the whole family of tests")
-            out.append(("A permutation test finds it larger than chance spread" if sig
-                        else "A permutation test does not find it larger than chance spread")
-                       + f" after Holm correction over {fam} (Holm p = {fmt_p(row.get('p_holm'))}).")
+            fam = ("the confirmatory family" if str(row.get("family")) == "confirmatory" else "the whole family")
+            out.append("A highest-minus-lowest gap is never below 0, so its interval shows its size, not whether "
+                       "it exists; a permutation test "
+                       + ("finds it larger" if sig else "does not find it larger")
+                       + f" than chance spread (Holm p = {fmt_p(row.get('p_holm'))} over {fam}).")
         else:
             out.append(f"No disparity in {label} between groups could be estimated ({row.get('warning') or 'no data'}).")
     pooled = _pooled(results, outcome)
@@ -163,6 +164,7 @@ def group_table(results: pd.DataFrame | None, outcome: str | None, *, reference:
                                       vs_reference_interval=None))
         has = _finite(r.get("estimate"))
         gap, ci = gap_text(r, catalog, adjusted=True, absolute=absolute) if has else ("not estimable", "")
+        gap = gap.replace(" percentage points ", " ").replace(" points ", " ")  # the unit is in the caption
         sig = bool(r.get("significant_holm")) if has else False
         iv = _interval(r, catalog, absolute) if has else None
         if str(r["reference"]) == str(reference):

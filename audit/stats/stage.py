@@ -558,8 +558,11 @@ class AnalyzeStage:
         store.delete_meta("analysis_error")
         r = res.results
         if len(r):
-            sig = int(r["significant_holm"].fillna(False).astype(bool).sum()) if "significant_holm" in r else 0
-            detail = f"{len(r)} tests in the family, {sig} significant after Holm correction"
+            meta = dict(zip(res.meta["key"], res.meta["value"])) if len(res.meta) else {}
+            m = int(json.loads(meta["family_size"])) if "family_size" in meta else len(r)
+            sig = int(json.loads(meta["n_significant_holm"])) if "n_significant_holm" in meta else \
+                int(r["significant_holm"].fillna(False).astype(bool).sum())
+            detail = f"{len(r)} gaps; a family of {m} tests, {sig} significant after Holm correction"
         else:
             detail = "no tests"
         return StageSummary("done", detail, res)
