@@ -353,12 +353,24 @@ def _results_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None
             relative_gap=fnum(r.get("relative_gap")), rel_ci_low=fnum(r.get("rel_ci_low")),
             rel_ci_high=fnum(r.get("rel_ci_high")),
             p_value=fp(r.get("p_value")), p_holm=fp(r.get("p_holm")), p_bh=fp(r.get("p_bh")),
-            significant=sig, n=r.get("n"), n_posts=r.get("n_posts"), method=r.get("method"),
+            significant=sig, n=_count(r.get("n")), n_posts=_count(r.get("n_posts")), method=r.get("method"),
             family=r.get("family") if isinstance(r.get("family"), str) else "",
             missing=_missing_cell(r.get("n_missing"), r.get("ref_n_missing")),
-            converged=r.get("converged"), warning=r.get("warning"),
+            converged=r.get("converged"), warning=_reader_warning(r.get("warning")),
         ))
     return rows
+
+
+def _count(v: Any) -> str:
+    """A count as a reader reads it: '12', or 'n/a' (never 'nan' or '12.0')."""
+    return str(int(float(v))) if _finite(v) else "n/a"
+
+
+def _reader_warning(w: Any) -> str:
+    """A fit warning as reader-facing text (:func:`audit.report.findings.reader_reason` per clause), '' if none."""
+    if w is None or (isinstance(w, float) and math.isnan(w)) or not str(w).strip() or str(w) == "nan":
+        return ""
+    return "; ".join(dict.fromkeys(F.reader_reason(part) for part in str(w).split("; ") if part.strip()))
 
 
 def _disparity_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None) -> list[dict[str, Any]]:
@@ -512,7 +524,7 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
         conv = res["converged"].map(lambda x: bool(x) if x is not None and not (
             isinstance(x, float) and math.isnan(x)) else True)
         lim["not_converged"] = int((~conv).sum())
-        warns = res["warning"].dropna().astype(str) if "warning" in res else pd.Series([], dtype=str)
+        warns = res["warning"].dropna().map(_reader_warning) if "warning" in res else pd.Series([], dtype=str)
         warns = warns[warns.str.len() > 0]
         lim["warnings"] = sorted(warns.value_counts().head(8).items())
     else:

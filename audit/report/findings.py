@@ -93,7 +93,7 @@ def _finite(x: Any) -> bool:
 
 #: Library messages that can reach a report, rewritten as findings a reader can use (pattern, text).
 _READER_REASONS = [
-    (re.compile(r"outcome '[^']*' is constant \(([^)]*)\) in every row.*", re.S),
+    (re.compile(r"outcome '[^']*' is constant \(([^)]*)\).*", re.S),
      r"every reply had the same value (\1), so there is no difference between groups to test"),
     (re.compile(r"only (\d+) cluster\(s\) in '[^']*'; a random-intercept model needs at least (\d+).*", re.S),
      r"only \1 posts had scores; a gap needs at least \2"),

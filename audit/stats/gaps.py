@@ -320,9 +320,9 @@ def safe_ratio(a: float, b: float, vaa: float, vab: float, vbb: float, z: float,
     :data:`FIELLER_G_MAX`), else NaNs; the interval is clipped to ``[lower, upper]`` (e.g. ``lower=-1``:
     a relative gap of a non-negative outcome cannot be below -100%).
 
-    >>> safe_ratio(-0.2, 1.0, 0.01, 0.0, 0.001, 1.96, lower=-1)[0]
+    >>> float(safe_ratio(-0.2, 1.0, 0.01, 0.0, 0.001, 1.96, lower=-1)[0])
     -0.2
-    >>> np.isnan(safe_ratio(-0.2, 0.1, 0.01, 0.0, 0.001, 1.96)[0])
+    >>> bool(np.isnan(safe_ratio(-0.2, 0.1, 0.01, 0.0, 0.001, 1.96)[0]))
     True
     """
     if not (np.isfinite(b) and b != 0 and np.isfinite(vbb)) or z * z * vbb / (b * b) > FIELLER_G_MAX:

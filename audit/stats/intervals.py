@@ -32,7 +32,7 @@ Example
 >>> df = pd.DataFrame({"outcome": ["y", "y"], "estimate": [0.5, 0.1], "se": [0.1, 0.1],
 ...                    "p_value": [5.7e-7, 0.317], "p_holm": [1.1e-6, 0.317], "significant_holm": [True, False]})
 >>> out = holm_intervals(df, alpha=0.05)
->>> round(out["ci_level_adj"].iloc[0], 4), bool(out["ci_low_adj"].iloc[0] > 0), bool(out["ci_low_adj"].iloc[1] < 0)
+>>> round(float(out["ci_level_adj"].iloc[0]), 4), bool(out["ci_low_adj"].iloc[0] > 0), bool(out["ci_low_adj"].iloc[1] < 0)
 (0.95, True, True)
 """
 
@@ -54,7 +54,7 @@ ADJ_COLUMNS = ["ci_level_adj", "ci_low_adj", "ci_high_adj", "rel_ci_low_adj", "r
 def holm_level(m: int, rejected: int, alpha: float = 0.05) -> float:
     """The Holm-consistent confidence level ``1 - alpha / max(m - R, 1)`` (module docstring).
 
-    >>> round(holm_level(392, 0), 6)
+    >>> round(float(holm_level(392, 0)), 6)
     0.999872
     """
     return 1.0 - alpha / max(int(m) - int(rejected), 1)
@@ -90,21 +90,21 @@ def holm_intervals(results: pd.DataFrame, *, alpha: float = 0.05, others: Iterab
         return out
     counts = _family_counts([out, *others])
     fam = out["family"].astype(str) if "family" in out else pd.Series("all", index=out.index)
-    num = {c: pd.to_numeric(out[c], errors="coerce") if c in out else pd.Series(np.nan, index=out.index)
+    num = {c: (pd.to_numeric(out[c], errors="coerce") if c in out else pd.Series(np.nan, index=out.index)).to_numpy(float)
            for c in ("estimate", "se", "p_value", "ref_mean", "ref_se", "ref_cov")}
-    lows = _lower_relative(out, ranges)
-    for i in out.index:
-        if not np.isfinite(num["p_value"][i]) or not np.isfinite(num["se"][i]):
-            continue
-        m, r = counts.get(fam[i], (1, 0))
-        level = holm_level(m, r, alpha)
-        z = float(stats.norm.ppf(1 - (1 - level) / 2))
-        est, se = float(num["estimate"][i]), float(num["se"][i])
-        out.loc[i, ["ci_level_adj", "ci_low_adj", "ci_high_adj"]] = [level, est - z * se, est + z * se]
-        if np.isfinite(num["ref_se"][i]):
-            rel, lo, hi = safe_ratio(est, float(num["ref_mean"][i]), se * se, float(num["ref_cov"][i]),
-                                     float(num["ref_se"][i]) ** 2, z, lower=lows[i])
-            out.loc[i, ["rel_ci_low_adj", "rel_ci_high_adj"]] = [lo, hi]
+    ok = np.isfinite(num["p_value"]) & np.isfinite(num["se"])
+    level = np.array([holm_level(*counts.get(f, (1, 0)), alpha) for f in fam])
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    est, se = num["estimate"], num["se"]
+    out["ci_level_adj"] = np.where(ok, level, np.nan)
+    out["ci_low_adj"] = np.where(ok, est - z * se, np.nan)
+    out["ci_high_adj"] = np.where(ok, est + z * se, np.nan)
+    lows = _lower_relative(out, ranges).to_numpy(float)
+    rel_lo, rel_hi = np.full(len(out), np.nan), np.full(len(out), np.nan)
+    for i in np.flatnonzero(ok & np.isfinite(num["ref_se"])):  # Fieller: a quadratic per row
+        _, rel_lo[i], rel_hi[i] = safe_ratio(est[i], num["ref_mean"][i], se[i] ** 2, num["ref_cov"][i],
+                                             num["ref_se"][i] ** 2, z[i], lower=lows[i])
+    out["rel_ci_low_adj"], out["rel_ci_high_adj"] = rel_lo, rel_hi
     return clip_to_range(out, ranges, columns=(("ci_low_adj", "ci_high_adj"), ("rel_ci_low_adj", "rel_ci_high_adj")))
 
 
