@@ -242,7 +242,10 @@ def test_failed_replies_are_counted_in_limitations(rendered):
     assert f"{total} requests: {total - failed} answered, 0 blocked by a content filter, {failed} failed" in html
     assert "HTTP 500 after 6 attempts" in html
     # Scorer validity states the validation figures the scorer recorded (epitome: under 'cv').
-    assert "epitome: validated (ER: accuracy = 0.700; macro_f1 = 0.610; n = 600" in html
+    # (issue 29: as a table like every other table, not a raw "accuracy = 0.700" dump)
+    assert "epitome: validated (the figures are in the Methods' validation table)" in html
+    assert re.search(r"<td>ER</td><td class=\"num\">0\.700</td><td class=\"num\">0\.610</td><td class=\"num\">600</td>",
+                     html), "the validation figures must be a table row"
     assert "length: no validation figures recorded" in html
     # and states the shortfalls the scorer declares, escaped like any stored text
     assert "<li>epitome: IP level 1 is never recognised &lt;in CV&gt;</li>" in html
