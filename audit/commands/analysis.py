@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--deff", type=float, help="--ratings-ci: design effect of clustering by post (default 1.5)")
     w.add_argument("--replies", type=int, help="--ratings-ci: replies in the two arms of one gap (default 1000)")
     w.add_argument("--from", dest="ratings_from", metavar="RUN_DIR",
-                   help="--ratings-ci: take rho, sd, deff and replies from this run's human ratings")
+                   help="--ratings-ci: take rho, sd, deff and replies from this run's human ratings; with --gap: "
+                        "the pilot run whose scores give the variance components (as --pilot)")
     w.add_argument("--assume", nargs="+", metavar="KEY=VALUE", default=[],
                    help="stated assumptions: sd_post, sd_variant, sd_resid, ref_mean (gap planning) or rho, sd, "
                         "deff, replies (--ratings-ci); e.g. --assume sd_post=0.3 sd_resid=0.5 ref_mean=1.2")
@@ -231,6 +232,8 @@ def cmd_power(args: argparse.Namespace) -> int:
     from ..stats import plan_power
 
     _apply_assume(args)
+    if args.ratings_ci is None and args.ratings_from and not args.pilot:
+        args.pilot = args.ratings_from  # `power SPEC --gap G --from PILOT_RUN`: the pilot recipe's spelling
     if args.ratings_ci is not None:
         return _ratings_power(args)
     if args.gap is None:

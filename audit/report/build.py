@@ -461,7 +461,7 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
         val = _validation_of(info)
         if val:
             sv.append(f"{name}: validated ({_flatten(val)})" if _validation_table(val) is None else
-                      f"{name}: validated (the figures are in the Methods' validation table)")
+                      f"{name}: validated (figures in the validation table under Methods)")
         else:
             sv.append(f"{name}: no validation figures recorded")
         sv.extend(f"{name}: {c}" for c in info.get("caveats") or [])

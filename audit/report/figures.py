@@ -196,6 +196,8 @@ def _interval(ax, y: float, lo: float, hi: float, span: float, colour, fmt: str 
     """Draw one interval on an axis of half-width ``span``; an end beyond the axis becomes an arrow at
     the axis edge labelled with its value. Returns the number of ends drawn off-scale."""
     off = 0
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return 0
     a, b = max(lo, -span), min(hi, span)
     ax.plot([a, b], [y, y], color=colour, **line)
     for value, edge, sign in ((lo, -span, -1), (hi, span, 1)):
@@ -531,7 +533,11 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     ctrl = _control(data)
     kinds = [("control", d["reference"].astype(str) == ctrl), ("reference group", d["reference"].astype(str) != ctrl)]
     colours = (pal[0], pal[3])  # blue and vermillion: apart for every common colour-vision deficiency
-    est, lo, hi, xlabel = _gap_values(d, outcome, data.measures, adjusted=True)
+    adjusted = "ci_low_adj" in d and pd.to_numeric(d["ci_low_adj"], errors="coerce").notna().any()
+    est, lo, hi, xlabel = _gap_values(d, outcome, data.measures, adjusted=adjusted)
+    if not adjusted:  # results analysed before the Holm-consistent intervals existed
+        fo.caption = fo.caption.replace("intervals at the family's Holm-consistent level (they exclude 0 exactly "
+                                        "when the Holm p is below alpha)", "95% CIs, unadjusted")
     xlabel = xlabel.replace("gap vs control", "gap").replace("% of the control mean", "% of the comparison mean")
     fig = Figure(figsize=(5.6, 0.34 * len(groups) + 1.3))
     ax = fig.subplots()
@@ -567,7 +573,8 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     excl = _n_excluding_zero(lo, hi)
     fo.alt = (f"Forest plot of {label}: gaps of {n_ctrl} groups versus the control"
               + (f" and of {n_ref} versus their reference group ({', '.join(refs)})" if n_ref else "")
-              + f", with Holm-consistent confidence intervals on an axis symmetric around zero; {excl} of {n_ctrl + n_ref} "
+              + f", with {'Holm-consistent' if adjusted else 'unadjusted 95%'} confidence intervals on an axis symmetric "
+              f"around zero; {excl} of {n_ctrl + n_ref} "
               f"intervals exclude 0.")
     return _finish(fo, fig)
 

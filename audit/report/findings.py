@@ -210,6 +210,7 @@ def gap_text(row: dict[str, Any], catalog: MeasureCatalog | None = None, *, adju
     is stated absolutely. ``absolute``: state the gap absolutely whatever the outcome declares (a table
     whose rows must share one unit)."""
     outcome = row["outcome"]
+    adjusted = adjusted and _finite(row.get("ci_level_adj"))  # results analysed before issue 29 have none
     suffix = "_adj" if adjusted else ""
     label = ci_adjusted_label(row["ci_level_adj"]) if adjusted and _finite(row.get("ci_level_adj")) else CI_UNADJUSTED
     rel_ok = _finite(row.get("relative_gap")) and _finite(row.get(f"rel_ci_low{suffix}")) \
