@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze", help="mixed-model gap tests on any long table (CSV/parquet) or on a run directory",
         description="Fit the audit's gap models to TABLE (a long CSV, TSV, JSONL or parquet file with one row per "
-        "observation) and print every group's gap to the control level: absolute and relative gap with 95%% CI, "
+        "observation) and print every group's gap to the control level: absolute and relative gap with 95% CI, "
         "standardised gap, raw, Holm and Benjamini-Hochberg adjusted p-values over the whole family printed. "
         "Model: OUTCOME ~ GROUP (control as reference) + FACTORs + (1 | CLUSTER) [+ (1 | CLUSTER:INNER)], REML; "
         "0/1 outcomes: GEE logistic clustered by CLUSTER. Given a run directory instead of a table, runs the "
@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser(
         "power", help="posts and samples needed to detect a relative gap (simulation)",
         description="Estimate by simulation, with the audit's own mixed model, the power to detect a relative gap "
-        "of --gap (e.g. 5%%) for one group against the control, for a grid of numbers of posts and samples, at the "
+        "of --gap (e.g. 5%) for one group against the control, for a grid of numbers of posts and samples, at the "
         "Bonferroni level alpha / family size (a conservative stand-in for Holm). Variance components come from "
         "a pilot run (RUN_DIR or --pilot), are stated (--assume sd_post=0.3 sd_resid=0.5 ref_mean=1.2, or "
         "--sd-post, --sd-resid, --ref-mean), or, before any run, are the suite's planning defaults from published "
