@@ -386,6 +386,11 @@ class ImportSummary:
             out += [f"    e.g. {e}" for e in self.examples_unmatched[:3]]
         if self.no_control:
             out.append(f"  rows whose post has no control row: {self.no_control}")
+        long = [r for r in self.recurring if not r.get("short")]
+        if long:
+            top = max(long, key=lambda r: r["rows"])
+            out.append(f"  recurring replies: {len(long)} longer reply text(s) recur word for word across posts (the "
+                       f"most: {top['rows']} rows, {top['posts']} posts; a template answer?)")
         for s, ms in self.scores.items():
             out.append(f"  scores of '{s}': {', '.join(ms)}" + (f" ({self.scores_missing} empty cells stored as "
                                                                  "missing)" if self.scores_missing else ""))
@@ -868,9 +873,10 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
 
     recurring = recurring_replies(rows, p1.previews)
     for r in recurring:
-        warnings.append(f"the reply text {r['text'][:60]!r} recurs in {r['rows']} rows ({r['share']:.0%}) across "
-                        f"{r['posts']} posts: if it is a failure placeholder, declare it in failed_values "
-                        "(--failed-value) so that it counts as a failed reply, not as an answer")
+        if r["short"]:  # a short text given word for word to many posts: a placeholder, most likely
+            warnings.append(f"the reply text {r['text']!r} recurs in {r['rows']} rows ({r['share']:.0%}) across "
+                            f"{r['posts']} posts: if it is a failure placeholder, declare it in failed_values "
+                            "(--failed-value) so that it counts as a failed reply, not as an answer")
     rel = _relevance(rows, p1.sample, names)
     for r in rel:
         if r["warn"]:

@@ -240,10 +240,11 @@ def missing_cues(rows: pd.DataFrame, names: list[str], cues: dict[str, str], fil
 
 
 def recurring_replies(rows: pd.DataFrame, previews: dict[int, str], *, min_rows: int = 5,
-                      min_share: float = 0.02, min_posts: int = 3) -> list[dict[str, Any]]:
+                      min_share: float = 0.02, min_posts: int = 3, short_chars: int = 40) -> list[dict[str, Any]]:
     """Answered reply texts that recur in at least ``max(min_rows, min_share * rows)`` rows across at
-    least ``min_posts`` posts: ``[{text, rows, posts, share}]``, most frequent first. A model rarely
-    gives one reply word for word to many different posts; a failure placeholder does."""
+    least ``min_posts`` posts: ``[{text, rows, posts, share, short}]``, most frequent first. A model rarely
+    gives one reply word for word to many different posts; a failure placeholder does. ``short``: at
+    most ``short_chars`` characters (a placeholder such as ``"ERROR!"`` rather than a template answer)."""
     ok = rows[rows["_rstate"] == 0]
     if ok.empty:
         return []
@@ -254,8 +255,9 @@ def recurring_replies(rows: pd.DataFrame, previews: dict[int, str], *, min_rows:
     for h, n in cand.items():
         posts = ok.loc[ok["_rhash"] == h, "post_id"].nunique()
         if posts >= min_posts:
-            out.append(dict(text=previews.get(int(h), "(a long text)"), rows=int(n), posts=int(posts),
-                            share=float(n / len(rows))))
+            text = previews.get(int(h))
+            out.append(dict(text=text if text is not None else "(a long text)", rows=int(n), posts=int(posts),
+                            share=float(n / len(rows)), short=bool(text is not None and len(text) <= short_chars)))
     return out
 
 
