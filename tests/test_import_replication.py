@@ -301,3 +301,51 @@ def test_report_of_an_imported_run_before_analyze_is_a_clear_incomplete_report(t
     capsys.readouterr()
     md = (run / "report.md").read_text(encoding="utf-8")
     assert "This report is incomplete" in md and "the analysis stage has not run" in md
+
+
+# --------------------------------------------------------------------------- C6: pooled axis contrasts
+
+
+def test_race_by_gender_release_gets_pooled_axis_contrasts_beside_the_cell_gaps(tmp_path, capsys):
+    """C6: race x gender conditions: the Black vs White contrast pooled over gender (and woman vs man
+    pooled over race) from the same model as the cell gaps, without export, pivot and re-run. Planted:
+    Black replies 6 words shorter for both genders, no gender effect."""
+    import random
+
+    rng = random.Random(4)
+    rows = []
+    cells = [("control", None, None), ("Black man", "Black", "man"), ("Black woman", "Black", "woman"),
+             ("White man", "White", "man"), ("White woman", "White", "woman")]
+    for i in range(16):
+        post = f"Post {i}: " + " ".join(f"w{i}x{j}" for j in range(12))
+        base = rng.gauss(30, 5)
+        for g, race, gender in cells:
+            for s in range(2):
+                words = max(3, round(base - (6 if race == "Black" else 0) + rng.gauss(0, 2)))
+                rows.append(dict(post_id=f"P{i}", race=race or "control", gender=gender or "",
+                                 text=(f"As a {race} {gender}, " if race else "") + post, sample=str(s),
+                                 reply=" ".join(["word"] * words)))
+    path = _long(tmp_path, rows)
+    run = tmp_path / "run"
+    import_release(import_spec_from_dict({
+        "name": "rxg", "match": "id", "files": [{"path": str(path)}], "axes": ["race", "gender"],
+        "reference_group": "White",
+        "columns": {"post_id": "post_id", "variant": "text", "reply": "reply", "sample": "sample"}}), run)
+    cellres = _analyze(run, capsys)
+    with RunStore(run, create=False) as store:
+        axes = store.table_df("results_axes")
+    axes = axes[axes["outcome"] == "length.words"].set_index("axis")
+    race, gender = axes.loc["race"], axes.loc["gender"]
+    assert (race["level"], race["reference"], gender["level"], gender["reference"]) == ("Black", "White", "woman", "man")
+    assert race["ci_low"] < -6 < race["ci_high"] and race["p_value"] < 0.001
+    assert gender["ci_low"] < 0 < gender["ci_high"]
+    # the same model as the cell gaps: the pooled contrast is the mean of the within-gender cell differences
+    g = cellres["estimate"]
+    expect = ((g["Black man"] - g["White man"]) + (g["Black woman"] - g["White woman"])) / 2
+    assert race["estimate"] == pytest.approx(expect, abs=1e-9)
+    assert race["n_pairs"] == 2 and race["pairs"] == "Black man - White man; Black woman - White woman"
+    assert cli_main(["report", str(run)]) == 0
+    capsys.readouterr()
+    md = (run / "report.md").read_text(encoding="utf-8")
+    assert "Pooled axis contrasts (beside the cell-level gaps above)" in md and "| race | Black vs White |" in md
+    assert (run / "tables" / "results_axes.csv").is_file()
