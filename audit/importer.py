@@ -484,9 +484,9 @@ def _build_rows(spec: ImportSpec) -> _Pass1:
                                 else np.zeros(m, dtype=np.int64)})
             for k in ("post_id", "post", "variant", "group", "cue_type", "model", "style", "sample"):
                 col = getattr(c, k)
-                vals = [_text(v) for v in df[col].tolist()] if col else [None] * m
-                if k in ("post", "variant"):
-                    vals = [interned.setdefault(v, v) if v is not None else None for v in vals]
+                # one object per distinct text (posts, ids and labels repeat over samples, models, groups)
+                vals = [interned.setdefault(t, t) if (t := _text(v)) is not None else None
+                        for v in df[col].tolist()] if col else [None] * m
                 out[k] = pd.Series(vals, dtype=object)
             for k in ("model", "style", "sample"):  # a mapped column must be filled (H7): no silent default
                 col = getattr(c, k)
@@ -557,8 +557,9 @@ def _group_labels(rows: pd.DataFrame, spec: ImportSpec) -> pd.Series:
         raise AuditError("the import names neither a group column nor axes", where=spec_where(spec, ("columns",)),
                          fix="give columns.group, or the axis columns in 'axes' (per-file constants go in "
                              "files[i].values)")
-    vals = rows[[f"ax:{a}" for a in spec.axes]]
-    return vals.apply(lambda r: " ".join(str(x) for x in r if x is not None) or None, axis=1)
+    cols = [rows[f"ax:{a}"].tolist() for a in spec.axes]
+    joined = [" ".join(str(x) for x in r if x is not None) or None for r in zip(*cols)]
+    return pd.Series(joined, index=rows.index, dtype=object)
 
 
 def _where(records: list[FileRecord], rows: pd.DataFrame, i: int) -> str:
@@ -797,7 +798,13 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
         return {"condition": r["group_label"]}
 
     ax_cols = [f"ax:{a}" for a in spec.axes]
-    rows["attrs"] = [attrs(r) for r in rows[["is_control", "group_label", *ax_cols]].to_dict("records")]
+    attr_cache: dict[tuple, dict[str, str]] = {}
+    attr_list = []
+    for r in rows[["is_control", "group_label", *ax_cols]].itertuples(index=False):
+        if r not in attr_cache:
+            attr_cache[r] = attrs(dict(zip(["is_control", "group_label", *ax_cols], r)))
+        attr_list.append(attr_cache[r])
+    rows["attrs"] = pd.Series(attr_list, index=rows.index, dtype=object)
     cache: dict[Any, str] = {}
     texts = []
     for t, p in zip(rows["variant"], rows["post_id"]):
