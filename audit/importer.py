@@ -686,6 +686,12 @@ def import_sha256(spec: ImportSpec, records: list[FileRecord]) -> str:
     mapping = spec.model_dump(mode="json", exclude={"force"})
     for f in mapping["files"]:
         f.pop("path", None)
+        for k in ("encoding", "cue"):  # keys added later: left out at their defaults, so that an import made
+            if f.get(k) is None:       # before they existed keeps its hash (and re-importing it changes nothing)
+                f.pop(k, None)
+    for k, default in (("rows_per_post", None), ("repeated_posts", None), ("failed_values", []), ("cues", {})):
+        if mapping.get(k) == default:
+            mapping.pop(k, None)
     return hashlib.sha256(canonical_json({"files": [r.sha256 for r in records], "mapping": mapping}).encode()).hexdigest()
 
 
@@ -722,7 +728,7 @@ def _audit_spec(spec: ImportSpec, cue_types: list[str], models: dict[str, tuple[
 
 
 def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None = None,
-                   command: str | None = None, chunk_rows: int = 50_000) -> ImportSummary:
+                   command: str | None = None, chunk_rows: int = 20_000) -> ImportSummary:
     """Import the release described by ``spec`` into the run store of ``run_dir`` (see the module doc).
 
     ``force`` overrides ``spec.force``. Raises :class:`~audit.errors.AuditError` for a bad mapping (naming
@@ -805,6 +811,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
             attr_cache[r] = attrs(dict(zip(["is_control", "group_label", *ax_cols], r)))
         attr_list.append(attr_cache[r])
     rows["attrs"] = pd.Series(attr_list, index=rows.index, dtype=object)
+    del attr_list
     cache: dict[Any, str] = {}
     texts = []
     for t, p in zip(rows["variant"], rows["post_id"]):
@@ -813,6 +820,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
             cache[k] = replace_unencodable(_text(t) or originals.get(p) or "")[0]
         texts.append(cache[k])
     rows["text"] = pd.Series(texts, index=rows.index, dtype=object)
+    del texts, cache
     no_text = (rows["text"] == "").to_numpy()
     if no_text.any():
         col = spec.columns.variant or spec.columns.post
@@ -827,6 +835,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
             vid_cache[k] = hashlib.sha256(canonical_json([p, g, c, t, a]).encode()).hexdigest()[:16]
         vids.append(vid_cache[k])
     rows["variant_id"] = vids
+    del vids, vid_cache
 
     # content checks across conditions (C2, C4) and the declared cues
     names = [r.name for r in records]
@@ -870,7 +879,8 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
         params = {"import_row": int(ri), **({"import_file": fi} if fi in twin else {})}
         keys.append(request_key(endpoints[fi], model_name, [{"role": "user", "content": text}], params, int(si)))
     rows["request_key"] = keys
-    if len(set(keys)) != len(keys):  # cannot happen: the key includes the file's hash, its place and the row
+    del keys
+    if not rows["request_key"].is_unique:  # cannot happen: the key includes the file's hash, its place and the row
         raise AuditError("two rows gave the same request", where=str(rd))
 
     state = rows["_rstate"].to_numpy()
@@ -897,8 +907,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     styles = sorted(set(rows["style_name"]))
     audit_spec = _audit_spec(spec, sorted(set(rows["cue"]) - {"control"}), models,
                              styles, samples, ctrl is not None, records)
-    design_rows = rows.assign(g=rows["group_name"])
-    info = detect_design(design_rows, "g", "post_id")
+    info = detect_design(pd.DataFrame({"g": rows["group_name"], "post_id": rows["post_id"]}), "g", "post_id")
     scorer_measures = {s: list(ms) for s, ms in spec.scores.items()}
     extra = dict(replies_placeholder=n_placeholder, samples_max=int(sizes.max()) if len(sizes) else 1,
                  samples_median=float(sizes.median()) if len(sizes) else 1.0, conditions=int(len(variants)),
@@ -928,7 +937,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
                     "columns": dict(ms), "files_sha256": {r.name: r.sha256 for r in records},
                     "measures": _measure_declarations(list(ms))})
         store.bind_design(did, design)
-        store.put_design_requests(did, keys)
+        store.put_design_requests(did, rows["request_key"].tolist())
         if not already:
             record_import_provenance(store, rd, records=[asdict(r) for r in records],
                                      mapping=spec.model_dump(mode="json"),

@@ -41,6 +41,19 @@ def fold(s: str) -> str:
     return " ".join(s.casefold().split())
 
 
+def _folder():
+    """:func:`fold` with a cache per call site: the texts of a release repeat (samples, models), so
+    each distinct text is folded, and held folded, once."""
+    cache: dict[str, str] = {}
+
+    def f(s: str) -> str:
+        out = cache.get(s)
+        if out is None:
+            out = cache[s] = fold(s)
+        return out
+    return f
+
+
 def text_hash(s: str) -> int:
     """A 63-bit hash of a text (BLAKE2b), to compare and count replies without holding them."""
     return int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") >> 1
@@ -97,10 +110,11 @@ def repeated_texts(rows: pd.DataFrame, names: list[str], match: str) -> None:
     """Identical post texts within one condition (file, group, cue type) under different posts: an
     error asking the user to declare them (samples or distinct posts). ``rows`` has ``_file, _row,
     group_label, cue_type, variant, post_id``."""
-    d = rows[rows["variant"].notna()]
+    d = rows.loc[rows["variant"].notna(), ["_file", "group_label", "cue_type", "variant", "post_id", "_row"]]
+    fo = _folder()
     keys = pd.DataFrame({"f": d["_file"].to_numpy(), "g": d["group_label"].astype(str).to_numpy(),
                          "c": d["cue_type"].astype(object).fillna("").to_numpy(),
-                         "t": [fold(t) for t in d["variant"]], "p": d["post_id"].to_numpy(),
+                         "t": [fo(t) for t in d["variant"]], "p": d["post_id"].to_numpy(),
                          "r": d["_row"].to_numpy()})
     per = keys.groupby(["f", "g", "c", "t"], sort=False)["p"].nunique()
     rep = per[per > 1]
@@ -128,8 +142,9 @@ def repeated_texts(rows: pd.DataFrame, names: list[str], match: str) -> None:
 def one_id_one_text(rows: pd.DataFrame, names: list[str], post_id_col: str | None) -> None:
     """One post id, one text: per (post id, group, cue type) one variant text, and per post id one text
     in the ``post`` column (H5: two posts sharing an id were merged silently)."""
-    d = rows[rows["variant"].notna()]
-    folded = pd.Series([fold(t) for t in d["variant"]], index=d.index)
+    d = rows.loc[rows["variant"].notna(), ["_file", "_row", "group_label", "cue_type", "variant", "post_id"]]
+    fo = _folder()
+    folded = pd.Series([fo(t) for t in d["variant"]], index=d.index)
     keys = pd.DataFrame({"p": d["post_id"], "g": d["group_label"].astype(str),
                          "c": d["cue_type"].astype(object).fillna(""), "t": folded})
     per = keys.groupby(["p", "g", "c"], sort=False)["t"].nunique()
@@ -146,8 +161,8 @@ def one_id_one_text(rows: pd.DataFrame, names: list[str], post_id_col: str | Non
             fix="give each post its own id (two posts under one id would be merged into one); if the texts are "
                 "different cues of one group, give them a cue_type column")
     if "post" in rows and rows["post"].notna().any():
-        d = rows[rows["post"].notna()]
-        per = pd.DataFrame({"p": d["post_id"], "t": [fold(t) for t in d["post"]]}).groupby("p")["t"].nunique()
+        d = rows.loc[rows["post"].notna(), ["_file", "_row", "post", "post_id"]]
+        per = pd.DataFrame({"p": d["post_id"], "t": [fo(t) for t in d["post"]]}).groupby("p")["t"].nunique()
         bad = per[per > 1]
         if not bad.empty:
             p = bad.index[0]
@@ -181,8 +196,10 @@ def identical_conditions(rows: pd.DataFrame, names: list[str], sha: list[str], f
                             f"given for two conditions")
         seen.setdefault(h, i)
     conds: dict[tuple[str, str], dict[str, Any]] = {}
-    for (g, c), d in rows.groupby(["group_name", "cue"], sort=True):
-        posts = sorted({(str(p), fold(t)) for p, t in zip(d["post_id"], d["text"])})
+    fo = _folder()
+    cols = rows[["group_name", "cue", "post_id", "text", "_rstate", "_rhash", "_file"]]
+    for (g, c), d in cols.groupby(["group_name", "cue"], sort=True):
+        posts = sorted({(str(p), fo(t)) for p, t in zip(d["post_id"], d["text"])})
         ok = d.loc[d["_rstate"] == 0, "_rhash"].to_numpy()
         conds[(g, c)] = dict(
             files=sorted({names[int(f)] for f in d["_file"]}),
@@ -217,11 +234,14 @@ def missing_cues(rows: pd.DataFrame, names: list[str], cues: dict[str, str], fil
     ``files[i].cue``) must contain it (case and whitespace folded). Violations are an error naming the
     condition, file, count and first row; with ``force`` a warning."""
     problems: list[str] = []
-    d = rows[~rows["is_control"].to_numpy()]
+    if not cues and not file_cues:
+        return []
+    d = rows.loc[~rows["is_control"].to_numpy(), ["_file", "_row", "group_label", "text"]]
     want = [file_cues.get(int(f)) or cues.get(str(g)) for f, g in zip(d["_file"], d["group_label"])]
     if not any(want):
         return []
-    miss = np.array([bool(w) and fold(w) not in fold(t) for w, t in zip(want, d["text"])])
+    fo = _folder()
+    miss = np.array([bool(w) and fold(w) not in fo(t) for w, t in zip(want, d["text"])])
     if not miss.any():
         return []
     bad = d[miss]
@@ -245,7 +265,7 @@ def recurring_replies(rows: pd.DataFrame, previews: dict[int, str], *, min_rows:
     least ``min_posts`` posts: ``[{text, rows, posts, share, short}]``, most frequent first. A model rarely
     gives one reply word for word to many different posts; a failure placeholder does. ``short``: at
     most ``short_chars`` characters (a placeholder such as ``"ERROR!"`` rather than a template answer)."""
-    ok = rows[rows["_rstate"] == 0]
+    ok = rows.loc[rows["_rstate"] == 0, ["_rhash", "post_id"]]
     if ok.empty:
         return []
     counts = ok["_rhash"].value_counts()

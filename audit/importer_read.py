@@ -33,7 +33,7 @@ __all__ = ["FORMATS", "file_format", "iter_release_file", "encoding_advice"]
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 20_000
 QUOTE_HINT = ("if its fields are quoted (replies with newlines or tabs inside double quotes), add quoting: csv "
               "for this file in the import spec")
 
