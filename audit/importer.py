@@ -900,7 +900,8 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
             warnings.append(
                 f"the replies of {r['file']} (condition {r['condition']}) are no more similar to their own posts than "
                 f"to the other posts (own post's mean similarity rank {r['mean_rank']:.2f}; 0.5 is chance, over "
-                f"{r['replies']} replies): rows may be shuffled within the file; check the alignment")
+                f"{r['replies']} replies): rows may be shuffled within the file; check the alignment (if the replies never "
+                f"echo their posts, this check cannot tell, and the warning can be ignored)")
 
     sizes = rows.groupby(["variant_id", "model_name", "style_name"]).size()
     samples = int(rows["sample_index"].max()) + 1 if len(rows) else 1

@@ -349,3 +349,19 @@ def test_race_by_gender_release_gets_pooled_axis_contrasts_beside_the_cell_gaps(
     md = (run / "report.md").read_text(encoding="utf-8")
     assert "Pooled axis contrasts (beside the cell-level gaps above)" in md and "| race | Black vs White |" in md
     assert (run / "tables" / "results_axes.csv").is_file()
+
+
+def test_failed_value_and_repeated_posts_flags_of_a_long_table(tmp_path, capsys):
+    """The flags say what the import spec keys say: --failed-value marks placeholders as failed replies;
+    --repeated-posts posts accepts two posts that share a text."""
+    rows = _long_rows()
+    rows[3]["reply"] = rows[5]["reply"] = "N/A"
+    rows += [dict(r, post_id="P9") for r in rows[:2]]  # another post with post P0's text
+    path = _long(tmp_path, rows)
+    args = ["import", str(path), "--post-id", "post_id", "--group", "group", "--variant", "text", "--reply", "reply"]
+    assert cli_main(args + ["--out", str(tmp_path / "refused")]) == 2
+    assert "repeated_posts: posts" in capsys.readouterr().err
+    assert cli_main(args + ["--out", str(tmp_path / "run"), "--failed-value", "N/A", "--repeated-posts", "posts",
+                            "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["replies_missing"], s["replies_placeholder"], s["posts"]) == (2, 2, 7)
