@@ -14,7 +14,8 @@ Memory (issue 28, item 8: a 1 GB CSV imports in at most 2 GB RSS): ``python benc
 --gb 1`` writes a CSV of about 1 GB under /tmp (streamed, never held in memory: 2,000 posts x 10
 conditions x 50 samples, replies of ~900 characters), imports it in a child process and prints that
 process's peak resident set size (``ru_maxrss`` of the child), then deletes the files. Nothing big is
-committed.
+committed. Measured (2 shared cores, tests running beside it): 1.00 GB, 748,640 rows -> peak RSS
+1.10 GiB, 627 s wall; the store 1.76 GB.
 """
 
 from __future__ import annotations
