@@ -21,14 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     js = j.add_subparsers(dest="judge_command", metavar="COMMAND", required=True)
     v = js.add_parser("validate", help="agreement of a judge's labels with human labels (Cohen's / Fleiss' kappa)",
                       description="Read a table of (reply, criterion, judge label, one or more human labels; yes/no) "
-                                  "and print judge-human Cohen's kappa (per annotator and against the majority), "
-                                  "accuracy, Fleiss' kappa among the annotators and their pairwise kappa. The "
-                                  "published judge (GPT-4o, Moore et al. 2025) reached kappa 0.96 against two "
-                                  "annotators.")
+                                  "and print Fleiss' kappa over the judge and the annotators, Fleiss' kappa among "
+                                  "the annotators alone, the judge's Cohen's kappa against each annotator and "
+                                  "against their majority (with accuracy), and the annotators' pairwise Cohen's "
+                                  "kappa, each row labelled. The published judge (GPT-4o, Moore et al. 2025) "
+                                  "reached Fleiss' kappa 0.959 over the judge and two annotators.")
     v.add_argument("--data", required=True, metavar="FILE", help="CSV, TSV, JSONL or parquet table")
     v.add_argument("--columns", default="", metavar="FIELD=COL,...",
                    help="column names for reply, criterion, judge, humans (humans: COL|COL|...; default every "
-                        "column starting with 'human')")
+                        "column starting with 'human' or 'annotator'; the judge's column may not be among them)")
     v.add_argument("--json", metavar="OUT", help="also write the result as JSON here")
     v.set_defaults(func=_validate)
 
@@ -65,9 +66,12 @@ def _validate(args: argparse.Namespace) -> int:
     cols = _pairs(args.columns, VALIDATE_FIELDS)
     humans = cols.pop("humans", None)
     res = validate_judge(args.data, humans=humans.split("|") if humans else None, **cols)
-    print(res.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    fa = res.fleiss_all
+    print(f"Fleiss' kappa, judge + {len(res.columns['humans'])} annotators: {fa['kappa']:.3f} (n = {fa['n']})")
     if res.fleiss is not None:
-        print(f"Fleiss' kappa among {res.fleiss['raters']} annotators: {res.fleiss['kappa']:.3f} (n = {res.fleiss['n']})")
+        print(f"Fleiss' kappa, {res.fleiss['raters']} annotators alone: {res.fleiss['kappa']:.3f} "
+              f"(n = {res.fleiss['n']})")
+    print(res.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if res.n_ties:
         print(f"{res.n_ties} rows where the annotators tie are left out of the majority comparison")
     print(res.summary())
