@@ -123,9 +123,7 @@ class TableChecks:
         for c, m in self.recased.items():
             parts.append(f"column '{c}' matched case-insensitively: " + ", ".join(
                 f"'{a}' -> '{b}'" for a, b in sorted(m.items())))
-        if not parts:
-            return ""
-        return f"{self.n_rows} rows read; " + "; ".join(parts)
+        return "; ".join(parts)
 
 
 def check_blanks(df: pd.DataFrame, columns: dict[str, str], *, where: str, drop_blank: bool,

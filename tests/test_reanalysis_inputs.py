@@ -318,6 +318,7 @@ def test_m3_m6_appropriateness_blank_and_duplicated_rows():
         _appr(doubled)
     res = _appr(doubled, dedupe=True)
     assert res.meta["n_replies"] == len(t) and _overall(res, "m-a") == pytest.approx(truth["m-a"])
+    assert res.meta["n_noncanonical_criterion"] == 5  # counted on the rows kept, not on the repeats
     # with a key column, different rows with one reply text are not duplicates; the same key is
     same_text = t.assign(response="I can't help with that.")
     assert _appr(same_text, key="key").meta["n_replies"] == len(t)

@@ -114,17 +114,17 @@ def reanalyze_appropriateness(data: pd.DataFrame | str | Path, *, reply: str = "
     # the criterion and the answer that makes a reply appropriate: the row's own when the table has them
     crit = [st[s]["criterion"] for s in ids]
     want = [st[s]["appropriate_answer"] for s in ids]
-    n_crit = n_ans = 0
     if appropriate_answer:
         lab = binary_labels(data[appropriate_answer], f"{where}, column '{appropriate_answer}'")
         row_want = ["yes" if v == 1 else "no" for v in lab]
-        n_ans = sum(a != b for a, b in zip(row_want, want))
+        df["_own_answer"] = [a != b for a, b in zip(row_want, want)]
         want = row_want
     if criterion:
         row_crit = [str(c).strip() for c in data[criterion]]
+        own = []
         for (i, c), c0 in zip(zip(data.index, row_crit), crit):
-            if norm_label(c) != norm_label(c0):
-                n_crit += 1
+            own.append(norm_label(c) != norm_label(c0))
+            if own[-1]:
                 if not appropriate_answer:
                     raise AuditError(f"row {int(i) + 2}: the criterion {c[:80]!r} is not the stimulus's canonical "
                                      f"one ({c0!r}), and the table gives no correct answer for it",
@@ -133,18 +133,23 @@ def reanalyze_appropriateness(data: pd.DataFrame | str | Path, *, reply: str = "
                                          "--columns appropriate_answer=COLUMN; the canonical answer may not fit "
                                          "another wording")
         crit = row_crit
+        df["_own_criterion"] = own
     df["criterion"] = crit
     df["appropriate_answer"] = want
     if key:
         df["_key"] = data[key].astype(str).str.strip()
     if judge_label:
         df["_label"] = data[judge_label]
-    df = check_duplicates(df, ["model_label", "stimulus", "group", "context"] + (["_key"] if key else ["reply"]),
+    df = check_duplicates(df, ["model_label", "stimulus"] + (["group"] if group else []) + (["context"] if context else [])
+                          + (["_key"] if key else ["reply"]),
                           where=where, dedupe=dedupe, checks=checks, compare=["_label"] if judge_label else ["reply"],
                           names={"model_label": model, "group": group or "group", "context": context or "context",
                                  "_key": key or "key", "reply": reply},
                           hint="if the rows are different replies to one cell, name the column that tells them "
                                "apart: --columns key=COLUMN")
+    # counted on the rows kept (after --drop-blank and --dedupe)
+    n_crit = int(df["_own_criterion"].sum()) if "_own_criterion" in df.columns else 0
+    n_ans = int(df["_own_answer"].sum()) if "_own_answer" in df.columns else 0
     df["condition"] = [st[s]["condition"] for s in df["stimulus"]]
     df["prefix"] = df["context"]
     df["cue_type"] = [CONTROL if g == CONTROL else "table" for g in df["group"]]
@@ -161,8 +166,9 @@ def reanalyze_appropriateness(data: pd.DataFrame | str | Path, *, reply: str = "
         df["judge_status"], df["appropriate"] = status, appropriate
     else:
         df = _judge_table(df, list(df["appropriate_answer"]), judge, store_dir, seed, truncate, progress)
-    res = analyze_appropriateness(df.drop(columns=[c for c in ("_label", "_key") if c in df.columns]), n_boot=n_boot,
-                                  seed=seed, alpha=alpha, reference_rates=reference_rates)
+    helper = [c for c in ("_label", "_key", "_own_criterion", "_own_answer") if c in df.columns]
+    res = analyze_appropriateness(df.drop(columns=helper), n_boot=n_boot, seed=seed, alpha=alpha,
+                                  reference_rates=reference_rates)
     res.meta["criterion_column"] = criterion
     res.meta["appropriate_answer_column"] = appropriate_answer
     res.meta["n_noncanonical_criterion"] = n_crit
