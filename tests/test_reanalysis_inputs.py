@@ -98,6 +98,20 @@ def test_m4_a_blank_demographic_cell_is_an_error_not_a_traceback(column):
     assert e.value.where == f"the table, column '{column}'"
 
 
+def test_m4_the_binary_gap_test_names_a_missing_level_instead_of_a_type_error():
+    from audit.stats.binary import binary_gap
+
+    rng = np.random.default_rng(1)
+    d = pd.DataFrame({"y": rng.integers(0, 2, 120).astype(float), "race": ["White", "Black", "Hispanic"] * 40,
+                      "gender": ["man", "woman"] * 60, "post_id": np.repeat(np.arange(30), 4)})
+    d["race"] = d["race"].astype("str")
+    d.loc[5, "race"] = np.nan
+    with pytest.raises(AuditError, match="1 rows have no race level") as e:
+        binary_gap(d, outcome="y", term="race", reference="White", factors=["gender"], cluster="post_id",
+                   where="model m")
+    assert e.value.where == "model m, column 'race'"
+
+
 # M5: 'White' written 'white' made every race test vanish; an unknown level became a tested level
 def test_m5_levels_are_matched_case_insensitively_and_whitespace_stripped(stigma_clean):
     t, clean = stigma_clean
