@@ -198,26 +198,29 @@ def check_duplicates(df: pd.DataFrame, key: Sequence[str], *, where: str, dedupe
     """Rows whose ``key`` columns repeat an earlier row's: an AuditError naming both rows and the key,
     or with ``dedupe`` the repeats dropped (the first row is kept) and counted; ``compare`` columns
     count the dropped repeats that differ from the kept row."""
-    dup = df.duplicated(list(key), keep="first")
+    def text(v: object) -> str:
+        return "" if is_blank(v) else str(v)
+
+    # one string per row (blank and NaN cells compare equal to each other, unlike in pandas' NaN logic)
+    k = pd.Series(["\x1f".join(t) for t in zip(*(df[c].map(text) for c in key))], index=df.index, dtype=object)
+    dup = k.duplicated(keep="first")
     if not dup.any():
         return df
     names = names or {}
     if not dedupe:
         pos = dup.idxmax()
+        first = k.index[(k == k[pos]).to_numpy()][0]
         row = df.loc[pos]
-        same = (df[list(key)] == row[list(key)]).all(axis=1)
-        first = same.idxmax()
-        label = ", ".join(f"{names.get(k, k)}={row[k]!s:.40}" for k in key)
+        label = ", ".join(f"{names.get(c, c)}={text(row[c]):.40}" for c in key)
         raise AuditError(f"rows {int(first) + 2} and {int(pos) + 2} have the same design key ({label}); "
                          f"{int(dup.sum())} rows repeat an earlier row's key", where=where,
                          fix="remove the repeats, or pass --dedupe to keep each key's first row (the dropped rows "
                              "are counted and stated in the summary)" + (f"; {hint}" if hint else ""))
     if compare:
-        firsts = df[~dup].drop_duplicates(list(key)).set_index(list(key))[list(compare)]
-        rep = df[dup]
-        kept = firsts.loc[pd.MultiIndex.from_frame(rep[list(key)]) if len(key) > 1 else rep[key[0]]]
-        differ = (rep[list(compare)].astype(str).to_numpy() != kept.astype(str).to_numpy()).any(axis=1)
-        checks.duplicates_differ += int(differ.sum())
+        kept = {kk: tuple(text(v) for v in vals) for kk, vals in
+                zip(k[~dup], zip(*(df.loc[~dup, c] for c in compare)))}
+        checks.duplicates_differ += sum(kept[kk] != tuple(text(v) for v in vals) for kk, vals in
+                                        zip(k[dup], zip(*(df.loc[dup, c] for c in compare))))
     checks.dropped_duplicates += int(dup.sum())
     return df[~dup]
 

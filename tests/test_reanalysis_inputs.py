@@ -151,6 +151,10 @@ def test_m6_duplicated_design_keys_are_an_error_or_a_counted_dedupe(stigma_clean
     assert res.meta["table_checks"]["dropped_duplicates"] == 300
     assert res.meta["table_checks"]["duplicates_differ"] == 0
     pd.testing.assert_frame_equal(res.rates, clean.rates)
+    # repeats that disagree with the kept row are counted as such
+    conflict = pd.concat([t, t.iloc[:10].assign(output="A")], ignore_index=True)
+    res = _reanalyze(conflict, dedupe=True)
+    assert res.meta["table_checks"]["duplicates_differ"] == int((t.iloc[:10]["output"] != "A").sum()) > 0
 
 
 def test_m6_a_sample_column_tells_legitimate_repeats_apart():
