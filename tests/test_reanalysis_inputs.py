@@ -137,6 +137,13 @@ def test_m5_an_unknown_level_is_an_error_listing_the_known_levels():
     with pytest.raises(AuditError, match="unknown race 'Asian'") as e:
         _reanalyze(t)
     assert "White, African American, Hispanic" in e.value.fix
+    # another design's levels are declared, not guessed
+    own = _stigma_table()
+    own["race"] = own["race"].replace({"African American": "Black"})
+    with pytest.raises(AuditError, match="unknown race 'Black'"):
+        _reanalyze(own)
+    res = _reanalyze(own, levels={"race": ["White", "Black", "Hispanic"]})
+    assert set(res.tests.loc[res.tests["term"] == "race", "group"]) == {"Black", "Hispanic"}
 
 
 # M6: duplicated rows were counted twice (n = 700 for 350 items)
