@@ -218,7 +218,8 @@ def identical_conditions(rows: pd.DataFrame, names: list[str], sha: list[str], f
                 problems.append(f"conditions '{_condition_label(*a)}' ({fa}) and '{_condition_label(*b)}' ({fb}) have "
                                 f"identical {what}" + (": a file mislabelled upstream carries another condition's "
                                                        "posts" if col == "post" else ": the same replies were given "
-                                                       "for two conditions"))
+                                                       "for two conditions (or the model answered both word for "
+                                                       "word alike, e.g. greedy decoding that ignores the cue)"))
             else:
                 by[h] = k
     if problems and not force:
