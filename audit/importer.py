@@ -58,7 +58,6 @@ different import into a run directory that holds one is refused.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
 import json
@@ -73,9 +72,9 @@ import pandas as pd
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import AuditError
-from .importer_checks import (fold, identical_conditions, missing_cues, one_id_one_text, recurring_replies, relevance,
+from .importer_checks import (identical_conditions, missing_cues, one_id_one_text, recurring_replies, relevance,
                               repeated_texts, row_blocks, text_hash)
-from .importer_read import FORMATS, file_format, iter_release_file
+from .importer_read import FORMATS, file_format, iter_release_file  # noqa: F401 - FORMATS re-exported
 from .resources import sha256_file
 from .spec import CUE_TYPES, StrictModel, read_yaml, spec_from_dict, spec_where, validation_error
 from .store import STORE_FILENAME, RunStore, canonical_json, request_key
