@@ -27,7 +27,8 @@ import`` for a single long table::
   ``{"import": <file name>}``, the sample index from its column (or the row's occurrence number among
   rows of the same variant, model and style). The request key includes the file's hash and row, so
   every row is one request and a re-import finds the same keys.
-- ``replies``: status ``ok``, or ``failed`` for an empty or missing reply (counted, never dropped).
+- ``replies``: status ``ok``, or ``failed`` for an empty or missing reply or a ``failed_values``
+  placeholder (counted, never dropped).
   Text goes through :func:`audit.untrusted.replace_unencodable`.
 - ``scores``: the release's own score columns as named scorers (e.g. ``published``), with a
   ``scorer_info`` that says where they came from; a measure named like a built-in scorer's (``ER``,
@@ -51,6 +52,22 @@ or their :class:`difflib.SequenceMatcher` ratio is at least ``min_similarity`` (
 adds a few words to a post, a misaligned row is another post). Unmatched rows are not imported (they
 cannot be attributed to a post) and are counted per file. When their share exceeds ``max_unmatched``
 (5% by default) or the row counts differ, the import is refused as implausible unless ``force``.
+
+Posts and samples (``match: rows``): row *k* is post *k*, unless ``rows_per_post: K`` (blocks of K
+rows are the K samples of one post), a ``sample`` column or ``repeated_posts: samples`` (runs of rows
+with one post text are one post) say otherwise. Identical post texts within one condition that are
+not declared so (or as ``repeated_posts: posts``) are an error: samples counted as posts overstate the
+effective sample size.
+
+Content checks (:mod:`audit.importer_checks`), before anything is written: one post id, one text;
+two conditions with identical post texts or replies (per-column content hashes), or the same file
+twice, are an error naming both (a warning with ``force``); so is a condition whose posts lack its
+declared cue (``cues``, ``files[i].cue``). Warnings (in the summary and the report): a short reply text
+recurring across many rows and posts (a placeholder to declare in ``failed_values``), and a file whose
+replies are no more similar to their own posts than to the others (shuffled rows).
+
+Files are read in chunks (:mod:`audit.importer_read`), twice (check, then store), so memory does not
+grow with the replies' size.
 
 Re-importing the same files with the same mapping into the same run directory changes nothing; a
 different import into a run directory that holds one is refused.
