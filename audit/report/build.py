@@ -661,7 +661,8 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     summary["family_size"] = _family_size(data, res)
     headline = headline_sentences(res, disparity, data.tables.get("results_power"), primary, reference=reference,
                                   alpha=alpha, catalog=data.measures)
-    _groups = group_table(res, primary, reference=reference, catalog=data.measures)
+    _groups = group_table(res, primary, reference=reference, catalog=data.measures,
+                          extra_references=spec.analysis.extra_references if spec is not None else ())
     first_figure = next((f for f in figures if f.id == "fig-forest-primary"), None)
     figures = [f for f in figures if f is not first_figure]
     models = _records(data.models.drop(columns=["params"])) if not data.models.empty else []

@@ -80,6 +80,13 @@ def _interval(row: dict[str, Any], catalog: MeasureCatalog | None, absolute: boo
                 significant_holm=bool(row.get("significant_holm")))
 
 
+def _absolute(pooled: pd.DataFrame) -> bool:
+    """One unit for the first screen (table, sentence and figure alike): absolute where any row's
+    Holm-consistent relative interval is missing."""
+    num = lambda c: pd.to_numeric(pooled[c], errors="coerce") if c in pooled else pd.Series(float("nan"), index=pooled.index)  # noqa: E731
+    return bool((num("estimate").notna() & (num("rel_ci_low_adj").isna() | num("rel_ci_high_adj").isna())).any())
+
+
 def _pooled(results: pd.DataFrame, outcome: str) -> pd.DataFrame:
     r = results[(results["outcome"] == outcome) & (results.get("style", "pooled") == "pooled")]
     if "cue_type" in r and (r["cue_type"] == "pooled").any():
@@ -117,11 +124,11 @@ def headline_sentences(results: pd.DataFrame | None, disparity: pd.DataFrame | N
         else:
             out.append(f"No disparity in {label} between groups could be estimated ({row.get('warning') or 'no data'}).")
     pooled = _pooled(results, outcome)
-    between = pooled[pooled["reference"].astype(str) != str(reference)]
+    between = pooled[(pooled["reference"].astype(str) != str(reference)) & (pooled["group"].astype(str) != str(reference))]
     between = between[pd.to_numeric(between["estimate"], errors="coerce").notna()]
     if len(between):
         worst = between.loc[pd.to_numeric(between["estimate"], errors="coerce").abs().idxmax()].to_dict()
-        gap, ci = gap_text(worst, catalog, adjusted=True)
+        gap, ci = gap_text(worst, catalog, adjusted=True, absolute=_absolute(pooled))
         out.append(f"Against its reference group, \u201c{worst['group']}\u201d differs most: {gap} than "
                    f"\u201c{worst['reference']}\u201d ({ci}; Holm p = {fmt_p(worst.get('p_holm'))}).")
     ctrl = pooled[pooled["reference"].astype(str) == str(reference)]
@@ -145,17 +152,20 @@ def headline_sentences(results: pd.DataFrame | None, disparity: pd.DataFrame | N
 
 
 def group_table(results: pd.DataFrame | None, outcome: str | None, *, reference: str = "control",
-                catalog: MeasureCatalog | None = None) -> list[dict[str, Any]]:
+                catalog: MeasureCatalog | None = None, extra_references: Any = ()) -> list[dict[str, Any]]:
     """One row per group: ``group, vs_control, vs_control_ci, vs_control_sig, vs_control_p,
     vs_control_interval, reference_group, vs_reference, ...`` (pooled style and cue type; the intervals
     at the Holm-consistent level, as text and as numbers; ``*_sig`` True when significant after Holm)."""
     if outcome is None or results is None or results.empty:
         return []
     pooled = _pooled(results, outcome)
-    num = lambda c: pd.to_numeric(pooled[c], errors="coerce") if c in pooled else pd.Series(float("nan"), index=pooled.index)  # noqa: E731
-    # one unit for the whole table (as its figure): absolute where any row's relative interval is missing
-    absolute = bool((num("estimate").notna() & (num("rel_ci_low_adj").isna() | num("rel_ci_high_adj").isna())).any())
+    absolute = _absolute(pooled)
     rows: dict[str, dict[str, Any]] = {}
+    # the control is not a group (with extra references it is compared with them too); a group's
+    # reference group is its matched one (analysis.reference_group), not an extra reference
+    pooled = pooled[pooled["group"].astype(str) != str(reference)]
+    extra = {str(x) for x in (extra_references or ())}
+    pooled = pooled.assign(_extra=pooled["reference"].astype(str).isin(extra)).sort_values("_extra", kind="stable")
     for r in pooled.to_dict("records"):
         g = str(r["group"])
         row = rows.setdefault(g, dict(group=g, vs_control="n/a", vs_control_ci="", vs_control_sig=False,

@@ -355,7 +355,8 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             grad_est[j] = 1.0
             grad_ref = c
             std = est / fit.total_sd if fit.total_sd > 0 else np.nan
-            z = est / np.sqrt(V[j, j])
+            with np.errstate(invalid="ignore"):  # a negative variance of a degenerate fit: NaN, said in the row
+                z = est / np.sqrt(V[j, j])
         else:
             # standardise over the reference rows: group indicator off (reference) or on (group lv)
             Xg = Xr.copy()
@@ -370,7 +371,8 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             grad_est = (p1 * (1 - p1)) @ Xg / len(Xg) - grad_ref
             std = float(b[j] * np.sqrt(3) / np.pi)
             z = None  # set below, on the probability scale of the reported gap and its CI
-        se = float(np.sqrt(grad_est @ V @ grad_est))
+        with np.errstate(invalid="ignore"):
+            se = float(np.sqrt(grad_est @ V @ grad_est))
         if z is None:
             # Wald test of the reported gap itself (delta-method SE), so the p-value and the CI can
             # never disagree. The log-odds-ratio Wald test did disagree under near-separation
