@@ -211,3 +211,17 @@ def test_a_reply_rated_in_two_packets_by_one_rater_is_one_rating(run, tmp_path):
     assert same.written == 0 and same.unchanged == 3 * n
     err = _error(run, fill_csv(run, b.out_dir, "ann", lambda k, m: 0.0, tmp_path / "c.csv"))
     assert "this file says level 0" in err.what and "a.csv" in err.what
+
+
+def test_a_csv_whose_texts_quote_someone_is_read(run, packet, tmp_path):
+    """A post or comment with a quotation ("just reach out") is written with doubled quotes by every
+    spreadsheet; the importer used to sniff the header line only, guessed no doubled quotes and read
+    the rest of the post as the rating (issue 29's newcomer walk: 'er is "the words die in my throat..."')."""
+    f = fill_csv(run, packet.out_dir, "ann", lambda k, m: 2.0, tmp_path / "q.csv")
+    df = pd.read_csv(f, dtype=str, keep_default_na=False)
+    df["comment"] = 'she said "just reach out," and, well, "fine"'
+    df["post"] = df["post"] + ' Everyone keeps saying "just reach out," but I can\'t.'
+    df.to_csv(f, index=False)
+    assert '""just reach out,""' in f.read_text(encoding="utf-8")
+    s = import_ratings(run, f, rater="ann")
+    assert s.rated_items == s.rows and set(_ratings(run)["value"]) == {2.0}

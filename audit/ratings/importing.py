@@ -137,10 +137,12 @@ def _read_text(path: Path) -> str:
 
 def _csv_rows(text: str, path: str) -> Iterator[_Row]:
     try:
-        dialect = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+        delimiter = ","
+    # only the delimiter is taken from the header line: sniffing one line cannot tell how quotes are
+    # escaped, and a guess of no doubled quotes split every post that quotes someone ("" in CSV)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', doublequote=True)
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     need = {"item_id", *LEVEL_COLUMNS}

@@ -351,7 +351,9 @@ def plan_power(
     if not n_groups:
         raise AuditError("the number of groups could not be read from the spec", where=where,
                          fix="give the number of groups (--groups)")
-    run_m, _ = _run_family(pilot_dir)
+    # the run's own family only when the run IS the planned audit (a run directory, or the spec's own run);
+    # a pilot given with --pilot/--from is a smaller design: the plan keeps the spec's family
+    run_m, _ = _run_family(pilot_dir) if pilot is None else (None, None)
     if family_size:
         family, family_source = int(family_size), "stated"
     elif run_m:
