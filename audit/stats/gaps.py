@@ -78,6 +78,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import AuditError
+from .degenerate import CONSTANT, constant_arms, constant_pair_reason, constant_value, is_constant
 from .designs import detect_design
 from .fastlmm import NestedRIFit, fit_nested_ri
 from .missing import differential_missingness, level_labels, match_level, missing_by_group, missing_note
@@ -140,9 +141,9 @@ def validate_table(
     if gvals.nunique() < 2:
         raise AuditError(f"column '{group}' has only the reference level", where=where,
                          fix="the table needs rows of at least one other group")
-    if np.nanstd(d[outcome].to_numpy()) == 0:
+    if is_constant(d[outcome].to_numpy()):  # relative to the outcome's scale (audit.stats.degenerate)
         raise AuditError(
-            f"outcome '{outcome}' is constant ({d[outcome].iloc[0]:g}) in every row: there is no gap to test",
+            f"outcome '{outcome}' is constant ({constant_value(d[outcome]):g}) in every row: there is no gap to test",
             where=where, fix="choose an outcome that varies",
         )
     ncl = d[cluster].nunique()
@@ -510,9 +511,17 @@ def gap_test(
     binary = is_binary(d[outcome])
 
     def annotate(r: pd.DataFrame, sub: pd.DataFrame, level: str | None) -> pd.DataFrame:
-        """Missing counts, effective sample size and design beside each estimate."""
+        """Missing counts, effective sample size and design beside each estimate; a group whose arm and
+        the reference's are both constant is not fitted (:mod:`audit.stats.degenerate`)."""
         is_ref = sub[group] == ctrl
+        arms = constant_arms(sub[outcome], sub[group])
         for i, g in r["group"].items():
+            why = constant_pair_reason(arms, g, ctrl) if r.at[i, "method"] != "not fitted" else None
+            if why:
+                r.loc[i, ["se", "ci_low", "ci_high", "relative_gap", "rel_ci_low", "rel_ci_high", "std_effect",
+                          "z", "p_value"]] = np.nan
+                r.at[i, "estimate"], r.at[i, "ref_mean"] = arms[g] - arms[ctrl], arms[ctrl]
+                r.at[i, "method"], r.at[i, "converged"], r.at[i, "warning"] = CONSTANT, False, why
             if (sub[group] == g).any():
                 info = detect_design(sub[is_ref | (sub[group] == g)], group, cluster)
                 r.at[i, "n_clusters"], r.at[i, "design"] = info.n_clusters, info.kind
