@@ -267,7 +267,7 @@ def group_tests(conv: pd.DataFrame, *, reference: str, alpha: float = 0.05,
                 outcomes: Sequence[str] = OUTCOMES) -> pd.DataFrame:
     """The family of group-gap tests (see the module docstring), Holm and BH adjusted."""
     from ..stats.corrections import adjust_family
-    from ..stats.degenerate import constant_arms, is_constant
+    from ..stats.degenerate import attach_warnings, captured, constant_arms, is_constant
     from ..stats.gaps import gap_test
 
     p = conv[conv["arm"] == "persona"]
@@ -279,10 +279,10 @@ def group_tests(conv: pd.DataFrame, *, reference: str, alpha: float = 0.05,
             dd = d[["persona_id", "objective", "group_name", out]].copy()
             factors = ["objective"] if dd["objective"].nunique() > 1 else []
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                with captured() as caught:  # stated on the rows (audit.stats.degenerate), never printed
                     r = gap_test(dd, outcome=out, group="group_name", control=reference, cluster="persona_id",
                                  factors=factors, allow_missing=True, alpha=alpha, where=f"model {model}, {out}")
+                r = pd.DataFrame(attach_warnings(r.to_dict("records"), caught), columns=r.columns)
             except AuditError as exc:
                 r = pd.DataFrame([{"group": g, "reference": reference, "method": "not fitted", "warning": exc.message}
                                   for g in sorted(set(dd["group_name"]) - {reference})])

@@ -27,16 +27,23 @@ constant arms the gap is a difference of two constants: there is no variation to
 error from, so no p-value (a model returns SE 0 and p = 0, or an artefact of the other groups'
 variance). Such a row is "not fitted: constant" (:func:`constant_pair_reason`); the estimate stays
 the difference of the two values, descriptively.
+
+Numerical warnings (:func:`captured`, :func:`attach_warnings`) are the other face of a degenerate
+fit: a covariance matrix that is numerically indefinite (a negative variance under a square root), an
+optimiser that did not converge. They are caught where the fit runs and stated on the rows it
+produced, never printed to the console.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["RTOL", "constant_arms", "constant_pair_reason", "constant_value", "is_constant", "CONSTANT"]
+__all__ = ["RTOL", "SE_RTOL", "Captured", "attach_warnings", "captured", "constant_arms", "constant_pair_reason",
+           "constant_value", "is_constant", "no_standard_error", "CONSTANT"]
 
 #: Relative tolerance of :func:`is_constant` (see the module docstring for why 1e-9).
 RTOL = 1e-9
@@ -90,3 +97,73 @@ def constant_pair_reason(arms: dict[str, float], group: str, reference: str) -> 
     a, r = arms[str(group)], arms[str(reference)]
     return (f"{CONSTANT}: every value of '{group}' is {a:g} and every value of '{reference}' is {r:g}; "
             "with no variation in either arm there is no standard error and no p-value (the gap is their difference)")
+
+
+# --------------------------------------------------------------------------- numerical warnings
+
+class Captured(list):
+    """The numerical warnings raised inside :func:`captured`, as short texts ("RuntimeWarning: invalid
+    value encountered in sqrt"), first occurrence of each, in order."""
+
+    def reason(self) -> str:
+        return "; ".join(f"numerical warning during the fit: {w}" for w in self)
+
+
+@contextmanager
+def captured():
+    """Catch the warnings of a fit where they arise (scipy / numpy ``RuntimeWarning``, statsmodels
+    ``ConvergenceWarning``, ``HessianInversionWarning``, ``DomainWarning``, ...) instead of letting them
+    print: yields a :class:`Captured` list the caller turns into a stated reason on the rows the fit
+    produced (:func:`attach_warnings`). Nothing is printed to the console."""
+    import warnings
+
+    out = Captured()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield out
+    for w in caught:
+        text = f"{w.category.__name__}: {str(w.message).splitlines()[0].strip()}"
+        if text not in out:
+            out.append(text)
+
+
+def attach_warnings(rows: list[dict[str, Any]], caught: Captured) -> list[dict[str, Any]]:
+    """State the captured warnings on the rows they affect: the square root of a negative variance on
+    the rows left without a standard error; warnings about the fit as a whole (convergence, a singular
+    Hessian, overflow) on every row of the fit."""
+    if not caught:
+        return rows
+    sqrt = [w for w in caught if "sqrt" in w]
+    fit_wide = Captured(w for w in caught if "sqrt" not in w)
+    for r in rows:
+        se = r.get("se")
+        texts = []
+        if sqrt and (se is None or not np.isfinite(float(se))):
+            texts.append(f"the estimated variance of the gap was negative by rounding ({sqrt[0]})")
+        if fit_wide:
+            texts.append(fit_wide.reason())
+        if texts:
+            r["warning"] = "; ".join(x for x in (r.get("warning"), *texts) if isinstance(x, str) and x)
+    return rows
+
+
+#: A standard error at most this share of the outcome's scale is no standard error (see
+#: :func:`no_standard_error`).
+SE_RTOL = 1e-6
+
+
+def no_standard_error(se: Any, scale: float) -> bool:
+    """Whether a fitted gap has no usable standard error: missing, not finite, or at most ``SE_RTOL``
+    of the outcome's scale (``max |y|``).
+
+    A gap whose group and reference agree within every cluster (every post's, or persona's, replies of
+    the two groups score the same) has a cluster-robust variance of exactly 0 in exact arithmetic; in
+    floating point it comes out as +-1e-16, so the SE is 1e-8 (and p = 1) on one CPU and the square
+    root of a negative number (NaN) on another. An SE of 1e-6 of the scale would need ~1e11 replies
+    of a 0/1 outcome; below it, the "SE" is rounding, and the row gets no p-value.
+    """
+    try:
+        v = float(se)
+    except (TypeError, ValueError):
+        return True
+    return not np.isfinite(v) or v <= SE_RTOL * abs(float(scale))
