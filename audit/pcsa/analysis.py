@@ -45,7 +45,6 @@ is ``n_personas``.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
