@@ -371,11 +371,14 @@ def _is_constant_reason(what: str) -> bool:
 
 def _shift_p(d: pd.DataFrame, ref: str, other: str) -> float:
     """p-value of a shift of the mean between two versions, paired by (variant, style): the one-sample t
-    test of the per-(variant, style) differences of the versions' means (NaN with fewer than 2 pairs;
-    1 when every difference is the same value up to rounding, i.e. no spread and no shift)."""
+    test of the per-(variant, style) differences of the versions' means (NaN with fewer than 2 pairs).
+    When every difference is one value up to rounding (:mod:`audit.stats.degenerate`) the t test has no
+    spread to work with: 1 when that value is 0 (no shift at all), 0 otherwise (every variant moved by
+    the same amount: a change, not noise). Hand-written around ``scipy.stats.ttest_1samp`` for that
+    degenerate case, which scipy answers with NaN and a RuntimeWarning."""
     from scipy import stats as _st
 
-    from .stats.degenerate import is_constant
+    from .stats.degenerate import RTOL, is_constant
 
     m = d[d["run"].isin([ref, other])].groupby(["variant_id", "style", "run"])["value"].mean().unstack("run")
     if ref not in m or other not in m:
@@ -385,7 +388,7 @@ def _shift_p(d: pd.DataFrame, ref: str, other: str) -> float:
         return float("nan")
     scale = float(np.nanmax(np.abs(m.to_numpy(float)))) if m.size else 0.0
     if is_constant(diff, scale=scale):
-        return 1.0 if abs(float(np.mean(diff))) <= 1e-9 * max(scale, 1e-300) else 0.0
+        return 1.0 if abs(float(np.mean(diff))) <= RTOL * scale else 0.0
     return float(_st.ttest_1samp(diff, 0.0).pvalue)
 
 
