@@ -103,3 +103,29 @@ def test_python_examples_run_as_printed(repo_root, monkeypatch):
     result = doctest.testfile(str(repo_root / "docs" / "guide" / "python.md"), module_relative=False,
                               optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 6 and result.failed == 0
+
+
+def test_readme_pilot_sizes_match_the_code(repo_root, tmp_path):
+    """The pilot recipe's reply counts (step 3) are what the code builds from the flagship spec."""
+    import audit
+
+    text = (repo_root / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"\(10 posts × (\d+) variants × (\d) styles = ([\d,]+) replies;.*?for ([\d,]+)\)", text, flags=re.S)
+    assert m, "the pilot's size must be stated"
+    base = yaml.safe_load((repo_root / "analyses" / "can-ai-relate.yaml").read_text(encoding="utf-8"))
+
+    def replies(**change):
+        spec = {**base, "name": "pilot", "samples": 1, "posts": {**base["posts"], "limit": 10}}
+        if change.get("small"):
+            spec["demographics"] = {**base["demographics"], "alternatives": 1}
+            spec["styles"] = ["plain"]
+        p = tmp_path / "pilot.yaml"
+        p.write_text(yaml.safe_dump(spec), encoding="utf-8")
+        s = audit.load_spec(p)
+        return len(audit.build_variants(s)), len(s.styles)
+
+    n_var, n_styles = replies()
+    assert (int(m.group(1)) * 10, int(m.group(2))) == (n_var, n_styles)
+    assert int(m.group(3).replace(",", "")) == n_var * n_styles
+    n_small, styles_small = replies(small=True)
+    assert int(m.group(4).replace(",", "")) == n_small * styles_small
