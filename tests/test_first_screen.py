@@ -151,3 +151,14 @@ def test_first_screen_in_chromium_no_interval_contradicts_its_p_value(demo_run):
               if r.get(f"vs_{k}_interval")]
     assert [(round(s["low"], 3), round(s["high"], 3)) for s in stored] == [(iv["lo"], iv["hi"]) for iv in shown[1:]]
     assert "0–2 scale" in text  # the scale stated with the first number
+
+
+def test_no_smallest_detectable_gap_is_larger_than_the_scale(demo_run):
+    """'Emotional Reactions: 2.14 points' on a 0-2 scale said nothing; such a gap is stated as none."""
+    doc = json.loads((demo_run / "results.json").read_text(encoding="utf-8"))
+    two_point = ("Emotional Reactions", "Interpretations", "Explorations", "overall empathy")
+    for s in doc["summary"]["detectable_gaps"]:
+        m = re.match(r"(.+?): (\d+(?:\.\d+)?) points", s)
+        if m and m.group(1).startswith(two_point):
+            assert float(m.group(2)) < 2.0, s
+    assert any(": none; the smallest detectable gap" in s and "0–2 scale" in s for s in doc["summary"]["detectable_gaps"])

@@ -336,6 +336,14 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None,
                     and not is_absolute(outcome, row.get("ref_mean", 1.0), catalog):
                 at_gap = (f"; power to detect a {100 * float(row['gap']):.0f}% gap: "
                           f"{100 * float(row['power_at_gap']):.0f}%")
+            rng = _cat(catalog).measure(outcome).range
+            width = float(rng[1]) - float(rng[0]) if rng is not None else math.inf
+            if abs_col and _finite(row.get(abs_col)) and float(row[abs_col]) >= width:
+                scale, unit = scale_unit(outcome, catalog)
+                sentences.append(f"{label}{model}: none; the smallest detectable gap ({scale * float(row[abs_col]):.3g} "
+                                 f"{unit}) is at least the whole {scale_phrase(outcome, catalog) or 'range'} "
+                                 f"(at {int(round(100 * float(p)))}% power).")
+                continue
             # A detectable gap above 100% of the control mean says the mean is near 0: state it absolutely.
             if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0), catalog) \
                     and abs(float(row[rel_col])) <= 1.0:
