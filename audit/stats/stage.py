@@ -278,8 +278,9 @@ def analyze_scores(
                             by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
     if between and not res.empty:
         res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
-    disparity = disparity_table(observed, control=reference, alpha=alpha, seed=seed) if reference == "control" \
-        else pd.DataFrame()
+    # between the demographic groups (the control, where there is one, left out), whatever the reference:
+    # a release without a control (reference = a group) has its disparities too
+    disparity = disparity_table(observed, control="control", alpha=alpha, seed=seed)
     if res.empty:
         raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
     if res["p_value"].isna().all():
