@@ -124,8 +124,8 @@ def _harmful(raw: Any, where: str, path: str) -> int | None:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
+    try:  # bytes decoded as they are: a line break inside a quoted cell ("\r\n", "\r") stays what it was
+        return path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise AuditError("ratings file not found", where=str(path), fix="check the path") from None
     except UnicodeDecodeError as exc:

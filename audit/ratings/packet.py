@@ -275,6 +275,17 @@ def make_packet(run_dir: str | Path, *, n: int, raters: int | Sequence[str], out
                   seed=seed, files=files)
 
 
+def write_ratings_csv(path: Path, items: list[dict[str, Any]]) -> Path:
+    """One rater's ``ratings.csv``: ``item_id, post, reply`` of each item (in order) and the empty
+    columns to fill (``er, ip, ex, harmful, comment``). RFC 4180 (``"`` quotes, doubled inside a cell,
+    so any text survives: commas, quotes, newlines, semicolons, tabs), UTF-8, texts through
+    :func:`audit.untrusted.csv_safe` (the formula guard; invisible characters shown)."""
+    table = pd.DataFrame([{**it, "er": "", "ip": "", "ex": "", "harmful": "", "comment": ""} for it in items],
+                         columns=list(CSV_COLUMNS))
+    csv_safe(table).to_csv(path, index=False, encoding="utf-8")
+    return path
+
+
 def _write_files(out: Path, packet_id: str, created: str, raters: list[str], assigned: pd.DataFrame,
                  info: pd.DataFrame) -> dict[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
@@ -291,9 +302,7 @@ def _write_files(out: Path, packet_id: str, created: str, raters: list[str], ass
                  for i, k in zip(mine["item_id"], mine["request_key"])]
         d = out / r
         d.mkdir()
-        table = pd.DataFrame([{**it, "er": "", "ip": "", "ex": "", "harmful": "", "comment": ""} for it in items],
-                             columns=list(CSV_COLUMNS))
-        csv_safe(table).to_csv(d / "ratings.csv", index=False, encoding="utf-8")
+        write_ratings_csv(d / "ratings.csv", items)
         (d / "packet.html").write_text(template.render(
             packet_id=packet_id, rater=r, created_at=created, items=items, guide=load_guide(),
             csv_name=f"{r}/ratings.csv"), encoding="utf-8")
@@ -312,4 +321,5 @@ def _write_files(out: Path, packet_id: str, created: str, raters: list[str], ass
 
 
 __all__ = ["CSV_COLUMNS", "LEVEL_COLUMNS", "Packet", "allocate", "assign", "guide_markdown", "item_id",
-           "label_studio_config", "load_guide", "make_packet", "rateable_replies", "rater_ids", "stratified_sample"]
+           "label_studio_config", "load_guide", "make_packet", "rateable_replies", "rater_ids", "stratified_sample",
+           "write_ratings_csv"]

@@ -584,6 +584,7 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
     imported = import_provenance(meta, run_dir)
     if imported is not None:  # the replies came from a release: reproducing the run is re-importing it
         reproduce, spec_note = imported["reproduce"], None
+        imported["design_statement"] = None  # until an analysis has read the design
         am = data.tables.get("analysis_meta")
         if am is not None and not am.empty and "key" in am.columns:
             hit = am.loc[am["key"] == "design_statement", "value"]
