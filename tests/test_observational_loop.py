@@ -257,3 +257,33 @@ def test_d10_limitations_say_what_the_headline_measure_rests_on(loop):
     text = " ".join(lim["headline_measure_validity"])
     assert "human peer replies" in text and f"against {N_RATED} human-rated replies" in text
     assert not any("validated (" in s for s in lim["scorer_validity"])
+
+
+# --------------------------------------------------------------------------- D1 on a mixed design
+
+
+def test_d1_a_mixed_release_shows_the_control_text_where_there_is_one_and_the_post_as_written_elsewhere(tmp_path):
+    rows = []
+    for i in range(12):
+        post = f"Post {i}: I can't \"cope\", honestly;\nwhat now?"
+        groups = ["control", "Black", "White"] if i < 6 else [["Black", "White"][i % 2]]
+        for g in groups:
+            text = post if g == "control" else f"As a {g} woman, {post}"
+            rows.append(dict(post_id=f"M{i:02d}", group=g, text=text, reply=f"Reply to {i} ({g}): \"okay\", 1;2"))
+    pd.DataFrame(rows).to_csv(tmp_path / "mixed.csv", index=False)
+    run = tmp_path / "run"
+    assert cli_main(["import", str(tmp_path / "mixed.csv"), "--out", str(run), "--post-id", "post_id", "--variant",
+                     "text", "--reply", "reply", "--group", "group"]) == 0
+    from audit.ratings import make_packet
+    from audit.ratings.packet import rateable_replies
+
+    with RunStore(run, create=False) as st:
+        rep = rateable_replies(st)
+        v = st.variants_df()
+    control = dict(zip(v.loc[v["cue_type"] == "control", "post_id"], v.loc[v["cue_type"] == "control", "text"]))
+    own = dict(zip(v["variant_id"], v["text"]))
+    for r in rep.to_dict("records"):
+        assert r["shown_post"] == (control[r["post_id"]] if r["post_id"] in control else own[r["variant_id"]])
+    assert {r["post_id"] for r in rep.to_dict("records") if r["post_id"] not in control}  # some without a control
+    p = make_packet(run, n=len(rep), raters=1, out=tmp_path / "packet", seed=1)
+    assert len(p.items) == len(rep)
