@@ -531,7 +531,10 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
             j = rows[0]
             y = i + (0.16 if k == 0 else -0.16)
             sig = bool(d["significant_holm"].iloc[j]) if "significant_holm" in d else False
-            ax.plot([lo.iloc[j], hi.iloc[j]], [y, y], color=c, linewidth=1.6)
+            if not np.isfinite(est.iloc[j]):  # not estimable: no marker (the table says why)
+                continue
+            if np.isfinite(lo.iloc[j]) and np.isfinite(hi.iloc[j]):  # a gap without a CI gets its marker only
+                ax.plot([lo.iloc[j], hi.iloc[j]], [y, y], color=c, linewidth=1.6)
             ax.plot([est.iloc[j]], [y], marker="o" if k == 0 else "s", markersize=6, color=c,
                     markerfacecolor=c if sig else "white", markeredgewidth=1.4)
     _symmetric_x(ax, lo, hi, est)
