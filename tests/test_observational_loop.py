@@ -65,6 +65,38 @@ def loop(tmp_path_factory):
     return dict(run=run, packet=packet, truth=truth, steps=steps, filled=filled)
 
 
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory):
+    """The same release with the ratings stored straight into the run store (no packet, no CSV), so that
+    each later step (report, analyze, ...) is checked on its own, whatever the packet step does."""
+    import contextlib
+    import io
+
+    tmp = tmp_path_factory.mktemp("observational-direct")
+    run = tmp / "run"
+    steps: dict[str, tuple[int, str, str]] = {}
+
+    def step(name: str, *args) -> None:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli_main([str(a) for a in args])
+        steps[name] = (rc, out.getvalue(), err.getvalue())
+
+    step("import", "import", "--spec", write_release(tmp / "release"), "--out", run)
+    step("score", "score", run)
+    step("analyze-automated", "analyze", run)
+    truth = human_truth(run)
+    with RunStore(run, create=False) as st:
+        rep = st.replies_df()
+        chosen = [k for _, d in rep.groupby("group") for k in sorted(d["request_key"])[:N_RATED // 2]]
+        st.put_ratings([(f"it{i:04d}", k, "r1", m, truth(k, m), None, None, "0" * 64, "direct")
+                        for i, k in enumerate(chosen) for m in ("ER", "IP", "EX")])
+    step("report-before-analyze", "report", run)
+    step("analyze", "analyze", run)
+    step("report", "report", run)
+    return dict(run=run, steps=steps, truth=truth)
+
+
 def _results(loop) -> dict:
     return json.loads((loop["run"] / "results.json").read_text(encoding="utf-8"))
 
@@ -172,22 +204,22 @@ def test_d3_d4_the_first_screen_carries_the_corrected_gap_from_the_same_stored_r
 # --------------------------------------------------------------------------- D4: the text matches the design
 
 
-def test_d4_no_control_is_mentioned_and_limitations_state_the_design(loop):
-    md = (loop["run"] / "report.md").read_text(encoding="utf-8")
+def test_d4_no_control_is_mentioned_and_limitations_state_the_design(direct):
+    md = (direct["run"] / "report.md").read_text(encoding="utf-8")
     first = md.split("## 1. Summary", 1)[0]
     assert "+ control" not in first and "unmodified posts" not in first and "control mean" not in md
     assert "Observational design" in first and "differs significantly from the reference group “White”" in first
     lim = md.split("Limitations", 2)[-1]
     assert "Not a counterfactual comparison." in lim and "Observational design" in lim
-    html = (loop["run"] / "report.html").read_text(encoding="utf-8")
+    html = (direct["run"] / "report.html").read_text(encoding="utf-8")
     assert 'id="limitations-design"' in html and "versus the control" not in html
 
 
 # --------------------------------------------------------------------------- D5: per-group scorer error between posts
 
 
-def test_d5_the_scorer_error_test_runs_between_posts_and_finds_the_planted_bias(loop):
-    hr = _results(loop)["human_ratings"]
+def test_d5_the_scorer_error_test_runs_between_posts_and_finds_the_planted_bias(direct):
+    hr = _results(direct)["human_ratings"]
     tests = {(t["scorer"], t["measure"]): t for t in hr["group_test"]}
     ex = tests[("epitome", "EX")]
     assert ex["method"] == "between-post cluster bootstrap" and ex["differs"] is True and ex["p_holm"] < 0.05
@@ -199,25 +231,26 @@ def test_d5_the_scorer_error_test_runs_between_posts_and_finds_the_planted_bias(
 # --------------------------------------------------------------------------- D6: a stale analysis is refused
 
 
-def test_d6_a_report_right_after_ratings_import_refuses_with_the_command(loop):
-    rc, _, err = loop["steps"]["report-before-analyze"]
-    assert rc == 2 and "predates the human ratings" in err and f"empathy-audit analyze {loop['run']}" in err
+def test_d6_a_report_right_after_ratings_import_refuses_with_the_command(direct):
+    assert direct["steps"]["analyze-automated"][0] == 0 and direct["steps"]["report"][0] == 0
+    rc, _, err = direct["steps"]["report-before-analyze"]
+    assert rc == 2 and "predates the human ratings" in err and f"empathy-audit analyze {direct['run']}" in err
 
 
 # --------------------------------------------------------------------------- D7, D8: disparities and examples
 
 
-def test_d7_the_between_group_disparity_is_computed_without_a_control(loop):
-    d = pd.DataFrame(_results(loop)["results_disparity"])
+def test_d7_the_between_group_disparity_is_computed_without_a_control(direct):
+    d = pd.DataFrame(_results(direct)["results_disparity"])
     ex = d[d["outcome"] == "epitome.EX"].iloc[0]
     assert ex["estimate"] > 0.5 and ex["min_group"] == UNDER_SCORED and ex["p_value"] < 0.05
     assert "between posts" in ex["method"]
-    md = (loop["run"] / "report.md").read_text(encoding="utf-8")
+    md = (direct["run"] / "report.md").read_text(encoding="utf-8")
     assert "No between-group disparities are stored" not in md
 
 
-def test_d8_examples_show_the_replies_of_a_run_without_a_control(loop):
-    html = (loop["run"] / "report.html").read_text(encoding="utf-8")
+def test_d8_examples_show_the_replies_of_a_run_without_a_control(direct):
+    html = (direct["run"] / "report.html").read_text(encoding="utf-8")
     examples = html.split('<section id="examples">', 1)[1].split("</section>", 1)[0]
     assert "No replies are stored" not in examples
     assert examples.count('<div class="reply">') >= 2
@@ -229,8 +262,8 @@ def test_d8_examples_show_the_replies_of_a_run_without_a_control(loop):
 # --------------------------------------------------------------------------- D9: analyze RUN_DIR
 
 
-def test_d9_analyze_prints_the_design_and_the_corrected_lines(loop):
-    rc, out, _ = loop["steps"]["analyze"]
+def test_d9_analyze_prints_the_design_and_the_corrected_lines(direct):
+    rc, out, _ = direct["steps"]["analyze"]
     assert rc == 0
     assert "design: Observational design: each of the 84 posts appears under one group only" in out
     assert "headline (as the report leads): Corrected with" in out
@@ -244,16 +277,16 @@ def test_d9_analyze_prints_the_design_and_the_corrected_lines(loop):
 # --------------------------------------------------------------------------- D10: power with unequal arms, validity
 
 
-def test_d10_power_from_the_run_uses_its_unequal_arms(loop, capsys):
-    rc, out, err = _cli(capsys, "power", loop["run"], "--ratings-ci", "0.4", "--from", loop["run"], "--json")
+def test_d10_power_from_the_run_uses_its_unequal_arms(direct, capsys):
+    rc, out, err = _cli(capsys, "power", direct["run"], "--ratings-ci", "0.4", "--from", direct["run"], "--json")
     assert rc == 0, err
     plan = json.loads(out)
     assert plan["replies"] == 84 and plan["share"] == pytest.approx(GROUPS["Black"] / 84)
     assert "Black 30" in plan["source"] and "White 54" in plan["source"]
 
 
-def test_d10_limitations_say_what_the_headline_measure_rests_on(loop):
-    lim = _results(loop)["limitations"]
+def test_d10_limitations_say_what_the_headline_measure_rests_on(direct):
+    lim = _results(direct)["limitations"]
     text = " ".join(lim["headline_measure_validity"])
     assert "human peer replies" in text and f"against {N_RATED} human-rated replies" in text
     assert not any("validated (" in s for s in lim["scorer_validity"])
@@ -287,3 +320,11 @@ def test_d1_a_mixed_release_shows_the_control_text_where_there_is_one_and_the_po
     assert {r["post_id"] for r in rep.to_dict("records") if r["post_id"] not in control}  # some without a control
     p = make_packet(run, n=len(rep), raters=1, out=tmp_path / "packet", seed=1)
     assert len(p.items) == len(rep)
+
+
+def test_d3_with_ratings_stored_results_json_and_the_markdown_first_screen_lead_with_the_corrected_gap(direct):
+    r = _results(direct)
+    head = r["headline"]
+    assert head["result"]["kind"] == "corrected" and head["lead"].startswith(f"Corrected with {N_RATED} human ratings")
+    md = (direct["run"] / "report.md").read_text(encoding="utf-8").split("## 1. Summary", 1)[0]
+    assert f"**{head['lead']}**" in md and "| group | corrected vs" in md
