@@ -19,14 +19,17 @@ def test_the_epitome_evidence_is_the_shipped_cross_validation():
     cv = json.loads((ARTIFACT_DIR / CV_FILE).read_text(encoding="utf-8"))["summary"]
     for m in ("ER", "IP", "EX"):
         ev = EPITOME_EVIDENCE[m]
-        assert ev.agreement == round(cv[m]["pooled"]["weighted_kappa"], 3) and ev.n == cv[m]["pooled"]["n"]
-        assert ev.text == "human peer replies" and ev.statistic == "quadratic-weighted kappa"
+        assert ev.agreement == round(cv[m]["pooled"]["macro_f1"], 3) and ev.n == cv[m]["pooled"]["n"]
+        assert ev.text == "human peer replies" and ev.statistic == "macro-F1"
+        assert f"quadratic-weighted kappa {cv[m]['pooled']['weighted_kappa']:.2f}" in ev.note
+        f1 = "/".join(f"{cv[m]['pooled']['per_level'][k]['f1']:.2f}" for k in ("0", "1", "2"))
+        assert ev.note.endswith(f1)
     assert EPITOME_EVIDENCE["empathy"].agreement is None  # a composite has no agreement of its own
 
 
 def test_a_declaration_stores_its_evidence_and_an_imported_measure_takes_none(tmp_path):
     m = builtin_catalog().declared("epitome.EX")
-    assert Measure.from_dict(json.loads(json.dumps(m.as_dict()))) == m and m.evidence.agreement == 0.758
+    assert Measure.from_dict(json.loads(json.dumps(m.as_dict()))) == m and m.evidence.agreement == 0.717
     # a stored declaration without evidence (a run scored before) takes the built-in's
     old = {k: v for k, v in m.as_dict().items() if k != "evidence"}
     cat = MeasureCatalog.from_scorer_info({"epitome": {"measures": [old]}})
@@ -47,13 +50,14 @@ def _results(outcomes: list[str]) -> pd.DataFrame:
 def test_the_default_primary_is_the_measure_with_the_strongest_evidence_never_the_composite():
     res = _results(["epitome.empathy", "epitome.ER", "epitome.IP", "epitome.EX", "epitome.EX>0", "length.words",
                     "sentiment.compound"])
-    assert primary_outcome(res, catalog=builtin_catalog()) == "epitome.EX"
-    assert primary_outcome(_results(["epitome.empathy", "epitome.ER"])) == "epitome.ER"
+    # ER: the highest macro-F1 (0.73); EX has the higher kappa but recognises its weak level poorly
+    assert primary_outcome(res, catalog=builtin_catalog()) == "epitome.ER"
+    assert primary_outcome(_results(["epitome.empathy", "epitome.IP", "epitome.EX"])) == "epitome.EX"
     assert primary_outcome(res, primary=["empathy"]) == "epitome.empathy"  # pre-registered wins
     # no measure declares evidence (an LLM judge's levels): catalog order, not the composite first
     assert primary_outcome(_results(["llm-judge.empathy", "llm-judge.ER"])) == "llm-judge.ER"
-    why = primary_reason("epitome.EX", builtin_catalog(), chosen_by="evidence")
-    assert "strongest validity evidence" in why and "0.76" in why and "unvalidated" in why
+    why = primary_reason("epitome.ER", builtin_catalog(), chosen_by="evidence")
+    assert "strongest validity evidence" in why and "macro-F1 0.73" in why and "unvalidated" in why
     assert "never the default" in why
 
 

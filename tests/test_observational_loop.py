@@ -147,7 +147,7 @@ def test_d3_results_json_leads_with_the_corrected_gap_from_results_ppi(loop):
     head = r["headline"]
     res = head["result"]
     assert res["kind"] == "corrected" and res["source"] == "results_ppi"
-    assert res["outcome"] == head["primary_outcome"] == "epitome.EX"  # strongest evidence, not the composite
+    assert res["outcome"] == head["primary_outcome"] == "epitome.ER"  # strongest evidence (macro-F1), not the composite
     assert head["lead"] == head["sentences"][0] and head["lead"].startswith(f"Corrected with {N_RATED} human ratings")
     ppi = pd.DataFrame(r["results_ppi"])
     rows = ppi[(ppi["outcome"] == res["outcome"]) & (ppi["group"] == res["group"])].set_index("kind")
@@ -170,7 +170,7 @@ def test_the_scorer_over_states_the_gap_and_the_correction_recovers_the_human_sc
     with RunStore(loop["run"], create=False) as st:
         rep = st.replies_df()
     truth = loop["truth"]
-    mean = {g: sum(truth(k, "EX") for k in d["request_key"]) / len(d) for g, d in rep.groupby("group")}
+    mean = {g: sum(truth(k, "ER") for k in d["request_key"]) / len(d) for g, d in rep.groupby("group")}
     true_gap = mean[UNDER_SCORED] - mean["White"]
     assert r["ci_low"] <= true_gap <= r["ci_high"]
     assert not r["automated"]["ci_low"] <= true_gap <= r["automated"]["ci_high"]

@@ -10,7 +10,7 @@ import csv
 import io
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from audit.ratings.importing import read_rating_file
@@ -26,6 +26,7 @@ ITEM = st.fixed_dictionaries({"post": TEXT, "reply": TEXT, "comment": TEXT,
                               "harmful": st.sampled_from(["", "yes", "no"])})
 
 
+@seed(26)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=st.lists(ITEM, min_size=1, max_size=6), delimiter=st.sampled_from([",", ";", "\t"]),
        quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]), crlf=st.booleans())

@@ -80,7 +80,9 @@ class Evidence:
         if self.agreement is None:
             return f"no agreement figure of its own ({self.data})"
         n = f", n = {self.n:,}" if self.n else ""
-        return f"{self.statistic} {float(self.agreement):.2f} against human labels on {self.text} ({self.data}{n})"
+        note = f"; {self.note}" if self.note else ""
+        return (f"{self.statistic} {float(self.agreement):.2f} against human labels on {self.text} "
+                f"({self.data}{n}{note})")
 
 
 @dataclass(frozen=True)
