@@ -501,6 +501,9 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
                    "after Holm correction across the whole family; hollow: not significant. The dashed line is no gap.",
                    f"Forest plot of {label}: for each group, the gap versus the control and versus its reference "
                    "group, with 95% confidence intervals, on an axis symmetric around zero.")
+    ppi = getattr(data, "tables", {}).get("results_ppi")
+    if ppi is not None and not ppi.empty and (ppi["outcome"].astype(str) == str(outcome)).any():
+        fo.caption = "Automated scores. " + fo.caption + " The gaps corrected with human ratings are in the table."
     res = data.results
     if res is None or res.empty or outcome is None:
         fo.missing = "no analysis results are stored (the analysis stage has not run)"
@@ -520,7 +523,8 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     colours = (pal[0], pal[3])  # blue and vermillion: apart for every common colour-vision deficiency
     est, lo, hi, xlabel = _gap_values(d, outcome, data.measures)
     xlabel = xlabel.replace("gap vs control", "gap").replace("% of the control mean", "% of the comparison mean")
-    fig = Figure(figsize=(5.6, 0.34 * len(groups) + 1.3))
+    height = max(0.34 * len(groups) + 1.3, 2.2)  # room for the legend below a single group
+    fig = Figure(figsize=(5.6, height))
     ax = fig.subplots()
     for k, (name, mask) in enumerate(kinds):
         c = colours[k]
@@ -549,7 +553,10 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     if refs:
         handles.append(Line2D([], [], color=colours[1], marker="s",
                               label=mpl_text("vs reference group (" + ", ".join(refs) + ")")))
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    # the legend ~0.66 in below the axes whatever their height (a fixed axes fraction overlapped the
+    # axis label of a one-group plot); the same place as before for the demo's eight groups
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.66 / max(height - 1.0, 0.3)),
+              ncol=2, frameon=False)
     n_ctrl, n_ref = int(kinds[0][1].sum()), int(kinds[1][1].sum())
     excl = _n_excluding_zero(lo, hi)
     fo.alt = (f"Forest plot of {label}: gaps of {n_ctrl} groups versus the control"
