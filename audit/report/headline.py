@@ -33,8 +33,8 @@ import pandas as pd
 from ..scorers.measures import MeasureCatalog, builtin_catalog
 from .findings import _finite, fmt_p, gap_text, outcome_label, outcome_sort_key, scale_unit
 
-__all__ = ["primary_outcome", "primary_reason", "headline_result", "headline_sentences", "group_table",
-           "reference_phrase", "MAX_SENTENCES"]
+__all__ = ["primary_outcome", "primary_reason", "chosen_by", "headline_result", "headline_sentences",
+           "corrected_sentences", "group_table", "reference_phrase", "MAX_SENTENCES"]
 
 MAX_SENTENCES = 5
 CONTROL = "control"
