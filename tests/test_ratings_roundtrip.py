@@ -26,6 +26,18 @@ ITEM = st.fixed_dictionaries({"post": TEXT, "reply": TEXT, "comment": TEXT,
                               "harmful": st.sampled_from(["", "yes", "no"])})
 
 
+def _spreadsheet_csv(rows: list, delimiter: str, *, quote_all: bool, eol: str) -> str:
+    """CSV as a spreadsheet saves it (RFC 4180): a cell with the delimiter, a quote, a CR or an LF is
+    quoted, its quotes doubled. (Python's csv writer leaves a lone CR unquoted when the line end is LF,
+    and then reads it back as a line end; no spreadsheet writes that.)"""
+    def cell(v: str) -> str:
+        v = str(v)
+        if quote_all or any(c in v for c in (delimiter, '"', "\r", "\n")):
+            return '"' + v.replace('"', '""') + '"'
+        return v
+    return "".join(delimiter.join(cell(v) for v in row) + eol for row in rows)
+
+
 @seed(26)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=st.lists(ITEM, min_size=1, max_size=6), delimiter=st.sampled_from([",", ";", "\t"]),
@@ -46,8 +58,8 @@ def test_a_filled_packet_csv_round_trips_any_text(tmp_path, items, delimiter, qu
         df.loc[k, "harmful"] = it["harmful"]
         df.loc[k, "comment"] = it["comment"]
     filled = tmp_path / "filled.csv"
-    filled.write_bytes(df.to_csv(index=False, sep=delimiter, quoting=quoting,
-                                 lineterminator="\r\n" if crlf else "\n").encode("utf-8"))
+    filled.write_bytes(_spreadsheet_csv([list(df.columns), *df.itertuples(index=False, name=None)], delimiter,
+                                        quote_all=quoting == csv.QUOTE_ALL, eol="\r\n" if crlf else "\n").encode())
     fmt, rows = read_rating_file(filled)
     assert fmt == "csv"
     assert [r.item_id for r in rows] == ids
