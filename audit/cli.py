@@ -17,6 +17,7 @@ import sys
 from . import __version__
 from .commands import (analysis, appropriateness, batch, compare, generate, importing, pcsa, ratings, run,
                        scoring, stigma, variants)
+from .cliargs import AuditArgumentParser
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
@@ -37,7 +38,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = AuditArgumentParser(
         prog="empathy-audit",
         description="Audit LLM mental-health support replies for demographic gaps in empathy.",
     )
@@ -93,7 +94,10 @@ def _stopped(signum: signal.Signals) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad command line (already printed as one line)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

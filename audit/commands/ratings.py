@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cliargs import bounded_int, output_dir, seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("ratings", help="human rating packets, rating import, and how well the scorer agrees by group",
@@ -19,13 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a random order per rater) and write a rater guide, a CSV, a printable HTML and a Label "
                         "Studio project per rater under --out. The item -> reply mapping stays in the run store.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--n", type=int, required=True, metavar="N", help="distinct replies to rate")
+    p.add_argument("--n", type=bounded_int(1, cap=100_000), required=True, metavar="N", help="distinct replies to rate")
     p.add_argument("--raters", required=True, metavar="K|NAMES",
                    help="number of raters (ids r1..rK) or comma-separated rater ids")
-    p.add_argument("--overlap", type=int, metavar="M",
+    p.add_argument("--overlap", type=bounded_int(0, cap=100_000), metavar="M",
                    help="replies rated by every rater, for agreement (default: 20%% of N with 2+ raters)")
-    p.add_argument("--seed", type=int, help="sampling seed (default: the spec's seed)")
-    p.add_argument("--out", required=True, metavar="DIR", help="new folder for the packet")
+    p.add_argument("--seed", type=seed(), help="sampling seed (default: the spec's seed)")
+    p.add_argument("--out", required=True, metavar="DIR", type=output_dir(new=True), help="new folder for the packet")
     p.set_defaults(func=cmd_packet)
 
     i = rsub.add_parser("import", help="import a rater's filled CSV or Label Studio JSON export",

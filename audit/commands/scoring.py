@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cliargs import bounded_int, output_dir, output_file, probability
 from ..errors import AuditError
 from ..jsonable import jsonable
 from .run import workers_option
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--post", required=True, metavar="COL", help="column with the post (the context of the reply)")
     t.add_argument("--reply", required=True, metavar="COL", help="column with the reply to score")
     t.add_argument("--scorers", nargs="+", required=True, metavar="NAME", help="local scorers; see 'scorers list'")
-    t.add_argument("--out", required=True, metavar="FILE", help="output table")
+    t.add_argument("--out", required=True, metavar="FILE", type=output_file(".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq"),
+                   help="output table (.csv .tsv .jsonl .parquet)")
     t.set_defaults(func=cmd_score_table)
 
     s = sub.add_parser("scorers", help="list, train, validate and check scorers for bias")
@@ -56,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="the trainable scorer")
     st.add_argument("--data", required=True, metavar="DIR",
                     help="directory with emotional-reactions-reddit.csv, interpretations-reddit.csv, explorations-reddit.csv")
-    st.add_argument("--out", metavar="DIR", help="where to write the artifact (default: the shipped artifact folder)")
+    st.add_argument("--out", metavar="DIR", type=output_dir(), help="where to write the artifact (default: the shipped artifact folder)")
     st.add_argument("--no-cv", action="store_true", help="skip the cross-validation (faster)")
     st.set_defaults(func=cmd_train)
 
@@ -72,8 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     si.add_argument("spec", nargs="?", default="demo", metavar="SPEC", help="audit spec (default: the built-in demo)")
     si.add_argument("--scorer", metavar="NAME", help="scorer to check (default: the spec's scorers that read the post)")
     si.add_argument("--run", metavar="RUN_DIR", help="run directory (default: the spec's); uses its control replies")
-    si.add_argument("--replies-per-post", type=int, default=3, metavar="K")
-    si.add_argument("--alpha", type=float, default=0.05)
+    si.add_argument("--replies-per-post", type=bounded_int(1, cap=100), default=3, metavar="K",
+                    help="control replies per post (default 3)")
+    si.add_argument("--alpha", type=probability(), default=0.05, help="level of the check (default 0.05)")
     si.add_argument("--json", action="store_true", help="print the summary table as JSON")
     si.set_defaults(func=cmd_invariance)
 
