@@ -411,8 +411,7 @@ def _store_line(runner: _Runner, q: dict[str, Any], rec: dict[str, Any], counts:
         except CallError as e:
             err = e
         else:
-            runner.record_result(job, res, 1, [])
-            counts.add(res.status)
+            counts.add(runner.record_result(job, res, 1, []))
             return
     elif isinstance(resp, dict) and resp.get("status_code"):
         err = backend.status_error(int(resp["status_code"]), resp.get("body"))

@@ -353,7 +353,12 @@ def _text(v: Any) -> str | None:
             return None
         if v.is_integer():
             return str(int(v))
-    s = str(v)
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) and getattr(v, "ndim", 0):
+        v = v.tolist()  # a parquet list cell
+    if isinstance(v, (dict, list, tuple)):  # a JSON value (JSON Lines): JSON text, never a Python repr
+        s = json.dumps(v, ensure_ascii=False, default=str)
+    else:
+        s = str(v)
     return s if s.strip() else None
 
 

@@ -103,7 +103,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_score_table(args: argparse.Namespace) -> int:
-    from ..score_table import score_table, write_table
+    from ..score_table import EMPTY_COLUMN, score_table, write_table
     from ..stats import read_table
 
     out = score_table(read_table(args.file), post=args.post, reply=args.reply, scorers=args.scorers,
@@ -111,8 +111,12 @@ def cmd_score_table(args: argparse.Namespace) -> int:
     path = write_table(out, args.out)
     cols = [c for c in out.columns if any(c.startswith(f"{s}.") for s in args.scorers)]
     unscored = {c: int(out[c].isna().sum()) for c in cols if out[c].isna().any()}
+    n_empty = int(out[EMPTY_COLUMN].sum())
     print(f"scored {len(out)} rows with {', '.join(args.scorers)} -> {path}"
           + (f" (not scorable: {unscored})" if unscored else ""))
+    if n_empty:
+        print(f"warning: {n_empty} of {len(out)} replies are empty, null or whitespace only: missing, not scored "
+              f"(column {EMPTY_COLUMN}); compare their share between groups before reading any gap")
     return 0
 
 
