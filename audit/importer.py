@@ -409,6 +409,7 @@ class ImportSummary:
     design_statement: str
     already: bool = False         # the same import was already in the run directory
     examples_unmatched: list[str] = field(default_factory=list)
+    label_warnings: list[str] = field(default_factory=list)  # spellings folded by --fold-case (audit/labels.py)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -432,6 +433,7 @@ class ImportSummary:
             out.append(f"  scores of '{s}': {', '.join(ms)}" + (f" ({self.scores_missing} empty cells stored as "
                                                                  "missing)" if self.scores_missing else ""))
         out.append(f"  design: {self.design_statement}")
+        out += [f"  warning: {w}" for w in self.label_warnings]
         for f in self.files:
             out.append(f"  {f['name']}: {f['rows']} rows, sha256 {f['sha256'][:16]}...")
         out.append(f"next: empathy-audit score {self.run_dir}; empathy-audit analyze {self.run_dir}; "
@@ -492,6 +494,22 @@ def _build_rows(spec: ImportSpec) -> tuple[pd.DataFrame, list[FileRecord]]:
             raise AuditError(f"axis column '{a}' (axes[{j}]) is in none of the files", where=spec_where(spec, ("axes", j)),
                              fix="name a column the files have, or give it per file in files[i].values")
     return pd.concat(parts, ignore_index=True), records
+
+
+def _clean_group_labels(rows: pd.DataFrame, spec: ImportSpec, records: list[FileRecord],
+                        fold_case: bool) -> tuple[pd.Series, list[str]]:
+    """The group column (or the axis columns) cleaned by :func:`audit.labels.clean_labels`, then the
+    group labels; and the warnings of folded spellings."""
+    from .labels import clean_labels
+
+    warns: list[str] = []
+    where = ", ".join(r.name for r in records)
+    for c, name in ([("group", spec.columns.group)] if spec.columns.group else
+                    [(f"ax:{a}", a) for a in spec.axes]):
+        if c in rows:
+            rows[c], w = clean_labels(rows[c], where=where, column=str(name), fold_case=fold_case)
+            warns += w
+    return _group_labels(rows, spec), warns
 
 
 def _group_labels(rows: pd.DataFrame, spec: ImportSpec) -> pd.Series:
@@ -641,15 +659,17 @@ def _audit_spec(spec: ImportSpec, cue_types: list[str], models: dict[str, tuple[
 
 
 def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None = None,
-                   command: str | None = None) -> ImportSummary:
+                   command: str | None = None, fold_case: bool = False) -> ImportSummary:
     """Import the release described by ``spec`` into the run store of ``run_dir`` (see the module doc).
 
-    ``force`` overrides ``spec.force``. Raises :class:`~audit.errors.AuditError` for a bad mapping (naming
+    ``force`` overrides ``spec.force``. Group and axis labels are cleaned by :mod:`audit.labels`
+    (NFC, whitespace); labels equal up to case are refused unless ``fold_case``. Raises :class:`~audit.errors.AuditError` for a bad mapping (naming
     the column and file), an implausible alignment, or a run directory holding something else.
     """
     from .design import design_id
     from .report.provenance import record_import_provenance
     from .stats.designs import detect_design
+    from .labels import clean_level
     from .stats.missing import match_level
 
     if force is not None:
@@ -670,7 +690,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
                                             "mixed into another one")
     already = stored == isha and complete
 
-    labels = _group_labels(rows, spec)
+    labels, label_warnings = _clean_group_labels(rows, spec, records, fold_case)
     if labels.isna().any():
         i = int(labels.isna().to_numpy().nonzero()[0][0])
         raise AuditError(f"no group in {_where(records, rows, i)}", where=spec_where(spec, ("columns", "group") if spec.columns.group else ("axes",)),
@@ -679,7 +699,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     present = sorted(labels.unique())
     ctrl = None
     if spec.control is not None:
-        ctrl = match_level(labels, spec.control)
+        ctrl = match_level(labels, clean_level(spec.control, labels, fold_case=fold_case))
         if ctrl is None:
             raise AuditError(f"control level '{spec.control}' does not occur (groups: {', '.join(present[:15])})",
                              where=spec_where(spec, ("control",)),
@@ -826,4 +846,4 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     return ImportSummary(
         run_dir=str(rd), files=[asdict(r) for r in records], groups=sorted(set(rows["group_name"])),
         models=sorted(models), scores=scorer_measures, posts=int(rows["post_id"].nunique()), design=info.kind,
-        design_statement=info.statement(), already=already, **counts_out)
+        design_statement=info.statement(), already=already, label_warnings=label_warnings, **counts_out)

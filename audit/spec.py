@@ -116,6 +116,31 @@ class DemographicsSpec(StrictModel):
     )
     include_control: bool = Field(True, description="Always true in practice: the unmodified post.")
 
+    @field_validator("groups", mode="after")
+    @classmethod
+    def _clean_levels(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        """One label rule (audit/labels.py): levels NFC-normalised and stripped; one level spelled two
+        ways (``Black`` / ``black ``) is an error naming both."""
+        from .labels import clean_label, fold_key
+
+        out: dict[str, list[str]] = {}
+        for axis, levels in v.items():
+            seen: dict[str, str] = {}
+            clean = []
+            for lv in levels:
+                c = clean_label(lv)
+                if c is None:
+                    raise ValueError(f"{axis}: an empty level")
+                if fold_key(c) in seen:
+                    if seen[fold_key(c)] == c:
+                        raise ValueError(f"{axis}: level {c!r} is listed twice")
+                    raise ValueError(f"{axis}: levels {seen[fold_key(c)]!r} and {lv!r} differ only by case or "
+                                     "whitespace; list each level once")
+                seen[fold_key(c)] = c
+                clean.append(c)
+            out[str(clean_label(axis) or axis)] = clean
+        return out
+
     @field_validator("include_control")
     @classmethod
     def _control_required(cls, v: bool) -> bool:

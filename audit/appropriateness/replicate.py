@@ -12,6 +12,7 @@ answer to the criterion) can be given instead of judging again.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,22 @@ def _stimulus_id(value: Any, by_text: dict[str, str], ids: set[str]) -> str | No
     return s if s in ids else by_text.get(s)
 
 
+def _clean(values: pd.Series, where: str, column: str, fold_case: bool):
+    """Labels through the one label rule (:mod:`audit.labels`); folded spellings are warned about."""
+    from ..labels import clean_labels
+
+    out, warns = clean_labels(values, where=where, column=column, fold_case=fold_case)
+    for w in warns:
+        print(f"warning: {w}", file=sys.stderr)
+    return out.fillna("").astype(str).to_numpy()
+
+
 def reanalyze_appropriateness(data: pd.DataFrame | str | Path, *, reply: str = "reply", stimulus: str = "stimulus",
                               model: str = "model", judge_label: str | None = None, group: str | None = None,
                               context: str | None = None, judge: Any = None, store_dir: str | Path | None = None,
                               seed: int = 0, truncate: int = 1024, n_boot: int = 2000, alpha: float = 0.05,
                               reference_rates: dict[str, float] | None = None,
-                              progress: bool = False) -> AppropriatenessResult:
+                              progress: bool = False, fold_case: bool = False) -> AppropriatenessResult:
     """Judge (or take the judge labels of) and analyse a table of raw replies (a DataFrame or a file
     :func:`audit.stats.read_table` reads). Columns: ``reply`` (the raw reply), ``stimulus`` (a stimulus
     id of ``appropriateness_stimuli.jsonl`` or the text of one of its client messages), ``model``;
@@ -68,9 +79,9 @@ def reanalyze_appropriateness(data: pd.DataFrame | str | Path, *, reply: str = "
                          where=f"{where}, column '{stimulus}'",
                          fix="give the stimulus id (" + ", ".join(st) + ") or one of its client messages exactly")
     df = pd.DataFrame({
-        "model_label": data[model].astype(str).to_numpy(), "stimulus": ids,
+        "model_label": _clean(data[model], where, model, fold_case), "stimulus": ids,
         "reply": data[reply].where(data[reply].notna(), None).to_numpy(),
-        "group": data[group].astype(str).to_numpy() if group else CONTROL,
+        "group": _clean(data[group], where, group, fold_case) if group else CONTROL,
         "context": data[context].astype(str).to_numpy() if context else "table",
     })
     df["condition"] = [st[s]["condition"] for s in ids]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-missing", action="store_true",
                    help="analyse even when the share of missing outcomes differs between a group and the control "
                    "(refused by default: the gap would be computed on differently selected rows)")
+    p.add_argument("--fold-case", action="store_true", help="treat group labels that differ only by case as one "
+                   "label (the most frequent spelling), with a warning; by default they are refused")
     p.add_argument("--json", action="store_true", help="print a JSON list of result objects")
     p.set_defaults(func=cmd_analyze)
 
@@ -146,10 +149,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from ..stats.designs import detect_design
 
     table = read_table(target, text_columns=[args.group, args.cluster])
+    label_warnings: list[str] = []
     res = analyze_table(table, outcome=args.outcome, group=args.group, control=str(args.control),
                         cluster=args.cluster, extra_references=args.extra_reference, factors=args.factor,
                         inner=args.inner, by=args.by, method=args.method, reml=not args.ml, alpha=args.alpha,
-                        where=str(target), allow_missing=args.allow_missing)
+                        where=str(target), allow_missing=args.allow_missing, fold_case=args.fold_case,
+                        warnings=label_warnings)
+    for w in label_warnings:
+        print(f"warning: {w}", file=sys.stderr)
     if args.by:
         res = res.rename(columns={args.by: "by"})
     if args.json:

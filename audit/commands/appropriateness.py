@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--judge-model", metavar="NAME", help="the judge's model name")
     r.add_argument("--judge-api-key-env", metavar="VAR", help="environment variable holding the judge's API key")
     r.add_argument("--store", metavar="DIR", type=output_dir(), help="run store for the judge calls (default: the cache directory)")
+    r.add_argument("--fold-case", action="store_true", help="treat labels that differ only by case as one "
+                   "(the most frequent spelling), with a warning; by default they are refused")
     r.add_argument("--n-boot", type=bounded_int(50, cap=100_000), default=2000, metavar="B",
                    help="bootstrap resamples (default 2000)")
     r.add_argument("--seed", type=seed(), default=0)
@@ -88,6 +90,7 @@ def _reanalyze(args: argparse.Namespace) -> int:
                                           api_key_env=args.judge_api_key_env),
                           decoding=DecodingSpec(**prompt_settings()["judge"]["decoding"]), response_format="none")
     res = reanalyze_appropriateness(args.file, judge=judge, store_dir=args.store, n_boot=args.n_boot, seed=args.seed,
+                                    fold_case=args.fold_case,
                                     **_pairs(args.columns, REANALYZE_FIELDS))
     show = res.rates[res.rates["by"] == "condition"][["model_label", "level", "rate", "ci_low", "ci_high", "n",
                                                        "n_unparseable", "n_unanswered"]]

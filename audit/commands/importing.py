@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-missing", action="store_true", help="analysis.allow_missing of the stored audit spec")
     p.add_argument("--force", action="store_true", help="import even when the alignment looks implausible "
                    "(unmatched rows are left out and counted)")
+    p.add_argument("--fold-case", action="store_true", help="treat group labels that differ only by case as one "
+                   "label (the most frequent spelling), with a warning; by default they are refused")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_import)
 
@@ -115,7 +117,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         spec = load_import_spec(args.spec)
     else:
         spec = import_spec_from_dict(spec_from_flags(args), where="empathy-audit import flags")
-    summary = import_release(spec, Path(args.out), force=True if args.force else None, command=command_line())
+    summary = import_release(spec, Path(args.out), force=True if args.force else None, command=command_line(),
+                             fold_case=args.fold_case)
     if args.json:
         print(json.dumps(jsonable(summary.as_dict()), indent=2))
     else:

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--columns", default="", metavar="FIELD=COL,...",
                    help="column names for " + ", ".join(FIELDS) + " (default: the field names; upstream files: "
                         "question=question_only)")
+    r.add_argument("--fold-case", action="store_true", help="treat labels that differ only by case as one "
+                   "(the most frequent spelling), with a warning; by default they are refused")
     r.add_argument("--n-boot", type=bounded_int(50, cap=100_000), default=2000, metavar="B",
                    help="bootstrap resamples (default 2000)")
     r.add_argument("--seed", type=seed(), default=0)
@@ -48,7 +50,8 @@ def _reanalyze(args: argparse.Namespace) -> int:
     from ..untrusted import csv_safe
     from ..stigma.replicate import reanalyze_stigma
 
-    res = reanalyze_stigma(args.file, n_boot=args.n_boot, seed=args.seed, **parse_columns(args.columns))
+    res = reanalyze_stigma(args.file, n_boot=args.n_boot, seed=args.seed, fold_case=args.fold_case,
+                           **parse_columns(args.columns))
     show = res.rates[["model_label", "condition", "rate", "ci_low", "ci_high", "n", "n_dont_know", "n_unparseable",
                       "human_rate"]]
     print(show.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

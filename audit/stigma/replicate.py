@@ -13,6 +13,7 @@ Published codes are never reused: every answer is parsed again from its raw text
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def _question_id(value: Any, by_text: dict[str, str], ids: set[str]) -> str | No
 def reanalyze_stigma(data: pd.DataFrame | str | Path, *, output: str = "output", question: str = "question",
                      model: str = "model", condition: str = "condition", race: str = "race", gender: str = "gender",
                      education: str = "education", vignette: str | None = None, n_boot: int = 2000, seed: int = 0,
-                     reference: dict[str, str] | None = None, alpha: float = 0.05) -> StigmaResult:
+                     reference: dict[str, str] | None = None, alpha: float = 0.05,
+                     fold_case: bool = False) -> StigmaResult:
     """Parse, code and analyse a table of raw answers (a DataFrame or a file :func:`audit.stats.read_table`
     reads). Column arguments name the table's columns: ``output`` (the raw answer text), ``question``
     (an item id of ``items.yaml``, the question text, or the question with its options as upstream
@@ -60,11 +62,16 @@ def reanalyze_stigma(data: pd.DataFrame | str | Path, *, output: str = "output",
                              "the table has: " + ", ".join(map(str, data.columns)))
     items = items_by_id()
     by_text = {it.question: i for i, it in items.items()}
-    df = pd.DataFrame({
-        "model_label": data[model].astype(str), "condition": data[condition].astype(str),
-        "race": data[race].astype(str), "gender": data[gender].astype(str), "education": data[education].astype(str),
-        "reply": data[output].where(data[output].notna(), None),
-    })
+    from ..labels import clean_labels
+
+    labels = {}
+    for field, col in (("model_label", model), ("condition", condition), ("race", race), ("gender", gender),
+                       ("education", education)):  # one label rule for every entry point (audit/labels.py)
+        labels[field], warns = clean_labels(data[col], where=where, column=col, fold_case=fold_case)
+        for w in warns:
+            print(f"warning: {w}", file=sys.stderr)
+        labels[field] = labels[field].fillna("").astype(str)
+    df = pd.DataFrame({**labels, "reply": data[output].where(data[output].notna(), None)})
     qids = [_question_id(v, by_text, set(items)) for v in data[question]]
     bad = next((i for i, q in enumerate(qids) if q is None), None)
     if bad is not None:
