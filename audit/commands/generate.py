@@ -68,8 +68,12 @@ def _generate(args: argparse.Namespace) -> int:
     from ..resources import resolve_spec_path
     from ..spec import load_spec
 
+    from ..preflight import preflight
+
     spec = load_spec(resolve_spec_path(args.spec))
     run_dir = spec.run_dir(args.out)
+    for w in preflight(spec):  # what `score` would need, checked before the replies are paid for
+        print(f"warning: {w}")
     summary = generate(spec, run_dir, progress=not args.no_progress, reuse=args.reuse, echo=print)
     print(summary.format())
     if any(m.is_embedded for m in spec.models):
