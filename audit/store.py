@@ -1188,7 +1188,7 @@ def _store_error(exc: sqlite3.Error, path: Path) -> AuditError:
         return AuditError(
             "the disk is full: the write under way was rolled back as a whole; everything stored before it is "
             "kept", where=str(path),
-            fix="free disk space and run the same command again: it continues from what is stored",
+            fix="free disk space and run the same command again: it resumes from what is stored",
         )
     if "locked" in msg.lower():
         return AuditError(
