@@ -158,3 +158,13 @@ def test_property_import_never_stores_two_groups_alike(rows, fold):
             assert not fold and "differ only by case" in exc.message
             return
     assert _printed_unique(summary.groups) and len(summary.groups) == len(BASES)
+
+
+def test_rater_ids_go_through_the_same_rule(tmp_path, capsys):
+    assert cli_main(["ratings", "packet", str(tmp_path), "--n", "5", "--raters", "ann, Ann ", "--out",
+                     str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "'ann' and 'Ann'" in err and err.count("\n") == 1
+    assert cli_main(["ratings", "packet", str(tmp_path), "--n", "5", "--raters", "1000000000", "--out",
+                     str(tmp_path / "p")]) == 2
+    assert "out of range" in capsys.readouterr().err and not (tmp_path / "p").exists()

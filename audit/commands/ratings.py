@@ -48,9 +48,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_agreement)
 
 
+MAX_RATERS = 1000
+
+
 def _raters(text: str) -> int | list[str]:
+    """``--raters``: a count (1..1000) or rater ids, each through the one label rule (audit/labels.py);
+    two ids that differ only by case or whitespace are refused (their files would be confused)."""
+    from ..errors import AuditError
+    from ..labels import clean_label, fold_key
+
     text = text.strip()
-    return int(text) if text.isdigit() else [t for t in text.split(",") if t.strip()]
+    if text.isdigit():
+        k = int(text)
+        if not 1 <= k <= MAX_RATERS:
+            raise AuditError(f"--raters {k} is out of range", where="--raters",
+                             fix=f"give 1 to {MAX_RATERS} raters, or their ids separated by commas")
+        return k
+    names = [c for c in (clean_label(t) for t in text.split(",")) if c]
+    seen: dict[str, str] = {}
+    for n in names:
+        if fold_key(n) in seen:
+            raise AuditError(f"rater ids {seen[fold_key(n)]!r} and {n!r} are one id up to case or spacing",
+                             where="--raters", fix="give every rater a distinct id")
+        seen[fold_key(n)] = n
+    return names
 
 
 def cmd_packet(args: argparse.Namespace) -> int:
