@@ -10,8 +10,8 @@ A group label read from a user's file or command line is cleaned the same way ev
 Labels that still differ only by case (``Control`` / ``control``, ``BLACK`` / ``Black``) are an
 :class:`~audit.errors.AuditError` that names both spellings and where they are, because they would
 otherwise print as two groups of one name, or look like one group and be two. With ``fold_case=True``
-(the commands' ``--fold-case``) they are folded into the most frequent spelling (ties: the first in
-sorted order) with a warning that says which spellings were folded.
+(the commands' ``--fold-case``) they are folded into the most frequent spelling (ties: a spelling that
+is not all capitals, then the first in sorted order) with a warning that says which were folded.
 
 >>> clean_label("  Black\\u00a0 woman ")
 'Black woman'
@@ -83,7 +83,7 @@ def clean_labels(values: pd.Series | Iterable[Any], *, where: str, column: str, 
         counts = Counter(present.tolist())
         mapping: dict[str, str] = {}
         for spellings in clashes.values():
-            keep = sorted(spellings, key=lambda x: (-counts[x], x))[0]
+            keep = sorted(spellings, key=lambda x: (-counts[x], x.isupper(), x))[0]
             mapping.update({x: keep for x in spellings})
             warnings.append(f"{where}: column '{column}': labels {' / '.join(repr(x) for x in spellings)} differ only "
                             f"by case; folded into {keep!r} (--fold-case)")

@@ -71,6 +71,14 @@ def reanalyze_stigma(data: pd.DataFrame | str | Path, *, output: str = "output",
         for w in warns:
             print(f"warning: {w}", file=sys.stderr)
         labels[field] = labels[field].fillna("").astype(str)
+    if fold_case:  # a folded level is spelled as its reference level where they are one up to case
+        from ..labels import clean_level
+        from .analysis import DEFAULT_REFERENCE
+
+        for axis, level in {**DEFAULT_REFERENCE, **(reference or {})}.items():
+            if axis in labels:
+                spelled = clean_level(level, labels[axis], fold_case=True)
+                labels[axis] = labels[axis].replace(spelled, level) if spelled else labels[axis]
     df = pd.DataFrame({**labels, "reply": data[output].where(data[output].notna(), None)})
     qids = [_question_id(v, by_text, set(items)) for v in data[question]]
     bad = next((i for i, q in enumerate(qids) if q is None), None)
