@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["preflight"]
+__all__ = ["check_scorers", "preflight"]
 
 EMBEDDED_JUDGE_WARNING = (
     "the llm-judge scorer has no judge endpoint (scoring.judge.model.base_url), so it runs on the embedded "
@@ -28,13 +28,17 @@ def preflight(spec: Any) -> list[str]:
     """Check ``spec``'s scorers before any request; return the warnings to print.
 
     Raises :class:`~audit.errors.AuditError` when a scorer cannot run (e.g. a missing extra)."""
+    if getattr(spec, "suite", "empathy") != "empathy":
+        return []
+    return check_scorers(spec, list(getattr(getattr(spec, "scoring", None), "scorers", None) or []))
+
+
+def check_scorers(spec: Any, names: list[str]) -> list[str]:
+    """:func:`preflight` for the scorers ``names`` configured by ``spec`` (``score --scorers``)."""
     from .scorers import get_scorer
     from .scorers.registry import _builtin_class, builtin_names
 
-    if getattr(spec, "suite", "empathy") != "empathy":
-        return []
     scoring = getattr(spec, "scoring", None)
-    names = list(getattr(scoring, "scorers", None) or [])
     for name in names:
         if name in builtin_names() and callable(getattr(_builtin_class(name), "preflight", None)):
             get_scorer(name, spec).preflight()

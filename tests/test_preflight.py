@@ -49,3 +49,20 @@ def test_an_llm_judge_on_the_embedded_model_is_warned_about_before_the_first_req
         assert main(["generate", str(_spec(tmp_path, srv.base_url, ["length", "llm-judge"])),
                      "--out", str(tmp_path / "g"), "--no-progress"]) == 0
     assert seen_before_first_request == [True]
+
+
+def test_score_with_an_llm_judge_on_the_embedded_model_warns_before_scoring(tmp_path, capsys, monkeypatch):
+    import audit.scoring
+    from audit.errors import AuditError
+    from synthetic_store import fill_store
+
+    run = tmp_path / "run"
+    fill_store(run)
+
+    def not_now(*a, **k):  # stands for the first judge request
+        raise AuditError("the first judge request would be sent now")
+
+    monkeypatch.setattr(audit.scoring, "score_run", not_now)
+    assert main(["score", str(run), "--scorers", "llm-judge"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "embedded 135M model" in err[0] and "first judge request" in err[1]

@@ -92,6 +92,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         from ..spec import load_spec
 
         spec = load_spec(args.spec)
+    _warn_before_scoring(spec, Path(args.run_dir), args.scorers)
     summary = score_run(spec, Path(args.run_dir), args.scorers, probe=False if args.no_probe else None,
                         invariance=False if args.no_invariance else None,
                         progress=not args.json and sys.stderr.isatty(), workers=args.workers)
@@ -100,6 +101,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         print("\n".join(summary.lines()))
     return 0
+
+
+def _warn_before_scoring(spec: Any, run_dir: Path, names: list[str] | None) -> None:
+    """Scorer checks before the first request (:mod:`audit.preflight`): a missing extra is an error, an
+    llm-judge on the embedded model a warning."""
+    from ..preflight import check_scorers
+    from ..store import RunStore
+
+    if spec is None:
+        with RunStore(run_dir, create=False) as store:
+            spec = store.latest_spec()
+    if spec is None:
+        return
+    names = list(names or getattr(getattr(spec, "scoring", None), "scorers", None) or [])
+    for w in check_scorers(spec, names):
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def cmd_score_table(args: argparse.Namespace) -> int:
