@@ -1,4 +1,5 @@
-"""Label hygiene, one rule for every entry point (spec, import, reanalysis, ratings, ``analyze``).
+"""Label hygiene, one rule for every entry point (spec, import, ratings, ``analyze``; the reanalysis
+commands apply it to their known levels through :mod:`audit.reanalysis`).
 
 A group label read from a user's file or command line is cleaned the same way everywhere:
 
