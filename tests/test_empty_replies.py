@@ -104,3 +104,26 @@ def test_content_parts_and_json_content_are_text_never_a_python_repr():
     assert content_text([{"type": "text", "text": "I hear "}, {"type": "text", "text": "you."}]) == "I hear you."
     assert content_text({"answer": "yes"}) == '{"answer": "yes"}'
     assert content_text(None) is None and content_text("x") == "x"
+
+
+def test_an_imported_json_reply_is_stored_as_json_and_an_empty_one_as_failed(tmp_path):
+    from audit.importer import import_release, import_spec_from_dict
+
+    rows = []
+    for p in range(6):
+        for g in ("control", "Black", "White"):
+            reply = {"text": f"I hear you ({p})", "tone": "warm"} if g == "White" else (
+                "   " if g == "Black" and p == 0 else f"That sounds hard, post {p}.")
+            rows.append({"post_id": f"P{p}", "group": g, "reply": reply,
+                         "text": ("" if g == "control" else f"As a {g} person, ") + f"post number {p} " * 3})
+    src = tmp_path / "r.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    spec = import_spec_from_dict({"name": "j", "files": [{"path": str(src)}], "match": "id",
+                                  "columns": {"post_id": "post_id", "variant": "text", "reply": "reply",
+                                              "group": "group"}}, where="test")
+    import_release(spec, tmp_path / "run")
+    rep = _replies(tmp_path / "run")
+    white = rep[rep["grp"] == "White"]["text"].tolist()
+    assert all(json.loads(t)["tone"] == "warm" for t in white)  # JSON, not "{'text': ...}"
+    black = rep[rep["grp"] == "Black"]
+    assert (black["status"] == "failed").sum() == 1

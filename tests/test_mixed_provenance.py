@@ -47,3 +47,23 @@ def test_reply_origins_count_the_current_designs_imported_and_generated_replies(
 
     replies = pd.DataFrame({"status": ["ok", "failed", "ok", None], "runtime": ["import", "import", "vllm", None]})
     assert reply_origins(replies) == (2, 1)  # the unanswered request is neither
+
+
+def test_a_design_with_imported_and_generated_replies_says_both(tmp_path, capsys):
+    from audit.store import RunStore
+
+    spec_path = per_group_tsv_release(tmp_path / "release")
+    run = tmp_path / "run"
+    assert main(["import", "--spec", str(spec_path), "--out", str(run)]) == 0
+    with RunStore(run, create=False) as st:  # as if 10 of the design's replies had been generated here
+        st.conn.execute("UPDATE replies SET runtime = 'vllm' WHERE request_key IN "
+                        "(SELECT request_key FROM replies ORDER BY request_key LIMIT 10)")
+    assert main(["score", str(run), "--scorers", "length"]) == 0
+    main(["analyze", str(run)])
+    assert main(["report", str(run)]) == 0
+    capsys.readouterr()
+    prov = json.loads((run / "results.json").read_text(encoding="utf-8"))["provenance"]
+    assert prov["imported"]["mixed"] == {"imported": 32, "generated": 10}
+    assert "empathy-audit import" in prov["reproduce"] and "--reuse" in prov["reproduce"]
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "Mixed sources: 32 of the analysed replies were imported and 10 were generated" in html
