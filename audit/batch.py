@@ -400,7 +400,7 @@ def ingest(store: RunStore, models: dict[str, Any], lines: Iterable[tuple[str, i
 
 def _store_line(runner: _Runner, q: dict[str, Any], rec: dict[str, Any], counts: BatchCounts) -> None:
     job = _Job(q["request_key"], q["messages"], q["params"],
-               _estimate_tokens(q["messages"], int(q["params"].get("max_tokens") or 0)))
+               _estimate_tokens(q["messages"], int(q["params"].get("max_tokens") or 0)), q.get("purpose") or "reply")
     backend = runner.backend
     resp = rec.get("response") or None
     error = rec.get("error") or None

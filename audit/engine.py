@@ -45,6 +45,8 @@ CHUNK = 512
 BREAKER_THRESHOLD = 10
 #: The error kind of a reply with no text (empty, null or whitespace only): stored as failed.
 EMPTY_REPLY = "empty reply"
+#: Purposes whose empty answers are failed replies (the audited model's replies).
+EMPTY_IS_MISSING = frozenset({"reply"})
 
 
 # ---------------------------------------------------------------------------- summary
@@ -281,6 +283,7 @@ class _Job:
     messages: list[dict[str, Any]]
     params: dict[str, Any]
     est_tokens: int
+    purpose: str = "reply"
 
 
 class _Runner:
@@ -347,7 +350,7 @@ class _Runner:
             self._seen.add(k)
             new_rows.append(row)
             jobs.append(_Job(k, row["messages"], row["params"],
-                             _estimate_tokens(row["messages"], int(row["params"]["max_tokens"]))))
+                             _estimate_tokens(row["messages"], int(row["params"]["max_tokens"])), row["purpose"]))
         if new_rows:
             self.store.put_requests(new_rows)
         if self._bar is not None:
@@ -573,11 +576,13 @@ class _Runner:
         unencodable characters replaced, an over-long reply cut, each change flagged; count it.
         Returns the stored status.
 
-        Empty is missing: an answer whose text is empty, null or whitespace only is stored as a
-        *failed* reply with the reason (never as an answered reply that scorers would score 0), so it
-        is counted per group and goes through the analysis' differential-missingness check. It is not
-        counted towards the consecutive-failure breaker (the endpoint did answer)."""
-        if res.status != "content_filter" and not (res.text or "").strip():
+        Empty is missing: an audited model's reply (purpose ``reply``) whose text is empty, null or
+        whitespace only is stored as a *failed* reply with the reason (never as an answered reply that
+        scorers would score 0), so it is counted per group and goes through the analysis'
+        differential-missingness check. It is not counted towards the consecutive-failure breaker (the
+        endpoint did answer). A judge's or probe's empty answer is left to its parser, which calls it
+        unanswered or unparseable as the suite's method says."""
+        if job.purpose in EMPTY_IS_MISSING and res.status != "content_filter" and not (res.text or "").strip():
             kind = "whitespace only" if res.text else "empty or null"
             self._emit({
                 "request_key": job.key, "status": "failed", "text": None, "finish_reason": res.finish_reason,

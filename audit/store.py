@@ -932,7 +932,7 @@ class RunStore:
         for i in range(0, len(keys), 500):
             part = keys[i:i + 500]
             for r in self.conn.execute(
-                    "SELECT q.request_key, q.model_label, q.endpoint_id, q.model_name,"
+                    "SELECT q.request_key, q.purpose, q.model_label, q.endpoint_id, q.model_name,"
                     f" {MESSAGES_SQL} AS messages_json, q.params_json FROM requests q" + PROMPTS_JOIN +
                     f" WHERE q.request_key IN ({','.join('?' * len(part))})", part):
                 d = dict(r)
