@@ -124,3 +124,23 @@ def test_argparse_usage_errors_are_one_line_too(capsys):
     _one_line_refusal(capsys, ["report"], "required")
     _one_line_refusal(capsys, ["run", "demo", "--no-such-flag"], "unrecognized")
     _one_line_refusal(capsys, ["ratings", "packet", "r", "--n", "ten", "--raters", "2", "--out", "p"], "'ten'")
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_and_a_few_aliases_still_work(tmp_path):
+    from audit.errors import AuditError
+    from audit.spec import load_spec
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("name: b\n" + "".join(
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9 if i else ['"lol"'] * 9) + "]\n" for i in range(9)),
+        encoding="utf-8")
+    with pytest.raises(AuditError, match="expand to more than 100,000 values"):
+        load_spec(bomb)
+    many = tmp_path / "many.yaml"
+    many.write_text("name: m\nx: &x 1\ny: [" + ", ".join(["*x"] * 101) + "]\n", encoding="utf-8")
+    with pytest.raises(AuditError, match="more than 100 aliases"):
+        load_spec(many)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: ok\nmodels:\n  - &m {label: a, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+                  "  - {<<: *m, label: b}\n", encoding="utf-8")  # a merge key: the usual use of an alias
+    assert [m.label for m in load_spec(ok).models] == ["a", "b"]
