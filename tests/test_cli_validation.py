@@ -141,6 +141,6 @@ def test_a_yaml_alias_bomb_is_refused_at_once_and_a_few_aliases_still_work(tmp_p
     with pytest.raises(AuditError, match="more than 100 aliases"):
         load_spec(many)
     ok = tmp_path / "ok.yaml"
-    ok.write_text("name: ok\nmodels:\n  - &m {label: a, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
-                  "  - {<<: *m, label: b}\n", encoding="utf-8")  # a merge key: the usual use of an alias
-    assert [m.label for m in load_spec(ok).models] == ["a", "b"]
+    ok.write_text("name: ok\nsuite: stigma\ndemographics: {axes: &a [race]}\nstigma: {stimuli: own, axes: *a}\n",
+                  encoding="utf-8")
+    assert load_spec(ok).stigma.axes == ["race"]
