@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible endpoint of the judge")
     r.add_argument("--judge-model", metavar="NAME", help="the judge's model name")
     r.add_argument("--judge-api-key-env", metavar="VAR", help="environment variable holding the judge's API key")
-    r.add_argument("--store", metavar="DIR", type=output_dir(), help="run store for the judge calls (default: the cache directory)")
+    r.add_argument("--store", metavar="DIR", type=output_dir(),
+                   help="run store for the judge calls (default: the cache directory)")
     r.add_argument("--drop-blank", action="store_true",
                    help="drop rows with a blank stimulus, model, group, context, criterion or key cell (counted and "
                         "stated) instead of stopping")
@@ -58,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--n-boot", type=bounded_int(50, cap=100_000), default=2000, metavar="B",
                    help="bootstrap resamples (default 2000)")
     r.add_argument("--seed", type=seed(), default=0, help="bootstrap seed (default 0)")
-    r.add_argument("--out", metavar="DIR", type=output_dir(), help="write rates, tests, judge counts and replies as CSV here")
+    r.add_argument("--out", metavar="DIR", type=output_dir(),
+                   help="write rates, tests, judge counts and replies as CSV here")
     r.set_defaults(func=_reanalyze)
 
 

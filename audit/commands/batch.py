@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         q = bsub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         q.add_argument("run_dir", metavar="RUN_DIR", help="run directory (contains store.sqlite)")
         if name == "status":
-            q.add_argument("--price-in", type=bounded_float(0, cap=10_000), metavar="USD", help="synchronous price per 1M prompt tokens")
+            q.add_argument("--price-in", type=bounded_float(0, cap=10_000), metavar="USD",
+                           help="synchronous price per 1M prompt tokens")
             q.add_argument("--price-out", type=bounded_float(0, cap=10_000), metavar="USD",
                            help="synchronous price per 1M completion tokens")
         if name == "collect":

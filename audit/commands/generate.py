@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "anywhere; it is not a model worth auditing).",
     )
     g.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
-    g.add_argument("--out", metavar="RUN_DIR", type=output_dir(), help="run directory (default: the spec's 'output', or reports/<name>)")
+    g.add_argument("--out", metavar="RUN_DIR", type=output_dir(),
+                   help="run directory (default: the spec's 'output', or reports/<name>)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--reuse", action="store_true",
                    help="RUN_DIR holds another design: keep the stored replies the new design also asks for")
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--table", default="replies",
                    help="table to export: replies (default), tidy, variants, scores, results, ...")
     e.add_argument("--purpose", default="reply", help="for --table replies: reply, judge or probe (default: reply)")
-    e.add_argument("--out", required=True, metavar="FILE", type=output_file(*EXPORT_FORMATS), help="output file: .parquet, .csv or .jsonl")
+    e.add_argument("--out", required=True, metavar="FILE", type=output_file(*EXPORT_FORMATS),
+                   help="output file: .parquet, .csv or .jsonl")
     e.add_argument("--all-designs", action="store_true",
                    help="replies, variants, scores: every stored row, not only the current design's")
     e.set_defaults(func=_export)

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "unmatched row counted. Exit status 2 on a bad mapping or an implausible alignment.")
     p.add_argument("files", nargs="*", metavar="FILE", help="release files (with flags; an import spec lists its own)")
     p.add_argument("--spec", metavar="IMPORT.yaml", help="import spec (files, columns, axes, control, scores, match)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", type=output_dir(), help="run directory to write (a new one, or the same "
+    p.add_argument("--out", required=True, metavar="RUN_DIR", type=output_dir(),
+                   help="run directory to write (a new one, or the same "
                    "import again: nothing changes)")
     p.add_argument("--name", metavar="NAME", help="run name (default: the name of RUN_DIR)")
     for field, what in (("post-id", "id of the original post"), ("post", "text of the original post"),

@@ -18,8 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "<stem>.key.csv. Fill the human columns, then `empathy-audit judge validate "
                                  "--data FILE`.")
     v.add_argument("run_dir", metavar="RUN_DIR")
-    v.add_argument("--out", required=True, metavar="FILE", type=output_file(".csv", ".tsv", ".jsonl"), help=".csv, .tsv or .jsonl")
-    v.add_argument("--n", type=bounded_int(1, cap=1_000_000), metavar="N", help="a stratified random sample of N (verdict x arm x group)")
+    v.add_argument("--out", required=True, metavar="FILE", type=output_file(".csv", ".tsv", ".jsonl"),
+                   help=".csv, .tsv or .jsonl")
+    v.add_argument("--n", type=bounded_int(1, cap=1_000_000), metavar="N",
+                   help="a stratified random sample of N (verdict x arm x group)")
     v.add_argument("--seed", type=seed(), default=0, help="sampling seed (default 0)")
     v.add_argument("--force", action="store_true", help="replace an existing table (a backup of it is kept beside "
                    "it); by default a non-empty table is never overwritten, since annotators may have filled it")

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "or the analysis could not be fitted (run again to retry); 2 an error to fix.",
     )
     p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
-    p.add_argument("--out", metavar="RUN_DIR", type=output_dir(), help="run directory (default: the spec's 'output', or reports/<name>)")
+    p.add_argument("--out", metavar="RUN_DIR", type=output_dir(),
+                   help="run directory (default: the spec's 'output', or reports/<name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--reuse", action="store_true",
                    help="RUN_DIR holds another design: keep the stored replies the new design also asks for, and "

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--post", required=True, metavar="COL", help="column with the post (the context of the reply)")
     t.add_argument("--reply", required=True, metavar="COL", help="column with the reply to score")
     t.add_argument("--scorers", nargs="+", required=True, metavar="NAME", help="local scorers; see 'scorers list'")
-    t.add_argument("--out", required=True, metavar="FILE", type=output_file(".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq"),
+    t.add_argument("--out", required=True, metavar="FILE",
+                   type=output_file(".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq"),
                    help="output table (.csv .tsv .jsonl .parquet)")
     t.set_defaults(func=cmd_score_table)
 
@@ -58,14 +59,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="the trainable scorer")
     st.add_argument("--data", required=True, metavar="DIR",
                     help="directory with emotional-reactions-reddit.csv, interpretations-reddit.csv, explorations-reddit.csv")
-    st.add_argument("--out", metavar="DIR", type=output_dir(), help="where to write the artifact (default: the shipped artifact folder)")
+    st.add_argument("--out", metavar="DIR", type=output_dir(),
+                    help="where to write the artifact (default: the shipped artifact folder)")
     st.add_argument("--no-cv", action="store_true", help="skip the cross-validation (faster)")
     st.set_defaults(func=cmd_train)
 
     sv = ssub.add_parser("validate", help="accuracy, macro-F1, weighted kappa of a scorer on labelled pairs")
     sv.add_argument("--scorer", default="epitome", metavar="NAME")
     sv.add_argument("--mechanism", required=True, choices=MECHANISMS)
-    sv.add_argument("--data", required=True, metavar="FILE.csv", help="CSV with columns seeker_post, response_post, level")
+    sv.add_argument("--data", required=True, metavar="FILE.csv",
+                    help="CSV with columns seeker_post, response_post, level")
     sv.add_argument("--spec", metavar="SPEC", help="spec configuring the scorer (llm-judge model, hf checkpoints)")
     sv.add_argument("--json", action="store_true", help="print the result as one JSON object")
     sv.set_defaults(func=cmd_validate)

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--n-boot", type=bounded_int(50, cap=100_000), default=2000, metavar="B",
                    help="bootstrap resamples (default 2000)")
     r.add_argument("--seed", type=seed(), default=0, help="bootstrap seed (default 0)")
-    r.add_argument("--out", metavar="DIR", type=output_dir(), help="write rates, tests, items, parse counts and answers as CSV here")
+    r.add_argument("--out", metavar="DIR", type=output_dir(),
+                   help="write rates, tests, items, parse counts and answers as CSV here")
     r.set_defaults(func=_reanalyze)
 
 
