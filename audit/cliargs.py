@@ -48,12 +48,16 @@ class Bounded:
     ``EMPATHY_AUDIT_LIFT_CAPS=1`` lifts. The bounds are attributes so that tests can drive every flag."""
 
     def __init__(self, kind: type, lo: float | None, hi: float | None, *, cap: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, what: str = ""):
+                 lo_open: bool = False, hi_open: bool = False, what: str = "", name: str = ""):
         self.kind, self.lo, self.hi, self.cap = kind, lo, hi, cap
-        self.lo_open, self.hi_open, self.what = lo_open, hi_open, what
+        self.lo_open, self.hi_open, self.what, self.name = lo_open, hi_open, what, name
         self.__name__ = "whole number" if kind is int else "number"  # argparse names the type in its messages
 
     def describe(self) -> str:
+        if self.name and self.lo is not None and self.hi is not None:
+            ends = "exclusive" if self.lo_open and self.hi_open else "inclusive" if not (
+                self.lo_open or self.hi_open) else "as stated"
+            return f"a number: {self.name} must be between {_num(self.lo)} and {_num(self.hi)} ({ends})"
         lo = "" if self.lo is None else ("> " if self.lo_open else ">= ") + _num(self.lo)
         hi = "" if self.hi is None else ("< " if self.hi_open else "<= ") + _num(self.hi)
         parts = [p for p in (lo, hi) if p]
@@ -111,9 +115,10 @@ def bounded_float(lo: float | None = None, hi: float | None = None, *, cap: floa
     return Bounded(float, lo, hi, cap=cap, lo_open=lo_open, hi_open=hi_open, what=what)
 
 
-def probability(what: str = "") -> Bounded:
-    """A level or probability strictly between 0 and 1 (``--alpha``, ``--power``)."""
-    return bounded_float(0.0, 1.0, lo_open=True, hi_open=True, what=what)
+def probability(name: str = "the value") -> Bounded:
+    """A level or probability strictly between 0 and 1 (``--alpha``, ``--power``); ``name`` names it in
+    the refusal ("alpha must be between 0 and 1")."""
+    return Bounded(float, 0.0, 1.0, lo_open=True, hi_open=True, name=name)
 
 
 def seed() -> Bounded:

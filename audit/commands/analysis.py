@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto: exact fast LMM (GEE logistic for 0/1 outcomes); mixedlm: statsmodels (slow); "
                    "ols: cluster-robust OLS")
     p.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
-    p.add_argument("--alpha", type=probability(), default=0.05,
+    p.add_argument("--alpha", type=probability("alpha"), default=0.05,
                    help="level for CIs and Holm significance (default 0.05)")
     p.add_argument("--allow-missing", action="store_true",
                    help="analyse even when the share of missing outcomes differs between a group and the control "
@@ -95,8 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of cue types (default: from the spec)")
     w.add_argument("--family-size", type=bounded_int(1, cap=1_000_000), metavar="M",
                    help="number of tests in the family (default: from the spec)")
-    w.add_argument("--power", type=probability(), default=0.8, help="target power (default 0.8)")
-    w.add_argument("--alpha", type=probability(), default=None, help="family-wise level (default: the spec's, 0.05)")
+    w.add_argument("--power", type=probability("power"), default=0.8, help="target power (default 0.8)")
+    w.add_argument("--alpha", type=probability("alpha"), default=None, help="family-wise level (default: the spec's, 0.05)")
     w.add_argument("--sims", type=bounded_int(10, cap=100_000), default=200,
                    help="simulated audits per design point (default 200)")
     w.add_argument("--seed", type=seed(), default=None, help="simulation seed (default: the spec's seed)")

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", nargs="+", metavar="LABEL",
                    help="names of the runs in the report (default: directory names)")
     p.add_argument("--outcome", action="append", metavar="NAME", help="compare only this outcome (repeatable)")
-    p.add_argument("--alpha", type=probability(), default=0.05,
+    p.add_argument("--alpha", type=probability("alpha"), default=0.05,
                    help="level for CIs and Holm significance, between 0 and 1 (default 0.05)")
     p.add_argument("--check", action="store_true", help="also open compare.html in headless Chromium and judge it")
     p.set_defaults(func=_compare)

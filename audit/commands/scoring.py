@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     si.add_argument("--run", metavar="RUN_DIR", help="run directory (default: the spec's); uses its control replies")
     si.add_argument("--replies-per-post", type=bounded_int(1, cap=100), default=3, metavar="K",
                     help="control replies per post (default 3)")
-    si.add_argument("--alpha", type=probability(), default=0.05, help="level of the check (default 0.05)")
+    si.add_argument("--alpha", type=probability("alpha"), default=0.05, help="level of the check (default 0.05)")
     si.add_argument("--json", action="store_true", help="print the summary table as JSON")
     si.set_defaults(func=cmd_invariance)
 
