@@ -242,8 +242,10 @@ def test_failed_replies_are_counted_in_limitations(rendered):
     assert f"{total} requests: {total - failed} answered, 0 blocked by a content filter, {failed} failed" in html
     assert "HTTP 500 after 6 attempts" in html
     # Scorer validity states the validation figures the scorer recorded (epitome: under 'cv').
-    # (issue 29: as a table like every other table, not a raw "accuracy = 0.700" dump)
-    assert "epitome: validated (figures in the validation table under Methods)" in html
+    # ... as figures on its own labelled data, not as a validation on this run's replies (issue 26, D10),
+    # in a table like every other table, not a raw "accuracy = 0.700" dump (issue 29)
+    assert ("epitome: agreement with human labels on its own labelled data, not on this run&#39;s replies "
+            "(figures in the validation table under Methods)") in html and "validated (" not in html
     assert re.search(r"<td>ER</td><td class=\"num\">0\.700</td><td class=\"num\">0\.610</td><td class=\"num\">600</td>",
                      html), "the validation figures must be a table row"
     assert "length: no validation figures recorded" in html

@@ -124,8 +124,8 @@ def _harmful(raw: Any, where: str, path: str) -> int | None:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
+    try:  # bytes decoded as they are: a line break inside a quoted cell ("\r\n", "\r") stays what it was
+        return path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise AuditError("ratings file not found", where=str(path), fix="check the path") from None
     except UnicodeDecodeError as exc:
@@ -135,14 +135,25 @@ def _read_text(path: Path) -> str:
         raise AuditError(f"cannot read the ratings file: {exc.strerror}", where=str(path)) from None
 
 
+class _RatingsCsv(csv.excel):
+    """The packet's CSV dialect (RFC 4180: ``"`` quotes, a doubled ``""`` inside a quoted cell) with
+    the delimiter of the file."""
+
+
+def _dialect(text: str) -> type[csv.Dialect]:
+    """RFC 4180 quoting with the delimiter the header row uses (``,``, or ``;`` / tab as spreadsheets
+    in some locales save). Only the delimiter is read off the file: the header names no quoted cell,
+    so :class:`csv.Sniffer` given it cannot tell how quotes are escaped and guessed ``doublequote=False``,
+    which broke every row whose post or reply holds a ``"``; given the whole file, it is misled by the
+    commas and semicolons inside the texts."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    delim = max(counts, key=lambda d: counts[d]) if max(counts.values()) else ","
+    return type("_Dialect", (_RatingsCsv,), {"delimiter": delim})
+
+
 def _csv_rows(text: str, path: str) -> Iterator[_Row]:
-    try:
-        delimiter = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t").delimiter
-    except csv.Error:
-        delimiter = ","
-    # only the delimiter is taken from the header line: sniffing one line cannot tell how quotes are
-    # escaped, and a guess of no doubled quotes split every post that quotes someone ("" in CSV)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', doublequote=True)
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=_dialect(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     need = {"item_id", *LEVEL_COLUMNS}
@@ -153,6 +164,11 @@ def _csv_rows(text: str, path: str) -> Iterator[_Row]:
     try:
         for i, rec in enumerate(reader, start=2):
             where = f"row {i}"
+            if None in rec:  # more fields than the header names: the file's quoting is broken, not a level
+                raise AuditError(f"the row has {len(header) + len(rec[None])} fields, the header {len(header)}",
+                                 where=f"{path}, {where}",
+                                 fix="save the spreadsheet as CSV again with its quoting (a cell with a quote, "
+                                     "comma or line break must stay in double quotes)")
             item = (rec.get("item_id") or "").strip().lstrip("'")
             if not item and not any((rec.get(c) or "").strip() for c in (*LEVEL_COLUMNS, "harmful", "comment")):
                 continue  # an empty line
@@ -220,7 +236,11 @@ def read_rating_file(path: str | Path) -> tuple[str, list[_Row]]:
 
 
 def import_ratings(run_dir: str | Path, path: str | Path, *, rater: str, replace: bool = False) -> ImportSummary:
-    """Check and store one rater's filled file (module docstring). All rows or none are stored."""
+    """Check and store one rater's filled file (module docstring). All rows or none are stored. The
+    rater id goes through the one label rule (:func:`audit.labels.clean_label`: NFC, whitespace)."""
+    from ..labels import clean_label
+
+    rater = clean_label(rater) or ""
     p = Path(path)
     fmt, rows = read_rating_file(p)
     sha = sha256_file(p)
