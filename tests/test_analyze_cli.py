@@ -130,7 +130,7 @@ def test_power_bad_gap_and_no_components(capsys, tmp_path):
     assert rc == 2 and "gap" in err
     # no pilot and nothing stated: the suite's planning defaults, with their source (issue 29)
     rc, out, err = run(capsys, "power", spec, "--gap", "50%", "--groups", "2", "--cue-types", "1", "--posts", "10",
-                       "--sims", "4")
+                       "--sims", "10")
     assert rc == 0, err
     assert "no pilot run: planning defaults" in out and "Sharma" in out
 

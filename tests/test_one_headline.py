@@ -44,9 +44,10 @@ def test_closing_lines_summary_results_json_and_power_agree(demo, capsys):
     s = re.search(r"\*\*Tests:\*\*.*?the family adjusted together has (\d+) tests.*?primary outcome is ([^,(]+)", md)
     assert s, md[:2000]
     assert int(s.group(1)) == run_m
-    assert s.group(2).strip() == "overall empathy" and run_outcome == "epitome.empathy"
+    from audit.report.findings import outcome_label
+    assert outcome_label(run_outcome).startswith(s.group(2).strip())
 
-    assert cli_main(["power", str(run), "--gap", "50%", "--posts", "10", "--sims", "4", "--json"]) == 0
+    assert cli_main(["power", str(run), "--gap", "50%", "--posts", "10", "--sims", "10", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["family_size"] == run_m and plan["outcome"] == run_outcome
-    assert "analysed run" in plan["family_source"] and "outcome epitome.empathy" in plan["components_source"]
+    assert "analysed run" in plan["family_source"] and f"outcome {run_outcome}" in plan["components_source"]

@@ -20,7 +20,7 @@ SPECS = sorted((ROOT / "analyses").glob("*.yaml"))
 def test_power_runs_on_every_builtin_spec_with_no_run_directory(spec, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the spec's default run directory (reports/<name>) does not exist here
     assert not (tmp_path / "reports").exists()
-    assert cli_main(["power", str(spec), "--gap", "50%", "--posts", "10", "--sims", "4", "--json"]) == 0
+    assert cli_main(["power", str(spec), "--gap", "50%", "--posts", "10", "--sims", "10", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["components_source"].startswith("no pilot run: planning defaults")
     assert "source:" in plan["components_source"] and plan["family_size"] >= 1 and plan["outcome"]
@@ -37,7 +37,7 @@ def test_every_default_names_its_source():
 def test_stated_assumptions_override_the_defaults_and_bad_ones_are_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     spec = str(ROOT / "analyses" / "demo.yaml")
-    assert cli_main(["power", spec, "--gap", "20%", "--posts", "10", "--sims", "4", "--json",
+    assert cli_main(["power", spec, "--gap", "20%", "--posts", "10", "--sims", "10", "--json",
                      "--assume", "sd_post=0.3", "sd_resid=0.4", "ref_mean=1.2"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["components_source"] == "stated"

@@ -88,7 +88,7 @@ def spec_design(spec: Any) -> dict[str, Any]:
     return design
 
 
-def planning_defaults(suite: str = "empathy") -> dict[str, Any]:
+def planning_defaults(suite: str = "empathy", outcome: str | None = None) -> dict[str, Any]:
     """The suite's planning defaults (``audit/data/power/defaults.yaml``): ``outcome, ref_mean,
     sd_resid, sd_post, source``.
 
@@ -102,7 +102,11 @@ def planning_defaults(suite: str = "empathy") -> dict[str, Any]:
     if suite not in data:
         raise AuditError(f"no planning defaults for suite '{suite}'", where=str(path),
                          fix="state the variance components with --assume sd_post=.. sd_resid=.. ref_mean=..")
-    return {**data[suite], "file": "audit/data/power/defaults.yaml"}
+    out = {**data[suite], "file": "audit/data/power/defaults.yaml"}
+    per = (data.get(f"{suite}_measures") or {}).get(outcome or "")
+    if per:  # an EPITOME mechanism: its own mean and SD from the same annotations
+        out.update(outcome=outcome, **per)
+    return out
 
 
 def planned_family_size(spec: Any, design: dict[str, Any] | None = None) -> int:
@@ -250,7 +254,7 @@ def _components(pilot_dir: Path | None, outcome: str | None, stated: dict[str, f
     if all(v is not None for v in stated.values()):
         return dict(stated, sd_variant=sd_variant or 0.0), "stated"
     if pilot_dir is None:
-        d = planning_defaults(suite)
+        d = planning_defaults(suite, outcome)
         comps = {k: float(d[k]) for k in ("sd_post", "sd_resid", "ref_mean")}
         comps.update({k: v for k, v in stated.items() if v is not None})
         comps["sd_variant"] = sd_variant or 0.0
@@ -274,13 +278,30 @@ def _components(pilot_dir: Path | None, outcome: str | None, stated: dict[str, f
 
 
 def _primary(spec: Any, suite: str) -> str:
-    """The outcome the plan is for: ``analysis.primary``, else the first of ``analysis.outcomes``, else
-    the suite's default (overall EPITOME empathy for the empathy suite), as the report's first screen."""
+    """The outcome the plan is for, by the report's rule (``audit.report.headline.primary_outcome``):
+    ``analysis.primary``, else the first of ``analysis.outcomes``, else the scored measure with the
+    strongest declared validity evidence (never a composite), else the suite's default."""
+    import math
+
+    from ..scorers.measures import builtin_catalog
+
     a = getattr(spec, "analysis", None) if spec is not None else None
     for names in (getattr(a, "primary", None), getattr(a, "outcomes", None)):
         if names:
             n = str(names[0])
             return n if "." in n or suite != "empathy" else f"epitome.{n}"
+    if spec is not None and suite == "empathy":
+        cat = builtin_catalog()
+        names = sorted((f"{sc}.{m}" for sc in spec.scoring.scorers for m in (
+            list(cat._by_scorer.get(sc, {})))),
+            key=cat.sort_key)
+
+        def strength(o: str) -> float:
+            m = cat.declared(o)
+            return m.evidence.strength if m is not None and getattr(m, "evidence", None) is not None else -math.inf
+
+        if names and math.isfinite(max(strength(o) for o in names)):
+            return max(names, key=strength)
     return str(planning_defaults(suite)["outcome"]) if suite in ("empathy", "stigma", "appropriateness", "pcsa") \
         else "epitome.empathy"
 
