@@ -58,7 +58,7 @@ _SENTENCE = re.compile(
     r"(?P<lo>[+-]?\d+\.\d+)%? to (?P<hi>[+-]?\d+\.\d+)%?(?: percentage points| points)?; Holm p = (?P<p>< 0\.001|[\d.]+)")
 _CELL = re.compile(r"(?:higher|lower|different \(no gap\))(?: than [^\n|]*?)?(?:\n|; )\s*(?P<lo>[+-]\d+\.\d+)(?P<pct>%)? to "
                    r"(?P<hi>[+-]\d+\.\d+)%?; p = (?P<p>< 0\.001|[\d.]+)")
-_CAPTION = re.compile(r"Intervals: (?P<label>Holm-consistent [\d.]+% CI) in (?P<unit>[^,]+), which excludes 0 exactly "
+_CAPTION = re.compile(r"Intervals(?: of the automated gaps)?: (?P<label>Holm-consistent [\d.]+% CI) in (?P<unit>[^,]+), which excludes 0 exactly "
                       r"when the Holm p is below 0.05")
 
 
