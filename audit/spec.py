@@ -263,6 +263,36 @@ class ScoringSpec(StrictModel):
     )
 
 
+def parse_margin(value: float | str) -> tuple[float, str]:
+    """An equivalence margin as written in ``analysis.margins`` -> (size, kind).
+
+    ``kind`` is ``absolute`` (a number in the measure's unit: ``0.1``), ``relative`` (a share of the
+    reference mean: ``"5%"`` -> 0.05) or ``points`` (percentage points of a rate: ``"2pp"`` -> 0.02,
+    an absolute margin on the 0-1 scale). Raises ValueError for anything else, zero or a negative.
+
+    >>> parse_margin("5%"), parse_margin("2 pp"), parse_margin(0.1)
+    ((0.05, 'relative'), (0.02, 'points'), (0.1, 'absolute'))
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a number, '5%' or '2pp', got a boolean")
+    t = str(value).strip().lower().replace(" ", "")
+    kind, scale = "absolute", 1.0
+    if t.endswith("%"):
+        t, kind, scale = t[:-1], "relative", 0.01
+    elif t.endswith("pp"):
+        t, kind, scale = t[:-2], "points", 0.01
+    try:
+        size = float(t) * scale
+    except ValueError:
+        raise ValueError(f"cannot read the margin {value!r}; write a number in the measure's unit (0.1), "
+                         "a share of the reference mean ('5%') or percentage points of a rate ('2pp')") from None
+    if not (size > 0 and size == size and size != float("inf")):
+        raise ValueError(f"the margin {value!r} must be a positive number")
+    if kind == "relative" and size >= 1:
+        raise ValueError(f"the relative margin {value!r} must be below 100%")
+    return size, kind
+
+
 class AnalysisSpec(StrictModel):
     outcomes: list[str] | None = Field(None, description="Scores to test; default: every stored score.")
     reference: str = Field("control", description="Reference group for gaps.")
@@ -288,11 +318,39 @@ class AnalysisSpec(StrictModel):
         description="Pre-registered primary outcome(s), e.g. [epitome.empathy]: their pooled gaps and disparity "
                     "are the confirmatory family (Holm); every other test is exploratory (BH). Default: one "
                     "family of every test.")
+    margins: dict[str, float | str] | None = Field(
+        None, description="Equivalence margins per outcome (scorer.measure or a bare measure): a number in the "
+                          "measure's unit (0.1), a share of the reference mean ('5%'), or percentage points of a "
+                          "rate ('2pp'). Every gap and disparity of such an outcome gets a TOST verdict (within "
+                          "margin, exceeds margin, gap of undetermined size, inconclusive); see docs/statistics.md. "
+                          "Without margins no fairness claim can be made.")
     allow_missing: bool = Field(
         False, description="Fit a gap even when the share of missing outcomes (failed or unscored replies, "
                            "missing scores) differs between the group and its reference; refused by default "
                            "(the test is 'not fitted' with the reason), since the usable rows were selected "
                            "differently.")
+
+    @field_validator("margins")
+    @classmethod
+    def _margins_readable(cls, v: dict[str, float | str] | None) -> dict[str, float | str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("margins is empty; give at least one outcome: margin, or leave the key out")
+        for outcome, m in v.items():
+            try:
+                parse_margin(m)
+            except ValueError as exc:
+                raise ValueError(f"margin of '{outcome}': {exc}") from None
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_margins(self, handler: Any) -> dict[str, Any]:
+        # A spec without margins serializes (and hashes, and binds its design) as before the key existed.
+        d = handler(self)
+        if isinstance(d, dict) and d.get("margins", 0) is None:
+            d.pop("margins")
+        return d
 
     @field_validator("corrections")
     @classmethod
