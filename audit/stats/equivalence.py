@@ -281,10 +281,10 @@ def equivalence_table(results: pd.DataFrame, disparity: pd.DataFrame | None, mar
                 continue
             out.append(verdict(rec["p_within_adj"], rec["p_exceed_adj"], off_zero=_off_zero(rec), alpha=alpha))
         df["verdict"] = out
-        df.drop(columns=["_kind"], inplace=True)
+    res = parts[0].drop(columns=["_kind"])
     if dis is not None:
-        dis = dis.drop(columns=["ref_mean"])
-    return parts[0], dis
+        dis = parts[1].drop(columns=["_kind", "ref_mean"])
+    return res, dis
 
 
 def _written(outcome: str, margins: Mapping[str, Any]) -> str:
