@@ -276,7 +276,7 @@ def equivalence_table(results: pd.DataFrame, disparity: pd.DataFrame | None, mar
         start += n
         out = []
         for rec in df.to_dict("records"):
-            if rec["margin"] is None:
+            if rec["margin_kind"] is None or (isinstance(rec["margin_kind"], float) and np.isnan(rec["margin_kind"])):
                 out.append(NO_MARGIN)
                 continue
             out.append(verdict(rec["p_within_adj"], rec["p_exceed_adj"], off_zero=_off_zero(rec), alpha=alpha))

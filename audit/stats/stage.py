@@ -559,7 +559,9 @@ def _disparity_posts_more(rec: dict[str, Any], level: float, alpha: float) -> fl
     if rec.get("verdict") not in (INCONCLUSIVE, UNDETERMINED):
         return np.nan
     z = stats.norm.ppf(1 - alpha / 2)  # the bootstrap CI's level
-    se = (float(rec["ci_high"]) - float(rec["estimate"])) / z
+    est, m = float(rec["estimate"]), float(rec["margin_abs"])
+    # the half of the interval that decides: the upper one for "within", the lower one for "exceeds"
+    se = ((float(rec["ci_high"]) - est) if est < m else (est - float(rec["ci_low"]))) / z
     need = tost_units_needed(rec["estimate"], se, int(rec.get("n_posts") or 0), rec["margin_abs"], level=level)
     return float(need - int(rec["n_posts"])) if need is not None else np.nan
 
