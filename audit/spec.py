@@ -544,6 +544,22 @@ STIGMA_DECODING = {"temperature": 0.0, "max_tokens": 10}
 APPROPRIATENESS_DECODING = {"temperature": 0.0, "max_tokens": 512}
 
 
+class PriceSpec(StrictModel):
+    """Prices of one model in USD per million tokens (``prices:`` in the spec; see docs/costs.md)."""
+
+    input: float = Field(..., ge=0, description="USD per million prompt tokens.")
+    output: float = Field(..., ge=0, description="USD per million completion tokens.")
+    batch_input: float | None = Field(None, ge=0, description="With execution: batch (default: half of input).")
+    batch_output: float | None = Field(None, ge=0, description="With execution: batch (default: half of output).")
+
+
+class BudgetSpec(StrictModel):
+    """The most a run may spend (``budget:``; counted from the tokens the servers report)."""
+
+    usd: float = Field(..., gt=0, description="Budget in USD: a request that could take the spend past it is "
+                                              "not sent; a batch that could is not uploaded.")
+
+
 class AuditSpec(StrictModel):
     """The whole audit."""
 
@@ -570,6 +586,10 @@ class AuditSpec(StrictModel):
     appropriateness: AppropriatenessSpec | None = Field(
         None, description="Settings of the appropriateness suite (suite: appropriateness).")
     output: str | None = Field(None, description="Run directory; default reports/<name>.")
+    prices: dict[str, PriceSpec] | None = Field(
+        None, description="Prices per model name or label (USD per million tokens), over the built-in table "
+                          "(audit/data/prices.yaml); used by `empathy-audit plan`, the budget and results.json.")
+    budget: BudgetSpec | None = Field(None, description="The most this run may spend, e.g. {usd: 50}.")
 
     # Set by load_spec; not part of the YAML.
     _source_path: Path | None = None
@@ -638,6 +658,9 @@ class AuditSpec(StrictModel):
         ``suite`` and ``stigma`` keys, so its canonical JSON, spec hash and stored spec are those of
         the releases before suites were chosen in the spec."""
         d = super().model_dump(**kwargs)
+        for key in ("prices", "budget"):  # specs without them keep the hash they had before these keys
+            if d.get(key, 0) is None:
+                d.pop(key)
         if d.get("pcsa") is None:  # specs of the other suites keep the hash they had before this section
             d.pop("pcsa", None)
         elif d["pcsa"].get("judge_validation", 0) is None:  # PCSA specs keep the hash they had before it

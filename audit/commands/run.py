@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "in, then continue; without it the run submits and exits 0, and the next run collects")
     workers_option(p)
     gate_option(p)
+    from .costs import price_options
+
+    price_options(p)
     p.set_defaults(func=_run)
 
     r = sub.add_parser(
@@ -96,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     result = run(spec, args.out, progress=not args.no_progress,
                  spec_argument=str(args.spec) if Path(args.spec).exists() else str(path),
                  force_analysis=args.reanalyze, reuse=args.reuse, wait=args.wait,
-                 workers=args.workers)
+                 workers=args.workers, max_usd=args.max_usd, price_in=args.price_in, price_out=args.price_out)
     if result.waiting:  # batches submitted or still out: nothing is wrong, run again later
         if args.gate:  # but nothing is decided yet: a release gate must not pass
             print("gate: replies are still out at the batch service, so there are no verdicts yet (exit 5)")

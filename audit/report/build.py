@@ -693,6 +693,7 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         **models_json(ctx, data),
         **({"human_ratings": ctx["human_ratings"]["json"]} if ctx["human_ratings"]["present"] else {}),
         **_verdicts_json(ctx),
+        **({"spend": data.spend} if data.spend else {}),
     ))
 
 
