@@ -248,15 +248,17 @@ def _wall(n: int, tokens: float, model: Any) -> tuple[float | None, str]:
     return max(waits), "at the spec's rate limits"
 
 
-def _planned(spec: Any) -> list[tuple[Any, Any, str, list[dict[str, Any]]]]:
-    """(model, decoding, purpose, items) of every request the empathy suite's stages send."""
+def _planned(spec: Any) -> list[tuple[Any, Any, str, list[dict[str, Any]], int | None]]:
+    """(model, decoding, purpose, items, base seed) of every request the empathy suite's stages send
+    (the probe sends without the spec's seed: :func:`audit.scorers.probe.run_probe`)."""
     from .counterfactual import build_variants
     from .generate import reply_items
     from .prompts import styles_for_spec
 
     variants = build_variants(spec)
     styles = styles_for_spec(spec)
-    out = [(m, spec.decoding, "reply", list(reply_items(variants, styles, spec.samples))) for m in spec.models]
+    out = [(m, spec.decoding, "reply", list(reply_items(variants, styles, spec.samples)), spec.seed)
+           for m in spec.models]
     if spec.scoring.inference_probe:
         from .scorers.probe import load_questions, probe_setup, with_response_format
 
@@ -270,7 +272,7 @@ def _planned(spec: Any) -> list[tuple[Any, Any, str, list[dict[str, Any]]]]:
             model = with_response_format(model, rf, qs.schema(), "demographic_probe")
             out.append((model, decoding, "probe",
                         [{"purpose": "probe", "variant_id": v, "messages": qs.messages(t)}
-                         for v, t in zip(variants["variant_id"], variants["text"])]))
+                         for v, t in zip(variants["variant_id"], variants["text"])], None))  # no base seed
     return out
 
 
@@ -299,8 +301,8 @@ def plan_costs(spec: Any, run_dir: Any = None, *, pilot: int = 0, price_in: floa
     if own:
         store = RunStore(rd, create=False)
     try:
-        for model, decoding, purpose, items in planned:
-            keys = list(planned_keys(model, decoding, items, base_seed=spec.seed, identity=_identity(model)))
+        for model, decoding, purpose, items, seed in planned:
+            keys = list(planned_keys(model, decoding, items, base_seed=seed, identity=_identity(model)))
             answered = store.answered_among(keys) if store is not None else set()
             todo = [it for k, it in zip(keys, items) if k not in answered]
             n_keys = len(dict.fromkeys(keys))  # identical requests are sent once
@@ -333,7 +335,7 @@ def _pilot(spec: Any, rd: Any, planned: list, n: int, progress: bool) -> dict[st
     check_models(spec)
     means: dict[str, float] = {}
     with RunStore(rd) as store:
-        for model, decoding, purpose, items in planned:
+        for model, decoding, purpose, items, _seed in planned:
             if purpose != "reply" or model.execution == "batch":
                 continue
             summary = complete(store, model, decoding, items[:n], progress=progress, base_seed=spec.seed,
