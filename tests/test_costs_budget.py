@@ -174,3 +174,32 @@ def test_prices_resolve_from_command_line_spec_and_table():
     assert spec_from_dict({"name": "x"}).canonical_json == spec_from_dict({"name": "x"}).canonical_json
     assert "budget" not in spec_from_dict({"name": "x"}).model_dump() and "prices" not in \
         spec_from_dict({"name": "x"}).model_dump()
+
+
+def test_a_batch_that_could_pass_the_budget_is_not_uploaded(tmp_path, capsys):
+    from audit.testing import BatchOptions
+
+    spec = {"name": "batch", "posts": {"limit": 5},
+            "demographics": {"axes": ["race"], "cue_types": ["explicit_tag"], "alternatives": 1},
+            "decoding": {"max_tokens": 64, "seed": 3},
+            "prices": {"golden-model": {"input": 1.0, "output": 2.0}},  # batch: half of it
+            "scoring": {"scorers": ["length"], "inference_probe": False}}
+    with StubServer(reply=golden_reply, model="golden-model", batch=BatchOptions()) as srv:
+        spec["models"] = [{"label": "golden", "base_url": srv.base_url, "model": "golden-model",
+                           "execution": "batch", "batch": {"max_requests": 10}}]
+        path = tmp_path / "batch.yaml"
+        path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+        run = tmp_path / "run"
+        # each batch of ten costs at most about 10 x (100 + 64 x 2) / 2 / 1e6 = $0.0011 at batch prices
+        assert cli_main(["run", str(path), "--out", str(run), "--no-progress", "--max-usd", "0.0015"]) == 2
+        err = capsys.readouterr().err
+        assert "was not uploaded" in err and "higher budget" in err
+        with RunStore(run, create=False) as st:
+            states = [b["state"] for b in st.batches()]
+        assert states.count("submitted") == 1 and srv.batch_creates == 1 == len(srv.files)  # one fitted
+        assert "prepared" in states  # the rest kept, not uploaded
+        assert cli_main(["run", str(path), "--out", str(run), "--no-progress", "--max-usd", "1"]) == 0
+        assert cli_main(["run", str(path), "--out", str(run), "--no-progress", "--max-usd", "1"]) == 0
+        with RunStore(run, create=False) as st:
+            assert all(b["state"] in ("collected", "completed") for b in st.batches()), \
+                [b["state"] for b in st.batches()]
