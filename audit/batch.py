@@ -212,7 +212,7 @@ async def asubmit(store: RunStore, models: dict[str, Any], *, labels: Iterable[s
 def _shard_worst_case(store: RunStore, b: dict[str, Any], guard: Any) -> float:
     """The most a batch's requests could cost: each line's prompt estimate and its max_tokens at the
     batch prices (:meth:`audit.costs.BudgetGuard.worst_case`)."""
-    from .costs import estimate_prompt_tokens
+    from .budget import estimate_prompt_tokens
 
     path = store.run_dir / b["shard_path"] if b.get("shard_path") else None
     if path is None or not path.exists():
@@ -230,7 +230,7 @@ def _shard_worst_case(store: RunStore, b: dict[str, Any], guard: Any) -> float:
 def _check_budget(store: RunStore, b: dict[str, Any], guards: dict[str, Any]) -> None:
     """Refuse, before upload, a batch whose worst case could take the spend past the run's budget
     (the reported spend plus the worst case of the batches still out; :class:`audit.costs.BudgetGuard`)."""
-    from .costs import BudgetGuard
+    from .budget import BudgetGuard
 
     label = b["model_label"]
     if label not in guards:

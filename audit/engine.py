@@ -308,7 +308,7 @@ class _Runner:
         self._buf: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         self._wake: asyncio.Event | None = None   # the writer task's signal while sending (None otherwise)
         self.secrets = secrets_from_env([model.api_key_env])
-        from .costs import BudgetGuard
+        from .budget import BudgetGuard
 
         self.budget = BudgetGuard.from_store(store, model.label)  # None: the run has no budget
 

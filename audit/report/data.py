@@ -235,7 +235,7 @@ def collect(run_dir: str | Path) -> ReportData:
 
 def _spend(store: RunStore, spec: Any) -> dict[str, Any] | None:
     """results.json ``spend`` (:func:`audit.costs.spend`); None when the run never dealt in money."""
-    from ..costs import spend
+    from ..budget import spend
 
     try:
         return spend(store, spec)
