@@ -203,3 +203,18 @@ def test_a_batch_that_could_pass_the_budget_is_not_uploaded(tmp_path, capsys):
         with RunStore(run, create=False) as st:
             assert all(b["state"] in ("collected", "completed") for b in st.batches()), \
                 [b["state"] for b in st.batches()]
+
+
+def test_pilot_measures_completion_tokens_and_the_run_reuses_its_replies(tmp_path, capsys):
+    with UsageServer() as srv:
+        path = _demo_spec(srv, tmp_path, 1.0)
+        run_dir = tmp_path / "run"
+        assert cli_main(["plan", str(path), "--out", str(run_dir), "--pilot", "3", "--json"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        assert srv.count == 3
+        reply = next(r for r in plan["rows"] if r["purpose"] == "reply")
+        mean = srv.usage["completion_tokens"] / 3  # the server's usage fields of the pilot's replies
+        assert reply["completion_method"] == f"pilot mean {mean:.1f} per reply"
+        assert reply["cached"] == 3 and reply["completion_tokens"] == pytest.approx(mean * (102 - 3))
+        assert cli_main(["run", str(path), "--out", str(run_dir), "--no-progress"]) == 0
+        assert srv.count == 102 and len(set(srv.keys)) == 102  # the pilot's three were not sent again
