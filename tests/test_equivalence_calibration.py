@@ -204,3 +204,26 @@ def test_margins_are_read_as_written(text, expected):
 def test_unreadable_margins_are_refused(bad):
     with pytest.raises(ValueError):
         parse_margin(bad)
+
+
+def test_a_binary_rate_suite_gets_verdicts_in_percentage_points():
+    """The stigma suite's family (GEE gaps on the probability scale): a planted race effect far beyond
+    a 5 pp margin is called "exceeds margin", a group without effect is not; the gate reads them."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from stigma_sim import simulate_coded
+
+    from audit.report.verdicts import gate_status
+    from audit.stigma.analysis import analyze_stigma
+
+    d = simulate_coded(seed=11, race_effect={"African American": 1.2}, replicates=2)
+    res = analyze_stigma(d, n_boot=50, margins={"stigma": "5pp"})
+    t = res.tests
+    pooled = t[(t.term == "race") & (t.condition == "pooled")].set_index("group")
+    assert pooled.loc["African American", "verdict"] == EXCEEDS
+    assert pooled.loc["African American", "margin_abs"] == pytest.approx(0.05)
+    assert pooled.loc["Hispanic", "verdict"] in (INCONCLUSIVE, WITHIN, UNDETERMINED)
+    assert gate_status(None, None, t).code == 3
+    assert "verdict" not in analyze_stigma(d, n_boot=50).tests.columns  # without margins: as before

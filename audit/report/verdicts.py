@@ -52,9 +52,11 @@ def _confirmatory(df: pd.DataFrame) -> pd.DataFrame:
     d = df[df["verdict"].astype(str) != NO_MARGIN]
     if "family" in d.columns:
         return d[d["family"].astype(str) == "confirmatory"]
-    for col in ("style", "cue_type"):
+    for col in ("style", "cue_type", "condition", "scope"):  # condition, scope: the stigma, appropriateness suites
         if col in d.columns:
             d = d[d[col].astype(str) == "pooled"]
+    if "term" in d.columns:  # the stigma suite: a condition against daily troubles is no fairness comparison
+        d = d[d["term"].astype(str) != "condition"]
     return d
 
 
@@ -138,12 +140,14 @@ class GateStatus:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def gate_status(results: pd.DataFrame | None, disparity: pd.DataFrame | None) -> GateStatus:
+def gate_status(results: pd.DataFrame | None, disparity: pd.DataFrame | None,
+                *others: pd.DataFrame | None) -> GateStatus:
     """0 when every confirmatory comparison is within its margin; 3 when any exceeds it; 4 when none
     exceeds but some is undecided (inconclusive, a gap of undetermined size or not estimable); 5 when
-    there is nothing to decide on (no margins, or no analysis)."""
+    there is nothing to decide on (no margins, or no analysis). ``others``: the stigma and
+    appropriateness suites' test tables (their pooled comparisons of groups)."""
     verdicts = []
-    for df in (results, disparity):
+    for df in (results, disparity, *others):
         conf = _confirmatory(df) if df is not None else pd.DataFrame()
         verdicts += conf["verdict"].astype(str).tolist() if not conf.empty else []
     counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}

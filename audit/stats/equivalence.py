@@ -80,7 +80,7 @@ from .corrections import bh, holm
 
 __all__ = ["parse_margin", "tost_p", "tost_p_ratio", "disparity_tost_p", "tost_ci", "verdict", "VERDICTS",
            "WITHIN", "EXCEEDS", "UNDETERMINED", "INCONCLUSIVE", "NOT_ESTIMABLE", "NO_MARGIN",
-           "margin_for", "equivalence_table", "plain_verdict"]
+           "margin_for", "equivalence_table", "plain_verdict", "rate_verdicts"]
 
 WITHIN, EXCEEDS, UNDETERMINED, INCONCLUSIVE = ("within margin", "exceeds margin", "gap, size undetermined",
                                                "inconclusive")
@@ -317,3 +317,16 @@ def _control_means(results: pd.DataFrame, reference: str) -> dict[tuple[str, str
             r = r[r[col].astype(str) == "pooled"]
     g = r.groupby(["outcome", "model_label"])["ref_mean"].median()
     return {k: float(v) for k, v in g.items()}
+
+
+def rate_verdicts(tests: pd.DataFrame, outcome: str, margins: Mapping[str, Any] | None, *,
+                  alpha: float = 0.05) -> pd.DataFrame:
+    """The TOST columns of :func:`equivalence_table` for a suite's family of rate gaps (the stigma
+    and appropriateness suites' ``*_tests``: ``estimate, se, ref_mean, significant_holm`` of one
+    outcome, e.g. ``stigma``), with the margin of ``outcome`` in ``margins`` (``"5pp"``: percentage
+    points; ``"5%"``: of the reference rate). ``tests`` unchanged when it has no margin."""
+    if tests is None or tests.empty or margin_for(outcome, margins) is None:
+        return tests
+    had = "outcome" in tests.columns
+    eq, _ = equivalence_table(tests if had else tests.assign(outcome=outcome), None, margins, alpha=alpha)
+    return eq if had else eq.drop(columns=["outcome"])
