@@ -114,6 +114,9 @@ def _costs(store: RunStore, spec: Any, rd: Path, echo: Callable[[str], None] | N
         plan = plan_costs(spec, rd, price_in=price_in, price_out=price_out, max_usd=max_usd, store=store)
     except AuditError:
         return  # the stages report what is wrong with the design
+    except Exception as exc:  # noqa: BLE001 - the plan informs; it must not stop a run that can go on
+        echo(f"plan: not available ({type(exc).__name__}: {exc}); `empathy-audit plan` shows it")
+        return
     for line in plan.lines():
         echo(line)
 
