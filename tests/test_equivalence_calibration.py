@@ -227,3 +227,29 @@ def test_a_binary_rate_suite_gets_verdicts_in_percentage_points():
     assert pooled.loc["Hispanic", "verdict"] in (INCONCLUSIVE, WITHIN, UNDETERMINED)
     assert gate_status(None, None, t).code == 3
     assert "verdict" not in analyze_stigma(d, n_boot=50).tests.columns  # without margins: as before
+
+
+def test_with_human_ratings_the_verdict_uses_the_corrected_gap():
+    """A scorer that under-scores a group shows a gap beyond the margin; the prediction-powered gap
+    (results_ppi, kind ppi) is near zero, and the verdict is made on it, with the ratings (not posts)
+    that would decide an undecided one."""
+    from audit.stats.stage import verdicts
+
+    res = pd.DataFrame([dict(family_id="F", outcome="epitome.ER", model_label="m", style="pooled", cue_type="pooled",
+                             group=g, reference="control", estimate=-0.4, se=0.05, ci_low=-0.5, ci_high=-0.3,
+                             ref_mean=1.0, relative_gap=-0.4, significant_holm=True, n_posts=60, p_value=1e-9)
+                        for g in ("A", "B")])
+    ppi = pd.DataFrame([dict(outcome="epitome.ER", model_label="m", group="A", reference="control", kind="ppi",
+                             estimate=0.01, se=0.02, ci_low=-0.03, ci_high=0.05, n_rated=200),
+                        dict(outcome="epitome.ER", model_label="m", group="B", reference="control", kind="ppi",
+                             estimate=0.05, se=0.06, ci_low=-0.07, ci_high=0.17, n_rated=150),
+                        dict(outcome="epitome.ER", model_label="m", group="A", reference="control", kind="automated",
+                             estimate=-0.4, se=0.05, ci_low=-0.5, ci_high=-0.3, n_rated=200)])
+    out, _ = verdicts(res, pd.DataFrame(), ppi, {"ER": 0.1}, alpha=ALPHA, reference="control")
+    a, b = out.iloc[0], out.iloc[1]
+    assert (out["verdict_source"] == "ppi").all() and a["verdict_estimate"] == 0.01
+    assert a["estimate"] == -0.4  # the stored automated gap itself is unchanged
+    assert a["verdict"] == WITHIN  # 0.01 +- 1.645 x 0.02 lies inside +-0.1 (Holm over two: p = 2 x 3e-6)
+    assert b["verdict"] == INCONCLUSIVE and b["ratings_more"] > 0 and np.isnan(b["posts_more"])
+    plain, _ = verdicts(res, pd.DataFrame(), None, {"ER": 0.1}, alpha=ALPHA, reference="control")
+    assert set(plain["verdict"]) == {EXCEEDS} and (plain["verdict_source"] == "model").all()
