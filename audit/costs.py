@@ -245,6 +245,9 @@ def plan_costs(spec: Any, run_dir: Any = None, *, pilot: int = 0, price_in: floa
             store.close()
     if any(r.model_label == "embedded" for r in rows):
         notes.append("the embedded model runs locally: no price")
+    if "llm-judge" in spec.scoring.scorers:
+        notes.append("not in this plan: the llm-judge scorer's requests (one per answered reply, to the judge "
+                     "model; their prompts hold the replies, unknown before they arrive); the budget guard counts them")
     return CostPlan(rows, str(rd), max_usd if max_usd is not None else budget_of(spec), notes)
 
 
