@@ -154,11 +154,19 @@ def store_budget(store: Any, spec: Any, max_usd: float | None, *, price_in: floa
                              fix=f"give its price: prices: {{{m.model or m.label}: {{input: ..., output: ...}}}} in "
                                  "the spec (USD per million tokens), or --price-in/--price-out")
         prices[m.label] = p.as_dict() if p else dict(input=0, output=0, batch_input=0, batch_output=0, source="local")
-    if spec.scoring.probe_model is not None:
-        pm = spec.scoring.probe_model.model
-        p = None if pm.is_embedded else price_for(pm, spec, price_in=price_in, price_out=price_out)
-        prices[pm.label] = p.as_dict() if p else dict(input=0, output=0, batch_input=0, batch_output=0,
-                                                       source="unpriced")
+    scoring = getattr(spec, "scoring", None)
+    extra = [scoring.probe_model, scoring.judge if "llm-judge" in scoring.scorers else None] if scoring else []
+    for judge in extra:  # the probe's and the judge's models are paid too
+        if judge is None or judge.model.label in prices:
+            continue
+        jm = judge.model
+        p = None if jm.is_embedded else price_for(jm, spec, price_in=price_in, price_out=price_out)
+        if p is None and not jm.is_embedded:
+            raise AuditError(f"a budget is set but the model '{jm.label}' ({jm.model}) of the probe or judge has no "
+                             "price", where="spec key budget",
+                             fix=f"give its price: prices: {{{jm.model or jm.label}: {{input: ..., output: ...}}}}")
+        prices[jm.label] = p.as_dict() if p else dict(input=0, output=0, batch_input=0, batch_output=0,
+                                                       source="local")
     store.set_meta("budget", json.dumps(dict(usd=float(usd), prices=prices), sort_keys=True))
 
 
