@@ -54,6 +54,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import AuditError
+from .degenerate import attach_warnings, captured
 from .gaps import _fit_lmm, validate_table
 from .missing import match_level
 
@@ -152,7 +153,13 @@ def gap_interaction(
         pair = pd.factorize(clusters)[0].astype(np.int64) * (int(inn.max()) + 1) + inn
         if len(pd.unique(pair)) == len(d):
             inn = None  # one row per (variant, model): no inner variance to identify
-    fit = _fit_lmm(y, X, clusters, inn, True)
+    with captured() as caught:  # numerical warnings: stated on the rows (audit.stats.degenerate), never printed
+        fit = _fit_lmm(y, X, clusters, inn, True)
+        rows = _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, y)
+    return pd.DataFrame(attach_warnings(rows, caught))
+
+
+def _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, y) -> list[dict]:
     b, V = fit.params, fit.cov
     zc = stats.norm.ppf(1 - alpha / 2)
     ng, nb = len(glev), len(others)
@@ -179,7 +186,7 @@ def gap_interaction(
                           + (" (linear probability model on the 0/1 outcome)" if _binary(y) else ""),
                 "converged": bool(fit.converged), "warning": "; ".join(dict.fromkeys(fit.warnings)) or None,
             })
-    return pd.DataFrame(rows)
+    return rows
 
 
 def _binary(y: np.ndarray) -> bool:
