@@ -89,7 +89,9 @@ def test_relative_margin_uses_the_fieller_test_and_is_calibrated():
     rng = np.random.default_rng(304)
     n = 4000
     m = parse_margin("5%")[0]
-    a, _, r, vaa, var, vrr = _paired(rng, n, 100, true_gap=0.05 * 1.0)  # ratio exactly 5%
+    # ratio exactly 5%, with posts enough for the test to have power near the margin (SE of the ratio
+    # about 0.018): the size is then close to alpha, not trivially 0
+    a, _, r, vaa, var, vrr = _paired(rng, n, 1000, true_gap=0.05 * 1.0)
     pw, _ = tost_p_ratio(a, r, vaa, var, vrr, m)
     assert _within_rate(pw) <= _bound(n)
     a, _, r, vaa, var, vrr = _paired(rng, 2000, 400, true_gap=0.0, sd_post=0.3, sd_resid=0.2)
@@ -150,7 +152,7 @@ def test_binary_rate_with_a_margin_in_points_is_calibrated():
     m, kind = parse_margin("5pp")
     assert (m, kind) == (0.05, "points")
     n = 4000
-    a, se = _binary(rng, n, 400, 0.3, 0.05)
+    a, se = _binary(rng, n, 2500, 0.3, 0.05)  # SE about 0.013: the size at the margin is close to alpha
     pw, _ = tost_p(a, se, m)
     assert _within_rate(pw) <= _bound(n)
     a, se = _binary(rng, 2000, 2500, 0.3, 0.0)  # SE about 0.013: the margin is 3.8 SE away
