@@ -65,6 +65,13 @@ def _mk(p: dict[str, Any] | Any, source: str) -> Price:
                  source)
 
 
+def check_price_pair(price_in: float | None, price_out: float | None) -> None:
+    """``--price-in`` and ``--price-out`` come together or not at all."""
+    if (price_in is None) != (price_out is None):
+        raise AuditError("give both --price-in and --price-out (USD per million tokens)", where="command line",
+                         fix="e.g. --price-in 0.15 --price-out 0.6")
+
+
 def price_for(model: Any, spec: Any = None, *, price_in: float | None = None,
               price_out: float | None = None) -> Price | None:
     """The price of ``model`` (a ModelSpec): ``--price-in/--price-out`` (both, for every model), else
@@ -141,6 +148,7 @@ def store_budget(store: Any, spec: Any, max_usd: float | None, *, price_in: floa
                  price_out: float | None = None) -> None:
     """Record the run's budget and every model's price in the store's meta (``budget``), where the
     request engine's :class:`BudgetGuard` reads them; removed when there is no budget."""
+    check_price_pair(price_in, price_out)
     usd = max_usd if max_usd is not None else budget_of(spec)
     if usd is None:
         store.delete_meta("budget")

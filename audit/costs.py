@@ -211,6 +211,9 @@ def plan_costs(spec: Any, run_dir: Any = None, *, pilot: int = 0, price_in: floa
     from .engine import planned_keys
     from .store import STORE_FILENAME, RunStore
 
+    from .budget import check_price_pair
+
+    check_price_pair(price_in, price_out)
     if getattr(spec, "suite", "empathy") != "empathy":
         raise AuditError(f"plan covers the empathy suite; this spec is a {spec.suite} audit",
                          where=str(spec.source_path or "the spec"), fix="plan an empathy spec")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cliargs import bounded_float, count, output_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "spec's prices:, or --price-in/--price-out; batch prices for execution: batch) and the wall time "
                     "at the spec's rate limits. Nothing is sent unless --pilot is given.")
     p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit")
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's)")
-    p.add_argument("--pilot", type=int, default=0, metavar="N",
+    p.add_argument("--out", metavar="RUN_DIR", type=output_dir(), help="run directory (default: the spec's)")
+    p.add_argument("--pilot", type=count(0, cap=10_000, what="pilot requests per model"), default=0, metavar="N",
                    help="first send N reply requests per online model (stored: the run reuses them) and plan the "
                         "completion tokens from their reported usage")
     price_options(p)
@@ -27,11 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def price_options(p: argparse.ArgumentParser, budget: bool = True) -> None:
-    p.add_argument("--price-in", type=float, metavar="USD", help="USD per million prompt tokens, for every model "
+    p.add_argument("--price-in", type=bounded_float(0, cap=10_000), metavar="USD", help="USD per million prompt tokens, for every model "
                    "(with --price-out; overrides the price table and the spec's prices)")
-    p.add_argument("--price-out", type=float, metavar="USD", help="USD per million completion tokens (with --price-in)")
+    p.add_argument("--price-out", type=bounded_float(0, cap=10_000), metavar="USD", help="USD per million completion tokens (with --price-in)")
     if budget:
-        p.add_argument("--max-usd", type=float, metavar="USD",
+        p.add_argument("--max-usd", type=bounded_float(0, lo_open=True), metavar="USD",
                        help="budget in USD (overrides the spec's budget: usd): a request that could take the spend "
                             "past it is not sent, a batch that could is not uploaded")
 

@@ -94,6 +94,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..resources import resolve_spec_path
     from ..spec import load_spec
 
+    from ..budget import check_price_pair
+
+    check_price_pair(args.price_in, args.price_out)  # before anything is written
     path = resolve_spec_path(args.spec)
     spec = load_spec(path)
     if args.pdf:
