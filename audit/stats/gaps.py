@@ -43,7 +43,7 @@ Effect sizes
   but absurdly wide (seen: +4.7% to +2090.1%), so only the absolute gap is stated;
 * binary outcomes: the probability-scale gap and its CI are clipped to [-1, 1] and the relative
   gap's lower bound to -100% (a share cannot fall below 0);
-* ``ref_se`` and ``ref_cov`` (the reference mean's SE and its covariance with the gap) are kept, so
+* ``ref_se`` and ``cov_gap_ref`` (the reference mean's SE and its covariance with the gap) are kept, so
   an interval at another level (:mod:`audit.stats.intervals`) can be computed without refitting;
 * standardised gap ``b_g / sqrt(s2_post + s2_inner + s2)`` (the "d" of Westfall, Kenny & Judd 2014,
   total-variance standardisation) for the linear model; ``log OR * sqrt(3) / pi`` (Chinn 2000) for
@@ -101,7 +101,7 @@ MIN_CLUSTERS = 5
 GAP_COLUMNS = [
     "group", "reference", "estimate", "se", "ci_low", "ci_high", "ref_mean", "relative_gap", "rel_ci_low",
     "rel_ci_high", "std_effect", "z", "p_value", "n", "n_posts", "n_missing", "ref_n_missing", "n_clusters", "design",
-    "method", "converged", "warning", "ref_se", "ref_cov",
+    "method", "converged", "warning", "ref_se", "cov_gap_ref",
 ]
 NO_REPEATS = "ols, cluster-robust (CR1) by post; no post repeats, so a post variance is not identifiable"
 
@@ -383,9 +383,9 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             z = est / se if se > 0 else np.nan
         p = float(2 * stats.norm.sf(abs(z)))
         se_ref = float(np.sqrt(grad_ref @ V @ grad_ref))
-        cov = float(grad_est @ V @ grad_ref)
+        cov_gap_ref = float(grad_est @ V @ grad_ref)
         binary_gap = fit.link != "identity"
-        rel, rel_lo, rel_hi = safe_ratio(est, ref_mean, se ** 2, cov, se_ref ** 2, zc,
+        rel, rel_lo, rel_hi = safe_ratio(est, ref_mean, se ** 2, cov_gap_ref, se_ref ** 2, zc,
                                          lower=-1.0 if binary_gap else -np.inf)
         if not np.isfinite(rel):
             warn.append("relative gap not reported: the reference mean is too close to 0 for a bounded ratio")
@@ -399,7 +399,7 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             ref_mean=ref_mean, relative_gap=rel, rel_ci_low=rel_lo, rel_ci_high=rel_hi, std_effect=float(std),
             z=float(z), p_value=p, n=int(in_g.sum()), n_posts=int(n_posts),
             method=fit.method, converged=bool(fit.converged), warning="; ".join(dict.fromkeys(warn)) or None,
-            ref_se=se_ref, ref_cov=cov,
+            ref_se=se_ref, cov_gap_ref=cov_gap_ref,
         ))
     return rows
 
@@ -511,8 +511,10 @@ def gap_test(
     DataFrame with one row per compared group (and per ``by`` level, ``by`` column set to
     ``'pooled'`` or the level): ``group, reference, estimate, se, ci_low, ci_high, ref_mean,
     relative_gap, rel_ci_low, rel_ci_high, std_effect, z, p_value, n, n_posts, n_missing, ref_n_missing,
-    n_clusters, design, method, converged, warning`` (a group with no usable value: ``method`` ``not
-    fitted`` and the reason in ``warning``). See the module docstring for the formulas.
+    n_clusters, design, method, converged, warning, ref_se, cov_gap_ref`` (a group with no usable
+    value: ``method`` ``not fitted`` and the reason in ``warning``; ``ref_se`` the reference mean's SE
+    and ``cov_gap_ref`` its covariance with the gap, which relative equivalence margins need). See the
+    module docstring for the formulas.
 
     Example
     -------

@@ -20,7 +20,7 @@ intervals of the non-informative kind (Strassburger & Bretz 2008 give informativ
 tests; they touch 0, which a reader takes for "no gap", so they are not used here).
 
 The relative gap's interval at that level is Fieller's (:func:`audit.stats.gaps.safe_ratio`, from the
-stored ``ref_se`` and ``ref_cov``), reported only where the reference mean is safely off 0.
+stored ``ref_se`` and ``cov_gap_ref``), reported only where the reference mean is safely off 0.
 
 :func:`clip_to_range` keeps every interval within what the quantity can take: an outcome on
 ``[lo, hi]`` has gaps in ``[-(hi - lo), hi - lo]`` (a share difference in [-1, 1]), and a relative gap
@@ -91,7 +91,7 @@ def holm_intervals(results: pd.DataFrame, *, alpha: float = 0.05, others: Iterab
     counts = _family_counts([out, *others])
     fam = out["family"].astype(str) if "family" in out else pd.Series("all", index=out.index)
     num = {c: (pd.to_numeric(out[c], errors="coerce") if c in out else pd.Series(np.nan, index=out.index)).to_numpy(float)
-           for c in ("estimate", "se", "p_value", "ref_mean", "ref_se", "ref_cov")}
+           for c in ("estimate", "se", "p_value", "ref_mean", "ref_se", "cov_gap_ref")}
     ok = np.isfinite(num["p_value"]) & np.isfinite(num["se"])
     level = np.array([holm_level(*counts.get(f, (1, 0)), alpha) for f in fam])
     z = stats.norm.ppf(1 - (1 - level) / 2)
@@ -102,7 +102,7 @@ def holm_intervals(results: pd.DataFrame, *, alpha: float = 0.05, others: Iterab
     lows = _lower_relative(out, ranges).to_numpy(float)
     rel_lo, rel_hi = np.full(len(out), np.nan), np.full(len(out), np.nan)
     for i in np.flatnonzero(ok & np.isfinite(num["ref_se"])):  # Fieller: a quadratic per row
-        _, rel_lo[i], rel_hi[i] = safe_ratio(est[i], num["ref_mean"][i], se[i] ** 2, num["ref_cov"][i],
+        _, rel_lo[i], rel_hi[i] = safe_ratio(est[i], num["ref_mean"][i], se[i] ** 2, num["cov_gap_ref"][i],
                                              num["ref_se"][i] ** 2, z[i], lower=lows[i])
     out["rel_ci_low_adj"], out["rel_ci_high_adj"] = rel_lo, rel_hi
     return clip_to_range(out, ranges, columns=(("ci_low_adj", "ci_high_adj"), ("rel_ci_low_adj", "rel_ci_high_adj")))
