@@ -602,6 +602,105 @@ class RunStore:
             out[:, j] = cols.pop(n)
         return names, out
 
+    def score_cells(self, chunk: int = 200_000) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+        """The one pass over per-reply rows that a run's analysis makes: every score of the current
+        design's reply requests, summed per *unit* (variant, style, model), streamed in chunks.
+
+        Returns ``(units, stats)``. ``units``: one row per unit, in the order of its first request in
+        :meth:`reply_units_df` (requests of a variant without a post are left out, as there): ``variant_id,
+        style, model_label, post_id, group, cue_type``, the variant's axis attributes, ``n_requests`` and
+        ``n_any`` (requests answered, status ``ok`` or ``content_filter``, with at least one non-NULL
+        score). ``stats``: per outcome (``scorer.measure``, every one with a score row for one of the
+        requests), arrays over the units of the answered requests' non-NULL values: ``n``, ``shift`` (a
+        constant subtracted before summing, for accuracy), ``sum`` and ``sumsq`` of ``value - shift``,
+        ``min``, ``max``, ``not01`` / ``not012`` (values outside {0, 1} / {0, 1, 2}) and ``pos`` (values
+        above 0).
+
+        Memory: the request keys as fixed-width bytes (64 bytes a request) and arrays over the units; the
+        scores are read ``chunk`` rows at a time. Why not ``GROUP BY`` in SQLite: joining each score to
+        its request and sorting for the groups took ~2.5x the time of this scan (and a streamed join
+        ~6x), measured on a 100,000-request run.
+        """
+        cond, params = self._design_filter("q.request_key", False)
+        cur = self.conn.execute(
+            "SELECT q.request_key, q.variant_id, q.style, q.model_label, r.status, v.post_id"
+            " FROM requests q LEFT JOIN replies r ON r.request_key = q.request_key"
+            " LEFT JOIN variants v ON v.variant_id = q.variant_id"
+            " WHERE q.purpose = 'reply'" + (f" AND {cond}" if cond else "")
+            + " ORDER BY v.post_id, v.group_name, v.cue_type, q.style, q.sample_index, q.request_key", params)
+        unit_of: dict[tuple, int] = {}
+        key_parts, unit_parts, ok_parts = [], [], []
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows:
+                break
+            rows = [r for r in rows if r[5] is not None]
+            key_parts.append(np.array([r[0].encode() for r in rows], dtype=bytes))
+            unit_parts.append(np.fromiter((unit_of.setdefault((r[1], r[2] if r[2] is not None else "default", r[3]),
+                                                              len(unit_of)) for r in rows), dtype=np.int64,
+                                          count=len(rows)))
+            ok_parts.append(np.fromiter((r[4] in ("ok", "content_filter") for r in rows), dtype=bool, count=len(rows)))
+        keys = np.concatenate(key_parts) if key_parts else np.array([], dtype=bytes)
+        unit = np.concatenate(unit_parts) if unit_parts else np.array([], dtype=np.int64)
+        ok = np.concatenate(ok_parts) if ok_parts else np.array([], dtype=bool)
+        del key_parts, unit_parts, ok_parts
+        U = len(unit_of)
+        order = np.argsort(keys, kind="stable")
+        skeys = keys[order]
+        del keys
+        any_obs = np.zeros(len(unit), dtype=bool)
+        stats: dict[str, dict[str, np.ndarray]] = {}
+        cur = self.conn.execute("SELECT request_key, scorer, measure, value FROM scores")
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows:
+                break
+            k = np.array([r[0].encode() for r in rows], dtype=bytes)
+            pos = np.searchsorted(skeys, k)
+            pos[pos >= len(skeys)] = 0
+            hit = skeys[pos] == k if len(skeys) else np.zeros(len(k), dtype=bool)
+            req = order[pos]
+            names = np.array([f"{r[1]}.{r[2]}" for r in rows], dtype=object)
+            vals = np.array([np.nan if r[3] is None else float(r[3]) for r in rows])
+            for name in pd.unique(names[hit]):
+                sel = hit & (names == name)
+                r_ = req[sel]
+                v = vals[sel]
+                use = ok[r_] & ~np.isnan(v)
+                r_, v = r_[use], v[use]
+                any_obs[r_] = True
+                u = unit[r_]
+                st = stats.get(name)
+                if st is None:
+                    st = stats[name] = {"n": np.zeros(U), "sum": np.zeros(U), "sumsq": np.zeros(U),
+                                        "min": np.full(U, np.inf), "max": np.full(U, -np.inf), "not01": np.zeros(U),
+                                        "not012": np.zeros(U), "pos": np.zeros(U), "shift": np.array(np.nan)}
+                if not len(v):
+                    continue
+                if np.isnan(st["shift"]):
+                    st["shift"] = np.array(float(v.mean()))
+                c = v - float(st["shift"])
+                st["n"] += np.bincount(u, minlength=U)
+                st["sum"] += np.bincount(u, c, minlength=U)
+                st["sumsq"] += np.bincount(u, c * c, minlength=U)
+                np.minimum.at(st["min"], u, v)
+                np.maximum.at(st["max"], u, v)
+                st["not01"] += np.bincount(u, ~np.isin(v, (0.0, 1.0)), minlength=U)
+                st["not012"] += np.bincount(u, ~np.isin(v, (0.0, 1.0, 2.0)), minlength=U)
+                st["pos"] += np.bincount(u, v > 0, minlength=U)
+        uk = list(unit_of)
+        units = pd.DataFrame({"variant_id": [t[0] for t in uk], "style": [t[1] for t in uk],
+                              "model_label": [t[2] for t in uk]})
+        units["n_requests"] = np.bincount(unit, minlength=U).astype(np.int64)
+        units["n_any"] = np.bincount(unit, any_obs, minlength=U).astype(np.int64)
+        v = self.variants_df()
+        v = v.drop(columns=[c for c in ("text", "cue_text", "topic", "risk", "alternative", "group_name",
+                                        "created_at") if c in v.columns]).drop_duplicates("variant_id")
+        units = units.merge(v, on="variant_id", how="left", sort=False)
+        for st in stats.values():
+            st["shift"] = float(st["shift"]) if not np.isnan(st["shift"]) else 0.0
+        return units, stats
+
     def texts_by_key(self, keys: Iterable[str]) -> pd.DataFrame:
         """The texts :meth:`replies_df` leaves out with ``texts=False``, for ``keys`` only: one row per
         stored request (``request_key, messages_json, reply, post_text, cue_text``), in no set order."""
