@@ -689,13 +689,15 @@ class RunStore:
                 st["not012"] += np.bincount(u, ~np.isin(v, (0.0, 1.0, 2.0)), minlength=U)
                 st["pos"] += np.bincount(u, v > 0, minlength=U)
         uk = list(unit_of)
-        units = pd.DataFrame({"variant_id": [t[0] for t in uk], "style": [t[1] for t in uk],
-                              "model_label": [t[2] for t in uk]})
+        units = pd.DataFrame({"variant_id": pd.Series([t[0] for t in uk], dtype=object),
+                              "style": pd.Series([t[1] for t in uk], dtype=object),
+                              "model_label": pd.Series([t[2] for t in uk], dtype=object)})
         units["n_requests"] = np.bincount(unit, minlength=U).astype(np.int64)
         units["n_any"] = np.bincount(unit, any_obs, minlength=U).astype(np.int64)
         v = self.variants_df()
         v = v.drop(columns=[c for c in ("text", "cue_text", "topic", "risk", "alternative", "group_name",
                                         "created_at") if c in v.columns]).drop_duplicates("variant_id")
+        v["variant_id"] = v["variant_id"].astype(object)
         units = units.merge(v, on="variant_id", how="left", sort=False)
         for st in stats.values():
             st["shift"] = float(st["shift"]) if not np.isnan(st["shift"]) else 0.0
