@@ -625,7 +625,6 @@ class RunStore:
         # look every key up in a B-tree (~5x slower at 100,000 requests)
         variants = self.variants_df(all_designs=True).drop_duplicates("variant_id")  # requests carry the design
         rank = variants.groupby(["post_id", "group_name", "cue_type"], sort=True).ngroup()  # ties as SQL's ORDER BY
-        vrank = dict(zip(variants["variant_id"], rank))
 
         def scan(sql: str, params: tuple = ()) -> Iterator[list[tuple]]:
             cur = self.conn.execute(sql, params)
@@ -645,34 +644,53 @@ class RunStore:
             pos = np.minimum(np.searchsorted(sorted_set, keys), len(sorted_set) - 1)
             return sorted_set[pos] == keys
 
+        # codes, not texts, per request: a million requests' variant, style and model strings would be ~200 MB
+        vcode_of = {v: i for i, v in enumerate(variants["variant_id"])}
+        vrank_arr = rank.to_numpy(dtype=np.int64)
+        style_of: dict[Any, int] = {}
+        model_of: dict[Any, int] = {}
         key_parts, var_parts, style_parts, model_parts, sample_parts = [], [], [], [], []
         for rows in scan("SELECT request_key, variant_id, style, model_label, sample_index FROM requests"
                          " WHERE purpose = 'reply'"):
-            rows = [r for r in rows if r[1] in vrank]  # a variant without a post (or another design's) is left out
+            rows = [r for r in rows if r[1] in vcode_of]  # a request of a variant without a post is left out
+            m = len(rows)
             key_parts.append(np.array([r[0].encode() for r in rows], dtype=bytes))
-            var_parts.append(np.array([r[1] for r in rows], dtype=object))
-            style_parts.append(np.array([r[2] for r in rows], dtype=object))
-            model_parts.append(np.array([r[3] for r in rows], dtype=object))
-            sample_parts.append(np.array([r[4] if r[4] is not None else 0 for r in rows], dtype=np.int64))
+            var_parts.append(np.fromiter((vcode_of[r[1]] for r in rows), dtype=np.int64, count=m))
+            style_parts.append(np.fromiter((style_of.setdefault(r[2], len(style_of)) for r in rows), dtype=np.int64,
+                                           count=m))
+            model_parts.append(np.fromiter((model_of.setdefault(r[3], len(model_of)) for r in rows), dtype=np.int64,
+                                           count=m))
+            sample_parts.append(np.fromiter((r[4] if r[4] is not None else 0 for r in rows), dtype=np.int64, count=m))
         cat = (lambda parts, dt: np.concatenate(parts) if parts else np.array([], dtype=dt))
-        keys, var = cat(key_parts, bytes), cat(var_parts, object)
-        style, model, sample = cat(style_parts, object), cat(model_parts, object), cat(sample_parts, np.int64)
+        keys, var = cat(key_parts, bytes), cat(var_parts, np.int64)
+        style, model, sample = cat(style_parts, np.int64), cat(model_parts, np.int64), cat(sample_parts, np.int64)
         del key_parts, var_parts, style_parts, model_parts, sample_parts
         design = self.get_meta("design_id")
         if design is not None:
             keep = member(keys, sorted_keys("SELECT request_key FROM design_requests WHERE design_id = ?", (design,)))
             keys, var, style, model, sample = keys[keep], var[keep], style[keep], model[keep], sample[keep]
         ok = member(keys, sorted_keys("SELECT request_key FROM replies WHERE status IN ('ok', 'content_filter')"))
-        # the order of reply_units_df: post, group, cue type (a rank per variant), style, sample, request key
-        style_codes = pd.factorize(style, sort=True)[0]  # a NULL style (-1) first, as in SQLite
-        first = np.lexsort((keys, sample, style_codes, np.array([vrank[v] for v in var], dtype=np.int64)))
-        keys, var, model, ok = keys[first], var[first], model[first], ok[first]
-        style = np.where(pd.isna(style[first]), "default", style[first])
-        unit_of: dict[tuple, int] = {}
-        unit = np.fromiter((unit_of.setdefault(t, len(unit_of)) for t in zip(var, style, model)), dtype=np.int64,
-                           count=len(keys))
-        del var, style, model, sample, style_codes
-        U = len(unit_of)
+        # the order of reply_units_df: post, group, cue type (a rank per variant), style (NULL first, as in
+        # SQLite), sample, request key
+        styles = list(style_of)
+        style_rank = np.empty(len(styles), dtype=np.int64)
+        style_rank[sorted(range(len(styles)), key=lambda i: (styles[i] is not None, str(styles[i])))] = \
+            np.arange(len(styles))
+        first = np.lexsort((keys, sample, style_rank[style] if len(styles) else style, vrank_arr[var]))
+        keys, ok = keys[first], ok[first]
+        combined = (var[first] * max(len(styles), 1) + style[first]) * max(len(model_of), 1) + model[first]
+        del var, style, model, sample, first
+        unit, uniq = pd.factorize(combined)  # units numbered in order of their first request
+        unit = unit.astype(np.int64)
+        del combined
+        models = list(model_of)
+        uvar = uniq // (max(len(styles), 1) * max(len(models), 1))
+        ustyle = (uniq // max(len(models), 1)) % max(len(styles), 1)
+        umodel = uniq % max(len(models), 1)
+        vids = variants["variant_id"].to_numpy(dtype=object)
+        uk = list(zip(vids[uvar], ["default" if styles[k] is None else styles[k] for k in ustyle],
+                      [models[k] for k in umodel]))
+        U = len(uk)
         order = np.argsort(keys, kind="stable")
         skeys = keys[order]
         del keys
@@ -716,7 +734,6 @@ class RunStore:
                 st["not01"] += np.bincount(u, ~np.isin(v, (0.0, 1.0)), minlength=U)
                 st["not012"] += np.bincount(u, ~np.isin(v, (0.0, 1.0, 2.0)), minlength=U)
                 st["pos"] += np.bincount(u, v > 0, minlength=U)
-        uk = list(unit_of)
         units = pd.DataFrame({"variant_id": pd.Series([t[0] for t in uk], dtype=object),
                               "style": pd.Series([t[1] for t in uk], dtype=object),
                               "model_label": pd.Series([t[2] for t in uk], dtype=object)})

@@ -212,7 +212,8 @@ def models_table(table: pd.DataFrame, *, reference_model: str | None = None, ref
         return pd.DataFrame(), []
     ref = reference_model_of(models, reference_model)
     parts, notes = [], []
-    for outcome, d in table[table["value"].notna()].groupby("outcome", sort=True):
+    seen_rows = table if table["value"].notna().all() else table[table["value"].notna()]
+    for outcome, d in seen_rows.groupby("outcome", sort=True):
         factors = ["style"] if d["style"].nunique() > 1 else []
         size = (d.groupby(["variant_id", "model_label", "style"]).size() if cells is None
                 else d.groupby(["variant_id", "model_label", "style"])[cells.n].sum())

@@ -218,15 +218,24 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
     if not outcomes:
         return pd.DataFrame(columns=cols)
     U, K = len(units), len(outcomes)
+    rep = np.repeat(np.arange(U), K)
     base = _compact(units[["post_id", "variant_id", "group", "cue_type", "style", "model_label"] + axes])
-    out = base.take(np.repeat(np.arange(U), K)).reset_index(drop=True)
-    out["outcome"] = pd.Categorical.from_codes(np.tile(np.arange(K), U), categories=outcomes)
-    for c in ("value", "n", "ss", "vmin", "vmax", "all01"):
-        out[c] = np.column_stack([per[o][c] for o in outcomes]).ravel()
-    out["n"] = out["n"].astype(np.int64)
-    out["n_missing"] = np.repeat(units["n_requests"].to_numpy(), K) - out["n"].to_numpy()
-    out["n_any"] = np.repeat(units["n_any"].to_numpy(), K)
-    return out[cols]
+    data: dict[str, Any] = {}
+    for c in _CELL_COLS + axes:  # built column by column, in order: a million replies are ~3M cells
+        if c == "outcome":
+            data[c] = pd.Categorical.from_codes(np.tile(np.arange(K), U), categories=outcomes)
+        else:
+            col = base[c]
+            data[c] = pd.Categorical.from_codes(col.cat.codes.to_numpy()[rep], dtype=col.dtype) \
+                if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()[rep]
+    n = np.column_stack([per[o]["n"] for o in outcomes]).ravel().astype(np.int64)
+    data["value"] = np.column_stack([per[o]["value"] for o in outcomes]).ravel()
+    data["n"] = n
+    data["n_missing"] = np.repeat(units["n_requests"].to_numpy(), K) - n
+    for c in ("ss", "vmin", "vmax", "all01"):
+        data[c] = np.column_stack([per[o][c] for o in outcomes]).ravel()
+    data["n_any"] = np.repeat(units["n_any"].to_numpy(), K)
+    return pd.DataFrame(data, columns=cols)
 
 
 def _compact(df: pd.DataFrame) -> pd.DataFrame:
@@ -356,7 +365,7 @@ def analyze_cells(
     model pre-registers the comparison with it).
     """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
-    observed = table[table["n"] > 0]
+    observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
     blocks, paired_parts = [], []
     formulas = set()
     for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
