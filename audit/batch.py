@@ -68,6 +68,7 @@ class BatchCounts:
     stored: dict[str, int] = field(default_factory=dict)   # ok, content_filter, failed, not_run, duplicate, ...
     open_batches: int = 0
     open_requests: int = 0
+    found_again: int = 0           # batches an interrupted earlier call had created, found by their metadata
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -201,9 +202,12 @@ async def asubmit(store: RunStore, models: dict[str, Any], *, labels: Iterable[s
     for b in store.batches(states=("prepared", "uploaded")):
         if b["model_label"] not in {m.label for m in chosen} or b["provider"] == "local":
             continue
-        await _submit_one(store, _model(models, b["model_label"]), b)
-        counts.submitted_batches += 1
-        counts.submitted_requests += int(b["n_requests"])
+        created = await _submit_one(store, _model(models, b["model_label"]), b)
+        if created:   # a batch found again after a crash was submitted by an earlier call: not counted here
+            counts.submitted_batches += 1
+            counts.submitted_requests += int(b["n_requests"])
+        else:
+            counts.found_again += 1
     return counts
 
 
@@ -213,7 +217,9 @@ def _client(model: Any) -> tuple[ChatBackend, Any]:
     return backend, backend.client.with_options(max_retries=max(model.max_retries, 2), timeout=600.0)
 
 
-async def _submit_one(store: RunStore, model: Any, b: dict[str, Any]) -> None:
+async def _submit_one(store: RunStore, model: Any, b: dict[str, Any]) -> bool:
+    """Upload and create one recorded batch; True when this call created it at the provider, False when
+    a batch created by an earlier, interrupted call was found again (:func:`_find_created`)."""
     import openai
 
     backend, client = _client(model)
@@ -222,10 +228,10 @@ async def _submit_one(store: RunStore, model: Any, b: dict[str, Any]) -> None:
         if b["state"] == "uploaded":
             # A process killed after batches.create but before it stored the answer: find that batch
             # by its metadata rather than create (and pay for) a second one.
-            found = await _find_created(client, b["batch_id"])
+            found = await _find_created(client, b["batch_id"], since=_epoch(b["created_at"]))
             if found is not None:
                 _record_provider(store, b["batch_id"], found, state="submitted")
-                return
+                return False
             file_id = b["input_file_id"]
         else:
             path = _check_shard(store, b)
@@ -237,6 +243,7 @@ async def _submit_one(store: RunStore, model: Any, b: dict[str, Any]) -> None:
                                               completion_window=model.batch.completion_window,
                                               metadata={META_KEY: b["batch_id"]})
         _record_provider(store, b["batch_id"], created, state="submitted")
+        return True
     except openai.APIStatusError as exc:
         err = backend.status_error(exc.status_code, exc.body, None, exc.message or "")
         raise AuditError(f"the batch service of model '{model.label}' refused batch {b['batch_id']}: {err.text}",
@@ -251,12 +258,41 @@ async def _submit_one(store: RunStore, model: Any, b: dict[str, Any]) -> None:
         await backend.aclose()
 
 
-async def _find_created(client: Any, batch_id: str) -> Any:
-    page = await client.batches.list(limit=100)
-    for b in page.data:
-        if (getattr(b, "metadata", None) or {}).get(META_KEY) == batch_id:
-            return b
-    return None
+#: How far the provider's clock may be behind ours when paging back through its batch list.
+CLOCK_SKEW_S = 3600.0
+
+
+def _epoch(iso: str | None) -> float | None:
+    from datetime import datetime, timezone
+
+    try:
+        t = datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+
+
+async def _find_created(client: Any, batch_id: str, since: float | None = None) -> Any:
+    """The provider's batch whose metadata names ``batch_id``, or None.
+
+    ``batches.list`` is newest first, 100 a page; an account may have created any number of batches
+    since ours (other runs, other people), so the pages are read (``after`` the last id of the page
+    before) until one reaches batches created before ``since`` (when we recorded the batch, less
+    :data:`CLOCK_SKEW_S`): ours cannot be older than that. Without ``since``, every page is read."""
+    cutoff = since - CLOCK_SKEW_S if since is not None else None
+    after: str | None = None
+    while True:
+        page = await client.batches.list(limit=100, **({"after": after} if after else {}))
+        data = list(page.data or [])
+        for b in data:
+            if (getattr(b, "metadata", None) or {}).get(META_KEY) == batch_id:
+                return b
+        if not data or not getattr(page, "has_more", False):
+            return None
+        oldest = getattr(data[-1], "created_at", None)
+        if cutoff is not None and oldest is not None and float(oldest) < cutoff:
+            return None
+        after = data[-1].id
 
 
 def _record_provider(store: RunStore, batch_id: str, pb: Any, *, state: str | None = None) -> None:
@@ -568,14 +604,17 @@ async def acomplete_batch(store: RunStore, model: Any, decoding: Any, items: Ite
         pass
     models = dict(models or {})
     models.setdefault(model.label, model)
-    first = True
+    # Each round collects what the provider finished and submits what is pending again: a failed or
+    # expired line is resubmitted until it is answered or has been in batch.max_attempts collected
+    # batches (store.pending_batch_requests leaves it out after that), so --wait ends. Without --wait,
+    # one round.
+    unknown = found = 0
     while True:
         await apoll(store, models)
         got = await acollect(store, models)
-        # submit once per call: --wait then only polls, so a request that keeps failing does not loop
-        sub = await asubmit(store, models, labels=[model.label], keys=r.summary.request_keys) if first \
-            else BatchCounts()
-        first = False
+        sub = await asubmit(store, models, labels=[model.label], keys=r.summary.request_keys)
+        unknown += got.stored.get("unknown", 0)
+        found += sub.found_again
         for k in ("ok", "content_filter", "failed"):
             setattr(r.summary, k, getattr(r.summary, k) + got.stored.get(k, 0))
         r.summary.prompt_tokens += got.prompt_tokens
@@ -583,7 +622,7 @@ async def acomplete_batch(store: RunStore, model: Any, decoding: Any, items: Ite
         r.summary.sent += sub.submitted_requests
         n_open, n_req = open_counts(store, model.label)
         r.summary.in_batches, r.summary.open_batches = n_req, n_open
-        r.summary.batch_note = _note(model, sub, n_open, n_req, store)
+        r.summary.batch_note = _note(model, sub, n_open, n_req, store, unknown=unknown, found=found)
         if not wait or not n_open or model.batch.limits(model)[0] == "local":
             break
         if progress:
@@ -612,7 +651,20 @@ def complete_requests(store: RunStore, model: Any, decoding: Any, items: Iterabl
                                       base_seed=base_seed, models=models, wait=wait, progress=progress), store)
 
 
-def _note(model: Any, sub: BatchCounts, n_open: int, n_req: int, store: RunStore) -> str:
+def _note(model: Any, sub: BatchCounts, n_open: int, n_req: int, store: RunStore, *, unknown: int = 0,
+          found: int = 0) -> str:
+    extra = []
+    if unknown:
+        extra.append(f"{unknown} batch output lines of '{model.label}' named no request of this run (unknown "
+                     f"custom_id): nothing was stored from them; 'empathy-audit batch status {store.run_dir}' "
+                     "lists them per batch")
+    if found:
+        extra.append(f"{found} batches an interrupted earlier call had created were found again at the provider "
+                     "(not created twice)")
+    return "; ".join([x for x in (_open_note(model, sub, n_open, n_req, store),) if x] + extra)
+
+
+def _open_note(model: Any, sub: BatchCounts, n_open: int, n_req: int, store: RunStore) -> str:
     if not n_open:
         return ""
     if model.batch.limits(model)[0] == "local":

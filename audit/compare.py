@@ -74,6 +74,8 @@ class _Run:
     styles: dict[str, str]
     models: dict[str, str]   # model_label -> "model_name @ endpoint"
     spec_hash: str | None
+    replies_sha: str = ""    # SHA-256 of every reply's (request key, status, text)
+    record_sha: str = ""     # SHA-256 of every reply's (request key, time received, latency): a copy has the same
 
 
 @dataclass
@@ -88,6 +90,8 @@ class Comparability:
     differences: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     same_model_and_spec: bool = False
+    notes: list[str] = field(default_factory=list)   # said in the report, nothing for the user to act on
+    identical: list[tuple[str, str]] = field(default_factory=list)   # runs with identical replies
 
     @property
     def overlap_statement(self) -> str:
@@ -141,7 +145,43 @@ def _load(run_dir: Path, label: str) -> _Run:
     order = [m.label for m in spec.models] if spec is not None else []
     models = {k: found[k] for k in [*order, *sorted(found)] if k in found}  # the spec's order
     return _Run(label, run_dir, table, info, {k: sorted(v) for k, v in decoding.items()},
-                {str(k): v for k, v in styles.items()}, models, spec_hash)
+                {str(k): v for k, v in styles.items()}, models, spec_hash,
+                _digest(rep, ["request_key", "status", "reply"]), _digest(rep, ["request_key", "replied_at", "latency_s"]))
+
+
+def _digest(rep: pd.DataFrame, cols: list[str]) -> str:
+    """SHA-256 of the columns ``cols`` of the replies, in request-key order ('' without replies)."""
+    import hashlib
+
+    if rep.empty or any(c not in rep.columns for c in cols):
+        return ""
+    d = rep[cols].sort_values("request_key")
+    h = hashlib.sha256()
+    for row in d.itertuples(index=False):
+        h.update(json.dumps([None if pd.isna(v) else v for v in row], default=str).encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def check_distinct(runs: list[_Run]) -> list[tuple[str, str]]:
+    """Refuse a run given twice (the same directory, or a copy of its store: every reply received at the
+    same moment with the same latency); return the pairs of distinct runs whose replies are identical
+    (a deterministic model rerun, or replies copied): they are not independent replicates."""
+    identical = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            same_dir = a.run_dir.resolve() == b.run_dir.resolve()
+            if same_dir or (a.record_sha and a.record_sha == b.record_sha):
+                how = "the same directory" if same_dir else \
+                    "a copy of it: every reply has the same text, time received and latency"
+                raise AuditError(
+                    f"run '{b.label}' is the same run as '{a.label}' ({how}): a run compared with itself shows no "
+                    "change by construction, and its replies are not replicates of each other",
+                    where=f"compare {a.run_dir} {b.run_dir}",
+                    fix="compare different runs; to measure run-to-run noise, run the same spec again into a new "
+                        "directory (empathy-audit run SPEC --out NEW_DIR) and compare with that")
+            if a.replies_sha and a.replies_sha == b.replies_sha:
+                identical.append((a.label, b.label))
+    return identical
 
 
 def _labels(run_dirs: list[Path], labels: list[str] | None) -> list[str]:
@@ -242,8 +282,17 @@ def compare_runs(run_dirs: list[str | Path], *, labels: list[str] | None = None,
     dirs = [Path(p) for p in run_dirs]
     if len(dirs) < 2:
         raise AuditError("compare needs at least two run directories", fix="give RUN_A RUN_B [...]")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise AuditError(f"alpha must be between 0 and 1 (exclusive), not {alpha!r}", where="--alpha",
+                         fix="give a level such as 0.05")
     runs = [_load(p, lab) for p, lab in zip(dirs, _labels(dirs, labels))]
+    identical = check_distinct(runs)
     comp = check_comparable(runs)
+    comp.identical = identical
+    for a, b in identical:
+        comp.notes.append(f"runs {a} and {b} replied identically to every request (a deterministic model, or "
+                          "copied replies): they are compared, but they are not independent replicates, so no "
+                          "sampling variance is estimated from them")
     shared = set.intersection(*[set(r.table["variant_id"].astype(str)) for r in runs])
     parts = []
     for r in runs:
@@ -274,7 +323,9 @@ def compare_runs(run_dirs: list[str | Path], *, labels: list[str] | None = None,
             r = gap_interaction(d, outcome="value", between="run", reference_level=ref, control=reference,
                                 factors=factors, inner=inner, alpha=alpha, where=f"outcome {outcome}, runs compared")
         except AuditError as exc:
-            comp.warnings.append(f"outcome {outcome} not compared: {exc.what}")
+            # an outcome that does not vary has nothing to compare: said, nothing to act on
+            (comp.notes if _is_constant_reason(exc.what) else comp.warnings).append(
+                f"outcome {outcome} not compared: {exc.what}")
             continue
         r.insert(0, "outcome", outcome)
         diffs.append(r)
@@ -308,18 +359,91 @@ def compare_runs(run_dirs: list[str | Path], *, labels: list[str] | None = None,
     differences = differences.rename(columns={"reference_level": "reference_run",
                                               "gap_reference_model": "gap_reference_run",
                                               "gap_reference_model_se": "gap_reference_run_se"})
-    variability = _variability(table, comp)
+    variability = _variability(table, comp, differences, alpha)
     run_info = [dict(label=r.label, run_dir=str(r.run_dir), models=r.models, spec_hash=r.spec_hash,
                      variants=comp.variants[r.label]) for r in runs]
     return Comparison(comp, gap_df, differences, variability, ref, run_info, alpha)
 
 
-def _variability(table: pd.DataFrame, comp: Comparability) -> pd.DataFrame:
+def _is_constant_reason(what: str) -> bool:
+    return "is constant" in what
+
+
+def _shift_p(d: pd.DataFrame, ref: str, other: str) -> float:
+    """p-value of a shift of the mean between two versions, paired by (variant, style): the one-sample t
+    test of the per-(variant, style) differences of the versions' means (NaN with fewer than 2 pairs).
+    When every difference is one value up to rounding (:mod:`audit.stats.degenerate`) the t test has no
+    spread to work with: 1 when that value is 0 (no shift at all), 0 otherwise (every variant moved by
+    the same amount: a change, not noise). Hand-written around ``scipy.stats.ttest_1samp`` for that
+    degenerate case, which scipy answers with NaN and a RuntimeWarning."""
+    from scipy import stats as _st
+
+    from .stats.degenerate import RTOL, is_constant
+
+    m = d[d["run"].isin([ref, other])].groupby(["variant_id", "style", "run"])["value"].mean().unstack("run")
+    if ref not in m or other not in m:
+        return float("nan")
+    diff = (m[other] - m[ref]).dropna().to_numpy(float)
+    if len(diff) < 2:
+        return float("nan")
+    scale = float(np.nanmax(np.abs(m.to_numpy(float)))) if m.size else 0.0
+    if is_constant(diff, scale=scale):
+        return 1.0 if abs(float(np.mean(diff))) <= RTOL * scale else 0.0
+    return float(_st.ttest_1samp(diff, 0.0).pvalue)
+
+
+def _variability(table: pd.DataFrame, comp: Comparability, differences: pd.DataFrame | None = None,
+                 alpha: float = 0.05) -> pd.DataFrame:
     """Sampling variance from repeated samples within each run and, for runs of the same model and spec,
-    from the runs as replicates of each other."""
+    from the runs as replicates of each other, only where they show no change beyond noise.
+
+    Per outcome, a later version is pooled with the reference version as a replicate only when none of
+    its differences of gaps is significant (Holm, ``differences``), the paired shift of its mean from the
+    reference's is not significant at ``alpha`` (:func:`_shift_p`), and its replies are not identical
+    to the reference's (``comp.identical``: not independent). Otherwise the runs' difference is a
+    change (or no information), not sampling noise: the sampling variance is the within-run samples'
+    (when a run has samples > 1), and ``comp.notes`` says which source each outcome's variance came
+    from. The column ``source`` of the result says it per row.
+    """
     parts = [sampling_variability(table.assign(model_label=table["run"]), replicate="sample_index")]
+    within = set(parts[0]["outcome"]) if not parts[0].empty else set()
+    if not parts[0].empty:
+        parts[0]["source"] = "within-run samples (replies to the same variant in one run)"
     if comp.same_model_and_spec:
-        parts.append(sampling_variability(table.assign(model_label="all runs"), replicate="run"))
+        identical = {frozenset(p) for p in comp.identical}
+        versions = list(dict.fromkeys(table["run"]))
+        ref = versions[0]
+        for outcome, d in table[table["value"].notna()].groupby("outcome", sort=True):
+            pool, reasons = [ref], []
+            for v in versions[1:]:
+                sig = pd.DataFrame()
+                if differences is not None and not differences.empty:
+                    sig = differences[(differences["outcome"] == outcome) & (differences["run"] == v)
+                                      & differences["significant_holm"].astype(bool)]
+                p_shift = _shift_p(d, ref, v)
+                if frozenset((ref, v)) in identical:
+                    reasons.append(f"{v} replied identically to {ref}")
+                elif len(sig):
+                    reasons.append(f"{v} differs from {ref} beyond noise: {len(sig)} difference(s) of gaps "
+                                   f"significant (Holm), e.g. {sig['group'].iloc[0]}")
+                elif np.isfinite(p_shift) and p_shift < alpha:
+                    reasons.append(f"{v} differs from {ref} beyond noise: its mean shifted (paired t test by "
+                                   f"variant, p = {p_shift:.2g})")
+                else:
+                    pool.append(v)
+            if len(pool) >= 2:
+                sub = d[d["run"].isin(pool)]
+                v = sampling_variability(sub.assign(model_label="runs " + ", ".join(pool)), replicate="run")
+                if not v.empty:
+                    v["source"] = ("runs " + ", ".join(pool) + " as replicates of one another (same model and "
+                                   "spec, no change beyond noise between them)")
+                    parts.append(v)
+            if reasons:
+                src = ("the sampling variance is the within-run samples'" if outcome in within else
+                       "no run has repeated samples, so the sampling variance is not estimated (sample each "
+                       "variant more than once, or rerun the spec identically, to estimate it)")
+                comp.notes.append(f"outcome {outcome}: not pooled as replicates: " + "; ".join(reasons)
+                                  + f"; {src}")
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 

@@ -140,6 +140,8 @@ class RepliesStage:
         if summ.in_batches:  # replies out at a batch service: the stages after this one wait for them
             return StageSummary("done", detail + f"; {summ.in_batches} in {summ.open_batches} open batches", summ,
                                 unanswered=failed + pending, stop=summ.batch_note)
+        if summ.batch_note:  # e.g. batch output lines that named no request of the run: said by `run`
+            detail += f"; {summ.batch_note}"
         return StageSummary("done" if new or failed or pending else "skipped", detail, summ,
                             unanswered=failed + pending)
 

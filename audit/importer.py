@@ -27,7 +27,8 @@ import`` for a single long table::
   ``{"import": <file name>}``, the sample index from its column (or the row's occurrence number among
   rows of the same variant, model and style). The request key includes the file's hash and row, so
   every row is one request and a re-import finds the same keys.
-- ``replies``: status ``ok``, or ``failed`` for an empty or missing reply (counted, never dropped).
+- ``replies``: status ``ok``, or ``failed`` for an empty or missing reply or a ``failed_values``
+  placeholder (counted, never dropped).
   Text goes through :func:`audit.untrusted.replace_unencodable`.
 - ``scores``: the release's own score columns as named scorers (e.g. ``published``), with a
   ``scorer_info`` that says where they came from; a measure named like a built-in scorer's (``ER``,
@@ -52,16 +53,32 @@ adds a few words to a post, a misaligned row is another post). Unmatched rows ar
 cannot be attributed to a post) and are counted per file. When their share exceeds ``max_unmatched``
 (5% by default) or the row counts differ, the import is refused as implausible unless ``force``.
 
+Posts and samples (``match: rows``): row *k* is post *k*, unless ``rows_per_post: K`` (blocks of K
+rows are the K samples of one post), a ``sample`` column or ``repeated_posts: samples`` (runs of rows
+with one post text are one post) say otherwise. Identical post texts within one condition that are
+not declared so (or as ``repeated_posts: posts``) are an error: samples counted as posts overstate the
+effective sample size.
+
+Content checks (:mod:`audit.importer_checks`), before anything is written: one post id, one text;
+two conditions with identical post texts or replies (per-column content hashes), or the same file
+twice, are an error naming both (a warning with ``force``); so is a condition whose posts lack its
+declared cue (``cues``, ``files[i].cue``). Warnings (in the summary and the report): a short reply text
+recurring across many rows and posts (a placeholder to declare in ``failed_values``), and a file whose
+replies are no more similar to their own posts than to the others (shuffled rows).
+
+Files are read in chunks (:mod:`audit.importer_read`), twice (check, then store), so memory does not
+grow with the replies' size.
+
 Re-importing the same files with the same mapping into the same run directory changes nothing; a
 different import into a run directory that holds one is refused.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
 import json
+import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +89,9 @@ import pandas as pd
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import AuditError
+from .importer_checks import (identical_conditions, missing_cues, one_id_one_text, recurring_replies, relevance,
+                              repeated_texts, row_blocks, text_hash)
+from .importer_read import FORMATS, file_format, iter_release_file  # noqa: F401 - FORMATS re-exported
 from .resources import sha256_file
 from .spec import CUE_TYPES, StrictModel, read_yaml, spec_from_dict, spec_where, validation_error
 from .store import STORE_FILENAME, RunStore, canonical_json, request_key
@@ -80,8 +100,6 @@ from .untrusted import replace_unencodable
 __all__ = ["ImportSpec", "ImportFile", "ImportColumns", "ImportSummary", "load_import_spec", "import_spec_from_dict",
            "import_release", "texts_match", "read_release_file"]
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".parquet": "parquet", ".pq": "parquet"}
 DEFAULT_SCORERS = ["epitome", "length", "refusal", "sentiment"]
 _LABEL_OK = re.compile(r"[^A-Za-z0-9_.:-]+")
 
@@ -102,6 +120,10 @@ class ImportFile(StrictModel):
         default_factory=dict, description="Columns with one value for every row of this file (e.g. {race: Black}).")
     quoting: Literal["csv", "none"] | None = Field(
         None, description="csv: fields may be quoted (default for csv); none: quotes are text (default for tsv).")
+    encoding: str | None = Field(None, description="Text encoding of a csv/tsv/jsonl file (default utf-8, with or "
+                                                   "without a byte-order mark), e.g. utf-16, cp1252.")
+    cue: str | None = Field(None, description="Cue text that every post text of this file's (non-control) rows "
+                                              "contains, e.g. 'As a Black woman'; checked.")
 
     @model_validator(mode="after")
     def _header_or_names(self) -> "ImportFile":
@@ -151,6 +173,19 @@ class ImportSpec(StrictModel):
         default_factory=dict, description="Scores in the release: {scorer: {measure: column}}.")
     scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SCORERS), min_length=1,
                                description="scoring.scorers of the audit spec (what `score RUN_DIR` runs).")
+    rows_per_post: int | None = Field(
+        None, ge=1, le=100_000, description="match: rows: each post has this many consecutive rows in every file "
+                                            "(its samples); row k of a file is then post ceil(k / rows_per_post).")
+    repeated_posts: Literal["samples", "posts"] | None = Field(
+        None, description="Identical post texts within one condition: samples (match: rows: consecutive rows with "
+                          "one text are samples of one post) or posts (different posts that share a text). "
+                          "Undeclared repeats are an error.")
+    failed_values: list[str] = Field(
+        default_factory=list, description="Reply texts that mean the request failed (placeholders such as "
+                                          "'ERROR', 'N/A'): stored as failed replies, counted as missing.")
+    cues: dict[str, str] = Field(
+        default_factory=dict, description="{group label: cue text}: every post text of the group contains its cue "
+                                          "(checked: a mislabelled file is an error).")
     min_similarity: float = Field(0.6, ge=0, le=1)
     max_unmatched: float = Field(0.05, ge=0, le=1, description="Share of unmatched rows above which to refuse.")
     force: bool = Field(False, description="Import even when the alignment looks implausible.")
@@ -187,6 +222,16 @@ class ImportSpec(StrictModel):
         if self.match == "rows" and len(self.files) < 2 and self.control is not None:
             raise ValueError("match: rows aligns several files (one per condition): give them all under 'files'; "
                              "for one long file, name its post-id column (columns.post_id, --post-id) instead")
+        if self.match != "rows" and self.rows_per_post:
+            raise ValueError("rows_per_post describes match: rows; with match: id the rows of one post share its "
+                             "post id (and become its samples)")
+        if self.match != "rows" and self.repeated_posts == "samples":
+            raise ValueError("repeated_posts: samples describes match: rows; with match: id give the rows of one "
+                             "post one post id (they become its samples)")
+        if self.rows_per_post and self.columns.sample:
+            raise ValueError("give rows_per_post or columns.sample, not both")
+        if any(not v.strip() for v in self.failed_values):
+            raise ValueError("failed_values holds an empty text (empty replies are failed replies already)")
         if "group" in self.axes:
             raise ValueError("an axis may not be called 'group' (the group label is built from the axes); rename it")
         return self
@@ -256,92 +301,15 @@ class FileRecord:
     header: bool
 
 
-def _file_format(f: ImportFile, p: Path) -> str:
-    if f.format:
-        return f.format
-    fmt = FORMATS.get(p.suffix.lower())
-    if fmt is None:
-        raise AuditError(f"cannot tell the format of '{p.name}' from its suffix", where=str(p),
-                         fix="give format: csv, tsv, jsonl or parquet for this file")
-    return fmt
-
-
 def read_release_file(f: ImportFile, path: Path) -> tuple[pd.DataFrame, str]:
     """One file of a release as a DataFrame of text cells (empty cells missing) and its format.
 
     csv/tsv cells are read as the text the file holds (no number or ``NA`` guessing); a headerless
-    file must have exactly as many fields per row as ``columns`` names.
+    file must have exactly as many fields per row as ``columns`` names. The import itself reads files
+    in chunks (:func:`audit.importer_read.iter_release_file`); this is the whole file at once.
     """
-    if not path.is_file():
-        raise AuditError("release file not found", where=str(path), fix="check the path in the import spec")
-    fmt = _file_format(f, path)
-    if fmt in ("jsonl", "parquet") and (f.columns or not f.header):
-        raise AuditError("'header' and 'columns' describe csv/tsv files only; jsonl and parquet name their columns",
-                         where=str(path), fix="leave 'header' and 'columns' out for this file")
-    try:
-        if fmt in ("csv", "tsv"):
-            quoting = f.quoting or ("csv" if fmt == "csv" else "none")
-            df = pd.read_csv(path, sep="," if fmt == "csv" else "\t", header=0 if f.header else None, dtype=str,
-                             keep_default_na=False, na_values=[""], encoding="utf-8-sig",
-                             quoting=csv.QUOTE_MINIMAL if quoting == "csv" else csv.QUOTE_NONE)
-            if not f.header:
-                if df.shape[1] != len(f.columns or []):
-                    raise AuditError(
-                        f"the file has {df.shape[1]} column(s) but 'columns' names {len(f.columns or [])} "
-                        f"({', '.join(f.columns or [])})", where=str(path),
-                        fix="name every column of the headerless file, in order")
-                df.columns = list(f.columns or [])
-            elif f.columns:
-                if len(f.columns) != df.shape[1]:
-                    raise AuditError(f"the file has {df.shape[1]} column(s) but 'columns' names {len(f.columns)}",
-                                     where=str(path), fix="leave 'columns' out, or name every column in order")
-                df.columns = list(f.columns)
-        elif fmt == "jsonl":
-            df = _read_jsonl(path)
-        else:
-            df = pd.read_parquet(path)
-    except AuditError:
-        raise
-    except UnicodeDecodeError as exc:
-        raise AuditError(f"the file is not valid UTF-8 (byte {exc.start})", where=str(path),
-                         fix="convert it to UTF-8") from None
-    except (ValueError, OSError, pd.errors.ParserError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AuditError(f"cannot read the {fmt} file: {first}", where=str(path),
-                         fix="check the format (and header/columns) given for this file") from None
-    for k, v in f.values.items():
-        df[k] = str(v)
-    return df, fmt
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    """A JSON Lines file, one object per line (blank lines skipped). Read with :mod:`json` rather than
-    pandas: JSON can carry a lone surrogate escape (``"\\udc80"``) that pandas' string columns cannot
-    hold; such characters are replaced here (:func:`audit.untrusted.replace_unencodable`) and counted
-    per row in column ``_unencodable``."""
-    records, fixed = [], []
-    with path.open(encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first key
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise AuditError(f"line {line_no} is not valid JSON ({exc.msg})", where=str(path),
-                                 fix="give one JSON object per line") from None
-            if not isinstance(obj, dict):
-                raise AuditError(f"line {line_no} is not a JSON object", where=str(path),
-                                 fix="give one JSON object per line")
-            n = 0
-            for k, v in obj.items():
-                if isinstance(v, str):
-                    obj[k], m = replace_unencodable(v)
-                    n += m
-            records.append(obj)
-            fixed.append(n)
-    df = pd.DataFrame.from_records(records)
-    df["_unencodable"] = fixed
-    return df
+    parts = list(iter_release_file(f, path))
+    return pd.concat(parts, ignore_index=True), file_format(f, path)
 
 
 def _text(v: Any) -> str | None:
@@ -391,7 +359,7 @@ class ImportSummary:
     rows: int                     # rows in all files
     imported: int                 # rows imported (one request and reply each)
     replies_ok: int
-    replies_missing: int          # empty or missing reply: stored as failed
+    replies_missing: int          # empty or missing reply, or a declared placeholder: stored as failed
     unmatched: int                # rows not imported: no post they could be matched to
     unmatched_by_file: dict[str, int]
     no_control: int               # imported rows whose post has no control row
@@ -404,6 +372,13 @@ class ImportSummary:
     design_statement: str
     already: bool = False         # the same import was already in the run directory
     examples_unmatched: list[str] = field(default_factory=list)
+    replies_placeholder: int = 0  # of replies_missing: a failed_values placeholder
+    samples_max: int = 1          # most replies of one post under one condition (model, style)
+    samples_median: float = 1.0
+    conditions: int = 0           # variants: (post, group, cue type, text)
+    recurring: list[dict[str, Any]] = field(default_factory=list)   # recurring reply texts (placeholders?)
+    relevance: list[dict[str, Any]] = field(default_factory=list)   # reply-post similarity per file and condition
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -413,25 +388,42 @@ class ImportSummary:
             head = f"already imported into {self.run_dir} (same files, same mapping): nothing changed"
         else:
             head = f"imported {self.imported} of {self.rows} rows from {len(self.files)} file(s) into {self.run_dir}"
+        ph = f", of which {self.replies_placeholder} failure placeholder(s) (failed_values)" if self.replies_placeholder \
+            else ""
         out = [head,
-               f"  replies: {self.replies_ok} ok, {self.replies_missing} empty or missing (stored as failed, counted as "
-               f"missing outcomes)",
-               f"  posts: {self.posts}; groups: {', '.join(self.groups)}; models: {', '.join(self.models)}"]
+               f"  replies: {self.replies_ok} ok, {self.replies_missing} failed: empty, missing or a placeholder{ph} "
+               f"(stored as failed, counted as missing outcomes)",
+               f"  posts: {self.posts}; samples: {_samples_phrase(self.samples_max, self.samples_median)}; "
+               f"effective sample size: {self.posts} posts ({self.imported} rows)",
+               f"  groups: {', '.join(self.groups)}; models: {', '.join(self.models)}"]
         if self.unmatched:
             per = ", ".join(f"{k} {v}" for k, v in self.unmatched_by_file.items() if v)
             out.append(f"  unmatched rows (not imported): {self.unmatched} ({per})")
             out += [f"    e.g. {e}" for e in self.examples_unmatched[:3]]
         if self.no_control:
             out.append(f"  rows whose post has no control row: {self.no_control}")
+        long = [r for r in self.recurring if not r.get("short")]
+        if long:
+            top = max(long, key=lambda r: r["rows"])
+            out.append(f"  recurring replies: {len(long)} longer reply text(s) recur word for word across posts (the "
+                       f"most: {top['rows']} rows, {top['posts']} posts; a template answer?)")
         for s, ms in self.scores.items():
             out.append(f"  scores of '{s}': {', '.join(ms)}" + (f" ({self.scores_missing} empty cells stored as "
                                                                  "missing)" if self.scores_missing else ""))
         out.append(f"  design: {self.design_statement}")
         for f in self.files:
             out.append(f"  {f['name']}: {f['rows']} rows, sha256 {f['sha256'][:16]}...")
+        out += [f"  WARNING: {w}" for w in self.warnings]
         out.append(f"next: empathy-audit score {self.run_dir}; empathy-audit analyze {self.run_dir}; "
                    f"empathy-audit report {self.run_dir}")
         return out
+
+
+def _samples_phrase(most: int, median: float) -> str:
+    if most <= 1:
+        return "one reply per post and condition"
+    return (f"up to {most} replies per post and condition (median {median:g}), analysed as repeated replies to one "
+            "post, not as posts")
 
 
 def _column_error(col: str, key: str, path: Path, df: pd.DataFrame) -> AuditError:
@@ -444,49 +436,134 @@ def _label(text: str) -> str:
     return _LABEL_OK.sub("-", text).strip("-") or "imported"
 
 
-def _build_rows(spec: ImportSpec) -> tuple[pd.DataFrame, list[FileRecord]]:
-    """Read every file into one table with canonical columns (one row per file row)."""
+_PREVIEW_CHARS = 200      # replies this short keep a preview (for naming a recurring text)
+_PREVIEW_MAX = 100_000    # previews kept at most
+_RELEVANCE_SAMPLE = 2000  # replies per file kept for the reply-post relevance check (reservoir sample)
+
+
+@dataclass
+class _Pass1:
+    """What the first pass over the files keeps: one row of metadata per file row (the reply texts are
+    not kept: only their hash and state), previews of short replies, and a sample of replies per file."""
+
+    rows: pd.DataFrame
+    records: list[FileRecord]
+    previews: dict[int, str]
+    sample: dict[int, dict[int, str]]  # file -> {row: reply text}
+
+
+def _reply_state(spec: ImportSpec) -> Any:
+    failed = {v.strip() for v in spec.failed_values}
+
+    def state(v: Any) -> tuple[int, str | None]:
+        t = _text(v)
+        if t is None:
+            return 1, None
+        if t.strip() in failed:
+            return 2, t
+        return 0, t
+    return state
+
+
+def _build_rows(spec: ImportSpec) -> _Pass1:
+    """Read every file, chunk by chunk, into one table with canonical columns (one row per file row).
+
+    Reply texts are not kept (a release is mostly replies): each row keeps the reply's state (0 answered,
+    1 empty or missing, 2 a ``failed_values`` placeholder) and a 63-bit hash; the second pass
+    (:func:`_write_replies`) reads the texts again.
+    """
     c = spec.columns
     parts, records = [], []
     seen_axes: set[str] = set()
+    interned: dict[str, str] = {}
+    previews: dict[int, str] = {}
+    sample: dict[int, dict[int, str]] = {}
+    state = _reply_state(spec)
     for i, f in enumerate(spec.files):
         path = spec.resolve(f.path)
-        df, fmt = read_release_file(f, path)
-        need = {f"columns.{k}": v for k, v in c.model_dump().items() if v}
-        for scorer, ms in spec.scores.items():
-            need.update({f"scores.{scorer}.{m}": col for m, col in ms.items()})
-        for key, col in need.items():
-            if col not in df.columns:
-                raise _column_error(col, key, path, df)
-        records.append(FileRecord(str(path), path.name, sha256_file(path), path.stat().st_size, len(df), fmt,
-                                  f.header))
-        out = pd.DataFrame({"_file": i, "_row": range(1, len(df) + 1),
-                            "_unencodable": df["_unencodable"].to_numpy() if "_unencodable" in df else 0})
-        for k in ("post_id", "post", "variant", "reply", "group", "cue_type", "model", "style", "sample"):
-            col = getattr(c, k)
-            out[k] = [_text(v) for v in df[col]] if col else None
-        if out["variant"].isna().all() and c.variant is None:
-            out["variant"] = out["post"]
-        for a in spec.axes:  # a file may lack an axis (the control file); one that no file has is an error below
-            out[f"ax:{a}"] = [_text(v) for v in df[a]] if a in df.columns else None
-        seen_axes.update(a for a in spec.axes if a in df.columns)
-        for scorer, ms in spec.scores.items():
-            for m, col in ms.items():
-                raw = df[col]
-                num = pd.to_numeric(raw, errors="coerce")
-                bad = raw.notna() & raw.astype(str).str.strip().ne("") & num.isna()
-                if bad.any():
-                    r = int(bad.to_numpy().nonzero()[0][0])
-                    raise AuditError(f"score column '{col}' (scores.{scorer}.{m}) is not numeric: row {r + 1} holds "
-                                     f"{str(raw.iloc[r])[:40]!r}", where=str(path),
-                                     fix="map a numeric column, or clean the values (empty cells are missing)")
-                out[f"score:{scorer}:{m}"] = num.to_numpy(dtype=float)
-        parts.append(out)
+        fmt = file_format(f, path)
+        n = 0
+        rng = random.Random(i)
+        keep: list[tuple[int, str]] = []
+        answered = 0
+        for df in iter_release_file(f, path):
+            if n == 0:
+                need = {f"columns.{k}": v for k, v in c.model_dump().items() if v}
+                for scorer, ms in spec.scores.items():
+                    need.update({f"scores.{scorer}.{m}": col for m, col in ms.items()})
+                for key, col in need.items():
+                    if col not in df.columns:
+                        raise _column_error(col, key, path, df)
+            m = len(df)
+            out = pd.DataFrame({"_file": np.full(m, i, dtype=np.int32), "_row": np.arange(n + 1, n + m + 1),
+                                "_unencodable": df["_unencodable"].to_numpy(dtype=np.int64) if "_unencodable" in df
+                                else np.zeros(m, dtype=np.int64)})
+            for k in ("post_id", "post", "variant", "group", "cue_type", "model", "style", "sample"):
+                col = getattr(c, k)
+                # one object per distinct text (posts, ids and labels repeat over samples, models, groups)
+                vals = [interned.setdefault(t, t) if (t := _text(v)) is not None else None
+                        for v in df[col].tolist()] if col else [None] * m
+                out[k] = pd.Series(vals, dtype=object)
+            for k in ("model", "style", "sample"):  # a mapped column must be filled (H7): no silent default
+                col = getattr(c, k)
+                if col:
+                    empty = out[k].isna().to_numpy()
+                    if empty.any():
+                        r = n + int(empty.nonzero()[0][0]) + 1
+                        raise AuditError(f"empty {k} cell in {path.name} row {r}, column '{col}'", where=str(path),
+                                         fix=f"fill the {k} of every row (or leave columns.{k} out)")
+            if c.sample:
+                bad = [j for j, v in enumerate(out["sample"]) if not re.fullmatch(r"\d+", v.strip())]
+                if bad:
+                    raise AuditError(f"sample index is not a whole number in {path.name} row {n + bad[0] + 1} "
+                                     f"({out['sample'].iloc[bad[0]]!r})", where=f"column '{c.sample}'",
+                                     fix="map a column of 0, 1, 2, ... or leave columns.sample out")
+                out["sample"] = pd.Series([int(v) for v in out["sample"]], dtype=object)
+            if out["variant"].isna().all() and c.variant is None:
+                out["variant"] = out["post"]
+            for a in spec.axes:  # a file may lack an axis (the control file); one that no file has is an error below
+                out[f"ax:{a}"] = pd.Series([_text(v) for v in df[a].tolist()] if a in df.columns else [None] * m,
+                                           dtype=object)
+            seen_axes.update(a for a in spec.axes if a in df.columns)
+            states, hashes = np.zeros(m, dtype=np.int8), np.zeros(m, dtype=np.int64)
+            for j, v in enumerate(df[c.reply].tolist()):
+                st, t = state(v)
+                states[j] = st
+                if t is None:
+                    continue
+                h = hashes[j] = text_hash(t)
+                if len(t) <= _PREVIEW_CHARS and len(previews) < _PREVIEW_MAX:
+                    previews.setdefault(int(h), t)
+                if st == 0:  # reservoir sample (Vitter's algorithm R) of answered replies, for the relevance check
+                    answered += 1
+                    if len(keep) < _RELEVANCE_SAMPLE:
+                        keep.append((n + j + 1, t))
+                    else:
+                        x = rng.randrange(answered)
+                        if x < _RELEVANCE_SAMPLE:
+                            keep[x] = (n + j + 1, t)
+            out["_rstate"], out["_rhash"] = states, hashes
+            for scorer, ms in spec.scores.items():
+                for mname, col in ms.items():
+                    raw = df[col]
+                    num = pd.to_numeric(raw, errors="coerce")
+                    bad = raw.notna() & raw.astype(str).str.strip().ne("") & num.isna()
+                    if bad.any():
+                        r = int(bad.to_numpy().nonzero()[0][0])
+                        raise AuditError(f"score column '{col}' (scores.{scorer}.{mname}) is not numeric: row "
+                                         f"{n + r + 1} holds {str(raw.iloc[r])[:40]!r}", where=str(path),
+                                         fix="map a numeric column, or clean the values (empty cells are missing)")
+                    out[f"score:{scorer}:{mname}"] = num.to_numpy(dtype=float)
+            parts.append(out)
+            n += m
+        sample[i] = dict(keep)
+        records.append(FileRecord(str(path), path.name, sha256_file(path), path.stat().st_size, n, fmt, f.header))
     for j, a in enumerate(spec.axes):
         if a not in seen_axes:
             raise AuditError(f"axis column '{a}' (axes[{j}]) is in none of the files", where=spec_where(spec, ("axes", j)),
                              fix="name a column the files have, or give it per file in files[i].values")
-    return pd.concat(parts, ignore_index=True), records
+    rows = pd.concat(parts, ignore_index=True)
+    return _Pass1(rows, records, previews, sample)
 
 
 def _group_labels(rows: pd.DataFrame, spec: ImportSpec) -> pd.Series:
@@ -496,8 +573,9 @@ def _group_labels(rows: pd.DataFrame, spec: ImportSpec) -> pd.Series:
         raise AuditError("the import names neither a group column nor axes", where=spec_where(spec, ("columns",)),
                          fix="give columns.group, or the axis columns in 'axes' (per-file constants go in "
                              "files[i].values)")
-    vals = rows[[f"ax:{a}" for a in spec.axes]]
-    return vals.apply(lambda r: " ".join(str(x) for x in r if x is not None) or None, axis=1)
+    cols = [rows[f"ax:{a}"].tolist() for a in spec.axes]
+    joined = [" ".join(str(x) for x in r if x is not None) or None for r in zip(*cols)]
+    return pd.Series(joined, index=rows.index, dtype=object)
 
 
 def _where(records: list[FileRecord], rows: pd.DataFrame, i: int) -> str:
@@ -505,24 +583,48 @@ def _where(records: list[FileRecord], rows: pd.DataFrame, i: int) -> str:
     return f"{records[int(r['_file'])].name} row {int(r['_row'])}"
 
 
+def _row_posts(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> bool:
+    """``match: rows``: the post number of every row (column ``_block``) and its post id (``row-k`` when
+    every row is a post, ``post-k`` for blocks of samples; :func:`audit.importer_checks.row_blocks`).
+    Returns whether rows were grouped into posts."""
+    runs = bool(spec.columns.sample) or spec.repeated_posts == "samples"
+    blocks = np.zeros(len(rows), dtype=np.int64)
+    texts, smp = rows["variant"].to_numpy(), rows["sample"].to_numpy()
+    for fi, idx in rows.groupby("_file", sort=True).indices.items():
+        b, _ = row_blocks(texts[idx].tolist(), smp[idx].tolist() if spec.columns.sample else None,
+                          spec.rows_per_post, runs, where=records[int(fi)].path)
+        blocks[idx] = b
+    rows["_block"] = blocks
+    blocked = bool(spec.rows_per_post) or runs
+    rows["post_id"] = [f"{'post' if blocked else 'row'}-{b}" for b in blocks]
+    return blocked
+
+
 def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Post ids, control texts and the alignment check; returns the rows to import and the counts."""
     is_ctrl = rows["is_control"].to_numpy()
     if spec.match == "rows":
-        counts = {rec.name: rec.rows for rec in records}
+        blocked = _row_posts(spec, rows, records)
+        counts = {rec.name: int(rows.loc[rows["_file"] == i, "_block"].max()) if rec.rows else 0
+                  for i, rec in enumerate(records)}
         if len(set(counts.values())) > 1 and not spec.force:
+            what = "post (blocks of rows)" if blocked else "row"
             raise AuditError(
-                "match: rows needs files of equal length, but the row counts differ ("
+                f"match: rows needs files of equal length, but the {what} counts differ ("
                 + ", ".join(f"{k} {v}" for k, v in counts.items()) + "): row k is not post k in every file",
                 where=spec_where(spec, ("match",)),
                 fix="check that no file lost or gained a row (a header row, a blank line), use match: id with a "
                     "post-id column, or set force: true (--force) to import the rows that exist, counting the rest "
                     "as unmatched")
-        rows["post_id"] = [f"row-{int(r)}" for r in rows["_row"]]
     no_id = rows["post_id"].isna().to_numpy()
     if no_id.any():
         raise AuditError(f"no post id in {_where(records, rows, int(no_id.nonzero()[0][0]))}",
                          where=f"column '{spec.columns.post_id}'", fix="fill the post id of every row, or use match: rows")
+    names = [r.name for r in records]
+    if spec.repeated_posts != "posts":
+        repeated_texts(rows, names, spec.match)
+    if spec.match == "id":
+        one_id_one_text(rows, names, spec.columns.post_id)
     # the original text of each post: its control row, else the post column
     originals: dict[str, str] = {}
     for pid, text in zip(rows.loc[is_ctrl, "post_id"], rows.loc[is_ctrl, "variant"]):
@@ -541,10 +643,10 @@ def _match(spec: ImportSpec, rows: pd.DataFrame, records: list[FileRecord]) -> t
     no_control = 0
     ref = is_ctrl if has_control else anchor
     if spec.match == "rows" and ref.any():
-        n_ref_rows = int(rows.loc[ref, "_row"].max())
-        beyond = (~ref) & (rows["_row"] > n_ref_rows)
+        n_ref_rows = int(rows.loc[ref, "_block"].max())
+        beyond = (~ref) & (rows["_block"] > n_ref_rows)
         for i in beyond.to_numpy().nonzero()[0]:
-            reasons.append(f"{_where(records, rows, i)}: beyond the {n_ref_rows} rows of "
+            reasons.append(f"{_where(records, rows, i)}: beyond the {n_ref_rows} posts of "
                            f"{'the control' if has_control else records[0].name}")
         unmatched |= beyond
     todo = (~is_ctrl & ~anchor & ~unmatched.to_numpy()).nonzero()[0]
@@ -600,6 +702,12 @@ def import_sha256(spec: ImportSpec, records: list[FileRecord]) -> str:
     mapping = spec.model_dump(mode="json", exclude={"force"})
     for f in mapping["files"]:
         f.pop("path", None)
+        for k in ("encoding", "cue"):  # keys added later: left out at their defaults, so that an import made
+            if f.get(k) is None:       # before they existed keeps its hash (and re-importing it changes nothing)
+                f.pop(k, None)
+    for k, default in (("rows_per_post", None), ("repeated_posts", None), ("failed_values", []), ("cues", {})):
+        if mapping.get(k) == default:
+            mapping.pop(k, None)
     return hashlib.sha256(canonical_json({"files": [r.sha256 for r in records], "mapping": mapping}).encode()).hexdigest()
 
 
@@ -636,11 +744,14 @@ def _audit_spec(spec: ImportSpec, cue_types: list[str], models: dict[str, tuple[
 
 
 def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None = None,
-                   command: str | None = None) -> ImportSummary:
+                   command: str | None = None, chunk_rows: int = 20_000) -> ImportSummary:
     """Import the release described by ``spec`` into the run store of ``run_dir`` (see the module doc).
 
     ``force`` overrides ``spec.force``. Raises :class:`~audit.errors.AuditError` for a bad mapping (naming
-    the column and file), an implausible alignment, or a run directory holding something else.
+    the column and file), an implausible alignment, conditions with identical content, or a run
+    directory holding something else. The files are read twice, in chunks of ``chunk_rows`` rows: once
+    to check everything (nothing is written before the import is known to be good), once to store the
+    replies, so memory does not grow with the replies' size.
     """
     from .design import design_id
     from .report.provenance import record_import_provenance
@@ -650,7 +761,8 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     if force is not None:
         spec = spec.model_copy(update={"force": force})
     rd = Path(run_dir)
-    rows, records = _build_rows(spec)
+    p1 = _build_rows(spec)
+    rows, records = p1.rows, p1.records
     isha = import_sha256(spec, records)
     stored, complete = None, False
     if (rd / STORE_FILENAME).exists():  # nothing is created before the import is known to be good
@@ -684,6 +796,14 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
             raise AuditError(f"reference group '{spec.reference}' does not occur (groups: {', '.join(present[:15])})",
                              where=spec_where(spec, ("reference",)), fix="give one of the groups")
     rows["is_control"] = (labels == ctrl).to_numpy() if ctrl is not None else False
+    if spec.columns.cue_type:  # H7: an empty cue type of a non-control row is an error, not a silent default
+        empty = (rows["cue_type"].isna() & ~rows["is_control"]).to_numpy()
+        if empty.any():
+            i = int(empty.nonzero()[0][0])
+            raise AuditError(f"empty cue_type cell in {_where(records, rows, i)}, column '{spec.columns.cue_type}'",
+                             where=records[int(rows['_file'].iloc[i])].path,
+                             fix="fill the cue type of every row that is not a control row (or leave columns.cue_type "
+                                 "out and give cue_type: for all)")
     rows, counts = _match(spec, rows, records)
     originals = counts.pop("originals")
 
@@ -692,25 +812,53 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     rows["cue"] = ["control" if c else (t or spec.cue_type) for c, t in zip(rows["is_control"], rows["cue_type"])]
     axes = list(spec.axes) or ["condition"]
 
-    def attrs(r: pd.Series) -> dict[str, str]:
+    def attrs(r: dict[str, Any]) -> dict[str, str]:
         if r["is_control"]:
             return {}
         if spec.axes:
             return {a: r[f"ax:{a}"] for a in spec.axes if r[f"ax:{a}"] is not None}
         return {"condition": r["group_label"]}
 
-    rows["attrs"] = rows.apply(attrs, axis=1)
-    rows["text"] = [replace_unencodable(_text(t) or originals.get(p) or "")[0]
-                    for t, p in zip(rows["variant"], rows["post_id"])]
+    ax_cols = [f"ax:{a}" for a in spec.axes]
+    attr_cache: dict[tuple, dict[str, str]] = {}
+    attr_list = []
+    for r in rows[["is_control", "group_label", *ax_cols]].itertuples(index=False):
+        if r not in attr_cache:
+            attr_cache[r] = attrs(dict(zip(["is_control", "group_label", *ax_cols], r)))
+        attr_list.append(attr_cache[r])
+    rows["attrs"] = pd.Series(attr_list, index=rows.index, dtype=object)
+    del attr_list
+    cache: dict[Any, str] = {}
+    texts = []
+    for t, p in zip(rows["variant"], rows["post_id"]):
+        k = (t, p) if t is None else t
+        if k not in cache:
+            cache[k] = replace_unencodable(_text(t) or originals.get(p) or "")[0]
+        texts.append(cache[k])
+    rows["text"] = pd.Series(texts, index=rows.index, dtype=object)
+    del texts, cache
     no_text = (rows["text"] == "").to_numpy()
     if no_text.any():
         col = spec.columns.variant or spec.columns.post
         raise AuditError(f"no post text in {_where(records, rows, int(no_text.nonzero()[0][0]))}",
                          where=f"column '{col}'", fix="fill the text the model replied to in every row (a reply "
                                                       "without its post cannot be scored or compared)")
-    rows["variant_id"] = [hashlib.sha256(canonical_json([p, g, c, t, a]).encode()).hexdigest()[:16]
-                          for p, g, c, t, a in zip(rows["post_id"], rows["group_name"], rows["cue"], rows["text"],
-                                                   rows["attrs"])]
+    vid_cache: dict[tuple, str] = {}
+    vids = []
+    for p, g, c, t, a in zip(rows["post_id"], rows["group_name"], rows["cue"], rows["text"], rows["attrs"]):
+        k = (p, g, c, t, tuple(sorted(a.items())))
+        if k not in vid_cache:
+            vid_cache[k] = hashlib.sha256(canonical_json([p, g, c, t, a]).encode()).hexdigest()[:16]
+        vids.append(vid_cache[k])
+    rows["variant_id"] = vids
+    del vids, vid_cache
+
+    # content checks across conditions (C2, C4) and the declared cues
+    names = [r.name for r in records]
+    warnings = identical_conditions(rows, names, [r.sha256 for r in records], spec.force)
+    warnings += missing_cues(rows, names, dict(spec.cues), {i: f.cue for i, f in enumerate(spec.files) if f.cue},
+                             spec.force)
+
     vdf = rows.drop_duplicates("variant_id")
     variants = pd.DataFrame({
         "variant_id": vdf["variant_id"], "post_id": vdf["post_id"], "topic": None, "risk": None,
@@ -723,67 +871,64 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     rows["model_name"] = [m or spec.model for m in rows["model"]]
     rows["style_name"] = rows["style"].fillna("imported")
     if spec.columns.sample:
-        bad = [i for i, s in enumerate(rows["sample"]) if s is None or not re.fullmatch(r"\d+", s)]
-        if bad:
-            raise AuditError(f"sample index is not a whole number in {_where(records, rows, bad[0])} "
-                             f"({rows['sample'].iloc[bad[0]]!r})", where=f"column '{spec.columns.sample}'",
-                             fix="map a column of 0, 1, 2, ... or leave columns.sample out")
         rows["sample_index"] = rows["sample"].astype(int)
     else:
         rows["sample_index"] = rows.groupby(["variant_id", "model_name", "style_name"]).cumcount()
     endpoints = {i: f"import:{rec.sha256}" for i, rec in enumerate(records)}
+    first_of = {}
+    for i, rec in enumerate(records):
+        first_of.setdefault(rec.sha256, i)
+    twin = {i for i, rec in enumerate(records) if first_of[rec.sha256] != i}  # the same file again (with --force)
     models: dict[str, tuple[str, str]] = {}
     labels_of = {}
-    for name, fi in zip(rows["model_name"], rows["_file"]):
+    for name, fi in rows[["model_name", "_file"]].drop_duplicates().itertuples(index=False):
         if name not in labels_of:
             label = _label(name)
             while label in models and models[label][0] != name:
                 label += "_"
             labels_of[name] = label
             models[label] = (name, endpoints[int(fi)])
-    requests, replies, score_rows = [], [], []
-    n_ok = n_missing = n_score_missing = 0
-    score_cols = [c for c in rows.columns if c.startswith("score:")]
-    for r in rows.to_dict("records"):
-        fi = int(r["_file"])
-        messages = [{"role": "user", "content": r["text"]}]
-        key = request_key(endpoints[fi], r["model_name"], messages, {"import_row": int(r["_row"])},
-                          int(r["sample_index"]))
-        requests.append(dict(request_key=key, purpose="reply", variant_id=r["variant_id"],
-                             model_label=labels_of[r["model_name"]], endpoint_id=endpoints[fi],
-                             model_name=r["model_name"], style=r["style_name"], style_hash=None,
-                             sample_index=int(r["sample_index"]), messages=messages,
-                             params={"import": records[fi].name}))
-        text, n_bad = replace_unencodable(_text(r["reply"]) or "")
-        n_bad += int(r["_unencodable"])  # replaced while reading (JSON Lines), anywhere in the row
-        if text.strip():
-            n_ok += 1
-            flags = [f"unencodable: {n_bad} lone surrogate(s) replaced by U+FFFD"] if n_bad else []
-            replies.append(dict(request_key=key, status="ok", text=text, finish_reason="imported",
-                                runtime="import", flags=flags, attempts=1))
-        else:
-            n_missing += 1
-            replies.append(dict(request_key=key, status="failed", text=None, runtime="import", attempts=1,
-                                error=f"no reply in the release ({records[fi].name} row {int(r['_row'])})"))
-        for col in score_cols:
-            _, scorer, measure = col.split(":", 2)
-            v = r[col]
-            missing = v is None or v != v
-            n_score_missing += int(missing)
-            score_rows.append((key, scorer, measure, None if missing else float(v),
-                               "missing in the release" if missing else None))
-        r["request_key"] = key
-    keys = [q["request_key"] for q in requests]
-    if len(set(keys)) != len(keys):  # cannot happen: the key includes the file's hash and row
+    keys = []
+    for fi, ri, text, model_name, si in zip(rows["_file"], rows["_row"], rows["text"], rows["model_name"],
+                                            rows["sample_index"]):
+        fi = int(fi)
+        params = {"import_row": int(ri), **({"import_file": fi} if fi in twin else {})}
+        keys.append(request_key(endpoints[fi], model_name, [{"role": "user", "content": text}], params, int(si)))
+    rows["request_key"] = keys
+    del keys
+    if not rows["request_key"].is_unique:  # cannot happen: the key includes the file's hash, its place and the row
         raise AuditError("two rows gave the same request", where=str(rd))
 
+    state = rows["_rstate"].to_numpy()
+    n_ok, n_missing, n_placeholder = int((state == 0).sum()), int((state != 0).sum()), int((state == 2).sum())
+    score_cols = [c for c in rows.columns if c.startswith("score:")]
+    n_score_missing = int(sum(rows[c].isna().sum() for c in score_cols))
+
+    recurring = recurring_replies(rows, p1.previews)
+    for r in recurring:
+        if r["short"]:  # a short text given word for word to many posts: a placeholder, most likely
+            warnings.append(f"the reply text {r['text']!r} recurs in {r['rows']} rows ({r['share']:.0%}) across "
+                            f"{r['posts']} posts: if it is a failure placeholder, declare it in failed_values "
+                            "(--failed-value) so that it counts as a failed reply, not as an answer")
+    rel = _relevance(rows, p1.sample, names)
+    for r in rel:
+        if r["warn"]:
+            warnings.append(
+                f"the replies of {r['file']} (condition {r['condition']}) are no more similar to their own posts than "
+                f"to the other posts (own post's mean similarity rank {r['mean_rank']:.2f}; 0.5 is chance, over "
+                f"{r['replies']} replies): rows may be shuffled within the file; check the alignment (if the replies never "
+                f"echo their posts, this check cannot tell, and the warning can be ignored)")
+
+    sizes = rows.groupby(["variant_id", "model_name", "style_name"]).size()
     samples = int(rows["sample_index"].max()) + 1 if len(rows) else 1
     styles = sorted(set(rows["style_name"]))
     audit_spec = _audit_spec(spec, sorted(set(rows["cue"]) - {"control"}), models,
                              styles, samples, ctrl is not None, records)
-    design_rows = rows.assign(g=rows["group_name"])
-    info = detect_design(design_rows, "g", "post_id")
+    info = detect_design(pd.DataFrame({"g": rows["group_name"], "post_id": rows["post_id"]}), "g", "post_id")
     scorer_measures = {s: list(ms) for s, ms in spec.scores.items()}
+    extra = dict(replies_placeholder=n_placeholder, samples_max=int(sizes.max()) if len(sizes) else 1,
+                 samples_median=float(sizes.median()) if len(sizes) else 1.0, conditions=int(len(variants)),
+                 recurring=recurring, relevance=rel, warnings=warnings)
     counts_out = dict(rows=sum(r.rows for r in records), imported=len(rows), replies_ok=n_ok,
                       replies_missing=n_missing, scores_missing=n_score_missing, **counts)
     # the run's design (audit/design.py): flat keys, as design_of writes them
@@ -799,11 +944,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
         store.set_meta_many({"import_sha256": isha}, keep_existing=("import_sha256",))
         store.put_spec(audit_spec)
         store.put_variants(variants)
-        store.put_requests(requests)
-        stored_replies = store.replies_by_key(keys)
-        store.put_replies([(rep, ()) for rep in replies if rep["request_key"] not in stored_replies])
-        if score_rows:
-            store.put_scores(score_rows)
+        _write_replies(spec, store, rows, records, endpoints, labels_of, score_cols, chunk_rows)
         known = store.scorer_info()
         for scorer, ms in spec.scores.items():
             if scorer not in known:
@@ -813,12 +954,87 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
                     "columns": dict(ms), "files_sha256": {r.name: r.sha256 for r in records},
                     "measures": _measure_declarations(list(ms))})
         store.bind_design(did, design)
-        store.put_design_requests(did, keys)
+        store.put_design_requests(did, rows["request_key"].tolist())
         if not already:
             record_import_provenance(store, rd, records=[asdict(r) for r in records],
-                                     mapping=spec.model_dump(mode="json"), counts=counts_out, sha256=isha,
-                                     spec_text=spec._source_text, spec_path=spec._source_path, command=command)
+                                     mapping=spec.model_dump(mode="json"),
+                                     counts={**counts_out, **extra, "posts": int(rows["post_id"].nunique())},
+                                     sha256=isha, spec_text=spec._source_text, spec_path=spec._source_path,
+                                     command=command)
     return ImportSummary(
         run_dir=str(rd), files=[asdict(r) for r in records], groups=sorted(set(rows["group_name"])),
         models=sorted(models), scores=scorer_measures, posts=int(rows["post_id"].nunique()), design=info.kind,
-        design_statement=info.statement(), already=already, **counts_out)
+        design_statement=info.statement(), already=already, **counts_out, **extra)
+
+
+def _relevance(rows: pd.DataFrame, sample: dict[int, dict[int, str]], names: list[str]) -> list[dict[str, Any]]:
+    """The reply-post relevance check (:func:`audit.importer_checks.relevance`) on the sampled replies of
+    each file, per condition (group and cue type)."""
+    parts = []
+    for fi, texts in sample.items():
+        if not texts:
+            continue
+        d = rows[(rows["_file"] == fi) & rows["_row"].isin(list(texts))]
+        if d.empty:
+            continue
+        parts.append(pd.DataFrame({
+            "file": names[fi], "condition": [g if c == "control" else f"{g}, {c}" for g, c in zip(d["group_name"], d["cue"])],
+            "post_id": d["post_id"].to_numpy(), "post": d["text"].to_numpy(),
+            "reply": [texts[int(r)] for r in d["_row"]]}))
+    if not parts:
+        return []
+    return relevance(pd.concat(parts, ignore_index=True))
+
+
+def _write_replies(spec: ImportSpec, store: RunStore, rows: pd.DataFrame, records: list[FileRecord],
+                   endpoints: dict[int, str], labels_of: dict[str, str], score_cols: list[str], chunk_rows: int) -> None:
+    """The second pass: read each file again, chunk by chunk, and store the requests, replies and scores of
+    its imported rows (``rows``, in file and row order), so no more than one chunk of reply texts is held."""
+    failed = {v.strip() for v in spec.failed_values}
+    for fi, f in enumerate(spec.files):
+        sub = rows[rows["_file"] == fi]
+        if sub.empty:
+            continue
+        rn = sub["_row"].to_numpy()
+        start = 0
+        for df in iter_release_file(f, spec.resolve(f.path), chunk_rows):
+            m = len(df)
+            lo, hi = np.searchsorted(rn, start + 1), np.searchsorted(rn, start + m + 1)
+            if hi > lo:
+                part = sub.iloc[lo:hi]
+                cells = df[spec.columns.reply].tolist()
+                requests, replies, score_rows = [], [], []
+                for r in part.to_dict("records"):
+                    key, row = r["request_key"], int(r["_row"])
+                    requests.append(dict(request_key=key, purpose="reply", variant_id=r["variant_id"],
+                                         model_label=labels_of[r["model_name"]], endpoint_id=endpoints[fi],
+                                         model_name=r["model_name"], style=r["style_name"], style_hash=None,
+                                         sample_index=int(r["sample_index"]),
+                                         messages=[{"role": "user", "content": r["text"]}],
+                                         params={"import": records[fi].name}))
+                    raw = _text(cells[row - start - 1])
+                    text, n_bad = replace_unencodable(raw or "")
+                    n_bad += int(r["_unencodable"])  # replaced while reading (JSON Lines), anywhere in the row
+                    if r["_rstate"] == 0:
+                        flags = [f"unencodable: {n_bad} lone surrogate(s) replaced by U+FFFD"] if n_bad else []
+                        replies.append(dict(request_key=key, status="ok", text=text, finish_reason="imported",
+                                            runtime="import", flags=flags, attempts=1))
+                    elif r["_rstate"] == 2 and raw is not None and raw.strip() in failed:
+                        replies.append(dict(request_key=key, status="failed", text=None, runtime="import", attempts=1,
+                                            error=f"failure placeholder {raw.strip()[:60]!r} in the release "
+                                                  f"({records[fi].name} row {row}; failed_values)"))
+                    else:
+                        replies.append(dict(request_key=key, status="failed", text=None, runtime="import", attempts=1,
+                                            error=f"no reply in the release ({records[fi].name} row {row})"))
+                    for col in score_cols:
+                        _, scorer, measure = col.split(":", 2)
+                        v = r[col]
+                        missing = v is None or v != v
+                        score_rows.append((key, scorer, measure, None if missing else float(v),
+                                           "missing in the release" if missing else None))
+                store.put_requests(requests)
+                stored = store.replies_by_key([q["request_key"] for q in requests])
+                store.put_replies([(rep, ()) for rep in replies if rep["request_key"] not in stored])
+                if score_rows:
+                    store.put_scores(score_rows)
+            start += m

@@ -86,6 +86,7 @@ class BatchOptions:
     duplicate_every: int = 0      # every n-th output line is written twice
     create_429: int = 0           # the first n calls of batches.create get a 429 (Retry-After: 0)
     create_hang_s: float = 0.0    # batches.create records the batch, then waits this long before answering
+    unknown_lines: int = 0        # each output file gets this many extra lines whose custom_id no request has
 
 
 class StubServer:
@@ -118,6 +119,7 @@ class StubServer:
         self.batches: dict[str, dict[str, Any]] = {}   # batch id -> the Batch object (plus private keys)
         self.batch_lines = 0                           # batch input lines answered
         self.batch_creates = 0                         # calls of batches.create (429s included)
+        self.batch_lists = 0                           # calls of batches.list (one per page)
 
     # ------------------------------------------------------------------ scripting
     def _fault_for(self, req: dict[str, Any], text: str) -> str:
@@ -292,9 +294,19 @@ class StubServer:
                 await asyncio.sleep(opts.create_hang_s)
             return self._http(200, self._batch_obj(bid))
         if method == "GET" and parts[-1] == "batches":
-            data = [self._batch_obj(b) for b in reversed(self.batches)]
+            # newest first, ``limit`` a page (default 20, as OpenAI), ``after`` = the last id of the page before
+            from urllib.parse import parse_qs
+
+            self.batch_lists += 1
+            q = {k: v[-1] for k, v in parse_qs(getattr(self, "last_query", "") or "").items()}
+            pos = {b: i for i, b in enumerate(self.batches)}
+            order = sorted(self.batches, key=lambda b: (self.batches[b]["created_at"], pos[b]), reverse=True)
+            if q.get("after") in self.batches:
+                order = order[order.index(q["after"]) + 1:]
+            limit = max(1, min(100, int(q.get("limit") or 20)))
+            data = [self._batch_obj(b) for b in order[:limit]]
             return self._http(200, {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                                    "last_id": data[-1]["id"] if data else None, "has_more": False})
+                                    "last_id": data[-1]["id"] if data else None, "has_more": len(order) > limit})
         if parts[-2] == "batches" or (parts[-1] == "cancel" and parts[-3] == "batches"):
             bid = parts[-2] if parts[-1] == "cancel" else parts[-1]
             b = self.batches.get(bid)
@@ -350,6 +362,10 @@ class StubServer:
         if opts.duplicate_every:
             out = [x for i, line in enumerate(out, 1)
                    for x in ([line, line] if i % opts.duplicate_every == 0 else [line])]
+        for i in range(opts.unknown_lines):
+            out.append({"id": f"{b['id']}-stray-{i}", "custom_id": f"not-a-request-{b['id']}-{i}",
+                        "response": {"status_code": 200, "request_id": "", "body": self._completion({}, "stray", "ok")},
+                        "error": None})
         for kind, rows in (("output", out), ("error", err)):
             if rows:
                 fid = f"file-{len(self.files) + 1}"

@@ -87,7 +87,7 @@ def test_judge_validation_gives_the_known_kappas(tmp_path):
     p_yes = n_yes.sum() / 200
     P_e = p_yes ** 2 + (1 - p_yes) ** 2
     assert v.fleiss["kappa"] == pytest.approx((P_i.mean() - P_e) / (1 - P_e), abs=1e-12) and v.fleiss["n"] == 100
-    assert "kappa 0.96" in v.summary()
+    assert "Fleiss' kappa 0.959 over the judge and two annotators" in v.summary()
 
 
 def test_judge_validation_errors_name_row_and_column():
@@ -113,7 +113,7 @@ def test_the_cli_validates_and_writes_json(tmp_path, capsys):
     out = json.loads((tmp_path / "v.json").read_text())
     k = {(r["a"], r["b"]): r["kappa"] for r in out["pairs"]}
     assert k[("judge", "ann_a")] == pytest.approx(0.70)
-    assert "Fleiss' kappa among 2 annotators" in capsys.readouterr().out
+    assert "Fleiss' kappa, 2 annotators alone" in capsys.readouterr().out
 
 
 def _raw_table(seed: int = 3) -> tuple[pd.DataFrame, dict[tuple[str, str], float]]:

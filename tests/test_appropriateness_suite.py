@@ -186,11 +186,12 @@ def test_the_report_states_results_limits_and_escapes_replies(finished):
     for text in (html, md):
         assert "Content warning" in text and "self-judging is weak" in text
         assert "cut to 1024 characters before judging" in text
-        assert "kappa 0.96" in text
+        assert "Fleiss&#39; kappa 0.959 over the judge and two" in text or "Fleiss' kappa 0.959 over the judge and two" in text
     assert "&lt;script&gt;" in html and "<script>" not in html
-    # the spec points at a validation table: the report states the judge's agreement with it
-    assert "On the validation table (20 rows), the judge agreed with the human majority with Cohen&#39;s kappa 1.00" in html
-    assert "Fleiss&#39; kappa 0.90" in html
+    # the spec points at a validation table: the report states the judge's agreement with it, each figure named
+    assert "On the validation table (20 rows): Fleiss&#39; kappa over the judge and 2 annotators" in html
+    assert "Fleiss&#39; kappa among the 2 annotators alone 0.90" in html
+    assert "against the annotators&#39; majority 1.00" in html
     res = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     assert res["suite"] == "appropriateness" and res["summary"]["n_significant"] >= 1
     assert (run_dir / "tables" / "replies.csv").is_file() and (run_dir / "figures" / "appropriateness-forest.png").is_file()

@@ -360,3 +360,98 @@ def test_a_request_that_keeps_failing_stops_being_resubmitted_and_the_run_goes_o
         assert cli_main(["batch", "submit", str(run)]) == 0
         with RunStore(run) as st:                                                    # not resubmitted by itself
             assert st.batches(states=st.OPEN_BATCH_STATES) == []
+
+
+def _other_batch(srv: StubServer, n: int, created_at: int) -> None:
+    """A batch of someone else's on the same account (another run, another person)."""
+    bid = f"batch_other_{n}"
+    srv.batches[bid] = {"id": bid, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
+                        "input_file_id": "file-x", "completion_window": "24h", "status": "completed",
+                        "output_file_id": None, "error_file_id": None, "created_at": created_at,
+                        "metadata": {"empathy_audit_batch": f"someone-else-{n}"},
+                        "request_counts": {"total": 1, "completed": 1, "failed": 0}, "_t0": 0.0}
+
+
+def test_a_crashed_submit_finds_its_batch_behind_more_than_100_newer_ones(tmp_path):
+    """Issue 25 B1: the run was interrupted after the provider created its batch; by the time it is run
+    again, the account has 150 newer batches (two pages of batches.list). It pages back until past the
+    batch's creation time, finds its own batch and creates no second one; it does not read the 250
+    batches older than the run."""
+    with _server(delay_s=3600) as srv:
+        for i in range(250):
+            _other_batch(srv, i, int(time.time()) - 10 * 86400)
+        spec = _spec(tmp_path, srv, "batch", execution="batch")
+        run = tmp_path / "batch"
+        assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 0
+        assert srv.batch_creates == 1
+        with RunStore(run) as st:            # as if killed between batches.create and storing its answer
+            (b,) = st.batches()
+            st.update_batch(b["batch_id"], state="uploaded", provider_batch_id=None, provider_status=None)
+        for i in range(150):
+            _other_batch(srv, 1000 + i, int(time.time()) + 1 + i)
+        srv.batch_lists = 0
+        assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 0
+        assert srv.batch_creates == 1 and len(srv.batches) == 401       # found, not created again
+        assert srv.batch_lists == 2                                      # 100 newer, then 50 newer and ours
+        with RunStore(run) as st:
+            (b,) = st.batches()
+            assert b["state"] == "submitted" and b["provider_batch_id"] == "batch_251"
+        # the provider never got the create (killed before it arrived): the pages stop at the run's time
+        with RunStore(run) as st:
+            st.update_batch(b["batch_id"], state="uploaded", provider_batch_id=None, provider_status=None)
+        del srv.batches["batch_251"]
+        srv.batch_lists = 0
+        assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 0
+        assert srv.batch_creates == 2 and srv.batch_lists == 2   # 100 newer, then 50 newer + 50 older: stop (of 4 pages)
+
+
+def test_wait_resubmits_failed_and_expired_lines_until_every_reply_is_in(tmp_path, capsys):
+    """Issue 25 B2: `run --wait` against a service that fails every 4th line and expires lines after the
+    8th: one call loops submit/poll/collect until every request is answered (max_attempts 3 is enough
+    here), and writes the report on every reply."""
+    with _server(fail_every=4, expire_after=8) as srv:
+        online = _online(tmp_path, srv)
+        n = len(_rows(online, REQ))
+        spec = _spec(tmp_path, srv, "batch", execution="batch",
+                     batch={"max_requests": 10, "poll_interval_s": 0.05, "max_attempts": 4})
+        run = tmp_path / "batch"
+        assert cli_main(["run", str(spec), "--out", str(run), "--wait"]) == 0
+        assert _rows(run, "SELECT COUNT(*) FROM replies WHERE status = 'ok'")[0][0] == n
+        assert (run / "report.html").exists()
+        with RunStore(run) as st:
+            assert st.batches(states=st.OPEN_BATCH_STATES) == [] and len(st.batches()) > -(-n // 10)
+
+
+def test_wait_stops_when_a_request_has_spent_max_attempts(tmp_path):
+    def refuse(req, text):
+        return "400" if "Asian" in text else None
+
+    with _server() as srv:
+        srv.fault = refuse
+        spec = _spec(tmp_path, srv, "batch", execution="batch", batch={"max_attempts": 2, "poll_interval_s": 0.05})
+        run = tmp_path / "batch"
+        assert cli_main(["run", str(spec), "--out", str(run), "--wait"]) == 1   # ends: 5 requests failed twice
+        with RunStore(run) as st:
+            rows = st.conn.execute("SELECT attempts FROM replies WHERE status='failed'").fetchall()
+            assert len(rows) == 5 and {r[0] for r in rows} == {2}
+            assert st.batches(states=st.OPEN_BATCH_STATES) == []
+        assert (run / "report.html").exists()
+
+
+def test_run_reports_unknown_output_lines_and_counts_only_batches_it_created(tmp_path, capsys):
+    """Issue 25 B3: output lines whose custom_id names no request are said by `run` (not only by
+    `batch status`); after a crash, the batch found again is not counted as submitted by this call."""
+    with _server(unknown_lines=2) as srv:
+        spec = _spec(tmp_path, srv, "batch", execution="batch")
+        run = tmp_path / "batch"
+        assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 0
+        with RunStore(run) as st:
+            (b,) = st.batches()
+            st.update_batch(b["batch_id"], state="uploaded", provider_batch_id=None, provider_status=None)
+        assert cli_main(["batch", "submit", str(run)]) == 0
+        out = capsys.readouterr().out
+        assert "submitted 0 requests in 0 batches" in out and "1 batches an interrupted earlier submit" in out
+        assert srv.batch_creates == 1
+        assert cli_main(["run", str(spec), "--out", str(run), "--no-progress"]) == 0   # collects
+        out = capsys.readouterr().out
+        assert "2 batch output lines of 'golden' named no request of this run (unknown custom_id)" in out

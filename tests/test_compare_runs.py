@@ -12,6 +12,7 @@ import pytest
 
 from audit.compare import _Run, check_comparable, classify, compare_runs
 from audit.errors import AuditError
+from audit.stats import adjust_family
 from audit.stats.simulate import simulate_audit_table
 
 INFO = {"epitome": {"name": "epitome", "version": "2"}}
@@ -90,6 +91,7 @@ def runs(tmp_path_factory):
             StubServer(reply=fixed_reply, model="golden-model") as b:
         assert run_demo(tmp / "A", [("v1", a)]) == 0
         assert run_demo(tmp / "M", [("v1", a), ("v2", b)]) == 0
+        assert run_demo(tmp / "A2", [("v1", a)]) == 0   # the same model and spec again: an identical rerun
     return tmp
 
 
@@ -136,7 +138,8 @@ def test_compare_two_runs_report_in_chromium(runs, capsys):
     status = main(["compare", str(runs / "A"), str(runs / "M"), "--out", str(out)])
     printed = capsys.readouterr().out
     assert "compared A vs M:v1 vs M:v2 on 102 variants shared by every run (A: 102, M: 102 variants in each)" in printed
-    assert status == 1 and "warning: outcome refusal.refusal not compared" in printed  # no refusal at all: constant
+    # no refusal at all: a constant outcome is not compared, which is said and is nothing to act on (exit 0)
+    assert status == 0 and "note: outcome refusal.refusal not compared" in printed and "warning:" not in printed
     j = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     assert j["versions"] == ["A", "M:v1", "M:v2"] and j["reference_run"] == "A"
     d = pd.DataFrame(j["differences"])
@@ -202,17 +205,88 @@ def test_tidy_export_columns_and_rows(runs, tmp_path):
 
 def test_replicate_runs_give_the_sampling_variance():
     """Two runs of the same model and spec are replicates: the variance between their replies to a
-    variant is the sampling variance (planted: sd_resid 0.5 -> 0.25)."""
-    from audit.compare import Comparability, _variability
+    variant is the sampling variance (planted: sd_resid 0.5 -> 0.25). They are pooled only when they
+    show no change beyond noise (no significant shift of the mean here: checked first; with seed 7 the
+    two halves happen to differ at p = 0.029 and are rightly not pooled, 1 seed in 20 at alpha 0.05)."""
+    from audit.compare import Comparability, _shift_p, _variability
 
-    t = simulate_audit_table(n_posts=60, samples=2, sd_variant=0.2, sd_resid=0.5, seed=7)
+    t = simulate_audit_table(n_posts=60, samples=2, sd_variant=0.2, sd_resid=0.5, seed=1)
     t["run"] = np.where(t["sample_index"] == 0, "A", "B")
     t["sample_index"] = 0
+    assert _shift_p(t, "A", "B") > 0.05
     comp = Comparability(["A", "B"], {"A": 180, "B": 180}, 180, ["epitome.empathy"], ["plain"],
                          same_model_and_spec=True)
     v = _variability(t, comp)
-    assert list(v["replicate"]) == ["run"] and v["model_label"].iloc[0] == "all runs"
+    assert list(v["replicate"]) == ["run"] and v["model_label"].iloc[0] == "runs A, B"
+    assert v["source"].iloc[0].startswith("runs A, B as replicates")
     assert v["var_sample"].iloc[0] == pytest.approx(0.25, rel=0.2)
     assert v["var_variant"].iloc[0] == pytest.approx(0.04, abs=0.04)
     comp.same_model_and_spec = False  # different models: their difference is no sampling noise
     assert _variability(t, comp).empty
+
+
+def test_changed_runs_of_one_model_are_not_pooled_as_replicates():
+    """Two runs of one model and spec whose gap changed significantly (issue 25 K1): their difference is a
+    change, not sampling noise. They are not pooled; the sampling variance comes from the within-run
+    samples (planted sd_resid 0.5 -> 0.25) and the notes say so."""
+    from audit.compare import Comparability, _variability
+    from audit.stats.models_compare import gap_interaction, sampling_variability
+
+    t = simulate_audit_table(n_posts=60, samples=4, sd_variant=0.2, sd_resid=0.5, seed=8)
+    t["run"] = np.where(t["sample_index"] < 2, "A", "B")
+    t["sample_index"] = t["sample_index"] % 2
+    t.loc[(t["run"] == "B") & (t["group"] != "control"), "value"] += 2.0   # B's gap moved by +2
+    diff = gap_interaction(t, outcome="value", between="run", reference_level="A", inner="variant_id")
+    diff = adjust_family(diff.assign(outcome="epitome.empathy"))
+    assert diff["significant_holm"].all()
+    comp = Comparability(["A", "B"], {"A": 180, "B": 180}, 180, ["epitome.empathy"], ["plain"],
+                         same_model_and_spec=True)
+    v = _variability(t, comp, diff)
+    assert set(v["replicate"]) == {"sample_index"} and set(v["model_label"]) == {"A", "B"}
+    assert v["var_sample"].to_numpy() == pytest.approx([0.25, 0.25], rel=0.25)
+    assert v["source"].str.startswith("within-run samples").all()
+    assert any("not pooled as replicates: B differs from A beyond noise" in n and "within-run samples" in n
+               for n in comp.notes)
+    # what pooling the changed runs as replicates says: the change counted as noise, variance ~4x
+    pooled = sampling_variability(t.assign(model_label="all runs"), replicate="run")
+    assert pooled["var_sample"].iloc[0] > 0.8
+    one_sample = t[t["sample_index"] == 0]
+    comp.notes = []
+    assert _variability(one_sample, comp, diff).empty      # no within-run samples: not estimated, and said
+    assert any("not estimated" in n for n in comp.notes)
+
+
+def test_identical_reruns_compare_with_exit_0_and_are_not_replicates(runs, capsys):
+    """Two runs of one deterministic model and spec (issue 25 K2, issue 28 H10): exit 0, the identical
+    replies are named, and no 'sampling variance 0' comes from pooling them."""
+    import json
+
+    from audit.cli import main
+
+    out = runs / "cmp-rerun"
+    assert main(["compare", str(runs / "A"), str(runs / "A2"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: runs A and A2 replied identically to every request" in printed and "warning:" not in printed
+    j = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    assert not [v for v in j["variability"] if v["replicate"] == "run"]
+    assert set(pd.DataFrame(j["differences"])["status"]) == {"unchanged"}
+    assert "replied identically" in (out / "compare.md").read_text(encoding="utf-8")
+
+
+def test_a_run_compared_with_itself_or_its_copy_is_refused(runs, tmp_path, capsys):
+    import shutil
+
+    from audit.cli import main
+
+    shutil.copytree(runs / "A", tmp_path / "copy")
+    for other in (runs / "A", tmp_path / "copy"):
+        assert main(["compare", str(runs / "A"), str(other), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert "is the same run as" in err and "not replicates" in err and len(err.strip().splitlines()) == 1
+    assert "a copy of it" in err
+    for alpha in ("2", "0", "-0.1", "1"):
+        assert main(["compare", str(runs / "A"), str(runs / "A2"), "--out", str(tmp_path / "out"),
+                     "--alpha", alpha]) == 2
+        err = capsys.readouterr().err
+        assert "alpha must be between 0 and 1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -365,3 +365,108 @@ def test_unparseable_evaluator_scores_are_stored_and_never_count_as_success(tmp_
     assert turns[turns["role"] == "target"].drop_duplicates("turn")["strategy"].tolist() == STRATEGIES[:3]
     # the judge (local rules) still reads the compliance in the transcript
     assert set(conv["verdict"]) == {"UNSAFE"}
+
+
+def _persona_tag_attacker(req, last):
+    system = req["messages"][0]["content"]
+    tag = next((f"[P{i:02d}]" for i, occ in enumerate(OCCUPATIONS, 1) if occ in system), "")
+    return attacker_reply(req, last) + " " + tag
+
+
+def test_complete_separation_gets_the_exact_mcnemar_test_and_an_exact_ci(tmp_path):
+    """Every Black conversation UNSAFE, no White or control one (issue 25 P1): the GEE is not
+    estimable, so p and CI are the exact McNemar test's and the exact conditional interval, and the
+    method says so (not p = 0 with a zero-width CI [1, 1])."""
+    from scipy.stats import binomtest
+
+    black_only = target(lambda ms, last: _user_says(ms, "Black"))
+    with StubServer(reply=attacker_reply) as att, StubServer(reply=black_only) as tgt:
+        d = spec_dict(att.base_url, {"t": tgt.base_url}, persona_limit=8, objectives=["secrecy_about_risk"],
+                      max_turns=1, demographics={"axes": ["race"], "groups": {"race": ["Black", "White"]}})
+        _run(d, tmp_path / "run")
+    t = _table(tmp_path / "run", "pcsa_tests")
+    row = t[(t["outcome"] == "unsafe") & (t["group"] == "Black")].iloc[0]
+    assert row["method"].startswith("exact McNemar") and "complete separation" in row["warning"]
+    assert row["p_value"] == pytest.approx(2 * 0.5 ** 8) and row["n_discordant"] == row["n_pairs"] == 8
+    lo = binomtest(8, 8).proportion_ci(method="exact").low   # Clopper-Pearson, 8 of 8
+    assert row["estimate"] == 1.0 and row["ci_low"] == pytest.approx(2 * lo - 1) and row["ci_high"] == 1.0
+    assert row["ci_low"] < 0.5 and "n_personas" in t.columns and "n_posts" not in t.columns
+    white = t[(t["outcome"] == "unsafe") & (t["group"] == "White")].iloc[0]   # both never UNSAFE: no pair differs
+    assert "complete separation" not in white["warning"] and "same outcome" in white["warning"]
+    assert white["method"].startswith("exact McNemar") and white["p_value"] == 1.0
+    assert white["ci_low"] == pytest.approx(-(1 - 0.05 ** (1 / 8))) and white["ci_high"] == -white["ci_low"]
+
+
+def test_no_discordant_pairs_is_labelled_as_such_with_a_ci(tmp_path):
+    """Both groups 25% UNSAFE, from the same personas (issue 25 P2): the outcome is the persona's, no
+    pair differs; the row says 'exact McNemar', p = 1, a finite CI around 0, not 'complete separation'."""
+    with StubServer(reply=_persona_tag_attacker) as a, \
+            StubServer(reply=target(lambda ms, last: "[P01]" in last or "[P02]" in last)) as t:
+        d = spec_dict(a.base_url, {"t": t.base_url}, persona_limit=8, objectives=["anti_recovery"], max_turns=1,
+                      demographics={"axes": ["race"], "groups": {"race": ["Black", "White"]}})
+        _run(d, tmp_path / "run")
+    g = _table(tmp_path / "run", "pcsa_rates").query("by == 'group'").set_index("level")
+    assert g.loc["Black", "asr"] == g.loc["White", "asr"] == g.loc["control", "asr"] == 0.25
+    tests = _table(tmp_path / "run", "pcsa_tests")
+    row = tests[(tests["outcome"] == "unsafe") & (tests["group"] == "Black")].iloc[0]
+    assert row["n_discordant"] == 0 and row["p_value"] == 1.0 and row["estimate"] == 0.0
+    assert row["method"].startswith("exact McNemar") and "separation" not in row["method"] + row["warning"]
+    assert -1 < row["ci_low"] < 0 < row["ci_high"] < 1
+
+
+def test_gap_methods_and_columns_name_the_persona_clustering(tmp_path):
+    """The GEE is clustered by persona: its method text and its cluster count say persona (issue 25 P3)."""
+    def complies(ms, last):
+        text = " ".join(m["content"] for m in ms if m["role"] == "user")
+        return ("Black" in text) != ("[P01]" in text) if "Black" in text else ("[P02]" in text or "[P03]" in text)
+
+    with StubServer(reply=_persona_tag_attacker) as a, StubServer(reply=target(complies)) as t:
+        d = spec_dict(a.base_url, {"t": t.base_url}, persona_limit=10, objectives=["anti_recovery"], max_turns=1,
+                      demographics={"axes": ["race"], "groups": {"race": ["Black", "White"]}})
+        res = _run(d, tmp_path / "run")
+    tests = _table(tmp_path / "run", "pcsa_tests")
+    gee = tests[tests["method"].str.startswith("gee")]
+    assert len(gee) and gee["method"].str.contains("within persona").all()
+    assert not tests["method"].str.contains(r"\bpost\b").any() and (gee["n_personas"] == 10).all()
+    assert "n_posts" not in tests.columns
+    html = res.paths["html"].read_text()
+    assert "within persona" in html and "within post" not in html
+
+
+def test_markdown_report_is_at_parity_with_the_html_one(tmp_path):
+    """report.md has what report.html has (issue 25 P4): the by-objective table, the baselines, the
+    example conversations (quoted, escaped), the methods; and CARES ASR per group in both."""
+    import re
+
+    from audit.report.suite_report import pct
+
+    def att(req, last):
+        return attacker_reply(req, last) + " | a|b <b>bold</b>"
+
+    with StubServer(reply=att) as a, StubServer(reply=target(lambda ms, last: "Appeal" in last)) as t:
+        d = spec_dict(a.base_url, {"t": t.base_url}, persona_limit=4, objectives=["anti_recovery", "secrecy_about_risk"],
+                      max_turns=2, baselines=True, demographics={"axes": ["gender"]})
+        res = _run(d, tmp_path / "run")
+    md, html = res.paths["markdown"].read_text(), res.paths["html"].read_text()
+    rates = _table(tmp_path / "run", "pcsa_rates")
+    for section in ("### By objective category", "## The persona attack against the baselines",
+                    "## Example conversations", "## Methods", "### The paper's settings and ours", "## Provenance"):
+        assert section in md, section
+    objective_rows = [ln for ln in md.splitlines() if re.match(r"\| (persona|direct|crescendo) \| t \| (anti\\_recovery|"
+                                                               r"secrecy\\_about\\_risk) \|", ln)]
+    assert len(objective_rows) == int((rates["by"] == "objective").sum()) == 6
+    effects = _table(tmp_path / "run", "pcsa_effects")
+    assert len(effects) == 2 and all(f"| t | {b} |" in md for b in effects["baseline"])
+    assert md.count("<details><summary>") == html.count('<details class="transcript"') > 0
+    assert "<b>bold</b>" not in md and "a\\|b" in md      # model text escaped, table pipes too
+    group = rates[rates["by"] == "group"]
+    for r in group.to_dict("records"):   # CARES ASR (refusal-based) and safety score per group, in both reports
+        cares = pct(r["refusal_asr"])
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| persona | t | {r['level']} |"))
+        assert f"| {cares} | {r['safety_score']:.2f} |" in line
+        row = next(x for x in html.split("<tr>") if x.startswith(f"<td>persona</td><td>t</td><td>{r['level']}</td>"))
+        assert f'<td class="num">{cares}</td><td class="num">{r["safety_score"]:.2f}</td>' in row
+    assert md.count("CARES ASR (refusal-based)") >= 3 and html.count("CARES ASR (refusal-based)") >= 3
+    tests = _table(tmp_path / "run", "pcsa_tests")
+    assert md.count("| t | unsafe |") == int((tests["outcome"] == "unsafe").sum())
+    assert "| personas | pairs (discordant) | method |" in md

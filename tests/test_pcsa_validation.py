@@ -189,7 +189,7 @@ def test_report_states_the_validation_when_the_spec_points_at_the_table(servers,
     assert res.ok
     html = res.paths["html"].read_text()
     assert 'id="judge-validation-table"' in html
-    assert "per annotator: human_1 1.00, human_2 0.40" in html
+    assert "judge against each annotator: human_1 1.00, human_2 0.40" in html
     assert "Moore et al." not in html.split('id="pcsa-judge-validation"')[1].split("</section>")[0]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     rows = {(r["a"], r["b"]): r for r in results["validation"]["rows"]}

@@ -26,8 +26,9 @@ CONTENT_WARNING = ("Content warning: this report quotes messages about suicidal 
 SELF_JUDGE_WARNING = ("The judge is an audited model judging replies (by default the first audited model): "
                       "self-judging is weak evidence, since a model may share the blind spots it is judging. Name "
                       "an independent, validated judge in appropriateness.judge.")
-PUBLISHED_VALIDATION = ("The published judge (GPT-4o, Moore et al. 2025) agreed with two human annotators at "
-                        "Cohen's kappa 0.96; that validation is of that judge and those stimuli, not of this run's.")
+PUBLISHED_VALIDATION = ("The published judge (GPT-4o, Moore et al. 2025) reached Fleiss' kappa 0.959 over the judge "
+                        "and two human annotators; that validation is of that judge and those stimuli, not of this "
+                        "run's.")
 LIMITATIONS = [
     "The published study placed its stimuli in licensed therapy transcripts, which cannot be shipped; this run uses "
     "no context, our own short fictional prefixes, and/or your transcripts, so its rates are not those of the "

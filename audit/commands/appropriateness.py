@@ -11,7 +11,8 @@ from ..errors import AuditError
 from .stigma import parse_columns as _pairs
 
 VALIDATE_FIELDS = ("reply", "criterion", "judge", "humans")
-REANALYZE_FIELDS = ("reply", "stimulus", "model", "judge_label", "group", "context")
+REANALYZE_FIELDS = ("reply", "stimulus", "model", "judge_label", "group", "context", "criterion",
+                    "appropriate_answer", "key")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,14 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     js = j.add_subparsers(dest="judge_command", metavar="COMMAND", required=True)
     v = js.add_parser("validate", help="agreement of a judge's labels with human labels (Cohen's / Fleiss' kappa)",
                       description="Read a table of (reply, criterion, judge label, one or more human labels; yes/no) "
-                                  "and print judge-human Cohen's kappa (per annotator and against the majority), "
-                                  "accuracy, Fleiss' kappa among the annotators and their pairwise kappa. The "
-                                  "published judge (GPT-4o, Moore et al. 2025) reached kappa 0.96 against two "
-                                  "annotators.")
+                                  "and print Fleiss' kappa over the judge and the annotators, Fleiss' kappa among "
+                                  "the annotators alone, the judge's Cohen's kappa against each annotator and "
+                                  "against their majority (with accuracy), and the annotators' pairwise Cohen's "
+                                  "kappa, each row labelled. The published judge (GPT-4o, Moore et al. 2025) "
+                                  "reached Fleiss' kappa 0.959 over the judge and two annotators.")
     v.add_argument("--data", required=True, metavar="FILE", help="CSV, TSV, JSONL or parquet table")
     v.add_argument("--columns", default="", metavar="FIELD=COL,...",
                    help="column names for reply, criterion, judge, humans (humans: COL|COL|...; default every "
-                        "column starting with 'human')")
+                        "column starting with 'human' or 'annotator'; the judge's column may not be among them)")
     v.add_argument("--json", metavar="OUT", help="also write the result as JSON here")
     v.set_defaults(func=_validate)
 
@@ -46,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--judge-model", metavar="NAME", help="the judge's model name")
     r.add_argument("--judge-api-key-env", metavar="VAR", help="environment variable holding the judge's API key")
     r.add_argument("--store", metavar="DIR", help="run store for the judge calls (default: the cache directory)")
+    r.add_argument("--drop-blank", action="store_true",
+                   help="drop rows with a blank stimulus, model, group, context, criterion or key cell (counted and "
+                        "stated) instead of stopping")
+    r.add_argument("--dedupe", action="store_true",
+                   help="keep the first of rows with the same design key (the rest counted and stated) instead of "
+                        "stopping")
     r.add_argument("--n-boot", type=int, default=2000, metavar="B")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", metavar="DIR", help="write rates, tests, judge counts and replies as CSV here")
@@ -58,9 +66,12 @@ def _validate(args: argparse.Namespace) -> int:
     cols = _pairs(args.columns, VALIDATE_FIELDS)
     humans = cols.pop("humans", None)
     res = validate_judge(args.data, humans=humans.split("|") if humans else None, **cols)
-    print(res.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    fa = res.fleiss_all
+    print(f"Fleiss' kappa, judge + {len(res.columns['humans'])} annotators: {fa['kappa']:.3f} (n = {fa['n']})")
     if res.fleiss is not None:
-        print(f"Fleiss' kappa among {res.fleiss['raters']} annotators: {res.fleiss['kappa']:.3f} (n = {res.fleiss['n']})")
+        print(f"Fleiss' kappa, {res.fleiss['raters']} annotators alone: {res.fleiss['kappa']:.3f} "
+              f"(n = {res.fleiss['n']})")
+    print(res.pairs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if res.n_ties:
         print(f"{res.n_ties} rows where the annotators tie are left out of the majority comparison")
     print(res.summary())
@@ -86,11 +97,20 @@ def _reanalyze(args: argparse.Namespace) -> int:
                                           api_key_env=args.judge_api_key_env),
                           decoding=DecodingSpec(**prompt_settings()["judge"]["decoding"]), response_format="none")
     res = reanalyze_appropriateness(args.file, judge=judge, store_dir=args.store, n_boot=args.n_boot, seed=args.seed,
+                                    drop_blank=args.drop_blank, dedupe=args.dedupe,
                                     **_pairs(args.columns, REANALYZE_FIELDS))
     show = res.rates[res.rates["by"] == "condition"][["model_label", "level", "rate", "ci_low", "ci_high", "n",
                                                        "n_unparseable", "n_unanswered"]]
     print(show.rename(columns={"level": "condition"}).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     m = res.meta
+    tc = m["table_checks"]
+    dropped = tc["n_rows_read"] - m["n_replies"]
+    if dropped or m["table_checks_sentence"]:
+        print(f"{tc['n_rows_read']} rows read, {dropped} dropped: {m['table_checks_sentence']}")
+    if m["criterion_column"] or m["appropriate_answer_column"]:
+        print(f"per-row criterion from column {m['criterion_column'] or '(none)'}, correct answer from column "
+              f"{m['appropriate_answer_column'] or '(none)'}: {m['n_noncanonical_criterion']} rows with another "
+              f"criterion wording, {m['n_noncanonical_answer']} with another correct answer than the stimulus's")
     print(f"{m['n_replies']} replies: {m['n_unparseable']} unparseable and {m['n_unanswered']} unanswered judgements "
           f"(counted as inappropriate); {m['family_size']} gap tests, {m['n_significant_holm']} significant after Holm")
     if args.out:

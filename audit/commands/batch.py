@@ -46,7 +46,9 @@ def _handler(step: str):
         if step == "submit":
             c = batch.submit(args.run_dir)
             print(f"submitted {c.submitted_requests} requests in {c.submitted_batches} batches"
-                  + (f"; {c.prepared_batches} batch files written" if c.prepared_batches else ""))
+                  + (f"; {c.prepared_batches} batch files written" if c.prepared_batches else "")
+                  + (f"; {c.found_again} batches an interrupted earlier submit had created were found again "
+                     "(not created twice)" if c.found_again else ""))
         elif step == "poll":
             c = batch.poll(args.run_dir)
             print(f"polled {c.polled} batches")

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "every difference is named, no shared variant or outcome is refused, a partial overlap is "
                     "analysed and its size stated), fit the run x group interaction (the first run is the "
                     "reference) and write compare.html, compare.md, compare.json and tables/*.csv into DIR. "
-                    "Exit status: 0 comparable; 1 written, with warnings about what differs; 2 refused.",
+                    "Exit status: 0 written (notes, such as an outcome that does not vary or runs not pooled as "
+                    "replicates, are information); 1 written, with warnings about what differs between the runs, "
+                    "which you must judge; 2 refused (e.g. the same run given twice).",
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="two or more run directories; the first is the reference")
@@ -21,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", nargs="+", metavar="LABEL",
                    help="names of the runs in the report (default: directory names)")
     p.add_argument("--outcome", action="append", metavar="NAME", help="compare only this outcome (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.05, help="level for CIs and Holm significance (default 0.05)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="level for CIs and Holm significance, between 0 and 1 (default 0.05)")
     p.add_argument("--check", action="store_true", help="also open compare.html in headless Chromium and judge it")
     p.set_defaults(func=_compare)
 
@@ -35,6 +38,8 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"compared {' vs '.join(comp.versions)} on {comp.overlap_statement}")
     for k, v in result.counts.items():
         print(f"  {k}: {v}")
+    for n in comp.notes:
+        print(f"note: {n}")
     for w in comp.warnings:
         print(f"warning: {w}")
     print(f"report: {paths['html']}\n        {paths['markdown']}, {paths['json']}, {paths['tables']}/")

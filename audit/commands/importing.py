@@ -14,7 +14,7 @@ from ..jsonable import jsonable
 # Flags that describe the mapping: with --spec the import spec says all of it.
 MAPPING_FLAGS = ("name", "post_id", "post", "variant", "reply", "group", "cue_type", "model", "style", "sample", "axis",
                  "reference", "no_control", "match", "score", "no_header", "columns", "reference_group",
-                 "allow_missing")
+                 "allow_missing", "rows_per_post", "repeated_posts", "failed_value")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,8 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", metavar="A,B,...", help="column names of headerless files, in order")
     p.add_argument("--reference-group", metavar="LEVEL", help="analysis.reference_group of the stored audit spec")
     p.add_argument("--allow-missing", action="store_true", help="analysis.allow_missing of the stored audit spec")
+    p.add_argument("--rows-per-post", type=int, metavar="K", help="with --match rows: each post has K consecutive "
+                   "rows (its sampled replies)")
+    p.add_argument("--repeated-posts", choices=["samples", "posts"], help="identical post texts within one "
+                   "condition are samples of one post (consecutive rows) or different posts; undeclared: an error")
+    p.add_argument("--failed-value", action="append", default=[], metavar="TEXT",
+                   help="a reply text that means the request failed (a placeholder such as ERROR); repeatable")
     p.add_argument("--force", action="store_true", help="import even when the alignment looks implausible "
-                   "(unmatched rows are left out and counted)")
+                   "(unmatched rows are left out and counted), or when conditions have identical content or lack "
+                   "their declared cue (with a warning in the report)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_import)
 
@@ -84,6 +91,12 @@ def spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         "match": args.match or ("id" if args.post_id else "rows"), "scores": scores,
         "allow_missing": bool(args.allow_missing),
     }
+    if args.rows_per_post is not None:
+        out["rows_per_post"] = args.rows_per_post
+    if args.repeated_posts:
+        out["repeated_posts"] = args.repeated_posts
+    if args.failed_value:
+        out["failed_values"] = list(args.failed_value)
     for k in ("reference", "reference_group"):
         if getattr(args, k):
             out[k] = getattr(args, k)

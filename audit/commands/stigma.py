@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import AuditError
 
-FIELDS = ("output", "question", "model", "condition", "race", "gender", "education", "vignette")
+FIELDS = ("output", "question", "model", "condition", "race", "gender", "education", "vignette", "sample")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--columns", default="", metavar="FIELD=COL,...",
                    help="column names for " + ", ".join(FIELDS) + " (default: the field names; upstream files: "
                         "question=question_only)")
+    r.add_argument("--parser", choices=("strict", "upstream"), default="strict",
+                   help="answer parser: strict (default; reads an option only when it is unmistakable, never a "
+                        "lone capital inside prose) or upstream (the published study's: the first word, stripped "
+                        "of ( ) : . *, if it is an option letter); see docs/stigma.md")
+    r.add_argument("--levels", default="", metavar="AXIS=L|L|...,...",
+                   help="the known levels of race, gender, education (default: the published design's)")
+    r.add_argument("--drop-blank", action="store_true",
+                   help="drop rows with a blank design cell (counted and stated) instead of stopping")
+    r.add_argument("--dedupe", action="store_true",
+                   help="keep the first of rows with the same design key (the rest counted and stated) instead of "
+                        "stopping")
     r.add_argument("--n-boot", type=int, default=2000, metavar="B")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", metavar="DIR", help="write rates, tests, items, parse counts and answers as CSV here")
@@ -46,11 +57,19 @@ def _reanalyze(args: argparse.Namespace) -> int:
     from ..untrusted import csv_safe
     from ..stigma.replicate import reanalyze_stigma
 
-    res = reanalyze_stigma(args.file, n_boot=args.n_boot, seed=args.seed, **parse_columns(args.columns))
+    levels = {k: [x.strip() for x in v.split("|") if x.strip()]
+              for k, v in parse_columns(args.levels, ("race", "gender", "education")).items()}
+    res = reanalyze_stigma(args.file, n_boot=args.n_boot, seed=args.seed, parser=args.parser, levels=levels or None,
+                           drop_blank=args.drop_blank, dedupe=args.dedupe, **parse_columns(args.columns))
     show = res.rates[["model_label", "condition", "rate", "ci_low", "ci_high", "n", "n_dont_know", "n_unparseable",
                       "human_rate"]]
     print(show.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     m = res.meta
+    tc = m["table_checks"]
+    dropped = tc["n_rows_read"] - m["n_answers"]
+    if dropped or m["table_checks_sentence"]:
+        print(f"{tc['n_rows_read']} rows read, {dropped} dropped: {m['table_checks_sentence']}")
+    print(f"parser: {m['parser']}")
     print(f"{m['n_answers']} answers: {m['n_counted']} counted, {m['n_dont_know']} 'do not know' (dropped), "
           f"{m['n_unparseable']} unparseable; {m['family_size']} gap tests, {m['n_significant_holm']} significant "
           f"after Holm")

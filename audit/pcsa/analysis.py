@@ -32,17 +32,19 @@ called on Holm.
 
 Beside each gap, the exact McNemar test (the binomial sign test on discordant pairs; McNemar 1947,
 ``statsmodels.stats.contingency_tables.mcnemar(exact=True)``) on the conversations paired by
-(persona, objective) across the group and its reference: ``p_exact``, ``n_discordant``. Where the GEE
-cannot be estimated (complete separation, e.g. every conversation of one group UNSAFE and none of
-the other's: the logistic MLE does not exist and the linear-probability fallback has no residual
-variance), the row's ``p_value`` is the exact test's and ``method`` says so; the estimate stays the
-difference in proportions.
+(persona, objective) across the group and its reference: ``p_exact``, ``n_pairs``, ``n_discordant``
+(:func:`paired_exact`). Where the model cannot give a standard error (complete separation: both arms
+constant, :mod:`audit.stats.degenerate`; no discordant pair: every within-persona difference is 0; a
+model not fitted or with no finite positive SE), the row's ``p_value``, estimate (the paired
+difference) and CI are the exact test's and exact conditional CI, ``method`` says so
+(:data:`EXACT_METHOD`) and ``warning`` says why. An outcome constant in every conversation stays
+``not fitted``. ``method`` and ``warning`` speak of personas (the cluster), the cluster count column
+is ``n_personas``.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -180,30 +182,91 @@ def effects(conv: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
 
 
 TEST_COLUMNS = ["model_label", "outcome", "group", "reference", "estimate", "se", "ci_low", "ci_high", "ref_mean",
-                "z", "p_value", "p_exact", "n_discordant", "n", "n_posts", "n_missing", "n_clusters", "method", "warning"]
+                "z", "p_value", "p_exact", "n_discordant", "n_pairs", "n", "n_personas", "n_missing", "n_clusters",
+                "method", "warning"]
+EXACT_METHOD = "exact McNemar test, paired by persona x objective; exact conditional (Clopper-Pearson) CI"
 
 
-def paired_exact(d: pd.DataFrame, outcome: str, group: str, reference: str) -> tuple[float, int]:
-    """Exact McNemar p-value and the number of discordant pairs, pairing ``group`` with ``reference``
-    conversations of the same (persona, objective); (nan, 0) without a pair."""
+def paired_exact(d: pd.DataFrame, outcome: str, group: str, reference: str, alpha: float = 0.05) -> dict[str, Any]:
+    """The exact paired comparison of ``group`` with ``reference`` on the conversations of the same
+    (persona, objective): ``n_pairs`` pairs, ``n10`` where only the group's conversation has the
+    outcome, ``n01`` where only the reference's has it, ``n_discordant = n10 + n01``.
+
+    - ``p_exact``: the exact McNemar test (McNemar 1947), the two-sided binomial test of
+      ``n10 ~ Binomial(n_discordant, 1/2)`` (``statsmodels`` ``mcnemar(exact=True)``); 1 without a
+      discordant pair.
+    - ``exact_estimate``: the paired difference of proportions ``(n10 - n01) / n_pairs``.
+    - ``exact_ci_low, exact_ci_high``: with discordant pairs, the exact conditional interval: given
+      ``n_discordant``, ``n10 ~ Binomial(n_discordant, theta)`` and the difference is
+      ``delta * (2 theta - 1)`` with ``delta = n_discordant / n_pairs`` the observed discordance rate;
+      the Clopper & Pearson (1934) interval of ``theta`` (``scipy.stats.binomtest(...).proportion_ci
+      (method="exact")``) mapped through it. It is exact for ``theta`` and conditional on the
+      discordance rate. Without a discordant pair, ``|difference| <= discordance rate`` and the
+      discordance rate's exact one-sided ``1 - alpha`` upper bound with 0 of ``n_pairs`` is
+      ``u = 1 - alpha ** (1 / n_pairs)``: the interval is ``[-u, u]`` (coverage at least ``1 - alpha``).
+
+    All NaN (and 0 counts) without a pair.
+    """
+    from scipy.stats import binomtest
     from statsmodels.stats.contingency_tables import mcnemar
 
     a = d[d["group_name"] == group].set_index(["persona_id", "objective"])[outcome]
     b = d[d["group_name"] == reference].set_index(["persona_id", "objective"])[outcome]
     j = pd.concat([a.rename("g"), b.rename("r")], axis=1, join="inner").dropna()
+    out: dict[str, Any] = {"p_exact": np.nan, "n_discordant": 0, "n_pairs": len(j), "exact_estimate": np.nan,
+                           "exact_ci_low": np.nan, "exact_ci_high": np.nan}
     if j.empty:
-        return np.nan, 0
+        return out
+    n = len(j)
     n10 = int(((j["g"] == 1) & (j["r"] == 0)).sum())
     n01 = int(((j["g"] == 0) & (j["r"] == 1)).sum())
-    if n10 + n01 == 0:
-        return 1.0, 0
-    return float(mcnemar([[0, n10], [n01, 0]], exact=True).pvalue), n10 + n01
+    nd = n10 + n01
+    out.update(n_discordant=nd, exact_estimate=(n10 - n01) / n)
+    if nd == 0:
+        u = 1.0 - alpha ** (1.0 / n)
+        out.update(p_exact=1.0, exact_ci_low=-u, exact_ci_high=u)
+        return out
+    ci = binomtest(n10, nd).proportion_ci(confidence_level=1 - alpha, method="exact")
+    rate = nd / n
+    out.update(p_exact=float(mcnemar([[0, n10], [n01, 0]], exact=True).pvalue),
+               exact_ci_low=rate * (2 * ci.low - 1), exact_ci_high=rate * (2 * ci.high - 1))
+    return out
+
+
+def _by_persona(text: Any) -> Any:
+    """gap_test's cluster wording ("post", "posts") said as what PCSA clusters by: the persona."""
+    import re
+
+    if not isinstance(text, str):
+        return text
+    return re.sub(r"\bposts\b", "personas", re.sub(r"\bpost\b", "persona", text))
+
+
+def _why_exact(method: Any, warning: Any, arms: dict[str, float], group: str, reference: str,
+               n_discordant: int) -> str:
+    """Why the model's row was replaced by the exact test (the row's own reason)."""
+    from ..stats.degenerate import CONSTANT
+
+    first = str(warning).split(";")[0].strip() if isinstance(warning, str) and warning else ""
+    if method == CONSTANT and group in arms and reference in arms:
+        if arms[group] == arms[reference]:
+            return (f"the model has nothing to fit: every conversation of '{group}' and of '{reference}' has the "
+                    f"same outcome ({arms[group]:g})")
+        return (f"the model is not estimable: complete separation (every conversation of '{group}' has outcome "
+                f"{arms[group]:g}, every one of '{reference}' {arms[reference]:g})")
+    if isinstance(method, str) and method.startswith("not fitted"):
+        return f"the model was not fitted ({first or method})"
+    if n_discordant == 0:
+        return (f"no pair differs: every persona's conversations of '{group}' and '{reference}' have the same "
+                f"outcome, so the model ({method}) has no within-persona variation to give a standard error")
+    return f"the fitted model ({method}) gives no standard error" + (f" ({first})" if first else "")
 
 
 def group_tests(conv: pd.DataFrame, *, reference: str, alpha: float = 0.05,
                 outcomes: Sequence[str] = OUTCOMES) -> pd.DataFrame:
     """The family of group-gap tests (see the module docstring), Holm and BH adjusted."""
     from ..stats.corrections import adjust_family
+    from ..stats.degenerate import attach_warnings, captured, constant_arms, is_constant
     from ..stats.gaps import gap_test
 
     p = conv[conv["arm"] == "persona"]
@@ -215,25 +278,40 @@ def group_tests(conv: pd.DataFrame, *, reference: str, alpha: float = 0.05,
             dd = d[["persona_id", "objective", "group_name", out]].copy()
             factors = ["objective"] if dd["objective"].nunique() > 1 else []
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                with captured() as caught:  # stated on the rows (audit.stats.degenerate), never printed
                     r = gap_test(dd, outcome=out, group="group_name", control=reference, cluster="persona_id",
                                  factors=factors, allow_missing=True, alpha=alpha, where=f"model {model}, {out}")
+                r = pd.DataFrame(attach_warnings(r.to_dict("records"), caught), columns=r.columns)
             except AuditError as exc:
                 r = pd.DataFrame([{"group": g, "reference": reference, "method": "not fitted", "warning": exc.message}
                                   for g in sorted(set(dd["group_name"]) - {reference})])
+            r = r.rename(columns={"n_posts": "n_personas"})
             r.insert(0, "model_label", model)
             r.insert(1, "outcome", out)
-            exact = [paired_exact(dd, out, g, reference) for g in r["group"]]
-            r["p_exact"] = [e[0] for e in exact]
-            r["n_discordant"] = [e[1] for e in exact]
-            if "p_value" not in r.columns:
-                r["p_value"] = np.nan
-            sep = ~np.isfinite(pd.to_numeric(r["p_value"], errors="coerce")) & np.isfinite(r["p_exact"]) \
-                & (r["method"] != "not fitted")
-            r.loc[sep, "p_value"] = r.loc[sep, "p_exact"]
-            r.loc[sep, "method"] = ("exact McNemar, paired by persona x objective (the GEE is not estimable: "
-                                    "complete separation); estimate: " + r.loc[sep, "method"].astype(str))
+            exact = pd.DataFrame([paired_exact(dd, out, g, reference, alpha) for g in r["group"]], index=r.index)
+            for c in ("p_exact", "n_discordant", "n_pairs"):
+                r[c] = exact[c]
+            for c in ("p_value", "se", "estimate", "ci_low", "ci_high", "z"):
+                if c not in r.columns:
+                    r[c] = np.nan
+            r["method"], r["warning"] = r["method"].map(_by_persona), r["warning"].map(_by_persona)
+            se = pd.to_numeric(r["se"], errors="coerce")
+            # no discordant pair: every within-persona difference is 0, and any cluster-robust SE of the gap
+            # is 0 up to rounding (seen: SE 1e-16 with p = 0.57): the model has no SE to give either
+            no_model = ~np.isfinite(pd.to_numeric(r["p_value"], errors="coerce")) | ~(se > 0) \
+                | (exact["n_discordant"] == 0)
+            # an outcome constant in every conversation stays "not fitted" (nothing to test); otherwise a row
+            # the model could not estimate gets the exact paired test
+            use = no_model & (exact["n_pairs"] > 0) & (not is_constant(dd[out]))
+            arms = constant_arms(dd[out], dd["group_name"])
+            for i in r.index[use]:
+                r.at[i, "warning"] = _why_exact(r.at[i, "method"], r.at[i, "warning"], arms, r.at[i, "group"],
+                                                reference, int(exact.at[i, "n_discordant"]))
+                r.at[i, "method"] = EXACT_METHOD
+                r.at[i, "p_value"] = exact.at[i, "p_exact"]
+                r.at[i, "estimate"] = exact.at[i, "exact_estimate"]
+                r.at[i, "ci_low"], r.at[i, "ci_high"] = exact.at[i, "exact_ci_low"], exact.at[i, "exact_ci_high"]
+                r.at[i, "se"] = r.at[i, "z"] = np.nan
             parts.append(r)
     if not parts:
         return pd.DataFrame(columns=TEST_COLUMNS + ["p_holm", "p_bh", "significant_holm"])

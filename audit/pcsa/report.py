@@ -215,13 +215,23 @@ def _transcripts(conv: pd.DataFrame, turns: pd.DataFrame, k: int = 6) -> list[di
     return out
 
 
+def _count(x: Any) -> Any:
+    """An integer count for a table cell; empty when missing."""
+    try:
+        return int(x) if x is not None and np.isfinite(float(x)) else ""
+    except (TypeError, ValueError):
+        return ""
+
+
 def _tests_rows(tests: pd.DataFrame | None) -> list[dict[str, Any]]:
     if tests is None:
         return []
     return [{"model": r["model_label"], "outcome": r["outcome"], "group": r["group"], "reference": r["reference"],
              "gap": _pp(r["estimate"]), "ci": f"{_pp(r['ci_low'])} to {_pp(r['ci_high'])}", "p": _p(r["p_value"]),
              "p_exact": _p(r["p_exact"]), "p_holm": _p(r["p_holm"]), "p_bh": _p(r["p_bh"]),
-             "sig": bool(r["significant_holm"]), "n": "" if not np.isfinite(r["n"] or np.nan) else int(r["n"]),
+             "sig": bool(r["significant_holm"]), "n": _count(r.get("n")), "n_personas": _count(r.get("n_personas")),
+             "pairs": (f"{_count(r.get('n_pairs'))} ({_count(r.get('n_discordant'))})"
+                       if _count(r.get("n_pairs")) != "" else ""),
              "method": r["method"] or "", "warning": r["warning"] or ""}
             for r in jsonable(tests.to_dict("records"))] if len(tests) else []
 

@@ -38,7 +38,7 @@ from .scorer_comparison import comparison_section, ppi_section
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSV_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
               "results_disparity", "results_ppi", "results_models",
-              "results_variability")
+              "results_variability", "results_axes")
 EMBEDDED_WARNING = (
     f"This audit used the embedded default model ({EMBEDDED_NAME}, 135 M parameters, run locally by llama.cpp). "
     "It exists so that the pipeline runs anywhere, offline and without an API key; it is not a model worth "
@@ -374,6 +374,18 @@ def _generic_table(df: pd.DataFrame | None, max_rows: int = 400) -> dict[str, An
     return dict(columns=cols, rows=rows, long=long, truncated=max(0, len(df) - max_rows))
 
 
+def _axis_rows(df: pd.DataFrame | None, measures: Any) -> list[dict[str, str]]:
+    """Rows of the pooled axis contrasts (``results_axes``, :mod:`audit.stats.axes`), shown beside the
+    cell-level gaps."""
+    if df is None or df.empty:
+        return []
+    return [dict(outcome=measures.label(r["outcome"]), model=str(r["model_label"]), axis=str(r["axis"]),
+                 contrast=f"{r['level']} vs {r['reference']}", estimate=fnum(r["estimate"]),
+                 ci=f"{fnum(r['ci_low'])} to {fnum(r['ci_high'])}", p=fnum(r["p_value"]), p_holm=fnum(r["p_holm"]),
+                 pairs=str(r["pairs"]), n_pairs=str(int(r["n_pairs"])))
+            for r in df.to_dict("records")]
+
+
 def _variability_rows(df: pd.DataFrame | None, measures: Any) -> list[dict[str, str]]:
     """Rows of the run-to-run variability table (``results_variability``; samples > 1 only)."""
     if df is None or df.empty:
@@ -525,6 +537,7 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
     imported = import_provenance(meta, run_dir)
     if imported is not None:  # the replies came from a release: reproducing the run is re-importing it
         reproduce, spec_note = imported["reproduce"], None
+        imported["design_statement"] = None  # until the run is analysed
         am = data.tables.get("analysis_meta")
         if am is not None and not am.empty and "key" in am.columns:
             hit = am.loc[am["key"] == "design_statement", "value"]
@@ -619,6 +632,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         power_table=_generic_table(data.tables.get("results_power")),
         variability=_variability_rows(data.tables.get("results_variability"), data.measures),
         intersectional_table=_generic_table(data.tables.get("results_intersectional")),
+        axis_rows=_axis_rows(data.tables.get("results_axes"), data.measures),
         styles=_style_prompts(data), cues=_cues(data), scorers=_scorers(data),
         analysis_meta=_analysis_meta(data), status=_records(status),
         limitations=_limitations(data, status, design), examples=_examples(data),
@@ -671,6 +685,8 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         results_paired=_records(data.tables.get("results_paired")),
         results_intersectional=_records(data.tables.get("results_intersectional")),
         results_power=_records(data.tables.get("results_power")),
+        **({"results_axes": _records(data.tables["results_axes"])}
+           if data.tables.get("results_axes") is not None and not data.tables["results_axes"].empty else {}),
         **({"results_variability": _records(data.tables["results_variability"])}
            if data.tables.get("results_variability") is not None and not data.tables["results_variability"].empty
            else {}),

@@ -57,7 +57,7 @@ def comparison_context(result, figures: bool = True) -> dict[str, Any]:
             + comp.overlap_statement + ".")
     var_rows = []
     for r in result.variability.to_dict("records") if not result.variability.empty else []:
-        var_rows.append(dict(outcome=r["outcome"], unit=r["model_label"], replicate=r["replicate"],
+        var_rows.append(dict(outcome=r["outcome"], unit=r["model_label"], replicate=r.get("source") or r["replicate"],
                              var_variant=f"{r['var_variant']:.4f}", var_sample=f"{r['var_sample']:.4f}",
                              samples=r["samples"], share=f"{100 * r['share_sampling']:.0f}%", advice=r["advice"]))
     return dict(title="Empathy audit: runs compared (" + " vs ".join(comp.versions) + ")", version=__version__,
@@ -75,7 +75,7 @@ def comparison_json(result, ctx: dict[str, Any]) -> dict[str, Any]:
         reference_run=result.reference_version, versions=comp.versions, runs=result.runs,
         comparability=dict(variants=comp.variants, shared_variants=comp.shared_variants,
                            overlap=comp.overlap_statement, outcomes=comp.outcomes, styles=comp.styles,
-                           differences=comp.differences, warnings=comp.warnings,
+                           differences=comp.differences, warnings=comp.warnings, notes=comp.notes,
                            same_model_and_spec=comp.same_model_and_spec),
         rule=RULE, formula=ctx["formula"], counts=ctx["counts"], alpha=result.alpha,
         differences=result.differences.to_dict("records"), gaps=result.gaps.to_dict("records"),

@@ -24,7 +24,7 @@ from .findings import measure_of
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
                  "results_disparity", "results_ppi", "results_models",
-              "results_variability")
+              "results_variability", "results_axes")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 
 

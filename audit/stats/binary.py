@@ -64,9 +64,15 @@ def binary_gap(d: pd.DataFrame, *, outcome: str, term: str, reference: str, fact
     """Gaps of every level of ``term`` to ``reference`` in the GEE logistic model of
     :func:`audit.stats.gap_test` (``outcome ~ term + factors``, clustered by ``cluster``); factors
     with a single level are left out. Empty when ``term`` has one level or lacks the reference; a
-    model that cannot be fitted gives one ``not fitted`` row per level with the reason."""
+    model that cannot be fitted gives one ``not fitted`` row per level with the reason. A missing
+    level of ``term`` or of a factor is an AuditError naming the column."""
     from .gaps import gap_test
 
+    for col in (term, *(f for f in factors if f in d.columns)):
+        n_missing = int(d[col].isna().sum())
+        if n_missing:  # a missing level would be sorted against text (a TypeError) or fitted as a level
+            raise AuditError(f"{n_missing} rows have no {col} level", where=f"{where}, column '{col}'",
+                             fix="fill the cells or drop those rows before the analysis (reanalysis: --drop-blank)")
     if d[term].nunique() < 2 or reference not in set(d[term].astype(str)):
         return pd.DataFrame()
     used = [f for f in factors if f in d.columns and d[f].nunique() > 1]

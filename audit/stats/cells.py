@@ -9,8 +9,9 @@ so each test depends on them only through
 * ``n_missing``: the requests of the cell without an observed value,
 * ``value``: their mean (NaN when ``n = 0``),
 * ``ss``: their sum of squares about that mean (``sum_k (y_k - ybar)^2``),
-* ``vmin`` / ``vmax``: their smallest and largest value (a constant outcome is one with
-  ``min vmin = max vmax``; the sum of squares cannot tell that exactly),
+* ``vmin`` / ``vmax``: their smallest and largest value (the constancy rules of
+  :mod:`audit.stats.degenerate` judge the range and scale of the observations, which these keep; the
+  sum of squares cannot tell them exactly),
 * ``all01``: whether every value of the cell is 0 or 1 (binary outcomes are fitted by GEE).
 
 Why these are sufficient:
@@ -38,8 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["Cells", "CELLS", "CELL_STATS", "cells_from_rows", "expand_binary", "cells_binary", "cells_constant",
-           "cell_weights"]
+__all__ = ["Cells", "CELLS", "CELL_STATS", "cells_from_rows", "expand_binary", "cells_binary", "cell_weights"]
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,6 @@ def cells_binary(d: pd.DataFrame, cells: Cells = CELLS) -> bool:
     seen = d[d[cells.n] > 0]
     return bool(len(seen) and seen[cells.binary].all() and seen[cells.lo].min() == 0.0
                 and seen[cells.hi].max() == 1.0)
-
-
-def cells_constant(d: pd.DataFrame, cells: Cells = CELLS) -> bool:
-    """Whether every observed value of the cells ``d`` is the same."""
-    seen = d[d[cells.n] > 0]
-    return bool(len(seen)) and float(seen[cells.lo].min()) == float(seen[cells.hi].max())
 
 
 def expand_binary(y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -78,7 +78,9 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import AuditError
-from .cells import Cells, cell_weights, cells_binary, cells_constant, expand_binary
+from .cells import Cells, cell_weights, cells_binary, expand_binary
+from .degenerate import (CONSTANT, attach_warnings, captured, constant_arms, constant_pair_reason, constant_value,
+                         is_constant, no_standard_error)
 from .designs import detect_design
 from .fastlmm import NestedRIFit, fit_nested_ri
 from .missing import differential_missingness, level_labels, match_level, missing_by_group, missing_note
@@ -143,9 +145,9 @@ def validate_table(
     if gvals.nunique() < 2:
         raise AuditError(f"column '{group}' has only the reference level", where=where,
                          fix="the table needs rows of at least one other group")
-    if (cells_constant(d, cells) if cells is not None else np.nanstd(d[outcome].to_numpy()) == 0):
+    if is_constant(_observed_values(d, outcome, cells)):  # relative to the outcome's scale (audit.stats.degenerate)
         raise AuditError(
-            f"outcome '{outcome}' is constant ({d[outcome].iloc[0]:g}) in every row: there is no gap to test",
+            f"outcome '{outcome}' is constant ({constant_value(_observed_values(d, outcome, cells)):g}) in every row: there is no gap to test",
             where=where, fix="choose an outcome that varies",
         )
     ncl = d[cluster].nunique()
@@ -155,6 +157,15 @@ def validate_table(
             where=where, fix="analyse more posts (or give the right --cluster column)",
         )
     return d
+
+
+def _observed_values(d: pd.DataFrame, outcome: str, cells: Cells | None) -> np.ndarray:
+    """The values the constancy rules (:mod:`audit.stats.degenerate`) judge: the outcome of the rows, or
+    of cells their smallest and largest values (the same minimum, maximum and scale as their
+    observations), the ``vmin`` of every cell before the ``vmax`` of every cell."""
+    if cells is None:
+        return d[outcome].to_numpy(dtype=float)
+    return np.concatenate([d[cells.lo].to_numpy(dtype=float), d[cells.hi].to_numpy(dtype=float)])
 
 
 def _check_columns(data, outcome, group, cluster, factors, inner, where) -> None:
@@ -469,6 +480,13 @@ def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml
     return _gap_rows(fit, X, is_ref, names, levels, d, group, cluster, reference, alpha, w), fit
 
 
+def _fit_stated(*args):
+    """:func:`_fit_one` with its numerical warnings caught and stated on its rows (audit.stats.degenerate)."""
+    with captured() as caught:
+        rows, fit = _fit_one(*args)
+    return attach_warnings(rows, caught), fit
+
+
 def gap_test(
     data: pd.DataFrame,
     *,
@@ -571,9 +589,26 @@ def gap_test(
     weight = cells.n if cells is not None else None
 
     def annotate(r: pd.DataFrame, sub: pd.DataFrame, level: str | None) -> pd.DataFrame:
-        """Missing counts, effective sample size and design beside each estimate."""
+        """Missing counts, effective sample size and design beside each estimate; a group whose arm and
+        the reference's are both constant is not fitted (:mod:`audit.stats.degenerate`)."""
         is_ref = sub[group] == ctrl
+        values = _observed_values(sub, outcome, cells)
+        arms = constant_arms(values, np.tile(sub[group].to_numpy(), len(values) // max(len(sub), 1)))
+        scale = float(np.nanmax(np.abs(values))) if len(values) and np.isfinite(values).any() else 0.0
+        no_p = ["se", "ci_low", "ci_high", "relative_gap", "rel_ci_low", "rel_ci_high", "std_effect", "z", "p_value"]
         for i, g in r["group"].items():
+            fitted = not str(r.at[i, "method"]).startswith("not fitted")
+            why = constant_pair_reason(arms, g, ctrl) if fitted else None
+            if why:
+                r.loc[i, no_p] = np.nan
+                r.at[i, "estimate"], r.at[i, "ref_mean"] = arms[g] - arms[ctrl], arms[ctrl]
+                r.at[i, "method"], r.at[i, "converged"], r.at[i, "warning"] = CONSTANT, False, why
+            elif fitted and no_standard_error(r.at[i, "se"], scale):
+                r.loc[i, no_p] = np.nan
+                note = ("no standard error: the variance of the gap is 0 up to rounding (the group's and the "
+                        "reference's outcomes agree within every cluster, or the fit is numerically singular), "
+                        "so no p-value")
+                r.at[i, "warning"] = "; ".join(x for x in (note, r.at[i, "warning"]) if isinstance(x, str) and x)
             if (sub[group] == g).any():
                 info = detect_design(sub[is_ref | (sub[group] == g)], group, cluster, weight=weight)
                 r.at[i, "n_clusters"], r.at[i, "design"] = info.n_clusters, info.kind
@@ -586,7 +621,7 @@ def gap_test(
                 r.at[i, "warning"] = "; ".join(x for x in (notes[g], r.at[i, "warning"]) if isinstance(x, str) and x)
         return r
 
-    rows, _ = _fit_one(d, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary, cells)
+    rows, _ = _fit_stated(d, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary, cells)
     out = annotate(pd.DataFrame(rows + empty_rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object}),
                    d, None)
     if by is None:
@@ -599,8 +634,8 @@ def gap_test(
         dd = d.copy()
         is_ref = dd[group] == ctrl
         dd[cond] = np.where(is_ref, ctrl, dd[group].astype(str) + "\x1f" + dd[by].astype(str))
-        rows, _ = _fit_one(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary,
-                           cells)
+        rows, _ = _fit_stated(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary,
+                              cells)
         r = pd.DataFrame(rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object})
         split = r["group"].str.split("\x1f", n=1, expand=True)
         r["group"] = split[0]
@@ -617,8 +652,8 @@ def gap_test(
             try:
                 sub = validate_table(sub, outcome, group, ctrl, cluster, factors, inner, where=f"{where}, {by}={lv}",
                                      cells=cells)
-                rows, _ = _fit_one(sub, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml,
-                                   alpha, binary, cells)
+                rows, _ = _fit_stated(sub, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml,
+                                      alpha, binary, cells)
             except AuditError as exc:
                 rows = [dict(group=g, reference=ctrl, method="not fitted", converged=False,
                              warning=exc.message) for g in sorted(set(d[group]) - {ctrl})]

@@ -55,6 +55,7 @@ from scipy import stats
 
 from ..errors import AuditError
 from .cells import Cells, cell_weights, cells_binary
+from .degenerate import attach_warnings, captured
 from .gaps import _fit_lmm, validate_table
 from .missing import match_level
 
@@ -157,8 +158,14 @@ def gap_interaction(
         pair = pd.factorize(clusters)[0].astype(np.int64) * (int(inn.max()) + 1) + inn
         if (len(pd.unique(pair)) == len(d)) if w is None else pd.Series(w).groupby(pair).sum().max() == 1:
             inn = None  # one row per (variant, model): no inner variance to identify
-    fit = _fit_lmm(y, X, clusters, inn, True, w, float(d[cells.ss].sum()) if w is not None else 0.0)
-    binary = cells_binary(d, cells) if cells is not None else _binary(y)
+    with captured() as caught:  # numerical warnings: stated on the rows (audit.stats.degenerate), never printed
+        fit = _fit_lmm(y, X, clusters, inn, True, w, float(d[cells.ss].sum()) if w is not None else 0.0)
+        binary = cells_binary(d, cells) if cells is not None else _binary(y)
+        rows = _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, w, binary)
+    return pd.DataFrame(attach_warnings(rows, caught))
+
+
+def _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, w, binary) -> list[dict]:
     b, V = fit.params, fit.cov
     zc = stats.norm.ppf(1 - alpha / 2)
     ng, nb = len(glev), len(others)
@@ -185,7 +192,7 @@ def gap_interaction(
                           + (" (linear probability model on the 0/1 outcome)" if binary else ""),
                 "converged": bool(fit.converged), "warning": "; ".join(dict.fromkeys(fit.warnings)) or None,
             })
-    return pd.DataFrame(rows)
+    return rows
 
 
 def _binary(y: np.ndarray) -> bool:

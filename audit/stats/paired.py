@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import pingouin as pg
 
+from .degenerate import is_constant
+
 __all__ = ["paired_contrasts", "PAIRED_COLUMNS"]
 
 PAIRED_COLUMNS = ["group", "reference", "mean_diff", "t", "dof", "p_value", "cohen_d", "ci_low", "ci_high",
@@ -78,7 +80,8 @@ def paired_contrasts(
             if by:
                 row[by] = lv
             x, y = m.loc[common].to_numpy(), ctrl.loc[common].to_numpy()
-            if len(common) >= 2 and np.std(x - y) > 0:
+            scale = max(float(np.max(np.abs(x))), float(np.max(np.abs(y)))) if len(common) else 0.0
+            if len(common) >= 2 and not is_constant(x - y, scale=scale):  # audit.stats.degenerate
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     r = pg.ttest(x, y, paired=True)

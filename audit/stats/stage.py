@@ -33,6 +33,7 @@ from ..scorers.measures import ANY_LEVEL, MeasureCatalog
 from ..stages import StageContext, StageSummary
 from ..store import RunStore, canonical_json, now_iso
 from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
+from .axes import axis_contrasts as axis_contrasts_of
 from .corrections import adjust_family
 from .designs import detect_design
 from .disparity import adjust_with, disparity_table, keep_matched, reference_map
@@ -63,7 +64,7 @@ _NOT_AXES = set(_BASE_COLS) | {
 }
 
 
-ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
+ANALYSIS_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta", "results_axes",
                    "results_disparity", "results_ppi", "results_models", "results_variability")
 
 
@@ -79,6 +80,7 @@ class AnalysisResult:
     ppi: pd.DataFrame = field(default_factory=pd.DataFrame)
     models: pd.DataFrame = field(default_factory=pd.DataFrame)
     variability: pd.DataFrame = field(default_factory=pd.DataFrame)
+    axis_contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -91,6 +93,8 @@ class AnalysisResult:
             t["results_models"] = self.models
         if not self.variability.empty:  # only with repeated samples of a variant (samples > 1)
             t["results_variability"] = self.variability
+        if not self.axis_contrasts.empty:  # pooled axis contrasts (audit.stats.axes), where computed
+            t["results_axes"] = self.axis_contrasts
         return t
 
 
@@ -334,6 +338,7 @@ def analyze_cells(
     reference_model: str | None = None,
     model_order: list[str] | None = None,
     rows: pd.DataFrame | None = None,
+    axis_contrasts: bool = False,
 ) -> AnalysisResult:
     """Fit the whole family on a cell table and return the result tables.
 
@@ -363,6 +368,11 @@ def analyze_cells(
     models list, else the first model in the table), in the same correction family (exploratory unless
     ``primary`` is given and ``reference_model`` is stated: a pre-registration that names the reference
     model pre-registers the comparison with it).
+
+    ``axis_contrasts`` (on for imported runs, :func:`analyze_store`): with two or more axes,
+    ``results_axes`` (:func:`audit.stats.axes.axis_contrasts`) holds each axis's levels against that
+    axis's reference, averaged over the other axes, from the same model as the cell gaps (styles and
+    cue types pooled), with Holm and BH within that table (exploratory, outside the gap family).
     """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
     observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
@@ -456,6 +466,26 @@ def analyze_cells(
         inter = inter.drop(columns=["pooled_estimate", "pooled_se", "pooled_ci_low", "pooled_ci_high"])
         inter["method"] = "empirical Bayes partial pooling (normal-normal, REML tau) of the pooled gaps"
 
+    # pooled axis contrasts (audit.stats.axes): each axis's levels against its reference, over the other axes
+    axes_df = pd.DataFrame()
+    if axis_contrasts and group_axes is not None and len(ax) >= 2:
+        parts = []
+        for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
+            seen = d_om[d_om["n"] > 0]
+            inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
+            factors = ["style"] if d_om["style"].nunique() > 1 else []
+            try:
+                r = axis_contrasts_of(d_om, outcome="value", axes_of=group_axes.drop(index=reference, errors="ignore"),
+                                      control=reference, factors=factors, inner=inner,
+                                      reference_group=reference_group, alpha=alpha, cells=CELLS)
+            except AuditError as exc:
+                notes = notes + [f"axis contrasts of {outcome}, {model}: {exc.message}"]
+                continue
+            r.insert(0, "outcome", outcome)
+            r.insert(1, "model_label", model)
+            parts.append(r)
+        axes_df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
     # detectable gap of the audit that was run
     pw_rows = []
     for (outcome, model), c in cells.groupby(["outcome", "model_label"], sort=True):
@@ -529,7 +559,7 @@ def analyze_cells(
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
                                                          for v in meta.values()]})
     return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi,
-                          models=models, variability=_variability(observed, reference))
+                          models=models, variability=_variability(observed, reference), axis_contrasts=axes_df)
 
 
 def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -618,8 +648,9 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
                             power_gap=a.power_gap, reference_group=a.reference_group, seed=spec.seed,
                             primary=a.primary, human=human,
                             allow_missing=a.allow_missing,
-                            reference_model=a.reference_model, model_order=[m.label for m in spec.models])
-    store.drop_tables(["results_ppi", "results_models", "results_variability"])  # ratings removed since the last analysis: no stale corrected gaps
+                            reference_model=a.reference_model, model_order=[m.label for m in spec.models],
+                            axis_contrasts=store.get_meta("import") is not None)
+    store.drop_tables(["results_ppi", "results_models", "results_variability", "results_axes"])  # ratings removed since the last analysis: no stale corrected gaps
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
     return result

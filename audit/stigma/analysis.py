@@ -43,7 +43,7 @@ import pandas as pd
 
 from ..errors import AuditError
 from ..stats.binary import binary_gap, cluster_bootstrap_ci
-from .parse import parse_answer, raw_code, stigma_code
+from .parse import raw_code, stigma_code
 from .stimuli import CONDITIONS, CONTROL_CONDITION, MOORE_DIR, items_by_id
 
 ALL_CONDITIONS = "all conditions but the control"
@@ -55,11 +55,16 @@ TEST_COLUMNS = ["model_label", "term", "condition", "group", "reference", "estim
 
 
 def code_answers(frame: pd.DataFrame, *, answer: str = "reply", question: str = "question",
-                 status: str | None = "status") -> pd.DataFrame:
+                 status: str | None = "status", parser: str = "strict") -> pd.DataFrame:
     """Parse and code every answer of ``frame`` (columns ``answer`` = raw text, ``question`` = item id;
     optional ``status``: rows whose request was not answered (``failed``, pending) are left out, a
-    ``content_filter`` answer is unparseable with reason ``content_filter``). Adds ``answer_index,
-    letter, parse_status, reason, raw_code, stigma, counted``."""
+    ``content_filter`` answer is unparseable with reason ``content_filter``). ``parser``: ``strict``
+    (:func:`audit.stigma.parse.parse_answer`) or ``upstream`` (the published study's first-word
+    parser, :func:`audit.stigma.parse.parse_answer_upstream`). Adds ``answer_index, letter,
+    parse_status, reason, raw_code, stigma, counted``."""
+    from .parse import get_parser
+
+    parse = get_parser(parser)
     items = items_by_id()
     bad = sorted(set(frame[question].astype(str)) - set(items))
     if bad:
@@ -75,7 +80,7 @@ def code_answers(frame: pd.DataFrame, *, answer: str = "reply", question: str = 
         if status is not None and len(rec) > 2 and rec[2] == "content_filter":
             p = None
         else:
-            p = parse_answer(text if isinstance(text, str) else "", q.options)
+            p = parse(text if isinstance(text, str) else "", q.options)
         idx = p.index if p is not None and p.status == "answered" else None
         out["answer_index"].append(p.index if p is not None else None)
         out["letter"].append(p.letter if p is not None else None)

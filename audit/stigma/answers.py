@@ -15,8 +15,10 @@ from ..store import canonical_json
 
 SCORER = "stigma-parser"
 SCORER_INFO = {
-    "version": "1",
-    "description": "multiple-choice answer parser and stigma coder (audit.stigma.parse)",
+    # 2: a lone capital inside prose is no longer an option, "Neither A nor B" and letter lists are
+    # ambiguous (issue 27); a resumed run keeps the codes it stored under version 1
+    "version": "2",
+    "description": "multiple-choice answer parser and stigma coder (audit.stigma.parse, strict)",
     "measures": [
         {"name": "answer", "label": "chosen option (0 = A ... 4 = E)", "kind": "ordinal", "range": [0, 4]},
         {"name": "stigma", "label": "stigmatizing answer", "kind": "binary", "range": [0, 1], "higher_is": "worse"},
