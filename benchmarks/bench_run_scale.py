@@ -194,19 +194,24 @@ def _run_phase(phase: str, run_dir: Path) -> None:
         paths = render(run_dir, quiet=True)
         extra = {"html_mb": Path(paths["html"]).stat().st_size / 1e6,
                  "replies_csv": (Path(run_dir) / "tables" / "replies.csv").is_file()}
-    print(json.dumps({"s": time.perf_counter() - t0, "rss_mb": _rss_mb()[0], **extra}))
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": _rss_mb()[0],
+                      **extra}))
 
 
 def time_stages(run_dir: Path, n: int) -> dict:
     """Aggregation, analyze and report of the run in ``run_dir``, each in its own process; prints the
     lines (``analyze: N s`` and ``report: N s`` are read by scripts)."""
     agg = _phase("aggregate", run_dir)
-    print(f"aggregation: {agg['s']:.1f} s ({agg['cells']:,} cells, {agg['cells_per_outcome']:,} per outcome, from "
+    print(f"aggregation: {agg['s']:.1f} s, {agg.get('cpu_s', 0):.1f} s CPU ({agg['cells']:,} cells, "
+          f"{agg['cells_per_outcome']:,} per outcome, from "
           f"{n:,} replies); peak RSS {agg['rss_mb']:,.0f} MB", flush=True)
     an = _phase("analyze", run_dir)
-    print(f"analyze: {an['s']:.1f} s ({an['tests']:,} tests); peak RSS {an['rss_mb']:,.0f} MB", flush=True)
+    print(f"analyze: {an['s']:.1f} s ({an['tests']:,} tests, {an.get('cpu_s', 0):.1f} s CPU); peak RSS "
+          f"{an['rss_mb']:,.0f} MB", flush=True)
     rep = _phase("report", run_dir)
-    print(f"report: {rep['s']:.1f} s ({rep['html_mb']:.1f} MB HTML; tables/replies.csv "
+    print(f"report: {rep['s']:.1f} s ({rep.get('cpu_s', 0):.1f} s CPU, {rep['html_mb']:.1f} MB HTML; "
+          "tables/replies.csv "
           f"{'written' if rep['replies_csv'] else 'not written (report --replies-table writes it)'}); "
           f"peak RSS {rep['rss_mb']:,.0f} MB", flush=True)
     return {"aggregate": agg, "analyze": an, "report": rep}

@@ -69,7 +69,8 @@ def test_a_gap_test_from_cells_equals_the_test_from_the_reply_rows(binary):
 def test_fits_from_cells_are_the_fits_of_the_observations():
     rows = _rows()
     y = rows["value"].to_numpy()
-    X = np.column_stack([np.ones(len(rows)), (rows["group"] == "A").to_numpy(float), (rows["group"] == "B").to_numpy(float)])
+    X = np.column_stack([np.ones(len(rows)), (rows["group"] == "A").to_numpy(float),
+                         (rows["group"] == "B").to_numpy(float)])
     cells = cells_from_rows(rows, ["variant_id", "post_id", "group"])
     Xc = np.column_stack([np.ones(len(cells)), (cells["group"] == "A").to_numpy(float),
                           (cells["group"] == "B").to_numpy(float)])
@@ -139,7 +140,8 @@ def _messy_store(run_dir):
         keys = [r[0] for r in st.conn.execute("SELECT request_key FROM requests ORDER BY request_key")]
         with st.transaction() as c:
             c.executemany("UPDATE replies SET status = 'failed' WHERE request_key = ?", [(k,) for k in keys[::13]])
-            c.execute("UPDATE replies SET status = 'failed' WHERE request_key LIKE 'post003-Black-woman-explicit_tag|warm|%'")
+            c.execute("UPDATE replies SET status = 'failed'"
+                      " WHERE request_key LIKE 'post003-Black-woman-explicit_tag|warm|%'")  # a cell with none observed
             c.executemany("UPDATE scores SET value = NULL WHERE request_key = ? AND measure = 'empathy'",
                           [(k,) for k in keys[5::11]])
             c.executemany("DELETE FROM scores WHERE request_key = ? AND measure = 'ER'", [(k,) for k in keys[7::9]])

@@ -246,7 +246,8 @@ def max_min_disparity(
     d = d[pd.to_numeric(d[outcome], errors="coerce").notna()]
     if weight:
         d = d[d[weight] > 0]
-    base = dict(statistic="max - min", n=int(len(d)) if not weight else int(d[weight].sum()), n_posts=int(d[cluster].nunique()) if len(d) else 0,
+    base = dict(statistic="max - min", n=int(len(d)) if not weight else int(d[weight].sum()),
+                n_posts=int(d[cluster].nunique()) if len(d) else 0,
                 n_boot=int(n_boot), n_perm=int(n_perm), seed=int(seed), method=METHOD)
     if d[group].nunique() < 2 or d[cluster].nunique() < 2:
         return dict(base, warning="fewer than two groups or two posts: no disparity between groups to estimate")

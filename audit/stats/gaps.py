@@ -147,7 +147,8 @@ def validate_table(
                          fix="the table needs rows of at least one other group")
     if is_constant(_observed_values(d, outcome, cells)):  # relative to the outcome's scale (audit.stats.degenerate)
         raise AuditError(
-            f"outcome '{outcome}' is constant ({constant_value(_observed_values(d, outcome, cells)):g}) in every row: there is no gap to test",
+            f"outcome '{outcome}' is constant ({constant_value(_observed_values(d, outcome, cells)):g}) in every row: "
+            "there is no gap to test",
             where=where, fix="choose an outcome that varies",
         )
     ncl = d[cluster].nunique()

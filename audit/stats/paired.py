@@ -48,7 +48,8 @@ def paired_contrasts(
     column of observation counts, the rows being cells whose ``outcome`` is their mean
     (:mod:`audit.stats.cells`); the per-post means are then ``sum n ybar / sum n``.
     """
-    d = data[[c for c in dict.fromkeys([outcome, group, cluster] + ([by] if by else []) + ([weight] if weight else []))]].copy()
+    cols = [outcome, group, cluster] + ([by] if by else []) + ([weight] if weight else [])
+    d = data[list(dict.fromkeys(cols))].copy()
     d[outcome] = pd.to_numeric(d[outcome], errors="coerce")
     d = d.dropna(subset=[outcome])
     d[group] = d[group].astype(str)

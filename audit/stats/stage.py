@@ -32,20 +32,20 @@ from ..report.provenance import software_versions
 from ..scorers.measures import ANY_LEVEL, MeasureCatalog
 from ..stages import StageContext, StageSummary
 from ..store import RunStore, canonical_json, now_iso
-from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .axes import axis_contrasts as axis_contrasts_of
+from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .corrections import adjust_family
 from .designs import detect_design
 from .disparity import adjust_with, disparity_table, keep_matched, reference_map
 from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
-from .gaps import is_binary
 from .paired import paired_contrasts
 from .pooling import partial_pool
 from .power import detectable_gap
 from .ppi import ppi_table
 
-__all__ = ["analysis_table", "analysis_cells", "analyze_cells", "table_cells", "analyze_run", "analyze_store", "analyze_scores", "analysis_fingerprint",
+__all__ = ["analysis_table", "analysis_cells", "analyze_cells", "table_cells", "analyze_run", "analyze_store",
+           "analyze_scores", "analysis_fingerprint",
            "AnalysisResult", "AnalyzeStage", "RESULTS_COLUMNS"]
 
 RESULTS_COLUMNS = [
@@ -213,7 +213,8 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
             with np.errstate(invalid="ignore", divide="ignore"):
                 per[f"{name}{ANY_LEVEL}"] = dict(
                     value=np.where(seen, pos / n, np.nan), n=n, ss=np.where(seen, pos * (n - pos) / n, 0.0),
-                    vmin=np.where(seen, (st["min"] > 0) * 1.0, np.nan), vmax=np.where(seen, (st["max"] > 0) * 1.0, np.nan),
+                    vmin=np.where(seen, (st["min"] > 0) * 1.0, np.nan),
+                    vmax=np.where(seen, (st["max"] > 0) * 1.0, np.nan),
                     all01=np.ones(len(n), dtype=bool))
     outcomes = sorted(per)
     if spec is not None and getattr(spec, "analysis", None) is not None and spec.analysis.outcomes:
