@@ -161,3 +161,24 @@ def test_the_store_pass_gives_the_cells_of_the_reply_rows(tmp_path):
         else:
             assert got[c].astype(object).where(got[c].notna(), None).tolist() == \
                 want[c].astype(object).where(want[c].notna(), None).tolist(), c
+
+
+def test_the_replies_table_is_written_for_small_runs_and_on_request(tmp_path, monkeypatch):
+    """``tables/replies.csv`` (every reply's text) is opt-in above REPLIES_TABLE_MAX replies: a million
+    replies made 2.4 GB of it. ``report --replies-table`` writes it for any run, ``--no-replies-table``
+    never; the other tables are written either way."""
+    from audit.cli import main as cli_main
+    from audit.report import build
+    from synthetic_store import fill_store as fill_report_store
+
+    run = fill_report_store(tmp_path / "run")
+    assert cli_main(["report", str(run)]) == 0
+    assert (run / "tables" / "replies.csv").is_file()  # a small run: as before
+    assert cli_main(["report", str(run), "--no-replies-table"]) == 0
+    assert not (run / "tables" / "replies.csv").exists() and (run / "tables" / "results.csv").is_file()
+    monkeypatch.setattr(build, "REPLIES_TABLE_MAX", 3)  # a run larger than the default limit
+    assert cli_main(["report", str(run)]) == 0
+    assert not (run / "tables" / "replies.csv").exists()
+    assert cli_main(["report", str(run), "--replies-table"]) == 0
+    text = (run / "tables" / "replies.csv").read_text(encoding="utf-8")
+    assert text.count("\n") > 3
