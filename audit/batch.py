@@ -436,7 +436,7 @@ def ingest(store: RunStore, models: dict[str, Any], lines: Iterable[tuple[str, i
 
 def _store_line(runner: _Runner, q: dict[str, Any], rec: dict[str, Any], counts: BatchCounts) -> None:
     job = _Job(q["request_key"], q["messages"], q["params"],
-               _estimate_tokens(q["messages"], int(q["params"].get("max_tokens") or 0)))
+               _estimate_tokens(q["messages"], int(q["params"].get("max_tokens") or 0)), q.get("purpose") or "reply")
     backend = runner.backend
     resp = rec.get("response") or None
     error = rec.get("error") or None
@@ -447,8 +447,7 @@ def _store_line(runner: _Runner, q: dict[str, Any], rec: dict[str, Any], counts:
         except CallError as e:
             err = e
         else:
-            runner.record_result(job, res, 1, [])
-            counts.add(res.status)
+            counts.add(runner.record_result(job, res, 1, []))
             return
     elif isinstance(resp, dict) and resp.get("status_code"):
         err = backend.status_error(int(resp["status_code"]), resp.get("body"))

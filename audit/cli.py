@@ -17,6 +17,7 @@ import sys
 from . import __version__
 from .commands import (analysis, appropriateness, batch, compare, generate, importing, pcsa, ratings, run,
                        scoring, stigma, variants)
+from .cliargs import AuditArgumentParser
 from .errors import AuditError
 
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
@@ -37,7 +38,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = AuditArgumentParser(
         prog="empathy-audit",
         description="Audit LLM mental-health support replies for demographic gaps in empathy.",
     )
@@ -91,9 +92,26 @@ def _stopped(signum: signal.Signals) -> int:
     return 128 + int(signum)
 
 
+def _os_error_advice(exc: OSError) -> str | None:
+    """One true line for an OSError a user can act on, or None (then it is a bug: the traceback shows)."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{where}the disk is full (or the quota is used up) while writing this file; everything stored in "
+                "the run store before is kept. Free disk space and run the same command again")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"{where}cannot write here (read-only or no permission); nothing stored was changed. Make the "
+                "folder writable, or write somewhere else (--out)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad command line (already printed as one line)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
@@ -113,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a full disk or a read-only place while writing a file (reports, tables, exports)
+        advice = _os_error_advice(exc)
+        if advice is None:
+            raise
+        print(f"empathy-audit: error: {advice}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         signum = _received or (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
         return _stopped(signum)

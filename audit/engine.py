@@ -43,6 +43,10 @@ from .untrusted import redact_secrets, replace_unencodable, reply_char_limit, se
 
 CHUNK = 512
 BREAKER_THRESHOLD = 10
+#: The error kind of a reply with no text (empty, null or whitespace only): stored as failed.
+EMPTY_REPLY = "empty reply"
+#: Purposes whose empty answers are failed replies (the audited model's replies).
+EMPTY_IS_MISSING = frozenset({"reply"})
 
 
 # ---------------------------------------------------------------------------- summary
@@ -279,6 +283,7 @@ class _Job:
     messages: list[dict[str, Any]]
     params: dict[str, Any]
     est_tokens: int
+    purpose: str = "reply"
 
 
 class _Runner:
@@ -345,7 +350,7 @@ class _Runner:
             self._seen.add(k)
             new_rows.append(row)
             jobs.append(_Job(k, row["messages"], row["params"],
-                             _estimate_tokens(row["messages"], int(row["params"]["max_tokens"]))))
+                             _estimate_tokens(row["messages"], int(row["params"]["max_tokens"])), row["purpose"]))
         if new_rows:
             self.store.put_requests(new_rows)
         if self._bar is not None:
@@ -566,9 +571,30 @@ class _Runner:
         self._consecutive_failures = 0
         self._tick()
 
-    def record_result(self, job: _Job, res: Any, attempt: int, attempts: list[dict[str, Any]]) -> None:
+    def record_result(self, job: _Job, res: Any, attempt: int, attempts: list[dict[str, Any]]) -> str:
         """Store an answer (a :class:`~audit.backends.openai_backend.CallResult`): key redacted,
-        unencodable characters replaced, an over-long reply cut, each change flagged; count it."""
+        unencodable characters replaced, an over-long reply cut, each change flagged; count it.
+        Returns the stored status.
+
+        Empty is missing: an audited model's reply (purpose ``reply``) whose text is empty, null or
+        whitespace only is stored as a *failed* reply with the reason (never as an answered reply that
+        scorers would score 0), so it is counted per group and goes through the analysis'
+        differential-missingness check. It is not counted towards the consecutive-failure breaker (the
+        endpoint did answer). A judge's or probe's empty answer is left to its parser, which calls it
+        unanswered or unparseable as the suite's method says."""
+        if job.purpose in EMPTY_IS_MISSING and res.status != "content_filter" and not (res.text or "").strip():
+            kind = "whitespace only" if res.text else "empty or null"
+            self._emit({
+                "request_key": job.key, "status": "failed", "text": None, "finish_reason": res.finish_reason,
+                "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+                "latency_s": round(res.latency_s, 4) if res.latency_s is not None else None, "attempts": attempt,
+                "model_reported": res.model_reported, "runtime": res.runtime, "runtime_version": res.runtime_version,
+                "error": f"{EMPTY_REPLY}: the endpoint answered with no text ({kind})",
+            }, attempts)
+            self.summary.failed += 1
+            self.summary.errors[EMPTY_REPLY] = self.summary.errors.get(EMPTY_REPLY, 0) + 1
+            self._tick()
+            return "failed"
         text, flags = self._safe(res.text)
         text, cut = truncate_reply(text, int(job.params["max_tokens"]))
         if cut:
@@ -593,6 +619,7 @@ class _Runner:
         self.summary.completion_tokens += res.completion_tokens or 0
         self._consecutive_failures = 0
         self._tick()
+        return res.status
 
     def _safe(self, text: str | None) -> tuple[str | None, list[str]]:
         """``text`` with the model's API key redacted and unencodable characters replaced; the flags

@@ -321,7 +321,12 @@ def _text(v: Any) -> str | None:
             return None
         if v.is_integer():
             return str(int(v))
-    s = str(v)
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) and getattr(v, "ndim", 0):
+        v = v.tolist()  # a parquet list cell
+    if isinstance(v, (dict, list, tuple)):  # a JSON value (JSON Lines): JSON text, never a Python repr
+        s = json.dumps(v, ensure_ascii=False, default=str)
+    else:
+        s = str(v)
     return s if s.strip() else None
 
 
@@ -566,6 +571,22 @@ def _build_rows(spec: ImportSpec) -> _Pass1:
     return _Pass1(rows, records, previews, sample)
 
 
+def _clean_group_labels(rows: pd.DataFrame, spec: ImportSpec, records: list[FileRecord],
+                        fold_case: bool) -> tuple[pd.Series, list[str]]:
+    """The group column (or the axis columns) cleaned by :func:`audit.labels.clean_labels`, then the
+    group labels; and the warnings of folded spellings."""
+    from .labels import clean_labels
+
+    warns: list[str] = []
+    where = ", ".join(r.name for r in records)
+    for c, name in ([("group", spec.columns.group)] if spec.columns.group else
+                    [(f"ax:{a}", a) for a in spec.axes]):
+        if c in rows:
+            rows[c], w = clean_labels(rows[c], where=where, column=str(name), fold_case=fold_case)
+            warns += w
+    return _group_labels(rows, spec), warns
+
+
 def _group_labels(rows: pd.DataFrame, spec: ImportSpec) -> pd.Series:
     if spec.columns.group:
         return rows["group"]
@@ -744,10 +765,11 @@ def _audit_spec(spec: ImportSpec, cue_types: list[str], models: dict[str, tuple[
 
 
 def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None = None,
-                   command: str | None = None, chunk_rows: int = 20_000) -> ImportSummary:
+                   command: str | None = None, chunk_rows: int = 20_000, fold_case: bool = False) -> ImportSummary:
     """Import the release described by ``spec`` into the run store of ``run_dir`` (see the module doc).
 
-    ``force`` overrides ``spec.force``. Raises :class:`~audit.errors.AuditError` for a bad mapping (naming
+    ``force`` overrides ``spec.force``. Group and axis labels are cleaned by :mod:`audit.labels` (NFC,
+    whitespace); labels equal up to case are refused unless ``fold_case`` (then folded, with a warning). Raises :class:`~audit.errors.AuditError` for a bad mapping (naming
     the column and file), an implausible alignment, conditions with identical content, or a run
     directory holding something else. The files are read twice, in chunks of ``chunk_rows`` rows: once
     to check everything (nothing is written before the import is known to be good), once to store the
@@ -756,6 +778,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     from .design import design_id
     from .report.provenance import record_import_provenance
     from .stats.designs import detect_design
+    from .labels import clean_level
     from .stats.missing import match_level
 
     if force is not None:
@@ -777,7 +800,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
                                             "mixed into another one")
     already = stored == isha and complete
 
-    labels = _group_labels(rows, spec)
+    labels, label_warnings = _clean_group_labels(rows, spec, records, fold_case)
     if labels.isna().any():
         i = int(labels.isna().to_numpy().nonzero()[0][0])
         raise AuditError(f"no group in {_where(records, rows, i)}", where=spec_where(spec, ("columns", "group") if spec.columns.group else ("axes",)),
@@ -786,7 +809,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
     present = sorted(labels.unique())
     ctrl = None
     if spec.control is not None:
-        ctrl = match_level(labels, spec.control)
+        ctrl = match_level(labels, clean_level(spec.control, labels, fold_case=fold_case))
         if ctrl is None:
             raise AuditError(f"control level '{spec.control}' does not occur (groups: {', '.join(present[:15])})",
                              where=spec_where(spec, ("control",)),
@@ -855,7 +878,7 @@ def import_release(spec: ImportSpec, run_dir: str | Path, *, force: bool | None 
 
     # content checks across conditions (C2, C4) and the declared cues
     names = [r.name for r in records]
-    warnings = identical_conditions(rows, names, [r.sha256 for r in records], spec.force)
+    warnings = label_warnings + identical_conditions(rows, names, [r.sha256 for r in records], spec.force)
     warnings += missing_cues(rows, names, dict(spec.cues), {i: f.cue for i, f in enumerate(spec.files) if f.cue},
                              spec.force)
 

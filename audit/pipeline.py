@@ -66,11 +66,16 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
     stages = get_suite(suite or getattr(spec, "suite", "empathy")).stages
     rd = Path(spec.run_dir(run_dir))
     t0 = time.perf_counter()
+    from .preflight import preflight
+
+    warnings = preflight(spec)  # scorer extras, judge settings: before the first (paid) request
     with RunStore(rd) as store:
         store.put_spec(spec)
         record_provenance(store, spec, rd, spec_argument)
         if echo is not None:
             echo(f"empathy-audit {__version__}: audit '{spec.name}' in {rd}")
+            for w in warnings:
+                echo(f"warning: {w}")
         ctx = StageContext(spec, rd, store, progress=progress, echo=echo,
                            options={"force_analysis": force_analysis, "reuse": reuse, "wait_batches": wait,
                                     "workers": workers})

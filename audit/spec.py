@@ -116,6 +116,31 @@ class DemographicsSpec(StrictModel):
     )
     include_control: bool = Field(True, description="Always true in practice: the unmodified post.")
 
+    @field_validator("groups", mode="after")
+    @classmethod
+    def _clean_levels(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        """One label rule (audit/labels.py): levels NFC-normalised and stripped; one level spelled two
+        ways (``Black`` / ``black ``) is an error naming both."""
+        from .labels import clean_label, fold_key
+
+        out: dict[str, list[str]] = {}
+        for axis, levels in v.items():
+            seen: dict[str, str] = {}
+            clean = []
+            for lv in levels:
+                c = clean_label(lv)
+                if c is None:
+                    raise ValueError(f"{axis}: an empty level")
+                if fold_key(c) in seen:
+                    if seen[fold_key(c)] == c:
+                        raise ValueError(f"{axis}: level {c!r} is listed twice")
+                    raise ValueError(f"{axis}: levels {seen[fold_key(c)]!r} and {lv!r} differ only by case or "
+                                     "whitespace; list each level once")
+                seen[fold_key(c)] = c
+                clean.append(c)
+            out[str(clean_label(axis) or axis)] = clean
+        return out
+
     @field_validator("include_control")
     @classmethod
     def _control_required(cls, v: bool) -> bool:
@@ -723,8 +748,52 @@ def validation_error(where: Path | str, text: str, err: ValidationError, what_fi
     return AuditError(what, where=place, fix=fix)
 
 
+#: YAML aliases (``*name``) a file may use, and the values it may expand to: a small budget that no
+#: real spec comes near, and that refuses an alias bomb ("billion laughs") at once instead of after
+#: seconds or gigabytes.
+MAX_YAML_ALIASES = 100
+MAX_YAML_EXPANDED = 100_000
+_ALIAS_FIX = "write the values out (aliases are for a few repeated blocks)"
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Values ``node`` stands for once every alias is expanded (memoised: linear in the file's size)."""
+    got = memo.get(id(node))
+    if got is not None:
+        return got
+    memo[id(node)] = 1  # a recursive alias counts once (PyYAML refuses to construct it anyway)
+    if isinstance(node, yaml.SequenceNode):
+        n = 1 + sum(_expanded_size(c, memo) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        n = 1
+    memo[id(node)] = n
+    return n
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last one silently)."""
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last one silently), and
+    more than :data:`MAX_YAML_ALIASES` aliases or an expansion beyond :data:`MAX_YAML_EXPANDED` values."""
+
+    _aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name); {_ALIAS_FIX}",
+                    self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_EXPANDED:
+            raise yaml.composer.ComposerError(
+                None, None, f"its aliases expand to more than {MAX_YAML_EXPANDED:,} values (an alias bomb?); "
+                f"{_ALIAS_FIX}", node.start_mark)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
@@ -761,7 +830,7 @@ def read_yaml(path: Path, kind: str = "spec") -> tuple[Any, str]:
         where = f"{path}" + (f", line {mark.line + 1}, column {mark.column + 1}" if mark else "")
         problem = getattr(exc, "problem", None) or str(exc)
         fix = "keep one of the two (YAML keeps neither silently here)" if "duplicate key" in problem \
-            else "fix the YAML syntax"
+            else None if _ALIAS_FIX in problem else "fix the YAML syntax"
         raise AuditError(f"invalid YAML: {problem}", where=where, fix=fix) from None
     bad = _lone_surrogate_at(data)
     if bad is not None:  # a "\udc80" escape: nothing downstream could encode the text

@@ -53,8 +53,10 @@ API keys are never passed to this module; nothing here can store one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -188,6 +190,8 @@ class RunStore:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
+            if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno == errno.EROFS):
+                raise _read_only_error(self.path) from None
             raise AuditError(f"cannot open the run store: {exc}", where=str(self.path)) from None
         self.conn.row_factory = sqlite3.Row
         try:
@@ -208,7 +212,10 @@ class RunStore:
             self.migrated = migrate(self.conn, self.path)
         except sqlite3.OperationalError as exc:
             self.conn.close()
-            if "locked" in str(exc).lower() or "full" in str(exc).lower() or "disk" in str(exc).lower():
+            low = str(exc).lower()
+            if _read_only(exc) or "unable to open" in low or "locked" in low or "full" in low or "disk" in low:
+                if "unable to open" in low and not os.access(self.run_dir, os.W_OK):
+                    raise _read_only_error(self.path) from None
                 raise _store_error(exc, self.path) from None
             raise _damaged(exc, self.path) from None
         except sqlite3.DatabaseError as exc:  # not a database, malformed, truncated
@@ -1070,7 +1077,7 @@ class RunStore:
         for i in range(0, len(keys), 500):
             part = keys[i:i + 500]
             for r in self.conn.execute(
-                    "SELECT q.request_key, q.model_label, q.endpoint_id, q.model_name,"
+                    "SELECT q.request_key, q.purpose, q.model_label, q.endpoint_id, q.model_name,"
                     f" {MESSAGES_SQL} AS messages_json, q.params_json FROM requests q" + PROMPTS_JOIN +
                     f" WHERE q.request_key IN ({','.join('?' * len(part))})", part):
                 d = dict(r)
@@ -1303,12 +1310,30 @@ def _damaged(exc: sqlite3.Error, path: Path) -> AuditError:
             "as it is")
 
 
+def _read_only(exc: sqlite3.Error) -> bool:
+    m = str(exc).lower()
+    return "readonly" in m or "read-only" in m or "read only" in m
+
+
+def _read_only_error(path: Path) -> AuditError:
+    """A healthy store that cannot be written here (a read-only folder, file or mount): not damage."""
+    return AuditError(
+        "the run store cannot be written here (read-only folder, file or file system); the store itself is "
+        "not damaged and nothing in it was changed", where=str(path),
+        fix="make the run directory writable, or copy it somewhere writable (cp -r) and run the command there")
+
+
 def _store_error(exc: sqlite3.Error, path: Path) -> AuditError:
     msg = str(exc)
+    if _read_only(exc):
+        return _read_only_error(path)
     if "full" in msg.lower() or "disk" in msg.lower():
+        # SQLite rolls a failed write back as a whole, whether the disk filled before the write began or
+        # while it was committed: what was stored before it is all there, and the write can be redone.
         return AuditError(
-            "the disk is full; the last reply was not stored (every earlier one is)", where=str(path),
-            fix="free disk space and run the same command again: it resumes where it stopped",
+            "the disk is full: the write under way was rolled back as a whole; everything stored before it is "
+            "kept", where=str(path),
+            fix="free disk space and run the same command again: it resumes from what is stored",
         )
     if "locked" in msg.lower():
         return AuditError(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from audit.errors import AuditError
 from audit.cli import main
 from audit.pcsa.validation import criterion_text, validation_table
 from audit.pipeline import run
@@ -137,9 +138,31 @@ def test_stratified_sample_takes_equal_shares_of_each_verdict_and_group(run_dir,
     assert pd.read_csv(a).equals(pd.read_csv(b))      # seeded
     other = validation_table(run_dir, n=6, seed=4)
     assert len(other.table) == 6 and other.strata == {s: 2 for s in key["stratum"]}
-    assert main(["pcsa", "validation-table", str(run_dir), "--out", str(a), "--n", "2"]) == 2
+    assert main(["pcsa", "validation-table", str(run_dir), "--out", str(tmp_path / "c.csv"), "--n", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "--n 2 cannot cover the run's 3 strata" in err
+
+
+def test_a_filled_table_is_never_overwritten_and_force_keeps_a_backup(run_dir, tmp_path, capsys):
+    """H4: running validation-table again over a filled annotation table overwrote 16 of 16 human labels."""
+    a = tmp_path / "a.csv"
+    assert main(["pcsa", "validation-table", str(run_dir), "--out", str(a)]) == 0
+    filled = pd.read_csv(a)
+    filled["human_1"] = ["yes" if i % 2 else "no" for i in range(len(filled))]
+    filled.to_csv(a, index=False)
+    before = a.read_bytes()
+    capsys.readouterr()
+    assert main(["pcsa", "validation-table", str(run_dir), "--out", str(a), "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not empty" in err and "--force" in err
+    assert a.read_bytes() == before
+    with pytest.raises(AuditError):
+        validation_table(run_dir, out=a)
+    assert main(["pcsa", "validation-table", str(run_dir), "--out", str(a), "--force"]) == 0
+    out = capsys.readouterr().out
+    backups = sorted(tmp_path.glob("a.csv.bak-*"))
+    assert len(backups) == 1 and backups[0].read_bytes() == before and str(backups[0]) in out
+    assert pd.read_csv(a)["human_1"].isna().all()
 
 
 def test_unparseable_verdicts_are_left_out_and_counted(servers, tmp_path, capsys):
@@ -234,7 +257,8 @@ def test_bad_validation_table_is_one_clear_error(servers, run_dir, tmp_path, cap
     assert main(["pcsa", "validation-table", str(tmp_path), "--out", str(tmp_path / "x.csv")]) == 2
     assert "no run store here" in capsys.readouterr().err
     assert main(["pcsa", "validation-table", str(run_dir), "--out", str(tmp_path / "x.xlsx")]) == 2
-    assert "cannot write a table as '.xlsx'. Name the file .csv, .tsv or .jsonl" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'.xlsx'" in err and ".csv, .tsv, .jsonl" in err and err.count("\n") == 1
 
 
 def test_a_pcsa_spec_without_judge_validation_keeps_its_hash():

@@ -197,7 +197,7 @@ def test_export_formats_round_trip(tmp_path, capsys):
     assert cli_main(["export", str(run_dir), "--out", str(tmp_path / "x.xlsx")]) == 2
     assert cli_main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
-    assert "no table 'nope'" in err and ".parquet, .csv or .jsonl" in err and "no run store found" in err
+    assert "no table 'nope'" in err and "'.xlsx'; use .parquet, .csv, .jsonl" in err and "no run store found" in err
 
 
 def test_full_disk_is_a_clear_error_and_keeps_stored_replies(tmp_path):

@@ -28,6 +28,7 @@ is not an error: it is returned as a result with status ``content_filter`` and n
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -40,6 +41,19 @@ from ..errors import AuditError
 
 RETRYABLE = {"rate_limit", "server", "timeout", "connection", "malformed"}
 FATAL = {"auth", "not_found", "quota"}
+
+
+def content_text(content: Any) -> str | None:
+    """A message's ``content`` as text: a string as is; a list of content parts (``[{"type": "text",
+    "text": ...}]``) as their texts joined; any other JSON value as JSON (never a Python repr)."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        return "".join(str(p.get("text") or "") for p in content if p.get("type", "text") in ("text", "output_text"))
+    try:
+        return json.dumps(content, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(content)
 
 
 @dataclass
@@ -281,6 +295,7 @@ class ChatBackend:
         text = msg.content
         if text is None:
             text = getattr(msg, "refusal", None)
+        text = content_text(text)
         finish = ch.finish_reason
         usage = getattr(resp, "usage", None)
         status = "content_filter" if finish == "content_filter" else "ok"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..cliargs import bounded_float, bounded_int, probability, seed
 from ..errors import AuditError
 from ..jsonable import jsonable
 
@@ -44,10 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto: exact fast LMM (GEE logistic for 0/1 outcomes); mixedlm: statsmodels (slow); "
                    "ols: cluster-robust OLS")
     p.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
-    p.add_argument("--alpha", type=float, default=0.05, help="level for CIs and Holm significance (default 0.05)")
+    p.add_argument("--alpha", type=probability("alpha"), default=0.05,
+                   help="level for CIs and Holm significance (default 0.05)")
     p.add_argument("--allow-missing", action="store_true",
                    help="analyse even when the share of missing outcomes differs between a group and the control "
                    "(refused by default: the gap would be computed on differently selected rows)")
+    p.add_argument("--fold-case", action="store_true", help="treat group labels that differ only by case as one "
+                   "label (the most frequent spelling), with a warning; by default they are refused")
     p.add_argument("--json", action="store_true", help="print a JSON list of result objects")
     p.set_defaults(func=cmd_analyze)
 
@@ -60,30 +65,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     w.add_argument("target", metavar="SPEC|RUN_DIR", help="audit spec (design) or a run directory (design + pilot)")
     w.add_argument("--gap", metavar="G", help="relative gap to detect: 5%% or 0.05")
-    w.add_argument("--ratings-ci", type=float, metavar="X",
+    w.add_argument("--ratings-ci", type=bounded_float(0, lo_open=True, cap=1e6), metavar="X",
                    help="instead: how many human ratings give a prediction-powered gap CI of +-X (outcome units, "
                         "e.g. 0.1 level)")
-    w.add_argument("--rho", type=float, help="--ratings-ci: scorer-human correlation (default 0.6)")
-    w.add_argument("--sd", type=float, help="--ratings-ci: SD of the human values (default 0.7)")
-    w.add_argument("--deff", type=float, help="--ratings-ci: design effect of clustering by post (default 1.5)")
-    w.add_argument("--replies", type=int, help="--ratings-ci: replies in the two arms of one gap (default 1000)")
+    w.add_argument("--rho", type=bounded_float(-1, 1, lo_open=True, hi_open=True),
+                   help="--ratings-ci: scorer-human correlation (default 0.6)")
+    w.add_argument("--sd", type=bounded_float(0, lo_open=True, cap=1e6),
+                   help="--ratings-ci: SD of the human values (default 0.7)")
+    w.add_argument("--deff", type=bounded_float(1, cap=1000),
+                   help="--ratings-ci: design effect of clustering by post (default 1.5)")
+    w.add_argument("--replies", type=bounded_int(2, cap=10_000_000),
+                   help="--ratings-ci: replies in the two arms of one gap (default 1000)")
     w.add_argument("--from", dest="ratings_from", metavar="RUN_DIR",
                    help="--ratings-ci: take rho, sd, deff and replies from this run's human ratings")
     w.add_argument("--pilot", metavar="RUN_DIR", help="run directory whose scores give the variance components")
     w.add_argument("--outcome", metavar="NAME", help="pilot outcome (default: epitome.empathy or the first)")
-    w.add_argument("--sd-post", type=float, help="SD of the post random intercept")
-    w.add_argument("--sd-variant", type=float, default=None, help="SD of the variant intercept (default 0)")
-    w.add_argument("--sd-resid", type=float, help="residual SD")
-    w.add_argument("--ref-mean", type=float, help="mean outcome of the control")
-    w.add_argument("--posts", type=int, nargs="+", metavar="N", help="numbers of posts to try (default: doubling)")
-    w.add_argument("--samples", type=int, nargs="+", metavar="S", help="samples per variant to try (default: spec)")
-    w.add_argument("--groups", type=int, metavar="G", help="number of groups (default: from the spec)")
-    w.add_argument("--cue-types", type=int, metavar="C", help="number of cue types (default: from the spec)")
-    w.add_argument("--family-size", type=int, metavar="M", help="number of tests in the family (default: from the spec)")
-    w.add_argument("--power", type=float, default=0.8, help="target power (default 0.8)")
-    w.add_argument("--alpha", type=float, default=None, help="family-wise level (default: the spec's, 0.05)")
-    w.add_argument("--sims", type=int, default=200, help="simulated audits per design point (default 200)")
-    w.add_argument("--seed", type=int, default=None, help="simulation seed (default: the spec's seed)")
+    w.add_argument("--sd-post", type=bounded_float(0, cap=1e6), help="SD of the post random intercept")
+    w.add_argument("--sd-variant", type=bounded_float(0, cap=1e6), default=None,
+                   help="SD of the variant intercept (default 0)")
+    w.add_argument("--sd-resid", type=bounded_float(0, lo_open=True, cap=1e6), help="residual SD")
+    w.add_argument("--ref-mean", type=bounded_float(cap=1e9), help="mean outcome of the control")
+    w.add_argument("--posts", type=bounded_int(2, cap=100_000), nargs="+", metavar="N",
+                   help="numbers of posts to try (default: doubling)")
+    w.add_argument("--samples", type=bounded_int(1, cap=1000), nargs="+", metavar="S",
+                   help="samples per variant to try (default: spec)")
+    w.add_argument("--groups", type=bounded_int(1, cap=10_000), metavar="G",
+                   help="number of groups (default: from the spec)")
+    w.add_argument("--cue-types", type=bounded_int(1, cap=100), metavar="C",
+                   help="number of cue types (default: from the spec)")
+    w.add_argument("--family-size", type=bounded_int(1, cap=1_000_000), metavar="M",
+                   help="number of tests in the family (default: from the spec)")
+    w.add_argument("--power", type=probability("power"), default=0.8, help="target power (default 0.8)")
+    w.add_argument("--alpha", type=probability("alpha"), default=None, help="family-wise level (default: the spec's, 0.05)")
+    w.add_argument("--sims", type=bounded_int(10, cap=100_000), default=200,
+                   help="simulated audits per design point (default 200)")
+    w.add_argument("--seed", type=seed(), default=None, help="simulation seed (default: the spec's seed)")
     w.add_argument("--json", action="store_true", help="print the result as one JSON object")
     w.set_defaults(func=cmd_power)
 
@@ -145,10 +161,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from ..stats.designs import detect_design
 
     table = read_table(target, text_columns=[args.group, args.cluster])
+    label_warnings: list[str] = []
     res = analyze_table(table, outcome=args.outcome, group=args.group, control=str(args.control),
                         cluster=args.cluster, extra_references=args.extra_reference, factors=args.factor,
                         inner=args.inner, by=args.by, method=args.method, reml=not args.ml, alpha=args.alpha,
-                        where=str(target), allow_missing=args.allow_missing)
+                        where=str(target), allow_missing=args.allow_missing, fold_case=args.fold_case,
+                        warnings=label_warnings)
+    for w in label_warnings:
+        print(f"warning: {w}", file=sys.stderr)
     if args.by:
         res = res.rename(columns={args.by: "by"})
     if args.json:

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..cliargs import bounded_int, output_dir, output_file, seed
 from ..errors import AuditError
 from .stigma import parse_columns as _pairs
 
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--columns", default="", metavar="FIELD=COL,...",
                    help="column names for reply, criterion, judge, humans (humans: COL|COL|...; default every "
                         "column starting with 'human' or 'annotator'; the judge's column may not be among them)")
-    v.add_argument("--json", metavar="OUT", help="also write the result as JSON here")
+    v.add_argument("--json", metavar="OUT", type=output_file(".json"), help="also write the result as JSON here")
     v.set_defaults(func=_validate)
 
     p = sub.add_parser("appropriateness", help="the appropriateness suite's tools (reanalyze raw replies)",
@@ -47,16 +48,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible endpoint of the judge")
     r.add_argument("--judge-model", metavar="NAME", help="the judge's model name")
     r.add_argument("--judge-api-key-env", metavar="VAR", help="environment variable holding the judge's API key")
-    r.add_argument("--store", metavar="DIR", help="run store for the judge calls (default: the cache directory)")
+    r.add_argument("--store", metavar="DIR", type=output_dir(),
+                   help="run store for the judge calls (default: the cache directory)")
     r.add_argument("--drop-blank", action="store_true",
                    help="drop rows with a blank stimulus, model, group, context, criterion or key cell (counted and "
                         "stated) instead of stopping")
     r.add_argument("--dedupe", action="store_true",
                    help="keep the first of rows with the same design key (the rest counted and stated) instead of "
                         "stopping")
-    r.add_argument("--n-boot", type=int, default=2000, metavar="B")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", metavar="DIR", help="write rates, tests, judge counts and replies as CSV here")
+    r.add_argument("--n-boot", type=bounded_int(50, cap=100_000), default=2000, metavar="B",
+                   help="bootstrap resamples (default 2000)")
+    r.add_argument("--seed", type=seed(), default=0, help="bootstrap seed (default 0)")
+    r.add_argument("--out", metavar="DIR", type=output_dir(),
+                   help="write rates, tests, judge counts and replies as CSV here")
     r.set_defaults(func=_reanalyze)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cliargs import bounded_float
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         q = bsub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         q.add_argument("run_dir", metavar="RUN_DIR", help="run directory (contains store.sqlite)")
         if name == "status":
-            q.add_argument("--price-in", type=float, metavar="USD", help="synchronous price per 1M prompt tokens")
-            q.add_argument("--price-out", type=float, metavar="USD",
+            q.add_argument("--price-in", type=bounded_float(0, cap=10_000), metavar="USD",
+                           help="synchronous price per 1M prompt tokens")
+            q.add_argument("--price-out", type=bounded_float(0, cap=10_000), metavar="USD",
                            help="synchronous price per 1M completion tokens")
         if name == "collect":
             q.add_argument("--from", dest="files", nargs="+", metavar="OUT.jsonl",

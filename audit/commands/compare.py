@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cliargs import output_dir, probability
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="two or more run directories; the first is the reference")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory for the comparison report")
+    p.add_argument("--out", required=True, metavar="DIR", type=output_dir(), help="directory for the comparison report")
     p.add_argument("--labels", nargs="+", metavar="LABEL",
                    help="names of the runs in the report (default: directory names)")
     p.add_argument("--outcome", action="append", metavar="NAME", help="compare only this outcome (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.05,
+    p.add_argument("--alpha", type=probability("alpha"), default=0.05,
                    help="level for CIs and Holm significance, between 0 and 1 (default 0.05)")
     p.add_argument("--check", action="store_true", help="also open compare.html in headless Chromium and judge it")
     p.set_defaults(func=_compare)

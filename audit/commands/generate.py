@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..cliargs import bounded_int, output_dir, output_file
+
 EXPORT_FORMATS = (".parquet", ".csv", ".jsonl")
 
 
@@ -20,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "anywhere; it is not a model worth auditing).",
     )
     g.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
-    g.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's 'output', or reports/<name>)")
+    g.add_argument("--out", metavar="RUN_DIR", type=output_dir(),
+                   help="run directory (default: the spec's 'output', or reports/<name>)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--reuse", action="store_true",
                    help="RUN_DIR holds another design: keep the stored replies the new design also asks for")
@@ -39,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--table", default="replies",
                    help="table to export: replies (default), tidy, variants, scores, results, ...")
     e.add_argument("--purpose", default="reply", help="for --table replies: reply, judge or probe (default: reply)")
-    e.add_argument("--out", required=True, metavar="FILE", help="output file: .parquet, .csv or .jsonl")
+    e.add_argument("--out", required=True, metavar="FILE", type=output_file(*EXPORT_FORMATS),
+                   help="output file: .parquet, .csv or .jsonl")
     e.add_argument("--all-designs", action="store_true",
                    help="replies, variants, scores: every stored row, not only the current design's")
     e.set_defaults(func=_export)
@@ -56,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_model_info)
     s = msub.add_parser("serve", help="serve the embedded model on 127.0.0.1 until Ctrl-C (for trying it out)")
-    s.add_argument("--parallel", type=int, default=2, help="requests served at once (default 2)")
+    s.add_argument("--parallel", type=bounded_int(1, cap=64), default=2, help="requests served at once (default 2)")
     s.set_defaults(func=_model_serve, stop_is_normal=True)  # Ctrl-C is how serving ends
     m.set_defaults(func=lambda a: (m.print_help(), 1)[1])
 
@@ -66,8 +70,12 @@ def _generate(args: argparse.Namespace) -> int:
     from ..resources import resolve_spec_path
     from ..spec import load_spec
 
+    from ..preflight import preflight
+
     spec = load_spec(resolve_spec_path(args.spec))
     run_dir = spec.run_dir(args.out)
+    for w in preflight(spec):  # what `score` would need, checked before the replies are paid for
+        print(f"warning: {w}")
     summary = generate(spec, run_dir, progress=not args.no_progress, reuse=args.reuse, echo=print)
     print(summary.format())
     if any(m.is_embedded for m in spec.models):

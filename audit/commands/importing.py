@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..cliargs import bounded_int, output_dir
 from ..errors import AuditError
 from ..jsonable import jsonable
 
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "unmatched row counted. Exit status 2 on a bad mapping or an implausible alignment.")
     p.add_argument("files", nargs="*", metavar="FILE", help="release files (with flags; an import spec lists its own)")
     p.add_argument("--spec", metavar="IMPORT.yaml", help="import spec (files, columns, axes, control, scores, match)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (a new one, or the same "
+    p.add_argument("--out", required=True, metavar="RUN_DIR", type=output_dir(),
+                   help="run directory to write (a new one, or the same "
                    "import again: nothing changes)")
     p.add_argument("--name", metavar="NAME", help="run name (default: the name of RUN_DIR)")
     for field, what in (("post-id", "id of the original post"), ("post", "text of the original post"),
@@ -51,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", metavar="A,B,...", help="column names of headerless files, in order")
     p.add_argument("--reference-group", metavar="LEVEL", help="analysis.reference_group of the stored audit spec")
     p.add_argument("--allow-missing", action="store_true", help="analysis.allow_missing of the stored audit spec")
-    p.add_argument("--rows-per-post", type=int, metavar="K", help="with --match rows: each post has K consecutive "
+    p.add_argument("--rows-per-post", type=bounded_int(1, cap=100_000), metavar="K", help="with --match rows: each post has K consecutive "
                    "rows (its sampled replies)")
     p.add_argument("--repeated-posts", choices=["samples", "posts"], help="identical post texts within one "
                    "condition are samples of one post (consecutive rows) or different posts; undeclared: an error")
@@ -60,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="import even when the alignment looks implausible "
                    "(unmatched rows are left out and counted), or when conditions have identical content or lack "
                    "their declared cue (with a warning in the report)")
+    p.add_argument("--fold-case", action="store_true", help="treat group labels that differ only by case as one "
+                   "label (the most frequent spelling), with a warning; by default they are refused")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_import)
 
@@ -127,7 +131,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         spec = load_import_spec(args.spec)
     else:
         spec = import_spec_from_dict(spec_from_flags(args), where="empathy-audit import flags")
-    summary = import_release(spec, Path(args.out), force=True if args.force else None, command=command_line())
+    summary = import_release(spec, Path(args.out), force=True if args.force else None, command=command_line(),
+                             fold_case=args.fold_case)
     if args.json:
         print(json.dumps(jsonable(summary.as_dict()), indent=2))
     else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cliargs import bounded_int, output_dir, seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("ratings", help="human rating packets, rating import, and how well the scorer agrees by group",
@@ -19,13 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a random order per rater) and write a rater guide, a CSV, a printable HTML and a Label "
                         "Studio project per rater under --out. The item -> reply mapping stays in the run store.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--n", type=int, required=True, metavar="N", help="distinct replies to rate")
+    p.add_argument("--n", type=bounded_int(1, cap=100_000), required=True, metavar="N", help="distinct replies to rate")
     p.add_argument("--raters", required=True, metavar="K|NAMES",
                    help="number of raters (ids r1..rK) or comma-separated rater ids")
-    p.add_argument("--overlap", type=int, metavar="M",
+    p.add_argument("--overlap", type=bounded_int(0, cap=100_000), metavar="M",
                    help="replies rated by every rater, for agreement (default: 20%% of N with 2+ raters)")
-    p.add_argument("--seed", type=int, help="sampling seed (default: the spec's seed)")
-    p.add_argument("--out", required=True, metavar="DIR", help="new folder for the packet")
+    p.add_argument("--seed", type=seed(), help="sampling seed (default: the spec's seed)")
+    p.add_argument("--out", required=True, metavar="DIR", type=output_dir(new=True), help="new folder for the packet")
     p.set_defaults(func=cmd_packet)
 
     i = rsub.add_parser("import", help="import a rater's filled CSV or Label Studio JSON export",
@@ -46,9 +48,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_agreement)
 
 
+MAX_RATERS = 1000
+
+
 def _raters(text: str) -> int | list[str]:
+    """``--raters``: a count (1..1000) or rater ids, each through the one label rule (audit/labels.py);
+    two ids that differ only by case or whitespace are refused (their files would be confused)."""
+    from ..errors import AuditError
+    from ..labels import clean_label, fold_key
+
     text = text.strip()
-    return int(text) if text.isdigit() else [t for t in text.split(",") if t.strip()]
+    if text.isdigit():
+        k = int(text)
+        if not 1 <= k <= MAX_RATERS:
+            raise AuditError(f"--raters {k} is out of range", where="--raters",
+                             fix=f"give 1 to {MAX_RATERS} raters, or their ids separated by commas")
+        return k
+    names = [c for c in (clean_label(t) for t in text.split(",")) if c]
+    seen: dict[str, str] = {}
+    for n in names:
+        if fold_key(n) in seen:
+            raise AuditError(f"rater ids {seen[fold_key(n)]!r} and {n!r} are one id up to case or spacing",
+                             where="--raters", fix="give every rater a distinct id")
+        seen[fold_key(n)] = n
+    return names
 
 
 def cmd_packet(args: argparse.Namespace) -> int:

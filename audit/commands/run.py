@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cliargs import bounded_int, output_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "or the analysis could not be fitted (run again to retry); 2 an error to fix.",
     )
     p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: the spec's 'output', or reports/<name>)")
+    p.add_argument("--out", metavar="RUN_DIR", type=output_dir(),
+                   help="run directory (default: the spec's 'output', or reports/<name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--reuse", action="store_true",
                    help="RUN_DIR holds another design: keep the stored replies the new design also asks for, and "
@@ -48,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def workers_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, metavar="N",
+    p.add_argument("--workers", type=bounded_int(0, cap=256), metavar="N",
                    help="processes for the scorers that can score in parallel (0 = one per core; default: one per "
                         "core when at least 20,000 pairs wait, else 1; or EMPATHY_AUDIT_WORKERS); the scores are "
                         "the same for any N")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cliargs import bounded_int, output_dir, output_file, probability
 from ..errors import AuditError
 from ..jsonable import jsonable
 from .run import workers_option
@@ -37,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--post", required=True, metavar="COL", help="column with the post (the context of the reply)")
     t.add_argument("--reply", required=True, metavar="COL", help="column with the reply to score")
     t.add_argument("--scorers", nargs="+", required=True, metavar="NAME", help="local scorers; see 'scorers list'")
-    t.add_argument("--out", required=True, metavar="FILE", help="output table")
+    t.add_argument("--out", required=True, metavar="FILE",
+                   type=output_file(".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq"),
+                   help="output table (.csv .tsv .jsonl .parquet)")
     t.set_defaults(func=cmd_score_table)
 
     s = sub.add_parser("scorers", help="list, train, validate and check scorers for bias")
@@ -56,14 +59,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="the trainable scorer")
     st.add_argument("--data", required=True, metavar="DIR",
                     help="directory with emotional-reactions-reddit.csv, interpretations-reddit.csv, explorations-reddit.csv")
-    st.add_argument("--out", metavar="DIR", help="where to write the artifact (default: the shipped artifact folder)")
+    st.add_argument("--out", metavar="DIR", type=output_dir(),
+                    help="where to write the artifact (default: the shipped artifact folder)")
     st.add_argument("--no-cv", action="store_true", help="skip the cross-validation (faster)")
     st.set_defaults(func=cmd_train)
 
     sv = ssub.add_parser("validate", help="accuracy, macro-F1, weighted kappa of a scorer on labelled pairs")
     sv.add_argument("--scorer", default="epitome", metavar="NAME")
     sv.add_argument("--mechanism", required=True, choices=MECHANISMS)
-    sv.add_argument("--data", required=True, metavar="FILE.csv", help="CSV with columns seeker_post, response_post, level")
+    sv.add_argument("--data", required=True, metavar="FILE.csv",
+                    help="CSV with columns seeker_post, response_post, level")
     sv.add_argument("--spec", metavar="SPEC", help="spec configuring the scorer (llm-judge model, hf checkpoints)")
     sv.add_argument("--json", action="store_true", help="print the result as one JSON object")
     sv.set_defaults(func=cmd_validate)
@@ -72,8 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     si.add_argument("spec", nargs="?", default="demo", metavar="SPEC", help="audit spec (default: the built-in demo)")
     si.add_argument("--scorer", metavar="NAME", help="scorer to check (default: the spec's scorers that read the post)")
     si.add_argument("--run", metavar="RUN_DIR", help="run directory (default: the spec's); uses its control replies")
-    si.add_argument("--replies-per-post", type=int, default=3, metavar="K")
-    si.add_argument("--alpha", type=float, default=0.05)
+    si.add_argument("--replies-per-post", type=bounded_int(1, cap=100), default=3, metavar="K",
+                    help="control replies per post (default 3)")
+    si.add_argument("--alpha", type=probability("alpha"), default=0.05, help="level of the check (default 0.05)")
     si.add_argument("--json", action="store_true", help="print the summary table as JSON")
     si.set_defaults(func=cmd_invariance)
 
@@ -89,6 +95,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         from ..spec import load_spec
 
         spec = load_spec(args.spec)
+    _warn_before_scoring(spec, Path(args.run_dir), args.scorers)
     summary = score_run(spec, Path(args.run_dir), args.scorers, probe=False if args.no_probe else None,
                         invariance=False if args.no_invariance else None,
                         progress=not args.json and sys.stderr.isatty(), workers=args.workers)
@@ -99,8 +106,24 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_before_scoring(spec: Any, run_dir: Path, names: list[str] | None) -> None:
+    """Scorer checks before the first request (:mod:`audit.preflight`): a missing extra is an error, an
+    llm-judge on the embedded model a warning."""
+    from ..preflight import check_scorers
+    from ..store import RunStore
+
+    if spec is None:
+        with RunStore(run_dir, create=False) as store:
+            spec = store.latest_spec()
+    if spec is None:
+        return
+    names = list(names or getattr(getattr(spec, "scoring", None), "scorers", None) or [])
+    for w in check_scorers(spec, names):
+        print(f"warning: {w}", file=sys.stderr)
+
+
 def cmd_score_table(args: argparse.Namespace) -> int:
-    from ..score_table import score_table, write_table
+    from ..score_table import EMPTY_COLUMN, score_table, write_table
     from ..stats import read_table
 
     out = score_table(read_table(args.file), post=args.post, reply=args.reply, scorers=args.scorers,
@@ -108,8 +131,12 @@ def cmd_score_table(args: argparse.Namespace) -> int:
     path = write_table(out, args.out)
     cols = [c for c in out.columns if any(c.startswith(f"{s}.") for s in args.scorers)]
     unscored = {c: int(out[c].isna().sum()) for c in cols if out[c].isna().any()}
+    n_empty = int(out[EMPTY_COLUMN].sum())
     print(f"scored {len(out)} rows with {', '.join(args.scorers)} -> {path}"
           + (f" (not scorable: {unscored})" if unscored else ""))
+    if n_empty:
+        print(f"warning: {n_empty} of {len(out)} replies are empty, null or whitespace only: missing, not scored "
+              f"(column {EMPTY_COLUMN}); compare their share between groups before reading any gap")
     return 0
 
 

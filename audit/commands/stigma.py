@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cliargs import bounded_int, output_dir, seed
 from ..errors import AuditError
 
 FIELDS = ("output", "question", "model", "condition", "race", "gender", "education", "vignette", "sample")
@@ -35,9 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--dedupe", action="store_true",
                    help="keep the first of rows with the same design key (the rest counted and stated) instead of "
                         "stopping")
-    r.add_argument("--n-boot", type=int, default=2000, metavar="B")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", metavar="DIR", help="write rates, tests, items, parse counts and answers as CSV here")
+    r.add_argument("--n-boot", type=bounded_int(50, cap=100_000), default=2000, metavar="B",
+                   help="bootstrap resamples (default 2000)")
+    r.add_argument("--seed", type=seed(), default=0, help="bootstrap seed (default 0)")
+    r.add_argument("--out", metavar="DIR", type=output_dir(),
+                   help="write rates, tests, items, parse counts and answers as CSV here")
     r.set_defaults(func=_reanalyze)
 
 

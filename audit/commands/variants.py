@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..cliargs import bounded_int, output_file
+
 WRITERS = (".csv", ".jsonl", ".parquet")
 
 
@@ -19,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the counts per factor and optionally write the table.",
     )
     p.add_argument("spec", metavar="SPEC", help="audit spec (YAML file), or the name of a built-in audit (demo)")
-    p.add_argument("--out", metavar="FILE", help="write the table to FILE (.csv, .jsonl or .parquet)")
-    p.add_argument("--show", type=int, default=0, metavar="N", help="also print the first N variants' texts")
+    p.add_argument("--out", metavar="FILE", type=output_file(*WRITERS),
+                   help="write the table to FILE (.csv, .jsonl or .parquet)")
+    p.add_argument("--show", type=bounded_int(0, cap=100_000), default=0, metavar="N",
+                   help="also print the first N variants' texts")
     p.add_argument("--list-posts", action="store_true", help="list the posts the spec selects, then stop")
     p.add_argument("--lint", action="store_true",
                    help="list words in the selected posts that may signal a demographic group (neutrality lint), "

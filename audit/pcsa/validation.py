@@ -79,6 +79,7 @@ class ValidationTable:
     counts: dict[str, int]
     strata: dict[str, int]
     paths: dict[str, Path] = field(default_factory=dict)
+    backups: list[Path] = field(default_factory=list)  # files replaced under force, kept beside them
 
     def summary(self) -> str:
         c = self.counts
@@ -115,10 +116,12 @@ def _sample(conv: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 
 def validation_table(run_dir: str | Path, *, out: str | Path | None = None, n: int | None = None, seed: int = 0,
-                     annotators: int = 2) -> ValidationTable:
+                     annotators: int = 2, force: bool = False) -> ValidationTable:
     """The labelling table of the judged conversations of ``run_dir`` (module docstring); with ``out``
     also written there (``.csv``/``.tsv``: CSV-injection safe via :func:`audit.untrusted.csv_safe`;
-    ``.jsonl``) with the key file beside it (:func:`key_path`). Reads the store, never writes to it."""
+    ``.jsonl``) with the key file beside it (:func:`key_path`). Reads the store, never writes to it.
+    An existing non-empty table or key file is refused before any work (annotators may have filled
+    it) unless ``force``, which keeps a backup of each (:func:`audit.human_files.guard_human_files`)."""
     from ..store import RunStore
     from .analysis import conversations_frame
     from .data import load_data
@@ -132,6 +135,10 @@ def validation_table(run_dir: str | Path, *, out: str | Path | None = None, n: i
     if suffix not in (".csv", ".tsv", ".jsonl"):
         raise AuditError(f"cannot write a table as '{suffix or Path(out).name}'", where=f"--out {out}",
                          fix="name the file .csv, .tsv or .jsonl")
+    if out is not None and not force:
+        from ..human_files import guard_human_files
+
+        guard_human_files([out, key_path(Path(out))], force=False, what="a labelling table annotators may have filled")
     run_dir = Path(run_dir)
     if not (run_dir / "store.sqlite").is_file():
         raise AuditError("no run store here", where=str(run_dir),
@@ -168,6 +175,9 @@ def validation_table(run_dir: str | Path, *, out: str | Path | None = None, n: i
     counts["written"] = len(table)
     res = ValidationTable(table, key, counts, sample.groupby("stratum").size().astype(int).to_dict())
     if out is not None:
+        from ..human_files import guard_human_files
+
+        res.backups = guard_human_files([out, key_path(Path(out))], force=force)
         res.paths = write_validation_table(res, out)
     return res
 

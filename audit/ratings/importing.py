@@ -218,7 +218,11 @@ def read_rating_file(path: str | Path) -> tuple[str, list[_Row]]:
 
 
 def import_ratings(run_dir: str | Path, path: str | Path, *, rater: str, replace: bool = False) -> ImportSummary:
-    """Check and store one rater's filled file (module docstring). All rows or none are stored."""
+    """Check and store one rater's filled file (module docstring). All rows or none are stored. The
+    rater id goes through the one label rule (:func:`audit.labels.clean_label`: NFC, whitespace)."""
+    from ..labels import clean_label
+
+    rater = clean_label(rater) or ""
     p = Path(path)
     fmt, rows = read_rating_file(p)
     sha = sha256_file(p)

@@ -210,6 +210,12 @@ class EpitomePlusScorer:
         self.batch_size = batch_size
         self.last_fraction_sent: float | None = None
 
+    def preflight(self) -> None:
+        """Checked before the first request of a run (:mod:`audit.preflight`): the ``plus`` extra is
+        installed and the artifact is readable, so a missing extra never surfaces after paid requests."""
+        _runtime()
+        read_meta(self.artifact_dir)
+
     def _loaded(self) -> tuple[dict[str, Any], CrossEncoder]:
         meta, enc = _load(str(self.artifact_dir.resolve()), int(self.threads))
         base_sha = sha256_file(self.base.artifact_dir / EPITOME_MODEL_FILE)

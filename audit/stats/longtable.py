@@ -78,6 +78,8 @@ def analyze_table(
     alpha: float = 0.05,
     where: str = "the table",
     allow_missing: bool = False,
+    fold_case: bool = False,
+    warnings: list[str] | None = None,
 ) -> pd.DataFrame:
     """Gap tests of every outcome column, Holm/BH-adjusted over the whole family.
 
@@ -100,6 +102,8 @@ def analyze_table(
     allow_missing : analyse even where the share of missing outcomes differs between a group and the
         reference (refused by default: :mod:`audit.stats.missing`); every row counts its missing
         outcomes (``n_missing``, ``ref_n_missing``) and states ``n_clusters`` and ``design``.
+    fold_case : the group labels are cleaned (:mod:`audit.labels`: NFC, whitespace); labels equal up
+        to case are refused unless ``fold_case``, which folds them (a warning is appended to ``warnings``).
 
     Returns
     -------
@@ -121,6 +125,15 @@ def analyze_table(
     outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
     if not outcomes:
         raise AuditError("no outcome column named", where=where, fix="name at least one outcome column")
+    from ..labels import clean_labels, clean_level
+
+    if group in data.columns:
+        data = data.copy()
+        data[group], warns = clean_labels(data[group], where=where, column=group, fold_case=fold_case)
+        if warnings is not None:
+            warnings.extend(warns)
+        control = clean_level(control, data[group], fold_case=fold_case) or control
+        extra_references = [clean_level(x, data[group], fold_case=fold_case) or x for x in extra_references]
     blocks = [Block({"outcome": out}, data, out, tuple(factors), inner, where=where) for out in outcomes]
     res, _ = fit_family(blocks, group=group, references=[str(control), *map(str, extra_references)],
                         cluster=cluster, by=by, method=method, reml=reml, alpha=alpha, strict=True,
