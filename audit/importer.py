@@ -713,7 +713,8 @@ def _measure_declarations(measures: list[str]) -> list[dict[str, Any]]:
     out = []
     for m in measures:
         d = cat.declared(m)
-        out.append({**asdict(d), "name": m} if d is not None else
+        # the declaration's meaning, not its validity evidence: that belongs to the scorer it was checked on
+        out.append({**asdict(d), "name": m, "evidence": None} if d is not None else
                    {"name": m, "label": m.replace("_", " "), "kind": "continuous"})
     return out
 

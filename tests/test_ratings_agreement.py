@@ -155,3 +155,44 @@ def test_the_docstring_examples_run():
     for mod in (audit.ratings.agreement, audit.ratings.packet):
         result = doctest.testmod(mod)
         assert result.attempted > 0 and result.failed == 0, mod.__name__
+
+
+def _observational_errors(seed: int, bias: float = 0.0, sizes: tuple[int, int] = (12, 28)) -> pd.DataFrame:
+    """Scorer errors of an observational release (issue 26): every post under one group, unequal groups
+    (12 and 28 rated posts, 1-3 rated replies each), a post effect, and ``bias`` added to group A."""
+    rng = np.random.default_rng(seed)
+    rows, p = [], 0
+    for g, n in zip(("A", "B"), sizes):
+        for _ in range(n):
+            a = rng.normal(0, 0.4)
+            for _ in range(rng.integers(1, 4)):
+                rows.append((f"p{p}", g, a + rng.normal(0, 0.6) + (bias if g == "A" else 0.0)))
+            p += 1
+    return pd.DataFrame(rows, columns=["post_id", "group", "error"])
+
+
+def test_without_shared_posts_the_error_test_is_a_between_post_bootstrap_calibrated_and_with_power():
+    """Issue 26, D5: with no post rated under two groups the within-post test had nothing to permute and
+    always said "too few rated replies per group and post". The null-imposed cluster bootstrap: at most
+    9% false positives at 0.05 over 300 null replicates (measured 5.0%; 22% at 0.20), and a planted
+    0.6-level bias on the smaller group found in at least 75% of 100 (0.5 levels: 76%). About 3 s."""
+    def p(d: pd.DataFrame, seed: int) -> dict:
+        return group_error_test(d["error"].to_numpy(), d["group"].to_numpy(), d["post_id"].to_numpy(),
+                                n_perm=199, seed=seed)
+
+    first = p(_observational_errors(0), 0)
+    assert first["method"] == "between-post cluster bootstrap" and math.isfinite(first["p_value"])
+    size = np.mean([p(_observational_errors(s), s)["p_value"] < 0.05 for s in range(300)])
+    assert 0.02 <= size <= 0.09, size
+    hits = [p(_observational_errors(s, bias=0.6), s) for s in range(100)]
+    assert np.mean([h["p_value"] < 0.05 for h in hits]) >= 0.75
+    assert np.mean([h["difference_ci_low"] <= 0.6 <= h["difference_ci_high"] for h in hits]) >= 0.85
+
+
+def test_the_reason_a_group_error_test_cannot_run_is_the_true_one():
+    d = _observational_errors(1)
+    one = group_error_test(d["error"].to_numpy(), np.array(["A"] * len(d)), d["post_id"].to_numpy(), n_perm=9)
+    assert math.isnan(one["p_value"]) and "only one group (A) has rated replies" in one["reason"]
+    lone = d[(d["group"] == "B") | (d["post_id"] == "p0")]  # group A rated on one post only
+    r = group_error_test(lone["error"].to_numpy(), lone["group"].to_numpy(), lone["post_id"].to_numpy(), n_perm=9)
+    assert math.isnan(r["p_value"]) and "group A has rated replies from 1 post(s)" in r["reason"]

@@ -211,3 +211,25 @@ def test_a_reply_rated_in_two_packets_by_one_rater_is_one_rating(run, tmp_path):
     assert same.written == 0 and same.unchanged == 3 * n
     err = _error(run, fill_csv(run, b.out_dir, "ann", lambda k, m: 0.0, tmp_path / "c.csv"))
     assert "this file says level 0" in err.what and "a.csv" in err.what
+
+
+def test_quotes_in_posts_and_replies_do_not_break_the_csv(tmp_path):
+    """Issue 26, D2: the delimiter sniffer read the header alone and set doublequote=False, so every row
+    whose post or reply held a '"' was split wrongly, and the error blamed the rater's levels."""
+    from audit.ratings import read_rating_file
+
+    df = pd.DataFrame([dict(item_id="it01", post='He said "fine", then left;\nI cried', reply='"You matter," I said.',
+                            er="2", ip="1", ex="0", harmful="", comment='a "quoted" note, with a comma'),
+                       dict(item_id="it02", post="plain", reply="plain", er="1", ip="", ex="2", harmful="yes",
+                            comment="")])
+    for sep in (",", ";", "\t"):
+        path = tmp_path / f"filled{len(sep)}{ord(sep)}.csv"
+        df.to_csv(path, index=False, sep=sep)
+        fmt, rows = read_rating_file(path)
+        assert [r.item_id for r in rows] == ["it01", "it02"]
+        assert rows[0].levels == {"ER": 2.0, "IP": 1.0, "EX": 0.0} and rows[0].comment == 'a "quoted" note, with a comma'
+        assert rows[1].levels == {"ER": 1.0, "IP": None, "EX": 2.0} and rows[1].harmful == 1
+    broken = tmp_path / "broken.csv"  # quoting lost: the row has more fields than the header
+    broken.write_text('item_id,post,reply,er,ip,ex,harmful,comment\nit01,a, b,"x",1,1,1,,\n', encoding="utf-8")
+    with pytest.raises(AuditError, match=r"row 2: the row has 9 fields, the header 8"):
+        read_rating_file(broken)

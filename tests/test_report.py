@@ -242,7 +242,9 @@ def test_failed_replies_are_counted_in_limitations(rendered):
     assert f"{total} requests: {total - failed} answered, 0 blocked by a content filter, {failed} failed" in html
     assert "HTTP 500 after 6 attempts" in html
     # Scorer validity states the validation figures the scorer recorded (epitome: under 'cv').
-    assert "epitome: validated (ER: accuracy = 0.700; macro_f1 = 0.610; n = 600" in html
+    # ... as figures on its own labelled data, not as a validation on this run's replies (issue 26, D10)
+    assert ("epitome: agreement with human labels on its own labelled data, not on this run&#39;s replies (ER: "
+            "accuracy = 0.700; macro_f1 = 0.610; n = 600") in html and "validated (" not in html
     assert "length: no validation figures recorded" in html
     # and states the shortfalls the scorer declares, escaped like any stored text
     assert "<li>epitome: IP level 1 is never recognised &lt;in CV&gt;</li>" in html

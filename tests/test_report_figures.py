@@ -166,7 +166,8 @@ def test_alt_text_is_built_from_the_data(drawn):
     assert f"{excl} of {len(finite)} 95% intervals exclude 0" in alt, alt
     assert f"for {ctrl['group'].nunique()} groups" in alt
     primary = _by_id(figs)["fig-forest-primary"].alt
-    assert primary.startswith("Forest plot of overall empathy") and "versus the control" in primary
+    # the default primary outcome: the measure with the strongest validity evidence (issue 26), not the composite
+    assert primary.startswith("Forest plot of Emotional Reactions") and "versus the control" in primary
     assert re.search(r"\d+ of \d+ intervals exclude 0", primary)
     assert "0 of 102 answered replies were refusals" in _by_id(figs)["fig-refusals"].alt
 

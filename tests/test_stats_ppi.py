@@ -287,3 +287,40 @@ def test_power_takes_the_ratings_assumptions_from_a_run(tmp_path, monkeypatch, c
     rho = float(np.corrcoef(emp["value"], noisy)[0, 1])
     assert got["rho"] == pytest.approx(rho, abs=1e-9) and "rated replies of epitome.empathy" in got["source"]
     assert got["sd"] == pytest.approx(float(noisy.std(ddof=1))) and got["deff"] >= 1.0
+
+
+def test_ppi_halfwidth_with_unequal_arms_matches_the_simulated_spread():
+    """Issue 26, D10: a quarter of the replies in the group and the ratings a random sample of all of
+    them. The equal-arm formula (the only one before) under-states the half-width by about 15%; with the
+    arms given it matches the spread of the PPI++ estimator (deff 1: one reply per post)."""
+    rng = np.random.default_rng(26)
+    n_all, n_rated, rho, share = 2400, 240, 0.7, 0.25
+    n_g = int(share * n_all)
+    est = []
+    for _ in range(400):
+        g = np.r_[np.ones(n_g, bool), np.zeros(n_all - n_g, bool)]
+        y = rng.normal(0, 1, n_all)
+        yhat = rho * y + np.sqrt(1 - rho ** 2) * rng.normal(0, 1, n_all)
+        rated = np.zeros(n_all, bool)
+        rated[rng.choice(n_all, n_rated, replace=False)] = True
+        est.append(ppi_gap_arrays(np.arange(n_all), g, ~g, yhat, np.where(rated, y, np.nan))["ppi"].estimate)
+    sim_half = 1.96 * np.std(est)
+    unequal = ppi_halfwidth(n_rated, n_all=n_all, sd=1.0, rho=rho, share=share, rated_share=share)
+    assert unequal == pytest.approx(sim_half, rel=0.08)
+    assert ppi_halfwidth(n_rated, n_all=n_all, sd=1.0, rho=rho) < 0.92 * sim_half  # the old, equal-arm answer
+    # the rating packet's equal split narrows it again, and the arm sizes are checked
+    assert ppi_halfwidth(n_rated, n_all=n_all, sd=1.0, rho=rho, share=share) < unequal
+    with pytest.raises(AuditError, match="strictly between 0 and 1"):
+        ppi_halfwidth(n_rated, n_all=n_all, sd=1.0, rho=rho, share=1.0)
+
+
+def test_power_command_takes_unequal_arms(capsys):
+    from audit.cli import main
+
+    args = ["power", "analyses/demo.yaml", "--ratings-ci", "0.15", "--arms", "250,750"]
+    assert main(args + ["--allocation", "proportional", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["replies"] == 1000 and plan["share"] == 0.25 and plan["rated_share"] == 0.25
+    assert plan["needed"] == ratings_needed(0.15, n_all=1000, sd=0.7, rho=0.6, deff=1.5, share=0.25, rated_share=0.25)
+    assert plan["needed"] > ratings_needed(0.15, n_all=1000, sd=0.7, rho=0.6, deff=1.5)
+    assert main(args[:-2] + ["--arms", "x,3"]) == 2 and "--arms" in capsys.readouterr().err

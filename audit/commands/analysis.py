@@ -76,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--ratings-ci: design effect of clustering by post (default 1.5)")
     w.add_argument("--replies", type=bounded_int(2, cap=10_000_000),
                    help="--ratings-ci: replies in the two arms of one gap (default 1000)")
+    w.add_argument("--arms", metavar="GROUP,REFERENCE",
+                   help="--ratings-ci: replies of the group and of the reference arm when they differ (sets --replies)")
+    w.add_argument("--allocation", choices=["equal", "proportional"], default="equal",
+                   help="--ratings-ci: ratings split equally between the arms (as a rating packet draws them; "
+                        "default) or in proportion to their replies (a random sample of all replies)")
     w.add_argument("--from", dest="ratings_from", metavar="RUN_DIR",
                    help="--ratings-ci: take rho, sd, deff and replies from this run's human ratings")
     w.add_argument("--pilot", metavar="RUN_DIR", help="run directory whose scores give the variance components")
@@ -118,7 +123,7 @@ def _print_results(res: pd.DataFrame, alpha: float) -> None:
     cols = ["outcome", "group"] + (["by"] if "by" in res.columns else []) + (
         ["reference"] if res["reference"].nunique() > 1 else [])
     head = [*cols, "estimate", f"{100 * (1 - alpha):g}% CI", "relative", "rel. CI", "std", "p", "p_holm", "p_bh", "n",
-            "missing", "posts"]
+            "missing", "posts", "clusters"]
     rows = []
     for r in res.to_dict("records"):
         rows.append([str(r[c]) for c in cols] + [
@@ -127,7 +132,8 @@ def _print_results(res: pd.DataFrame, alpha: float) -> None:
             f"[{_fmt(100 * r['rel_ci_low'], '+.1f')}, {_fmt(100 * r['rel_ci_high'], '+.1f')}]%",
             _fmt(r["std_effect"], "+.3f"), _fmt(r["p_value"], ".2g"), _fmt(r["p_holm"], ".2g") + (
                 " *" if r.get("significant_holm") else ""), _fmt(r["p_bh"], ".2g"), _count(r["n"]),
-            f"{_count(r.get('n_missing'))} (ref {_count(r.get('ref_n_missing'))})", _count(r.get("n_clusters")),
+            f"{_count(r.get('n_missing'))} (ref {_count(r.get('ref_n_missing'))})", _count(r.get("n_posts")),
+            _count(r.get("n_clusters")),
         ])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
@@ -135,7 +141,8 @@ def _print_results(res: pd.DataFrame, alpha: float) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
     methods = sorted(set(res["method"].astype(str)))
     print(f"\nfamily: {int(res['p_value'].notna().sum())} tests; Holm (FWER) and Benjamini-Hochberg (FDR) over all of "
-          f"them; * = significant after Holm at {alpha:g}")
+          f"them; * = significant after Holm at {alpha:g}; posts: the group's own posts; clusters: the posts of the "
+          "group and its reference (the effective sample size of the gap)")
     print("method: " + "; ".join(methods))
     warns = sorted({w for w in res["warning"].dropna().astype(str) if w})
     for w in warns:
@@ -212,7 +219,56 @@ def _analyze_run_dir(run_dir: Path, args: argparse.Namespace) -> int:
         shown = res[(res["style"] == "pooled") & (res["cue_type"] == "pooled")]
         _print_results(shown, spec.analysis.alpha)
         print(f"\nall {len(res)} rows (per style and cue type as well) stored in table 'results' of {run_dir}")
+        for line in run_summary_lines(run_dir, result, spec):
+            print(line)
     return 0
+
+
+def run_summary_lines(run_dir: Path, result: Any, spec: Any) -> list[str]:
+    """What ``analyze RUN_DIR`` prints after the table: the design statement, the headline the
+    report will lead with (:func:`audit.report.headline.headline_result`, the same function) and, with
+    human ratings, one corrected line per rated outcome and group (automated, prediction-powered and
+    human-only gaps with 95% CIs, from ``results_ppi``)."""
+    from ..report.headline import corrected_sentences, headline_result, primary_outcome
+    from ..scorers.measures import MeasureCatalog
+    from ..store import RunStore
+
+    meta = dict(zip(result.meta["key"], result.meta["value"])) if not result.meta.empty else {}
+    out = [f"design: {meta['design_statement']}"] if meta.get("design_statement") else []
+    with RunStore(run_dir, create=False) as store:
+        catalog = MeasureCatalog.from_scorer_info(store.scorer_info())
+    ppi = result.ppi
+    primary = primary_outcome(result.results, spec.analysis.outcomes, catalog, primary=spec.analysis.primary)
+    lead = headline_result(result.results, result.disparity, ppi, primary, catalog=catalog)
+    if lead is not None and lead["kind"] == "corrected":
+        out.append("headline (as the report leads): " + corrected_sentences(lead)[0])
+    if ppi is None or ppi.empty:
+        if meta.get("design_statement"):
+            out.append("corrected gaps: none (no human ratings stored; empathy-audit ratings packet RUN_DIR ...)")
+        return out
+    out.append("corrected with human ratings (prediction-powered PPI++, human scale; 95% CIs, post jackknife):")
+    for (outcome, model, group, ref), d in ppi.groupby(["outcome", "model_label", "group", "reference"], sort=True):
+        k = d.set_index("kind")
+
+        def cell(kind: str) -> str:
+            if kind not in k.index or not _finite(k.loc[kind, "estimate"]):
+                return "n/a"
+            e = k.loc[kind]
+            return f"{float(e['estimate']):+.3f} [{_fmt(e['ci_low'], '+.3f')}, {_fmt(e['ci_high'], '+.3f')}]"
+
+        why = k.loc["ppi", "warning"] if "ppi" in k.index and isinstance(k.loc["ppi", "warning"], str) \
+            and k.loc["ppi", "warning"] else ""
+        out.append(f"  {outcome} {group} vs {ref}" + (f" ({model})" if ppi["model_label"].nunique() > 1 else "")
+                   + f": corrected {cell('ppi')}; automated {cell('automated')}; human-only {cell('human')}; "
+                   f"{int(d['n_rated'].max())} rated of {int(d['n_all'].max())}" + (f" ({why})" if why else ""))
+    return out
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- power
@@ -251,19 +307,33 @@ def _ratings_power(args: argparse.Namespace) -> int:
                 raise AuditError("the run has no human ratings", where=str(args.ratings_from),
                                  fix="import ratings first, or leave out --from and state --rho, --sd, --deff")
             table = analysis_table(store)
-        got = ratings_assumptions(table, human, args.outcome)
-        assumed.update({k: got[k] for k in ("sd", "rho", "deff", "replies")})
-        source = f"{args.ratings_from} ({got['n_rated']} rated replies of {got['outcome']})"
+            spec = store.latest_spec()
+        got = ratings_assumptions(table, human, args.outcome, reference=spec.analysis.reference)
+        assumed.update({k: got[k] for k in ("sd", "rho", "deff", "replies", "share", "rated_share")})
+        source = (f"{args.ratings_from} ({got['n_rated']} rated replies of {got['outcome']}; arms "
+                  + ", ".join(f"{g} {n}" for g, n in got["arms"].items()) + ")")
     for k in ("rho", "sd", "deff", "replies"):
         if getattr(args, k) is not None:
             assumed[k] = getattr(args, k)
+    if args.arms:
+        try:
+            ng, nr = (int(x) for x in args.arms.split(","))
+            if ng < 1 or nr < 1:
+                raise ValueError
+        except ValueError:
+            raise AuditError(f"--arms {args.arms!r} is not two positive counts", where="--arms",
+                             fix="give the replies of the group and of the reference, e.g. --arms 300,900") from None
+        assumed.update(replies=ng + nr, share=ng / (ng + nr))
+    if args.arms or args.allocation == "proportional":
+        assumed["rated_share"] = assumed.get("share", 0.5) if args.allocation == "proportional" else None
     plan = ratings_plan(args.ratings_ci, alpha=args.alpha or 0.05, **assumed)
     if args.json:
         print(json.dumps(jsonable({**plan, "source": source}), indent=1))
         return 0
     print(f"Human ratings for a prediction-powered gap CI of +-{args.ratings_ci:g}: {plan['needed']} "
           f"(both arms together; assumptions from {source}: rho {plan['rho']:.2f}, sd {plan['sd']:.2f}, "
-          f"design effect {plan['deff']:.2f}, {plan['replies']} replies in the two arms).")
+          f"design effect {plan['deff']:.2f}, {plan['replies']} replies in the two arms"
+          + ("" if plan["share"] == 0.5 else f", {plan['share']:.0%} of them the group's") + ").")
     print("ratings  PPI half-width  human-only half-width")
     for r in plan["table"]:
         print(f"{r['ratings']:>7}  {r['ppi_halfwidth']:>14.3f}  {r['human_only_halfwidth']:>21.3f}")

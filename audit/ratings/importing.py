@@ -124,8 +124,8 @@ def _harmful(raw: Any, where: str, path: str) -> int | None:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
+    try:  # bytes decoded as they are: a line break inside a quoted cell ("\r\n", "\r") stays what it was
+        return path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise AuditError("ratings file not found", where=str(path), fix="check the path") from None
     except UnicodeDecodeError as exc:
@@ -135,12 +135,25 @@ def _read_text(path: Path) -> str:
         raise AuditError(f"cannot read the ratings file: {exc.strerror}", where=str(path)) from None
 
 
+class _RatingsCsv(csv.excel):
+    """The packet's CSV dialect (RFC 4180: ``"`` quotes, a doubled ``""`` inside a quoted cell) with
+    the delimiter of the file."""
+
+
+def _dialect(text: str) -> type[csv.Dialect]:
+    """RFC 4180 quoting with the delimiter the header row uses (``,``, or ``;`` / tab as spreadsheets
+    in some locales save). Only the delimiter is read off the file: the header names no quoted cell,
+    so :class:`csv.Sniffer` given it cannot tell how quotes are escaped and guessed ``doublequote=False``,
+    which broke every row whose post or reply holds a ``"``; given the whole file, it is misled by the
+    commas and semicolons inside the texts."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    delim = max(counts, key=lambda d: counts[d]) if max(counts.values()) else ","
+    return type("_Dialect", (_RatingsCsv,), {"delimiter": delim})
+
+
 def _csv_rows(text: str, path: str) -> Iterator[_Row]:
-    try:
-        dialect = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=_dialect(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     need = {"item_id", *LEVEL_COLUMNS}
@@ -151,6 +164,11 @@ def _csv_rows(text: str, path: str) -> Iterator[_Row]:
     try:
         for i, rec in enumerate(reader, start=2):
             where = f"row {i}"
+            if None in rec:  # more fields than the header names: the file's quoting is broken, not a level
+                raise AuditError(f"the row has {len(header) + len(rec[None])} fields, the header {len(header)}",
+                                 where=f"{path}, {where}",
+                                 fix="save the spreadsheet as CSV again with its quoting (a cell with a quote, "
+                                     "comma or line break must stay in double quotes)")
             item = (rec.get("item_id") or "").strip().lstrip("'")
             if not item and not any((rec.get(c) or "").strip() for c in (*LEVEL_COLUMNS, "harmful", "comment")):
                 continue  # an empty line

@@ -23,8 +23,10 @@ inter-rater agreement; the other ``n - overlap`` are dealt out in turn, so every
 
 Blinding. Item ids are ``HMAC-SHA256(salt, rater + request_key)`` (first 16 hex digits) with a random
 per-packet salt kept only in the store: the same reply has a different id for every rater, and no
-id can be traced to a reply without the store. Raters see the post **as written**, without the
-demographic cue (the text of the post's control variant), and the reply. A reply that itself names
+id can be traced to a reply without the store. Raters see the post without the demographic cue
+(the text of the post's control variant) where the run has a control for it, and the post **as
+written** where it has none (an observational or mixed release, where the post was only ever seen
+under its group), and the reply. A reply that itself names
 the person (e.g. by a cue name) is shown as it is: that is what the audited model wrote.
 
 Files written under ``out`` (which must be empty or absent):
@@ -117,7 +119,8 @@ def item_id(salt: str, rater: str, request_key: str) -> str:
 
 def rateable_replies(store: RunStore) -> pd.DataFrame:
     """The replies a packet can hold: answered (status ``ok``, non-empty text) replies of the current
-    design, with ``stratum`` (model | cue type | group) and ``shown_post`` (the post without its cue)."""
+    design, with ``stratum`` (model | cue type | group) and ``shown_post`` (the post without its cue,
+    or as written when the post has no control)."""
     rep = store.replies_df("reply", include_failed=False)
     if rep.empty:
         raise AuditError("the run has no answered replies to rate", where=str(store.run_dir),
@@ -126,11 +129,14 @@ def rateable_replies(store: RunStore) -> pd.DataFrame:
     variants = store.variants_df(all_designs=True)
     control_text = dict(zip(variants.loc[variants["cue_type"] == CONTROL, "post_id"],
                             variants.loc[variants["cue_type"] == CONTROL, "text"]))
-    missing = sorted(set(rep["post_id"]) - set(control_text))
-    if missing:
-        raise AuditError(f"post {missing[0]} has no control variant, so its text cannot be shown without the cue",
-                         where=str(store.path), fix="re-run the variants stage of this run (it stores every control)")
-    rep["shown_post"] = rep["post_id"].map(control_text)
+    # a post with a control is shown without the cue (its control's text); a post without one (an
+    # observational or mixed release: the post was only ever seen under its group) is shown as written
+    own_text = dict(zip(variants["variant_id"], variants["text"]))
+    rep["shown_post"] = [control_text.get(p, own_text.get(v)) for p, v in zip(rep["post_id"], rep["variant_id"])]
+    missing = rep.loc[rep["shown_post"].isna(), "post_id"]
+    if len(missing):
+        raise AuditError(f"post {missing.iloc[0]} has no stored text (neither a control nor its own variant)",
+                         where=str(store.path), fix="re-import or re-run the variants stage of this run")
     rep["group"] = rep["group_name"].where(rep["cue_type"] != CONTROL, CONTROL)
     rep["stratum"] = rep["model_label"].astype(str) + " | " + rep["cue_type"].astype(str) + " | " + rep["group"].astype(str)
     return rep.reset_index(drop=True)
@@ -263,10 +269,21 @@ def make_packet(run_dir: str | Path, *, n: int, raters: int | Sequence[str], out
             dict(packet_id=packet_id, design_id=design_id, salt=salt, seed=seed, raters=names, n_items=n,
                  overlap=overlap, out_dir=str(out.resolve()), created_at=created,
                  options=dict(allocation="equal", strata={r.stratum: int(r.n) for r in strata.itertuples()},
-                              shown_post="control text (cue removed)")),
+                              shown_post="control text (cue removed) where the post has a control, else the post as written")),
             assigned[["item_id", "request_key", "rater", "position", "overlap"]].itertuples(index=False, name=None))
     return Packet(packet_id=packet_id, out_dir=out, raters=names, items=assigned, strata=strata, overlap=overlap,
                   seed=seed, files=files)
+
+
+def write_ratings_csv(path: Path, items: list[dict[str, Any]]) -> Path:
+    """One rater's ``ratings.csv``: ``item_id, post, reply`` of each item (in order) and the empty
+    columns to fill (``er, ip, ex, harmful, comment``). RFC 4180 (``"`` quotes, doubled inside a cell,
+    so any text survives: commas, quotes, newlines, semicolons, tabs), UTF-8, texts through
+    :func:`audit.untrusted.csv_safe` (the formula guard; invisible characters shown)."""
+    table = pd.DataFrame([{**it, "er": "", "ip": "", "ex": "", "harmful": "", "comment": ""} for it in items],
+                         columns=list(CSV_COLUMNS))
+    csv_safe(table).to_csv(path, index=False, encoding="utf-8")
+    return path
 
 
 def _write_files(out: Path, packet_id: str, created: str, raters: list[str], assigned: pd.DataFrame,
@@ -285,9 +302,7 @@ def _write_files(out: Path, packet_id: str, created: str, raters: list[str], ass
                  for i, k in zip(mine["item_id"], mine["request_key"])]
         d = out / r
         d.mkdir()
-        table = pd.DataFrame([{**it, "er": "", "ip": "", "ex": "", "harmful": "", "comment": ""} for it in items],
-                             columns=list(CSV_COLUMNS))
-        csv_safe(table).to_csv(d / "ratings.csv", index=False, encoding="utf-8")
+        write_ratings_csv(d / "ratings.csv", items)
         (d / "packet.html").write_text(template.render(
             packet_id=packet_id, rater=r, created_at=created, items=items, guide=load_guide(),
             csv_name=f"{r}/ratings.csv"), encoding="utf-8")
@@ -306,4 +321,5 @@ def _write_files(out: Path, packet_id: str, created: str, raters: list[str], ass
 
 
 __all__ = ["CSV_COLUMNS", "LEVEL_COLUMNS", "Packet", "allocate", "assign", "guide_markdown", "item_id",
-           "label_studio_config", "load_guide", "make_packet", "rateable_replies", "rater_ids", "stratified_sample"]
+           "label_studio_config", "load_guide", "make_packet", "rateable_replies", "rater_ids", "stratified_sample",
+           "write_ratings_csv"]

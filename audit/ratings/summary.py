@@ -88,7 +88,10 @@ def _sentences(s: RatingsSummary, alpha: float) -> list[str]:
     tested = s.group_test[s.group_test["p_value"].notna()]
     flagged = tested[tested["differs"] == True]  # noqa: E712 - object column with None
     if tested.empty:
-        out.append("Too few rated replies per group and post to test whether the scorer's error differs by group.")
+        reasons = sorted({str(r) for r in s.group_test["reason"].dropna() if str(r)}) \
+            if "reason" in s.group_test else []
+        out.append("Whether the scorer's error differs by group could not be tested: "
+                   + ("; ".join(reasons) if reasons else "no scorer measure had rated replies of two groups") + ".")
     elif flagged.empty:
         worst = tested.sort_values("p_value").iloc[0]
         out.append(f"The scorer's error did not differ detectably between groups for any of the {len(tested)} "
@@ -97,7 +100,7 @@ def _sentences(s: RatingsSummary, alpha: float) -> list[str]:
                    "difference can still go unseen.")
     else:
         for r in flagged.itertuples():
-            out.append(f"The error of {r.scorer}.{r.measure} differs by group (within-post permutation test, "
+            out.append(f"The error of {r.scorer}.{r.measure} differs by group ({r.method}, "
                        f"Holm-adjusted p = {_fmt(r.p_holm, 3)}): against the human consensus it scores replies to "
                        f"{r.lowest_group} lowest ({_fmt(r.lowest_bias, 2, signed=True)} levels) and to "
                        f"{r.highest_group} highest ({_fmt(r.highest_bias, 2, signed=True)} levels), so its gap "
@@ -144,7 +147,9 @@ def section_context(s: RatingsSummary | None) -> dict[str, Any]:
                 for r in s.validity[s.validity["group"] != "all"].itertuples()]
     tests = [dict(scorer=r.scorer, measure=r.measure, n_items=str(r.n_items), posts=str(r.n_posts),
                   groups=str(r.n_groups), statistic=_fmt(r.statistic, 3), p=_fmt(r.p_value, 4), p_holm=_fmt(r.p_holm, 4),
-                  differs="yes" if r.differs is True else "no" if r.differs is False else "n/a")
+                  differs="yes" if r.differs is True else "no" if r.differs is False else f"n/a: {r.reason}"
+                  if isinstance(r.reason, str) and r.reason else "n/a",
+                  method=str(r.method))
              for r in s.group_test.itertuples()]
     return dict(present=True, sentences=s.sentences, inter=inter, overall=overall, by_group=by_group, tests=tests,
                 formula=s.formula, raters=s.raters, n_replies=s.n_replies, n_ratings=s.n_ratings)
@@ -179,8 +184,8 @@ def summary_text(s: RatingsSummary | None) -> str:
              _table(ctx["by_group"], ["scorer", "measure", "group", "n_items", "posts", "human", "scorer_mean", "bias",
                                       "bias_ci", "accuracy", "kappa"]), "",
              f"Does the error differ by group? ({s.formula}; Holm over the rows)",
-             _table(ctx["tests"], ["scorer", "measure", "n_items", "posts", "groups", "statistic", "p", "p_holm",
-                                   "differs"])]
+             _table(ctx["tests"], ["scorer", "measure", "method", "n_items", "posts", "groups", "statistic", "p",
+                                   "p_holm", "differs"])]
     return "\n".join(parts)
 
 

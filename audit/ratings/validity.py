@@ -39,11 +39,24 @@ over 200 replicates, and its power against a planted bias). It is most sensitive
 mean error between groups, which is what biases a gap; a group whose errors are only more variable
 can also be flagged. Posts whose rated replies all belong to one group carry no information and drop
 out. Holm's correction runs over every (scorer, measure) tested.
+
+**Between posts** (an observational release: every post under one group, so no post compares two
+groups and the within-post test has nothing to permute): the same statistic on the errors centred
+at their overall mean, ``T = sum_g n_g (mean_g - mean)^2``, tested by a **null-imposed cluster
+bootstrap** (Davison & Hinkley 1997, *Bootstrap Methods and their Application*, sec. 4.4 and 3.8;
+Hall & Wilson 1991): each group's errors are shifted to the common mean (H0 true in the resampling
+world), whole posts are resampled with replacement within each group (each group keeps its number
+of posts, so unequal groups stay unequal), and ``p = (1 + #{T* >= T}) / (B + 1)``. The difference in
+mean error between the highest and lowest group gets a percentile CI from the same resampling of the
+unshifted errors. Used when no rated post has replies of two groups; where some do (a mixed design),
+the within-post test runs on those. Where neither can run, the reason says why (one group rated, or a
+group rated on fewer than two posts).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +70,12 @@ HUMAN_MEASURES = ("ER", "IP", "EX")
 COMPOSITE = "empathy"
 CONTROL = "control"
 FORMULA = ("scorer - human = post + group + e; H0: equal group effects; within-post permutation test of the "
-           "between-group sum of squares")
+           "between-group sum of squares (between posts, where no post has two groups: a null-imposed cluster "
+           "bootstrap of it)")
+WITHIN = "within-post permutation test"
+BETWEEN = "between-post cluster bootstrap"
+#: Fewest rated posts per group for the between-post bootstrap.
+MIN_POSTS_BETWEEN = 2
 
 
 def validity_frame(scores: pd.DataFrame, ratings: pd.DataFrame, replies: pd.DataFrame) -> pd.DataFrame:
@@ -151,9 +169,11 @@ def _group_order(groups: pd.Series) -> list[str]:
 
 def group_error_test(error: np.ndarray, group: np.ndarray, cluster: np.ndarray, *, n_perm: int = 1999,
                      seed: int = 0) -> dict[str, float]:
-    """The within-post permutation test of the module docstring for one measure: ``{"statistic",
-    "p_value", "n_perm", "n_items", "n_posts", "n_groups"}``; NaN when there is nothing to compare
-    (one group, or no post with two groups).
+    """The test of the module docstring for one measure: ``{"statistic", "p_value", "n_perm",
+    "n_items", "n_posts", "n_groups", "method", "reason", "difference", "difference_ci_low",
+    "difference_ci_high"}``: the within-post permutation test where some post has rated replies of two
+    groups, else the between-post cluster bootstrap (:func:`between_post_error_test`); NaN, with the
+    ``reason``, when neither can run.
 
     The statistic is the between-group sum of squares of the within-post errors,
     T = sum_g (sum_{i in g} r_i)^2 / n_g with r_i = error_i - mean error of post(i); the p-value is
@@ -163,12 +183,16 @@ def group_error_test(error: np.ndarray, group: np.ndarray, cluster: np.ndarray, 
     post = pd.factorize(pd.Series(np.asarray(cluster, object)))[0]
     n, k = len(e), len(levels)
     n_posts = int(post.max()) + 1 if n else 0
-    out = dict(statistic=math.nan, p_value=math.nan, n_perm=n_perm, n_items=n, n_posts=n_posts, n_groups=k)
+    out = dict(statistic=math.nan, p_value=math.nan, n_perm=n_perm, n_items=n, n_posts=n_posts, n_groups=k,
+               method=WITHIN, reason=None, difference=math.nan, difference_ci_low=math.nan,
+               difference_ci_high=math.nan)
     if k < 2 or n == 0:
+        out["reason"] = ("no rated reply" if n == 0 else f"only one group ({levels[0]}) has rated replies; "
+                         "rate replies of another group to compare")
         return out
     mixed = pd.Series(codes).groupby(post).nunique()
     if not (mixed > 1).any():
-        return out
+        return {**out, **between_post_error_test(e, codes, levels, post, n_boot=n_perm, seed=seed)}
     r = e - pd.Series(e).groupby(post).transform("mean").to_numpy()
     n_g = np.bincount(codes, minlength=k).astype(float)
 
@@ -195,12 +219,58 @@ def group_error_test(error: np.ndarray, group: np.ndarray, cluster: np.ndarray, 
     return out
 
 
+def between_post_error_test(error: np.ndarray, codes: np.ndarray, levels: Any, post: np.ndarray, *,
+                            n_boot: int = 1999, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+    """The between-post test of the module docstring (no post with two groups): ``statistic``
+    ``T = sum_g n_g (mean_g - mean)^2`` of the errors, ``p_value`` of the null-imposed cluster
+    bootstrap (posts resampled within groups), ``difference`` (highest - lowest group mean error) with
+    its percentile CI, ``method``, and ``reason`` (why not, with NaNs) when a group has fewer than
+    :data:`MIN_POSTS_BETWEEN` rated posts. Written here rather than with ``scipy.stats.bootstrap``,
+    which resamples rows, not whole posts within groups."""
+    e = np.asarray(error, float)
+    k = len(levels)
+    out: dict[str, Any] = dict(method=BETWEEN, n_perm=n_boot, reason=None)
+    posts_of = [np.unique(post[codes == g]) for g in range(k)]
+    few = [(levels[g], len(p)) for g, p in enumerate(posts_of) if len(p) < MIN_POSTS_BETWEEN]
+    if few:
+        out["reason"] = (f"group {few[0][0]} has rated replies from {few[0][1]} post(s); the between-post bootstrap "
+                         f"needs at least {MIN_POSTS_BETWEEN} rated posts per group")
+        return out
+    n_post = int(post.max()) + 1
+    psum = np.bincount(post, e, n_post)
+    pcnt = np.bincount(post, minlength=n_post).astype(float)
+    n_g = np.bincount(codes, minlength=k).astype(float)
+    m_g = np.bincount(codes, e, k) / n_g
+    grand = float(e.sum() / n_g.sum())
+    t_obs = float(np.sum(n_g * (m_g - grand) ** 2))
+    hi, lo = int(np.argmax(m_g)), int(np.argmin(m_g))
+    rng = np.random.default_rng(seed)
+    sums, cnts = np.zeros((n_boot, k)), np.zeros((n_boot, k))
+    shift = np.zeros((n_boot, k))  # sum over drawn posts of count * (grand - m_g): the null shift
+    for g, ps in enumerate(posts_of):
+        draw = ps[rng.integers(0, len(ps), size=(n_boot, len(ps)))]
+        sums[:, g] = psum[draw].sum(axis=1)
+        cnts[:, g] = pcnt[draw].sum(axis=1)
+        shift[:, g] = cnts[:, g] * (grand - m_g[g])
+    mb = sums / cnts                      # resampled group means (unshifted)
+    m0 = (sums + shift) / cnts            # ... with H0 imposed
+    g0 = (sums + shift).sum(axis=1) / cnts.sum(axis=1)
+    t_null = np.sum(cnts * (m0 - g0[:, None]) ** 2, axis=1)
+    p = (1 + int(np.sum(t_null >= t_obs - 1e-12))) / (n_boot + 1)
+    diff_b = mb[:, hi] - mb[:, lo]
+    q = np.percentile(diff_b, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    out.update(statistic=t_obs, p_value=float(p) if t_obs > 1e-12 else 1.0, difference=float(m_g[hi] - m_g[lo]),
+               difference_ci_low=float(q[0]), difference_ci_high=float(q[1]))
+    return out
+
+
 def differential_error_test(frame: pd.DataFrame, *, alpha: float = 0.05, n_perm: int = 1999,
                             seed: int = 0) -> pd.DataFrame:
     """Per ``scorer, measure``: :func:`group_error_test` plus ``p_holm`` over all rows, ``differs``
     (``p_holm < alpha``), the groups with the lowest and highest mean error and the ``formula``."""
-    cols = ["scorer", "measure", "n_items", "n_posts", "n_groups", "statistic", "n_perm", "p_value", "p_holm",
-            "differs", "lowest_group", "lowest_bias", "highest_group", "highest_bias", "formula"]
+    cols = ["scorer", "measure", "n_items", "n_posts", "n_groups", "method", "statistic", "n_perm", "p_value",
+            "p_holm", "differs", "lowest_group", "lowest_bias", "highest_group", "highest_bias", "difference",
+            "difference_ci_low", "difference_ci_high", "reason", "formula"]
     rows = []
     for (scorer, measure), d in frame.groupby(["scorer", "measure"], sort=True):
         t = group_error_test(d["error"].to_numpy(), d["group"].to_numpy(), d["post_id"].to_numpy(), n_perm=n_perm,
@@ -221,5 +291,6 @@ def differential_error_test(frame: pd.DataFrame, *, alpha: float = 0.05, n_perm:
     return out[cols]
 
 
-__all__ = ["FORMULA", "HUMAN_MEASURES", "cluster_mean", "differential_error_test", "group_error_test",
+__all__ = ["BETWEEN", "FORMULA", "HUMAN_MEASURES", "WITHIN", "between_post_error_test", "cluster_mean",
+           "differential_error_test", "group_error_test",
            "scorer_validity", "validity_frame"]

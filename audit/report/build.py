@@ -30,7 +30,8 @@ from . import findings as F
 from .data import EMBEDDED_NAME, ReportData, collect
 from .figures import all_figures, skipped_figures
 from .findings import _finite
-from .headline import group_table, headline_sentences, primary_outcome
+from .headline import (chosen_by, group_table, headline_result, headline_sentences, primary_outcome,
+                       primary_reason)
 from .provenance import import_provenance, software_versions
 from .models_section import models_context, models_json
 from .scorer_comparison import comparison_section, ppi_section
@@ -187,7 +188,9 @@ def _cues(data: ReportData) -> list[dict[str, Any]]:
 
 
 def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
-    """For a few posts: the control reply and one reply per group, side by side (first model and style)."""
+    """For a few posts: the control reply and one reply per group, side by side (first model and style).
+    A post without a control (an observational or mixed release) shows the replies it has, under their
+    group; the posts are then taken from every group in turn, so each group has an example."""
     r = data.replies
     if r.empty:
         return []
@@ -204,16 +207,23 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
     cue_pref += sorted(c for c in set(d["cue_type"]) if c not in cue_pref and c != "control")
     show_measures = [m for m in ("empathy", "ER", "IP", "EX", "words", "refusal") if m in wide.columns][:4]
     out = []
-    posts = [p for p in d["post_id"].dropna().unique()][:n_posts]
+    with_control = set(d.loc[d["cue_type"] == "control", "post_id"].dropna())
+    if with_control:
+        posts = [p for p in d["post_id"].dropna().unique() if p in with_control][:n_posts]
+    else:  # no control: posts from every group in turn
+        firsts = d.dropna(subset=["post_id"]).drop_duplicates("post_id")
+        by_group = [list(g["post_id"]) for _, g in firsts.groupby("group", sort=True)]
+        n = max(n_posts, len(by_group))
+        posts = [p for i in range(n) for p in (lst[i] for lst in by_group if i < len(lst))][:n]
     texts = data.texts(list(d.loc[d["post_id"].isin(posts), "request_key"]))
     for pid in posts:
         dp = d[d["post_id"] == pid].sort_values(["sample_index", "request_key"])
         ctrl = dp[dp["cue_type"] == "control"]
-        if ctrl.empty:
-            continue
         cue = next((c for c in cue_pref if (dp["cue_type"] == c).any()), None)
-        cells = [ctrl.iloc[0]]
-        if cue:
+        cells = [ctrl.iloc[0]] if not ctrl.empty else []
+        if ctrl.empty:  # the post as written, under its group(s): one reply per group
+            cells = [dp[dp["group"] == g].iloc[0] for g in sorted(dp["group"].astype(str).unique())]
+        elif cue:
             dc = dp[dp["cue_type"] == cue]
             for g in sorted(dc["group"].unique()):
                 cells.append(dc[dc["group"] == g].iloc[0])
@@ -228,9 +238,11 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
                               cue_text=c.get("cue_text") or "", post_text=c.get("post_text") or "",
                               reply=c.get("reply") if c.get("status") == "ok" else None,
                               status=c.get("status"), error=c.get("error"), scores=scores))
-        out.append(dict(post_id=pid, topic=ctrl.iloc[0].get("topic"), cue_type=cue,
-                        cue_label=F.cue_label(cue) if cue else "", model=model, style=style,
-                        post_text=items[0]["post_text"], cells=items))
+        first = ctrl.iloc[0] if not ctrl.empty else cells[0]
+        out.append(dict(post_id=pid, topic=first.get("topic"), cue_type=cue,
+                        cue_label=(F.cue_label(cue) if cue else "") if not ctrl.empty else
+                        "no control: the post as written, " + ", ".join(f"\u201c{it['group']}\u201d" for it in items),
+                        model=model, style=style, post_text=items[0]["post_text"], cells=items))
     return out
 
 
@@ -425,8 +437,9 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
     sv = []
     for name, info in sorted(data.scorer_info.items()):
         val = _validation_of(info)
-        if val:
-            sv.append(f"{name}: validated ({_flatten(val)})")
+        if val:  # figures from the scorer's own labelled data: not a validation on this run's replies
+            sv.append(f"{name}: agreement with human labels on its own labelled data, not on this run's replies "
+                      f"({_flatten(val)})")
         else:
             sv.append(f"{name}: no validation figures recorded")
         sv.extend(f"{name}: {c}" for c in info.get("caveats") or [])
@@ -496,7 +509,53 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
         lim["not_converged"] = None
         lim["warnings"] = []
     lim["few_posts"] = design["posts"] < 20
+    kind = _design_kind(data)
+    lim["design"] = _analysis_meta_value(data, "design_statement") if kind != "counterfactual" else None
     return lim
+
+
+#: The corrected-gap CI half-width (levels) the report sizes a rating sample for.
+RATINGS_HALFWIDTH = 0.1
+
+
+def _evidence_lines(data: ReportData, primary: str | None, ratings_json: dict[str, Any] | None) -> list[str]:
+    """For the headline measure: what its validity rests on (the scorer's declared evidence), whether
+    it is validated on this run's replies (human ratings: the agreement measured on them), and how many
+    ratings would give a corrected gap CI of +-:data:`RATINGS_HALFWIDTH` (:func:`audit.stats.power.ratings_plan`,
+    its default assumptions; ``empathy-audit power RUN_DIR --ratings-ci``)."""
+    if primary is None:
+        return []
+    m = data.measures.declared(primary)
+    label = data.measures.label(primary)
+    ev = m.evidence if m is not None else None
+    out = [f"{label} ({primary}): " + (ev.sentence() + "." if ev is not None else "its scorer declares no validity "
+                                       "evidence.")]
+    scorer, _, measure = primary.rpartition(".")
+    rows = [r for r in (ratings_json or {}).get("validity", []) if r.get("scorer") == scorer
+            and r.get("measure") == measure and r.get("group") == "all"]
+    if rows:
+        r = rows[0]
+        kappa = f"quadratic-weighted kappa {r['weighted_kappa']:.2f}" if _finite(r.get("weighted_kappa")) else \
+            "no kappa (not a 0/1/2 measure)"
+        out.append(f"On this run's replies, against {r['n_items']} human-rated replies: {kappa}, mean error "
+                   f"{r['bias']:+.2f} (see \u201cDoes the scorer treat groups alike?\u201d).")
+        return out
+    n_replies = int((data.replies["status"] == "ok").sum()) if not data.replies.empty else 0
+    out.append("On LLM replies like this run's its agreement is unvalidated: no human ratings are stored.")
+    if n_replies >= 4:
+        from ..errors import AuditError
+        from ..stats.power import RATINGS_DEFAULTS, ratings_plan
+
+        try:
+            plan = ratings_plan(RATINGS_HALFWIDTH, **{**RATINGS_DEFAULTS, "replies": n_replies})
+            out.append(f"About {plan['needed']} human ratings would validate it and give a corrected gap CI of "
+                       f"\u00b1{RATINGS_HALFWIDTH:g} level (default assumptions; empathy-audit power "
+                       f"{_shell(str(data.run_dir))} --ratings-ci {RATINGS_HALFWIDTH:g}, then empathy-audit ratings "
+                       "packet).")
+        except AuditError as exc:
+            out.append(f"Even rating every reply would not give a corrected gap CI of \u00b1{RATINGS_HALFWIDTH:g} "
+                       f"level ({exc.message}).")
+    return out
 
 
 def _flatten(v: Any) -> str:
@@ -599,13 +658,19 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     alpha = spec.analysis.alpha if spec is not None else 0.05
     res = data.results
     summary = F.summarize(res, alpha=alpha, catalog=data.measures)
-    power, power_source = F.power_sentences(data.tables.get("results_power"), res, catalog=data.measures)
     reference = spec.analysis.reference if spec is not None else "control"
-    primary = primary_outcome(res, spec.analysis.outcomes if spec is not None else None, data.measures,
-                              primary=getattr(spec.analysis, "primary", None) if spec is not None else None)
+    power, power_source = F.power_sentences(data.tables.get("results_power"), res, catalog=data.measures,
+                                            reference=reference)
+    wanted = spec.analysis.outcomes if spec is not None else None
+    pre_registered = getattr(spec.analysis, "primary", None) if spec is not None else None
+    primary = primary_outcome(res, wanted, data.measures, primary=pre_registered)
     disparity = data.tables.get("results_disparity")
+    ppi = data.tables.get("results_ppi")
+    # the one stored result the first screen leads with: every headline number is written from it
+    lead = headline_result(res, disparity, ppi, primary, catalog=data.measures)
     headline = headline_sentences(res, disparity, data.tables.get("results_power"), primary, reference=reference,
-                                  alpha=alpha, catalog=data.measures)
+                                  alpha=alpha, catalog=data.measures, ppi=ppi, headline=lead)
+    n_rated = int(data.ratings["request_key"].nunique()) if data.ratings is not None else 0
     first_figure = next((f for f in figures if f.id == "fig-forest-primary"), None)
     figures = [f for f in figures if f is not first_figure]
     models = _records(data.models.drop(columns=["params"])) if not data.models.empty else []
@@ -632,6 +697,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         stages_missing.append("analysis")
     analysis_error = data.meta.get("analysis_error")
     corrections = ", ".join(spec.analysis.corrections) if spec is not None else "holm, bh"
+    hr = report_section(data.ratings, data.scores, data.replies, alpha=alpha)
     ctx = dict(
         title=f"Empathy audit: {spec.name if spec is not None else data.meta.get('spec_name', data.run_dir.name)}",
         name=spec.name if spec is not None else data.meta.get("spec_name", data.run_dir.name),
@@ -640,9 +706,14 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         spec=spec, spec_yaml=data.spec_yaml,
         spec_json=json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) if spec is not None else "",
         design=design, models=models, embedded_used=data.embedded_used, embedded_warning=EMBEDDED_WARNING,
-        summary=summary, power=power, headline=headline, primary=primary,
+        summary=summary, power=power, headline=headline, primary=primary, headline_result=lead,
         primary_label=data.measures.label(primary) if primary else "",
-        group_rows=group_table(res, primary, reference=reference, catalog=data.measures),
+        primary_reason=primary_reason(primary, data.measures, chosen_by=chosen_by(res, primary, wanted, pre_registered),
+                                      n_rated=n_rated),
+        design_kind=_design_kind(data), design_statement=_analysis_meta_value(data, "design_statement"),
+        has_control=_has_control(data, reference),
+        reference_name="control" if _has_control(data, reference) else f"reference group \u201c{reference}\u201d",
+        group_rows=group_table(res, primary, reference=reference, catalog=data.measures, ppi=ppi),
         first_figure=first_figure, disparity=_generic_table(disparity),
         disparity_rows=_disparity_rows(disparity, data.measures), power_source=power_source, alpha=alpha, corrections=corrections,
         reference=spec.analysis.reference if spec is not None else "control",
@@ -659,16 +730,46 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         analysis_error=analysis_error,
         group_summary=_generic_table(_group_summary(data), 300),
         agreement=_generic_table(data.agreement),
-        human_ratings=report_section(data.ratings, data.scores, data.replies, alpha=alpha),
+        human_ratings=hr,
         cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=data.measures.label,
         sections=list(SECTIONS), fold_rows=FOLD_ROWS,
     )
+    ctx["limitations"]["evidence"] = _evidence_lines(data, primary, hr["json"])
     for section in SECTIONS:
         if section.context is not None:
             ctx.update(section.context(data))
     ctx.update(_comparison_context(data, res, figures=bool(figures)))
     ctx.update(models_context(data, figures=any(f.data_uri for f in figures)))  # several models only
     return ctx
+
+
+def _analysis_meta_value(data: ReportData, key: str) -> str | None:
+    """One value of the stored ``analysis_meta`` table (text), or None."""
+    am = data.tables.get("analysis_meta")
+    if am is None or am.empty or "key" not in am.columns:
+        return None
+    hit = am.loc[am["key"] == key, "value"]
+    return str(hit.iloc[0]) if len(hit) else None
+
+
+def _design_kind(data: ReportData) -> str:
+    """counterfactual | observational | mixed: the analysis' reading of the design (``analysis_meta``),
+    else the run's variants' (every post with a control: counterfactual)."""
+    kind = _analysis_meta_value(data, "design")
+    if kind:
+        return kind
+    v = data.variants
+    if v.empty:
+        return "counterfactual"
+    per = v[v["cue_type"] != "control"].groupby("post_id")["group"].nunique()
+    return "observational" if len(per) and (per <= 1).all() and not (v["cue_type"] == "control").any() else \
+        "counterfactual"
+
+
+def _has_control(data: ReportData, reference: str) -> bool:
+    """Whether the run has unmodified posts (a control) that the gaps are taken against."""
+    v = data.variants
+    return str(reference) == "control" and (v.empty or bool((v["cue_type"] == "control").any()))
 
 
 def _comparison_context(data: ReportData, res: pd.DataFrame | None, figures: bool = True) -> dict[str, Any]:
@@ -693,7 +794,10 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         tool="empathy-audit", version=__version__, generated_at=ctx["generated_at"], name=ctx["name"],
         models=[{k: v for k, v in m.items()} for m in ctx["models"]],
         design=ctx["design"],
-        headline=dict(primary_outcome=ctx["primary"], sentences=ctx["headline"], groups=ctx["group_rows"]),
+        headline=dict(primary_outcome=ctx["primary"], lead=ctx["headline"][0] if ctx["headline"] else None,
+                      sentences=ctx["headline"], result=ctx["headline_result"], groups=ctx["group_rows"],
+                      primary_reason=ctx["primary_reason"], design=ctx["design_kind"],
+                      design_statement=ctx["design_statement"]),
         results_disparity=_records(data.tables.get("results_disparity")),
         summary=dict(significant=ctx["summary"]["significant"], not_significant=ctx["summary"]["not_significant"],
                      not_estimable=ctx["summary"]["not_estimable"],
@@ -716,6 +820,8 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         reply_status=ctx["status"],
         limitations=dict(embedded_model=ctx["limitations"]["embedded"],
                          scorer_validity=ctx["limitations"]["scorer_validity"],
+                         headline_measure_validity=ctx["limitations"]["evidence"],
+                         design=ctx["limitations"]["design"],
                          cue_validity=ctx["limitations"]["cue_validity"],
                          replies=ctx["limitations"]["status"], unscored=ctx["limitations"]["unscored"],
                          **({"answers_changed": ctx["limitations"]["changed"]} if ctx["limitations"]["changed"]

@@ -205,6 +205,7 @@ def collect(run_dir: str | Path) -> ReportData:
                          fix="give the run directory of an audit (it contains store.sqlite), or run the audit first")
     with RunStore(run_dir, create=False) as store:
         names = store.table_names()
+        _refuse_stale_analysis(store, run_dir)
         meta = store.meta_dict()
         spec, spec_yaml = None, ""
         if meta.get("spec_hash"):
@@ -230,6 +231,21 @@ def collect(run_dir: str | Path) -> ReportData:
             agreement=agreement if agreement is not None and not agreement.empty else None,
             ratings=_ratings(store),
         )
+
+
+def _refuse_stale_analysis(store: RunStore, run_dir: Path) -> None:
+    """A report never fits a model, and must not lead with gaps fitted before the ratings now stored:
+    refuse, with the command that refits (:func:`audit.stats.stage.analysis_predates_ratings`)."""
+    from ..stats.stage import analysis_predates_ratings
+
+    if analysis_predates_ratings(store):
+        import shlex
+
+        when = store.get_meta("analyzed_at") or "before the ratings were stored"
+        raise AuditError(f"the analysis (fitted {when}) predates the human ratings now stored, so its corrected "
+                         "gaps are missing or stale", where=str(store.path),
+                         fix=f"run `empathy-audit analyze {shlex.quote(str(run_dir))}` (it refits with the ratings), "
+                             f"then `empathy-audit report {shlex.quote(str(run_dir))}`")
 
 
 def _ratings(store: RunStore) -> pd.DataFrame | None:

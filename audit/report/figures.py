@@ -400,7 +400,7 @@ def forest(data) -> FigureOut:
         sub = sel(m, o).copy()
         sub["_c"] = sub["cue_type"].map(lambda c: cue_types.index(str(c)))
         sub = sub.sort_values(["group", "_c"], ascending=[False, False]).reset_index(drop=True)
-        est, lo, hi, xlabel = _gap_values(sub, o, data.measures)
+        est, lo, hi, xlabel = _gap_values(sub, o, data.measures, against=_against(data))
         ax.set_title(mpl_text(_panel_title(o, data, m, len(models) > 1)), fontsize=9)
         finite = est.notna() & lo.notna() & hi.notna()
         if not finite.any():
@@ -454,6 +454,43 @@ def _control(data) -> str:
     return str(data.spec.analysis.reference) if getattr(data, "spec", None) is not None else "control"
 
 
+def _against(data) -> str:
+    """What the gaps are against, as a label says it: ``control``, or the reference group of a run
+    without a control (in quotes)."""
+    ref = _control(data)
+    return "control" if ref == "control" else f"\u201c{ref}\u201d"
+
+
+#: Phrases of figure texts that name the control, and what they say in a run without one ({ref}: the
+#: reference group), in order (the longer phrases first).
+_NO_CONTROL = (
+    (" (the control has no cue)", ""),
+    ("% of the control mean", "% of the mean of {ref}"),
+    ("versus the control", "versus the reference group {ref}"),
+    ("versus control", "versus the reference group {ref}"),
+    ("vs control", "vs {ref}"),
+    ("below the control", "below {ref}"),
+    ("above the control", "above {ref}"),
+    ("against the control", "against the reference group {ref}"),
+    ("the control", "the reference group {ref}"),
+)
+
+
+def without_control(text: str | None, reference: str) -> str | None:
+    """A figure's text for a run without a control: every mention of the control becomes the
+    reference group the gaps are taken against.
+
+    >>> without_control("Every gap versus the control (% of the control mean)", "White")
+    'Every gap versus the reference group “White” (% of the mean of “White”)'
+    """
+    if not text:
+        return text
+    ref = f"\u201c{reference}\u201d"
+    for old, new in _NO_CONTROL:
+        text = text.replace(old, new.format(ref=ref))
+    return text
+
+
 def forest_primary(data, outcome: str | None) -> FigureOut:
     """The first screen's figure: the primary outcome's pooled gap of each group against the control
     and against its reference group, 95% CIs, on a symmetric axis around the no-gap line (colour-blind
@@ -464,6 +501,9 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
                    "after Holm correction across the whole family; hollow: not significant. The dashed line is no gap.",
                    f"Forest plot of {label}: for each group, the gap versus the control and versus its reference "
                    "group, with 95% confidence intervals, on an axis symmetric around zero.")
+    ppi = getattr(data, "tables", {}).get("results_ppi")
+    if ppi is not None and not ppi.empty and (ppi["outcome"].astype(str) == str(outcome)).any():
+        fo.caption = "Automated scores. " + fo.caption + " The gaps corrected with human ratings are in the table."
     res = data.results
     if res is None or res.empty or outcome is None:
         fo.missing = "no analysis results are stored (the analysis stage has not run)"
@@ -483,7 +523,8 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     colours = (pal[0], pal[3])  # blue and vermillion: apart for every common colour-vision deficiency
     est, lo, hi, xlabel = _gap_values(d, outcome, data.measures)
     xlabel = xlabel.replace("gap vs control", "gap").replace("% of the control mean", "% of the comparison mean")
-    fig = Figure(figsize=(5.6, 0.34 * len(groups) + 1.3))
+    height = max(0.34 * len(groups) + 1.3, 2.2)  # room for the legend below a single group
+    fig = Figure(figsize=(5.6, height))
     ax = fig.subplots()
     for k, (name, mask) in enumerate(kinds):
         c = colours[k]
@@ -494,7 +535,10 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
             j = rows[0]
             y = i + (0.16 if k == 0 else -0.16)
             sig = bool(d["significant_holm"].iloc[j]) if "significant_holm" in d else False
-            ax.plot([lo.iloc[j], hi.iloc[j]], [y, y], color=c, linewidth=1.6)
+            if not np.isfinite(est.iloc[j]):  # not estimable: no marker (the table says why)
+                continue
+            if np.isfinite(lo.iloc[j]) and np.isfinite(hi.iloc[j]):  # a gap without a CI gets its marker only
+                ax.plot([lo.iloc[j], hi.iloc[j]], [y, y], color=c, linewidth=1.6)
             ax.plot([est.iloc[j]], [y], marker="o" if k == 0 else "s", markersize=6, color=c,
                     markerfacecolor=c if sig else "white", markeredgewidth=1.4)
     _symmetric_x(ax, lo, hi, est)
@@ -505,11 +549,14 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     from matplotlib.lines import Line2D
 
     refs = sorted(set(d.loc[kinds[1][1], "reference"].astype(str)))
-    handles = [Line2D([], [], color=colours[0], marker="o", label="vs control")]
+    handles = [Line2D([], [], color=colours[0], marker="o", label=mpl_text(f"vs {_against(data)}"))]
     if refs:
         handles.append(Line2D([], [], color=colours[1], marker="s",
                               label=mpl_text("vs reference group (" + ", ".join(refs) + ")")))
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    # the legend ~0.66 in below the axes whatever their height (a fixed axes fraction overlapped the
+    # axis label of a one-group plot); the same place as before for the demo's eight groups
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.66 / max(height - 1.0, 0.3)),
+              ncol=2, frameon=False)
     n_ctrl, n_ref = int(kinds[0][1].sum()), int(kinds[1][1].sum())
     excl = _n_excluding_zero(lo, hi)
     fo.alt = (f"Forest plot of {label}: gaps of {n_ctrl} groups versus the control"
@@ -589,7 +636,7 @@ def intersectional(data) -> FigureOut:
         sub[row_ax] = sub[row_ax].map(mpl_text)
         ref = pd.to_numeric(sub["ref_mean"], errors="coerce").median() if "ref_mean" in sub else 1.0
         unit = ("pp" if is_proportion(o, data.measures) else "points") if is_absolute(o, ref, data.measures) \
-            else "% of control"
+            else f"% of {_against(data)}"
         ax.set_title(mpl_text(f"{outcome_label(o, data.measures)}, gap in {unit}" + (f" — {m}" if multi else "")),
                      fontsize=9)
         sub["value"] = pd.to_numeric(sub["value"], errors="coerce")
@@ -743,7 +790,8 @@ def draw_figures(data, *, keep: bool = True, strict: bool = False) -> list[Figur
     from .headline import primary_outcome
 
     spec = getattr(data, "spec", None)
-    primary = primary_outcome(data.results, spec.analysis.outcomes if spec is not None else None, data.measures)
+    primary = primary_outcome(data.results, spec.analysis.outcomes if spec is not None else None, data.measures,
+                              primary=getattr(spec.analysis, "primary", None) if spec is not None else None)
     out = []
     drawers = [("forest-primary", lambda d: forest_primary(d, primary))] + [
         (fn.__name__, fn) for fn in (distributions, forest, intersectional, probe_rates, refusals)]
@@ -757,6 +805,9 @@ def draw_figures(data, *, keep: bool = True, strict: bool = False) -> list[Figur
             fo.missing = f"the figure could not be drawn ({type(exc).__name__}: {exc})"
         if not keep:
             fo.figure = None
+        if _control(data) != "control":  # no control: the texts name the reference group instead
+            for attr in ("title", "caption", "alt", "missing", "fold_summary", "section_title"):
+                setattr(fo, attr, without_control(getattr(fo, attr), _control(data)))
         out.append(fo)
     return out
 

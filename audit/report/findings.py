@@ -230,8 +230,10 @@ def summarize(results: pd.DataFrame | None, alpha: float = 0.05, max_sentences: 
 
 
 def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None,
-                    catalog: MeasureCatalog | None = None) -> tuple[list[str], str]:
-    """The smallest gap the audit could have detected, per outcome; and where the numbers come from."""
+                    catalog: MeasureCatalog | None = None, reference: str = "control") -> tuple[list[str], str]:
+    """The smallest gap the audit could have detected, per outcome; and where the numbers come from.
+    ``reference``: what the gaps are against (a relative gap is a share of its mean)."""
+    mean_of = "the control mean" if str(reference) == "control" else f"the mean of \u201c{reference}\u201d"
     sentences: list[str] = []
     if power is not None and not power.empty:
         rel_col = next((c for c in power.columns if "detectable" in c and "rel" in c), None)
@@ -253,7 +255,7 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None,
             # A detectable gap above 100% of the control mean says the mean is near 0: state it absolutely.
             if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0), catalog) \
                     and abs(float(row[rel_col])) <= 1.0:
-                sentences.append(f"{label}{model}: {100 * float(row[rel_col]):.1f}% of the control mean "
+                sentences.append(f"{label}{model}: {100 * float(row[rel_col]):.1f}% of {mean_of} "
                                  f"(at {int(round(100 * float(p)))}% power{at_gap}).")
             elif abs_col and _finite(row.get(abs_col)):
                 scale, unit = scale_unit(outcome, catalog)
@@ -275,5 +277,5 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None,
             scale, unit = scale_unit(outcome, catalog)
             sentences.append(f"{outcome_label(outcome, catalog)}: {scale * mdg:.3g} {unit} (at 80% power).")
         else:
-            sentences.append(f"{outcome_label(outcome, catalog)}: {100 * mdg / ref:.1f}% of the control mean (at 80% power).")
+            sentences.append(f"{outcome_label(outcome, catalog)}: {100 * mdg / ref:.1f}% of {mean_of} (at 80% power).")
     return sentences, "2.8 standard errors of the pooled gap estimates (two-sided alpha 0.05, 80% power; before multiple-comparison correction)"

@@ -34,6 +34,57 @@ GAP_UNITS = ("relative", "points", "percentage points")
 ANY_LEVEL = ">0"
 
 
+#: Kinds of text a measure's validity evidence was gathered on.
+TEXT_KINDS = ("human peer replies", "LLM replies", "none")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A measure's validity evidence: how well it agrees with human judgement, and where that was checked.
+
+    - ``data``: the data it was checked on ("Reddit peer-support replies, EPITOME corpus (Sharma et
+      al. 2020), 5-fold CV grouped by post");
+    - ``text``: the kind of text (one of :data:`TEXT_KINDS`): agreement on human peer replies says
+      little about LLM replies, which are longer and more formulaic;
+    - ``statistic`` and ``agreement``: the agreement figure (e.g. quadratic-weighted kappa 0.65), or
+      None where the measure has none of its own (a composite of measures of unequal validity);
+    - ``n``: labelled items behind the figure;
+    - ``note``: one plain sentence a report may add.
+
+    The report reads it to choose the default primary outcome (:func:`audit.report.headline.primary_outcome`:
+    the measure with the strongest evidence, never a composite) and to state, for the headline
+    measure, what its validity rests on.
+    """
+
+    data: str
+    text: str = "none"
+    statistic: str = ""
+    agreement: float | None = None
+    n: int | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.text not in TEXT_KINDS:
+            raise AuditError(f"evidence text kind {self.text!r} is not one of {', '.join(TEXT_KINDS)}",
+                             where="measure evidence", fix="declare text='human peer replies', 'LLM replies' or 'none'")
+
+    @property
+    def strength(self) -> float:
+        """The agreement figure for ranking measures (-inf without one): evidence on LLM replies first."""
+        if self.agreement is None or not math.isfinite(float(self.agreement)):
+            return -math.inf
+        return float(self.agreement) + (10.0 if self.text == "LLM replies" else 0.0)
+
+    def sentence(self) -> str:
+        """The evidence in one sentence (no trailing period)."""
+        if self.agreement is None:
+            return f"no agreement figure of its own ({self.data})"
+        n = f", n = {self.n:,}" if self.n else ""
+        note = f"; {self.note}" if self.note else ""
+        return (f"{self.statistic} {float(self.agreement):.2f} against human labels on {self.text} "
+                f"({self.data}{n}{note})")
+
+
 @dataclass(frozen=True)
 class Measure:
     """One measure of a scorer, declared by the scorer.
@@ -46,7 +97,8 @@ class Measure:
     - ``gap_unit``: ``relative``, ``points`` or ``percentage points`` (default: percentage points for
       a binary measure, relative otherwise);
     - ``short``: a short label for tight places (example cards), default ``label``;
-    - ``decimals``: decimals when one score is shown.
+    - ``decimals``: decimals when one score is shown;
+    - ``evidence``: its validity evidence (:class:`Evidence`), or None when none is declared.
     """
 
     name: str
@@ -57,6 +109,7 @@ class Measure:
     gap_unit: str = ""
     short: str | None = None
     decimals: int = 2
+    evidence: Evidence | None = None
 
     def __post_init__(self) -> None:
         where = f"measure {self.name!r}"
@@ -106,10 +159,17 @@ class Measure:
         if not isinstance(d, Mapping) or "name" not in d or "label" not in d:
             raise AuditError(f"a stored measure declaration needs 'name' and 'label', not {d!r}", where=where,
                              fix="re-score the run with a scorer that declares its measures")
-        known = {k: d[k] for k in ("name", "label", "kind", "range", "higher_is", "gap_unit", "short", "decimals")
-                 if k in d and d[k] is not None}
+        known = {k: d[k] for k in ("name", "label", "kind", "range", "higher_is", "gap_unit", "short", "decimals",
+                                   "evidence") if k in d and d[k] is not None}
         if "range" in known:
             known["range"] = tuple(known["range"])
+        if "evidence" in known:
+            ev = known["evidence"]
+            if not isinstance(ev, Mapping) or "data" not in ev:
+                raise AuditError(f"a stored measure's evidence needs 'data', not {ev!r}", where=where,
+                                 fix="declare evidence=Evidence(data=..., text=..., statistic=..., agreement=...)")
+            known["evidence"] = Evidence(**{k: ev[k] for k in ("data", "text", "statistic", "agreement", "n", "note")
+                                            if k in ev})
         return cls(**known)
 
 
@@ -173,6 +233,10 @@ class MeasureCatalog:
             raw = (scorer_info.get(name) or {}).get("measures")
             if isinstance(raw, list) and raw and all(isinstance(d, Mapping) for d in raw):
                 declared[name] = tuple(Measure.from_dict(d, where=f"scorer_info of {name!r}") for d in raw)
+                if name in builtin_names():  # stored before measures declared evidence: the built-in's
+                    ev = {m.name: m.evidence for m in builtin_measures(name)}
+                    declared[name] = tuple(replace(m, evidence=ev.get(m.name)) if m.evidence is None else m
+                                           for m in declared[name])
             elif name in builtin_names():
                 declared[name] = builtin_measures(name)
         return cls(declared)
@@ -234,5 +298,5 @@ def builtin_catalog() -> MeasureCatalog:
     return MeasureCatalog.from_scorer_info({})
 
 
-__all__ = ["ANY_LEVEL", "GAP_UNITS", "KINDS", "Measure", "MeasureCatalog", "any_level", "builtin_catalog",
+__all__ = ["ANY_LEVEL", "GAP_UNITS", "KINDS", "TEXT_KINDS", "Evidence", "Measure", "MeasureCatalog", "any_level", "builtin_catalog",
            "measure_dicts", "names"]

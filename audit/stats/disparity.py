@@ -37,6 +37,13 @@ the variants within each post (Good 2005; exact under H0 when the variants of a 
 exchangeable, as the counterfactual design makes them), ``p = (1 + #{D* >= D}) / (1 + B)``. Its
 p-value joins the correction family.
 
+*Between posts.* In an observational release (no post appears under two groups, no control) there
+is no within-post contrast: ``m_g`` is the plain mean of group ``g``'s replies, the bootstrap
+resamples whole posts within each group (each group keeps its number of posts; unequal groups stay
+unequal) and the permutation test permutes the group labels of whole posts (exact under H0 when the
+posts' outcome distributions do not depend on the group). ``D`` then mixes the model's response to
+the group with differences between the groups' posts (the design statement says so).
+
 Example
 -------
 >>> from audit.stats.simulate import simulate_audit_table
@@ -67,6 +74,8 @@ DISPARITY_COLUMNS = [
 ]
 METHOD = ("max - min of within-post group means; basic CI of a post-level cluster bootstrap of the whole "
           "statistic; permutation test (group labels of variants permuted within post)")
+METHOD_BETWEEN = ("max - min of group means between posts (no post under two groups); basic CI of a cluster "
+                  "bootstrap resampling posts within groups; permutation test (group labels of whole posts permuted)")
 
 
 def reference_map(groups: Sequence[str], reference_group: str, group_axes: pd.DataFrame | None = None,
@@ -251,6 +260,9 @@ def max_min_disparity(
                 n_boot=int(n_boot), n_perm=int(n_perm), seed=int(seed), method=METHOD)
     if d[group].nunique() < 2 or d[cluster].nunique() < 2:
         return dict(base, warning="fewer than two groups or two posts: no disparity between groups to estimate")
+    if not (d.groupby(cluster)[group].nunique() > 1).any():
+        return _between_posts(d, base, outcome=outcome, group=group, cluster=cluster, alpha=alpha, n_boot=n_boot,
+                              n_perm=n_perm, seed=seed, weight=weight)
     sums, counts, cpost, cgroup, labels, grand, psum, pcount = _cells(d, outcome, group, cluster, inner or "", weight)
     P, G = int(cpost.max()) + 1, len(labels)
     one = np.ones((1, P))
@@ -281,6 +293,59 @@ def max_min_disparity(
     return dict(base, max_group=str(labels[hi]), min_group=str(labels[lo]), max_mean=float(m[hi]),
                 min_mean=float(m[lo]), estimate=D, ci_low=float(ci[0]), ci_high=float(ci[1]), ratio=ratio,
                 ratio_ci_low=float(r_lo), ratio_ci_high=float(r_hi), p_value=p, n_groups=int(G),
+                warning="; ".join(warn) or None)
+
+
+def _between_posts(d: pd.DataFrame, base: dict, *, outcome: str, group: str, cluster: str, alpha: float,
+                   n_boot: int, n_perm: int, seed: int, weight: str | None = None) -> dict:
+    """:func:`max_min_disparity` when no post appears under two groups (module docstring, "Between
+    posts"): plain group means, posts resampled within groups, group labels of whole posts permuted.
+    ``weight``: the rows are cells of that many observations with mean ``outcome``."""
+    y = pd.to_numeric(d[outcome], errors="coerce").to_numpy(dtype=float)
+    w = d[weight].to_numpy(dtype=float) if weight else None
+    post = pd.factorize(d[cluster].astype(str))[0]
+    labels, gcode = np.unique(d[group].astype(str).to_numpy(), return_inverse=True)
+    P, G = int(post.max()) + 1, len(labels)
+    if w is None or np.all(w == 1.0):
+        psum, pcnt = np.bincount(post, y, P), np.bincount(post, minlength=P).astype(float)
+    else:
+        psum, pcnt = np.bincount(post, w * y, P), np.bincount(post, w, P)
+    pg = np.zeros(P, dtype=int)
+    pg[post] = gcode
+    m = np.bincount(pg, psum, G) / np.bincount(pg, pcnt, G)
+    hi, lo = int(np.argmax(m)), int(np.argmin(m))
+    D = float(m[hi] - m[lo])
+    rng = np.random.default_rng(seed)
+    mb = np.empty((n_boot, G))
+    for g in range(G):
+        ps = np.flatnonzero(pg == g)
+        draw = ps[rng.integers(0, len(ps), size=(n_boot, len(ps)))]
+        mb[:, g] = psum[draw].sum(axis=1) / pcnt[draw].sum(axis=1)
+    Db = mb.max(axis=1) - mb.min(axis=1)
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+    qd = np.percentile(Db, q)
+    ci = (max(2 * D - qd[1], 0.0), max(2 * D - qd[0], 0.0))
+    warn = [] if D > 0 else ["every group has the same mean: no disparity"]
+    ratio = r_lo = r_hi = np.nan
+    if np.all(m > 0) and np.all(mb > 0):
+        ratio = float(m[lo] / m[hi])
+        qr = np.percentile(mb.min(axis=1) / mb.max(axis=1), q)
+        r_lo, r_hi = min(max(2 * ratio - qr[1], 0.0), 1.0), min(max(2 * ratio - qr[0], 0.0), 1.0)
+    else:
+        warn.append("ratio not reported: a group mean is not above 0")
+    Dp = np.empty(n_perm)
+    block = max(1, 2_000_000 // P)
+    for start in range(0, n_perm, block):
+        b = min(block, n_perm - start)
+        lab = rng.permuted(np.broadcast_to(pg, (b, P)), axis=1) + G * np.arange(b)[:, None]
+        tot = np.bincount(lab.ravel(), np.broadcast_to(psum, (b, P)).ravel(), b * G).reshape(b, G)
+        cnt = np.bincount(lab.ravel(), np.broadcast_to(pcnt, (b, P)).ravel(), b * G).reshape(b, G)
+        mp = tot / cnt
+        Dp[start:start + b] = mp.max(axis=1) - mp.min(axis=1)
+    p = float((1 + np.sum(Dp >= D - 1e-12)) / (1 + n_perm))
+    return dict(base, method=METHOD_BETWEEN, max_group=str(labels[hi]), min_group=str(labels[lo]),
+                max_mean=float(m[hi]), min_mean=float(m[lo]), estimate=D, ci_low=float(ci[0]), ci_high=float(ci[1]),
+                ratio=ratio, ratio_ci_low=float(r_lo), ratio_ci_high=float(r_hi), p_value=p, n_groups=int(G),
                 warning="; ".join(warn) or None)
 
 

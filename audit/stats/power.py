@@ -146,32 +146,50 @@ RATINGS_DEFAULTS = {"sd": 0.7, "rho": 0.6, "deff": 1.5, "replies": 1000}
 
 
 def ratings_plan(halfwidth: float, *, replies: int = 1000, sd: float = 0.7, rho: float = 0.6, deff: float = 1.5,
-                 alpha: float = 0.05, grid: tuple[int, ...] = (50, 100, 200, 400, 800)) -> dict:
+                 alpha: float = 0.05, grid: tuple[int, ...] = (50, 100, 200, 400, 800), share: float = 0.5,
+                 rated_share: float | None = None) -> dict:
     """How many human ratings give a prediction-powered gap CI of +-``halfwidth``.
 
     Uses :func:`audit.stats.ppi.ppi_halfwidth` (PPI++ variance with the rated replies part of all
-    ``replies``; assumptions stated there): returns ``needed`` (ratings, both arms together), the
-    assumptions, and ``table``: rows of (ratings, PPI half-width, human-only half-width) over ``grid``.
+    ``replies``; assumptions stated there): ``share`` of the replies are the group's (unequal arms:
+    not 0.5), ``rated_share`` of the ratings go to the group (None: half, as a packet allocates
+    them). Returns ``needed`` (ratings, both arms together), the assumptions, and ``table``: rows of
+    (ratings, PPI half-width, human-only half-width) over ``grid``.
     """
-    from .ppi import ppi_halfwidth, ratings_needed
+    from .ppi import _arm_counts, ppi_halfwidth, ratings_needed
 
-    needed = ratings_needed(halfwidth, n_all=replies, sd=sd, rho=rho, deff=deff, alpha=alpha)
+    arms = dict(share=share, rated_share=rated_share)
+    needed = ratings_needed(halfwidth, n_all=replies, sd=sd, rho=rho, deff=deff, alpha=alpha, **arms)
     z = stats.norm.ppf(1 - alpha / 2)
-    rows = [dict(ratings=n, ppi_halfwidth=ppi_halfwidth(n, n_all=replies, sd=sd, rho=rho, deff=deff, alpha=alpha),
-                 human_only_halfwidth=float(z * np.sqrt(2 * sd ** 2 / (n / 2) * deff)))
+
+    def human_only(n: int) -> float:
+        (_, ng), (_, nr) = _arm_counts(n, replies, share, rated_share)
+        return float(z * np.sqrt(sd ** 2 * deff * (1 / ng + 1 / nr))) if min(ng, nr) >= 1 else float("inf")
+
+    rows = [dict(ratings=n, ppi_halfwidth=ppi_halfwidth(n, n_all=replies, sd=sd, rho=rho, deff=deff, alpha=alpha,
+                                                        **arms),
+                 human_only_halfwidth=human_only(n))
             for n in sorted(set(grid) | {needed}) if 2 <= n <= replies]
+    equal = share == 0.5 and rated_share in (None, 0.5)
     return dict(halfwidth=halfwidth, needed=needed, replies=replies, sd=sd, rho=rho, deff=deff, alpha=alpha,
-                table=rows,
-                assumptions="two arms of equal size, ratings a random sample of them, a calibrated scorer "
+                share=share, rated_share=rated_share, table=rows,
+                assumptions=("two arms of equal size" if equal else
+                             f"arms of {share:.0%} (group) and {1 - share:.0%} (reference) of the replies, "
+                             + ("ratings split equally between them" if rated_share is None else
+                                f"{rated_share:.0%} of the ratings in the group")) +
+                            ", ratings a random sample of each arm, a calibrated scorer "
                             "correlating rho with the human values, design effect deff for clustering by post; "
-                            "PPI++ variance Var = sd^2/n_arm * (1 - rho^2 (1 - f)) * deff per arm")
+                            "PPI++ variance Var = sd^2/n_arm * (1 - rho^2 (1 - f_arm)) * deff per arm, summed")
 
 
-def ratings_assumptions(table: pd.DataFrame, human: pd.DataFrame, outcome: str | None = None) -> dict:
+def ratings_assumptions(table: pd.DataFrame, human: pd.DataFrame, outcome: str | None = None,
+                        reference: str = "control") -> dict:
     """``sd``, ``rho``, ``deff`` and ``replies`` for :func:`ratings_plan` from a run's ratings: the SD
     of the human consensus values, their correlation with ``outcome``'s scorer values, the design
     effect ``1 + (m - 1) ICC`` of the rated replies (``m`` rated replies per post, ICC of the human
-    values by post, one-way ANOVA estimator) and the replies of one gap (the median arm size x 2).
+    values by post, one-way ANOVA estimator) and the arms of the gap with the widest CI: the smallest
+    group against ``reference`` (without a control: the largest group), as ``replies`` (both arms),
+    ``share`` (the group's share of them) and ``rated_share`` (the group's share of the ratings).
     ``outcome`` None: ``epitome.ER`` when rated, else the first rated outcome by name."""
     from ..errors import AuditError
     from .ppi import _human_for, consensus_values
@@ -199,5 +217,14 @@ def ratings_assumptions(table: pd.DataFrame, human: pd.DataFrame, outcome: str |
     var_post = max(between - msw / max(m, 1.0), 0.0)
     icc = var_post / (var_post + msw) if var_post + msw > 0 else 0.0
     arms = table[table["outcome"] == outcome].drop_duplicates("request_key").groupby("group").size()
-    return dict(sd=sd, rho=max(rho, 0.0), deff=1.0 + (m - 1.0) * icc, replies=int(2 * arms.median()),
-                n_rated=int(len(d)), outcome=outcome)
+    # the gap whose CI is widest: the smallest group against the reference (the control, or without
+    # one the largest group, which a release's reference usually is), with the run's own split of ratings
+    ref = reference if reference in arms.index else arms.idxmax()
+    others = arms.drop(ref) if len(arms) > 1 else arms
+    g = others.idxmin()
+    rated = d.groupby("group").size()
+    n_g, n_r = int(rated.get(g, 0)), int(rated.get(ref, 0))
+    return dict(sd=sd, rho=max(rho, 0.0), deff=1.0 + (m - 1.0) * icc, replies=int(arms[g] + arms[ref]),
+                share=float(arms[g] / (arms[g] + arms[ref])) if g != ref else 0.5,
+                rated_share=float(n_g / (n_g + n_r)) if n_g and n_r and g != ref else None,
+                n_rated=int(len(d)), outcome=outcome, arms={str(g): int(arms[g]), str(ref): int(arms[ref])})

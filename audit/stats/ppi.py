@@ -221,53 +221,74 @@ def ppi_gap(data: pd.DataFrame, *, group: str, reference: str, cluster: str, sco
 # --------------------------------------------------------------------------- ratings needed
 
 
+def _arm_counts(n_rated: int, n_all: int, share: float, rated_share: float | None) -> tuple[tuple[float, float],
+                                                                                        tuple[float, float]]:
+    """((N_g, n_g), (N_r, n_r)): replies and ratings of the group arm and the reference arm."""
+    N = (share * n_all, (1.0 - share) * n_all)
+    want = 0.5 if rated_share is None else rated_share
+    n_g = min(want * n_rated, N[0])
+    n_r = min(n_rated - n_g, N[1])
+    n_g = min(n_rated - n_r, N[0])  # an arm too small for its share gives the rest to the other
+    return (N[0], n_g), (N[1], n_r)
+
+
 def ppi_halfwidth(n_rated: int, *, n_all: int, sd: float, rho: float, deff: float = 1.0, alpha: float = 0.05,
-                  tuned: bool = True) -> float:
+                  tuned: bool = True, share: float = 0.5, rated_share: float | None = None) -> float:
     """Expected 95% CI half-width of a prediction-powered gap with ``n_rated`` human ratings in all.
 
-    Assumptions: two arms of equal size (``n_rated / 2`` rated and ``n_all / 2`` replies each), the
-    human values have SD ``sd`` in both arms, the scorer's values correlate ``rho`` with them and have
-    the same SD (a calibrated scorer), ratings are a random sample, and clustering inflates every
-    variance by the design effect ``deff = 1 + (m - 1) * ICC`` (Kish 1965; ``m`` replies per post).
-    With ``f = n_a / N_a`` the rated share of an arm, the variance of one arm's estimator (rated
-    replies part of all ``N_a``; linearisation as in the module docstring, no clustering) is::
+    Arms: the group has ``share * n_all`` replies and the reference the rest (``share`` 0.5: equal
+    arms); the ratings go ``rated_share`` to the group (None: half to each arm, as a rating packet
+    allocates them, capped at an arm's size; ``rated_share = share`` is a random sample of all the
+    replies). Assumptions: the human values have SD ``sd`` in both arms, the scorer's values
+    correlate ``rho`` with them and have the same SD (a calibrated scorer), ratings are a random
+    sample of each arm, and clustering inflates every variance by the design effect
+    ``deff = 1 + (m - 1) * ICC`` (Kish 1965; ``m`` replies per post). With ``n_a`` ratings of an arm's
+    ``N_a`` replies and ``f_a = n_a / N_a``, the variance of one arm's estimator (rated replies part of
+    all ``N_a``; linearisation as in the module docstring, no clustering) is::
 
-        Var(theta_a) = sd^2 / n_a * (1 - (1 - f) (2 lambda rho - lambda^2)) * deff
+        Var(theta_a) = sd^2 / n_a * (1 - (1 - f_a) (2 lambda rho - lambda^2)) * deff
 
     minimised by ``lambda = rho`` (PPI++'s power tuning, Angelopoulos, Duchi & Zrnic 2023) at
-    ``sd^2 / n_a * (1 - rho^2 (1 - f)) * deff``; ``tuned=False`` gives plain PPI (``lambda = 1``):
-    ``sd^2 / n_a * (2 (1 - rho) (1 - f) + f) * deff``. Human ratings alone (``lambda = 0``) give
+    ``sd^2 / n_a * (1 - rho^2 (1 - f_a)) * deff``; ``tuned=False`` gives plain PPI (``lambda = 1``):
+    ``sd^2 / n_a * (2 (1 - rho) (1 - f_a) + f_a) * deff``. Human ratings alone (``lambda = 0``) give
     ``sd^2 / n_a * deff``. The gap's variance is the sum over the two arms (positive within-post
     correlation of the arms only narrows it: conservative), and the half-width is
-    ``z_{1-alpha/2} * sqrt(Var)``.
+    ``z_{1-alpha/2} * sqrt(Var)``. Unequal arms matter through ``n_a``: with 25% of the replies in the
+    group and the ratings a random sample of all, ``1/n_g + 1/n_r`` is 4/3 of its value at equal
+    arms, and the half-width 15% wider.
     """
     if n_rated < 2 or n_all < n_rated:
         raise AuditError(f"need 2 <= n_rated <= n_all, not n_rated={n_rated}, n_all={n_all}",
                          fix="give more replies (n_all) than human ratings")
-    n = n_rated / 2.0
-    f = n_rated / float(n_all)
-    if tuned:
-        factor = 1.0 - rho ** 2 * (1.0 - f)
-    else:  # plain PPI, lambda = 1
-        factor = 2.0 * (1.0 - rho) * (1.0 - f) + f
-    var_arm = sd ** 2 / n * factor * deff
-    return float(stats.norm.ppf(1 - alpha / 2) * np.sqrt(2.0 * var_arm))
+    if not 0 < share < 1 or (rated_share is not None and not 0 < rated_share < 1):
+        raise AuditError(f"arm shares must lie strictly between 0 and 1 (share {share}, rated share {rated_share})",
+                         fix="give the replies of each arm (--arms GROUP,REFERENCE)")
+    var = 0.0
+    for N_a, n_a in _arm_counts(n_rated, n_all, share, rated_share):
+        if n_a < 1:
+            return float("inf")
+        f = min(n_a / N_a, 1.0)
+        factor = 1.0 - rho ** 2 * (1.0 - f) if tuned else 2.0 * (1.0 - rho) * (1.0 - f) + f
+        var += sd ** 2 / n_a * factor * deff
+    return float(stats.norm.ppf(1 - alpha / 2) * np.sqrt(var))
 
 
 def ratings_needed(halfwidth: float, *, n_all: int, sd: float, rho: float, deff: float = 1.0,
-                   alpha: float = 0.05) -> int:
+                   alpha: float = 0.05, share: float = 0.5, rated_share: float | None = None) -> int:
     """The fewest human ratings (both arms together) for a PPI++ gap CI of half-width ``halfwidth``
-    (:func:`ppi_halfwidth`'s assumptions); raises when even rating all ``n_all`` replies is not enough."""
+    (:func:`ppi_halfwidth`'s assumptions and arms); raises when even rating all ``n_all`` replies is
+    not enough."""
+    kw = dict(n_all=n_all, sd=sd, rho=rho, deff=deff, alpha=alpha, share=share, rated_share=rated_share)
     if halfwidth <= 0:
         raise AuditError(f"the CI half-width must be positive, not {halfwidth}", fix="give e.g. 0.1")
-    if ppi_halfwidth(n_all, n_all=n_all, sd=sd, rho=rho, deff=deff, alpha=alpha) > halfwidth:
-        best = ppi_halfwidth(n_all, n_all=n_all, sd=sd, rho=rho, deff=deff, alpha=alpha)
+    if ppi_halfwidth(n_all, **kw) > halfwidth:
+        best = ppi_halfwidth(n_all, **kw)
         raise AuditError(f"even rating all {n_all} replies gives a CI of +-{best:.3g}, wider than +-{halfwidth:g}",
                          fix="audit more posts (more replies), or accept a wider CI")
     lo, hi = 2, int(n_all)
     while lo < hi:  # the half-width falls monotonically with n_rated
         mid = (lo + hi) // 2
-        if ppi_halfwidth(mid, n_all=n_all, sd=sd, rho=rho, deff=deff, alpha=alpha) <= halfwidth:
+        if ppi_halfwidth(mid, **kw) <= halfwidth:
             hi = mid
         else:
             lo = mid + 1

@@ -45,7 +45,7 @@ from .power import detectable_gap
 from .ppi import ppi_table
 
 __all__ = ["analysis_table", "analysis_cells", "analyze_cells", "table_cells", "analyze_run", "analyze_store",
-           "analyze_scores", "analysis_fingerprint",
+           "analyze_scores", "analysis_fingerprint", "analysis_predates_ratings", "ratings_fingerprint",
            "AnalysisResult", "AnalyzeStage", "RESULTS_COLUMNS"]
 
 RESULTS_COLUMNS = [
@@ -411,9 +411,9 @@ def analyze_cells(
                             by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
     if between and not res.empty:
         res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
-    disparity = disparity_table(observed, control=reference, alpha=alpha, seed=seed, weight="n") \
-        if reference == "control" \
-        else pd.DataFrame()
+    # between the demographic groups (the control, where there is one, left out), whatever the reference:
+    # a release without a control (reference = a group) has its disparities too
+    disparity = disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n")
     if res.empty:
         raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
     if res["p_value"].isna().all():
@@ -627,6 +627,26 @@ def _human_from_store(store: RunStore) -> pd.DataFrame | None:
     return consensus(h)[["request_key", "measure", "value"]]
 
 
+def ratings_fingerprint(store: RunStore) -> str | None:
+    """SHA-256 of the human ratings an analysis reads (their consensus per reply and measure), or None
+    when the store keeps none. :func:`analyze_store` records it as meta ``analysis_ratings_sha256``;
+    :func:`analysis_predates_ratings` compares."""
+    human = _human_from_store(store)
+    if human is None:
+        return None
+    return hashlib.sha256(pd.util.hash_pandas_object(human.sort_values(list(human.columns)).reset_index(drop=True),
+                                                     index=False).values.tobytes()).hexdigest()
+
+
+def analysis_predates_ratings(store: RunStore) -> bool:
+    """Whether the stored results were fitted before the ratings now stored (ratings imported, replaced
+    or removed since): the corrected gaps in them, or their absence, would be stale. False without
+    stored results."""
+    if "results" not in store.table_names():
+        return False
+    return store.get_meta("analysis_ratings_sha256") != ratings_fingerprint(store)
+
+
 def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
     """Fit the audit's family of tests on the run in ``run_dir`` and store the results tables
     (``spec`` None: the spec stored in the run)."""
@@ -654,6 +674,11 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
     store.drop_tables(["results_ppi", "results_models", "results_variability", "results_axes"])  # ratings removed since the last analysis: no stale corrected gaps
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
+    fp = ratings_fingerprint(store)
+    if fp is None:
+        store.delete_meta("analysis_ratings_sha256")
+    else:
+        store.set_meta("analysis_ratings_sha256", fp)
     return result
 
 
@@ -687,7 +712,7 @@ class AnalyzeStage:
             return StageSummary("skipped", "no scores to analyse")
         fp = analysis_fingerprint(store, spec)
         if (store.get_meta("analysis_inputs_sha256") == fp and "results" in store.table_names()
-                and not ctx.options.get("force_analysis")):
+                and not ctx.options.get("force_analysis") and not analysis_predates_ratings(store)):
             return StageSummary("skipped", f"inputs unchanged; {store.count_rows('results')} stored tests")
         try:
             res = analyze_store(store, spec)
