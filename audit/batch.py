@@ -199,9 +199,11 @@ async def asubmit(store: RunStore, models: dict[str, Any], *, labels: Iterable[s
         counts.prepared_batches += len(new)
     if not upload:
         return counts
+    guards: dict[str, Any] = {}
     for b in store.batches(states=("prepared", "uploaded")):
         if b["model_label"] not in {m.label for m in chosen} or b["provider"] == "local":
             continue
+        _check_budget(store, b, guards)
         created = await _submit_one(store, _model(models, b["model_label"]), b)
         if created:   # a batch found again after a crash was submitted by an earlier call: not counted here
             counts.submitted_batches += 1
@@ -209,6 +211,50 @@ async def asubmit(store: RunStore, models: dict[str, Any], *, labels: Iterable[s
         else:
             counts.found_again += 1
     return counts
+
+
+def _shard_worst_case(store: RunStore, b: dict[str, Any], guard: Any) -> float:
+    """The most a batch's requests could cost: each line's prompt estimate and its max_tokens at the
+    batch prices (:meth:`audit.costs.BudgetGuard.worst_case`)."""
+    from .budget import estimate_prompt_tokens
+
+    path = store.run_dir / b["shard_path"] if b.get("shard_path") else None
+    if path is None or not path.exists():
+        return 0.0
+    total = 0.0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            body = json.loads(line).get("body", {})
+            total += guard.worst_case(estimate_prompt_tokens(body.get("messages") or []),
+                                      int(body.get("max_tokens") or body.get("max_completion_tokens") or 0),
+                                      batch=True)
+    return total
+
+
+def _check_budget(store: RunStore, b: dict[str, Any], guards: dict[str, Any]) -> None:
+    """Refuse, before upload, a batch whose worst case could take the spend past the run's budget
+    (the reported spend plus the worst case of the batches still out; :class:`audit.costs.BudgetGuard`)."""
+    from .budget import BudgetGuard
+
+    label = b["model_label"]
+    if label not in guards:
+        guard = BudgetGuard.from_store(store, label)
+        if guard is not None:  # the batches already out count with their worst case
+            for o in store.batches(states=("submitted",)):
+                if o["model_label"] == label:
+                    guard.reserved += _shard_worst_case(store, o, guard)
+        guards[label] = guard
+    guard = guards[label]
+    if guard is None:
+        return
+    cost = _shard_worst_case(store, b, guard)
+    if not guard.acquire(cost):
+        raise AuditError(
+            f"budget: batch {b['batch_id']} of model '{label}' ({b['n_requests']} requests) could cost up to "
+            f"${cost:,.4f} at batch prices; with ${guard.spent:,.4f} spent and ${guard.reserved:,.4f} in batches still "
+            f"out that could pass the budget of ${guard.usd:,.4f}, so it was not uploaded", where="budget",
+            fix="run the same command with a higher budget (--max-usd, or budget: {usd: ...} in the spec); the "
+                "batch is kept prepared and is uploaded then")
 
 
 def _client(model: Any) -> tuple[ChatBackend, Any]:

@@ -15,7 +15,7 @@ import signal
 import sys
 
 from . import __version__
-from .commands import (analysis, appropriateness, batch, compare, generate, importing, pcsa, ratings, run,
+from .commands import (analysis, appropriateness, batch, compare, costs, generate, importing, pcsa, ratings, run,
                        scoring, stigma, variants)
 from .cliargs import AuditArgumentParser
 from .errors import AuditError
@@ -23,6 +23,7 @@ from .errors import AuditError
 # Modules under audit.commands that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = (
     run,        # run, report
+    costs,      # plan
     variants,   # variants
     generate,   # generate, export, model
     scoring,    # score, scorers

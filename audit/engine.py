@@ -313,6 +313,9 @@ class _Runner:
         self._buf: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         self._wake: asyncio.Event | None = None   # the writer task's signal while sending (None otherwise)
         self.secrets = secrets_from_env([model.api_key_env])
+        from .budget import BudgetGuard
+
+        self.budget = BudgetGuard.from_store(store, model.label)  # None: the run has no budget
 
     # ------------------------------------------------------------------ planning
     def plan(self, items: Iterable[dict[str, Any]]) -> bool:
@@ -511,6 +514,20 @@ class _Runner:
                 raise
 
     async def _send(self, job: _Job) -> None:
+        reserved = 0.0
+        if self.budget is not None:  # a run with a budget: not a request that could pass it (audit.costs)
+            max_tokens = int(job.params.get("max_tokens") or 0)
+            reserved = self.budget.worst_case(max(job.est_tokens - max_tokens, 0), max_tokens)
+            if not self.budget.acquire(reserved):
+                raise _Abort(self.budget.error(self.summary.sent))
+        usage: list[Any] = []
+        try:
+            await self._send_job(job, usage)
+        finally:
+            if self.budget is not None:
+                self.budget.settle(reserved, *(usage or [None, None]))
+
+    async def _send_job(self, job: _Job, usage: list[Any]) -> None:
         attempts: list[dict[str, Any]] = []
         self.summary.sent += 1
         attempt = 0
@@ -549,6 +566,7 @@ class _Runner:
                 return
             self.limiter.settle(job.est_tokens, (res.prompt_tokens or 0) + (res.completion_tokens or 0)
                                 if res.prompt_tokens is not None else None)
+            usage[:] = [res.prompt_tokens, res.completion_tokens]
             self.record_result(job, res, attempt, attempts)
             return
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
+from .errors import AuditError
 from .report.provenance import record_provenance
 from .stages import StageContext, StageRecord, run_stages
 from .store import RunStore
@@ -49,7 +50,8 @@ class PipelineResult:
 def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         echo: Callable[[str], None] | None = print, spec_argument: str | None = None,
         force_analysis: bool = False, reuse: bool = False, suite: str | None = None,
-        wait: bool = False, workers: int | None = None) -> PipelineResult:
+        wait: bool = False, workers: int | None = None, max_usd: float | None = None,
+        price_in: float | None = None, price_out: float | None = None) -> PipelineResult:
     """Run (or resume) the audit of ``spec`` in ``run_dir`` (default: ``spec.run_dir()``).
 
     Prints one line per stage through ``echo`` (``None``: silent) and returns the stage records and
@@ -62,6 +64,11 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
     returns with ``waiting`` set (no scoring, no report yet); a later call collects what is finished
     and continues once every batch is in. ``wait`` polls until then instead. ``workers``: scoring
     processes (:func:`audit.scoring.resolve_workers`; default one per core for large runs).
+
+    Before the stages an empathy audit prints its cost plan (:func:`audit.costs.plan_costs`), and the
+    run's budget (``max_usd``, else the spec's ``budget``) is recorded with every model's price
+    (``price_in``/``price_out`` override them) for the request engine's guard
+    (:func:`audit.costs.store_budget`).
     """
     stages = get_suite(suite or getattr(spec, "suite", "empathy")).stages
     rd = Path(spec.run_dir(run_dir))
@@ -76,6 +83,7 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
             echo(f"empathy-audit {__version__}: audit '{spec.name}' in {rd}")
             for w in warnings:
                 echo(f"warning: {w}")
+        _costs(store, spec, rd, echo, max_usd, price_in, price_out, suite or getattr(spec, "suite", "empathy"))
         ctx = StageContext(spec, rd, store, progress=progress, echo=echo,
                            options={"force_analysis": force_analysis, "reuse": reuse, "wait_batches": wait,
                                     "workers": workers})
@@ -97,6 +105,25 @@ def run(spec: Any, run_dir: str | Path | None = None, *, progress: bool = True,
         for line in closing_lines(result, spec):
             echo(line)
     return result
+
+
+def _costs(store: RunStore, spec: Any, rd: Path, echo: Callable[[str], None] | None, max_usd: float | None,
+           price_in: float | None, price_out: float | None, suite: str) -> None:
+    """Record the budget (and the prices it is counted with) and print the cost plan (empathy suite)."""
+    from .costs import plan_costs, store_budget
+
+    store_budget(store, spec, max_usd, price_in=price_in, price_out=price_out)
+    if echo is None or suite != "empathy":
+        return
+    try:
+        plan = plan_costs(spec, rd, price_in=price_in, price_out=price_out, max_usd=max_usd, store=store)
+    except AuditError:
+        return  # the stages report what is wrong with the design
+    except Exception as exc:  # noqa: BLE001 - the plan informs; it must not stop a run that can go on
+        echo(f"plan: not available ({type(exc).__name__}: {exc}); `empathy-audit plan` shows it")
+        return
+    for line in plan.lines():
+        echo(line)
 
 
 def closing_lines(result: PipelineResult, spec: Any) -> list[str]:

@@ -288,6 +288,36 @@ class ScoringSpec(StrictModel):
     )
 
 
+def parse_margin(value: float | str) -> tuple[float, str]:
+    """An equivalence margin as written in ``analysis.margins`` -> (size, kind).
+
+    ``kind`` is ``absolute`` (a number in the measure's unit: ``0.1``), ``relative`` (a share of the
+    reference mean: ``"5%"`` -> 0.05) or ``points`` (percentage points of a rate: ``"2pp"`` -> 0.02,
+    an absolute margin on the 0-1 scale). Raises ValueError for anything else, zero or a negative.
+
+    >>> parse_margin("5%"), parse_margin("2 pp"), parse_margin(0.1)
+    ((0.05, 'relative'), (0.02, 'points'), (0.1, 'absolute'))
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a number, '5%' or '2pp', got a boolean")
+    t = str(value).strip().lower().replace(" ", "")
+    kind, scale = "absolute", 1.0
+    if t.endswith("%"):
+        t, kind, scale = t[:-1], "relative", 0.01
+    elif t.endswith("pp"):
+        t, kind, scale = t[:-2], "points", 0.01
+    try:
+        size = float(t) * scale
+    except ValueError:
+        raise ValueError(f"cannot read the margin {value!r}; write a number in the measure's unit (0.1), "
+                         "a share of the reference mean ('5%') or percentage points of a rate ('2pp')") from None
+    if not (size > 0 and size == size and size != float("inf")):
+        raise ValueError(f"the margin {value!r} must be a positive number")
+    if kind == "relative" and size >= 1:
+        raise ValueError(f"the relative margin {value!r} must be below 100%")
+    return size, kind
+
+
 class AnalysisSpec(StrictModel):
     outcomes: list[str] | None = Field(None, description="Scores to test; default: every stored score.")
     reference: str = Field("control", description="Reference group for gaps.")
@@ -313,11 +343,39 @@ class AnalysisSpec(StrictModel):
         description="Pre-registered primary outcome(s), e.g. [epitome.empathy]: their pooled gaps and disparity "
                     "are the confirmatory family (Holm); every other test is exploratory (BH). Default: one "
                     "family of every test.")
+    margins: dict[str, float | str] | None = Field(
+        None, description="Equivalence margins per outcome (scorer.measure or a bare measure): a number in the "
+                          "measure's unit (0.1), a share of the reference mean ('5%'), or percentage points of a "
+                          "rate ('2pp'). Every gap and disparity of such an outcome gets a TOST verdict (within "
+                          "margin, exceeds margin, gap of undetermined size, inconclusive); see docs/statistics.md. "
+                          "Without margins no fairness claim can be made.")
     allow_missing: bool = Field(
         False, description="Fit a gap even when the share of missing outcomes (failed or unscored replies, "
                            "missing scores) differs between the group and its reference; refused by default "
                            "(the test is 'not fitted' with the reason), since the usable rows were selected "
                            "differently.")
+
+    @field_validator("margins")
+    @classmethod
+    def _margins_readable(cls, v: dict[str, float | str] | None) -> dict[str, float | str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("margins is empty; give at least one outcome: margin, or leave the key out")
+        for outcome, m in v.items():
+            try:
+                parse_margin(m)
+            except ValueError as exc:
+                raise ValueError(f"margin of '{outcome}': {exc}") from None
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_margins(self, handler: Any) -> dict[str, Any]:
+        # A spec without margins serializes (and hashes, and binds its design) as before the key existed.
+        d = handler(self)
+        if isinstance(d, dict) and d.get("margins", 0) is None:
+            d.pop("margins")
+        return d
 
     @field_validator("corrections")
     @classmethod
@@ -511,6 +569,22 @@ STIGMA_DECODING = {"temperature": 0.0, "max_tokens": 10}
 APPROPRIATENESS_DECODING = {"temperature": 0.0, "max_tokens": 512}
 
 
+class PriceSpec(StrictModel):
+    """Prices of one model in USD per million tokens (``prices:`` in the spec; see docs/costs.md)."""
+
+    input: float = Field(..., ge=0, description="USD per million prompt tokens.")
+    output: float = Field(..., ge=0, description="USD per million completion tokens.")
+    batch_input: float | None = Field(None, ge=0, description="With execution: batch (default: half of input).")
+    batch_output: float | None = Field(None, ge=0, description="With execution: batch (default: half of output).")
+
+
+class BudgetSpec(StrictModel):
+    """The most a run may spend (``budget:``; counted from the tokens the servers report)."""
+
+    usd: float = Field(..., gt=0, description="Budget in USD: a request that could take the spend past it is "
+                                              "not sent; a batch that could is not uploaded.")
+
+
 class AuditSpec(StrictModel):
     """The whole audit."""
 
@@ -537,6 +611,10 @@ class AuditSpec(StrictModel):
     appropriateness: AppropriatenessSpec | None = Field(
         None, description="Settings of the appropriateness suite (suite: appropriateness).")
     output: str | None = Field(None, description="Run directory; default reports/<name>.")
+    prices: dict[str, PriceSpec] | None = Field(
+        None, description="Prices per model name or label (USD per million tokens), over the built-in table "
+                          "(audit/data/prices.yaml); used by `empathy-audit plan`, the budget and results.json.")
+    budget: BudgetSpec | None = Field(None, description="The most this run may spend, e.g. {usd: 50}.")
 
     # Set by load_spec; not part of the YAML.
     _source_path: Path | None = None
@@ -605,6 +683,9 @@ class AuditSpec(StrictModel):
         ``suite`` and ``stigma`` keys, so its canonical JSON, spec hash and stored spec are those of
         the releases before suites were chosen in the spec."""
         d = super().model_dump(**kwargs)
+        for key in ("prices", "budget"):  # specs without them keep the hash they had before these keys
+            if d.get(key, 0) is None:
+                d.pop(key)
         if d.get("pcsa") is None:  # specs of the other suites keep the hash they had before this section
             d.pop("pcsa", None)
         elif d["pcsa"].get("judge_validation", 0) is None:  # PCSA specs keep the hash they had before it

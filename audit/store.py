@@ -1051,6 +1051,36 @@ class RunStore:
             "SELECT COALESCE(r.status, 'unanswered'), COUNT(*) FROM batch_items i"
             " LEFT JOIN replies r ON r.request_key = i.request_key WHERE i.batch_id = ? GROUP BY 1", (batch_id,))}
 
+    def usage_of(self, keys: list[str]) -> list[dict[str, Any]]:
+        """The reported usage of those of ``keys`` that have an answer: dicts ``request_key, status,
+        prompt_tokens, completion_tokens``."""
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            out += [dict(request_key=r[0], status=r[1], prompt_tokens=r[2], completion_tokens=r[3])
+                    for r in self.conn.execute("SELECT request_key, status, prompt_tokens, completion_tokens FROM "
+                                               f"replies WHERE request_key IN ({','.join('?' * len(part))})", part)]
+        return out
+
+    def token_totals(self) -> list[dict[str, Any]]:
+        """Tokens the servers reported (usage fields of every stored answer, failed ones included), per
+        model label, purpose and whether the request went through a batch service: dicts ``model_label,
+        model_name, purpose, batched, requests, prompt_tokens, completion_tokens``."""
+        sql = ("SELECT q.model_label, q.model_name, q.purpose,"
+               " EXISTS (SELECT 1 FROM batch_items i WHERE i.request_key = q.request_key) AS batched,"
+               " COUNT(*), SUM(COALESCE(r.prompt_tokens, 0)), SUM(COALESCE(r.completion_tokens, 0))"
+               " FROM replies r JOIN requests q ON q.request_key = r.request_key"
+               " GROUP BY q.model_label, q.model_name, q.purpose, batched ORDER BY q.model_label, q.purpose, batched")
+        try:
+            rows = self.conn.execute(sql).fetchall()
+        except sqlite3.OperationalError:  # a store without batch tables (before their migration)
+            rows = [(*r[:3], 0, *r[3:]) for r in self.conn.execute(
+                "SELECT q.model_label, q.model_name, q.purpose, COUNT(*), SUM(COALESCE(r.prompt_tokens, 0)),"
+                " SUM(COALESCE(r.completion_tokens, 0)) FROM replies r JOIN requests q ON q.request_key = r.request_key"
+                " GROUP BY q.model_label, q.model_name, q.purpose")]
+        return [dict(model_label=r[0], model_name=r[1], purpose=r[2], batched=bool(r[3]), requests=int(r[4]),
+                     prompt_tokens=int(r[5] or 0), completion_tokens=int(r[6] or 0)) for r in rows]
+
     def batch_token_totals(self) -> dict[str, tuple[int, int]]:
         """batch_id -> (prompt tokens, completion tokens) of the stored answers of its requests."""
         return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in self.conn.execute(

@@ -42,3 +42,16 @@ def _run_once(tmp: Path) -> Path:
         path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         assert cli_main(["run", str(path), "--out", str(tmp / "run"), "--no-progress"]) == 0
     return tmp / "run"
+
+
+def margin_demo_run(tmp: Path, margins: dict, *, gate: bool = True) -> tuple[Path, int]:
+    """The demo design with ``analysis.margins`` run into ``tmp/run`` against the golden server with
+    ``run --gate``; returns (run directory, exit status)."""
+    spec = yaml.safe_load((ROOT / "analyses" / "demo.yaml").read_text(encoding="utf-8"))
+    with golden_server() as srv:
+        spec["models"] = [{"label": "golden", "base_url": srv.base_url, "model": "golden-model", "max_in_flight": 4}]
+        spec["analysis"]["margins"] = dict(margins)
+        path = tmp / "demo-margins.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        status = cli_main(["run", str(path), "--out", str(tmp / "run"), "--no-progress"] + (["--gate"] if gate else []))
+    return tmp / "run", status

@@ -56,6 +56,8 @@ def _bad(tmp: Path) -> dict[str, list[list[str]]]:
         "run": [["run", spec_gone], ["run", str(notyaml)], ["run", str(bomb)]],
         "report": [["report", gone], ["report", str(empty_dir)]],
         "variants": [["variants", spec_gone], ["variants", str(bomb)]],
+        "plan": [["plan", spec_gone], ["plan", str(notyaml)], ["plan", str(bomb)],
+                 ["plan", "demo", "--price-in", "1"]],
         "generate": [["generate", str(notyaml)]],
         "export": [["export", gone, "--out", f"{out}.csv"], ["export", str(empty_dir), "--table", "tidy",
                                                               "--out", f"{out}.parquet"]],

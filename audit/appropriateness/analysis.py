@@ -131,8 +131,11 @@ class AppropriatenessResult:
 
 def analyze_appropriateness(judged: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05,
                             reference_rates: dict[str, float] | None = None,
-                            validation: pd.DataFrame | None = None) -> AppropriatenessResult:
-    """Rates, tests and judge counts of a judged table (module docstring)."""
+                            validation: pd.DataFrame | None = None,
+                            margins: dict[str, Any] | None = None) -> AppropriatenessResult:
+    """Rates, tests and judge counts of a judged table (module docstring). ``margins``
+    (``analysis.margins``, key ``appropriate``, e.g. ``"5pp"``): every test gets a TOST verdict
+    (:func:`audit.stats.equivalence.rate_verdicts`)."""
     need = ["model_label", "stimulus", "condition", "context", "group", "cue_type", "judge_status", "appropriate"]
     missing = [c for c in need if c not in judged.columns]
     if missing:
@@ -143,6 +146,10 @@ def analyze_appropriateness(judged: pd.DataFrame, *, n_boot: int = 2000, seed: i
                          fix="run the replies and the judge first")
     rates = appropriateness_rates(judged, n_boot=n_boot, seed=seed)
     tests = appropriateness_tests(judged, alpha=alpha)
+    if margins:
+        from ..stats.equivalence import rate_verdicts
+
+        tests = rate_verdicts(tests, "appropriate", margins, alpha=alpha)
     refs = pd.DataFrame({"label": list((reference_rates or {}).keys()),
                          "rate": [float(v) for v in (reference_rates or {}).values()]})
     counts = judge_counts(judged)

@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="models with execution: batch: poll their batches (a progress line) until every reply is "
                         "in, then continue; without it the run submits and exits 0, and the next run collects")
     workers_option(p)
+    gate_option(p)
+    from .costs import price_options
+
+    price_options(p)
     p.set_defaults(func=_run)
 
     r = sub.add_parser(
@@ -47,7 +51,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write tables/replies.csv (every reply with its post, text and scores); default: only for a "
                         "run of at most 100,000 replies (a million replies make ~2.4 GB of text the store already "
                         "holds)")
+    gate_option(r)
     r.set_defaults(func=_report)
+
+
+def gate_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gate", action="store_true",
+                   help="deployment gate: the exit status reflects the equivalence verdicts (analysis.margins) of "
+                        "the confirmatory comparisons: 0 every one within its margin; 3 some exceeds its margin; "
+                        "4 none exceeds but some is undecided (inconclusive or of undetermined size); 5 no verdicts "
+                        "(no margins in the spec, or no analysis); 1 and 2 keep their meaning (see docs/statistics.md)")
+
+
+def gate_exit(run_dir: Path, status: int) -> int:
+    """The ``--gate`` exit status of a run whose report was written: ``status`` when it is already an
+    error (1, 2), else the verdicts' (:func:`audit.report.verdicts.gate_status`), printed as one line."""
+    from ..report.verdicts import GATE_CODES, gate_status
+    from ..store import RunStore
+
+    if status != 0:
+        return status
+    with RunStore(run_dir, create=False) as store:
+        g = gate_status(store.table_df("results"), store.table_df("results_disparity"),
+                        store.table_df("stigma_tests"), store.table_df("appropriateness_tests"))
+    print(g.line + f" (exit {g.code})")
+    assert g.code in GATE_CODES.values()
+    return g.code
 
 
 def workers_option(p: argparse.ArgumentParser) -> None:
@@ -69,6 +98,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..resources import resolve_spec_path
     from ..spec import load_spec
 
+    from ..budget import check_price_pair
+
+    check_price_pair(args.price_in, args.price_out)  # before anything is written
     path = resolve_spec_path(args.spec)
     spec = load_spec(path)
     if args.pdf:
@@ -78,8 +110,11 @@ def _run(args: argparse.Namespace) -> int:
     result = run(spec, args.out, progress=not args.no_progress,
                  spec_argument=str(args.spec) if Path(args.spec).exists() else str(path),
                  force_analysis=args.reanalyze, reuse=args.reuse, wait=args.wait,
-                 workers=args.workers)
+                 workers=args.workers, max_usd=args.max_usd, price_in=args.price_in, price_out=args.price_out)
     if result.waiting:  # batches submitted or still out: nothing is wrong, run again later
+        if args.gate:  # but nothing is decided yet: a release gate must not pass
+            print("gate: replies are still out at the batch service, so there are no verdicts yet (exit 5)")
+            return 5
         return 0
     if args.pdf:
         if (result.run_dir / "report.html").is_file():
@@ -89,7 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print("report: no PDF printed, because no report was written (see the stages above)")
             return 1
-    return 0 if result.ok else 1
+    status = 0 if result.ok else 1
+    return gate_exit(result.run_dir, status) if args.gate else status
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -102,5 +138,6 @@ def _report(args: argparse.Namespace) -> int:
 
         verdict = check_report(paths["html"])
         print("\n".join(verdict.lines()))
-        return 0 if verdict.ok else 1
-    return 0
+        if not verdict.ok:
+            return 1
+    return gate_exit(Path(args.run_dir), 0) if args.gate else 0

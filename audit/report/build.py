@@ -32,6 +32,7 @@ from .figures import all_figures, skipped_figures
 from .findings import _finite
 from .headline import (chosen_by, group_table, headline_result, headline_sentences, primary_outcome,
                        primary_reason)
+from .verdicts import verdicts_context
 from .provenance import import_provenance, software_versions
 from .models_section import models_context, models_json
 from .scorer_comparison import comparison_section, ppi_section
@@ -733,6 +734,7 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         human_ratings=hr,
         cue_label=F.cue_label, cue_short=F.cue_short, outcome_label=data.measures.label,
         sections=list(SECTIONS), fold_rows=FOLD_ROWS,
+        verdicts=verdicts_context(res, disparity, catalog=data.measures, alpha=alpha),
     )
     ctx["limitations"]["evidence"] = _evidence_lines(data, primary, hr["json"])
     for section in SECTIONS:
@@ -831,7 +833,18 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         **_comparison_json(ctx, data),
         **models_json(ctx, data),
         **({"human_ratings": ctx["human_ratings"]["json"]} if ctx["human_ratings"]["present"] else {}),
+        **_verdicts_json(ctx),
+        **({"spend": data.spend} if data.spend else {}),
     ))
+
+
+def _verdicts_json(ctx: dict[str, Any]) -> dict[str, Any]:
+    """results.json ``verdicts`` (the first screen's verdict table, every row, and the gate's status),
+    only with ``analysis.margins`` (a run without margins keeps its results.json as it was)."""
+    v = ctx.get("verdicts")
+    if not v or not v["present"]:
+        return {}
+    return {"verdicts": dict(rows=v["all_rows"], gate=v["gate"], ci_level=v["ci_level"], alpha=v["alpha"])}
 
 
 def _comparison_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:

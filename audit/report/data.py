@@ -47,6 +47,7 @@ class ReportData:
     agreement: pd.DataFrame | None = None
     store_tables: list[str] = field(default_factory=list)
     ratings: pd.DataFrame | None = None  # human ratings (table ratings, audit/ratings/); None when none stored
+    spend: dict[str, Any] | None = None  # tokens reported and their cost (audit.costs.spend); None without prices
     _reader: RunStore | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ texts, read when shown
@@ -229,8 +230,18 @@ def collect(run_dir: str | Path) -> ReportData:
             probe=probe, probe_summary=probe_summary(store), invariance=invariance,
             store_sha256=store.content_sha256(), store_tables=names,
             agreement=agreement if agreement is not None and not agreement.empty else None,
-            ratings=_ratings(store),
+            ratings=_ratings(store), spend=_spend(store, spec),
         )
+
+
+def _spend(store: RunStore, spec: Any) -> dict[str, Any] | None:
+    """results.json ``spend`` (:func:`audit.costs.spend`); None when the run never dealt in money."""
+    from ..budget import spend
+
+    try:
+        return spend(store, spec)
+    except AuditError:
+        return None
 
 
 def _refuse_stale_analysis(store: RunStore, run_dir: Path) -> None:

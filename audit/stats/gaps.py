@@ -91,7 +91,7 @@ MIN_CLUSTERS = 5
 GAP_COLUMNS = [
     "group", "reference", "estimate", "se", "ci_low", "ci_high", "ref_mean", "relative_gap", "rel_ci_low",
     "rel_ci_high", "std_effect", "z", "p_value", "n", "n_posts", "n_missing", "ref_n_missing", "n_clusters", "design",
-    "method", "converged", "warning",
+    "method", "converged", "warning", "ref_se", "cov_gap_ref",
 ]
 NO_REPEATS = "ols, cluster-robust (CR1) by post; no post repeats, so a post variance is not identifiable"
 
@@ -403,7 +403,8 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             z = est / se if se > 0 else np.nan
         p = float(2 * stats.norm.sf(abs(z)))
         se_ref = float(np.sqrt(grad_ref @ V @ grad_ref))
-        rel, rel_lo, rel_hi = fieller_ratio(est, ref_mean, se ** 2, float(grad_est @ V @ grad_ref), se_ref ** 2, zc)
+        cov_gap_ref = float(grad_est @ V @ grad_ref)
+        rel, rel_lo, rel_hi = fieller_ratio(est, ref_mean, se ** 2, cov_gap_ref, se_ref ** 2, zc)
         if not np.isfinite(rel):
             warn.append("relative gap not reported: the reference mean is not distinguishable from 0")
         in_g = gcol == lv
@@ -414,6 +415,7 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             z=float(z), p_value=p, n=int(in_g.sum() if w is None else round(float(w[in_g].sum()))),
             n_posts=int(n_posts),
             method=fit.method, converged=bool(fit.converged), warning="; ".join(dict.fromkeys(warn)) or None,
+            ref_se=se_ref, cov_gap_ref=cov_gap_ref,
         ))
     return rows
 
@@ -542,8 +544,10 @@ def gap_test(
     DataFrame with one row per compared group (and per ``by`` level, ``by`` column set to
     ``'pooled'`` or the level): ``group, reference, estimate, se, ci_low, ci_high, ref_mean,
     relative_gap, rel_ci_low, rel_ci_high, std_effect, z, p_value, n, n_posts, n_missing, ref_n_missing,
-    n_clusters, design, method, converged, warning`` (a group with no usable value: ``method`` ``not
-    fitted`` and the reason in ``warning``). See the module docstring for the formulas.
+    n_clusters, design, method, converged, warning, ref_se, cov_gap_ref`` (a group with no usable
+    value: ``method`` ``not fitted`` and the reason in ``warning``; ``ref_se`` the reference mean's SE
+    and ``cov_gap_ref`` its covariance with the gap, which relative equivalence margins need). See the
+    module docstring for the formulas.
 
     Example
     -------

@@ -35,7 +35,7 @@ from scipy import stats
 
 from .fastlmm import fit_nested_ri
 
-__all__ = ["detectable_gap", "simulate_power", "power_grid", "pilot_components"]
+__all__ = ["detectable_gap", "simulate_power", "power_grid", "pilot_components", "tost_power", "tost_units_needed"]
 
 
 def detectable_gap(se: float, ref_mean: float, *, alpha: float = 0.05, family_size: int = 1,
@@ -45,6 +45,49 @@ def detectable_gap(se: float, ref_mean: float, *, alpha: float = 0.05, family_si
     mde = (stats.norm.ppf(1 - alpha / (2 * m)) + stats.norm.ppf(power)) * float(se)
     rel = mde / abs(ref_mean) if ref_mean and np.isfinite(ref_mean) else np.nan
     return float(mde), float(rel)
+
+
+def tost_power(true_gap: float, se: float, margin: float, *, level: float = 0.05) -> float:
+    """Power of the equivalence test (TOST, :mod:`audit.stats.equivalence`) at ``level`` for a true gap
+    inside the margin, or of the test of a gap beyond it for one outside, with standard error ``se``::
+
+        |D| < m:  power = max(0, Phi((m - |D|) / se - z) - Phi((-m - |D|) / se + z))   (both sides reject)
+        |D| > m:  power = Phi((|D| - m) / se - z)                                       z = z_{1 - level}
+
+    (Schuirmann 1987; the normal approximation of Chow & Liu 2008, ch. 5)."""
+    d, m = abs(float(true_gap)), float(margin)
+    if not (se > 0 and m > 0 and np.isfinite(d)):
+        return float("nan")
+    z = stats.norm.ppf(1 - level)
+    if d < m:
+        return float(max(0.0, stats.norm.cdf((m - d) / se - z) - stats.norm.cdf((-m - d) / se + z)))
+    return float(stats.norm.cdf((d - m) / se - z))
+
+
+def tost_units_needed(true_gap: float, se: float, n_now: int, margin: float, *, level: float = 0.05,
+                      power: float = 0.8, max_factor: float = 1e4) -> int | None:
+    """Units (posts, or human ratings where the scorer is the bottleneck) that decide a comparison
+    whose gap is ``true_gap`` (usually the estimate) with ``power``: the planner's normal
+    approximation (:mod:`audit.stats.planner`: the standard error falls as ``1 / sqrt(n)``) solved
+    for the TOST, ``se(n) = se * sqrt(n_now / n)``, the smallest ``n >= n_now`` with
+    :func:`tost_power` ``>= power``. None when no number up to ``max_factor * n_now`` does (a gap
+    on the margin is never decided)."""
+    if not (se > 0 and n_now and n_now > 0 and np.isfinite(true_gap)):
+        return None
+    if tost_power(true_gap, se, margin, level=level) >= power:
+        return int(n_now)
+    lo, hi = float(n_now), float(n_now) * max_factor
+    if tost_power(true_gap, se * np.sqrt(n_now / hi), margin, level=level) < power:
+        return None
+    for _ in range(60):  # bisection on n (power rises with n)
+        mid = np.sqrt(lo * hi)
+        if tost_power(true_gap, se * np.sqrt(n_now / mid), margin, level=level) >= power:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 0.5:
+            break
+    return int(np.ceil(hi))
 
 
 def simulate_power(

@@ -339,6 +339,7 @@ def analyze_cells(
     reference_model: str | None = None,
     model_order: list[str] | None = None,
     rows: pd.DataFrame | None = None,
+    margins: dict[str, Any] | None = None,
     axis_contrasts: bool = False,
 ) -> AnalysisResult:
     """Fit the whole family on a cell table and return the result tables.
@@ -369,6 +370,10 @@ def analyze_cells(
     models list, else the first model in the table), in the same correction family (exploratory unless
     ``primary`` is given and ``reference_model`` is stated: a pre-registration that names the reference
     model pre-registers the comparison with it).
+
+    ``margins`` (``analysis.margins``): every gap and disparity of an outcome with a margin gets a TOST
+    verdict (:func:`verdicts`, :mod:`audit.stats.equivalence`): the columns of
+    :data:`EQUIVALENCE_COLUMNS` in ``results`` and ``results_disparity``.
 
     ``axis_contrasts`` (on for imported runs, :func:`analyze_store`): with two or more axes,
     ``results_axes`` (:func:`audit.stats.axes.axis_contrasts`) holds each axis's levels against that
@@ -432,10 +437,18 @@ def analyze_cells(
             res, disparity = adjust_with(res, disparity, alpha=alpha)
             disparity["family_id"] = res["family_id"].iloc[0]
         res, disparity = _pre_registered(res, disparity, primary, alpha)
+    ppi = pd.DataFrame()
+    if human is not None and not human.empty:
+        if rows is None:
+            raise AuditError("the prediction-powered gaps need the reply rows beside the cells",
+                             where="analyze_cells", fix="pass rows=analysis_table(store)")
+        ppi = _with_human(rows[rows["value"].notna()], human, reference, alpha)
+    if margins:
+        res, disparity = verdicts(res, disparity, ppi, margins, alpha=alpha, reference=reference)
     for c in RESULTS_COLUMNS:
         if c not in res.columns:
             res[c] = np.nan
-    res = res[RESULTS_COLUMNS + [c for c in _FAMILY_COLUMNS if c in res.columns]]
+    res = res[RESULTS_COLUMNS + [c for c in _FAMILY_COLUMNS + EQUIVALENCE_COLUMNS if c in res.columns]]
     m = int(res["p_value"].notna().sum()) + (int(disparity["p_value"].notna().sum()) if not disparity.empty else 0) \
         + (int(models["p_value"].notna().sum()) if not models.empty else 0)
 
@@ -546,12 +559,14 @@ def analyze_cells(
         meta.update(_family_meta(res, disparity, primary))
     if not models.empty:
         meta.update(models_meta(models))
-    ppi = pd.DataFrame()
+    if margins:
+        meta["margins"] = dict(margins)
+        meta["equivalence"] = ("TOST (Schuirmann 1987): within margin when the 1 - 2 alpha CI lies inside +-margin, "
+                               "exceeds margin when it lies wholly outside, both on p-values adjusted in the gap "
+                               "tests' families (Holm; BH in an exploratory family); relative margins by the "
+                               "Fieller-type test of gap - c * reference mean; disparities from their bootstrap CI; "
+                               "gaps corrected with human ratings where they exist (audit.stats.equivalence)")
     if human is not None and not human.empty:
-        if rows is None:
-            raise AuditError("the prediction-powered gaps need the reply rows beside the cells",
-                             where="analyze_cells", fix="pass rows=analysis_table(store)")
-        ppi = _with_human(rows[rows["value"].notna()], human, reference, alpha)
         meta["row_fallback"] = ("the prediction-powered gaps (results_ppi) match human ratings to replies, so they "
                                 "were fitted from the reply rows; every other test from the cells")
     if not ppi.empty:
@@ -617,6 +632,115 @@ def _with_human(table: pd.DataFrame, human: pd.DataFrame | None, reference: str,
     return ppi_table(table, human, reference=reference, alpha=alpha)
 
 
+# --------------------------------------------------------------------------- equivalence margins
+
+#: Columns of ``results`` and ``results_disparity`` with ``analysis.margins`` (absent without).
+EQUIVALENCE_COLUMNS = ["margin", "margin_kind", "margin_abs", "verdict_source", "verdict_estimate", "tost_ci_low",
+                       "tost_ci_high", "p_within", "p_exceed", "p_within_adj", "p_exceed_adj", "verdict",
+                       "posts_more", "ratings_more"]
+
+
+def headline_gaps(results: pd.DataFrame, ppi: pd.DataFrame | None, reference: str = "control") -> pd.DataFrame:
+    """The gaps a verdict is made on: ``results`` with, where human ratings give a prediction-powered
+    (PPI++) gap of the same outcome, model and group against the control (styles and cue types pooled;
+    :mod:`audit.stats.ppi`), that corrected gap's ``estimate, se, ci_low, ci_high``; ``verdict_source``
+    says which (``model`` or ``ppi``; ``n_rated`` the ratings behind a corrected gap). The one place
+    that picks the corrected gap over the automated one for the verdicts."""
+    out = results.copy()
+    out["verdict_source"] = "model"
+    out["n_rated"] = np.nan
+    if ppi is None or ppi.empty:
+        return out
+    p = ppi[ppi["kind"] == "ppi"].astype({"reference": str}).set_index(["outcome", "model_label", "group",
+                                                                          "reference"])
+    pooled = (out["style"].astype(str) == "pooled") & (out["cue_type"].astype(str) == "pooled")
+    for i in out.index[pooled]:  # the same comparison: outcome, model, group and reference (the control)
+        key = (out.at[i, "outcome"], out.at[i, "model_label"], out.at[i, "group"], str(out.at[i, "reference"]))
+        if key in p.index and np.isfinite(float(p.loc[key, "se"])):
+            row = p.loc[key]
+            for c in ("estimate", "se", "ci_low", "ci_high"):
+                out.at[i, c] = float(row[c])
+            out.at[i, "verdict_source"] = "ppi"
+            out.at[i, "n_rated"] = float(row["n_rated"])
+    return out
+
+
+def verdicts(res: pd.DataFrame, disparity: pd.DataFrame, ppi: pd.DataFrame | None, margins: dict[str, Any], *,
+             alpha: float, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """TOST verdicts of every gap (on :func:`headline_gaps`) and disparity with a margin
+    (:func:`audit.stats.equivalence.equivalence_table`), and for each undecided one (inconclusive, or
+    a gap of undetermined size) the posts (``posts_more``) or, for a corrected gap, the human ratings
+    (``ratings_more``) more that would decide it with 80% power if the true gap were the estimate
+    (:func:`audit.stats.power.tost_units_needed`, at the Bonferroni level alpha / m of its family)."""
+    from .equivalence import INCONCLUSIVE, UNDETERMINED, equivalence_table
+    from .power import tost_units_needed
+
+    basis = headline_gaps(res, ppi, reference)
+    eq, dis = equivalence_table(basis, disparity if not disparity.empty else None, margins, alpha=alpha,
+                                reference=reference)
+    out = res.copy()
+    for c in EQUIVALENCE_COLUMNS:
+        if c in eq.columns:
+            out[c] = eq[c].to_numpy()
+    out["verdict_estimate"] = eq["estimate"].to_numpy()
+    sizes = _family_sizes(eq, dis)
+    more_p, more_r = np.full(len(out), np.nan), np.full(len(out), np.nan)
+    for j, rec in enumerate(eq.to_dict("records")):
+        if rec["verdict"] not in (INCONCLUSIVE, UNDETERMINED):
+            continue
+        level = alpha / sizes.get(str(rec.get("family", "all")), 1)
+        ppi_row = rec["verdict_source"] == "ppi"
+        n_now = rec["n_rated"] if ppi_row else rec.get("n_posts")
+        need = tost_units_needed(rec["estimate"], rec["se"], int(n_now) if n_now == n_now and n_now else 0,
+                                 rec["margin_abs"], level=level)
+        if need is not None:
+            (more_r if ppi_row else more_p)[j] = need - int(n_now)
+    out["posts_more"], out["ratings_more"] = more_p, more_r
+    if dis is not None:
+        dis = dis.copy()
+        dis["verdict_source"] = "model"
+        dis["verdict_estimate"] = dis["estimate"]
+        dis["posts_more"] = [_disparity_posts_more(r, alpha / sizes.get(str(r.get("family", "all")), 1), alpha)
+                             for r in dis.to_dict("records")]
+        dis["ratings_more"] = np.nan
+    return out, (dis if dis is not None else disparity)
+
+
+def _family_sizes(eq: pd.DataFrame, dis: pd.DataFrame | None) -> dict[str, int]:
+    both = pd.concat([eq, dis] if dis is not None else [eq], ignore_index=True, sort=False)
+    both = both[both["p_within"].notna()]
+    fam = both["family"].astype(str) if "family" in both.columns else pd.Series("all", index=both.index)
+    return {k: int(v) for k, v in fam.value_counts().items()}
+
+
+def _disparity_posts_more(rec: dict[str, Any], level: float, alpha: float) -> float:
+    """Posts more that would decide an undecided disparity (its bootstrap CI's upper half read as a
+    normal SE, scaled by 1 / sqrt(posts))."""
+    from .equivalence import INCONCLUSIVE, UNDETERMINED
+    from .power import tost_units_needed
+
+    if rec.get("verdict") not in (INCONCLUSIVE, UNDETERMINED):
+        return np.nan
+    z = stats.norm.ppf(1 - alpha / 2)  # the bootstrap CI's level
+    est, m = float(rec["estimate"]), float(rec["margin_abs"])
+    # the half of the interval that decides: the upper one for "within", the lower one for "exceeds"
+    se = ((float(rec["ci_high"]) - est) if est < m else (est - float(rec["ci_low"]))) / z
+    need = tost_units_needed(rec["estimate"], se, int(rec.get("n_posts") or 0), rec["margin_abs"], level=level)
+    return float(need - int(rec["n_posts"])) if need is not None else np.nan
+
+
+def _checked_margins(margins: dict[str, Any] | None, table: pd.DataFrame) -> dict[str, Any] | None:
+    """``analysis.margins`` whose every key names a stored outcome (else an AuditError naming it)."""
+    if not margins:
+        return None
+    have = sorted(str(o) for o in pd.unique(table["outcome"].astype(str)))
+    for key in margins:
+        if not any(o == key or ("." not in key and o.rpartition(".")[2] == key) for o in have):
+            raise AuditError(f"analysis.margins names '{key}', which the stored scores do not have",
+                             where="spec key analysis.margins", fix="use one of: " + ", ".join(have))
+    return dict(margins)
+
+
 def _human_from_store(store: RunStore) -> pd.DataFrame | None:
     """The run's human ratings (``request_key, measure, value``: the raters' consensus per reply and
     measure, :func:`audit.ratings.consensus`), or None when the store keeps none."""
@@ -670,6 +794,7 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
                             primary=a.primary, human=human,
                             allow_missing=a.allow_missing,
                             reference_model=a.reference_model, model_order=[m.label for m in spec.models],
+                            margins=_checked_margins(a.margins, table),
                             axis_contrasts=store.get_meta("import") is not None)
     store.drop_tables(["results_ppi", "results_models", "results_variability", "results_axes"])  # ratings removed since the last analysis: no stale corrected gaps
     store.replace_tables(result.tables)

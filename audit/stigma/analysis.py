@@ -242,8 +242,10 @@ FORMULA = "logit P(stigma) = condition + race + gender + education + question; G
 
 def analyze_stigma(coded: pd.DataFrame, *, axes: Sequence[str] = ("race", "gender", "education"),
                    reference: dict[str, str] | None = None, n_boot: int = 2000, seed: int = 0,
-                   alpha: float = 0.05) -> StigmaResult:
-    """Rates, item table, the test family and parse counts of a coded table (:func:`code_answers`)."""
+                   alpha: float = 0.05, margins: dict[str, Any] | None = None) -> StigmaResult:
+    """Rates, item table, the test family and parse counts of a coded table (:func:`code_answers`).
+    ``margins`` (``analysis.margins``, key ``stigma``, e.g. ``"5pp"``): every test gets a TOST verdict
+    (:func:`audit.stats.equivalence.rate_verdicts`)."""
     if coded.empty:
         raise AuditError("no answer to analyse", where="the stigma answers",
                          fix="run the replies first, or check the table's columns")
@@ -256,6 +258,10 @@ def analyze_stigma(coded: pd.DataFrame, *, axes: Sequence[str] = ("race", "gende
         pooled["human_rate"] = float(np.mean([human[c] for c in sorted(set(clinical["condition"])) if c in human]))
         rates = pd.concat([rates, pooled], ignore_index=True)
     tests = stigma_tests(coded, axes=axes, reference=reference, alpha=alpha)
+    if margins:
+        from ..stats.equivalence import rate_verdicts
+
+        tests = rate_verdicts(tests, "stigma", margins, alpha=alpha)
     ref = {**DEFAULT_REFERENCE, **(reference or {})}
     meta = {"formula": FORMULA, "axes": list(axes), "reference": {a: ref.get(a) for a in axes}, "n_boot": n_boot,
             "seed": seed, "alpha": alpha, "family_size": int(tests["p_value"].notna().sum()),

@@ -155,7 +155,7 @@ class AnalyzeStage:
             validation = validation_table(ctx.spec)
             res = analyze_appropriateness(judged_from_store(store), n_boot=cfg.n_boot, seed=ctx.spec.seed,
                                           alpha=ctx.spec.analysis.alpha, reference_rates=cfg.reference_rates,
-                                          validation=validation)
+                                          validation=validation, margins=ctx.spec.analysis.margins)
         except AuditError as exc:
             store.drop_tables(APPROPRIATENESS_TABLES)
             store.delete_meta("appropriateness_analysis_inputs_sha256")

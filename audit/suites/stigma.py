@@ -136,7 +136,8 @@ class StigmaAnalyzeStage:
         coded = coded_from_store(store)
         try:
             res = analyze_stigma(coded, axes=analysis_axes(ctx.spec), reference=ctx.spec.stigma.reference,
-                                 n_boot=ctx.spec.stigma.n_boot, seed=ctx.spec.seed, alpha=ctx.spec.analysis.alpha)
+                                 n_boot=ctx.spec.stigma.n_boot, seed=ctx.spec.seed, alpha=ctx.spec.analysis.alpha,
+                                 margins=ctx.spec.analysis.margins)
         except AuditError as exc:
             store.drop_tables(STIGMA_TABLES)
             store.delete_meta("stigma_analysis_inputs_sha256")
