@@ -10,12 +10,18 @@ design, the requests and their replies (300 words each, transactions of ``--chun
    ``--score-sample`` replies of a separate store of the same shape (so both count the same pairs),
    printed as pairs per second and as the ratio 2 processes / 1 process (target: >= 1.8 on 2 cores);
 2. ``score`` of the whole N-request store with ``--workers`` processes (default: one per core);
-3. ``analyze`` (:func:`audit.analyze_run`: every gap test, paired contrasts, disparities, power);
-4. the report (:func:`audit.report.render`: HTML, Markdown, results.json, tables; no browser check);
+3. the aggregation alone (:func:`audit.stats.stage.analysis_cells`: the one pass over the scores that
+   reduces them to cells, :mod:`audit.stats.cells`), in a process of its own;
+4. ``analyze`` (:func:`audit.analyze_run`: the aggregation, then every gap test, paired contrasts,
+   disparities, power, model comparisons fitted from the cells), in a process of its own;
+5. the report (:func:`audit.report.render`: HTML, Markdown, results.json, tables, ``tables/replies.csv``
+   only up to 100,000 replies; no browser check), in a process of its own;
 
-with the peak RSS of this process and of the largest child after each. Run:
+each with its wall time and the peak RSS of its process. Run:
 ``python benchmarks/bench_run_scale.py [--n 1000000] [--keep DIR]``; it writes ~3 GB per 1M requests
-into a temporary directory (removed unless ``--keep``).
+into a temporary directory (removed unless ``--keep``). ``--reuse DIR`` times the stages on a run built
+earlier with ``--keep DIR --stored-scores`` (no build, no scoring sample); ``--curve 100000,1000000``
+builds a run of each size (scores written directly) and prints one line per size.
 """
 
 from __future__ import annotations
@@ -161,6 +167,56 @@ def fill_scores(run_dir: Path, seed: int = 2) -> None:
             st.put_scores(out)
 
 
+def _phase(phase: str, run_dir: Path) -> dict:
+    """Run one timed phase in a fresh process; its wall time and peak RSS (MB)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--phase", phase, "--reuse", str(run_dir)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_phase(phase: str, run_dir: Path) -> None:
+    from audit import analyze_run
+    from audit.report import render
+    from audit.stats.stage import analysis_cells
+
+    t0 = time.perf_counter()
+    extra: dict = {}
+    if phase == "aggregate":
+        with RunStore(run_dir, create=False) as st:
+            cells = analysis_cells(st, st.latest_spec())
+        extra = {"cells": len(cells), "cells_per_outcome": int((cells["outcome"] == cells["outcome"].iloc[0]).sum())}
+    elif phase == "analyze":
+        res = analyze_run(None, run_dir)
+        extra = {"tests": len(res.results)}
+    elif phase == "report":
+        paths = render(run_dir, quiet=True)
+        extra = {"html_mb": Path(paths["html"]).stat().st_size / 1e6,
+                 "replies_csv": (Path(run_dir) / "tables" / "replies.csv").is_file()}
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": _rss_mb()[0],
+                      **extra}))
+
+
+def time_stages(run_dir: Path, n: int) -> dict:
+    """Aggregation, analyze and report of the run in ``run_dir``, each in its own process; prints the
+    lines (``analyze: N s`` and ``report: N s`` are read by scripts)."""
+    agg = _phase("aggregate", run_dir)
+    print(f"aggregation: {agg['s']:.1f} s, {agg.get('cpu_s', 0):.1f} s CPU ({agg['cells']:,} cells, "
+          f"{agg['cells_per_outcome']:,} per outcome, from "
+          f"{n:,} replies); peak RSS {agg['rss_mb']:,.0f} MB", flush=True)
+    an = _phase("analyze", run_dir)
+    print(f"analyze: {an['s']:.1f} s ({an['tests']:,} tests, {an.get('cpu_s', 0):.1f} s CPU); peak RSS "
+          f"{an['rss_mb']:,.0f} MB", flush=True)
+    rep = _phase("report", run_dir)
+    print(f"report: {rep['s']:.1f} s ({rep.get('cpu_s', 0):.1f} s CPU, {rep['html_mb']:.1f} MB HTML; "
+          "tables/replies.csv "
+          f"{'written' if rep['replies_csv'] else 'not written (report --replies-table writes it)'}); "
+          f"peak RSS {rep['rss_mb']:,.0f} MB", flush=True)
+    return {"aggregate": agg, "analyze": an, "report": rep}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -174,10 +230,33 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of scoring the whole store, write scores drawn at random (a planted gap for one "
                          "group) straight into it: analyze and report time without the scoring time, which the "
                          "sample measures")
+    ap.add_argument("--reuse", metavar="DIR", help="time aggregation, analyze and report on this run (built with "
+                                                    "--keep DIR --stored-scores); nothing is built or scored")
+    ap.add_argument("--curve", metavar="N,N,...", help="build a run of each size (scores written directly) and time "
+                                                       "its aggregation, analyze and report")
+    ap.add_argument("--phase", choices=("aggregate", "analyze", "report"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    from audit import analyze_run
-    from audit.report import render
     from audit.scoring import cpu_count
+
+    if args.phase:
+        _run_phase(args.phase, Path(args.reuse))
+        return 0
+    if args.reuse:
+        with RunStore(Path(args.reuse), create=False) as st:
+            n = st.count_rows("requests")
+        print(f"run {args.reuse}: {n:,} requests; load: {os.getloadavg()[0]:.1f} (1-min average) on "
+              f"{cpu_count()} cores", flush=True)
+        time_stages(Path(args.reuse), n)
+        return 0
+    if args.curve:
+        for size in [int(x) for x in args.curve.split(",")]:
+            with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+                run_dir = Path(tmp) / "run"
+                build(run_dir, size, args.models, args.samples, args.chunk)
+                fill_scores(run_dir)
+                print(f"--- {size:,} replies; load {os.getloadavg()[0]:.1f}", flush=True)
+                time_stages(run_dir, size)
+        return 0
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         small = Path(tmp) / "sample"
@@ -208,14 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"score {pairs:,} replies with {args.workers or cpu_count()} processes: {time.perf_counter() - t0:.1f} s "
               f"({rate:,.0f} replies/s); peak RSS {_rss_mb()[0]:,.0f} MB (largest worker {_rss_mb()[1]:,.0f} MB)",
                   flush=True)
-        t0 = time.perf_counter()
-        res = analyze_run(None, run_dir)
-        print(f"analyze: {time.perf_counter() - t0:.1f} s ({len(res.results):,} tests); peak RSS "
-              f"{_rss_mb()[0]:,.0f} MB", flush=True)
-        t0 = time.perf_counter()
-        paths = render(run_dir, quiet=True)
-        print(f"report: {time.perf_counter() - t0:.1f} s ({Path(paths['html']).stat().st_size / 1e6:.1f} MB HTML); "
-              f"peak RSS {_rss_mb()[0]:,.0f} MB")
+        time_stages(run_dir, n)
         with RunStore(run_dir, create=False) as st:
             print(json.dumps({"scores": st.count_scores(), "results": st.count_rows("results")}))
     return 0

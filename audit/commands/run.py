@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also open the report in headless Chromium and fail on console errors, failed requests or "
                         "figures that do not render")
     _pdf_options(r)
+    r.add_argument("--replies-table", action=argparse.BooleanOptionalAction, default=None,
+                   help="write tables/replies.csv (every reply with its post, text and scores); default: only for a "
+                        "run of at most 100,000 replies (a million replies make ~2.4 GB of text the store already "
+                        "holds)")
     gate_option(r)
     r.set_defaults(func=_report)
 
@@ -127,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from ..report import render
 
-    paths = render(args.run_dir, quiet=False, pdf=args.pdf, paper=args.paper)
+    paths = render(args.run_dir, quiet=False, pdf=args.pdf, paper=args.paper, replies_table=args.replies_table)
     print(f"        {paths['markdown']}, {paths['json']}, {paths['tables']}/")
     if args.check:
         from ..report.browser import check_report

@@ -29,13 +29,15 @@ __all__ = ["ReportStage", "render"]
 
 
 def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True, pdf: bool = False,
-           paper: str = "a4") -> dict[str, Path]:
+           paper: str = "a4", replies_table: bool | None = None) -> dict[str, Path]:
     """Render the report of the run in ``run_dir`` from its store; return the paths written.
 
     ``figures=False`` leaves the figures out (each says so in the report): a quick re-render of the
     text and tables. ``pdf=True`` also prints ``report.pdf`` (``paper``: ``"a4"`` or ``"letter"``) with
     headless Chromium (:mod:`audit.report.pdf`); without it, a ``report.pdf`` left by an earlier
-    rendering is removed, so that a PDF beside the report always matches it.
+    rendering is removed, so that a PDF beside the report always matches it. ``replies_table``: write
+    ``tables/replies.csv`` (every reply with its post, text and scores: ~2.4 GB at a million replies);
+    by default only for a run of at most :data:`audit.report.build.REPLIES_TABLE_MAX` replies.
     """
     from .build import render_run
 
@@ -57,7 +59,8 @@ def render(run_dir: str | Path, *, quiet: bool = True, figures: bool = True, pdf
             if "pdf" in paths:
                 print(f"        {paths['pdf']} ({paths['pdf'].stat().st_size / 1024:.0f} KiB, {paper})")
         return paths
-    return render_run(Path(run_dir), quiet=quiet, figures=figures, pdf=pdf, paper=paper)
+    return render_run(Path(run_dir), quiet=quiet, figures=figures, pdf=pdf, paper=paper,
+                      replies_table=replies_table)
 
 
 def _suite_of(run_dir: Path) -> str:

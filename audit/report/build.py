@@ -963,7 +963,7 @@ def _environment(markdown: bool) -> Environment:
 
 
 def render_run(run_dir: Path, quiet: bool = True, figures: bool = True, pdf: bool = False,
-               paper: str = "a4") -> dict[str, Path]:
+               paper: str = "a4", replies_table: bool | None = None) -> dict[str, Path]:
     t0 = time.perf_counter()
     if pdf:  # fail before any work when the PDF cannot be printed
         from .pdf import require_pdf_printer
@@ -987,7 +987,7 @@ def render_run(run_dir: Path, quiet: bool = True, figures: bool = True, pdf: boo
     # once each stage their own files.
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=run_dir))
     try:
-        staged = _render_files(stage, data, figures, ctx)
+        staged = _render_files(stage, data, figures, ctx, replies_table)
         paths = _publish(stage, run_dir, staged)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -1021,8 +1021,11 @@ def _publish(stage: Path, run_dir: Path, staged: list[Path]) -> dict[str, Path]:
             "tables": run_dir / "tables", "figures": run_dir / "figures"}
 
 
-def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any]) -> list[Path]:
-    """Write every file of the report under ``run_dir`` (the staging directory); return their paths."""
+def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any],
+                  replies_table: bool | None = None) -> list[Path]:
+    """Write every file of the report under ``run_dir`` (the staging directory); return their paths.
+    ``replies_table``: write ``tables/replies.csv`` (None: when the run has at most
+    :data:`REPLIES_TABLE_MAX` replies)."""
     paths: dict[str, Path] = {}
     # HTML
     html_env = _environment(markdown=False)
@@ -1053,12 +1056,18 @@ def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any]) -
     data.status_counts.to_csv(tdir / "reply_status.csv", index=False)
     if data.probe_summary is not None:
         csv_safe(data.probe_summary).to_csv(tdir / "probe_summary.csv", index=False)
-    if not data.replies.empty:
+    if replies_table is None:
+        replies_table = len(data.replies) <= REPLIES_TABLE_MAX
+    if not data.replies.empty and replies_table:
         _replies_csv(data, tdir / "replies.csv")
     return [p for p in run_dir.rglob("*") if p.is_file()]
 
 
 REPLIES_CSV_CHUNK = 20_000
+#: Largest run whose report writes ``tables/replies.csv`` unless asked not to (``report --replies-table``
+#: writes it for any run). At a million replies it is ~2.4 GB of text that the store already holds
+#: (``empathy-audit export RUN_DIR --table replies --out FILE.parquet`` writes it when wanted).
+REPLIES_TABLE_MAX = 100_000
 
 
 def _replies_csv(data: ReportData, path: Path) -> None:

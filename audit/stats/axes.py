@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import stats
 
 from .corrections import bh, holm
+from .cells import Cells, cell_weights, cells_binary
 from .gaps import _expit, _fit_one, is_binary, validate_table
 
 __all__ = ["axis_contrasts", "axis_references", "AXIS_COLUMNS"]
@@ -65,9 +66,11 @@ def axis_references(axes_of: pd.DataFrame, reference_group: str | None = None) -
     return refs
 
 
-def _cell_gaps(fit, X: np.ndarray, is_ref: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
+def _cell_gaps(fit, X: np.ndarray, is_ref: np.ndarray, n_levels: int,
+               w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each group's gap to the reference and its gradient in the fixed effects (rows: groups in the
-    design matrix's order), as :func:`audit.stats.gaps._gap_rows` computes them."""
+    design matrix's order), as :func:`audit.stats.gaps._gap_rows` computes them (``w``: the rows are
+    cells of that many observations)."""
     b = fit.params
     est, grads = np.zeros(n_levels), np.zeros((n_levels, len(b)))
     for j in range(1, n_levels + 1):
@@ -80,34 +83,40 @@ def _cell_gaps(fit, X: np.ndarray, is_ref: np.ndarray, n_levels: int) -> tuple[n
             Xg = X0.copy()
             Xg[:, j] = 1.0
             p0, p1 = _expit(X0 @ b), _expit(Xg @ b)
-            est[j - 1] = float(p1.mean() - p0.mean())
-            grads[j - 1] = (p1 * (1 - p1)) @ Xg / len(Xg) - (p0 * (1 - p0)) @ X0 / len(X0)
+            if w is None:
+                est[j - 1] = float(p1.mean() - p0.mean())
+                grads[j - 1] = (p1 * (1 - p1)) @ Xg / len(Xg) - (p0 * (1 - p0)) @ X0 / len(X0)
+            else:
+                wr = w[is_ref] / w[is_ref].sum()
+                est[j - 1] = float(wr @ p1 - wr @ p0)
+                grads[j - 1] = (wr * p1 * (1 - p1)) @ Xg - (wr * p0 * (1 - p0)) @ X0
     return est, grads
 
 
 def axis_contrasts(data: pd.DataFrame, *, outcome: str, axes_of: pd.DataFrame, group: str = "group",
                    control: str = "control", cluster: str = "post_id", factors: tuple[str, ...] | list[str] = (),
                    inner: str | None = None, reference_group: str | None = None, alpha: float = 0.05,
-                   method: str = "auto") -> pd.DataFrame:
+                   method: str = "auto", cells: Cells | None = None) -> pd.DataFrame:
     """Pooled contrasts of every axis level against the axis's reference (module doc).
 
     ``axes_of``: index = the non-control groups, one column per axis (the group's level). Needs at
     least two axes; returns an empty table otherwise. Columns: ``AXIS_COLUMNS`` (``pairs``: the cell
-    pairs averaged, ``n_pairs`` their number).
+    pairs averaged, ``n_pairs`` their number). ``cells``: ``data`` is a table of cells
+    (:mod:`audit.stats.cells`), fitted exactly from their statistics.
     """
     ax = axes_of.dropna(how="any")
     ax = ax[[a for a in ax.columns if ax[a].astype(str).nunique() >= 2]]
     if ax.shape[1] < 2:
         return pd.DataFrame(columns=AXIS_COLUMNS)
     d = validate_table(data[data[outcome].notna()], outcome, group, control, cluster, factors, inner,
-                       where=f"outcome '{outcome}'")
-    binary = is_binary(d[outcome])
-    _, fit = _fit_one(d, outcome, group, control, cluster, tuple(factors), inner, method, True, alpha, binary)
+                       where=f"outcome '{outcome}'", cells=cells)
+    binary = cells_binary(d, cells) if cells is not None else is_binary(d[outcome])
+    _, fit = _fit_one(d, outcome, group, control, cluster, tuple(factors), inner, method, True, alpha, binary, cells)
     from .gaps import design_matrix
 
     X, _, levels = design_matrix(d, group, control, factors)
     is_ref = d[group].astype(str).to_numpy() == str(control)
-    est, grads = _cell_gaps(fit, X, is_ref, len(levels))
+    est, grads = _cell_gaps(fit, X, is_ref, len(levels), cell_weights(d, cells))
     pos = {g: i for i, g in enumerate(levels)}
     refs = axis_references(ax, reference_group)
     zc = stats.norm.ppf(1 - alpha / 2)

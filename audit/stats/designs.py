@@ -72,16 +72,18 @@ class DesignInfo:
         return {**asdict(self), "statement": self.statement()}
 
 
-def detect_design(data: pd.DataFrame, group: str, cluster: str) -> DesignInfo:
+def detect_design(data: pd.DataFrame, group: str, cluster: str, *, weight: str | None = None) -> DesignInfo:
     """Classify the design of a long table by how its clusters spread over the groups (module doc).
 
-    Rows with a missing group or cluster are ignored. Example: see the module docstring.
+    Rows with a missing group or cluster are ignored. ``weight``: a column of row counts (the rows are
+    cells of that many observations, :mod:`audit.stats.cells`). Example: see the module docstring.
     """
-    d = pd.DataFrame({"g": level_labels(data[group]), "c": data[cluster].astype(str)})
+    d = pd.DataFrame({"g": level_labels(data[group]), "c": data[cluster].astype(str),
+                      "w": data[weight].to_numpy() if weight is not None else 1})
     d = d[d["g"].notna() & data[cluster].notna().to_numpy()]
     per = d.groupby("c")["g"].nunique()
     shared = int((per > 1).sum())
     n = int(len(per))
     kind = "counterfactual" if shared == n and n else ("observational" if shared == 0 else "mixed")
-    repeats = bool(len(d) and d.groupby("c").size().max() > 1)
-    return DesignInfo(kind, n, int(len(d)), shared, repeats)
+    repeats = bool(len(d) and d.groupby("c")["w"].sum().max() > 1)
+    return DesignInfo(kind, n, int(d["w"].sum()), shared, repeats)

@@ -121,12 +121,20 @@ def keep_matched(results: pd.DataFrame, mapping: Mapping[str, str], keep_all: Se
     return results[ref.isin(list(map(str, keep_all))) | matched].reset_index(drop=True)
 
 
-def _cells(d: pd.DataFrame, outcome: str, group: str, cluster: str, unit: str):
-    """Per (post, variant) sums of the post-centred outcome, counts, and group codes."""
+def _cells(d: pd.DataFrame, outcome: str, group: str, cluster: str, unit: str, weight: str | None = None):
+    """Per (post, variant) sums of the post-centred outcome, counts, and group codes (``weight``: the
+    rows are cells of that many observations with mean ``outcome``)."""
     y = d[outcome].to_numpy(dtype=float)
+    w = d[weight].to_numpy(dtype=float) if weight else None
+    if w is not None and np.all(w == 1.0):
+        w = None  # one observation a cell: the rows' sums, number for number
     post = pd.factorize(d[cluster].astype(str))[0]
-    post_mean = np.bincount(post, y) / np.bincount(post)
-    yc = y - post_mean[post]
+    if w is None:
+        post_mean = np.bincount(post, y) / np.bincount(post)
+        yc = y - post_mean[post]
+    else:
+        post_mean = np.bincount(post, w * y) / np.bincount(post, w)
+        yc = w * (y - post_mean[post])
     u = d[unit].astype(str) if unit in d.columns else pd.Series(np.arange(len(d)).astype(str), index=d.index)
     key = pd.factorize(pd.Series(post).astype(str) + "\x1f" + u.to_numpy())[0]
     labels, gcode = np.unique(d[group].astype(str).to_numpy(), return_inverse=True)
@@ -135,8 +143,11 @@ def _cells(d: pd.DataFrame, outcome: str, group: str, cluster: str, unit: str):
     cell_post[key] = post
     cell_group = np.zeros(nu, dtype=int)
     cell_group[key] = gcode
-    return (np.bincount(key, yc, nu), np.bincount(key, minlength=nu).astype(float), cell_post, cell_group,
-            labels, float(y.mean()), np.bincount(post, y), np.bincount(post).astype(float))
+    if w is None:
+        return (np.bincount(key, yc, nu), np.bincount(key, minlength=nu).astype(float), cell_post, cell_group,
+                labels, float(y.mean()), np.bincount(post, y), np.bincount(post).astype(float))
+    return (np.bincount(key, yc, nu), np.bincount(key, w, nu), cell_post, cell_group,
+            labels, float(w @ y / w.sum()), np.bincount(post, w * y), np.bincount(post, w))
 
 
 def _group_means(sums, counts, cell_post, cell_group, n_post, n_group, w):
@@ -230,24 +241,29 @@ def max_min_disparity(
     n_boot: int = 1999,
     n_perm: int = 1999,
     seed: int = 0,
+    weight: str | None = None,
 ) -> dict:
     """The largest pairwise disparity between the groups (max - min), the ratio (min / max), their
     cluster-bootstrap CIs and the permutation p-value (formulas in the module docstring).
 
     ``inner`` names the unit whose group labels are permuted within post (a variant; its replies
-    move together); without it, rows are permuted. Returns one dict with the keys of
+    move together); without it, rows are permuted. ``weight``: the rows are cells of that many
+    observations and ``outcome`` their mean (:mod:`audit.stats.cells`). Returns one dict with the keys of
     :data:`DISPARITY_COLUMNS` that belong to the statistic.
     """
     d = data[data[group].astype(str) != str(control)]
     d = d[pd.to_numeric(d[outcome], errors="coerce").notna()]
-    base = dict(statistic="max - min", n=int(len(d)), n_posts=int(d[cluster].nunique()) if len(d) else 0,
+    if weight:
+        d = d[d[weight] > 0]
+    base = dict(statistic="max - min", n=int(len(d)) if not weight else int(d[weight].sum()),
+                n_posts=int(d[cluster].nunique()) if len(d) else 0,
                 n_boot=int(n_boot), n_perm=int(n_perm), seed=int(seed), method=METHOD)
     if d[group].nunique() < 2 or d[cluster].nunique() < 2:
         return dict(base, warning="fewer than two groups or two posts: no disparity between groups to estimate")
     if not (d.groupby(cluster)[group].nunique() > 1).any():
         return _between_posts(d, base, outcome=outcome, group=group, cluster=cluster, alpha=alpha, n_boot=n_boot,
-                              n_perm=n_perm, seed=seed)
-    sums, counts, cpost, cgroup, labels, grand, psum, pcount = _cells(d, outcome, group, cluster, inner or "")
+                              n_perm=n_perm, seed=seed, weight=weight)
+    sums, counts, cpost, cgroup, labels, grand, psum, pcount = _cells(d, outcome, group, cluster, inner or "", weight)
     P, G = int(cpost.max()) + 1, len(labels)
     one = np.ones((1, P))
     m = _group_means(sums, counts, cpost, cgroup, P, G, one)[0] + grand
@@ -281,14 +297,19 @@ def max_min_disparity(
 
 
 def _between_posts(d: pd.DataFrame, base: dict, *, outcome: str, group: str, cluster: str, alpha: float,
-                   n_boot: int, n_perm: int, seed: int) -> dict:
+                   n_boot: int, n_perm: int, seed: int, weight: str | None = None) -> dict:
     """:func:`max_min_disparity` when no post appears under two groups (module docstring, "Between
-    posts"): plain group means, posts resampled within groups, group labels of whole posts permuted."""
+    posts"): plain group means, posts resampled within groups, group labels of whole posts permuted.
+    ``weight``: the rows are cells of that many observations with mean ``outcome``."""
     y = pd.to_numeric(d[outcome], errors="coerce").to_numpy(dtype=float)
+    w = d[weight].to_numpy(dtype=float) if weight else None
     post = pd.factorize(d[cluster].astype(str))[0]
     labels, gcode = np.unique(d[group].astype(str).to_numpy(), return_inverse=True)
     P, G = int(post.max()) + 1, len(labels)
-    psum, pcnt = np.bincount(post, y, P), np.bincount(post, minlength=P).astype(float)
+    if w is None or np.all(w == 1.0):
+        psum, pcnt = np.bincount(post, y, P), np.bincount(post, minlength=P).astype(float)
+    else:
+        psum, pcnt = np.bincount(post, w * y, P), np.bincount(post, w, P)
     pg = np.zeros(P, dtype=int)
     pg[post] = gcode
     m = np.bincount(pg, psum, G) / np.bincount(pg, pcnt, G)
@@ -329,7 +350,7 @@ def _between_posts(d: pd.DataFrame, base: dict, *, outcome: str, group: str, clu
 
 
 def disparity_table(table: pd.DataFrame, *, control: str = "control", alpha: float = 0.05, seed: int = 0,
-                    n_boot: int = 1999, n_perm: int = 1999) -> pd.DataFrame:
+                    n_boot: int = 1999, n_perm: int = 1999, weight: str | None = None) -> pd.DataFrame:
     """:func:`max_min_disparity` for every (outcome, model_label) of an :func:`~audit.stats.analysis_table`,
     all styles and cue types pooled (``style = cue_type = 'pooled'``); columns :data:`DISPARITY_COLUMNS`
     (``p_holm``, ``p_bh``, ``significant_holm`` and ``family_id`` filled by the caller's family)."""
@@ -337,7 +358,7 @@ def disparity_table(table: pd.DataFrame, *, control: str = "control", alpha: flo
     for i, ((outcome, model), d) in enumerate(table.groupby(["outcome", "model_label"], sort=True)):
         inner = "variant_id" if "variant_id" in d.columns else None
         r = max_min_disparity(d, outcome="value", control=control, inner=inner, alpha=alpha, n_boot=n_boot,
-                              n_perm=n_perm, seed=seed + i)
+                              n_perm=n_perm, seed=seed + i, weight=weight)
         rows.append(dict(outcome=outcome, model_label=model, style="pooled", cue_type="pooled", **r))
     out = pd.DataFrame(rows)
     for c in DISPARITY_COLUMNS:

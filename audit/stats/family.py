@@ -52,6 +52,7 @@ class Block:
     factors: tuple[str, ...] = ()
     inner: str | None = None
     where: str = "the table"
+    cells: object = None  # audit.stats.cells.Cells when ``data`` holds cells, not observations
 
 
 def fit_family(
@@ -85,7 +86,7 @@ differential missingness). Returns ``(results, notes)``: the label columns, then
             try:
                 r = gap_test(b.data, outcome=b.outcome, group=group, control=str(ref), cluster=cluster,
                              factors=list(b.factors), inner=b.inner, by=by, method=method, reml=reml, alpha=alpha,
-                             where=where, allow_missing=allow_missing)
+                             where=where, allow_missing=allow_missing, cells=b.cells)
             except AuditError as exc:
                 if strict:
                     raise

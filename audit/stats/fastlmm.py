@@ -221,6 +221,8 @@ def fit_nested_ri(
     inner: np.ndarray | None = None,
     *,
     reml: bool = True,
+    weights: np.ndarray | None = None,
+    within_ss: float = 0.0,
 ) -> NestedRIFit:
     """Fit ``y ~ X + (1|groups) [+ (1|groups:inner)]`` exactly, by REML (default) or ML.
 
@@ -230,6 +232,14 @@ def fit_nested_ri(
     groups : (N,) outer cluster labels (any hashable values).  inner : (N,) optional inner cluster
     labels; they are interpreted as nested in ``groups`` (the pair identifies the inner cluster).
     reml : restricted maximum likelihood (default, as lme4) or maximum likelihood.
+    weights, within_ss : the rows are *cells* of observations sharing their ``X`` row, cluster and
+        inner cluster (:mod:`audit.stats.cells`): ``weights`` the number of observations of each cell
+        (>= 1), ``y`` their mean and ``within_ss`` the total over cells of the sum of squares of the
+        observations about their cell mean. The fit is then the fit of the observations themselves,
+        exactly: the criterion depends on the data only through ``G = [X y]'[X y] = sum_c n_c z_c z_c'
+        + within_ss e e'`` (``z_c`` the cell's centred ``[x_c, ybar_c]``, ``e`` the last unit vector)
+        and the per-cluster sums ``S_j = sum_{c in j} n_c z_c`` with sizes ``n_j = sum_{c in j} n_c``,
+        so the within-cell spread enters only through its total.
 
     Returns
     -------
@@ -238,16 +248,20 @@ def fit_nested_ri(
     """
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
-    N, p = X.shape
-    if y.shape != (N,):
+    R, p = X.shape
+    if y.shape != (R,):
         raise ValueError("y and X have different numbers of rows")
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    if w is not None and (w.shape != (R,) or np.any(w <= 0)):
+        raise ValueError("weights must be one positive count per row")
+    N = R if w is None else int(round(float(w.sum())))
     # Centre the non-constant columns and y: the criterion is invariant, but the Gram-matrix
     # updates below subtract large nearly equal numbers and centring keeps them well conditioned.
-    xm = X.mean(axis=0)
+    xm = X.mean(axis=0) if w is None else (w @ X) / w.sum()
     const = np.all(X == X[:1], axis=0)
     shift = np.where(const, 0.0, xm)
-    ym = y.mean()
-    Z = np.empty((N, p + 1))  # [X - shift, y - ym] in one array: at a million rows each copy is ~p x 8 MB
+    ym = y.mean() if w is None else float(w @ y) / w.sum()
+    Z = np.empty((R, p + 1))  # [X - shift, y - ym] in one array: at a million rows each copy is ~p x 8 MB
     np.subtract(X, shift, out=Z[:, :p])
     np.subtract(y, ym, out=Z[:, p])
 
@@ -263,9 +277,17 @@ def fit_nested_ri(
         cell = cell.ravel()
         n_cells = len(cells)
         cell_group = cells[:, 0]
-    G = Z.T @ Z
-    S = _group_sums(cell, n_cells, Z)
-    n_cell = np.bincount(cell, minlength=n_cells).astype(float)
+    if w is None:
+        G = Z.T @ Z
+        S = _group_sums(cell, n_cells, Z)
+        n_cell = np.bincount(cell, minlength=n_cells).astype(float)
+    else:
+        WZ = Z * w[:, None]
+        G = Z.T @ WZ
+        G[p, p] += float(within_ss)
+        S = _group_sums(cell, n_cells, WZ)
+        n_cell = np.bincount(cell, w, minlength=n_cells)
+        del WZ
     # order cells by group for reduceat
     order = np.argsort(cell_group, kind="stable")
     S, n_cell, cell_group = S[order], n_cell[order], cell_group[order]

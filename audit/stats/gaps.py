@@ -85,6 +85,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import AuditError
+from .cells import Cells, cell_weights, cells_binary, expand_binary
 from .degenerate import (CONSTANT, attach_warnings, captured, constant_arms, constant_pair_reason, constant_value,
                          is_constant, no_standard_error)
 from .designs import detect_design
@@ -123,12 +124,14 @@ def validate_table(
     *,
     where: str = "the table",
     min_clusters: int = MIN_CLUSTERS,
+    cells: Cells | None = None,
 ) -> pd.DataFrame:
     """Check a long table for a gap test and return the usable rows (outcome not missing).
 
     Raises one :class:`AuditError` saying what is wrong, where and what to do. The returned rows carry
     the group levels as written (:func:`audit.stats.missing.level_labels`); ``control`` may name its
-    level as text or number (``0`` finds ``0.0``).
+    level as text or number (``0`` finds ``0.0``). ``cells``: the rows are cells
+    (:mod:`audit.stats.cells`), ``outcome`` their means.
     """
     _check_columns(data, outcome, group, cluster, factors, inner, where)
     y = pd.to_numeric(data[outcome], errors="coerce")
@@ -153,9 +156,10 @@ def validate_table(
     if gvals.nunique() < 2:
         raise AuditError(f"column '{group}' has only the reference level", where=where,
                          fix="the table needs rows of at least one other group")
-    if is_constant(d[outcome].to_numpy()):  # relative to the outcome's scale (audit.stats.degenerate)
+    if is_constant(_observed_values(d, outcome, cells)):  # relative to the outcome's scale (audit.stats.degenerate)
         raise AuditError(
-            f"outcome '{outcome}' is constant ({constant_value(d[outcome]):g}) in every row: there is no gap to test",
+            f"outcome '{outcome}' is constant ({constant_value(_observed_values(d, outcome, cells)):g}) in every row: "
+            "there is no gap to test",
             where=where, fix="choose an outcome that varies",
         )
     ncl = d[cluster].nunique()
@@ -165,6 +169,15 @@ def validate_table(
             where=where, fix="analyse more posts (or give the right --cluster column)",
         )
     return d
+
+
+def _observed_values(d: pd.DataFrame, outcome: str, cells: Cells | None) -> np.ndarray:
+    """The values the constancy rules (:mod:`audit.stats.degenerate`) judge: the outcome of the rows, or
+    of cells their smallest and largest values (the same minimum, maximum and scale as their
+    observations), the ``vmin`` of every cell before the ``vmax`` of every cell."""
+    if cells is None:
+        return d[outcome].to_numpy(dtype=float)
+    return np.concatenate([d[cells.lo].to_numpy(dtype=float), d[cells.hi].to_numpy(dtype=float)])
 
 
 def _check_columns(data, outcome, group, cluster, factors, inner, where) -> None:
@@ -222,15 +235,17 @@ class _Fit:
     raw: NestedRIFit | None = None
 
 
-def _fit_lmm(y, X, clusters, inner, reml) -> _Fit:
+def _fit_lmm(y, X, clusters, inner, reml, w=None, ss=0.0) -> _Fit:
+    """``w``, ``ss``: the rows are cells of ``w`` observations with mean ``y`` and ``ss`` the total
+    within-cell sum of squares (:mod:`audit.stats.cells`); the fits are those of the observations."""
     warns: list[str] = []
-    if not pd.Series(clusters).duplicated().any():
-        fit = _fit_ols_cluster(y, X, clusters, [])
+    if not pd.Series(clusters).duplicated().any() and (w is None or np.all(w == 1)):
+        fit = _fit_ols_cluster(y, X, clusters, [], w, ss)
         fit.method = NO_REPEATS
         return fit
     if inner is not None:
         try:
-            f = fit_nested_ri(y, X, clusters, inner, reml=reml)
+            f = fit_nested_ri(y, X, clusters, inner, reml=reml, weights=w, within_ss=ss)
             if f.converged:
                 return _Fit(f.params, f.cov_params, "lmm (1|post)+(1|post:inner), " + ("REML" if reml else "ML"),
                             True, f.warnings, float(np.sqrt(f.var_post + f.var_inner + f.scale)), raw=f)
@@ -238,23 +253,51 @@ def _fit_lmm(y, X, clusters, inner, reml) -> _Fit:
         except np.linalg.LinAlgError as exc:
             warns.append(f"nested model failed ({exc}); fell back to (1|post)")
     try:
-        f = fit_nested_ri(y, X, clusters, None, reml=reml)
+        f = fit_nested_ri(y, X, clusters, None, reml=reml, weights=w, within_ss=ss)
         if f.converged:
             return _Fit(f.params, f.cov_params, "lmm (1|post), " + ("REML" if reml else "ML"), True,
                         warns + f.warnings, float(np.sqrt(f.var_post + f.scale)), raw=f)
         warns.append("random-intercept model did not converge (" + "; ".join(f.warnings) + ")")
     except np.linalg.LinAlgError as exc:
         warns.append(f"random-intercept model failed ({exc})")
-    return _fit_ols_cluster(y, X, clusters, warns + ["fell back to OLS with post-clustered standard errors"])
+    return _fit_ols_cluster(y, X, clusters, warns + ["fell back to OLS with post-clustered standard errors"], w, ss)
 
 
-def _fit_ols_cluster(y, X, clusters, warns) -> _Fit:
+def _fit_ols_cluster(y, X, clusters, warns, w=None, ss=0.0) -> _Fit:
+    if w is not None:
+        return _ols_cluster_cells(y, X, clusters, warns, w, ss)
     import statsmodels.api as sm
 
     codes = pd.factorize(pd.Series(clusters))[0]
     res = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": codes})
     return _Fit(np.asarray(res.params), np.asarray(res.cov_params()), "ols, cluster-robust (CR1) by post",
                 True, warns, float(np.sqrt(res.scale)))
+
+
+def _ols_cluster_cells(y, X, clusters, warns, w, ss) -> _Fit:
+    """OLS with cluster-robust (CR1) covariance from cells (:mod:`audit.stats.cells`), in closed form.
+
+    Hand-written because statsmodels needs the observations, which the cells summarise. With ``B =
+    sum_c w_c x_c x_c'``, ``b = B^-1 sum_c w_c x_c ybar_c``, cell residuals ``e_c = ybar_c - x_c'b`` and
+    per-cluster scores ``u_g = sum_{c in g} w_c x_c e_c`` (the sum of the observations' ``x e``)::
+
+        Cov(b) = G/(G-1) (N-1)/(N-p) B^-1 (sum_g u_g u_g') B^-1,     s2 = (sum_c w_c e_c^2 + ss) / (N - p)
+
+    the CR1 estimator of statsmodels' ``cov_type="cluster"`` (Cameron & Miller 2015, eq. 11) on the
+    observations themselves."""
+    w = np.asarray(w, dtype=float)
+    N, p = float(w.sum()), X.shape[1]
+    B = X.T @ (X * w[:, None])
+    b = np.linalg.solve(B, X.T @ (w * y))
+    e = y - X @ b
+    codes = pd.factorize(pd.Series(clusters))[0]
+    ng = int(codes.max()) + 1
+    U = np.zeros((ng, p))
+    np.add.at(U, codes, X * (w * e)[:, None])
+    Binv = np.linalg.inv(B)
+    cov = Binv @ (U.T @ U) @ Binv * (ng / (ng - 1.0)) * ((N - 1.0) / (N - p))
+    scale = (float(w @ (e * e)) + float(ss)) / (N - p)
+    return _Fit(b, cov, "ols, cluster-robust (CR1) by post", True, warns, float(np.sqrt(scale)))
 
 
 def _fit_mixedlm(y, X, clusters, inner, reml) -> _Fit:
@@ -340,17 +383,22 @@ def _expit(x):
 
 
 def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], levels: list[str],
-              d: pd.DataFrame, group: str, cluster: str, reference: str, alpha: float) -> list[dict]:
+              d: pd.DataFrame, group: str, cluster: str, reference: str, alpha: float,
+              w: np.ndarray | None = None) -> list[dict]:
     zc = stats.norm.ppf(1 - alpha / 2)
     b, V = fit.params, fit.cov
     Xr = X[is_ref]
+    wr = None if w is None else w[is_ref] / w[is_ref].sum()
+
+    def rmean(A):  # mean over the reference observations (cells: weighted by their sizes)
+        return A.mean(axis=0) if wr is None else wr @ A
     rows = []
     gcol = d[group].astype(str).to_numpy()
     ccodes = pd.factorize(d[cluster])[0]
     for j, lv in enumerate(levels, start=1):
         warn = list(fit.warnings)
         if fit.link == "identity":
-            c = Xr.mean(axis=0)
+            c = rmean(Xr)
             ref_mean = float(c @ b)
             est = float(b[j])
             grad_est = np.zeros_like(b)
@@ -367,10 +415,14 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             X0 = Xr.copy()
             X0[:, 1:len(levels) + 1] = 0.0
             p0, p1 = _expit(X0 @ b), _expit(Xg @ b)
-            ref_mean = float(p0.mean())
-            est = float(p1.mean() - p0.mean())
-            grad_ref = (p0 * (1 - p0)) @ X0 / len(X0)
-            grad_est = (p1 * (1 - p1)) @ Xg / len(Xg) - grad_ref
+            ref_mean = float(rmean(p0))
+            est = float(rmean(p1) - rmean(p0))
+            if wr is None:
+                grad_ref = (p0 * (1 - p0)) @ X0 / len(X0)
+                grad_est = (p1 * (1 - p1)) @ Xg / len(Xg) - grad_ref
+            else:
+                grad_ref = (wr * p0 * (1 - p0)) @ X0
+                grad_est = (wr * p1 * (1 - p1)) @ Xg - grad_ref
             std = float(b[j] * np.sqrt(3) / np.pi)
             z = None  # set below, on the probability scale of the reported gap and its CI
         with np.errstate(invalid="ignore"):
@@ -397,7 +449,8 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
         rows.append(dict(
             group=lv, reference=str(reference), estimate=est, se=se, ci_low=lo_abs, ci_high=hi_abs,
             ref_mean=ref_mean, relative_gap=rel, rel_ci_low=rel_lo, rel_ci_high=rel_hi, std_effect=float(std),
-            z=float(z), p_value=p, n=int(in_g.sum()), n_posts=int(n_posts),
+            z=float(z), p_value=p, n=int(in_g.sum() if w is None else round(float(w[in_g].sum()))),
+            n_posts=int(n_posts),
             method=fit.method, converged=bool(fit.converged), warning="; ".join(dict.fromkeys(warn)) or None,
             ref_se=se_ref, cov_gap_ref=cov_gap_ref,
         ))
@@ -408,7 +461,7 @@ def _full_rank(X: np.ndarray) -> bool:
     return bool(np.linalg.matrix_rank(X.T @ X) == X.shape[1])
 
 
-def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml, alpha, binary):
+def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml, alpha, binary, cells=None):
     X, names, levels = design_matrix(d, group, reference, factors)
     rank = np.linalg.matrix_rank(X.T @ X)
     if rank < X.shape[1]:
@@ -424,36 +477,47 @@ def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml
     y = d[outcome].to_numpy(dtype=float)
     clusters = d[cluster].astype(str).to_numpy()
     inn = d[inner].astype(str).to_numpy() if inner else None
-    if inn is not None and pd.Series(list(zip(clusters, inn))).nunique() == len(d):
-        inn = None  # one row per inner cluster: the inner variance is not identified
+    w = cell_weights(d, cells)
+    ss = float(d[cells.ss].sum()) if w is not None else 0.0
+    if inn is not None:
+        pair = pd.Series(list(zip(clusters, inn)))
+        if (pair.nunique() == len(d)) if w is None else pd.Series(w).groupby(pair.to_numpy()).sum().max() == 1:
+            inn = None  # one row per inner cluster: the inner variance is not identified
     if method == "auto":
         method = "gee" if binary else "fast"
     if method == "gee":
         fit = None
-        counts = pd.crosstab(d[group].astype(str), y)
+        if w is None:
+            ye, Xe, ce, ge = y, X, clusters, d[group].astype(str).to_numpy()
+        else:  # the observations of 0/1 cells, rebuilt exactly (audit.stats.cells.expand_binary)
+            row, ye = expand_binary(y, w)
+            Xe, ce, ge = X[row], clusters[row], d[group].astype(str).to_numpy()[row]
+        counts = pd.crosstab(ge, ye)
         degenerate = (counts == 0).any(axis=1)
         if degenerate.any():
             why = f"no variation in group(s) {', '.join(counts.index[degenerate])}"
         else:
             try:
-                fit = _fit_gee_logit(y, X, clusters)
+                fit = _fit_gee_logit(ye, Xe, ce)
                 why = None if fit.converged and np.all(np.isfinite(fit.cov)) else "GEE did not converge"
             except Exception as exc:  # statsmodels raises several types on separation
                 why = f"GEE failed ({type(exc).__name__}: {exc})"
         if why:
-            fit = _fit_lmm(y, X, clusters, inn, reml)
+            fit = _fit_lmm(y, X, clusters, inn, reml, w, ss)
             fit.method = "linear probability " + fit.method + " (GEE fallback)"
             fit.warnings = [why + "; used the linear mixed model on the 0/1 outcome instead"] + fit.warnings
     elif method == "fast":
-        fit = _fit_lmm(y, X, clusters, inn, reml)
+        fit = _fit_lmm(y, X, clusters, inn, reml, w, ss)
     elif method == "mixedlm":
+        if w is not None:
+            raise ValueError("method 'mixedlm' needs the observations, not cells")
         fit = _fit_mixedlm(y, X, clusters, inn, reml)
     elif method == "ols":
-        fit = _fit_ols_cluster(y, X, clusters, [])
+        fit = _fit_ols_cluster(y, X, clusters, [], w, ss)
     else:
         raise ValueError(f"unknown method {method!r}")
     is_ref = d[group].astype(str).to_numpy() == str(reference)
-    return _gap_rows(fit, X, is_ref, names, levels, d, group, cluster, reference, alpha), fit
+    return _gap_rows(fit, X, is_ref, names, levels, d, group, cluster, reference, alpha, w), fit
 
 
 def _fit_stated(*args):
@@ -478,6 +542,7 @@ def gap_test(
     alpha: float = 0.05,
     where: str = "the table",
     allow_missing: bool = False,
+    cells: Cells | None = None,
 ) -> pd.DataFrame:
     """Gap of every group to the reference level ``control`` in a mixed model with a random
     intercept per ``cluster`` (and per ``cluster:inner`` when ``inner`` is given).
@@ -505,6 +570,11 @@ def gap_test(
         differential-missingness test.
     allow_missing : analyse even when the share of missing outcomes differs between a group and the
         reference (:func:`audit.stats.missing.differential_missingness`); the rows then say so.
+    cells : the rows of ``data`` are cells of observations (:mod:`audit.stats.cells`: ``outcome`` the
+        cell mean, and the columns named by ``cells``: observed and missing counts, within-cell sum of
+        squares, min, max, 0/1 flag). The result is that of the observations themselves: the mixed
+        models and OLS are fitted from the sufficient statistics, GEE from the cells' counts of ones
+        and zeros, and ``n`` counts observations.
 
     Returns
     -------
@@ -526,7 +596,7 @@ def gap_test(
     """
     _check_columns(data, outcome, group, cluster, factors, inner, where)
     ctrl = match_level(level_labels(data[group]), control) or str(control)
-    counts = missing_by_group(data, outcome, group)
+    counts = missing_by_group(data, outcome, group, cells=cells)
     diff = differential_missingness(counts, ctrl, alpha=alpha)
     flagged = diff[diff["flagged"]] if len(diff) else diff
     if len(flagged) and not allow_missing:
@@ -544,9 +614,9 @@ def gap_test(
         gl = level_labels(data[group])
         data_used = data[~gl.isin([r["group"] for r in empty]).to_numpy()]
     d = None if empty and len(empty) == len(diff) else \
-        validate_table(data_used, outcome, group, ctrl, cluster, factors, inner, where=where)
+        validate_table(data_used, outcome, group, ctrl, cluster, factors, inner, where=where, cells=cells)
     miss = counts.set_index("group")["n_missing"].to_dict()
-    by_counts = (missing_by_group(data, outcome, group, by).set_index(["group", by])["n_missing"].to_dict()
+    by_counts = (missing_by_group(data, outcome, group, by, cells=cells).set_index(["group", by])["n_missing"].to_dict()
                  if by is not None else {})
     empty_rows = [dict(group=r["group"], reference=ctrl, n=0, n_posts=0, n_missing=r["n_missing"],
                        ref_n_missing=r["ref_n_missing"], method="not fitted", converged=False,
@@ -557,14 +627,16 @@ def gap_test(
         if by is not None:
             out.insert(1, by, "pooled")
         return out
-    binary = is_binary(d[outcome])
+    binary = cells_binary(d, cells) if cells is not None else is_binary(d[outcome])
+    weight = cells.n if cells is not None else None
 
     def annotate(r: pd.DataFrame, sub: pd.DataFrame, level: str | None) -> pd.DataFrame:
         """Missing counts, effective sample size and design beside each estimate; a group whose arm and
         the reference's are both constant is not fitted (:mod:`audit.stats.degenerate`)."""
         is_ref = sub[group] == ctrl
-        arms = constant_arms(sub[outcome], sub[group])
-        scale = float(np.nanmax(np.abs(sub[outcome].to_numpy(dtype=float)))) if len(sub) else 0.0
+        values = _observed_values(sub, outcome, cells)
+        arms = constant_arms(values, np.tile(sub[group].to_numpy(), len(values) // max(len(sub), 1)))
+        scale = float(np.nanmax(np.abs(values))) if len(values) and np.isfinite(values).any() else 0.0
         no_p = ["se", "ci_low", "ci_high", "relative_gap", "rel_ci_low", "rel_ci_high", "std_effect", "z", "p_value"]
         for i, g in r["group"].items():
             fitted = not str(r.at[i, "method"]).startswith("not fitted")
@@ -580,7 +652,7 @@ def gap_test(
                         "so no p-value")
                 r.at[i, "warning"] = "; ".join(x for x in (note, r.at[i, "warning"]) if isinstance(x, str) and x)
             if (sub[group] == g).any():
-                info = detect_design(sub[is_ref | (sub[group] == g)], group, cluster)
+                info = detect_design(sub[is_ref | (sub[group] == g)], group, cluster, weight=weight)
                 r.at[i, "n_clusters"], r.at[i, "design"] = info.n_clusters, info.kind
             if level is None:
                 r.at[i, "n_missing"], r.at[i, "ref_n_missing"] = miss.get(g, 0), miss.get(ctrl, 0)
@@ -591,7 +663,7 @@ def gap_test(
                 r.at[i, "warning"] = "; ".join(x for x in (notes[g], r.at[i, "warning"]) if isinstance(x, str) and x)
         return r
 
-    rows, _ = _fit_stated(d, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary)
+    rows, _ = _fit_stated(d, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary, cells)
     out = annotate(pd.DataFrame(rows + empty_rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object}),
                    d, None)
     if by is None:
@@ -604,7 +676,8 @@ def gap_test(
         dd = d.copy()
         is_ref = dd[group] == ctrl
         dd[cond] = np.where(is_ref, ctrl, dd[group].astype(str) + "\x1f" + dd[by].astype(str))
-        rows, _ = _fit_stated(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary)
+        rows, _ = _fit_stated(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary,
+                              cells)
         r = pd.DataFrame(rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object})
         split = r["group"].str.split("\x1f", n=1, expand=True)
         r["group"] = split[0]
@@ -619,9 +692,10 @@ def gap_test(
             if ctrl not in set(sub[group]) or sub[group].nunique() < 2:
                 continue  # nothing to compare at this level
             try:
-                sub = validate_table(sub, outcome, group, ctrl, cluster, factors, inner, where=f"{where}, {by}={lv}")
+                sub = validate_table(sub, outcome, group, ctrl, cluster, factors, inner, where=f"{where}, {by}={lv}",
+                                     cells=cells)
                 rows, _ = _fit_stated(sub, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml,
-                                   alpha, binary)
+                                      alpha, binary, cells)
             except AuditError as exc:
                 rows = [dict(group=g, reference=ctrl, method="not fitted", converged=False,
                              warning=exc.message) for g in sorted(set(d[group]) - {ctrl})]

@@ -68,21 +68,30 @@ def match_level(labels: pd.Series | list[str], level: object) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def missing_by_group(data: pd.DataFrame, outcome: str, group: str, by: str | None = None) -> pd.DataFrame:
+def missing_by_group(data: pd.DataFrame, outcome: str, group: str, by: str | None = None, *,
+                     cells=None) -> pd.DataFrame:
     """Rows and missing outcomes per group (per ``(group, by)`` with ``by``).
 
     Columns: ``group`` (labels of :func:`level_labels`), [``by``], ``n_rows``, ``n_missing``,
     ``share_missing``. A row counts as missing when its outcome is NaN/None; rows without a group are
-    not counted (the analysis refuses them).
+    not counted (the analysis refuses them). ``cells`` (:class:`audit.stats.cells.Cells`): the rows are
+    cells and their observed and missing counts are summed.
     """
-    y = pd.to_numeric(data[outcome], errors="coerce")
-    d = pd.DataFrame({"group": level_labels(data[group]), "missing": y.isna().to_numpy()}, index=data.index)
+    if cells is not None:
+        d = pd.DataFrame({"group": level_labels(data[group]), "missing": data[cells.missing].to_numpy(),
+                          "rows": data[cells.missing].to_numpy() + data[cells.n].to_numpy()}, index=data.index)
+    else:
+        y = pd.to_numeric(data[outcome], errors="coerce")
+        d = pd.DataFrame({"group": level_labels(data[group]), "missing": y.isna().to_numpy(), "rows": 1},
+                         index=data.index)
     keys = ["group"]
     if by is not None:
         d[by] = data[by].astype(str)
         keys.append(by)
     d = d[d["group"].notna()]
-    out = d.groupby(keys, sort=True)["missing"].agg(n_rows="size", n_missing="sum").reset_index()
+    out = d.groupby(keys, sort=True).agg(n_rows=("rows", "sum"), n_missing=("missing", "sum")).reset_index()
+    out["n_rows"] = out["n_rows"].astype(int)
+    out = out[out["n_rows"] > 0].reset_index(drop=True)
     out["n_missing"] = out["n_missing"].astype(int)
     out["share_missing"] = out["n_missing"] / out["n_rows"]
     return out

@@ -54,6 +54,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import AuditError
+from .cells import Cells, cell_weights, cells_binary
 from .degenerate import attach_warnings, captured
 from .gaps import _fit_lmm, validate_table
 from .missing import match_level
@@ -94,13 +95,15 @@ def gap_interaction(
     inner: str | None = None,
     alpha: float = 0.05,
     where: str = "the table",
+    cells: Cells | None = None,
 ) -> pd.DataFrame:
     """Gaps of every group in every level of ``between`` and their differences from the reference level.
 
     ``outcome ~ C(group, Treatment(control)) * C(between, Treatment(reference_level)) + factors
     + (1 | cluster) [+ (1 | cluster:inner:between)]``, REML (see the module docstring).
     ``reference_level`` defaults to the first level in order of appearance. Rows with a missing
-    outcome are left out (the run's gap tests count and test them per group).
+    outcome are left out (the run's gap tests count and test them per group). ``cells``: the rows are
+    cells of observations (:mod:`audit.stats.cells`), fitted exactly from their sufficient statistics.
 
     Returns one row per (group, non-reference level): ``group, reference, <between>, reference_level,
     gap_reference_model, gap_reference_model_se, gap, gap_se, gap_ci_low, gap_ci_high, estimate`` (the
@@ -109,7 +112,9 @@ def gap_interaction(
     """
     if between not in data.columns:
         raise AuditError(f"column '{between}' not found", where=where, fix="give the column of the models or runs")
-    d = validate_table(data, outcome, group, control, cluster, list(factors) + [between], inner, where=where)
+    d = validate_table(data, outcome, group, control, cluster, list(factors) + [between], inner, where=where,
+                       cells=cells)
+    w = cell_weights(d, cells)
     ctrl = match_level(d[group], control) or str(control)
     bv = d[between].astype(str).to_numpy()
     order = list(dict.fromkeys(bv))
@@ -151,15 +156,16 @@ def gap_interaction(
     if inner is not None:
         inn = pd.factorize(d[inner].astype(str))[0] * len(order) + pd.factorize(bv)[0]  # (inner unit, model)
         pair = pd.factorize(clusters)[0].astype(np.int64) * (int(inn.max()) + 1) + inn
-        if len(pd.unique(pair)) == len(d):
+        if (len(pd.unique(pair)) == len(d)) if w is None else pd.Series(w).groupby(pair).sum().max() == 1:
             inn = None  # one row per (variant, model): no inner variance to identify
     with captured() as caught:  # numerical warnings: stated on the rows (audit.stats.degenerate), never printed
-        fit = _fit_lmm(y, X, clusters, inn, True)
-        rows = _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, y)
+        fit = _fit_lmm(y, X, clusters, inn, True, w, float(d[cells.ss].sum()) if w is not None else 0.0)
+        binary = cells_binary(d, cells) if cells is not None else _binary(y)
+        rows = _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, w, binary)
     return pd.DataFrame(attach_warnings(rows, caught))
 
 
-def _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, y) -> list[dict]:
+def _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, w, binary) -> list[dict]:
     b, V = fit.params, fit.cov
     zc = stats.norm.ppf(1 - alpha / 2)
     ng, nb = len(glev), len(others)
@@ -181,9 +187,10 @@ def _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, 
                 "gap": gap, "gap_se": gse, "gap_ci_low": gap - zc * gse, "gap_ci_high": gap + zc * gse,
                 "estimate": est, "se": se, "ci_low": est - zc * se, "ci_high": est + zc * se, "z": float(z),
                 "p_value": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
-                "n": int(in_cell.sum()), "n_posts": int(len(np.unique(ccodes[in_cell]))),
+                "n": int(in_cell.sum() if w is None else round(float(w[in_cell].sum()))),
+                "n_posts": int(len(np.unique(ccodes[in_cell]))),
                 "method": "lmm group x " + between + ", " + fit.method
-                          + (" (linear probability model on the 0/1 outcome)" if _binary(y) else ""),
+                          + (" (linear probability model on the 0/1 outcome)" if binary else ""),
                 "converged": bool(fit.converged), "warning": "; ".join(dict.fromkeys(fit.warnings)) or None,
             })
     return rows
@@ -195,7 +202,7 @@ def _binary(y: np.ndarray) -> bool:
 
 def models_table(table: pd.DataFrame, *, reference_model: str | None = None, reference: str = "control",
                  alpha: float = 0.05, pre_registered: bool = False,
-                 model_order: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+                 model_order: list[str] | None = None, cells: Cells | None = None) -> tuple[pd.DataFrame, list[str]]:
     """``results_models`` of an :func:`audit.stats.analysis_table` with several models: per outcome, the
     model x group interaction (styles and cue types pooled, style a fixed effect when there are several)
     against ``reference_model`` (default: the first of ``model_order`` that has rows, else the first model
@@ -204,7 +211,8 @@ def models_table(table: pd.DataFrame, *, reference_model: str | None = None, ref
     ``pre_registered``: the comparisons may join the confirmatory family (column ``pre_registered``;
     see :func:`audit.stats.family.split_families`). Returns ``(table, notes)``: an outcome whose
     interaction cannot be fitted is left out and named in ``notes``. p-values are not yet adjusted
-    (:func:`join_family` adjusts them with the rest of the family).
+    (:func:`join_family` adjusts them with the rest of the family). ``cells``: ``table`` is a cell table
+    (:mod:`audit.stats.cells`).
     """
     seen = list(dict.fromkeys(table["model_label"].astype(str)))
     models = [m for m in (model_order or []) if m in seen] + [m for m in seen if m not in (model_order or [])]
@@ -212,12 +220,16 @@ def models_table(table: pd.DataFrame, *, reference_model: str | None = None, ref
         return pd.DataFrame(), []
     ref = reference_model_of(models, reference_model)
     parts, notes = [], []
-    for outcome, d in table[table["value"].notna()].groupby("outcome", sort=True):
+    seen_rows = table if table["value"].notna().all() else table[table["value"].notna()]
+    for outcome, d in seen_rows.groupby("outcome", sort=True):
         factors = ["style"] if d["style"].nunique() > 1 else []
-        inner = "variant_id" if d.groupby(["variant_id", "model_label", "style"]).size().max() > 1 else None
+        size = (d.groupby(["variant_id", "model_label", "style"]).size() if cells is None
+                else d.groupby(["variant_id", "model_label", "style"])[cells.n].sum())
+        inner = "variant_id" if size.max() > 1 else None
         try:
             r = gap_interaction(d, outcome="value", between="model_label", reference_level=ref, control=reference,
-                                factors=factors, inner=inner, alpha=alpha, where=f"outcome {outcome}, models")
+                                factors=factors, inner=inner, alpha=alpha, where=f"outcome {outcome}, models",
+                                cells=cells)
         except AuditError as exc:
             notes.append(f"outcome {outcome}, model comparison: {exc.what}")
             continue
@@ -337,7 +349,7 @@ def samples_vs_posts(var_variant: float, var_sample: float, *, n_posts: int, sam
 
 
 def sampling_variability(table: pd.DataFrame, *, replicate: str = "sample_index", reference: str = "control",
-                         by: tuple[str, ...] = ("outcome", "model_label")) -> pd.DataFrame:
+                         by: tuple[str, ...] = ("outcome", "model_label"), cells: Cells | None = None) -> pd.DataFrame:
     """Within-variant sampling variance of each outcome (and model), from repeated replies to a variant.
 
     Replicates are the ``samples`` of a run (``replicate="sample_index"``) or, in a table of two runs of
@@ -346,7 +358,9 @@ def sampling_variability(table: pd.DataFrame, *, replicate: str = "sample_index"
     gives ``var_post``, ``var_variant`` (between variants of a post beyond their group) and
     ``var_sample`` (the residual: replies to one variant, style and model differ by this much);
     :func:`samples_vs_posts` adds the share of the gap's variance that sampling explains and the
-    advice. Blocks with no repeated variant are left out (nothing to estimate from).
+    advice. Blocks with no repeated variant are left out (nothing to estimate from). ``cells``: ``table``
+    is a cell table (:mod:`audit.stats.cells`) whose cells are the replicates of one (variant, style,
+    model): the residual variance is then the within-cell spread, exactly.
     """
     from .fastlmm import fit_nested_ri
     from .gaps import design_matrix
@@ -356,21 +370,24 @@ def sampling_variability(table: pd.DataFrame, *, replicate: str = "sample_index"
     keys = [k for k in by if k in obs.columns]
     for key, d in obs.groupby(keys, sort=True) if keys else [((), obs)]:
         cell = ["variant_id", "style"] + (["model_label"] if "model_label" not in keys else [])
-        reps = d.groupby(cell).size()
+        reps = d.groupby(cell).size() if cells is None else d.groupby(cell)[cells.n].sum()
         if reps.max() < 2:
             continue
         factors = ["style"] if d["style"].nunique() > 1 else []
         try:
-            dd = validate_table(d, "value", "group", reference, "post_id", factors, where="sampling variability")
+            dd = validate_table(d, "value", "group", reference, "post_id", factors, where="sampling variability",
+                                cells=cells)
         except AuditError:
             continue
         X, _, _ = design_matrix(dd, "group", match_level(dd["group"], reference) or reference, factors)
         inner = (dd["variant_id"].astype(str) + "\x1f" + dd["style"].astype(str)).to_numpy()
-        f = fit_nested_ri(dd["value"].to_numpy(float), X, dd["post_id"].astype(str).to_numpy(), inner)
+        f = fit_nested_ri(dd["value"].to_numpy(float), X, dd["post_id"].astype(str).to_numpy(), inner,
+                          weights=None if cells is None else dd[cells.n].to_numpy(float),
+                          within_ss=0.0 if cells is None else float(dd[cells.ss].sum()))
         samples = int(round(float(reps.mean())))
         adv = samples_vs_posts(f.var_inner, f.scale, n_posts=dd["post_id"].nunique(), samples=samples)
         label = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         rows.append({**label, "replicate": replicate, "var_post": float(f.var_post), **adv,
-                     "n_rows": int(len(dd)), "method": "REML value ~ group" + (" + style" if factors else "")
+                     "n_rows": int(len(dd)) if cells is None else int(dd[cells.n].sum()), "method": "REML value ~ group" + (" + style" if factors else "")
                      + " + (1|post) + (1|post:variant); var_sample = residual variance"})
     return pd.DataFrame(rows)

@@ -38,25 +38,42 @@ PAIRED_COLUMNS = ["group", "reference", "mean_diff", "t", "dof", "p_value", "coh
 
 
 def paired_contrasts(
-    data: pd.DataFrame, outcome: str, group: str, control: str, cluster: str, *, by: str | None = None
+    data: pd.DataFrame, outcome: str, group: str, control: str, cluster: str, *, by: str | None = None,
+    weight: str | None = None,
 ) -> pd.DataFrame:
     """Paired t-tests of each group's per-post mean against the same post's control mean.
 
     Returns one row per group (and per ``by`` level plus ``'pooled'`` when ``by`` is given) with
-    ``group, reference, mean_diff, t, dof, p_value, cohen_d, ci_low, ci_high, n_posts``.
+    ``group, reference, mean_diff, t, dof, p_value, cohen_d, ci_low, ci_high, n_posts``. ``weight``: a
+    column of observation counts, the rows being cells whose ``outcome`` is their mean
+    (:mod:`audit.stats.cells`); the per-post means are then ``sum n ybar / sum n``.
     """
-    d = data[[c for c in dict.fromkeys([outcome, group, cluster] + ([by] if by else []))]].copy()
+    cols = [outcome, group, cluster] + ([by] if by else []) + ([weight] if weight else [])
+    d = data[list(dict.fromkeys(cols))].copy()
     d[outcome] = pd.to_numeric(d[outcome], errors="coerce")
     d = d.dropna(subset=[outcome])
     d[group] = d[group].astype(str)
-    ctrl = d[d[group] == str(control)].groupby(cluster)[outcome].mean()
+    if weight:
+        d = d[d[weight] > 0]
+        if (d[weight] == 1).all():
+            weight = None  # one observation a cell: the rows' means, number for number
+        else:
+            d["__wy__"] = d[outcome] * d[weight]
+
+    def mean_by(frame, keys):
+        if not weight:
+            return frame.groupby(keys)[outcome].mean()
+        g = frame.groupby(keys)
+        return g["__wy__"].sum() / g[weight].sum()
+
+    ctrl = mean_by(d[d[group] == str(control)], cluster)
     rest = d[d[group] != str(control)]
     out = []
     levels = [("pooled", rest)]
     if by:
         levels += [(str(lv), sub) for lv, sub in rest.groupby(by, sort=True)]
     for lv, sub in levels:
-        means = sub.groupby([group, cluster])[outcome].mean()
+        means = mean_by(sub, [group, cluster])
         for g in sorted(sub[group].unique()):
             m = means.loc[g]
             common = m.index.intersection(ctrl.index)

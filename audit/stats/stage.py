@@ -33,20 +33,20 @@ from ..scorers.measures import ANY_LEVEL, MeasureCatalog
 from ..stages import StageContext, StageSummary
 from ..store import RunStore, canonical_json, now_iso
 from .axes import axis_contrasts as axis_contrasts_of
+from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .corrections import adjust_family
 from .designs import detect_design
 from .disparity import adjust_with, disparity_table, keep_matched, reference_map
 from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
-from .gaps import is_binary
 from .intervals import ADJ_COLUMNS, clip_to_range, holm_intervals
 from .paired import paired_contrasts
 from .pooling import partial_pool
 from .power import detectable_gap
 from .ppi import ppi_table
 
-__all__ = ["analysis_table", "analyze_run", "analyze_store", "analyze_scores", "analysis_fingerprint",
-           "analysis_predates_ratings", "ratings_fingerprint",
+__all__ = ["analysis_table", "analysis_cells", "analyze_cells", "table_cells", "analyze_run", "analyze_store",
+           "analyze_scores", "analysis_fingerprint", "analysis_predates_ratings", "ratings_fingerprint",
            "AnalysisResult", "AnalyzeStage", "RESULTS_COLUMNS"]
 
 RESULTS_COLUMNS = [
@@ -180,6 +180,70 @@ def analysis_table(store: RunStore, spec: Any = None, *, compact: bool = False) 
     return out
 
 
+def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
+    """The cells of the run's :func:`analysis_table` (the same outcomes, derived ``>0`` outcomes and
+    missing values), computed in one streaming pass over the store (:meth:`RunStore.score_cells`)
+    instead of from the reply rows: one row per (variant, style, model, outcome), in the order of
+    :func:`table_cells`, with the columns :func:`analyze_cells` reads. The text columns are categoricals.
+    """
+    units, stats = store.score_cells()
+    axes = [c for c in units.columns if c not in _NOT_AXES | {"n_requests", "n_any", "group"}]
+    cols = _CELL_COLS + axes + ["value"] + CELL_STATS + ["n_any"]
+    if units.empty or not stats:
+        return pd.DataFrame(columns=cols)
+    names = sorted(stats)
+    catalog = MeasureCatalog.from_scorer_info(store.scorer_info())
+    per: dict[str, dict[str, np.ndarray]] = {}
+    for name in names:
+        st = stats[name]
+        n = st["n"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_c = st["sum"] / n
+            ss = np.where(n > 0, np.maximum(st["sumsq"] - st["sum"] * mean_c, 0.0), 0.0)
+        seen = n > 0
+        per[name] = dict(value=np.where(seen, mean_c + st["shift"], np.nan), n=n, ss=ss,
+                         vmin=np.where(seen, st["min"], np.nan), vmax=np.where(seen, st["max"], np.nan),
+                         all01=st["not01"] == 0)
+        declared = catalog.declared(name)
+        if declared is not None:
+            levels = declared.kind == "ordinal" and declared.range is not None and declared.range[0] == 0
+        else:
+            levels = bool(seen.any()) and float(st["not012"].sum()) == 0
+        if levels and seen.any() and float(np.max(st["max"][seen])) > 1:
+            pos = st["pos"]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per[f"{name}{ANY_LEVEL}"] = dict(
+                    value=np.where(seen, pos / n, np.nan), n=n, ss=np.where(seen, pos * (n - pos) / n, 0.0),
+                    vmin=np.where(seen, (st["min"] > 0) * 1.0, np.nan),
+                    vmax=np.where(seen, (st["max"] > 0) * 1.0, np.nan),
+                    all01=np.ones(len(n), dtype=bool))
+    outcomes = sorted(per)
+    if spec is not None and getattr(spec, "analysis", None) is not None and spec.analysis.outcomes:
+        keep = set(_match_outcomes(outcomes, spec.analysis.outcomes, "spec key analysis.outcomes"))
+        outcomes = [o for o in outcomes if o in keep]
+    if not outcomes:
+        return pd.DataFrame(columns=cols)
+    U, K = len(units), len(outcomes)
+    rep = np.repeat(np.arange(U), K)
+    base = _compact(units[["post_id", "variant_id", "group", "cue_type", "style", "model_label"] + axes])
+    data: dict[str, Any] = {}
+    for c in _CELL_COLS + axes:  # built column by column, in order: a million replies are ~3M cells
+        if c == "outcome":
+            data[c] = pd.Categorical.from_codes(np.tile(np.arange(K), U), categories=outcomes)
+        else:
+            col = base[c]
+            data[c] = pd.Categorical.from_codes(col.cat.codes.to_numpy()[rep], dtype=col.dtype) \
+                if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()[rep]
+    n = np.column_stack([per[o]["n"] for o in outcomes]).ravel().astype(np.int64)
+    data["value"] = np.column_stack([per[o]["value"] for o in outcomes]).ravel()
+    data["n"] = n
+    data["n_missing"] = np.repeat(units["n_requests"].to_numpy(), K) - n
+    for c in ("ss", "vmin", "vmax", "all01"):
+        data[c] = np.column_stack([per[o][c] for o in outcomes]).ravel()
+    data["n_any"] = np.repeat(units["n_any"].to_numpy(), K)
+    return pd.DataFrame(data, columns=cols)
+
+
 def _compact(df: pd.DataFrame) -> pd.DataFrame:
     """Text columns as categoricals (see :func:`analysis_table`)."""
     out = df.copy()
@@ -215,6 +279,52 @@ def _family_id(res: pd.DataFrame) -> str:
 def analyze_scores(
     table: pd.DataFrame,
     *,
+    human: pd.DataFrame | None = None,
+    **options: Any,
+) -> AnalysisResult:
+    """Fit the whole family on an :func:`analysis_table` and return the result tables.
+
+    The table is first reduced to its cells (:func:`table_cells`: one row per variant, style, model and
+    outcome with the counts, mean and within-cell sum of squares of its replies) and every test is
+    fitted from those by :func:`analyze_cells` (whose keyword arguments ``options`` are); the results
+    are those of the replies themselves. ``human`` (``request_key, measure, value``): human ratings of
+    some replies; they are matched to replies, so the prediction-powered gaps use the rows of ``table``.
+    """
+    return analyze_cells(table_cells(table), human=human, rows=table if human is not None else None, **options)
+
+
+def table_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The cells of an :func:`analysis_table` (:func:`audit.stats.cells.cells_from_rows`), in the order of
+    their first reply in the table, with ``n_any`` (the cell's replies with at least one observed
+    outcome) beside the statistics."""
+    if table.empty:
+        return pd.DataFrame(columns=_CELL_COLS + ["value"] + CELL_STATS + ["n_any"])
+    t = table.copy()
+    for c in ("outcome", "model_label", "variant_id", "style", "group", "cue_type", "post_id"):
+        if c in t.columns and isinstance(t[c].dtype, pd.CategoricalDtype):
+            t[c] = t[c].astype(object)
+    axes = [c for c in t.columns if c not in set(_BASE_COLS) | {"outcome", "value"}]
+    keys = ["variant_id", "style", "model_label"]
+    unit = t.groupby(keys, sort=False, observed=True, dropna=False).ngroup().to_numpy()
+    t["__unit__"] = unit
+    t["__first__"] = pd.Series(np.arange(len(t))).groupby(unit).transform("min").to_numpy()
+    cells = cells_from_rows(t, ["__first__", "outcome"] + keys)
+    first = t.groupby("__unit__", sort=True).head(1).set_index("__first__")
+    for c in ["post_id", "group", "cue_type"] + axes:
+        cells[c] = cells["__first__"].map(first[c]).to_numpy()
+    obs = t[t["value"].notna()]
+    any_req = obs.drop_duplicates(["__unit__", "request_key"]).groupby("__first__").size()
+    cells["n_any"] = cells["__first__"].map(any_req).fillna(0).astype(np.int64).to_numpy()
+    cells = cells.sort_values(["__first__", "outcome"], kind="stable").drop(columns="__first__")
+    return cells[_CELL_COLS + axes + ["value"] + CELL_STATS + ["n_any"]].reset_index(drop=True)
+
+
+_CELL_COLS = ["post_id", "variant_id", "group", "cue_type", "style", "model_label", "outcome"]
+
+
+def analyze_cells(
+    table: pd.DataFrame,
+    *,
     reference: str = "control",
     extra_references: list[str] | tuple[str, ...] = (),
     alpha: float = 0.05,
@@ -229,11 +339,22 @@ def analyze_scores(
     allow_missing: bool = False,
     reference_model: str | None = None,
     model_order: list[str] | None = None,
+    rows: pd.DataFrame | None = None,
     margins: dict[str, Any] | None = None,
     axis_contrasts: bool = False,
     ranges: dict[str, tuple[float, float] | None] | None = None,
 ) -> AnalysisResult:
-    """Fit the whole family on an :func:`analysis_table` and return the result tables.
+    """Fit the whole family on a cell table and return the result tables.
+
+    ``table``: one row per cell (variant, style, model, outcome) with ``post_id, group, cue_type``, the
+    axis columns, ``value`` (the mean of the cell's observed outcomes) and the statistics of
+    :mod:`audit.stats.cells` (``n, n_missing, ss, vmin, vmax, all01``) and ``n_any`` (the cell's
+    replies with any observed outcome): :meth:`audit.store.RunStore.score_cells` or
+    :func:`table_cells`. Every test is fitted from the cells, exactly (no reply row is read): the mixed
+    models and the model comparisons from the sufficient statistics, GEE from the cells' counts of
+    ones and zeros, the disparities and paired contrasts from the per-post cell sums. ``rows``: the
+    reply rows (:func:`analysis_table`), needed only with ``human`` ratings (the prediction-powered
+    gaps match ratings to replies); ``meta['row_fallback']`` says when they were used.
 
     The gap tests go through the one family loop (:func:`audit.stats.family.fit_family`), the same
     as :func:`audit.stats.analyze_table` on any long table; a block is one (outcome, model, style).
@@ -266,8 +387,8 @@ def analyze_scores(
     axis's reference, averaged over the other axes, from the same model as the cell gaps (styles and
     cue types pooled), with Holm and BH within that table (exploratory, outside the gap family).
     """
-    axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value"}]
-    observed = table[table["value"].notna()]
+    axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
+    observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
     blocks, paired_parts = [], []
     formulas = set()
     for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
@@ -277,16 +398,17 @@ def analyze_scores(
             style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
         for style, d in style_blocks:
             factors = ["style"] if style == "pooled" and len(styles) > 1 else []
-            seen = d[d["value"].notna()]
-            inner = "variant_id" if len(seen) and seen.groupby("variant_id").size().max() > 1 else None
+            seen = d[d["n"] > 0]
+            inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
             formulas.add(
                 "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
                 + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
             )
             blocks.append(Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
-                                tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}"))
+                                tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}",
+                                cells=CELLS))
             if paired_check:
-                p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type")
+                p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type", weight="n")
                 p.insert(0, "outcome", outcome)
                 p.insert(1, "model_label", model)
                 p.insert(2, "style", style)
@@ -303,7 +425,7 @@ def analyze_scores(
         res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
     # between the demographic groups (the control, where there is one, left out), whatever the reference:
     # a release without a control (reference = a group) has its disparities too
-    disparity = disparity_table(observed, control="control", alpha=alpha, seed=seed)
+    disparity = disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n")
     if res.empty:
         raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
     if res["p_value"].isna().all():
@@ -313,7 +435,7 @@ def analyze_scores(
     res["family_id"] = _family_id(res)
     models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
                                        pre_registered=bool(primary) and reference_model is not None,
-                                       model_order=model_order)
+                                       model_order=model_order, cells=CELLS)
     if not models.empty:  # several models: the differences of gaps join the family (audit.stats.models_compare)
         notes = notes + model_notes
         res, disparity, models = models_family(res, disparity, models, primary, alpha)
@@ -322,10 +444,15 @@ def analyze_scores(
             res, disparity = adjust_with(res, disparity, alpha=alpha)
             disparity["family_id"] = res["family_id"].iloc[0]
         res, disparity = _pre_registered(res, disparity, primary, alpha)
-    ppi = _with_human(observed, human, reference, alpha)
+    ppi = pd.DataFrame()
+    if human is not None and not human.empty:
+        if rows is None:
+            raise AuditError("the prediction-powered gaps need the reply rows beside the cells",
+                             where="analyze_cells", fix="pass rows=analysis_table(store)")
+        ppi = _with_human(rows[rows["value"].notna()], human, reference, alpha)
     if margins:
         res, disparity = verdicts(res, disparity, ppi, margins, alpha=alpha, reference=reference)
-    rng = {o: (0.0, 1.0) for o, d in observed.groupby("outcome", observed=True) if is_binary(d["value"])}
+    rng = {o: (0.0, 1.0) for o, d in observed.groupby("outcome", observed=True) if cells_binary(d)}
     rng.update({o: tuple(r) for o, r in (ranges or {}).items() if r is not None})
     res = holm_intervals(clip_to_range(res, rng), alpha=alpha, ranges=rng,
                          others=[t for t in (disparity, models) if t is not None and not t.empty])
@@ -369,13 +496,13 @@ def analyze_scores(
     if axis_contrasts and group_axes is not None and len(ax) >= 2:
         parts = []
         for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
-            seen = d_om[d_om["value"].notna()]
-            inner = "variant_id" if len(seen) and seen.groupby("variant_id").size().max() > 1 else None
+            seen = d_om[d_om["n"] > 0]
+            inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
             factors = ["style"] if d_om["style"].nunique() > 1 else []
             try:
                 r = axis_contrasts_of(d_om, outcome="value", axes_of=group_axes.drop(index=reference, errors="ignore"),
                                       control=reference, factors=factors, inner=inner,
-                                      reference_group=reference_group, alpha=alpha)
+                                      reference_group=reference_group, alpha=alpha, cells=CELLS)
             except AuditError as exc:
                 notes = notes + [f"axis contrasts of {outcome}, {model}: {exc.message}"]
                 continue
@@ -399,13 +526,14 @@ def analyze_scores(
         pw_rows.append(dict(outcome=outcome, model_label=model, ref_mean=ref_mean, se=se, detectable_gap=mde,
                             detectable_relative_gap=rel, power=power, alpha=alpha, family_size=m,
                             gap=power_gap, power_at_gap=pw_gap,
-                            n_posts=int(d_om["post_id"].nunique()), n_rows=int(len(d_om)),
+                            n_posts=int(d_om["post_id"].nunique()), n_rows=int(d_om["n"].sum()),
                             method="(z_{1-alpha/(2m)} + z_power) * median SE of the pooled gaps; "
                                    "power_at_gap = Phi(|gap * ref_mean| / SE - z_{1-alpha/(2m)})"))
     power_df = pd.DataFrame(pw_rows)
 
-    binary = sorted(o for o, d in observed.groupby("outcome") if is_binary(d["value"]))
-    design = detect_design(observed.drop_duplicates("request_key"), "group", "post_id")
+    binary = sorted(o for o, d in observed.groupby("outcome") if cells_binary(d))
+    units = table.drop_duplicates(["variant_id", "style", "model_label"])
+    design = detect_design(units[units["n_any"] > 0], "group", "post_id", weight="n_any")
     fallbacks = res.loc[res["method"].astype(str).str.contains("fallback|ols|not fitted"), "method"]
     meta = {
         "formula": sorted(formulas),
@@ -436,7 +564,7 @@ def analyze_scores(
         "fallbacks_used": fallbacks.value_counts().to_dict(),
         "singular_fits": int(res["warning"].astype(str).str.contains("singular").sum()),
         "not_fitted": notes,
-        "n_rows": int(len(observed)),
+        "n_rows": int(observed["n"].sum()),
         "design": design.kind,
         "design_statement": design.statement(),
         "software": software_versions(),
@@ -453,6 +581,9 @@ def analyze_scores(
                                "tests' families (Holm; BH in an exploratory family); relative margins by the "
                                "Fieller-type test of gap - c * reference mean; disparities from their bootstrap CI; "
                                "gaps corrected with human ratings where they exist (audit.stats.equivalence)")
+    if human is not None and not human.empty:
+        meta["row_fallback"] = ("the prediction-powered gaps (results_ppi) match human ratings to replies, so they "
+                                "were fitted from the reply rows; every other test from the cells")
     if not ppi.empty:
         meta["ppi"] = ("automated, prediction-powered (PPI++, power-tuned lambda per arm) and human-only gaps of the "
                        "rated outcomes; styles and cue types pooled; delete-one-post jackknife CIs (audit.stats.ppi)")
@@ -467,11 +598,11 @@ def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
     sampling variance of every continuous outcome and model, the share of a gap's variance it explains
     and the advice on samples versus posts (:func:`audit.stats.models_compare.sampling_variability`);
     empty with one sample per variant."""
-    if observed.empty or observed["sample_index"].nunique() < 2:
+    if observed.empty or observed["n"].max() < 2:
         return pd.DataFrame()
-    cont = [o for o, d in observed.groupby("outcome") if not is_binary(d["value"])]
+    cont = [o for o, d in observed.groupby("outcome") if not cells_binary(d)]
     return sampling_variability(observed[observed["outcome"].isin(cont)], replicate="sample_index",
-                                reference=reference)
+                                reference=reference, cells=CELLS)
 
 
 # --------------------------------------------------------------------------- pre-registration, human ratings
@@ -665,15 +796,17 @@ def analyze_run(spec: Any, run_dir: str | Path | None = None) -> AnalysisResult:
 
 def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
     """Fit the audit's family of tests on the scores in ``store`` and replace its results tables."""
-    table = analysis_table(store, spec, compact=True)
+    table = analysis_cells(store, spec)
     if table.empty:
         raise AuditError("the run store has no scored replies to analyse", where=str(store.run_dir),
                          fix="run `empathy-audit generate` and `empathy-audit score` first")
     a = spec.analysis
-    result = analyze_scores(table, reference=a.reference, extra_references=list(a.extra_references),
+    human = _human_from_store(store)
+    rows = analysis_table(store, spec, compact=True) if human is not None else None  # PPI matches ratings to replies
+    result = analyze_cells(table, rows=rows, reference=a.reference, extra_references=list(a.extra_references),
                             alpha=a.alpha, by_style=a.by_style, paired_check=a.paired_check,
                             power_gap=a.power_gap, reference_group=a.reference_group, seed=spec.seed,
-                            primary=a.primary, human=_human_from_store(store),
+                            primary=a.primary, human=human,
                             allow_missing=a.allow_missing,
                             reference_model=a.reference_model, model_order=[m.label for m in spec.models],
                             margins=_checked_margins(a.margins, table),
