@@ -281,7 +281,7 @@ def _spec_error(where: Path | str, text: str, err: ValidationError) -> AuditErro
     """:func:`audit.spec.validation_error`, pointing at the import spec's reference (docs/replication.md)."""
     exc = validation_error(where, text, err, what_file="import spec")
     exc.what = exc.what.replace("Value error, ", "")
-    exc.fix = (exc.fix or "").replace("reference in the README", "reference in docs/replication.md")
+    exc.fix = (exc.fix or "").replace("reference in docs/guide/specs.md", "reference in docs/replication.md")
     return exc
 
 

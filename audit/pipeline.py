@@ -134,17 +134,22 @@ def closing_lines(result: PipelineResult, spec: Any) -> list[str]:
     html = result.paths.get("html", result.run_dir / "report.html")
     lines = [f"report: {html}"]
     path = result.paths.get("json")
-    summary = json.loads(Path(path).read_text(encoding="utf-8")).get("summary", {}) if path else {}
+    doc = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    summary = doc.get("summary", {})
     n, sig = summary.get("n_tests", 0), summary.get("n_significant", 0)
+    primary = summary.get("primary_outcome") or (doc.get("headline") or {}).get("primary_outcome")
+    m = summary.get("family_size") or n
+    lead = (f"headline: primary outcome {primary}; " if primary else "headline: ")
     if not n:
         lines.append("headline: no gap test could be fitted (the report says why)")
     elif summary.get("significant"):
-        lines.append(f"headline: {sig} of {n} gap tests significant after Holm correction; the first: "
+        lines.append(f"{lead}{sig} of the family's {m} tests significant after Holm correction; the first: "
                      f"{summary['significant'][0]}")
     else:
-        detect = (summary.get("detectable_gaps") or [""])[0]
-        lines.append(f"headline: none of {n} gap tests is significant after Holm correction"
-                     + (f"; the smallest gap this design could detect: {detect}" if detect else ""))
+        sentences = (doc.get("headline") or {}).get("sentences") or []
+        detect = next((s for s in sentences if "detect" in s), "")
+        lines.append(f"{lead}none of the family's {m} tests is significant after Holm correction"
+                     + (f". {detect}" if detect else ""))
     if any(m.is_embedded for m in spec.models):
         from .generate import embedded_note
 

@@ -207,7 +207,7 @@ class ModelSpec(StrictModel):
     max_retries: int = Field(6, ge=0, le=50)
     execution: Literal["online", "batch"] = Field(
         "online", description="online: one request at a time as the run goes; batch: through the provider's "
-        "batch service (half the price, replies within its window; see README 'Large audits').")
+        "batch service (half the price, replies within its window; see docs/guide/large-audits.md).")
     batch: BatchSpec = Field(default_factory=BatchSpec)
 
     @property
@@ -814,7 +814,7 @@ def validation_error(where: Path | str, text: str, err: ValidationError, what_fi
     place = f"{where}" + (f", line {line}" if line else "") + f", key '{key}'"
     if e["type"] == "extra_forbidden":
         what = f"unknown key '{loc[-1]}'"
-        fix = f"remove it or fix its spelling; see the {what_file} reference in the README"
+        fix = f"remove it or fix its spelling; see the {what_file} reference in docs/guide/specs.md"
     elif e["type"] == "missing":
         what = f"required key '{loc[-1]}' is missing"
         fix = f"add it to the {what_file}"
@@ -822,7 +822,7 @@ def validation_error(where: Path | str, text: str, err: ValidationError, what_fi
         got = e.get("input")
         got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
         what = f"{e['msg']}{got_s}"
-        fix = f"correct the value; see the {what_file} reference in the README"
+        fix = f"correct the value; see the {what_file} reference in docs/guide/specs.md"
     more = len(err.errors()) - 1
     if more:
         fix += f" ({more} more problem(s) will be reported after this one is fixed)"

@@ -31,6 +31,7 @@ def golden_demo_run(tmp: Path) -> Path:
         atexit.register(shutil.rmtree, where, True)
         _DONE = _run_once(where)
     shutil.copytree(_DONE, tmp / "run")
+    shutil.copy(_DONE.parent / "demo.yaml", tmp / "demo.yaml")  # the spec it was run with, to run it again
     return tmp / "run"
 
 

@@ -128,8 +128,11 @@ def test_power_bad_gap_and_no_components(capsys, tmp_path):
     spec.write_text("name: plan\n")
     rc, _, err = run(capsys, "power", spec, "--gap", "five", "--groups", "2")
     assert rc == 2 and "gap" in err
-    rc, _, err = run(capsys, "power", spec, "--gap", "5%", "--groups", "2", "--cue-types", "1")
-    assert rc == 2 and "variance components" in err
+    # no pilot and nothing stated: the suite's planning defaults, with their source (issue 29)
+    rc, out, err = run(capsys, "power", spec, "--gap", "50%", "--groups", "2", "--cue-types", "1", "--posts", "10",
+                       "--sims", "10")
+    assert rc == 0, err
+    assert "no pilot run: planning defaults" in out and "Sharma" in out
 
 
 def test_extra_reference_joins_the_family(capsys, table_csv):

@@ -108,3 +108,42 @@ def test_endpoint_identity_has_no_secret_and_no_trailing_slash():
                                     "deployment": "gpt4o"})
     eid, name = endpoint_identity(az)
     assert eid == "azure:https://x.openai.azure.com/deployments/gpt4o?api-version=2024-06-01" and name == "gpt4o"
+
+
+# ----------------------------------------------------------------------------- embedded threads (issue 29)
+
+@pytest.mark.parametrize("cores, load, expected", [(2, 0.1, 1), (2, 3.5, 1), (8, 0.5, 4), (8, 5.2, 2), (4, 4.0, 1),
+                                                   (1, 0.0, 1), (16, 20.0, 1)])
+def test_embedded_threads_follow_the_free_cores(monkeypatch, cores, load, expected):
+    """What is free: cores minus the load average (1..4); 1 whenever the load exceeds the cores."""
+    import audit.backends.embedded as emb
+
+    monkeypatch.delenv(emb.THREADS_ENV, raising=False)
+    monkeypatch.setattr(emb, "_cores", lambda: cores)
+    monkeypatch.setattr(emb.os, "getloadavg", lambda: (load, load, load))
+    assert emb.default_threads() == expected
+
+
+def test_embedded_threads_env_overrides_and_a_bad_value_is_one_clear_error(monkeypatch):
+    import audit.backends.embedded as emb
+    from audit.errors import AuditError
+
+    monkeypatch.setattr(emb.os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    monkeypatch.setenv(emb.THREADS_ENV, "3")
+    assert emb.default_threads() == 3
+    monkeypatch.setenv(emb.THREADS_ENV, "two")
+    with pytest.raises(AuditError, match="EMPATHY_AUDIT_THREADS"):
+        emb.default_threads()
+
+
+def test_embedded_server_turns_busy_polling_off():
+    """The binding exposes llama.cpp's poll level; the server sets it to 0 for both thread pools."""
+    import inspect
+
+    import xllamacpp
+
+    from audit.backends import embedded_server
+
+    assert hasattr(xllamacpp.CommonParams().cpuparams, "poll")
+    src = inspect.getsource(embedded_server.main)
+    assert "p.cpuparams.poll = 0" in src and "p.cpuparams_batch.poll = 0" in src

@@ -19,7 +19,7 @@ SUBCOMMANDS = {"batch": ["status", "submit", "poll", "collect", "cancel", "run-l
 def table_commands() -> list[str]:
     """Command names of the README's command table (``batch status``, ``ratings packet``, ``run`` ...)."""
     names: set[str] = set()
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         for line in path.read_text(encoding="utf-8").splitlines():
             m = re.match(r"\|\s*`empathy-audit ([a-z-]+)((?: [a-z-]+)?)((?:\\?\|[a-z-]+| / [a-z-]+)*)", line)
             if not m:

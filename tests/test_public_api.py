@@ -126,8 +126,9 @@ def test_power_plan_without_a_spec():
     assert any(line.startswith("with 1 sample(s) per variant") for line in plan.lines())
     with pytest.raises(AuditError, match="number of groups"):
         audit.power(gap=0.2, sd_post=0.3, sd_resid=0.5, ref_mean=1.0)
-    with pytest.raises(AuditError, match="variance components"):
-        audit.power(gap=0.2, groups=2)
+    # no pilot and nothing stated: the planning defaults from published audits, with their source (issue 29)
+    plan = audit.power(gap=0.5, groups=2, posts=[10], sims=4, seed=1)
+    assert plan.components_source.startswith("no pilot run: planning defaults") and "Sharma" in plan.components_source
 
 
 def test_one_json_cleaner_handles_what_the_commands_print():

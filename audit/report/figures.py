@@ -177,6 +177,39 @@ def _symmetric_x(ax, *values) -> float:
     return span
 
 
+def _robust_x(ax, lo, hi, est, *, limit: float | None = None) -> float:
+    """A symmetric axis around 0 whose half-width comes from a robust range, not from the widest
+    interval: the larger of the largest |estimate| and the 75th percentile of the |bounds| (times 1.08),
+    at most ``limit`` (the widest gap the outcome can take). One interval as wide as +-2000% then no
+    longer squashes every other onto 0; intervals reaching past the axis are drawn by
+    :func:`_interval` as arrows with their value. Returns the half-width."""
+    e = np.abs(np.asarray(est, dtype=float))
+    b = np.abs(np.concatenate([np.asarray(lo, dtype=float).ravel(), np.asarray(hi, dtype=float).ravel()]))
+    e, b = e[np.isfinite(e)], b[np.isfinite(b)]
+    span = max(float(e.max()) if e.size else 0.0, float(np.quantile(b, 0.75)) if b.size else 0.0) * 1.08
+    if limit is not None and np.isfinite(limit) and limit > 0:
+        span = min(span, limit * 1.02) if span > 0 else limit
+    return _symmetric_x(ax, [span])
+
+
+def _interval(ax, y: float, lo: float, hi: float, span: float, colour, fmt: str = "{:+.3g}", **line) -> int:
+    """Draw one interval on an axis of half-width ``span``; an end beyond the axis becomes an arrow at
+    the axis edge labelled with its value. Returns the number of ends drawn off-scale."""
+    off = 0
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return 0
+    a, b = max(lo, -span), min(hi, span)
+    ax.plot([a, b], [y, y], color=colour, **line)
+    for value, edge, sign in ((lo, -span, -1), (hi, span, 1)):
+        if sign * value > span:
+            off += 1
+            ax.annotate("", xy=(edge, y), xytext=(edge - sign * 0.12 * span, y),
+                        arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.2, mutation_scale=8))
+            ax.text(edge - sign * 0.02 * span, y + 0.22, mpl_text(fmt.format(value)), fontsize=6,
+                    ha="right" if sign > 0 else "left", va="bottom", color=colour)
+    return off
+
+
 def _has_data(ax) -> bool:
     """Whether a panel shows something: a finite line or marker (not the reference line), a bar of
     non-zero size, a collection with points or a colour mesh with values, an image, or a note."""
@@ -241,6 +274,16 @@ def _range(outcome: str, catalog: MeasureCatalog | None) -> tuple[float, float] 
         return tuple(m.range) if m.range is not None else None
     except Exception:  # noqa: BLE001 - an undeclared measure has no range
         return None
+
+
+def _limit(outcome: str, catalog: MeasureCatalog | None, xlabel: str) -> float | None:
+    """The widest gap the outcome can take, in the axis unit (its range's width; for a relative axis
+    none), so an axis never runs past what the quantity can take."""
+    if "%" in xlabel and "percentage" not in xlabel:
+        return None
+    r = _range(outcome, catalog)
+    scale, _ = scale_unit(outcome, catalog)
+    return (float(r[1]) - float(r[0])) * scale if r is not None else None
 
 
 def _not_estimable_reason(d: pd.DataFrame) -> str:
@@ -343,18 +386,22 @@ def _group_axis(ax) -> None:
 
 
 def _gap_values(d: pd.DataFrame, outcome: str, catalog: MeasureCatalog | None = None,
-                against: str = "control") -> tuple[pd.Series, pd.Series, pd.Series, str]:
+                against: str = "control", *, adjusted: bool = False) -> tuple[pd.Series, pd.Series, pd.Series, str]:
     """(estimate, CI low, CI high, axis label with unit) of the gaps in ``d``, as the figures show them:
     relative to the comparison mean in %, or absolute (percentage points; points on the measure's
-    scale) where the outcome is stated absolutely."""
+    scale) where the outcome is stated absolutely or a relative interval is missing for a row.
+    ``adjusted``: the Holm-consistent intervals (``*_adj``) instead of the unadjusted 95% ones."""
     ref = pd.to_numeric(d["ref_mean"], errors="coerce").median() if "ref_mean" in d else None
     ref = float(ref) if ref is not None and np.isfinite(ref) else None
-    num = lambda c: pd.to_numeric(d[c], errors="coerce")  # noqa: E731
-    if is_absolute(outcome, ref, catalog) or "relative_gap" not in d:
+    num = lambda c: pd.to_numeric(d[c], errors="coerce") if c in d else pd.Series(np.nan, index=d.index)  # noqa: E731
+    sfx = "_adj" if adjusted else ""
+    has_est = num("estimate").notna()
+    rel_missing = (num(f"rel_ci_low{sfx}").isna() | num(f"rel_ci_high{sfx}").isna()) & has_est
+    if is_absolute(outcome, ref, catalog) or "relative_gap" not in d or rel_missing.any():
         scale, _ = scale_unit(outcome, catalog)
-        return (num("estimate") * scale, num("ci_low") * scale, num("ci_high") * scale,
+        return (num("estimate") * scale, num(f"ci_low{sfx}") * scale, num(f"ci_high{sfx}") * scale,
                 f"gap vs {against} ({_scale_label(outcome, catalog)})")
-    return (num("relative_gap") * 100, num("rel_ci_low") * 100, num("rel_ci_high") * 100,
+    return (num("relative_gap") * 100, num(f"rel_ci_low{sfx}") * 100, num(f"rel_ci_high{sfx}") * 100,
             f"gap vs {against} (% of the {against} mean)")
 
 
@@ -366,7 +413,9 @@ def forest(data) -> FigureOut:
     fo = FigureOut("fig-forest", "Every gap versus the control, with 95% confidence intervals",
                    "One row per group and cue type (pooled over prompt styles where the analysis pooled them). "
                    "Filled markers: significant after Holm correction across the whole family of tests; hollow: "
-                   "not significant; n/a: not estimable. Each axis is symmetric around the dashed no-gap line.",
+                   "not significant; n/a: not estimable. 95% CIs, unadjusted (the Holm-adjusted p-values decide "
+                   "significance). Each axis is symmetric around the dashed no-gap line; an interval reaching past "
+                   "the axis ends in an arrow labelled with its bound.",
                    "Forest plot of the estimated gap of each group versus the control with 95% confidence intervals.")
     res = data.results
     if res is None or res.empty:
@@ -415,10 +464,11 @@ def forest(data) -> FigureOut:
             if not finite.iloc[i]:
                 ax.text(0, y[i], "n/a", ha="center", va="center", fontsize=6.5, color="0.35")
                 continue
-            ax.plot([lo.iloc[i], hi.iloc[i]], [y[i], y[i]], color=c, linewidth=1.4)
             ax.plot([est.iloc[i]], [y[i]], marker="o", markersize=5.5, color=c,
                     markerfacecolor=c if sig.iloc[i] else "white", markeredgewidth=1.4)
-        _symmetric_x(ax, lo[finite], hi[finite], est[finite])
+        span = _robust_x(ax, lo[finite], hi[finite], est[finite], limit=_limit(o, data.measures, xlabel))
+        for i in np.flatnonzero(finite.to_numpy()):
+            _interval(ax, y[i], lo.iloc[i], hi.iloc[i], span, cue_colour(sub["cue_type"].iloc[i]), linewidth=1.4)
         n_rows += int(finite.sum())
         n_excl += _n_excluding_zero(lo[finite], hi[finite])
         ax.set_yticks(y)
@@ -497,10 +547,12 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     safe palette; filled = significant after Holm)."""
     label = outcome_label(outcome, data.measures) if outcome else "the primary outcome"
     fo = FigureOut("fig-forest-primary", f"{label}: each group against the control and its reference group",
-                   "Pooled over prompt styles and cue types; 95% confidence intervals. Filled markers: significant "
-                   "after Holm correction across the whole family; hollow: not significant. The dashed line is no gap.",
+                   "Pooled over prompt styles and cue types; intervals at the family's Holm-consistent level (they "
+                   "exclude 0 exactly when the Holm p is below alpha). Filled markers: significant after Holm "
+                   "correction across the whole family; hollow: not significant. The dashed line is no gap; an "
+                   "interval reaching past the axis ends in an arrow labelled with its bound.",
                    f"Forest plot of {label}: for each group, the gap versus the control and versus its reference "
-                   "group, with 95% confidence intervals, on an axis symmetric around zero.")
+                   "group, with Holm-consistent confidence intervals, on an axis symmetric around zero.")
     ppi = getattr(data, "tables", {}).get("results_ppi")
     if ppi is not None and not ppi.empty and (ppi["outcome"].astype(str) == str(outcome)).any():
         fo.caption = "Automated scores. " + fo.caption + " The gaps corrected with human ratings are in the table."
@@ -521,11 +573,16 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     ctrl = _control(data)
     kinds = [("control", d["reference"].astype(str) == ctrl), ("reference group", d["reference"].astype(str) != ctrl)]
     colours = (pal[0], pal[3])  # blue and vermillion: apart for every common colour-vision deficiency
-    est, lo, hi, xlabel = _gap_values(d, outcome, data.measures)
+    adjusted = "ci_low_adj" in d and pd.to_numeric(d["ci_low_adj"], errors="coerce").notna().any()
+    est, lo, hi, xlabel = _gap_values(d, outcome, data.measures, adjusted=adjusted)
+    if not adjusted:  # results analysed before the Holm-consistent intervals existed
+        fo.caption = fo.caption.replace("intervals at the family's Holm-consistent level (they exclude 0 exactly "
+                                        "when the Holm p is below alpha)", "95% CIs, unadjusted")
     xlabel = xlabel.replace("gap vs control", "gap").replace("% of the control mean", "% of the comparison mean")
     height = max(0.34 * len(groups) + 1.3, 2.2)  # room for the legend below a single group
     fig = Figure(figsize=(5.6, height))
     ax = fig.subplots()
+    marks: list[tuple[float, int, Any]] = []
     for k, (name, mask) in enumerate(kinds):
         c = colours[k]
         for i, g in enumerate(groups):
@@ -537,11 +594,12 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
             sig = bool(d["significant_holm"].iloc[j]) if "significant_holm" in d else False
             if not np.isfinite(est.iloc[j]):  # not estimable: no marker (the table says why)
                 continue
-            if np.isfinite(lo.iloc[j]) and np.isfinite(hi.iloc[j]):  # a gap without a CI gets its marker only
-                ax.plot([lo.iloc[j], hi.iloc[j]], [y, y], color=c, linewidth=1.6)
             ax.plot([est.iloc[j]], [y], marker="o" if k == 0 else "s", markersize=6, color=c,
                     markerfacecolor=c if sig else "white", markeredgewidth=1.4)
-    _symmetric_x(ax, lo, hi, est)
+            marks.append((y, j, c))
+    span = _robust_x(ax, lo, hi, est, limit=_limit(outcome, data.measures, xlabel))
+    for y, j, c in marks:
+        _interval(ax, y, lo.iloc[j], hi.iloc[j], span, c, linewidth=1.6)
     ax.set_yticks(np.arange(len(groups)))
     ax.set_yticklabels([mpl_text(g) for g in groups], fontsize=8)
     ax.set_ylim(-0.7, len(groups) - 0.3)
@@ -561,7 +619,8 @@ def forest_primary(data, outcome: str | None) -> FigureOut:
     excl = _n_excluding_zero(lo, hi)
     fo.alt = (f"Forest plot of {label}: gaps of {n_ctrl} groups versus the control"
               + (f" and of {n_ref} versus their reference group ({', '.join(refs)})" if n_ref else "")
-              + f", with 95% confidence intervals on an axis symmetric around zero; {excl} of {n_ctrl + n_ref} "
+              + f", with {'Holm-consistent' if adjusted else 'unadjusted 95%'} confidence intervals on an axis symmetric "
+              f"around zero; {excl} of {n_ctrl + n_ref} "
               f"intervals exclude 0.")
     return _finish(fo, fig)
 

@@ -91,15 +91,46 @@ def _finite(x: Any) -> bool:
         return False
 
 
+#: Library messages that can reach a report, rewritten as findings a reader can use (pattern, text).
+_READER_REASONS = [
+    (re.compile(r"outcome '[^']*' is constant \(([^)]*)\).*", re.S),
+     r"every reply had the same value (\1), so there is no difference between groups to test"),
+    (re.compile(r"only (\d+) cluster\(s\) in '[^']*'; a random-intercept model needs at least (\d+).*", re.S),
+     r"only \1 posts had scores; a gap needs at least \2"),
+    (re.compile(r"outcome column '[^']*' has no values.*", re.S), "no reply has this score"),
+    (re.compile(r"no variation in group\(s\) ([^;]*)", re.S),
+     r"every reply of \1 had the same value, so the logistic model was replaced by a linear one"),
+    (re.compile(r"GEE (failed|did not converge).*", re.S),
+     "the logistic model could not be fitted, so a linear model on the 0/1 outcome was used"),
+    (re.compile(r"relative gap not reported: .*", re.S),
+     "stated in points only: the comparison mean is too close to 0 for a percentage"),
+]
+
+
+def reader_reason(text: Any) -> str:
+    """A library message as a finding: the context the report already shows and any advice addressed
+    to the analyst ("Choose an outcome that varies") dropped, known messages in plain words.
+
+    >>> reader_reason("outcome refusal, model m, style pooled, reference control: outcome 'value' is constant (0) "
+    ...               "in every row: there is no gap to test. Choose an outcome that varies.")
+    'every reply had the same value (0), so there is no difference between groups to test'
+    """
+    t = re.sub(r"^outcome [^:]*?reference [^:]*:\s*", "", str(text or "").strip()).strip()
+    for pattern, repl in _READER_REASONS:
+        if pattern.match(t):
+            return pattern.sub(repl, t, count=1).strip()
+    t = re.split(r"(?<=[a-z0-9)])\. (?=[A-Z])", t)[0]  # the first sentence: the fact, not the advice
+    return t.split(";")[0].strip().rstrip(".")
+
+
 def short_reason(warning: Any) -> str:
-    """A fit warning without the context the report already shows: the leading "outcome ..., model ...,
-    style ..., reference ...:" is dropped, and only its first clause (up to ';') is kept.
+    """A fit warning without the context the report already shows, as a reader-facing finding
+    (:func:`reader_reason`).
 
     >>> short_reason("outcome refusal, model m, style pooled, reference control: outcome 'value' is constant (0)")
-    "outcome 'value' is constant (0)"
+    'every reply had the same value (0), so there is no difference between groups to test'
     """
-    text = str(warning or "").split(";")[0].strip()
-    return re.sub(r"^outcome [^:]*?reference [^:]*:\s*", "", text).strip()
+    return reader_reason(warning)
 
 
 def fmt_p(p: Any) -> str:
@@ -126,26 +157,81 @@ def fmt_pct(x: Any, digits: int = 1, sign: bool = True) -> str:
     return f"{v:+.{digits}f}%" if sign else f"{v:.{digits}f}%"
 
 
-def gap_text(row: dict[str, Any], catalog: MeasureCatalog | None = None) -> tuple[str, str]:
-    """(gap phrase, CI phrase) for a results row, e.g. ('11.0% lower', '95% CI -15.2% to -6.8%')."""
+def scale_phrase(outcome: str, catalog: MeasureCatalog | None = None) -> str:
+    """The scale an outcome is measured on, for its first number: '0-2 scale', 'share, 0-100%',
+    'words, 0 or more'; '' when the scorer declares no range.
+
+    >>> scale_phrase("epitome.ER")
+    '0–2 scale'
+    """
+    m = _cat(catalog).measure(outcome)
+    if m.kind == "binary":
+        return "share, 0–100%"
+    if m.range is None:
+        return ""
+    lo, hi = m.range
+    if math.isinf(hi):
+        return f"{_short(lo)} or more"
+    return f"{_short(lo)}–{_short(hi)} scale"
+
+
+def _short(x: float) -> str:
+    return f"{x:g}".replace("-", "−")
+
+
+def label_with_scale(outcome: str, catalog: MeasureCatalog | None = None) -> str:
+    """'Emotional Reactions (0-2 scale)': the label with its scale, for an outcome's first number."""
+    sc, label = scale_phrase(outcome, catalog), outcome_label(outcome, catalog)
+    if not sc:
+        return label
+    return f"{label[:-1]}; {sc})" if label.endswith(")") else f"{label} ({sc})"
+
+
+#: The label of an unadjusted interval (beside a Holm-adjusted p-value it must say so).
+CI_UNADJUSTED = "95% CI, unadjusted"
+
+
+def ci_adjusted_label(level: Any) -> str:
+    """'Holm-consistent 99.987% CI': the label of an interval at the family's Holm-consistent level."""
+    lv = 100 * float(level)
+    digits = 0
+    while digits < 6 and round(lv, digits) >= 100:
+        digits += 1
+    return f"Holm-consistent {lv:.{max(digits, 0)}f}% CI"
+
+
+def gap_text(row: dict[str, Any], catalog: MeasureCatalog | None = None, *, adjusted: bool = False,
+             absolute: bool = False) -> tuple[str, str]:
+    """(gap phrase, CI phrase) for a results row, e.g. ('11.0% lower', '95% CI, unadjusted -15.2% to -6.8%').
+
+    ``adjusted``: the interval at the family's Holm-consistent level (``ci_low_adj`` ...,
+    :mod:`audit.stats.intervals`), which excludes 0 exactly when the Holm p-value is below alpha; a
+    relative gap whose adjusted interval is not reported (reference mean too close to 0 at that level)
+    is stated absolutely. ``absolute``: state the gap absolutely whatever the outcome declares (a table
+    whose rows must share one unit)."""
     outcome = row["outcome"]
-    if is_absolute(outcome, row.get("ref_mean"), catalog) or not _finite(row.get("relative_gap")):
+    adjusted = adjusted and _finite(row.get("ci_level_adj"))  # results analysed before issue 29 have none
+    suffix = "_adj" if adjusted else ""
+    label = ci_adjusted_label(row["ci_level_adj"]) if adjusted and _finite(row.get("ci_level_adj")) else CI_UNADJUSTED
+    rel_ok = _finite(row.get("relative_gap")) and _finite(row.get(f"rel_ci_low{suffix}")) \
+        and _finite(row.get(f"rel_ci_high{suffix}"))
+    if absolute or is_absolute(outcome, row.get("ref_mean"), catalog) or not rel_ok:
         scale, unit = scale_unit(outcome, catalog)
         est = float(row["estimate"]) * scale if _finite(row.get("estimate")) else float("nan")
-        lo = float(row.get("ci_low")) * scale if _finite(row.get("ci_low")) else float("nan")
-        hi = float(row.get("ci_high")) * scale if _finite(row.get("ci_high")) else float("nan")
+        lo = float(row.get(f"ci_low{suffix}")) * scale if _finite(row.get(f"ci_low{suffix}")) else float("nan")
+        hi = float(row.get(f"ci_high{suffix}")) * scale if _finite(row.get(f"ci_high{suffix}")) else float("nan")
         digits = 1 if scale == 100.0 else 3
         shown = round(est, digits)
         word = "higher" if shown > 0 else "lower" if shown < 0 else "different (no gap)"
         gap = f"{abs(est):.{digits}f} {unit} {word}"
-        ci = f"95% CI {lo:+.{digits}f} to {hi:+.{digits}f} {unit}" if _finite(lo) and _finite(hi) else "no CI"
+        ci = f"{label} {lo:+.{digits}f} to {hi:+.{digits}f} {unit}" if _finite(lo) and _finite(hi) else "no CI"
         return gap, ci
     rel = row.get("relative_gap")
     shown = round(100 * float(rel), 1) if _finite(rel) else 0.0
     word = "higher" if shown > 0 else "lower" if shown < 0 else "different (no gap)"
     gap = f"{abs(100 * float(rel)):.1f}% {word}" if _finite(rel) else "n/a"
-    lo, hi = row.get("rel_ci_low"), row.get("rel_ci_high")
-    ci = f"95% CI {fmt_pct(lo)} to {fmt_pct(hi)}" if _finite(lo) and _finite(hi) else "no CI"
+    lo, hi = row.get(f"rel_ci_low{suffix}"), row.get(f"rel_ci_high{suffix}")
+    ci = f"{label} {fmt_pct(lo)} to {fmt_pct(hi)}" if _finite(lo) and _finite(hi) else "no CI"
     return gap, ci
 
 
@@ -252,6 +338,14 @@ def power_sentences(power: pd.DataFrame | None, results: pd.DataFrame | None,
                     and not is_absolute(outcome, row.get("ref_mean", 1.0), catalog):
                 at_gap = (f"; power to detect a {100 * float(row['gap']):.0f}% gap: "
                           f"{100 * float(row['power_at_gap']):.0f}%")
+            rng = _cat(catalog).measure(outcome).range
+            width = float(rng[1]) - float(rng[0]) if rng is not None else math.inf
+            if abs_col and _finite(row.get(abs_col)) and float(row[abs_col]) >= width:
+                scale, unit = scale_unit(outcome, catalog)
+                sentences.append(f"{label}{model}: none; the smallest detectable gap ({scale * float(row[abs_col]):.3g} "
+                                 f"{unit}) is at least the whole {scale_phrase(outcome, catalog) or 'range'} "
+                                 f"(at {int(round(100 * float(p)))}% power).")
+                continue
             # A detectable gap above 100% of the control mean says the mean is near 0: state it absolutely.
             if rel_col and _finite(row.get(rel_col)) and not is_absolute(outcome, row.get("ref_mean", 1.0), catalog) \
                     and abs(float(row[rel_col])) <= 1.0:

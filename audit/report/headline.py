@@ -17,6 +17,13 @@ without one) and against the group's matched reference group (``analysis.referen
 with its CI and a marker when significant after correction. Where the run has no control, no
 sentence or column mentions one.
 
+How sure, without contradiction (issue 29): every interval of the group table and of the
+reference-group sentence is at the family's Holm-consistent level (:mod:`audit.stats.intervals`), so
+it excludes 0 exactly when the Holm p beside it is below alpha, and lies within what the outcome can
+take. The max - min disparity is never below 0, so its (unadjusted, bootstrap) interval says how large
+the spread is, not whether there is one: that is the permutation test's Holm p. The outcome's scale is
+stated with its first number.
+
 The primary outcome (:func:`primary_outcome`) is the pre-registered one, else the spec's first
 outcome, else the scored measure with the strongest declared validity evidence
 (:class:`audit.scorers.measures.Evidence`; never a composite such as ``empathy``, which averages
@@ -31,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from ..scorers.measures import MeasureCatalog, builtin_catalog
-from .findings import _finite, fmt_p, gap_text, outcome_label, outcome_sort_key, scale_unit
+from .findings import _finite, fmt_p, gap_text, label_with_scale, outcome_label, outcome_sort_key, scale_unit
 
 __all__ = ["primary_outcome", "primary_reason", "chosen_by", "headline_result", "headline_sentences",
            "corrected_sentences", "group_table", "reference_phrase", "MAX_SENTENCES"]
@@ -109,6 +116,41 @@ def reference_phrase(reference: str) -> str:
 def _amount(outcome: str, value: float, catalog: MeasureCatalog | None) -> str:
     scale, unit = scale_unit(outcome, catalog)
     return f"{value * scale:.{1 if scale == 100.0 else 3}f} {unit}"
+
+
+def _width(outcome: str, catalog: MeasureCatalog | None) -> float:
+    """max - min of the outcome's declared range (inf when unbounded)."""
+    from .findings import _cat
+    r = _cat(catalog).measure(outcome).range
+    return float(r[1]) - float(r[0]) if r is not None else float("inf")
+
+
+def _interval(row: dict[str, Any], catalog: MeasureCatalog | None, absolute: bool = False) -> dict[str, Any]:
+    """The first screen's interval of a gap as numbers: what is shown (relative or absolute), in the
+    shown unit, with its level and the Holm p (results.json ``headline.groups[].vs_*_interval``)."""
+    gap, _ = gap_text(row, catalog, adjusted=True, absolute=absolute)
+    relative = "%" in gap.split(" ")[0]
+    if relative:
+        lo, hi, est, unit = row.get("rel_ci_low_adj"), row.get("rel_ci_high_adj"), row.get("relative_gap"), "relative"
+        f = 100.0
+    else:
+        f, unit = scale_unit(str(row["outcome"]), catalog)
+        lo, hi, est = row.get("ci_low_adj"), row.get("ci_high_adj"), row.get("estimate")
+    num = (lambda x: round(f * float(x), 6) if _finite(x) else None)
+    digits = 1 if relative or f == 100.0 else 3
+    text = (f"{num(lo):+.{digits}f}{'%' if relative else ''} to {num(hi):+.{digits}f}{'%' if relative else ''}"
+            if num(lo) is not None and num(hi) is not None else "no CI")
+    return dict(kind="relative %" if relative else unit, estimate=num(est), low=num(lo), high=num(hi), text=text,
+                level=float(row["ci_level_adj"]) if _finite(row.get("ci_level_adj")) else None,
+                p_holm=float(row["p_holm"]) if _finite(row.get("p_holm")) else None,
+                significant_holm=bool(row.get("significant_holm")))
+
+
+def _absolute(pooled: pd.DataFrame) -> bool:
+    """One unit for the first screen (table, sentence and figure alike): absolute where any row's
+    Holm-consistent relative interval is missing."""
+    num = lambda c: pd.to_numeric(pooled[c], errors="coerce") if c in pooled else pd.Series(float("nan"), index=pooled.index)  # noqa: E731
+    return bool((num("estimate").notna() & (num("rel_ci_low_adj").isna() | num("rel_ci_high_adj").isna())).any())
 
 
 def _pooled(results: pd.DataFrame, outcome: str) -> pd.DataFrame:
@@ -241,25 +283,26 @@ def headline_sentences(results: pd.DataFrame | None, disparity: pd.DataFrame | N
         row = d.iloc[0].to_dict()
         if _finite(row.get("estimate")) and float(row["estimate"]) > 0:
             lo, hi = row.get("ci_low"), row.get("ci_high")
-            ci = (f"95% CI {_amount(outcome, float(lo), catalog)} to {_amount(outcome, float(hi), catalog)}"
-                  if _finite(lo) and _finite(hi) else "no CI")
-            ratio = (f"; ratio {float(row['ratio']):.2f}" if _finite(row.get("ratio")) else "")
-            out.append(f"{auto} largest disparity in {label} between two groups is "
+            ci = (f"bootstrap 95% CI, unadjusted, {_amount(outcome, max(float(lo), 0.0), catalog)} to "
+                  f"{_amount(outcome, float(hi), catalog)}" if _finite(lo) and _finite(hi) else "no CI")
+            ratio = (f"; lowest/highest mean ratio {float(row['ratio']):.2f}" if _finite(row.get("ratio")) else "")
+            out.append(f"{auto} largest disparity in {label_with_scale(outcome, catalog)} between two groups is "
                        f"{_amount(outcome, float(row['estimate']), catalog)} (\u201c{row['max_group']}\u201d highest, "
                        f"\u201c{row['min_group']}\u201d lowest; {ci}{ratio}).")
             sig = bool(row.get("significant_holm"))
-            fam = ("the confirmatory family (the pre-registered primary outcome)"
-                   if str(row.get("family")) == "confirmatory" else "the whole family of tests")
-            out.append(("It is significant" if sig else "It is not significant")
-                       + f" after Holm correction over {fam} (Holm p = {fmt_p(row.get('p_holm'))}).")
+            fam = ("the confirmatory family" if str(row.get("family")) == "confirmatory" else "the whole family")
+            out.append("A highest-minus-lowest gap is never below 0, so its interval shows its size, not whether "
+                       "it exists; a permutation test "
+                       + ("finds it larger" if sig else "does not find it larger")
+                       + f" than chance spread (Holm p = {fmt_p(row.get('p_holm'))} over {fam}).")
         else:
             out.append(f"No disparity in {label} between groups could be estimated ({row.get('warning') or 'no data'}).")
     pooled = _pooled(results, outcome)
-    between = pooled[pooled["reference"].astype(str) != str(reference)]
+    between = pooled[(pooled["reference"].astype(str) != str(reference)) & (pooled["group"].astype(str) != CONTROL)]
     between = between[pd.to_numeric(between["estimate"], errors="coerce").notna()]
     if len(between):
         worst = between.loc[pd.to_numeric(between["estimate"], errors="coerce").abs().idxmax()].to_dict()
-        gap, ci = gap_text(worst, catalog)
+        gap, ci = gap_text(worst, catalog, adjusted=True, absolute=_absolute(pooled))
         out.append(f"Against its reference group, \u201c{worst['group']}\u201d differs most: {gap} than "
                    f"\u201c{worst['reference']}\u201d ({ci}; Holm p = {fmt_p(worst.get('p_holm'))})"
                    + (" on the automated scores." if corrected else "."))
@@ -275,14 +318,21 @@ def headline_sentences(results: pd.DataFrame | None, disparity: pd.DataFrame | N
             mde = float(pw["detectable_gap"].iloc[0])
             rel = pw["detectable_relative_gap"].iloc[0] if "detectable_relative_gap" in pw else None
             of = "the control mean" if str(reference) == CONTROL else f"the mean of \u201c{reference}\u201d"
-            rel_t = f" ({100 * float(rel):.1f}% of {of})" if _finite(rel) else ""
-            out.append(f"The smallest disparity between two groups this audit could have detected (80% power, "
-                       f"family-wise level {alpha:g}) is about {_amount(outcome, mde, catalog)}{rel_t}.")
+            rel_t = f" ({100 * float(rel):.1f}% of {of})" if _finite(rel) and abs(float(rel)) <= 1 else ""
+            width = _width(outcome, catalog)
+            if mde >= width:
+                out.append(f"No gap between two groups could have been detected reliably (80% power, family-wise "
+                           f"level {alpha:g}): the smallest detectable one, about {_amount(outcome, mde, catalog)}, "
+                           f"is at least the whole range of the scale ({_amount(outcome, width, catalog)}).")
+            else:
+                out.append(f"The smallest disparity between two groups this audit could have detected (80% power, "
+                           f"family-wise level {alpha:g}) is about {_amount(outcome, mde, catalog)}{rel_t}.")
     return out[:MAX_SENTENCES]
 
 
 def group_table(results: pd.DataFrame | None, outcome: str | None, *, reference: str = "control",
-                catalog: MeasureCatalog | None = None, ppi: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+                catalog: MeasureCatalog | None = None, ppi: pd.DataFrame | None = None,
+                extra_references: Any = ()) -> list[dict[str, Any]]:
     """One row per group: ``group, vs_control, vs_control_ci, vs_control_sig, reference_group,
     vs_reference, vs_reference_ci, vs_reference_sig`` (pooled style and cue type, texts as in the
     findings; ``*_sig`` True when significant after Holm; ``vs_control*`` hold the gap to the
@@ -293,6 +343,12 @@ def group_table(results: pd.DataFrame | None, outcome: str | None, *, reference:
     if outcome is None or results is None or results.empty:
         return []
     pooled = _pooled(results, outcome)
+    absolute = _absolute(pooled)
+    # the control is not a group (with extra references it is compared with them too); a group's
+    # reference group is its matched one (analysis.reference_group), before any extra reference
+    pooled = pooled[pooled["group"].astype(str) != CONTROL]
+    extra = {str(x) for x in (extra_references or ())}
+    pooled = pooled.assign(_extra=pooled["reference"].astype(str).isin(extra)).sort_values("_extra", kind="stable")
     rated = automated = None
     if ppi is not None and not ppi.empty:
         mine = ppi[(ppi["outcome"].astype(str) == outcome) & (ppi["reference"].astype(str) == str(reference))]
@@ -304,15 +360,18 @@ def group_table(results: pd.DataFrame | None, outcome: str | None, *, reference:
 
     def empty(g: str) -> dict[str, Any]:
         return dict(group=g, vs_control="n/a", vs_control_ci="", vs_control_sig=False, vs_control_p="n/a",
-                    reference_group="", vs_reference="", vs_reference_ci="", vs_reference_sig=False,
-                    vs_reference_p="", is_reference=False, corrected="", corrected_ci="")
+                    vs_control_interval=None, reference_group="", vs_reference="", vs_reference_ci="",
+                    vs_reference_sig=False, vs_reference_p="", vs_reference_interval=None, is_reference=False,
+                    corrected="", corrected_ci="")
 
     h = dict(scale=scale_unit(outcome, catalog)[0], unit=scale_unit(outcome, catalog)[1])
     for r in pooled.to_dict("records"):
         g = str(r["group"])
         row = rows.setdefault(g, empty(g))
         has = _finite(r.get("estimate"))
-        gap, ci = gap_text(r, catalog) if has else ("not estimable", "")
+        gap, ci = gap_text(r, catalog, adjusted=True, absolute=absolute) if has else ("not estimable", "")
+        gap = gap.replace(" percentage points ", " ").replace(" points ", " ")  # the unit is in the caption
+        iv = _interval(r, catalog, absolute) if has else None
         auto = None if rated is None or not len(rated) or str(r["reference"]) != str(reference) else \
             automated[automated["group"].astype(str) == g]
         if auto is not None and len(auto) and _finite(auto["estimate"].iloc[0]):
@@ -325,10 +384,11 @@ def group_table(results: pd.DataFrame | None, outcome: str | None, *, reference:
             continue
         sig = bool(r.get("significant_holm")) if has else False
         if str(r["reference"]) == str(reference):
-            row.update(vs_control=gap, vs_control_ci=ci, vs_control_sig=sig, vs_control_p=fmt_p(r.get("p_holm")))
+            row.update(vs_control=gap, vs_control_ci=ci, vs_control_sig=sig, vs_control_p=fmt_p(r.get("p_holm")),
+                       vs_control_interval=iv)
         elif not row["reference_group"]:
             row.update(reference_group=str(r["reference"]), vs_reference=gap, vs_reference_ci=ci,
-                       vs_reference_sig=sig, vs_reference_p=fmt_p(r.get("p_holm")))
+                       vs_reference_sig=sig, vs_reference_p=fmt_p(r.get("p_holm")), vs_reference_interval=iv)
     if str(reference) != CONTROL and len(pooled) and str(reference) not in rows:
         rows[str(reference)] = dict(empty(str(reference)), vs_control="reference group", is_reference=True)
     if rated is not None and len(rated):

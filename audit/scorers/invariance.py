@@ -84,10 +84,23 @@ class InvarianceResult:
         return out
 
     def headline(self) -> dict[str, str]:
-        return {sc: ("invariant" if v["invariant"] else f"NOT invariant ({v['flagged']} of {v['cells']} cells)")
-                + (f"; largest relative shift {v['max_relative_shift']:+.2%} ({v['where']})"
-                   if v["max_relative_shift"] is not None else "")
-                for sc, v in self.verdicts().items()}
+        """Per scorer, the verdict as a tested hypothesis with its numbers, e.g. "invariant: identical
+        replies scored against every variant of their post; 0 of 48 cells shift (Holm-adjusted p < 0.05);
+        largest mean shift +0.010 points (ER, Black woman, name)". The relative shift is given only
+        where it is meaningful (at most 100% of the control mean: beside a control mean near 0 it is not)."""
+        out = {}
+        for sc, v in self.verdicts().items():
+            head = ("invariant" if v["invariant"] else f"NOT invariant ({v['flagged']} of {v['cells']} cells)")
+            head += (f": the hypothesis that identical replies get the same score against every variant of their "
+                     f"post is {'kept' if v['invariant'] else 'rejected'}; {v['flagged']} of {v['cells']} cells shift "
+                     f"(Holm-adjusted p < {self.alpha:g})")
+            if v["max_mean_shift"] is not None and math.isfinite(v["max_mean_shift"]):
+                rel = v["max_relative_shift"]
+                rel_t = (f", {rel:+.1%} of the control mean" if rel is not None and math.isfinite(rel) and abs(rel) <= 1
+                         else "")
+                head += f"; largest mean shift {v['max_mean_shift']:+.3f} points{rel_t} ({v['where']})"
+            out[sc] = head
+        return out
 
     def text(self) -> str:
         lines = [f"Scorer invariance: identical replies scored against each variant of their post "

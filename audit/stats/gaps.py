@@ -37,7 +37,14 @@ Effect sizes
   model-based reference mean; its 95% CI is Fieller's interval for a ratio using the joint
   covariance of (``b_g``, ``m_ref``) (Fieller 1954): ``{r : (b_g - r m)^2 <= z^2 Var(b_g - r m)}``.
   Unlike the delta method, it contains 0 exactly when the absolute gap's CI does. Not reported
-  (NaN, with a warning) when the reference mean's own CI contains 0 (the interval is unbounded);
+  (NaN, with a warning) unless the reference mean is safely off 0: Fieller's
+  ``g = z^2 Var(m_ref) / m_ref^2`` at most :data:`FIELLER_G_MAX` (0.25, i.e. the reference mean at
+  least 2 z standard errors from 0). At ``g >= 1`` the set is unbounded; close below 1 it is bounded
+  but absurdly wide (seen: +4.7% to +2090.1%), so only the absolute gap is stated;
+* binary outcomes: the probability-scale gap and its CI are clipped to [-1, 1] and the relative
+  gap's lower bound to -100% (a share cannot fall below 0);
+* ``ref_se`` and ``cov_gap_ref`` (the reference mean's SE and its covariance with the gap) are kept, so
+  an interval at another level (:mod:`audit.stats.intervals`) can be computed without refitting;
 * standardised gap ``b_g / sqrt(s2_post + s2_inner + s2)`` (the "d" of Westfall, Kenny & Judd 2014,
   total-variance standardisation) for the linear model; ``log OR * sqrt(3) / pi`` (Chinn 2000) for
   GEE.
@@ -85,7 +92,11 @@ from .designs import detect_design
 from .fastlmm import NestedRIFit, fit_nested_ri
 from .missing import differential_missingness, level_labels, match_level, missing_by_group, missing_note
 
-__all__ = ["gap_test", "validate_table", "design_matrix", "fieller_ratio", "GAP_COLUMNS", "MIN_CLUSTERS", "is_binary"]
+__all__ = ["gap_test", "validate_table", "design_matrix", "fieller_ratio", "GAP_COLUMNS", "MIN_CLUSTERS", "is_binary",
+           "FIELLER_G_MAX", "safe_ratio"]
+
+#: Fieller's g above which a relative gap is not reported (the reference mean is too close to 0).
+FIELLER_G_MAX = 0.25
 
 MIN_CLUSTERS = 5
 GAP_COLUMNS = [
@@ -348,6 +359,25 @@ def fieller_ratio(a: float, b: float, vaa: float, vab: float, vbb: float, z: flo
     return a / b, float(lo), float(hi)
 
 
+def safe_ratio(a: float, b: float, vaa: float, vab: float, vbb: float, z: float, *,
+               lower: float = -np.inf, upper: float = np.inf) -> tuple[float, float, float]:
+    """:func:`fieller_ratio` where the denominator is safely off zero (Fieller's ``g = z^2 vbb / b^2 <=``
+    :data:`FIELLER_G_MAX`), else NaNs; the interval is clipped to ``[lower, upper]`` (e.g. ``lower=-1``:
+    a relative gap of a non-negative outcome cannot be below -100%).
+
+    >>> float(safe_ratio(-0.2, 1.0, 0.01, 0.0, 0.001, 1.96, lower=-1)[0])
+    -0.2
+    >>> bool(np.isnan(safe_ratio(-0.2, 0.1, 0.01, 0.0, 0.001, 1.96)[0]))
+    True
+    """
+    if not (np.isfinite(b) and b != 0 and np.isfinite(vbb)) or z * z * vbb / (b * b) > FIELLER_G_MAX:
+        return np.nan, np.nan, np.nan
+    r, lo, hi = fieller_ratio(a, b, vaa, vab, vbb, z)
+    if not np.isfinite(r):
+        return r, lo, hi
+    return r, float(min(max(lo, lower), r)), float(max(min(hi, upper), r))
+
+
 def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -375,7 +405,8 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
             grad_est[j] = 1.0
             grad_ref = c
             std = est / fit.total_sd if fit.total_sd > 0 else np.nan
-            z = est / np.sqrt(V[j, j])
+            with np.errstate(invalid="ignore"):  # a negative variance of a degenerate fit: NaN, said in the row
+                z = est / np.sqrt(V[j, j])
         else:
             # standardise over the reference rows: group indicator off (reference) or on (group lv)
             Xg = Xr.copy()
@@ -394,7 +425,8 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
                 grad_est = (wr * p1 * (1 - p1)) @ Xg - grad_ref
             std = float(b[j] * np.sqrt(3) / np.pi)
             z = None  # set below, on the probability scale of the reported gap and its CI
-        se = float(np.sqrt(grad_est @ V @ grad_est))
+        with np.errstate(invalid="ignore"):
+            se = float(np.sqrt(grad_est @ V @ grad_est))
         if z is None:
             # Wald test of the reported gap itself (delta-method SE), so the p-value and the CI can
             # never disagree. The log-odds-ratio Wald test did disagree under near-separation
@@ -404,13 +436,18 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
         p = float(2 * stats.norm.sf(abs(z)))
         se_ref = float(np.sqrt(grad_ref @ V @ grad_ref))
         cov_gap_ref = float(grad_est @ V @ grad_ref)
-        rel, rel_lo, rel_hi = fieller_ratio(est, ref_mean, se ** 2, cov_gap_ref, se_ref ** 2, zc)
+        binary_gap = fit.link != "identity"
+        rel, rel_lo, rel_hi = safe_ratio(est, ref_mean, se ** 2, cov_gap_ref, se_ref ** 2, zc,
+                                         lower=-1.0 if binary_gap else -np.inf)
         if not np.isfinite(rel):
-            warn.append("relative gap not reported: the reference mean is not distinguishable from 0")
+            warn.append("relative gap not reported: the reference mean is too close to 0 for a bounded ratio")
+        lo_abs, hi_abs = est - zc * se, est + zc * se
+        if binary_gap:  # a difference of two shares lies in [-1, 1]
+            lo_abs, hi_abs = max(lo_abs, -1.0), min(hi_abs, 1.0)
         in_g = gcol == lv
         n_posts = len(np.unique(ccodes[in_g]))
         rows.append(dict(
-            group=lv, reference=str(reference), estimate=est, se=se, ci_low=est - zc * se, ci_high=est + zc * se,
+            group=lv, reference=str(reference), estimate=est, se=se, ci_low=lo_abs, ci_high=hi_abs,
             ref_mean=ref_mean, relative_gap=rel, rel_ci_low=rel_lo, rel_ci_high=rel_hi, std_effect=float(std),
             z=float(z), p_value=p, n=int(in_g.sum() if w is None else round(float(w[in_g].sum()))),
             n_posts=int(n_posts),

@@ -11,6 +11,12 @@ grid point closest to the target with the normal approximation ``power = Phi(k s
 
     n_needed = n * ((z + z_power) / (z + Phi^-1(power_n)))^2,      z = z_{1 - alpha / (2 m)}
 
+Before any run: variance components that are neither stated nor given by a pilot come from the
+suite's planning defaults (``audit/data/power/defaults.yaml``: values from published audits, each
+with its source, chosen to err towards more posts); :func:`planning_defaults` reads them. The
+family size is the one the analysis will count (:func:`planned_family_size`), or, where the spec's
+run has been analysed, the run's own (``analysis_meta.family_size``).
+
 Reference for the design of power simulations for mixed models: Arnold, Hogan, Colford & Hubbard
 (2011), Simulation methods to estimate design power, BMC Medical Research Methodology 11:94.
 """
@@ -28,7 +34,8 @@ from scipy import stats
 from ..errors import AuditError
 from .power import pilot_components, power_grid
 
-__all__ = ["plan_power", "PowerPlan", "parse_gap", "spec_design", "DEFAULT_POSTS"]
+__all__ = ["plan_power", "PowerPlan", "parse_gap", "spec_design", "DEFAULT_POSTS", "planning_defaults",
+           "planned_family_size"]
 
 # Numbers of posts tried when none are given: doubling until the target power is reached.
 DEFAULT_POSTS = (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120)
@@ -81,6 +88,89 @@ def spec_design(spec: Any) -> dict[str, Any]:
     return design
 
 
+def planning_defaults(suite: str = "empathy", outcome: str | None = None) -> dict[str, Any]:
+    """The suite's planning defaults (``audit/data/power/defaults.yaml``): ``outcome, ref_mean,
+    sd_resid, sd_post, source``.
+
+    >>> d = planning_defaults("empathy"); d["outcome"], d["ref_mean"] > 0, "Sharma" in d["source"]
+    ('epitome.empathy', True, True)
+    """
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "data" / "power" / "defaults.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if suite not in data:
+        raise AuditError(f"no planning defaults for suite '{suite}'", where=str(path),
+                         fix="state the variance components with --assume sd_post=.. sd_resid=.. ref_mean=..")
+    out = {**data[suite], "file": "audit/data/power/defaults.yaml"}
+    per = (data.get(f"{suite}_measures") or {}).get(outcome or "")
+    if per:  # an EPITOME mechanism: its own mean and SD from the same annotations
+        out.update(outcome=outcome, **per)
+    return out
+
+
+def planned_family_size(spec: Any, design: dict[str, Any] | None = None) -> int:
+    """The number of tests the analysis of ``spec`` will adjust together, counted as
+    :func:`audit.stats.stage.analyze_scores` counts them: per outcome (every scorer measure, plus the
+    derived "any level" share of each ordinal measure), model and style block, each group against
+    the control and against its reference group (``analysis.reference_group``) and every extra
+    reference, per cue type and pooled (with one cue type, only it), plus one max - min disparity
+    per outcome and model. Tests that turn out not to be estimable (a constant outcome) drop out of
+    the run's family, so the run's own count can be smaller; the run's is then the one to quote."""
+    from ..counterfactual import resolve_design
+    from ..scorers import available_scorers
+    from .disparity import reference_map
+
+    design = design or spec_design(spec)
+    d = resolve_design(spec)
+    names = [g.name for g in d.groups]
+    per_block = len(names) * (1 + len(spec.analysis.extra_references))
+    if spec.analysis.reference_group:
+        axes = pd.DataFrame([dict(g.attrs) for g in d.groups], index=names)
+        try:
+            per_block += len(reference_map(names, spec.analysis.reference_group, axes))
+        except AuditError:
+            pass
+    n_cue = len(d.cue_types)
+    cue_factor = n_cue + 1 if n_cue > 1 else 1
+    declared = {s["name"]: s.get("declared") or [{"name": m, "kind": "continuous"} for m in s["measures"]]
+                for s in available_scorers()}
+    outcomes = []
+    for sc in spec.scoring.scorers:
+        for m in declared.get(sc, [{"name": sc, "kind": "continuous"}]):
+            outcomes.append(f"{sc}.{m['name']}")
+            if m.get("kind") == "ordinal":
+                outcomes.append(f"{sc}.{m['name']}>0")
+    if spec.analysis.outcomes:
+        wanted = set(spec.analysis.outcomes)
+        outcomes = [o for o in outcomes if o in wanted or o.split(".")[-1] in wanted]
+    styles = design["styles"]
+    style_blocks = 1 + (styles if spec.analysis.by_style and styles > 1 else 0)
+    n_out, models = max(len(outcomes), 1), design["models"]
+    disparities = n_out * models if spec.analysis.reference == "control" else 0
+    return int(n_out * models * style_blocks * per_block * cue_factor + disparities)
+
+
+def _run_family(pilot_dir: Path | None) -> tuple[int | None, str | None]:
+    """(family size, primary outcome) of an analysed run, from its ``analysis_meta`` and results."""
+    from ..store import STORE_FILENAME, RunStore
+
+    if pilot_dir is None or not (Path(pilot_dir) / STORE_FILENAME).exists():
+        return None, None
+    import json
+
+    with RunStore(pilot_dir, create=False) as store:
+        meta = store.table_df("analysis_meta")
+    if meta is None or meta.empty:
+        return None, None
+    vals = dict(zip(meta["key"].astype(str), meta["value"]))
+    try:
+        m = int(json.loads(str(vals.get("family_size"))))
+    except (TypeError, ValueError):
+        m = None
+    return m, None
+
+
 @dataclass
 class PowerPlan:
     """The result of :func:`plan_power`: the simulated grid and the posts needed per number of samples."""
@@ -99,10 +189,13 @@ class PowerPlan:
     grid: pd.DataFrame
     sims: int
     notes: list[str] = field(default_factory=list)
+    outcome: str = ""
+    family_source: str = "the spec"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (what ``empathy-audit power --json`` prints)."""
         return dict(gap=self.gap, target_power=self.target_power, alpha=self.alpha, family_size=self.family_size,
+                    family_source=self.family_source, outcome=self.outcome,
                     components=self.components, components_source=self.components_source, n_groups=self.n_groups,
                     n_cue_types=self.n_cue_types, spec_posts=self.spec_posts,
                     needed_posts={str(k): v for k, v in self.needed_posts.items()},
@@ -114,6 +207,7 @@ class PowerPlan:
         c, m = self.components, self.family_size
         out = [f"power to detect a {100 * self.gap:g}% gap for one group vs control "
                f"(level {self.alpha:g}/{m} = {self.alpha / m:.2g}, {self.sims} simulated audits per row)",
+               f"primary outcome: {self.outcome or 'as stated'}; family of {m} tests ({self.family_source})",
                f"variance components ({self.components_source}): sd_post={c['sd_post']:.4g} "
                f"sd_variant={c.get('sd_variant', 0):.4g} sd_resid={c['sd_resid']:.4g} control mean={c['ref_mean']:.4g}",
                f"design: {self.n_groups} groups x {self.n_cue_types} cue types (+ control) per post", "",
@@ -151,32 +245,65 @@ def _spec_and_pilot(spec: Any, pilot: str | Path | None) -> tuple[Any, Path | No
 
 
 def _components(pilot_dir: Path | None, outcome: str | None, stated: dict[str, float | None],
-                sd_variant: float | None, where: str) -> tuple[dict[str, float], str]:
-    """Variance components: all stated, or from the pilot run with stated values overriding."""
+                sd_variant: float | None, where: str, suite: str = "empathy") -> tuple[dict[str, float], str]:
+    """Variance components: all stated; else from the pilot run; else the suite's planning defaults
+    (:func:`planning_defaults`, with their sources); stated values override either."""
     from ..store import RunStore
     from .stage import analysis_table
 
     if all(v is not None for v in stated.values()):
         return dict(stated, sd_variant=sd_variant or 0.0), "stated"
     if pilot_dir is None:
-        raise AuditError(
-            "no variance components: no pilot run and not all of sd_post, sd_resid, ref_mean given", where=where,
-            fix="run a small pilot and pass it (--pilot RUN_DIR), or state sd_post, sd_resid and ref_mean "
-                "(--sd-post, --sd-resid, --ref-mean; e.g. from a published audit)",
-        )
+        d = planning_defaults(suite, outcome)
+        comps = {k: float(d[k]) for k in ("sd_post", "sd_resid", "ref_mean")}
+        comps.update({k: v for k, v in stated.items() if v is not None})
+        comps["sd_variant"] = sd_variant or 0.0
+        given = [k for k, v in stated.items() if v is not None]
+        return comps, (f"no pilot run: planning defaults for {d['outcome']} from {d['file']}"
+                       + (f", with {', '.join(given)} stated" if given else "")
+                       + f"; source: {' '.join(str(d['source']).split())}")
     with RunStore(pilot_dir, create=False) as store:
         table = analysis_table(store)
     if table.empty:
         raise AuditError("the pilot run has no scores", where=str(pilot_dir),
-                         fix="score the pilot run, or state --sd-post, --sd-resid and --ref-mean")
+                         fix="score the pilot run, or state --assume sd_post=.. sd_resid=.. ref_mean=..")
     outcomes = sorted(table["outcome"].unique())
-    outcome = outcome or ("epitome.empathy" if "epitome.empathy" in outcomes else outcomes[0])
+    outcome = outcome if outcome in outcomes else ("epitome.empathy" if "epitome.empathy" in outcomes else outcomes[0])
     pc = pilot_components(table, outcome)
     comps = {k: pc[k] for k in ("sd_post", "sd_variant", "sd_resid", "ref_mean")}
     comps.update({k: v for k, v in stated.items() if v is not None})
     if sd_variant is not None:
         comps["sd_variant"] = sd_variant
     return comps, f"pilot {pilot_dir} (outcome {outcome}, {pc['n_posts']} posts)"
+
+
+def _primary(spec: Any, suite: str) -> str:
+    """The outcome the plan is for, by the report's rule (``audit.report.headline.primary_outcome``):
+    ``analysis.primary``, else the first of ``analysis.outcomes``, else the scored measure with the
+    strongest declared validity evidence (never a composite), else the suite's default."""
+    import math
+
+    from ..scorers.measures import builtin_catalog
+
+    a = getattr(spec, "analysis", None) if spec is not None else None
+    for names in (getattr(a, "primary", None), getattr(a, "outcomes", None)):
+        if names:
+            n = str(names[0])
+            return n if "." in n or suite != "empathy" else f"epitome.{n}"
+    if spec is not None and suite == "empathy":
+        cat = builtin_catalog()
+        names = sorted((f"{sc}.{m}" for sc in spec.scoring.scorers for m in (
+            list(cat._by_scorer.get(sc, {})))),
+            key=cat.sort_key)
+
+        def strength(o: str) -> float:
+            m = cat.declared(o)
+            return m.evidence.strength if m is not None and getattr(m, "evidence", None) is not None else -math.inf
+
+        if names and math.isfinite(max(strength(o) for o in names)):
+            return max(names, key=strength)
+    return str(planning_defaults(suite)["outcome"]) if suite in ("empathy", "stigma", "appropriateness", "pcsa") \
+        else "epitome.empathy"
 
 
 def plan_power(
@@ -228,6 +355,7 @@ def plan_power(
     """
     gap = parse_gap(gap)
     spec, pilot_dir, where = _spec_and_pilot(spec, pilot)
+    suite = str(getattr(spec, "suite", "empathy") or "empathy") if spec is not None else "empathy"
     if spec is not None:
         design = spec_design(spec)
         style_blocks = 1 + (design["styles"] if spec.analysis.by_style and design["styles"] > 1 else 0)
@@ -244,10 +372,21 @@ def plan_power(
     if not n_groups:
         raise AuditError("the number of groups could not be read from the spec", where=where,
                          fix="give the number of groups (--groups)")
-    family = family_size or int(n_groups * (n_cue + 1) * style_blocks * design["models"] * refs
-                                * (design["n_outcomes"] or 1))
-    comps, source = _components(pilot_dir, outcome, dict(sd_post=sd_post, sd_resid=sd_resid, ref_mean=ref_mean),
-                                sd_variant, where)
+    # the run's own family only when the run IS the planned audit (a run directory, or the spec's own run);
+    # a pilot given with --pilot/--from is a smaller design: the plan keeps the spec's family
+    run_m, _ = _run_family(pilot_dir) if pilot is None else (None, None)
+    if family_size:
+        family, family_source = int(family_size), "stated"
+    elif run_m:
+        family, family_source = run_m, f"the analysed run {pilot_dir}"
+    elif spec is not None and suite == "empathy" and not design["notes"]:
+        family, family_source = planned_family_size(spec, design), "as the analysis will count it for this spec"
+    else:
+        family = int(n_groups * (n_cue + 1) * style_blocks * design["models"] * refs * (design["n_outcomes"] or 1))
+        family_source = "groups x (cue types + 1) x style blocks x models x references x outcomes"
+    primary = outcome or _primary(spec, suite)
+    comps, source = _components(pilot_dir, primary, dict(sd_post=sd_post, sd_resid=sd_resid, ref_mean=ref_mean),
+                                sd_variant, where, suite)
     if comps["ref_mean"] == 0:
         raise AuditError("the control mean is 0, so a relative gap is undefined", where="ref_mean",
                          fix="choose an outcome with a non-zero control mean")
@@ -279,6 +418,10 @@ def plan_power(
         k = zc + stats.norm.ppf(r["power"])
         estimated[s] = int(np.ceil(r["n_posts"] * ((zc + stats.norm.ppf(power)) / k) ** 2)) if k > 0 else None
     notes = list(design["notes"])
+    if suite != "empathy":
+        notes.append(f"the {suite} suite's own design (stimuli, conditions) is not simulated: this plan uses a "
+                     "design of the same shape as an empathy audit (groups x cue types per post) with the "
+                     f"suite's share as a linear-probability outcome; read it as a rough guide and pilot the suite")
     if sd_variant is not None or (pilot_dir is not None and comps.get("sd_variant", 0.0) > 0):
         # the variant and sampling variances are both known (stated, or a pilot with repeated samples)
         from .models_compare import samples_vs_posts
@@ -288,5 +431,7 @@ def plan_power(
         notes.append(f"samples versus posts: sampling the replies is {100 * adv['share_sampling']:.0f}% of a gap's "
                      f"variance; {adv['advice']} (audit.stats.models_compare.samples_vs_posts)")
     return PowerPlan(gap=gap, target_power=power, alpha=alpha, family_size=family, components=comps,
-                     components_source=source, n_groups=n_groups, n_cue_types=n_cue, spec_posts=design["n_posts"],
-                     needed_posts=needed, estimated_posts=estimated, grid=grid, sims=sims, notes=notes)
+                     components_source=source, n_groups=n_groups, n_cue_types=n_cue,
+                     spec_posts=design["n_posts"] if suite == "empathy" else None,
+                     needed_posts=needed, estimated_posts=estimated, grid=grid, sims=sims, notes=notes,
+                     outcome=primary, family_source=family_source)

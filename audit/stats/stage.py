@@ -39,6 +39,7 @@ from .designs import detect_design
 from .disparity import adjust_with, disparity_table, keep_matched, reference_map
 from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
+from .intervals import ADJ_COLUMNS, clip_to_range, holm_intervals
 from .paired import paired_contrasts
 from .pooling import partial_pool
 from .power import detectable_gap
@@ -52,7 +53,7 @@ RESULTS_COLUMNS = [
     "family_id", "outcome", "model_label", "style", "cue_type", "group", "reference", "estimate", "se", "ci_low",
     "ci_high", "ref_mean", "relative_gap", "rel_ci_low", "rel_ci_high", "std_effect", "z", "p_value", "p_holm",
     "p_bh", "significant_holm", "n", "n_posts", "n_missing", "ref_n_missing", "n_clusters", "design", "method",
-    "converged", "warning",
+    "converged", "warning", "ref_se", "cov_gap_ref", *ADJ_COLUMNS,
 ]
 _KEYS = ["family_id", "outcome", "model_label", "style", "cue_type", "group", "reference"]
 _BASE_COLS = ["request_key", "post_id", "variant_id", "group", "cue_type", "style", "model_label", "sample_index"]
@@ -341,6 +342,7 @@ def analyze_cells(
     rows: pd.DataFrame | None = None,
     margins: dict[str, Any] | None = None,
     axis_contrasts: bool = False,
+    ranges: dict[str, tuple[float, float] | None] | None = None,
 ) -> AnalysisResult:
     """Fit the whole family on a cell table and return the result tables.
 
@@ -370,6 +372,11 @@ def analyze_cells(
     models list, else the first model in the table), in the same correction family (exploratory unless
     ``primary`` is given and ``reference_model`` is stated: a pre-registration that names the reference
     model pre-registers the comparison with it).
+
+    ``ranges`` (``{outcome: (min, max)}``, from the scorers' declarations; binary outcomes are (0, 1)
+    anyway): every interval is clipped to what the outcome can take, and ``results`` gets the
+    Holm-consistent intervals ``ci_level_adj, ci_low_adj, ci_high_adj, rel_ci_low_adj,
+    rel_ci_high_adj`` (:mod:`audit.stats.intervals`), which exclude 0 exactly when ``p_holm < alpha``.
 
     ``margins`` (``analysis.margins``): every gap and disparity of an outcome with a margin gets a TOST
     verdict (:func:`verdicts`, :mod:`audit.stats.equivalence`): the columns of
@@ -445,6 +452,10 @@ def analyze_cells(
         ppi = _with_human(rows[rows["value"].notna()], human, reference, alpha)
     if margins:
         res, disparity = verdicts(res, disparity, ppi, margins, alpha=alpha, reference=reference)
+    rng = {o: (0.0, 1.0) for o, d in observed.groupby("outcome", observed=True) if cells_binary(d)}
+    rng.update({o: tuple(r) for o, r in (ranges or {}).items() if r is not None})
+    res = holm_intervals(clip_to_range(res, rng), alpha=alpha, ranges=rng,
+                         others=[t for t in (disparity, models) if t is not None and not t.empty])
     for c in RESULTS_COLUMNS:
         if c not in res.columns:
             res[c] = np.nan
@@ -531,7 +542,11 @@ def analyze_cells(
         "binary_outcomes": binary,
         "estimation": "REML; exact random-intercept fit on per-cluster sufficient statistics (audit.stats.fastlmm), "
                       "identical to lme4::lmer / statsmodels MixedLM",
-        "tests": "two-sided Wald z tests; 95% CIs; relative gaps by the delta method",
+        "tests": "two-sided Wald z tests; 95% CIs (unadjusted); relative gaps with Fieller CIs where the reference "
+                 "mean is safely off 0",
+        "intervals": "ci_low/ci_high: unadjusted 95%; ci_low_adj/ci_high_adj: at the Holm-consistent level "
+                     "1 - alpha / max(m - R, 1) of the row's family (m tests, R rejected), so they exclude 0 exactly "
+                     "when p_holm < alpha; every interval clipped to the outcome's range",
         "family_id": res["family_id"].iloc[0],
         "family_size": m,
         "family": "outcomes x models x styles (pooled + each) x cue types (pooled + each) x groups x references, "
@@ -795,7 +810,8 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
                             allow_missing=a.allow_missing,
                             reference_model=a.reference_model, model_order=[m.label for m in spec.models],
                             margins=_checked_margins(a.margins, table),
-                            axis_contrasts=store.get_meta("import") is not None)
+                            axis_contrasts=store.get_meta("import") is not None,
+                            ranges=_declared_ranges(store, table))
     store.drop_tables(["results_ppi", "results_models", "results_variability", "results_axes"])  # ratings removed since the last analysis: no stale corrected gaps
     store.replace_tables(result.tables)
     store.set_meta("analyzed_at", now_iso())
@@ -805,6 +821,12 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
     else:
         store.set_meta("analysis_ratings_sha256", fp)
     return result
+
+
+def _declared_ranges(store: RunStore, table: pd.DataFrame) -> dict[str, tuple[float, float] | None]:
+    """``{outcome: (min, max)}`` of every outcome in ``table`` from its scorer's measure declaration."""
+    catalog = MeasureCatalog.from_scorer_info(store.scorer_info())
+    return {str(o): catalog.measure(str(o)).range for o in table["outcome"].astype(str).unique()}
 
 
 def analysis_fingerprint(store: RunStore, spec: Any) -> str:
@@ -851,8 +873,11 @@ class AnalyzeStage:
         store.delete_meta("analysis_error")
         r = res.results
         if len(r):
-            sig = int(r["significant_holm"].fillna(False).astype(bool).sum()) if "significant_holm" in r else 0
-            detail = f"{len(r)} tests in the family, {sig} significant after Holm correction"
+            meta = dict(zip(res.meta["key"], res.meta["value"])) if len(res.meta) else {}
+            m = int(json.loads(meta["family_size"])) if "family_size" in meta else len(r)
+            sig = int(json.loads(meta["n_significant_holm"])) if "n_significant_holm" in meta else \
+                int(r["significant_holm"].fillna(False).astype(bool).sum())
+            detail = f"{len(r)} gaps; a family of {m} tests, {sig} significant after Holm correction"
         else:
             detail = "no tests"
         return StageSummary("done", detail, res)
