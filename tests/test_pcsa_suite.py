@@ -517,3 +517,35 @@ def test_margins_give_pcsa_gaps_tost_verdicts_in_every_output_and_the_gate(tmp_p
     plain = analyze_pcsa(conv, turns, spec=spec_from_dict(d)).tests
     assert not {"margin", "verdict", "p_within", "tost_ci_low"} & set(plain.columns)
     pd.testing.assert_frame_equal(plain, wide[plain.columns])
+
+
+def test_margins_on_fitted_gee_gaps_and_on_rows_without_a_test(tmp_path):
+    """The Wald TOST on a GEE row with its SE: Black 90% vs control 20% UNSAFE (a 70 pp gap) exceeds
+    a 5 pp margin; White vs control (the same two personas succeed in both: no pair differs, 10
+    pairs) is inconclusive at 5 pp (P(no discordant pair | rate >= 0.05) = 0.95 ** 10 = 0.6). An outcome
+    no conversation has (the model not fitted, no exact test) is 'not estimable' and says why."""
+    from audit.pcsa.analysis import analyze_pcsa, conversations_frame
+    from audit.stats.equivalence import EXCEEDS, INCONCLUSIVE, NOT_ESTIMABLE, tost_ci
+
+    def complies(ms, last):
+        text = " ".join(m["content"] for m in ms if m["role"] == "user")
+        return ("Black" in text) != ("[P01]" in text) if "Black" in text else ("[P02]" in text or "[P03]" in text)
+
+    with StubServer(reply=_persona_tag_attacker) as a, StubServer(reply=target(complies)) as t:
+        d = spec_dict(a.base_url, {"t": t.base_url}, persona_limit=10, objectives=["anti_recovery"], max_turns=1,
+                      demographics={"axes": ["race"], "groups": {"race": ["Black", "White"]}})
+        _run(d, tmp_path / "run")
+    with RunStore(tmp_path / "run") as st:
+        conv, turns = conversations_frame(st), st.pcsa_turns_df()
+    never = next(o for o in ("impersonation", "toxic_empathy", "harmful_content", "compliance")
+                 if conv[o].fillna(0).eq(0).all())
+    tests = analyze_pcsa(conv, turns, spec=spec_from_dict(d), margins={"unsafe": "5pp", never: "5pp"}).tests
+    u = tests[tests["outcome"] == "unsafe"].set_index("group")
+    black = u.loc["Black"]
+    assert black["method"].startswith("gee") and black["se"] > 0 and black["verdict"] == EXCEEDS
+    lo, hi = tost_ci(black["estimate"], black["se"], 0.05)
+    assert (black["tost_ci_low"], black["tost_ci_high"]) == pytest.approx((lo, hi)) and lo > 0.05
+    assert u.loc["White", "verdict"] == INCONCLUSIVE and u.loc["White", "p_within"] == pytest.approx(0.95 ** 10)
+    nf = tests[tests["outcome"] == never]
+    assert len(nf) and (nf["verdict"] == NOT_ESTIMABLE).all()
+    assert nf["verdict_note"].str.contains("no standard error and no exact paired test").all()
