@@ -73,7 +73,8 @@ def gate_exit(run_dir: Path, status: int) -> int:
         return status
     with RunStore(run_dir, create=False) as store:
         g = gate_status(store.table_df("results"), store.table_df("results_disparity"),
-                        store.table_df("stigma_tests"), store.table_df("appropriateness_tests"))
+                        store.table_df("stigma_tests"), store.table_df("appropriateness_tests"),
+                        store.table_df("pcsa_tests"))
     print(g.line + f" (exit {g.code})")
     assert g.code in GATE_CODES.values()
     return g.code

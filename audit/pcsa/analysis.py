@@ -322,6 +322,109 @@ def group_tests(conv: pd.DataFrame, *, reference: str, alpha: float = 0.05,
     return adjust_family(out[TEST_COLUMNS], alpha=alpha)
 
 
+def margin_key(outcome: str) -> str:
+    """The ``analysis.margins`` key of a PCSA outcome: ``pcsa.<outcome>`` (so that ``pcsa.unsafe`` and
+    the bare ``unsafe`` both match through :func:`audit.stats.equivalence.margin_for`)."""
+    return f"pcsa.{outcome}"
+
+
+def exact_tost(n10: int, n_discordant: int, n_pairs: int, margin: float, alpha: float = 0.05
+               ) -> tuple[float, float, float, float]:
+    """(p_within, p_exceed, ci_low, ci_high): the TOST of a paired difference of proportions
+    ``D = delta (2 theta - 1)`` against ``+-margin`` from the exact conditional model of
+    :func:`paired_exact` (``n10 ~ Binomial(n_discordant, theta)`` given the discordance rate
+    ``delta = n_discordant / n_pairs``), and its ``1 - 2 alpha`` interval.
+
+    ``D >= m`` is ``theta >= theta_h = (1 + m / delta) / 2`` and ``D <= -m`` is
+    ``theta <= theta_l = (1 - m / delta) / 2``; the one-sided exact binomial tests give::
+
+        p_high = P(X <= n10 | theta_h)   (0 when theta_h > 1: D >= m is impossible)
+        p_low  = P(X >= n10 | theta_l)   (0 when theta_l < 0)
+        p_within = max(p_low, p_high)
+        p_exceed = min(P(X >= n10 | theta_h), P(X <= n10 | theta_l))   (1 where impossible)
+
+    the exact inversions of the Clopper & Pearson (1934) one-sided bounds, so ``p_within < alpha``
+    exactly when the ``1 - 2 alpha`` Clopper-Pearson interval mapped to ``D`` lies inside
+    ``(-m, m)`` (Schuirmann 1987). Without a discordant pair, ``|D| <= delta`` and
+    ``P(no discordant pair | delta >= m) <= (1 - m) ** n_pairs``: ``p_within = (1 - m) ** n_pairs``,
+    ``p_exceed = 1`` and the interval is ``[-u, u]`` with ``u = 1 - alpha ** (1 / n_pairs)``. All NaN
+    without a pair. Hand-written because no library offers an equivalence test for McNemar's design
+    with this conditional interval; the binomial tails are scipy's."""
+    from scipy.stats import binom, binomtest
+
+    n, nd, m = int(n_pairs), int(n_discordant), float(margin)
+    if n <= 0:
+        return (np.nan,) * 4
+    if nd == 0:
+        u = 1.0 - alpha ** (1.0 / n)
+        return float((1.0 - m) ** n) if m < 1 else 0.0, 1.0, -u, u
+    delta = nd / n
+    th, tl = (1 + m / delta) / 2, (1 - m / delta) / 2
+    p_high = 0.0 if th > 1 else float(binom.cdf(n10, nd, th))
+    p_low = 0.0 if tl < 0 else float(binom.sf(n10 - 1, nd, tl))
+    e_high = 1.0 if th > 1 else float(binom.sf(n10 - 1, nd, th))
+    e_low = 1.0 if tl < 0 else float(binom.cdf(n10, nd, tl))
+    ci = binomtest(n10, nd).proportion_ci(confidence_level=1 - 2 * alpha, method="exact")
+    return max(p_low, p_high), min(e_high, e_low), delta * (2 * ci.low - 1), delta * (2 * ci.high - 1)
+
+
+def gap_verdicts(tests: pd.DataFrame, margins: Any, *, alpha: float = 0.05) -> pd.DataFrame:
+    """The TOST columns of :func:`audit.stats.equivalence.equivalence_table` on the group-gap tests
+    (``margin, margin_kind, margin_abs, tost_ci_low, tost_ci_high, p_within, p_exceed, p_within_adj,
+    p_exceed_adj, verdict``, plus ``verdict_note``), for the outcomes with a margin in ``margins``
+    (key ``pcsa.<outcome>`` or the bare outcome: ``unsafe``, ``compliance``, ``harmful_content``,
+    ``impersonation``, ``toxic_empathy``; ``"5pp"``: percentage points, ``"5%"``: of the reference
+    rate). ``tests`` unchanged when no outcome has a margin.
+
+    A row with the model's standard error: the Wald TOST on its gap. A row of the exact McNemar
+    test (:data:`EXACT_METHOD`, no SE): the exact TOST of :func:`exact_tost` and its ``1 - 2 alpha``
+    interval (a relative margin is taken on the reference rate ``ref_mean``, held fixed). The
+    p-values of every row with a margin are Holm-adjusted together (the family of the gap tests);
+    a row with neither (not fitted) is ``not estimable`` and ``verdict_note`` says why."""
+    from ..stats.equivalence import NO_MARGIN, _adjust, margin_for, verdict, equivalence_table
+
+    if tests is None or tests.empty or not any(margin_for(margin_key(o), margins) for o in set(tests["outcome"])):
+        return tests
+    eq, _ = equivalence_table(tests.assign(outcome=[margin_key(o) for o in tests["outcome"]]), None, margins,
+                              alpha=alpha)
+    eq["outcome"] = tests["outcome"].to_numpy()
+    notes: list[str] = [""] * len(eq)
+    for i, rec in enumerate(eq.to_dict("records")):
+        if rec["verdict"] == NO_MARGIN or np.isfinite(rec["p_within"]):
+            continue
+        m_abs = rec["margin_abs"]
+        if rec["method"] == EXACT_METHOD and np.isfinite(m_abs) and _finite_count(rec["n_pairs"]):
+            n, nd = int(rec["n_pairs"]), int(rec["n_discordant"])
+            n10 = int(round((float(rec["estimate"]) * n + nd) / 2))
+            pw, pe, lo, hi = exact_tost(n10, nd, n, m_abs, alpha)
+            if rec["margin_kind"] == "relative" and rec.get("ref_mean"):
+                lo, hi = sorted((lo / float(rec["ref_mean"]), hi / float(rec["ref_mean"])))
+            eq.loc[eq.index[i], ["p_within", "p_exceed", "tost_ci_low", "tost_ci_high"]] = [pw, pe, lo, hi]
+            notes[i] = "exact TOST (paired, Clopper-Pearson) because the model gives no standard error"
+        elif not np.isfinite(m_abs):
+            notes[i] = "the relative margin needs the reference rate, which was not estimated"
+        else:
+            first = str(rec.get("warning") or "").split(";")[0].strip()
+            notes[i] = (f"no standard error and no exact paired test ({rec.get('method') or 'not fitted'}"
+                        + (f": {first}" if first else "") + ")")
+    methods = np.full(len(eq), "holm")
+    eq["p_within_adj"] = _adjust(eq["p_within"].to_numpy(float), methods)
+    eq["p_exceed_adj"] = _adjust(eq["p_exceed"].to_numpy(float), methods)
+    eq["verdict"] = [NO_MARGIN if v == NO_MARGIN else
+                     verdict(pw, pe, off_zero=bool(sig), alpha=alpha)
+                     for v, pw, pe, sig in zip(eq["verdict"], eq["p_within_adj"], eq["p_exceed_adj"],
+                                               eq["significant_holm"])]
+    eq["verdict_note"] = [n if v != NO_MARGIN else "" for n, v in zip(notes, eq["verdict"])]
+    return eq
+
+
+def _finite_count(x: Any) -> bool:
+    try:
+        return np.isfinite(float(x)) and float(x) > 0
+    except (TypeError, ValueError):
+        return False
+
+
 @dataclass
 class PcsaResult:
     conversations: pd.DataFrame
@@ -356,8 +459,10 @@ def reference_group(spec: Any, conv: pd.DataFrame) -> str:
 
 
 def analyze_pcsa(conv: pd.DataFrame, turns: pd.DataFrame, *, spec: Any = None, threshold: int | None = None,
-                 alpha: float | None = None) -> PcsaResult:
-    """Rates, strategy table, baseline effects and group tests of the conversations."""
+                 alpha: float | None = None, margins: Any = None) -> PcsaResult:
+    """Rates, strategy table, baseline effects and group tests of the conversations. ``margins``
+    (``analysis.margins`` of the spec when not given): the group tests get TOST verdicts
+    (:func:`gap_verdicts`)."""
     threshold = threshold if threshold is not None else (spec.pcsa.stop_threshold if spec is not None else 8)
     alpha = alpha if alpha is not None else (spec.analysis.alpha if spec is not None else 0.05)
     ref = reference_group(spec, conv)
@@ -365,6 +470,9 @@ def analyze_pcsa(conv: pd.DataFrame, turns: pd.DataFrame, *, spec: Any = None, t
     s = strategy_rates(conv, turns, threshold, alpha=alpha)
     e = effects(conv, alpha=alpha)
     t = group_tests(conv, reference=ref, alpha=alpha)
+    margins = margins if margins is not None else (spec.analysis.margins if spec is not None else None)
+    if margins:
+        t = gap_verdicts(t, margins, alpha=alpha)
     meta = {"formula": FORMULA, "reference": ref, "alpha": alpha, "threshold": threshold,
             "family_size": int(t["p_value"].notna().sum()),
             "n_significant_holm": int(t["significant_holm"].sum()) if len(t) else 0,
@@ -376,4 +484,4 @@ def analyze_pcsa(conv: pd.DataFrame, turns: pd.DataFrame, *, spec: Any = None, t
 
 
 __all__ = ["FORMULA", "OUTCOMES", "PcsaResult", "all_rates", "analyze_pcsa", "conversations_frame", "effects",
-           "group_tests", "rates", "reference_group", "strategy_rates", "wilson"]
+           "exact_tost", "group_tests", "margin_key", "rates", "reference_group", "strategy_rates", "gap_verdicts", "wilson"]

@@ -186,6 +186,14 @@ def _summary(rates: pd.DataFrame | None, effects: pd.DataFrame | None, tests: pd
         else:
             why = next((w for w in tests["warning"] if isinstance(w, str) and w), "see the table")
             out.append(f"No group-gap test could be fitted ({len(tests)} not fitted): {why}")
+    if tests is not None and "verdict" in tests.columns:
+        from ..stats.equivalence import NO_MARGIN
+
+        v = tests["verdict"].astype(str)
+        counts = v[v != NO_MARGIN].value_counts()
+        if len(counts):
+            out.append(f"Against the equivalence margins (analysis.margins), {int(counts.sum())} group gaps: "
+                       + ", ".join(f"{int(n)} {k}" for k, n in counts.items()) + ".")
     return out
 
 
@@ -232,8 +240,25 @@ def _tests_rows(tests: pd.DataFrame | None) -> list[dict[str, Any]]:
              "sig": bool(r["significant_holm"]), "n": _count(r.get("n")), "n_personas": _count(r.get("n_personas")),
              "pairs": (f"{_count(r.get('n_pairs'))} ({_count(r.get('n_discordant'))})"
                        if _count(r.get("n_pairs")) != "" else ""),
-             "method": r["method"] or "", "warning": r["warning"] or ""}
+             "method": r["method"] or "", "warning": r["warning"] or "", **_verdict_cells(r)}
             for r in jsonable(tests.to_dict("records"))] if len(tests) else []
+
+
+def _verdict_cells(r: dict[str, Any]) -> dict[str, Any]:
+    """The margin and verdict cells of a gap row (``analysis.margins``; empty without a verdict column)."""
+    from ..stats.equivalence import NO_MARGIN
+
+    v = r.get("verdict")
+    if not v or v == NO_MARGIN:
+        return {"margin": "", "verdict": "", "tost_ci": "", "verdict_note": ""}
+    m = r.get("margin_abs")
+    margin = f"\u00b1{100 * m:g} pp" if isinstance(m, (int, float)) and np.isfinite(m) else ""
+    if r.get("margin_kind") == "relative":
+        margin += f" ({r.get('margin')} of the reference rate)" if margin else f"\u00b1{r.get('margin')}"
+        tost = f"{_pct(r.get('tost_ci_low'))} to {_pct(r.get('tost_ci_high'))}"
+    else:
+        tost = f"{_pp(r.get('tost_ci_low'))} to {_pp(r.get('tost_ci_high'))}"
+    return {"margin": margin, "verdict": v, "tost_ci": tost, "verdict_note": r.get("verdict_note") or ""}
 
 
 def build_pcsa_context(store: RunStore, generated_at: str) -> tuple[dict[str, Any], dict[str, Any], list[FigureOut]]:
@@ -287,6 +312,8 @@ def build_pcsa_context(store: RunStore, generated_at: str) -> tuple[dict[str, An
                      "ci": f"{_pp(r['ci_low'])} to {_pp(r['ci_high'])}"}
                     for r in jsonable(effects.to_dict("records"))] if effects is not None else [],
         "tests": _tests_rows(tests),
+        "has_margins": tests is not None and "verdict" in tests.columns,
+        "tost_level": f"{100 * (1 - 2 * float(meta.get('alpha', 0.05) or 0.05)):g}%",
         "judge_counts": _json_meta(store, "pcsa_judge_counts"),
         "n_open": int((conv["status"] != "done").sum()) if "status" in conv else 0,
         "unparseable": [{"id": r["conversation_id"], "detail": r["judge_detail"] or ""}
@@ -324,12 +351,23 @@ def results_json(ctx: dict[str, Any], tables: dict[str, Any]) -> dict[str, Any]:
     return jsonable({
         "suite": "pcsa", "name": ctx["name"], "generated_at": ctx["generated_at"],
         "summary": {"sentences": ctx["summary"], "n_tests": 0 if tests is None else int(tests["p_value"].notna().sum()),
-                    "n_significant": len(sig), "significant": sig, "detectable_gaps": []},
+                    "n_significant": len(sig), "significant": sig, "detectable_gaps": [],
+                    **_verdict_summary(tests)},
         "judge_counts": ctx["judge_counts"], "validation": ctx["validation"], "methods": ctx["methods"],
         "limitations": ctx["limitations"],
         "content_warning": ctx["content_warning"], "embedded_warning": ctx["embedded_warning"],
         "tables": {k: (None if v is None else v.to_dict("records")) for k, v in tables.items()},
     })
+
+
+def _verdict_summary(tests: pd.DataFrame | None) -> dict[str, Any]:
+    """``verdicts`` (counts per verdict of the rows with a margin) when the spec gave margins."""
+    from ..stats.equivalence import NO_MARGIN
+
+    if tests is None or "verdict" not in tests.columns:
+        return {}
+    v = tests["verdict"].astype(str)
+    return {"verdicts": {k: int(n) for k, n in v[v != NO_MARGIN].value_counts().items()}}
 
 
 def render_pcsa(run_dir: str | Path) -> dict[str, Path]:

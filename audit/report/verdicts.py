@@ -144,8 +144,8 @@ def gate_status(results: pd.DataFrame | None, disparity: pd.DataFrame | None,
                 *others: pd.DataFrame | None) -> GateStatus:
     """0 when every confirmatory comparison is within its margin; 3 when any exceeds it; 4 when none
     exceeds but some is undecided (inconclusive, a gap of undetermined size or not estimable); 5 when
-    there is nothing to decide on (no margins, or no analysis). ``others``: the stigma and
-    appropriateness suites' test tables (their pooled comparisons of groups)."""
+    there is nothing to decide on (no margins, or no analysis). ``others``: the stigma,
+    appropriateness and PCSA suites' test tables (their pooled comparisons of groups)."""
     verdicts = []
     for df in (results, disparity, *others):
         conf = _confirmatory(df) if df is not None else pd.DataFrame()
