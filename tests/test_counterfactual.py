@@ -393,7 +393,9 @@ def test_cli_list_posts_and_show(capsys):
 
 def test_cli_refuses_unknown_output_type(repo_root, tmp_path, capsys):
     assert main(["variants", str(repo_root / "analyses" / "demo.yaml"), "--out", str(tmp_path / "v.xlsx")]) == 2
-    assert "unsupported output type" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # refused by the output-path check before any work, naming the extensions that are accepted
+    assert "unsupported extension '.xlsx'" in err and ".csv, .jsonl, .parquet" in err
     assert not (tmp_path / "v.xlsx").exists()
 
 
