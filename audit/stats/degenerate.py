@@ -121,10 +121,34 @@ def captured():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield out
-    for w in caught:
+    for w in numerical_only(caught):
         text = f"{w.category.__name__}: {str(w.message).splitlines()[0].strip()}"
         if text not in out:
             out.append(text)
+
+
+def is_numerical(category: type) -> bool:
+    """Whether a warning category speaks about a fit: numpy/scipy ``RuntimeWarning`` (overflow,
+    invalid value) and statsmodels' ``ModelWarning`` family (convergence, Hessian, domain,
+    separation). Others (a ``ResourceWarning`` from the garbage collector closing some unrelated
+    event loop mid-fit, deprecations) say nothing about the fit and must not become a row's reason."""
+    from statsmodels.tools.sm_exceptions import ModelWarning
+
+    return issubclass(category, (RuntimeWarning, ModelWarning))
+
+
+def numerical_only(caught) -> list:
+    """The numerical warnings among ``caught`` (``warnings.catch_warnings(record=True)``); every other
+    warning is raised again as if never caught, so Python's own filters decide what happens to it."""
+    import warnings
+
+    keep = []
+    for w in caught:
+        if is_numerical(w.category):
+            keep.append(w)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return keep
 
 
 def attach_warnings(rows: list[dict[str, Any]], caught: Captured) -> list[dict[str, Any]]:

@@ -86,7 +86,7 @@ from scipy import stats
 
 from ..errors import AuditError
 from .cells import Cells, cell_weights, cells_binary, expand_binary
-from .degenerate import (CONSTANT, attach_warnings, captured, constant_arms, constant_pair_reason, constant_value,
+from .degenerate import (CONSTANT, attach_warnings, captured, numerical_only, constant_arms, constant_pair_reason, constant_value,
                          is_constant, no_standard_error)
 from .designs import detect_design
 from .fastlmm import NestedRIFit, fit_nested_ri
@@ -318,7 +318,7 @@ def _fit_mixedlm(y, X, clusters, inner, reml) -> _Fit:
                                  re_formula="1", vc_formula=vc)
         r = m.fit(reml=reml)
     k = X.shape[1]
-    msgs = sorted({str(w.message).splitlines()[0] for w in caught})
+    msgs = sorted({str(w.message).splitlines()[0] for w in numerical_only(caught)})
     re_var = float(np.sum(np.diag(np.atleast_2d(r.cov_re)))) + float(np.sum(np.asarray(r.vcomp)))
     return _Fit(np.asarray(r.fe_params), np.asarray(r.cov_params())[:k, :k], "statsmodels MixedLM",
                 bool(r.converged), msgs, float(np.sqrt(re_var + r.scale)))
@@ -334,7 +334,7 @@ def _fit_gee_logit(y, X, clusters) -> _Fit:
         _warnings.simplefilter("always")
         m = sm.GEE(y[order], X[order], groups=codes[order], family=sm.families.Binomial(), cov_struct=Exchangeable())
         r = m.fit(maxiter=100, cov_type="bias_reduced")
-    msgs = sorted({str(w.message).splitlines()[0] for w in caught})
+    msgs = sorted({str(w.message).splitlines()[0] for w in numerical_only(caught)})
     conv = not any("converge" in s.lower() for s in msgs)
     return _Fit(np.asarray(r.params), np.asarray(r.cov_params()), "gee logistic, exchangeable within post, bias-reduced robust SE",
                 conv, msgs, float("nan"), link="logit")
