@@ -355,7 +355,12 @@ def fit_nested_ri(
         vals = np.array([f(g) for g in grid])
         k = int(np.argmin(vals))
         lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-        res = optimize.minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10, "maxiter": 500})
+        # crit() returns inf where the criterion does not exist (r <= 0, A not positive definite): a
+        # deliberate barrier. Brent's parabolic step then computes inf - inf, rejects it and takes a
+        # golden-section step; numpy's "invalid value" warning about that says nothing about the fit.
+        with np.errstate(invalid="ignore", over="ignore"):
+            res = optimize.minimize_scalar(f, bounds=(lo, hi), method="bounded",
+                                           options={"xatol": 1e-10, "maxiter": 500})
         ok = bool(res.success) and k < len(grid) - 1
         if vals[0] <= res.fun:
             return 0.0, float(vals[0]), ok
@@ -385,8 +390,9 @@ def fit_nested_ri(
                         key=lambda c: c[0])[1]
             th, success = _newton2(crit, start)
             if not success:  # derivative-free fallback
-                res = optimize.minimize(crit, start, method="Powell", bounds=[(0.0, 1e3), (0.0, 1e3)],
-                                        options={"xtol": 1e-8, "ftol": 1e-13, "maxiter": 10000})
+                with np.errstate(invalid="ignore", over="ignore"):  # the same inf barrier as in min1d
+                    res = optimize.minimize(crit, start, method="Powell", bounds=[(0.0, 1e3), (0.0, 1e3)],
+                                            options={"xtol": 1e-8, "ftol": 1e-13, "maxiter": 10000})
                 th = np.maximum(res.x, 0.0)
                 success = bool(res.success)
             cands.append((crit(th), th))
