@@ -85,7 +85,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import AuditError
-from .cells import Cells, cell_weights, cells_binary, expand_binary
+from .cells import Cells, cell_weights, cells_binary
 from .degenerate import (CONSTANT, attach_warnings, captured, numerical_only, constant_arms, constant_pair_reason, constant_value,
                          is_constant, no_standard_error)
 from .designs import detect_design
@@ -340,6 +340,21 @@ def _fit_gee_logit(y, X, clusters) -> _Fit:
                 conv, msgs, float("nan"), link="logit")
 
 
+def _fit_gee_logit_cells(y, w, X, clusters) -> _Fit:
+    """:func:`_fit_gee_logit` from 0/1 cells (``y`` their means, ``w`` their sizes): the same estimates,
+    summed per cluster (:mod:`audit.stats.gee_cells`), in time that grows with the cells."""
+    from .gee_cells import gee_logit_cells
+
+    codes = pd.factorize(pd.Series(clusters))[0]
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        r = gee_logit_cells(y, w, X, codes, maxiter=100)
+    msgs = sorted({str(m.message).splitlines()[0] for m in numerical_only(caught)})
+    conv = not any("converge" in s.lower() for s in msgs)
+    return _Fit(r.params, r.cov_bias_reduced, "gee logistic, exchangeable within post, bias-reduced robust SE",
+                conv, msgs, float("nan"), link="logit")
+
+
 def fieller_ratio(a: float, b: float, vaa: float, vab: float, vbb: float, z: float) -> tuple[float, float, float]:
     """Ratio ``a / b`` with Fieller's confidence interval (Fieller 1954).
 
@@ -487,18 +502,19 @@ def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml
         method = "gee" if binary else "fast"
     if method == "gee":
         fit = None
+        gcol = d[group].astype(str).to_numpy()
         if w is None:
-            ye, Xe, ce, ge = y, X, clusters, d[group].astype(str).to_numpy()
-        else:  # the observations of 0/1 cells, rebuilt exactly (audit.stats.cells.expand_binary)
-            row, ye = expand_binary(y, w)
-            Xe, ce, ge = X[row], clusters[row], d[group].astype(str).to_numpy()[row]
-        counts = pd.crosstab(ge, ye)
+            counts = pd.crosstab(gcol, y)
+        else:  # the cells' counts of ones and zeros per group
+            ones = np.rint(y * w)
+            counts = pd.DataFrame({0.0: w - ones, 1.0: ones}).groupby(gcol).sum()
+            counts = counts.loc[:, (counts > 0).any(axis=0)]
         degenerate = (counts == 0).any(axis=1)
         if degenerate.any():
             why = f"no variation in group(s) {', '.join(counts.index[degenerate])}"
         else:
             try:
-                fit = _fit_gee_logit(ye, Xe, ce)
+                fit = _fit_gee_logit(y, X, clusters) if w is None else _fit_gee_logit_cells(y, w, X, clusters)
                 why = None if fit.converged and np.all(np.isfinite(fit.cov)) else "GEE did not converge"
             except Exception as exc:  # statsmodels raises several types on separation
                 why = f"GEE failed ({type(exc).__name__}: {exc})"
