@@ -170,6 +170,8 @@ def _maxrel(a, b) -> float:
         assert a.keys() == b.keys(), "different fits"
         return max((_maxrel(a[k], b[k]) for k in a), default=0.0)
     if isinstance(a, (tuple, list)):
+        if len(a) != len(b):  # params, bse[, theta], criterion: theta at a boundary is noise
+            a, b = [a[0], a[1], a[-1]], [b[0], b[1], b[-1]]
         return max((_maxrel(x, y) for x, y in zip(a, b)), default=0.0)
     if isinstance(a, pd.DataFrame):
         assert list(a.columns) == list(b.columns) and len(a) == len(b), "different tables"
@@ -177,7 +179,7 @@ def _maxrel(a, b) -> float:
         other = [c for c in a.columns if c not in num]
         assert a[other].astype(str).equals(b[other].astype(str)), "non-numeric columns differ"
         return max((_maxrel(a[c].to_numpy(), b[c].to_numpy()) for c in num), default=0.0)
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    x, y = np.atleast_1d(np.asarray(a, dtype=float)), np.atleast_1d(np.asarray(b, dtype=float))
     if not np.array_equal(np.isnan(x), np.isnan(y)):
         print(f"  {int((np.isnan(x) != np.isnan(y)).sum())} value(s) NaN in one result only")
     ok = ~np.isnan(x) & ~np.isnan(y)
