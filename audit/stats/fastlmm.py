@@ -150,13 +150,14 @@ def _group_sums(idx: np.ndarray, n_groups: int, M: np.ndarray) -> np.ndarray:
     return out
 
 
-def _labels(values: np.ndarray) -> tuple[np.ndarray, int]:
+def _labels(values: np.ndarray, sort: bool = True) -> tuple[np.ndarray, int]:
     """``np.unique(values, return_inverse=True)``'s codes (the labels in sorted order) and their count, by
     hashing (:func:`pandas.factorize` with ``sort=True``) instead of sorting every row: at a million text
-    labels np.unique took seconds. Labels pandas cannot hash to codes (a missing value) go to np.unique."""
+    labels np.unique took seconds. ``sort=False``: codes in order of appearance (no sort of the distinct
+    labels either). Labels pandas cannot hash to codes (a missing value) go to np.unique."""
     v = np.asarray(values)
     try:
-        codes, uniq = pd.factorize(v, sort=True)
+        codes, uniq = pd.factorize(v, sort=sort)
     except TypeError:
         codes = None
     if codes is None or (len(codes) and codes.min() < 0):
@@ -174,21 +175,20 @@ def _design_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     are more than :data:`_MAX_DESIGN_ROWS` (a continuous covariate) or ``X`` has a NaN.
 
     A design of dummies has a few dozen distinct rows however many cells it has. The rows are keyed by
-    ``X v`` for a fixed random ``v``, summed column by column (elementwise, so equal rows get equal keys
-    bit for bit), and the match is then checked exactly; a collision of keys (two different rows with
-    equal ``X v``, with probability ~0) gives None and the row-wise path."""
+    ``X v`` for a fixed random ``v`` and the match ``X == D[r]`` is then checked exactly, block by block. Equal
+    rows could get different keys only if the product rounded them differently (then ``D`` holds a row
+    twice, which changes no sum); different rows with equal keys (probability ~0) fail the check and
+    give None, the row-wise path."""
     R, p = X.shape
     v = np.random.default_rng(20240531).standard_normal(p)
-    key = np.zeros(R)
-    for k in range(p):
-        key += X[:, k] * v[k]
+    key = np.einsum("ij,j->i", X, v)  # numpy's own loop: a BLAS product can stall on a busy machine
     uk, first, r = np.unique(key, return_index=True, return_inverse=True)
     if len(uk) > _MAX_DESIGN_ROWS:
         return None
     r = r.ravel()
     D = X[first]
-    for k in range(p):
-        if not np.array_equal(D[r, k], X[:, k]):
+    for a in range(0, R, 65536):
+        if not np.array_equal(D[r[a:a + 65536]], X[a:a + 65536]):
             return None
     return D, r
 
@@ -349,7 +349,7 @@ def fit_nested_ri(
         n_cells = n_groups
         cell_group = np.arange(n_groups)
     else:
-        i_inv, n_in = _labels(inner)
+        i_inv, n_in = _labels(inner, sort=False)  # only equality matters within a group (sorting took longer)
         ckeys, cell = np.unique(g_inv.astype(np.int64) * n_in + i_inv, return_inverse=True)  # (group, inner) pairs
         cell = cell.ravel()
         n_cells = len(ckeys)

@@ -58,6 +58,7 @@ from .cells import Cells, cell_weights, cells_binary
 from .degenerate import attach_warnings, captured
 from .gaps import _fit_lmm, validate_table
 from .missing import match_level
+from .textcodes import as_text, text_codes
 
 __all__ = ["gap_interaction", "models_table", "join_family", "sampling_variability", "samples_vs_posts",
            "MODELS_COLUMNS", "reference_model_of"]
@@ -116,7 +117,7 @@ def gap_interaction(
                        cells=cells)
     w = cell_weights(d, cells)
     ctrl = match_level(d[group], control) or str(control)
-    bv = _text(d[between])
+    bv = as_text(d[between])
     bcode, blev = pd.factorize(bv)  # levels in order of appearance
     order = [str(v) for v in blev]
     ref = str(reference_level) if reference_level is not None else order[0]
@@ -127,7 +128,7 @@ def gap_interaction(
     if not others:
         raise AuditError(f"column '{between}' has only the level '{ref}': there is nothing to compare", where=where,
                          fix="give rows of at least two models or runs")
-    g = _text(d[group])
+    g = as_text(d[group])
     gcode, gall = pd.factorize(g)
     glev = [lv for lv in sorted(set(gall)) if lv != ctrl]
     # every label as an integer code (a text comparison per level and row took seconds at a million cells):
@@ -136,43 +137,46 @@ def gap_interaction(
     b_of = np.array([others.index(v) if v in others else -1 for v in order], dtype=np.intp)[bcode]
     fcodes, flen = [], []  # per factor: each row's level beyond the first (sorted; -1: the first), their count
     for f in factors:
-        fc, fu = pd.factorize(_text(d[f]))
+        fc, fu = pd.factorize(as_text(d[f]))
         flev = sorted(fu)
         fcodes.append(np.array([flev.index(v) - 1 for v in fu], dtype=np.intp)[fc])
         flen.append(len(flev) - 1)
     ng_, nb_ = len(glev), len(others)
-    # one (n x p) array filled column by column: a million rows x ~45 columns is ~360 MB, and stacking
-    # separate blocks would hold it twice
-    X = np.zeros((len(d), 1 + ng_ + nb_ + ng_ * nb_ + sum(flen)))
-    X[:, 0] = 1.0
-    for i in range(ng_):
-        X[:, 1 + i] = g_of == i
-    for j in range(nb_):
-        X[:, 1 + ng_ + j] = b_of == j
-    for i in range(ng_):
-        for j in range(nb_):
-            np.multiply(X[:, 1 + i], X[:, 1 + ng_ + j], out=X[:, 1 + ng_ + nb_ + i * nb_ + j])
-    col = 1 + ng_ + nb_ + ng_ * nb_
-    for fc, k in zip(fcodes, flen):
-        for lv in range(k):
-            X[:, col] = fc == lv
-            col += 1
-    # X'X from the distinct rows (a row is fixed by its group, level and factor levels) and their counts:
-    # the same integers as X.T @ X (sums of 0/1 products), without a pass over every row and column
+    # a row of X is fixed by its group, level and factor levels: build the distinct rows D and gather
+    # X = D[rows] (one pass; filling ~45 columns of a million rows one by one took seconds)
     key = (g_of + 1).astype(np.int64) * (nb_ + 1) + (b_of + 1)
     for fc, k in zip(fcodes, flen):
         key = key * (k + 1) + (fc + 1)
     _, first, rows = np.unique(key, return_index=True, return_inverse=True)
-    D = X[first]
-    if np.linalg.matrix_rank(D.T @ (D * np.bincount(rows.ravel())[:, None])) < X.shape[1]:
+    rows = rows.ravel()
+    D = np.zeros((len(first), 1 + ng_ + nb_ + ng_ * nb_ + sum(flen)))
+    D[:, 0] = 1.0
+    gi, bj = g_of[first], b_of[first]
+    for u in range(len(first)):
+        if gi[u] >= 0:
+            D[u, 1 + gi[u]] = 1.0
+        if bj[u] >= 0:
+            D[u, 1 + ng_ + bj[u]] = 1.0
+        if gi[u] >= 0 and bj[u] >= 0:
+            D[u, 1 + ng_ + nb_ + gi[u] * nb_ + bj[u]] = 1.0
+    col = 1 + ng_ + nb_ + ng_ * nb_
+    for fc, k in zip(fcodes, flen):
+        lv = fc[first]
+        for u in range(len(first)):
+            if lv[u] >= 0:
+                D[u, col + lv[u]] = 1.0
+        col += k
+    # X'X from the distinct rows and their counts: the same integers as X.T @ X (sums of 0/1 products)
+    if np.linalg.matrix_rank(D.T @ (D * np.bincount(rows)[:, None])) < D.shape[1]:
         raise AuditError("the group x model design is collinear (some group was not asked of some model?)",
                          where=where, fix="compare models on the same variants (the same posts and groups)")
+    X = D[rows]
     y = d[outcome].to_numpy(dtype=float)
-    clusters = _text(d[cluster])
+    clusters = text_codes(d[cluster])  # the posts as integers, in the order of their texts
     inn = None
     if inner is not None:
-        inn = pd.factorize(_text(d[inner]))[0] * len(order) + bcode  # (inner unit, model)
-        pair = pd.factorize(clusters)[0].astype(np.int64) * (int(inn.max()) + 1) + inn
+        inn = pd.factorize(d[inner])[0] * len(order) + bcode  # (inner unit, model)
+        pair = clusters.astype(np.int64) * (int(inn.max()) + 1) + inn
         pcode = pd.factorize(pair)[0]
         if (pcode.max() + 1 == len(d)) if w is None else np.bincount(pcode, w).max() == 1:
             inn = None  # one row per (variant, model): no inner variance to identify
@@ -205,21 +209,11 @@ def _largest_sum(d: pd.DataFrame, keys: list[str], weight: str | None) -> float:
     return float(sums.max()) if len(sums) else 0.0
 
 
-def _text(col: pd.Series) -> np.ndarray:
-    """``col.astype(str).to_numpy()``, from a categorical's categories when it is one (each distinct text
-    converted once instead of once a row: seconds at a million cells with pandas' arrow-backed strings)."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy()
-        if len(codes) and codes.min() >= 0:
-            return np.asarray(col.cat.categories.astype(str).to_numpy(), dtype=object)[codes]
-    return np.asarray(col.astype(str).to_numpy(), dtype=object)
-
-
 def _interaction_rows(fit, clusters, g_of, b_of, glev, others, ctrl, ref, between, alpha, w, binary) -> list[dict]:
     b, V = fit.params, fit.cov
     zc = stats.norm.ppf(1 - alpha / 2)
     ng, nb = len(glev), len(others)
-    ccodes = pd.factorize(clusters)[0]
+    ccodes = clusters  # integer codes 0..posts-1 (text_codes)
     ncl = int(ccodes.max()) + 1
     # observations and posts per (group, level): cell (i, j + 1) is group i at level j of `others`, (i, 0) the
     # reference level; the posts of the distinct (group, level, post) triples, sorted
@@ -440,9 +434,9 @@ def sampling_variability(table: pd.DataFrame, *, replicate: str = "sample_index"
             continue
         X, _, _ = design_matrix(dd, "group", match_level(dd["group"], reference) or reference, factors)
         # the (variant, style) unit as one integer (equal pairs, equal codes): the fit only compares labels
-        sc = pd.factorize(_text(dd["style"]))[0]
-        inner = pd.factorize(_text(dd["variant_id"]))[0].astype(np.int64) * (int(sc.max()) + 1) + sc
-        f = fit_nested_ri(dd["value"].to_numpy(float), X, _text(dd["post_id"]), inner,
+        sc = pd.factorize(dd["style"])[0]
+        inner = pd.factorize(dd["variant_id"])[0].astype(np.int64) * (int(sc.max()) + 1) + sc
+        f = fit_nested_ri(dd["value"].to_numpy(float), X, text_codes(dd["post_id"]), inner,
                           weights=None if cells is None else dd[cells.n].to_numpy(float),
                           within_ss=0.0 if cells is None else float(dd[cells.ss].sum()))
         samples = int(round(float(reps.mean())))

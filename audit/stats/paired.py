@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from .degenerate import is_constant
+from .textcodes import as_text
 
 __all__ = ["paired_contrasts", "PAIRED_COLUMNS"]
 
@@ -62,7 +63,7 @@ def paired_contrasts(
         keep &= wt > 0
     keep &= d[cluster].notna().to_numpy()  # a row without a post pairs with nothing (a group-by drops it)
     d, y, wt = d[keep], y[keep], wt[keep]
-    g = _text(d[group])
+    g = as_text(d[group])
     ccode, _ = pd.factorize(d[cluster], sort=True)  # posts in sorted order, as a group-by visits them
     ncl = int(ccode.max()) + 1 if len(ccode) else 0
     wy = wt * y
@@ -117,12 +118,3 @@ def _paired_t(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> dict:
         d = (x.mean() - y.mean()) / np.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)
     return dict(mean_diff=float(np.mean(x - y)), t=float(t), dof=float(dof), p_value=float(p),
                 cohen_d=float(abs(d)), ci_low=float(ci[0]), ci_high=float(ci[1]))
-
-
-def _text(col: pd.Series) -> np.ndarray:
-    """``col.astype(str)`` as a numpy array, each distinct text converted once for a categorical."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy()
-        if len(codes) and codes.min() >= 0:
-            return np.asarray(col.cat.categories.astype(str).to_numpy(), dtype=object)[codes]
-    return np.asarray(col.astype(str).to_numpy(), dtype=object)
