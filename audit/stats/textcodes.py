@@ -21,6 +21,8 @@ def as_text(col: pd.Series) -> np.ndarray:
         codes = col.cat.codes.to_numpy()
         if len(codes) and codes.min() >= 0:
             return np.asarray(col.cat.categories.astype(str).to_numpy(), dtype=object)[codes]
+    elif col.dtype == object and pd.api.types.infer_dtype(col, skipna=False) == "string":
+        return col.to_numpy()  # already str, every one
     return np.asarray(col.astype(str).to_numpy(), dtype=object)
 
 
