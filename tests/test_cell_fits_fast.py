@@ -103,3 +103,14 @@ def test_coded_group_sums_are_groupby_sums():
     ref = d.groupby(["v", "m", "s"], observed=True)["n"].sum()
     np.testing.assert_array_equal(np.sort(_sums(d, ["v", "m", "s"], "n")), np.sort(ref.to_numpy()))
     assert _largest_sum(d, ["v", "m"], None) == d.groupby(["v", "m"], observed=True).size().max()
+
+
+def test_design_given_by_its_distinct_rows_fits_as_the_matrix():
+    y, X, labels, inn, w, ss = _messy_design(4, inner=True, weighted=True, factor=True)
+    D, r = np.unique(X, axis=0, return_inverse=True)
+    D = np.vstack([D, np.full(X.shape[1], 7.0)])  # a row no observation has: left out
+    a = fit_nested_ri(y, X, labels, inn, weights=w, within_ss=ss)
+    b = fit_nested_ri(y, (D, r.ravel()), labels, inn, weights=w, within_ss=ss)
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(b.bse, a.bse, rtol=1e-6)
+    assert b.criterion == pytest.approx(a.criterion, rel=1e-12)

@@ -17,7 +17,10 @@ random intercepts the marginal covariance of a cluster has a closed-form inverse
 * the global Gram matrix ``[X y]'[X y]`` (computed once, O(N p^2)),
 * the per-inner-cluster sums of ``[X y]`` and sizes (computed once, O(N p)),
 
-after which each evaluation of the criterion costs O(n_clusters p^2), independent of N. The fit is
+after which each evaluation of the criterion costs O(n_clusters p^2), independent of N (less where
+cells share their size: :class:`_Patterns`). Where ``X`` has few distinct rows (a design of dummies,
+:func:`_design_rows`) both are summed by design row: bincounts over the rows' (cluster, design row)
+pairs and sparse products, O(N) instead of O(N p^2) (a million cells, 45 columns: seconds -> tenths). The fit is
 *exact* (the same criterion lme4 optimises, to optimiser tolerance), not an approximation; it is
 checked against statsmodels ``MixedLM`` and lme4 in ``tests/test_stats_fastlmm.py`` and
 ``tests/test_lme4_agreement.py``.
@@ -316,7 +319,9 @@ def fit_nested_ri(
 
     Parameters
     ----------
-    y : (N,) outcome.  X : (N, p) full-rank fixed-effects design (include the intercept column).
+    y : (N,) outcome.  X : (N, p) full-rank fixed-effects design (include the intercept column), or the
+    pair ``(D, r)`` of its distinct rows and each row's index into them (``X = D[r]``), which spares the
+    caller building ``X`` (a million cells x 45 dummies: 360 MB).
     groups : (N,) outer cluster labels (any hashable values).  inner : (N,) optional inner cluster
     labels; they are interpreted as nested in ``groups`` (the pair identifies the inner cluster).
     reml : restricted maximum likelihood (default, as lme4) or maximum likelihood.
@@ -335,8 +340,17 @@ def fit_nested_ri(
     criterion (-2 log-likelihood), ``converged`` and ``singular`` flags and warnings.
     """
     y = np.asarray(y, dtype=float)
-    X = np.asarray(X, dtype=float)
-    R, p = X.shape
+    if isinstance(X, tuple):  # (D, r): X = D[r], given by its distinct rows (never built here)
+        D, r = np.asarray(X[0], dtype=float), np.asarray(X[1]).ravel()
+        used, r = np.unique(r, return_inverse=True)
+        rows = (D[used], r.ravel())
+        R, p = len(r), D.shape[1]
+        X0 = rows[0][rows[1][0]]
+    else:
+        X = np.asarray(X, dtype=float)
+        R, p = X.shape
+        X0 = X[0]
+        rows = None
     if y.shape != (R,):
         raise ValueError("y and X have different numbers of rows")
     w = None if weights is None else np.asarray(weights, dtype=float)
@@ -355,7 +369,8 @@ def fit_nested_ri(
         n_cells = len(ckeys)
         cell_group = ckeys // n_in  # sorted: cells come in order of their group
     ym = y.mean() if w is None else float(w @ y) / w.sum()
-    rows = _design_rows(X)
+    if rows is None:
+        rows = _design_rows(X)
     patterns = None
     if rows is not None:
         # Sums by distinct design row (_design_rows): G and the cells' sums from bincounts over the rows'
@@ -525,13 +540,13 @@ def fit_nested_ri(
     cov_c = scale * Ainv
     # undo the centring: X beta = Xc beta + shift'beta; the intercept absorbs it
     # undo the centring: y = Xc b_c + ym = X b_c + (ym - shift'b_c); the intercept absorbs it
-    icol = np.flatnonzero(const & (X[0] != 0))
+    icol = np.flatnonzero(const & (X0 != 0))
     T = np.eye(p)
     if len(icol):
         j0 = icol[0]
-        T[j0, :] -= shift / X[0, j0]
+        T[j0, :] -= shift / X0[j0]
         beta = T @ beta_c
-        beta[j0] += ym / X[0, j0]
+        beta[j0] += ym / X0[j0]
     else:
         beta = beta_c.copy()
         warnings.append("no intercept column: y was centred, estimates are for the centred outcome")

@@ -238,10 +238,19 @@ class _Fit:
 
 def _fit_lmm(y, X, clusters, inner, reml, w=None, ss=0.0) -> _Fit:
     """``w``, ``ss``: the rows are cells of ``w`` observations with mean ``y`` and ``ss`` the total
-    within-cell sum of squares (:mod:`audit.stats.cells`); the fits are those of the observations."""
+    within-cell sum of squares (:mod:`audit.stats.cells`); the fits are those of the observations.
+    ``X`` may be :func:`audit.stats.fastlmm.fit_nested_ri`'s ``(D, r)`` (``X = D[r]``, built only for OLS)."""
     warns: list[str] = []
+    if isinstance(X, tuple):
+        D, r = X
+
+        def full():
+            return np.asarray(D, dtype=float)[r]
+    else:
+        def full():
+            return X
     if not pd.Series(clusters).duplicated().any() and (w is None or np.all(w == 1)):
-        fit = _fit_ols_cluster(y, X, clusters, [], w, ss)
+        fit = _fit_ols_cluster(y, full(), clusters, [], w, ss)
         fit.method = NO_REPEATS
         return fit
     if inner is not None:
@@ -261,7 +270,8 @@ def _fit_lmm(y, X, clusters, inner, reml, w=None, ss=0.0) -> _Fit:
         warns.append("random-intercept model did not converge (" + "; ".join(f.warnings) + ")")
     except np.linalg.LinAlgError as exc:
         warns.append(f"random-intercept model failed ({exc})")
-    return _fit_ols_cluster(y, X, clusters, warns + ["fell back to OLS with post-clustered standard errors"], w, ss)
+    return _fit_ols_cluster(y, full(), clusters, warns + ["fell back to OLS with post-clustered standard errors"], w,
+                            ss)
 
 
 def _fit_ols_cluster(y, X, clusters, warns, w=None, ss=0.0) -> _Fit:

@@ -142,8 +142,8 @@ def gap_interaction(
         fcodes.append(np.array([flev.index(v) - 1 for v in fu], dtype=np.intp)[fc])
         flen.append(len(flev) - 1)
     ng_, nb_ = len(glev), len(others)
-    # a row of X is fixed by its group, level and factor levels: build the distinct rows D and gather
-    # X = D[rows] (one pass; filling ~45 columns of a million rows one by one took seconds)
+    # a row of X is fixed by its group, level and factor levels: the fit takes X as its distinct rows D and
+    # each row's index (X = D[rows] is never built: ~45 columns of a million rows took seconds to fill)
     key = (g_of + 1).astype(np.int64) * (nb_ + 1) + (b_of + 1)
     for fc, k in zip(fcodes, flen):
         key = key * (k + 1) + (fc + 1)
@@ -170,7 +170,6 @@ def gap_interaction(
     if np.linalg.matrix_rank(D.T @ (D * np.bincount(rows)[:, None])) < D.shape[1]:
         raise AuditError("the group x model design is collinear (some group was not asked of some model?)",
                          where=where, fix="compare models on the same variants (the same posts and groups)")
-    X = D[rows]
     y = d[outcome].to_numpy(dtype=float)
     clusters = text_codes(d[cluster])  # the posts as integers, in the order of their texts
     inn = None
@@ -181,7 +180,7 @@ def gap_interaction(
         if (pcode.max() + 1 == len(d)) if w is None else np.bincount(pcode, w).max() == 1:
             inn = None  # one row per (variant, model): no inner variance to identify
     with captured() as caught:  # numerical warnings: stated on the rows (audit.stats.degenerate), never printed
-        fit = _fit_lmm(y, X, clusters, inn, True, w, float(d[cells.ss].sum()) if w is not None else 0.0)
+        fit = _fit_lmm(y, (D, rows), clusters, inn, True, w, float(d[cells.ss].sum()) if w is not None else 0.0)
         binary = cells_binary(d, cells) if cells is not None else _binary(y)
         rows = _interaction_rows(fit, clusters, g_of, b_of, glev, others, ctrl, ref, between, alpha, w, binary)
     return pd.DataFrame(attach_warnings(rows, caught))
