@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["as_text", "text_codes"]
+__all__ = ["as_text", "text_codes", "text_factorize"]
 
 
 def as_text(col: pd.Series) -> np.ndarray:
@@ -39,3 +39,18 @@ def text_codes(col: pd.Series) -> np.ndarray:
                 rank[present] = np.argsort(np.argsort(texts, kind="stable"), kind="stable")
                 return rank[codes]
     return pd.factorize(as_text(col), sort=True)[0].astype(np.intp)
+
+
+def text_factorize(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(col.astype(str))``: codes and the distinct texts in order of appearance, from a
+    categorical's codes when ``col`` is one without missing values (no text hashed per row)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        if len(codes) and codes.min() >= 0:
+            seen = pd.unique(codes)  # the categories in order of appearance
+            tcode, texts = pd.factorize(np.asarray(col.cat.categories[seen].astype(str).to_numpy(), dtype=object))
+            remap = np.full(len(col.cat.categories), -1, dtype=np.intp)
+            remap[seen] = tcode  # categories that read the same share a code
+            return remap[codes], np.asarray(texts, dtype=object)
+    codes, texts = pd.factorize(as_text(col))
+    return codes.astype(np.intp), np.asarray(texts, dtype=object)
