@@ -420,8 +420,11 @@ def sampling_variability(table: pd.DataFrame, *, replicate: str = "sample_index"
     from .gaps import design_matrix
 
     rows = []
-    obs = table[table["value"].notna()]
-    keys = [k for k in by if k in obs.columns]
+    keys = [k for k in by if k in table.columns]
+    need = [*keys, "value", "group", "post_id", "variant_id", "style", "model_label"] + \
+        ([] if cells is None else [cells.n, cells.missing, cells.ss, cells.lo, cells.hi, cells.binary])
+    obs = table[[c for c in dict.fromkeys(need) if c in table.columns]]  # each block is copied out: only these
+    obs = obs[obs["value"].notna()]
     for key, d in obs.groupby(keys, sort=True) if keys else [((), obs)]:
         cell = ["variant_id", "style"] + (["model_label"] if "model_label" not in keys else [])
         reps = _sums(d, cell, None if cells is None else cells.n)
