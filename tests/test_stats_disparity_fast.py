@@ -159,3 +159,36 @@ def test_disparity_table_of_a_messy_release_is_unchanged(small_blocks, monkeypat
     pd.testing.assert_frame_equal(fast.drop(columns=num), ref.drop(columns=num))
     np.testing.assert_allclose(fast[num].to_numpy(float), ref[num].to_numpy(float), rtol=1e-12, atol=1e-15)
     assert (fast["p_value"] == ref["p_value"]).all()
+
+
+def _reference_cells(d, outcome, group, cluster, unit, weight=None):
+    """The cells as they were numbered before issue 31: factorized "post\\x1funit" strings, np.unique groups."""
+    y = d[outcome].to_numpy(dtype=float)
+    w = d[weight].to_numpy(dtype=float) if weight else None
+    if w is not None and np.all(w == 1.0):
+        w = None
+    post = pd.factorize(d[cluster].astype(str))[0]
+    if w is None:
+        yc = y - (np.bincount(post, y) / np.bincount(post))[post]
+    else:
+        yc = w * (y - (np.bincount(post, w * y) / np.bincount(post, w))[post])
+    u = d[unit].astype(str) if unit in d.columns else pd.Series(np.arange(len(d)).astype(str), index=d.index)
+    key = pd.factorize(pd.Series(post).astype(str) + "\x1f" + u.to_numpy())[0]
+    labels, gcode = np.unique(d[group].astype(str).to_numpy(), return_inverse=True)
+    nu = key.max() + 1
+    cell_post, cell_group = np.zeros(nu, dtype=int), np.zeros(nu, dtype=int)
+    cell_post[key], cell_group[key] = post, gcode
+    return np.bincount(key, yc, nu), np.bincount(key, w, nu) if w is not None else np.bincount(key, minlength=nu), \
+        cell_post, cell_group, labels
+
+
+@pytest.mark.parametrize("unit, weight", [("variant_id", "n"), ("variant_id", None), ("", None)])
+def test_cells_numbered_on_integer_codes_as_on_strings(unit, weight):
+    t = _messy_cells()
+    d = t[(t["outcome"] == "y2") & (t["model_label"] == "m1") & (t["group"] != "control") & t["value"].notna()]
+    d = d.sample(frac=1.0, random_state=4).astype({"group": "category", "post_id": "category"})  # rows shuffled
+    got = dm._cells(d, "value", "group", "post_id", unit, weight)
+    ref = _reference_cells(d, "value", "group", "post_id", unit, weight)
+    for a, b in zip(got[:4], ref[:4]):
+        np.testing.assert_array_equal(a, b)
+    assert list(got[4]) == list(ref[4]) and got[4].dtype == ref[4].dtype

@@ -136,9 +136,14 @@ def _cells(d: pd.DataFrame, outcome: str, group: str, cluster: str, unit: str, w
     else:
         post_mean = np.bincount(post, w * y) / np.bincount(post, w)
         yc = w * (y - post_mean[post])
-    u = d[unit].astype(str) if unit in d.columns else pd.Series(np.arange(len(d)).astype(str), index=d.index)
-    key = pd.factorize(pd.Series(post).astype(str) + "\x1f" + u.to_numpy())[0]
-    labels, gcode = np.unique(d[group].astype(str).to_numpy(), return_inverse=True)
+    # cells: (post, unit) pairs numbered in order of first appearance (as factorizing "post\x1funit" strings
+    # did, on integer codes); groups: the sorted distinct labels (np.unique of the few distinct values)
+    ucode = pd.factorize(d[unit].astype(str))[0] if unit in d.columns else np.arange(len(d))
+    key = pd.factorize(post.astype(np.int64) * (int(ucode.max()) + 1) + ucode)[0]
+    gfirst, guniq = pd.factorize(d[group].astype(str))
+    guniq = np.asarray(guniq, dtype=object)
+    labels = np.unique(guniq)
+    gcode = np.searchsorted(labels, guniq)[gfirst]
     nu = key.max() + 1
     cell_post = np.zeros(nu, dtype=int)
     cell_post[key] = post
