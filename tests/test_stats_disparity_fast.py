@@ -192,3 +192,19 @@ def test_cells_numbered_on_integer_codes_as_on_strings(unit, weight):
     for a, b in zip(got[:4], ref[:4]):
         np.testing.assert_array_equal(a, b)
     assert list(got[4]) == list(ref[4]) and got[4].dtype == ref[4].dtype
+
+
+def test_blocks_and_their_seeds_follow_the_groupby_order():
+    """disparity_table takes its (outcome, model) blocks by group number: the same blocks, in the groupby's
+    order (categories in their own order, a row with a missing key in none), each with seed + i."""
+    t = _messy_cells()
+    t.loc[t.index[:3], "model_label"] = None
+    t["model_label"] = pd.Categorical(t["model_label"], categories=["m1", "m0", "m9"])
+    got = dm.disparity_table(t, control="control", seed=7, n_boot=49, n_perm=49, weight="n")
+    want = []
+    for i, ((outcome, model), d) in enumerate(t.groupby(["outcome", "model_label"], sort=True)):
+        r = dm.max_min_disparity(d, outcome="value", control="control", inner="variant_id", n_boot=49, n_perm=49,
+                                 seed=7 + i, weight="n")
+        want.append((outcome, model, r["estimate"], r["ci_low"], r["p_value"], r["seed"]))
+    assert [tuple(x) for x in got[["outcome", "model_label", "estimate", "ci_low", "p_value", "seed"]].to_numpy()] == want
+    assert [m for _, m, *_ in want] == ["m1", "m0", "m1", "m0"]

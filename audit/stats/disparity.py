@@ -475,9 +475,11 @@ def disparity_table(table: pd.DataFrame, *, control: str = "control", alpha: flo
     # the groupby's blocks in its order (the seeds follow it), taken one at a time: iterating the groupby
     # would first copy the whole table in sorted order (+330 MB at a million replies)
     gb = table.groupby(["outcome", "model_label"], sort=True)
-    codes = np.nan_to_num(gb.ngroup().to_numpy(dtype=float), nan=-1.0).astype(np.int64)  # -1: a missing key
+    codes = gb.ngroup().to_numpy()
+    if codes.dtype.kind == "f":  # rows with a missing key: NaN, in no block
+        codes = np.where(np.isnan(codes), -1, codes).astype(np.int64)
     order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(gb.ngroups + 1))
+    bounds = np.searchsorted(codes, np.arange(gb.ngroups + 1), sorter=order)
     for i in range(gb.ngroups):
         d = table.iloc[order[bounds[i]:bounds[i + 1]]]
         outcome, model = d["outcome"].iloc[0], d["model_label"].iloc[0]
