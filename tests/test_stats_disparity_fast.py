@@ -206,5 +206,6 @@ def test_blocks_and_their_seeds_follow_the_groupby_order():
         r = dm.max_min_disparity(d, outcome="value", control="control", inner="variant_id", n_boot=49, n_perm=49,
                                  seed=7 + i, weight="n")
         want.append((outcome, model, r["estimate"], r["ci_low"], r["p_value"], r["seed"]))
-    assert [tuple(x) for x in got[["outcome", "model_label", "estimate", "ci_low", "p_value", "seed"]].to_numpy()] == want
+    got_rows = got[["outcome", "model_label", "estimate", "ci_low", "p_value", "seed"]].to_numpy()
+    assert [tuple(x) for x in got_rows] == want
     assert [m for _, m, *_ in want] == ["m1", "m0", "m1", "m0"]
