@@ -831,14 +831,15 @@ def _declared_ranges(store: RunStore, table: pd.DataFrame) -> dict[str, tuple[fl
 
 def analysis_fingerprint(store: RunStore, spec: Any) -> str:
     """SHA-256 of everything the analysis reads: the tool version (a new version refits), the spec's
-    analysis settings, and every stored score with its reply's status."""
+    analysis settings, every stored score and every reply's status
+    (:meth:`audit.store.RunStore.analysis_inputs_lines`)."""
     h = hashlib.sha256()
     h.update(f"empathy-audit {__version__}\n".encode())
     h.update(canonical_json(spec.analysis.model_dump(mode="json")).encode())
     h.update(f"design {store.get_meta('design_id')}\n".encode())  # the rows the analysis works on
     h.update(canonical_json(store.reply_status_counts()).encode())  # failed replies are missing outcomes
-    for row in store.scores_with_status():
-        h.update(json.dumps(list(row)).encode())
+    for lines in store.analysis_inputs_lines():
+        h.update(lines.encode())
     human = _human_from_store(store)
     if human is not None:  # new ratings refit the corrected gaps (a run without ratings: hash unchanged)
         h.update(b"human ratings\n")
