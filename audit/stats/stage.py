@@ -195,7 +195,7 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
     catalog = MeasureCatalog.from_scorer_info(store.scorer_info())
     per: dict[str, dict[str, np.ndarray]] = {}
     for name in names:
-        st = stats[name]
+        st = stats.pop(name)  # each outcome's sums freed once its cell statistics are made
         n = st["n"]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_c = st["sum"] / n
@@ -234,12 +234,18 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
             col = base[c]
             data[c] = pd.Categorical.from_codes(col.cat.codes.to_numpy()[rep], dtype=col.dtype) \
                 if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()[rep]
-    n = np.column_stack([per[o]["n"] for o in outcomes]).ravel().astype(np.int64)
-    data["value"] = np.column_stack([per[o]["value"] for o in outcomes]).ravel()
+    def column(c: str) -> np.ndarray:  # one statistic of every outcome, cell by cell; the per-outcome arrays freed
+        out = np.column_stack([per[o][c] for o in outcomes]).ravel()
+        for o in outcomes:
+            per[o].pop(c)
+        return out
+
+    data["value"] = column("value")
+    n = column("n").astype(np.int64)
     data["n"] = n
     data["n_missing"] = np.repeat(units["n_requests"].to_numpy(), K) - n
     for c in ("ss", "vmin", "vmax", "all01"):
-        data[c] = np.column_stack([per[o][c] for o in outcomes]).ravel()
+        data[c] = column(c)
     data["n_any"] = np.repeat(units["n_any"].to_numpy(), K)
     return pd.DataFrame(data, columns=cols)
 
