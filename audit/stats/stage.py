@@ -41,6 +41,7 @@ from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
 from .intervals import ADJ_COLUMNS, clip_to_range, holm_intervals
 from .paired import paired_contrasts
+from .parallel import beside
 from .pooling import partial_pool
 from .power import detectable_gap
 from .ppi import ppi_table
@@ -395,53 +396,62 @@ def analyze_cells(
     """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
     observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
-    blocks, paired_parts = [], []
-    formulas = set()
-    for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
-        styles = sorted(d_om["style"].unique())
-        style_blocks = [("pooled", d_om)]
-        if by_style and len(styles) > 1:
-            style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
-        for style, d in style_blocks:
-            factors = ["style"] if style == "pooled" and len(styles) > 1 else []
-            seen = d[d["n"] > 0]
-            inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
-            formulas.add(
-                "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
-                + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
-            )
-            blocks.append(Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
-                                tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}",
-                                cells=CELLS))
-            if paired_check:
-                p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type", weight="n")
-                p.insert(0, "outcome", outcome)
-                p.insert(1, "model_label", model)
-                p.insert(2, "style", style)
-                paired_parts.append(p)
-    ax = [a for a in axes if a in table.columns]
-    group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
-    between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
-               if reference_group else {})
-    keep_all = [reference, *extra_references]
-    references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
-    res, notes = fit_family(blocks, group="group", references=references, cluster="post_id",
-                            by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
-    if between and not res.empty:
-        res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
-    # between the demographic groups (the control, where there is one, left out), whatever the reference:
-    # a release without a control (reference = a group) has its disparities too
-    disparity = disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n")
-    if res.empty:
-        raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
-    if res["p_value"].isna().all():
-        first = notes[0] if notes else "no test could be fitted"
-        raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
-                         fix="score more posts (a random-intercept model needs at least 5) or check the scores")
+
+    def beside_gaps():  # independent of the gap family: in a forked process at scale (audit.stats.parallel)
+        # between the demographic groups (the control, where there is one, left out), whatever the reference:
+        # a release without a control (reference = a group) has its disparities too
+        return (disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n"),
+                models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
+                             pre_registered=bool(primary) and reference_model is not None,
+                             model_order=model_order, cells=CELLS),
+                _variability(observed, reference))
+    side = beside(beside_gaps, len(table))
+    try:  # a failure here stops the forked part too
+        blocks, paired_parts = [], []
+        formulas = set()
+        for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
+            styles = sorted(d_om["style"].unique())
+            style_blocks = [("pooled", d_om)]
+            if by_style and len(styles) > 1:
+                style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
+            for style, d in style_blocks:
+                factors = ["style"] if style == "pooled" and len(styles) > 1 else []
+                seen = d[d["n"] > 0]
+                inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
+                formulas.add(
+                    "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
+                    + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
+                )
+                blocks.append(Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
+                                    tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}",
+                                    cells=CELLS))
+                if paired_check:
+                    p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type", weight="n")
+                    p.insert(0, "outcome", outcome)
+                    p.insert(1, "model_label", model)
+                    p.insert(2, "style", style)
+                    paired_parts.append(p)
+        ax = [a for a in axes if a in table.columns]
+        group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
+        between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
+                   if reference_group else {})
+        keep_all = [reference, *extra_references]
+        references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
+        res, notes = fit_family(blocks, group="group", references=references, cluster="post_id",
+                                by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
+        if between and not res.empty:
+            res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
+        if res.empty:
+            raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
+        if res["p_value"].isna().all():
+            first = notes[0] if notes else "no test could be fitted"
+            raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
+                             fix="score more posts (a random-intercept model needs at least 5) or check the scores")
+    except BaseException:
+        side.cancel()
+        raise
+    disparity, (models, model_notes), variability = side.result()
     res["family_id"] = _family_id(res)
-    models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
-                                       pre_registered=bool(primary) and reference_model is not None,
-                                       model_order=model_order, cells=CELLS)
     if not models.empty:  # several models: the differences of gaps join the family (audit.stats.models_compare)
         notes = notes + model_notes
         res, disparity, models = models_family(res, disparity, models, primary, alpha)
@@ -596,7 +606,7 @@ def analyze_cells(
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
                                                          for v in meta.values()]})
     return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi,
-                          models=models, variability=_variability(observed, reference), axis_contrasts=axes_df)
+                          models=models, variability=variability, axis_contrasts=axes_df)
 
 
 def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
