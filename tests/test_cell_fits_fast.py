@@ -114,3 +114,22 @@ def test_design_given_by_its_distinct_rows_fits_as_the_matrix():
     np.testing.assert_allclose(b.params, a.params, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(b.bse, a.bse, rtol=1e-6)
     assert b.criterion == pytest.approx(a.criterion, rel=1e-12)
+
+
+def test_text_codes_are_those_of_the_texts():
+    from audit.stats.textcodes import as_text, text_codes, text_factorize
+
+    rng = np.random.default_rng(2)
+    raw = rng.choice(["b", "a ", "A", "10", "9"], 200)
+    cols = [pd.Series(raw, dtype=object), pd.Series(raw, dtype="string"), pd.Series(pd.Categorical(raw)),
+            pd.Series(pd.Categorical(raw, categories=["b", "a ", "A", "10", "9", "unused"])),
+            pd.Series(rng.choice([1, 10, 2], 200)).astype("category"),  # texts sort otherwise than numbers
+            pd.Series(pd.Categorical([1, "1", 2, 1, "2"] * 4))]  # categories that read the same
+    for col in cols:
+        text = col.astype(str).to_numpy()
+        np.testing.assert_array_equal(as_text(col), text)
+        np.testing.assert_array_equal(text_codes(col), np.unique(text, return_inverse=True)[1].ravel())
+        codes, uniq = text_factorize(col)
+        ref_codes, ref_uniq = pd.factorize(text)
+        np.testing.assert_array_equal(codes, ref_codes)
+        assert list(uniq) == list(ref_uniq)

@@ -90,7 +90,7 @@ from .degenerate import (CONSTANT, attach_warnings, captured, numerical_only, co
                          is_constant, no_standard_error)
 from .designs import detect_design
 from .fastlmm import NestedRIFit, fit_nested_ri
-from .textcodes import as_text, text_codes
+from .textcodes import as_text, text_codes, text_factorize
 from .missing import differential_missingness, level_labels, match_level, missing_by_group, missing_note
 
 __all__ = ["gap_test", "validate_table", "design_matrix", "fieller_ratio", "GAP_COLUMNS", "MIN_CLUSTERS", "is_binary",
@@ -208,18 +208,18 @@ def design_matrix(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Intercept + treatment dummies of ``group`` (reference dropped) + dummies of each factor
     (first sorted level dropped). Returns (X, column names, group levels in column order)."""
-    g = as_text(d[group])
-    levels = [lv for lv in sorted(pd.unique(g)) if lv != str(reference)]
+    gcode, gtext = text_factorize(d[group])  # labels compared as integer codes (textcodes)
+    levels = [lv for lv in sorted(gtext) if lv != str(reference)]
     cols = [np.ones(len(d))]
     names = ["Intercept"]
     for lv in levels:
-        cols.append((g == lv).astype(float))
+        cols.append((gcode == list(gtext).index(lv)).astype(float))
         names.append(f"{group}[{lv}]")
     for f in factors:
-        fv = as_text(d[f])
-        flev = sorted(pd.unique(fv))
+        fcode, ftext = text_factorize(d[f])
+        flev = sorted(ftext)
         for lv in flev[1:]:
-            cols.append((fv == lv).astype(float))
+            cols.append((fcode == list(ftext).index(lv)).astype(float))
             names.append(f"{f}[{lv}]")
     return np.column_stack(cols), names, levels
 
@@ -419,7 +419,7 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
     def rmean(A):  # mean over the reference observations (cells: weighted by their sizes)
         return A.mean(axis=0) if wr is None else wr @ A
     rows = []
-    gcol = as_text(d[group])
+    gcode, gtext = text_factorize(d[group])
     ccodes = pd.factorize(d[cluster])[0]
     for j, lv in enumerate(levels, start=1):
         warn = list(fit.warnings)
@@ -470,7 +470,7 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
         lo_abs, hi_abs = est - zc * se, est + zc * se
         if binary_gap:  # a difference of two shares lies in [-1, 1]
             lo_abs, hi_abs = max(lo_abs, -1.0), min(hi_abs, 1.0)
-        in_g = gcol == lv
+        in_g = gcode == (list(gtext).index(lv) if lv in set(gtext) else -1)
         n_posts = len(np.unique(ccodes[in_g]))
         rows.append(dict(
             group=lv, reference=str(reference), estimate=est, se=se, ci_low=lo_abs, ci_high=hi_abs,
@@ -545,7 +545,8 @@ def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml
         fit = _fit_ols_cluster(y, X, clusters, [], w, ss)
     else:
         raise ValueError(f"unknown method {method!r}")
-    is_ref = as_text(d[group]) == str(reference)
+    gcode, gtext = text_factorize(d[group])
+    is_ref = gcode == (list(gtext).index(str(reference)) if str(reference) in set(gtext) else -1)
     return _gap_rows(fit, X, is_ref, names, levels, d, group, cluster, reference, alpha, w), fit
 
 

@@ -52,5 +52,8 @@ def text_factorize(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
             remap = np.full(len(col.cat.categories), -1, dtype=np.intp)
             remap[seen] = tcode  # categories that read the same share a code
             return remap[codes], np.asarray(texts, dtype=object)
+    if isinstance(col.dtype, pd.StringDtype) and not col.isna().any():  # pandas' own strings: hashed as they are
+        codes, texts = pd.factorize(col)
+        return codes.astype(np.intp), np.asarray(texts.to_numpy(dtype=object), dtype=object)
     codes, texts = pd.factorize(as_text(col))
     return codes.astype(np.intp), np.asarray(texts, dtype=object)
