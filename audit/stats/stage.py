@@ -616,9 +616,12 @@ def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
     empty with one sample per variant."""
     if observed.empty or observed["n"].max() < 2:
         return pd.DataFrame()
-    cont = [o for o, d in observed.groupby("outcome") if not cells_binary(d)]
-    return sampling_variability(observed[observed["outcome"].isin(cont)], replicate="sample_index",
-                                reference=reference, cells=CELLS)
+    flags = observed[["outcome", CELLS.n, CELLS.binary, CELLS.lo, CELLS.hi]]  # a group-by copies its slices
+    cont = [o for o, d in flags.groupby("outcome") if not cells_binary(d)]
+    cols = [c for c in observed.columns if c in {"outcome", "model_label", "value", "group", "post_id", "variant_id",
+                                                  "style", *CELL_STATS}]  # the rows are copied: only what it reads
+    return sampling_variability(observed.loc[observed["outcome"].isin(cont).to_numpy(), cols],
+                                replicate="sample_index", reference=reference, cells=CELLS)
 
 
 # --------------------------------------------------------------------------- pre-registration, human ratings
