@@ -403,10 +403,19 @@ def analyze_cells(
         # a release without a control (reference = a group) has its disparities too
         return disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n")
     side = beside(disparities, len(table))
-    try:  # a failure here stops the forked part too
-        blocks, paired_parts = [], []
-        formulas = set()
-        for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
+    paired_parts: list[pd.DataFrame] = []
+    formulas: set[str] = set()
+
+    def blocks():
+        """One (outcome, model, style) block at a time, taken out of the table by its group number: a
+        groupby's iteration (and a list of every block) would hold a sorted copy of the whole table
+        (~450 MB at a million replies). The paired contrasts of each block are made on the way."""
+        key = table.groupby(["outcome", "model_label"], sort=True, observed=True).ngroup().to_numpy()
+        order = np.argsort(key, kind="stable")
+        bounds = np.searchsorted(key[order], np.arange(int(key.max()) + 2 if len(key) else 1))
+        for k in range(len(bounds) - 1):
+            d_om = table.take(order[bounds[k]:bounds[k + 1]])
+            outcome, model = d_om["outcome"].iloc[0], d_om["model_label"].iloc[0]
             styles = sorted(d_om["style"].unique())
             style_blocks = [("pooled", d_om)]
             if by_style and len(styles) > 1:
@@ -419,22 +428,24 @@ def analyze_cells(
                     "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
                     + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
                 )
-                blocks.append(Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
-                                    tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}",
-                                    cells=CELLS))
                 if paired_check:
                     p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type", weight="n")
                     p.insert(0, "outcome", outcome)
                     p.insert(1, "model_label", model)
                     p.insert(2, "style", style)
                     paired_parts.append(p)
-        ax = [a for a in axes if a in table.columns]
-        group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
-        between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
-                   if reference_group else {})
-        keep_all = [reference, *extra_references]
-        references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
-        res, notes = fit_family(blocks, group="group", references=references, cluster="post_id",
+                yield Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
+                            tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}",
+                            cells=CELLS)
+
+    ax = [a for a in axes if a in table.columns]
+    group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
+    between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
+               if reference_group else {})
+    keep_all = [reference, *extra_references]
+    references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
+    try:  # a failure here stops the forked part too
+        res, notes = fit_family(blocks(), group="group", references=references, cluster="post_id",
                                 by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
         if between and not res.empty:
             res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
@@ -469,7 +480,8 @@ def analyze_cells(
         ppi = _with_human(rows[rows["value"].notna()], human, reference, alpha)
     if margins:
         res, disparity = verdicts(res, disparity, ppi, margins, alpha=alpha, reference=reference)
-    rng = {o: (0.0, 1.0) for o, d in observed.groupby("outcome", observed=True) if cells_binary(d)}
+    binary = _binary_outcomes(observed)
+    rng = {o: (0.0, 1.0) for o in binary}
     rng.update({o: tuple(r) for o, r in (ranges or {}).items() if r is not None})
     res = holm_intervals(clip_to_range(res, rng), alpha=alpha, ranges=rng,
                          others=[t for t in (disparity, models) if t is not None and not t.empty])
@@ -548,7 +560,6 @@ def analyze_cells(
                                    "power_at_gap = Phi(|gap * ref_mean| / SE - z_{1-alpha/(2m)})"))
     power_df = pd.DataFrame(pw_rows)
 
-    binary = sorted(o for o, d in observed.groupby("outcome") if cells_binary(d))
     units = table.drop_duplicates(["variant_id", "style", "model_label"])
     design = detect_design(units[units["n_any"] > 0], "group", "post_id", weight="n_any")
     fallbacks = res.loc[res["method"].astype(str).str.contains("fallback|ols|not fitted"), "method"]
@@ -608,6 +619,16 @@ def analyze_cells(
                                                          for v in meta.values()]})
     return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi,
                           models=models, variability=variability, axis_contrasts=axes_df)
+
+
+def _binary_outcomes(observed: pd.DataFrame) -> list[str]:
+    """The outcomes whose observed cells are 0/1 (:func:`audit.stats.cells.cells_binary` per outcome),
+    sorted, from per-outcome aggregates of four columns (iterating a groupby copies the whole table)."""
+    seen = observed.loc[observed[CELLS.n] > 0, ["outcome", CELLS.binary, CELLS.lo, CELLS.hi]]
+    if seen.empty:
+        return []
+    g = seen.groupby("outcome", observed=True).agg(b=(CELLS.binary, "all"), lo=(CELLS.lo, "min"), hi=(CELLS.hi, "max"))
+    return sorted(str(o) for o, r in g.iterrows() if bool(r["b"]) and r["lo"] == 0.0 and r["hi"] == 1.0)
 
 
 def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
