@@ -327,6 +327,8 @@ class _Hasher:
     def _run(self) -> None:
         try:
             with RunStore(self.run_dir, create=False, check=False) as st:
+                # one pass in index order: a page cache would only cost memory (the store's is 256 MB)
+                st.conn.execute("PRAGMA cache_size=-8192")
                 self.value = st.content_sha256()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self.error = exc

@@ -47,11 +47,15 @@ class ReplyFacts:
 
     def __init__(self, store: RunStore):
         self.store = store
-        self.cond, self.params = store._design_filter("q.request_key", False)
+        # the unary + keeps SQLite from driving a query through an index these terms barely narrow
+        # (every request is a reply request of the design): a walk of the purpose index, or of the design's
+        # key list, looks up each request at random; a plain scan reads the table in order. A list of
+        # request keys (rows_of) still goes through the primary key.
+        self.cond, self.params = store._design_filter("+q.request_key", False)
 
     # ------------------------------------------------------------------ helpers
     def where(self, extra: str = "") -> str:
-        parts = ["q.purpose = 'reply'"] + ([self.cond] if self.cond else []) + ([extra] if extra else [])
+        parts = ["+q.purpose = 'reply'"] + ([self.cond] if self.cond else []) + ([extra] if extra else [])
         return " WHERE " + " AND ".join(parts)
 
     def rows(self, extra: str = "", params: tuple = (), *, limit: int | None = None) -> pd.DataFrame:
@@ -204,7 +208,8 @@ class ReplyFacts:
     def sample_keys(self, n: int) -> list[str]:
         """The answered (status ok) replies with the smallest request keys, at most ``n``."""
         return [k for (k,) in self.store.conn.execute(
-            "SELECT q.request_key FROM requests q JOIN replies r ON r.request_key = q.request_key"
+            # CROSS JOIN: walk the requests in key order and stop at the limit (not a scan of every reply)
+            "SELECT q.request_key FROM requests q CROSS JOIN replies r ON r.request_key = q.request_key"
             + self.where("r.status = 'ok'") + f" ORDER BY q.request_key LIMIT {int(n)}", self.params)]
 
     def example_posts(self, cond: str, params: tuple, n_posts: int, n_groups: int) -> list[str]:
