@@ -142,12 +142,11 @@ def _style_prompts(data: ReportData) -> list[dict[str, Any]]:
     """Each prompt style's full messages, shown for one control post (the stored request, verbatim)."""
     if not data.has_replies:
         return []
-    rows = []
-    for style in data.design["styles"]:  # the first request of each style, a control one if there is one
-        row = (data.facts.first_row("q.style = ? AND v.group_name = 'control'", (style,))
-               or data.facts.first_row("q.style = ?", (style,)))
-        if row is not None:
-            rows.append((style, row))
+    # the first request of each style, a control one if there is one
+    firsts = data.facts.first_rows("q.style", "v.group_name = 'control'").drop_duplicates("style")
+    rows = [(style, row) for style, row in zip(firsts["style"], firsts.to_dict("records"))
+            if style in set(data.design["styles"])]
+    rows.sort(key=lambda sr: sr[0])
     texts = data.texts([row["request_key"] for _, row in rows])
     out = []
     for style, row in rows:
@@ -458,7 +457,7 @@ def _variability_rows(df: pd.DataFrame | None, measures: Any) -> list[dict[str, 
 def _group_summary(data: ReportData) -> pd.DataFrame:
     """fairlearn-style: mean, SD and n of every score per model, group and cue type (a SQL aggregate,
     :meth:`audit.report.facts.ReplyFacts.group_summary`)."""
-    return data.group_summary
+    return data.group_summary.drop(columns=["sum"], errors="ignore")
 
 
 def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any]) -> dict[str, Any]:

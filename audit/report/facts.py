@@ -54,15 +54,35 @@ class ReplyFacts:
         self.cond, self.params = store._design_filter("+q.request_key", False)
 
     # ------------------------------------------------------------------ helpers
-    def where(self, extra: str = "") -> str:
-        parts = ["+q.purpose = 'reply'"] + ([self.cond] if self.cond else []) + ([extra] if extra else [])
+    def where(self, extra: str = "", *, keyed: bool = False) -> str:
+        """WHERE clause of the design's reply requests and ``extra``. ``keyed``: ``extra`` names a few
+        request keys; the design is then checked per row (a primary-key look-up) instead of through
+        the list of the design's keys, which SQLite builds anew for every statement (0.4 s at 1M)."""
+        cond = self.cond
+        if keyed and cond:
+            cond = ("EXISTS (SELECT 1 FROM design_requests dr WHERE dr.design_id = ?"
+                    " AND dr.request_key = q.request_key)")
+        parts = ["+q.purpose = 'reply'"] + ([cond] if cond else []) + ([extra] if extra else [])
         return " WHERE " + " AND ".join(parts)
 
-    def rows(self, extra: str = "", params: tuple = (), *, limit: int | None = None) -> pd.DataFrame:
+    def rows(self, extra: str = "", params: tuple = (), *, limit: int | None = None,
+             keyed: bool = False) -> pd.DataFrame:
         """Reply rows (the columns of ``replies_df(texts=False)``) matching ``extra``, in its order."""
-        sql = "SELECT " + REPLY_COLUMNS + _FROM + self.where(extra) + REPLY_ORDER + \
+        sql = "SELECT " + REPLY_COLUMNS + _FROM + self.where(extra, keyed=keyed) + REPLY_ORDER + \
             (f" LIMIT {int(limit)}" if limit is not None else "")
         return _expand_attributes(self.store.query_df(sql, (*self.params, *params)))
+
+    def first_rows(self, partition: str, prefer: str, extra: str = "") -> pd.DataFrame:
+        """For each value of the expression ``partition`` (NULL left out): its first reply row matching
+        ``extra``, rows where ``prefer`` is true first, then in ``replies_df`` order. One sort of the keys
+        (a window function), then the chosen rows by key."""
+        order = REPLY_ORDER.replace(" ORDER BY ", "")
+        keys = [k for (k,) in self.store.conn.execute(
+            f"SELECT k FROM (SELECT q.request_key AS k, ROW_NUMBER() OVER (PARTITION BY {partition}"
+            f" ORDER BY CASE WHEN {prefer} THEN 0 ELSE 1 END, {order}) AS rn" + _FROM
+            + self.where(f"{partition} IS NOT NULL" + (f" AND {extra}" if extra else "")) + ") WHERE rn = 1",
+            self.params)]
+        return self.rows_of(keys)
 
     def chunks(self, size: int) -> Iterator[pd.DataFrame]:
         """Every reply row in ``replies_df`` order, ``size`` rows at a time (``tables/replies.csv``)."""
@@ -138,8 +158,8 @@ class ReplyFacts:
         for r in df.itertuples(index=False):
             n, s1, s2 = int(r.n), float(r.s1), float(r.s2)
             var = max((s2 - s1 * s1 / n) / (n - 1), 0.0) if n > 1 else math.nan
-            out.append((r.model_label, r.outcome, r.grp, r.cue_type, s1 / n, math.sqrt(var), n))
-        return pd.DataFrame(out, columns=cols)
+            out.append((r.model_label, r.outcome, r.grp, r.cue_type, s1 / n, math.sqrt(var), n, s1))
+        return pd.DataFrame(out, columns=[*cols, "sum"])
 
     def scored_outcomes(self) -> list[tuple[str, str, bool]]:
         """(scorer, measure, has a non-NULL value) of every stored score of the design's replies."""
@@ -196,8 +216,8 @@ class ReplyFacts:
     def rows_of(self, keys: list[str]) -> pd.DataFrame:
         """The reply rows of the requests ``keys`` (those of the design), in ``replies_df`` order."""
         keys = list(dict.fromkeys(keys))
-        parts = [self.rows(f"q.request_key IN ({','.join('?' * len(keys[i:i + 500]))})", tuple(keys[i:i + 500]))
-                 for i in range(0, len(keys), 500)]
+        parts = [self.rows(f"q.request_key IN ({','.join('?' * len(keys[i:i + 500]))})", tuple(keys[i:i + 500]),
+                           keyed=True) for i in range(0, len(keys), 500)]
         parts = [p for p in parts if len(p)]
         if not parts:
             return self.rows("0")

@@ -810,7 +810,14 @@ def refusals(data) -> FigureOut:
     st = data.status_counts
     n_answered = int(st.loc[st["status"].isin(["ok", "content_filter"]), "n"].sum())
     if n_answered > SAMPLE_REPLIES:  # a large run: rates and Wilson intervals from SQL counts
-        return _refusals_from_counts(fo, data.facts.refusal_counts())
+        if st.loc[st["status"] == "content_filter", "n"].sum() == 0:  # answered = ok: the group summary's sums
+            gs = data.group_summary
+            gs = gs[gs["outcome"].astype(str).str.rpartition(".")[2] == "refusal"]
+            counts = gs.groupby(["group", "cue_type"], sort=True)[["n", "sum"]].sum().reset_index()
+            counts = counts.rename(columns={"group": "grp", "sum": "refused"})
+        else:
+            counts = data.facts.refusal_counts()
+        return _refusals_from_counts(fo, counts)
     d = data.facts.refusal_rows()  # a small run: one row per answered reply, bootstrap intervals as before
     d = d.dropna(subset=["value"])
     if d.empty:
