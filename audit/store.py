@@ -163,6 +163,16 @@ def request_key(
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+
+def _key_bytes(keys) -> np.ndarray:
+    """Request keys (text) as a fixed-width bytes array, UTF-8 encoded: numpy's ASCII conversion in C
+    (the keys are hex digests), a per-key encode only where a key is not ASCII."""
+    try:
+        return np.array(keys, dtype=bytes) if len(keys) else np.array([], dtype=bytes)
+    except UnicodeEncodeError:
+        return np.array([k.encode() for k in keys], dtype=bytes)
+
+
 class RunStore:
     """A run directory's SQLite store.
 
@@ -628,6 +638,15 @@ class RunStore:
         its request and sorting for the groups took ~2.5x the time of this scan (and a streamed join
         ~6x), measured on a 100,000-request run.
         """
+        # a scan reads each page once: the page cache (CACHE_KIB, for the writers' random inserts) is
+        # shrunk for it, else it fills with pages never read again (256 MB at a million replies)
+        self.conn.execute("PRAGMA cache_size=-16384")
+        try:
+            return self._score_cells(chunk)
+        finally:
+            self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+
+    def _score_cells(self, chunk: int) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
         # plain scans of requests, replies and design_requests joined here on sorted keys: SQLite's joins
         # look every key up in a B-tree (~5x slower at 100,000 requests)
         variants = self.variants_df(all_designs=True).drop_duplicates("variant_id")  # requests carry the design
@@ -642,7 +661,7 @@ class RunStore:
                 yield rows
 
         def sorted_keys(sql: str, params: tuple = ()) -> np.ndarray:
-            parts = [np.array([r[0].encode() for r in rows], dtype=bytes) for rows in scan(sql, params)]
+            parts = [_key_bytes([r[0] for r in rows]) for rows in scan(sql, params)]
             return np.sort(np.concatenate(parts)) if parts else np.array([], dtype=bytes)
 
         def member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -661,7 +680,7 @@ class RunStore:
                          " WHERE purpose = 'reply'"):
             rows = [r for r in rows if r[1] in vcode_of]  # a request of a variant without a post is left out
             m = len(rows)
-            key_parts.append(np.array([r[0].encode() for r in rows], dtype=bytes))
+            key_parts.append(_key_bytes([r[0] for r in rows]))
             var_parts.append(np.fromiter((vcode_of[r[1]] for r in rows), dtype=np.int64, count=m))
             style_parts.append(np.fromiter((style_of.setdefault(r[2], len(style_of)) for r in rows), dtype=np.int64,
                                            count=m))
@@ -703,20 +722,25 @@ class RunStore:
         del keys
         any_obs = np.zeros(len(unit), dtype=bool)
         stats: dict[str, dict[str, np.ndarray]] = {}
-        cur = self.conn.execute("SELECT request_key, scorer, measure, value FROM scores")
+        # the outcome's name made by SQLite and the columns split by zip: no Python code runs per score row
+        # but the tuple SQLite hands over (a million replies: 7 million rows)
+        cur = self.conn.execute("SELECT request_key, scorer || '.' || measure, value FROM scores")
         while True:
             rows = cur.fetchmany(chunk)
             if not rows:
                 break
-            k = np.array([r[0].encode() for r in rows], dtype=bytes)
+            kcol, ncol, vcol = zip(*rows)
+            del rows
+            k = _key_bytes(kcol)
             pos = np.searchsorted(skeys, k)
             pos[pos >= len(skeys)] = 0
             hit = skeys[pos] == k if len(skeys) else np.zeros(len(k), dtype=bool)
             req = order[pos]
-            names = np.array([f"{r[1]}.{r[2]}" for r in rows], dtype=object)
-            vals = np.array([np.nan if r[3] is None else float(r[3]) for r in rows])
-            for name in pd.unique(names[hit]):
-                sel = hit & (names == name)
+            codes, uniq = pd.factorize(np.array(ncol, dtype=object))  # a code per outcome: no text compared per row
+            vals = np.array(vcol, dtype=float)  # NULL (None) -> NaN
+            for j in pd.unique(codes[hit]):
+                name = uniq[j]
+                sel = hit & (codes == j)
                 r_ = req[sel]
                 v = vals[sel]
                 use = ok[r_] & ~np.isnan(v)
@@ -892,12 +916,20 @@ class RunStore:
             + (f" AND {cond}" if cond else "") + " GROUP BY 1 ORDER BY 1", params).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
-    def scores_with_status(self) -> Iterator[tuple[Any, ...]]:
-        """(request_key, scorer, measure, value, reply status) of every score, in a stable order: what
-        the analysis reads, so a hash over it tells whether the analysis is up to date."""
-        yield from (tuple(r) for r in self.conn.execute(
-            "SELECT s.request_key, s.scorer, s.measure, s.value, r.status FROM scores s "
-            "LEFT JOIN replies r ON r.request_key = s.request_key ORDER BY s.request_key, s.scorer, s.measure"))
+    def analysis_inputs_lines(self, chunk: int = 200_000) -> Iterator[str]:
+        """What the analysis reads, as text lines in chunks (each chunk one string): every score
+        (``request_key,scorer,measure,value``) and every reply's status (``request_key,status``), each
+        table in its stored order, so a hash over them tells whether the analysis is up to date. The
+        lines are made by SQLite and the tables scanned without a join or sort: a million replies' 7
+        million scores hash in seconds (a sorted join and a Python tuple per row took ~1 minute)."""
+        for sql in ("SELECT 's,' || request_key || ',' || scorer || ',' || measure || ',' || quote(value) FROM scores",
+                    "SELECT 'r,' || request_key || ',' || ifnull(status, '') FROM replies"):
+            cur = self.conn.execute(sql)
+            while True:
+                rows = cur.fetchmany(chunk)
+                if not rows:
+                    break
+                yield "\n".join([r[0] for r in rows]) + "\n"
 
     def score_values(self, scorer: str, measure: str) -> dict[str, float | None]:
         """request_key -> value of one scorer's measure."""
@@ -1317,20 +1349,68 @@ def _insert_attempts(c: sqlite3.Connection, key: str, attempts: Iterable[dict[st
         )
 
 
+#: Stores larger than this get the structural check of :func:`_check_integrity` instead of ``PRAGMA
+#: quick_check``, which reads every page: on the 4.3 GB store of a million replies it took 10-20 s on
+#: every open, longer than the analysis it guarded.
+QUICK_CHECK_MAX_BYTES = 512 * 2 ** 20
+_CHECKED: set[tuple] = set()  # (path, size, mtime, inode, WAL size, WAL mtime) of stores checked in this process
+
+
+def _file_key(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    wal = Path(str(path) + "-wal")
+    ws = wal.stat() if wal.exists() else None
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino,
+            ws.st_size if ws else None, ws.st_mtime_ns if ws else None)
+
+
+def _check_structure(path: Path) -> None:
+    """O(1) check of a large store: the SQLite header, and a file at least as long as the page count the
+    header records (a truncated copy, the common damage, is caught; a page overwritten in the middle is
+    caught by SQLite when it is read, as a 'malformed' error, which :func:`_damaged` explains)."""
+    with open(path, "rb") as fh:
+        head = fh.read(100)
+    if len(head) < 100 or head[:16] != b"SQLite format 3\x00":
+        raise _damaged(sqlite3.DatabaseError("file is not a database"), path)
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    valid = head[24:28] == head[92:96]  # the header's page count is current (SQLite >= 3.7.0 files)
+    size = path.stat().st_size
+    if page < 512 or (valid and size < pages * page) or (not valid and size % page):
+        raise _damaged(sqlite3.DatabaseError(
+            f"file is truncated: {size:,} bytes where the header records {pages:,} pages of {page:,} bytes"), path)
+
+
 def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a damaged store, or a SQLite file that is not a run store, before anything is written.
 
     ``PRAGMA quick_check`` reads every page (O(size): about a second per few hundred MB) and finds
-    truncated or overwritten files that would otherwise fail half-way through a stage.
+    truncated or overwritten files that would otherwise fail half-way through a stage. Above
+    :data:`QUICK_CHECK_MAX_BYTES` the structural check (:func:`_check_structure`) is made instead, and a
+    store this process has already checked, unchanged since (size, time, inode, its WAL), is not checked
+    again (``analyze RUN_DIR`` opens its store three times).
     """
-    bad = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
-    if bad != ["ok"]:
-        raise _damaged(sqlite3.DatabaseError("; ".join(map(str, bad))), path)
+    key = _file_key(path)
+    if key is not None and key in _CHECKED:
+        return
+    if key is not None and key[1] > QUICK_CHECK_MAX_BYTES:
+        _check_structure(path)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the schema pages read and parsed
+    else:
+        bad = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+        if bad != ["ok"]:
+            raise _damaged(sqlite3.DatabaseError("; ".join(map(str, bad))), path)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if tables and "meta" not in tables:
         raise AuditError(
             "this SQLite file is not an empathy-audit run store (it has no meta table)", where=str(path),
             fix="give the run directory of an audit, or move this file away; it is left as it is")
+    if key is not None:
+        _CHECKED.add(key)
 
 
 def _damaged(exc: sqlite3.Error, path: Path) -> AuditError:

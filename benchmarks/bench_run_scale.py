@@ -12,8 +12,9 @@ design, the requests and their replies (300 words each, transactions of ``--chun
 2. ``score`` of the whole N-request store with ``--workers`` processes (default: one per core);
 3. the aggregation alone (:func:`audit.stats.stage.analysis_cells`: the one pass over the scores that
    reduces them to cells, :mod:`audit.stats.cells`), in a process of its own;
-4. ``analyze`` (:func:`audit.analyze_run`: the aggregation, then every gap test, paired contrasts,
-   disparities, power, model comparisons fitted from the cells), in a process of its own;
+4. ``empathy-audit analyze RUN_DIR`` (the command: the store opened and checked, :func:`audit.analyze_run`:
+   the aggregation, then every gap test, paired contrasts, disparities, power, model comparisons fitted
+   from the cells, the results stored, the summary printed), in a process of its own;
 5. the report (:func:`audit.report.render`: HTML, Markdown, results.json, tables, ``tables/replies.csv``
    only up to 100,000 replies; no browser check), in a process of its own;
 
@@ -177,7 +178,6 @@ def _phase(phase: str, run_dir: Path) -> dict:
 
 
 def _run_phase(phase: str, run_dir: Path) -> None:
-    from audit import analyze_run
     from audit.report import render
     from audit.stats.stage import analysis_cells
 
@@ -187,9 +187,18 @@ def _run_phase(phase: str, run_dir: Path) -> None:
         with RunStore(run_dir, create=False) as st:
             cells = analysis_cells(st, st.latest_spec())
         extra = {"cells": len(cells), "cells_per_outcome": int((cells["outcome"] == cells["outcome"].iloc[0]).sum())}
-    elif phase == "analyze":
-        res = analyze_run(None, run_dir)
-        extra = {"tests": len(res.results)}
+    elif phase == "analyze":  # the command a user runs: store opened and checked, analysis, summary printed
+        import contextlib
+        import io
+
+        from audit.cli import main as cli_main
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = cli_main(["analyze", str(run_dir)])
+        if status != 0:
+            raise SystemExit(f"empathy-audit analyze exited {status}")
+        with RunStore(run_dir, create=False) as st:
+            extra = {"tests": st.count_rows("results")}
     elif phase == "report":
         paths = render(run_dir, quiet=True)
         extra = {"html_mb": Path(paths["html"]).stat().st_size / 1e6,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from .missing import level_labels
@@ -78,12 +79,22 @@ def detect_design(data: pd.DataFrame, group: str, cluster: str, *, weight: str |
     Rows with a missing group or cluster are ignored. ``weight``: a column of row counts (the rows are
     cells of that many observations, :mod:`audit.stats.cells`). Example: see the module docstring.
     """
-    d = pd.DataFrame({"g": level_labels(data[group]), "c": data[cluster].astype(str),
-                      "w": data[weight].to_numpy() if weight is not None else 1})
-    d = d[d["g"].notna() & data[cluster].notna().to_numpy()]
-    per = d.groupby("c")["g"].nunique()
+    # integer codes, not texts: group labels as the user wrote them (level_labels), clusters by their text
+    g = pd.factorize(level_labels(data[group]), use_na_sentinel=True)[0]
+    col = data[cluster]
+    if isinstance(col.dtype, pd.CategoricalDtype) and pd.api.types.is_string_dtype(col.cat.categories):
+        c = col.cat.codes.to_numpy()  # text categories: one code per text already
+    else:
+        c = pd.factorize(col.astype(str), use_na_sentinel=True)[0]
+    w = data[weight].to_numpy(dtype=float) if weight is not None else np.ones(len(data))
+    ok = (g >= 0) & (c >= 0) & data[cluster].notna().to_numpy()
+    g, c, w = g[ok], c[ok], w[ok]
+    cu, c = np.unique(c, return_inverse=True)
+    n = len(cu)
+    pairs = np.unique(c * (int(g.max()) + 1 if len(g) else 1) + g)
+    per = np.bincount(pairs // (int(g.max()) + 1 if len(g) else 1), minlength=n)  # groups per cluster
     shared = int((per > 1).sum())
-    n = int(len(per))
     kind = "counterfactual" if shared == n and n else ("observational" if shared == 0 else "mixed")
-    repeats = bool(len(d) and d.groupby("c")["w"].sum().max() > 1)
-    return DesignInfo(kind, n, int(d["w"].sum()), shared, repeats)
+    repeats = bool(len(w) and np.bincount(c, weights=w, minlength=n).max() > 1)
+    total = w.sum()
+    return DesignInfo(kind, n, int(total), shared, repeats)

@@ -90,6 +90,7 @@ from .degenerate import (CONSTANT, attach_warnings, captured, numerical_only, co
                          is_constant, no_standard_error)
 from .designs import detect_design
 from .fastlmm import NestedRIFit, fit_nested_ri
+from .textcodes import as_text, text_codes, text_factorize
 from .missing import differential_missingness, level_labels, match_level, missing_by_group, missing_note
 
 __all__ = ["gap_test", "validate_table", "design_matrix", "fieller_ratio", "GAP_COLUMNS", "MIN_CLUSTERS", "is_binary",
@@ -207,18 +208,18 @@ def design_matrix(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Intercept + treatment dummies of ``group`` (reference dropped) + dummies of each factor
     (first sorted level dropped). Returns (X, column names, group levels in column order)."""
-    g = d[group].astype(str).to_numpy()
-    levels = [lv for lv in sorted(pd.unique(g)) if lv != str(reference)]
+    gcode, gtext = text_factorize(d[group])  # labels compared as integer codes (textcodes)
+    levels = [lv for lv in sorted(gtext) if lv != str(reference)]
     cols = [np.ones(len(d))]
     names = ["Intercept"]
     for lv in levels:
-        cols.append((g == lv).astype(float))
+        cols.append((gcode == list(gtext).index(lv)).astype(float))
         names.append(f"{group}[{lv}]")
     for f in factors:
-        fv = d[f].astype(str).to_numpy()
-        flev = sorted(pd.unique(fv))
+        fcode, ftext = text_factorize(d[f])
+        flev = sorted(ftext)
         for lv in flev[1:]:
-            cols.append((fv == lv).astype(float))
+            cols.append((fcode == list(ftext).index(lv)).astype(float))
             names.append(f"{f}[{lv}]")
     return np.column_stack(cols), names, levels
 
@@ -237,10 +238,19 @@ class _Fit:
 
 def _fit_lmm(y, X, clusters, inner, reml, w=None, ss=0.0) -> _Fit:
     """``w``, ``ss``: the rows are cells of ``w`` observations with mean ``y`` and ``ss`` the total
-    within-cell sum of squares (:mod:`audit.stats.cells`); the fits are those of the observations."""
+    within-cell sum of squares (:mod:`audit.stats.cells`); the fits are those of the observations.
+    ``X`` may be :func:`audit.stats.fastlmm.fit_nested_ri`'s ``(D, r)`` (``X = D[r]``, built only for OLS)."""
     warns: list[str] = []
+    if isinstance(X, tuple):
+        D, r = X
+
+        def full():
+            return np.asarray(D, dtype=float)[r]
+    else:
+        def full():
+            return X
     if not pd.Series(clusters).duplicated().any() and (w is None or np.all(w == 1)):
-        fit = _fit_ols_cluster(y, X, clusters, [], w, ss)
+        fit = _fit_ols_cluster(y, full(), clusters, [], w, ss)
         fit.method = NO_REPEATS
         return fit
     if inner is not None:
@@ -260,7 +270,8 @@ def _fit_lmm(y, X, clusters, inner, reml, w=None, ss=0.0) -> _Fit:
         warns.append("random-intercept model did not converge (" + "; ".join(f.warnings) + ")")
     except np.linalg.LinAlgError as exc:
         warns.append(f"random-intercept model failed ({exc})")
-    return _fit_ols_cluster(y, X, clusters, warns + ["fell back to OLS with post-clustered standard errors"], w, ss)
+    return _fit_ols_cluster(y, full(), clusters, warns + ["fell back to OLS with post-clustered standard errors"], w,
+                            ss)
 
 
 def _fit_ols_cluster(y, X, clusters, warns, w=None, ss=0.0) -> _Fit:
@@ -408,7 +419,7 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
     def rmean(A):  # mean over the reference observations (cells: weighted by their sizes)
         return A.mean(axis=0) if wr is None else wr @ A
     rows = []
-    gcol = d[group].astype(str).to_numpy()
+    gcode, gtext = text_factorize(d[group])
     ccodes = pd.factorize(d[cluster])[0]
     for j, lv in enumerate(levels, start=1):
         warn = list(fit.warnings)
@@ -459,7 +470,7 @@ def _gap_rows(fit: _Fit, X: np.ndarray, is_ref: np.ndarray, names: list[str], le
         lo_abs, hi_abs = est - zc * se, est + zc * se
         if binary_gap:  # a difference of two shares lies in [-1, 1]
             lo_abs, hi_abs = max(lo_abs, -1.0), min(hi_abs, 1.0)
-        in_g = gcol == lv
+        in_g = gcode == (list(gtext).index(lv) if lv in set(gtext) else -1)
         n_posts = len(np.unique(ccodes[in_g]))
         rows.append(dict(
             group=lv, reference=str(reference), estimate=est, se=se, ci_low=lo_abs, ci_high=hi_abs,
@@ -490,19 +501,21 @@ def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml
                 "does not have), or drop the --factor",
         )
     y = d[outcome].to_numpy(dtype=float)
-    clusters = d[cluster].astype(str).to_numpy()
-    inn = d[inner].astype(str).to_numpy() if inner else None
+    # the labels as integers in the order of their texts (textcodes; the fits only compare them): a text
+    # per row, and pairs of them as tuples, took seconds at a million cells
+    clusters = text_codes(d[cluster])
+    inn = text_codes(d[inner]) if inner else None
     w = cell_weights(d, cells)
     ss = float(d[cells.ss].sum()) if w is not None else 0.0
     if inn is not None:
-        pair = pd.Series(list(zip(clusters, inn)))
-        if (pair.nunique() == len(d)) if w is None else pd.Series(w).groupby(pair.to_numpy()).sum().max() == 1:
+        pair = pd.factorize(clusters.astype(np.int64) * (int(inn.max()) + 1) + inn)[0]
+        if (pair.max() + 1 == len(d)) if w is None else np.bincount(pair, w).max() == 1:
             inn = None  # one row per inner cluster: the inner variance is not identified
     if method == "auto":
         method = "gee" if binary else "fast"
     if method == "gee":
         fit = None
-        gcol = d[group].astype(str).to_numpy()
+        gcol = as_text(d[group])
         if w is None:
             counts = pd.crosstab(gcol, y)
         else:  # the cells' counts of ones and zeros per group
@@ -532,7 +545,8 @@ def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml
         fit = _fit_ols_cluster(y, X, clusters, [], w, ss)
     else:
         raise ValueError(f"unknown method {method!r}")
-    is_ref = d[group].astype(str).to_numpy() == str(reference)
+    gcode, gtext = text_factorize(d[group])
+    is_ref = gcode == (list(gtext).index(str(reference)) if str(reference) in set(gtext) else -1)
     return _gap_rows(fit, X, is_ref, names, levels, d, group, cluster, reference, alpha, w), fit
 
 

@@ -38,6 +38,10 @@ def level_labels(values: pd.Series) -> pd.Series:
     missing.
     """
     s = pd.Series(values)
+    if isinstance(s.dtype, pd.CategoricalDtype):  # str() of each category once, not of each row (seconds a
+        names = [str(x) for x in s.cat.categories]  # call on a million replies' cells)
+        if len(set(names)) == len(names):
+            return s.cat.rename_categories(names)
     if pd.api.types.is_float_dtype(s):
         v = s.to_numpy(dtype=float)
         ok = ~np.isnan(v)

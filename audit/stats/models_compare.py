@@ -58,6 +58,7 @@ from .cells import Cells, cell_weights, cells_binary
 from .degenerate import attach_warnings, captured
 from .gaps import _fit_lmm, validate_table
 from .missing import match_level
+from .textcodes import text_codes, text_factorize
 
 __all__ = ["gap_interaction", "models_table", "join_family", "sampling_variability", "samples_vs_posts",
            "MODELS_COLUMNS", "reference_model_of"]
@@ -116,8 +117,8 @@ def gap_interaction(
                        cells=cells)
     w = cell_weights(d, cells)
     ctrl = match_level(d[group], control) or str(control)
-    bv = d[between].astype(str).to_numpy()
-    order = list(dict.fromkeys(bv))
+    bcode, blev = text_factorize(d[between])  # levels in order of appearance
+    order = [str(v) for v in blev]
     ref = str(reference_level) if reference_level is not None else order[0]
     if ref not in order:
         raise AuditError(f"reference level '{ref}' of '{between}' has no rows (levels: {', '.join(order)})",
@@ -126,50 +127,98 @@ def gap_interaction(
     if not others:
         raise AuditError(f"column '{between}' has only the level '{ref}': there is nothing to compare", where=where,
                          fix="give rows of at least two models or runs")
-    g = d[group].astype(str).to_numpy()
-    glev = [lv for lv in sorted(set(g)) if lv != ctrl]
-    fvals = [d[f].astype(str).to_numpy() for f in factors]
-    flev = [sorted(set(fv))[1:] for fv in fvals]
+    gcode, gall = text_factorize(d[group])
+    glev = [lv for lv in sorted(set(gall)) if lv != ctrl]
+    # every label as an integer code (a text comparison per level and row took seconds at a million cells):
+    # g_of[i] the index of row i's group in glev (-1: the control), b_of[i] its level's in `others` (-1: ref)
+    g_of = np.array([glev.index(v) if v in glev else -1 for v in gall], dtype=np.intp)[gcode]
+    b_of = np.array([others.index(v) if v in others else -1 for v in order], dtype=np.intp)[bcode]
+    fcodes, flen = [], []  # per factor: each row's level beyond the first (sorted; -1: the first), their count
+    for f in factors:
+        fc, fu = text_factorize(d[f])
+        flev = sorted(fu)
+        fcodes.append(np.array([flev.index(v) - 1 for v in fu], dtype=np.intp)[fc])
+        flen.append(len(flev) - 1)
     ng_, nb_ = len(glev), len(others)
-    # one (n x p) array filled column by column: a million rows x ~45 columns is ~360 MB, and stacking
-    # separate blocks would hold it twice
-    X = np.zeros((len(d), 1 + ng_ + nb_ + ng_ * nb_ + sum(map(len, flev))))
-    X[:, 0] = 1.0
-    for i, lv in enumerate(glev):
-        X[:, 1 + i] = g == lv
-    for j, lv in enumerate(others):
-        X[:, 1 + ng_ + j] = bv == lv
-    for i in range(ng_):
-        for j in range(nb_):
-            np.multiply(X[:, 1 + i], X[:, 1 + ng_ + j], out=X[:, 1 + ng_ + nb_ + i * nb_ + j])
+    # a row of X is fixed by its group, level and factor levels: the fit takes X as its distinct rows D and
+    # each row's index (X = D[rows] is never built: ~45 columns of a million rows took seconds to fill)
+    key = (g_of + 1).astype(np.int64) * (nb_ + 1) + (b_of + 1)
+    for fc, k in zip(fcodes, flen):
+        key = key * (k + 1) + (fc + 1)
+    _, first, rows = np.unique(key, return_index=True, return_inverse=True)
+    rows = rows.ravel()
+    D = np.zeros((len(first), 1 + ng_ + nb_ + ng_ * nb_ + sum(flen)))
+    D[:, 0] = 1.0
+    gi, bj = g_of[first], b_of[first]
+    for u in range(len(first)):
+        if gi[u] >= 0:
+            D[u, 1 + gi[u]] = 1.0
+        if bj[u] >= 0:
+            D[u, 1 + ng_ + bj[u]] = 1.0
+        if gi[u] >= 0 and bj[u] >= 0:
+            D[u, 1 + ng_ + nb_ + gi[u] * nb_ + bj[u]] = 1.0
     col = 1 + ng_ + nb_ + ng_ * nb_
-    for fv, levels in zip(fvals, flev):
-        for lv in levels:
-            X[:, col] = fv == lv
-            col += 1
-    if np.linalg.matrix_rank(X.T @ X) < X.shape[1]:
+    for fc, k in zip(fcodes, flen):
+        lv = fc[first]
+        for u in range(len(first)):
+            if lv[u] >= 0:
+                D[u, col + lv[u]] = 1.0
+        col += k
+    # X'X from the distinct rows and their counts: the same integers as X.T @ X (sums of 0/1 products)
+    if np.linalg.matrix_rank(D.T @ (D * np.bincount(rows)[:, None])) < D.shape[1]:
         raise AuditError("the group x model design is collinear (some group was not asked of some model?)",
                          where=where, fix="compare models on the same variants (the same posts and groups)")
     y = d[outcome].to_numpy(dtype=float)
-    clusters = d[cluster].astype(str).to_numpy()
+    clusters = text_codes(d[cluster])  # the posts as integers, in the order of their texts
     inn = None
     if inner is not None:
-        inn = pd.factorize(d[inner].astype(str))[0] * len(order) + pd.factorize(bv)[0]  # (inner unit, model)
-        pair = pd.factorize(clusters)[0].astype(np.int64) * (int(inn.max()) + 1) + inn
-        if (len(pd.unique(pair)) == len(d)) if w is None else pd.Series(w).groupby(pair).sum().max() == 1:
+        inn = pd.factorize(d[inner])[0] * len(order) + bcode  # (inner unit, model)
+        pair = clusters.astype(np.int64) * (int(inn.max()) + 1) + inn
+        pcode = pd.factorize(pair)[0]
+        if (pcode.max() + 1 == len(d)) if w is None else np.bincount(pcode, w).max() == 1:
             inn = None  # one row per (variant, model): no inner variance to identify
     with captured() as caught:  # numerical warnings: stated on the rows (audit.stats.degenerate), never printed
-        fit = _fit_lmm(y, X, clusters, inn, True, w, float(d[cells.ss].sum()) if w is not None else 0.0)
+        fit = _fit_lmm(y, (D, rows), clusters, inn, True, w, float(d[cells.ss].sum()) if w is not None else 0.0)
         binary = cells_binary(d, cells) if cells is not None else _binary(y)
-        rows = _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, w, binary)
+        rows = _interaction_rows(fit, clusters, g_of, b_of, glev, others, ctrl, ref, between, alpha, w, binary)
     return pd.DataFrame(attach_warnings(rows, caught))
 
 
-def _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, alpha, w, binary) -> list[dict]:
+def _sums(d: pd.DataFrame, keys: list[str], weight: str | None) -> np.ndarray:
+    """The count of rows (or sum of ``weight``) of each distinct combination of ``keys`` that occurs (in no
+    particular order): ``d.groupby(keys)[weight].sum()``'s values, from integer codes."""
+    code = np.zeros(len(d), dtype=np.int64)
+    keep = np.ones(len(d), dtype=bool)
+    for k in keys:
+        c, u = pd.factorize(d[k])
+        keep &= c >= 0  # a missing key: left out, as by groupby
+        code = pd.factorize(code * (len(u) + 1) + (c + 1))[0].astype(np.int64)
+    code = pd.factorize(code[keep])[0]
+    if not len(code):
+        return np.zeros(0)
+    return np.bincount(code, None if weight is None else d[weight].to_numpy(dtype=float)[keep])
+
+
+def _largest_sum(d: pd.DataFrame, keys: list[str], weight: str | None) -> float:
+    """The largest count of rows (or sum of ``weight``) over the distinct combinations of ``keys``:
+    ``d.groupby(keys)[weight].sum().max()``, from integer codes (a group-by of text columns is slow)."""
+    sums = _sums(d, keys, weight)
+    return float(sums.max()) if len(sums) else 0.0
+
+
+def _interaction_rows(fit, clusters, g_of, b_of, glev, others, ctrl, ref, between, alpha, w, binary) -> list[dict]:
     b, V = fit.params, fit.cov
     zc = stats.norm.ppf(1 - alpha / 2)
     ng, nb = len(glev), len(others)
-    ccodes = pd.factorize(d[cluster])[0]
+    ccodes = clusters  # integer codes 0..posts-1 (text_codes)
+    ncl = int(ccodes.max()) + 1
+    # observations and posts per (group, level): cell (i, j + 1) is group i at level j of `others`, (i, 0) the
+    # reference level (groups x levels x posts booleans: 8 x 5 x 7,408 for a million replies)
+    gb = np.where(g_of >= 0, g_of * (nb + 1) + b_of + 1, -1)
+    has = gb >= 0
+    n_gb = np.bincount(gb[has], None if w is None else w[has], minlength=ng * (nb + 1))
+    seen = np.zeros((ng * (nb + 1), ncl), dtype=bool)  # seen[k, post]: the post has rows in cell k
+    seen[gb[has], ccodes[has]] = True
     rows = []
     for i, gl in enumerate(glev):
         jg = 1 + i
@@ -180,15 +229,16 @@ def _interaction_rows(fit, d, g, bv, glev, others, ctrl, ref, between, cluster, 
             gap, gse = float(c @ b), float(np.sqrt(c @ V @ c))
             est, se = float(b[jd]), float(np.sqrt(V[jd, jd]))
             z = est / se if se > 0 else np.nan
-            in_cell = (g == gl) & ((bv == lv) | (bv == ref))
+            k_lv, k_ref = i * (nb + 1) + j + 1, i * (nb + 1)  # this group at the level and at the reference
+            n_in = n_gb[k_lv] + n_gb[k_ref]
             rows.append({
                 "group": gl, "reference": ctrl, between: lv, "reference_level": ref,
                 "gap_reference_model": float(b[jg]), "gap_reference_model_se": float(np.sqrt(V[jg, jg])),
                 "gap": gap, "gap_se": gse, "gap_ci_low": gap - zc * gse, "gap_ci_high": gap + zc * gse,
                 "estimate": est, "se": se, "ci_low": est - zc * se, "ci_high": est + zc * se, "z": float(z),
                 "p_value": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
-                "n": int(in_cell.sum() if w is None else round(float(w[in_cell].sum()))),
-                "n_posts": int(len(np.unique(ccodes[in_cell]))),
+                "n": int(n_in if w is None else round(float(n_in))),
+                "n_posts": int(np.count_nonzero(seen[k_lv] | seen[k_ref])),
                 "method": "lmm group x " + between + ", " + fit.method
                           + (" (linear probability model on the 0/1 outcome)" if binary else ""),
                 "converged": bool(fit.converged), "warning": "; ".join(dict.fromkeys(fit.warnings)) or None,
@@ -214,18 +264,22 @@ def models_table(table: pd.DataFrame, *, reference_model: str | None = None, ref
     (:func:`join_family` adjusts them with the rest of the family). ``cells``: ``table`` is a cell table
     (:mod:`audit.stats.cells`).
     """
-    seen = list(dict.fromkeys(table["model_label"].astype(str)))
+    seen = [str(v) for v in pd.unique(table["model_label"])]  # in order of appearance
     models = [m for m in (model_order or []) if m in seen] + [m for m in seen if m not in (model_order or [])]
     if len(models) < 2:
         return pd.DataFrame(), []
     ref = reference_model_of(models, reference_model)
     parts, notes = [], []
+    # only the columns the fits read (each outcome's rows are copied out of a table of ~3M cells)
+    cols = [c for c in dict.fromkeys(["outcome", "value", "group", "post_id", "variant_id", "model_label", "style",
+                                      *([] if cells is None else [cells.n, cells.missing, cells.ss, cells.lo,
+                                                                   cells.hi, cells.binary])]) if c in table.columns]
+    table = table[cols]
     seen_rows = table if table["value"].notna().all() else table[table["value"].notna()]
     for outcome, d in seen_rows.groupby("outcome", sort=True):
         factors = ["style"] if d["style"].nunique() > 1 else []
-        size = (d.groupby(["variant_id", "model_label", "style"]).size() if cells is None
-                else d.groupby(["variant_id", "model_label", "style"])[cells.n].sum())
-        inner = "variant_id" if size.max() > 1 else None
+        inner = "variant_id" if _largest_sum(d, ["variant_id", "model_label", "style"],
+                                             None if cells is None else cells.n) > 1 else None
         try:
             r = gap_interaction(d, outcome="value", between="model_label", reference_level=ref, control=reference,
                                 factors=factors, inner=inner, alpha=alpha, where=f"outcome {outcome}, models",
@@ -366,11 +420,14 @@ def sampling_variability(table: pd.DataFrame, *, replicate: str = "sample_index"
     from .gaps import design_matrix
 
     rows = []
-    obs = table[table["value"].notna()]
-    keys = [k for k in by if k in obs.columns]
+    keys = [k for k in by if k in table.columns]
+    need = [*keys, "value", "group", "post_id", "variant_id", "style", "model_label"] + \
+        ([] if cells is None else [cells.n, cells.missing, cells.ss, cells.lo, cells.hi, cells.binary])
+    obs = table[[c for c in dict.fromkeys(need) if c in table.columns]]  # each block is copied out: only these
+    obs = obs[obs["value"].notna()]
     for key, d in obs.groupby(keys, sort=True) if keys else [((), obs)]:
         cell = ["variant_id", "style"] + (["model_label"] if "model_label" not in keys else [])
-        reps = d.groupby(cell).size() if cells is None else d.groupby(cell)[cells.n].sum()
+        reps = _sums(d, cell, None if cells is None else cells.n)
         if reps.max() < 2:
             continue
         factors = ["style"] if d["style"].nunique() > 1 else []
@@ -380,8 +437,10 @@ def sampling_variability(table: pd.DataFrame, *, replicate: str = "sample_index"
         except AuditError:
             continue
         X, _, _ = design_matrix(dd, "group", match_level(dd["group"], reference) or reference, factors)
-        inner = (dd["variant_id"].astype(str) + "\x1f" + dd["style"].astype(str)).to_numpy()
-        f = fit_nested_ri(dd["value"].to_numpy(float), X, dd["post_id"].astype(str).to_numpy(), inner,
+        # the (variant, style) unit as one integer (equal pairs, equal codes): the fit only compares labels
+        sc = pd.factorize(dd["style"])[0]
+        inner = pd.factorize(dd["variant_id"])[0].astype(np.int64) * (int(sc.max()) + 1) + sc
+        f = fit_nested_ri(dd["value"].to_numpy(float), X, text_codes(dd["post_id"]), inner,
                           weights=None if cells is None else dd[cells.n].to_numpy(float),
                           within_ss=0.0 if cells is None else float(dd[cells.ss].sum()))
         samples = int(round(float(reps.mean())))

@@ -41,6 +41,7 @@ from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
 from .intervals import ADJ_COLUMNS, clip_to_range, holm_intervals
 from .paired import paired_contrasts
+from .parallel import beside
 from .pooling import partial_pool
 from .power import detectable_gap
 from .ppi import ppi_table
@@ -195,7 +196,7 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
     catalog = MeasureCatalog.from_scorer_info(store.scorer_info())
     per: dict[str, dict[str, np.ndarray]] = {}
     for name in names:
-        st = stats[name]
+        st = stats.pop(name)  # each outcome's sums freed once its cell statistics are made
         n = st["n"]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_c = st["sum"] / n
@@ -234,12 +235,18 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
             col = base[c]
             data[c] = pd.Categorical.from_codes(col.cat.codes.to_numpy()[rep], dtype=col.dtype) \
                 if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()[rep]
-    n = np.column_stack([per[o]["n"] for o in outcomes]).ravel().astype(np.int64)
-    data["value"] = np.column_stack([per[o]["value"] for o in outcomes]).ravel()
+    def column(c: str) -> np.ndarray:  # one statistic of every outcome, cell by cell; the per-outcome arrays freed
+        out = np.column_stack([per[o][c] for o in outcomes]).ravel()
+        for o in outcomes:
+            per[o].pop(c)
+        return out
+
+    data["value"] = column("value")
+    n = column("n").astype(np.int64)
     data["n"] = n
     data["n_missing"] = np.repeat(units["n_requests"].to_numpy(), K) - n
     for c in ("ss", "vmin", "vmax", "all01"):
-        data[c] = np.column_stack([per[o][c] for o in outcomes]).ravel()
+        data[c] = column(c)
     data["n_any"] = np.repeat(units["n_any"].to_numpy(), K)
     return pd.DataFrame(data, columns=cols)
 
@@ -389,53 +396,62 @@ def analyze_cells(
     """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
     observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
-    blocks, paired_parts = [], []
-    formulas = set()
-    for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
-        styles = sorted(d_om["style"].unique())
-        style_blocks = [("pooled", d_om)]
-        if by_style and len(styles) > 1:
-            style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
-        for style, d in style_blocks:
-            factors = ["style"] if style == "pooled" and len(styles) > 1 else []
-            seen = d[d["n"] > 0]
-            inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
-            formulas.add(
-                "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
-                + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
-            )
-            blocks.append(Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
-                                tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}",
-                                cells=CELLS))
-            if paired_check:
-                p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type", weight="n")
-                p.insert(0, "outcome", outcome)
-                p.insert(1, "model_label", model)
-                p.insert(2, "style", style)
-                paired_parts.append(p)
-    ax = [a for a in axes if a in table.columns]
-    group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
-    between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
-               if reference_group else {})
-    keep_all = [reference, *extra_references]
-    references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
-    res, notes = fit_family(blocks, group="group", references=references, cluster="post_id",
-                            by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
-    if between and not res.empty:
-        res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
-    # between the demographic groups (the control, where there is one, left out), whatever the reference:
-    # a release without a control (reference = a group) has its disparities too
-    disparity = disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n")
-    if res.empty:
-        raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
-    if res["p_value"].isna().all():
-        first = notes[0] if notes else "no test could be fitted"
-        raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
-                         fix="score more posts (a random-intercept model needs at least 5) or check the scores")
+
+    def beside_gaps():  # independent of the gap family: in a forked process at scale (audit.stats.parallel)
+        # between the demographic groups (the control, where there is one, left out), whatever the reference:
+        # a release without a control (reference = a group) has its disparities too
+        return (disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n"),
+                models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
+                             pre_registered=bool(primary) and reference_model is not None,
+                             model_order=model_order, cells=CELLS),
+                _variability(observed, reference))
+    side = beside(beside_gaps, len(table))
+    try:  # a failure here stops the forked part too
+        blocks, paired_parts = [], []
+        formulas = set()
+        for (outcome, model), d_om in table.groupby(["outcome", "model_label"], sort=True):
+            styles = sorted(d_om["style"].unique())
+            style_blocks = [("pooled", d_om)]
+            if by_style and len(styles) > 1:
+                style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
+            for style, d in style_blocks:
+                factors = ["style"] if style == "pooled" and len(styles) > 1 else []
+                seen = d[d["n"] > 0]
+                inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
+                formulas.add(
+                    "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
+                    + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
+                )
+                blocks.append(Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
+                                    tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}",
+                                    cells=CELLS))
+                if paired_check:
+                    p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type", weight="n")
+                    p.insert(0, "outcome", outcome)
+                    p.insert(1, "model_label", model)
+                    p.insert(2, "style", style)
+                    paired_parts.append(p)
+        ax = [a for a in axes if a in table.columns]
+        group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
+        between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
+                   if reference_group else {})
+        keep_all = [reference, *extra_references]
+        references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
+        res, notes = fit_family(blocks, group="group", references=references, cluster="post_id",
+                                by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
+        if between and not res.empty:
+            res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
+        if res.empty:
+            raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
+        if res["p_value"].isna().all():
+            first = notes[0] if notes else "no test could be fitted"
+            raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
+                             fix="score more posts (a random-intercept model needs at least 5) or check the scores")
+    except BaseException:
+        side.cancel()
+        raise
+    disparity, (models, model_notes), variability = side.result()
     res["family_id"] = _family_id(res)
-    models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
-                                       pre_registered=bool(primary) and reference_model is not None,
-                                       model_order=model_order, cells=CELLS)
     if not models.empty:  # several models: the differences of gaps join the family (audit.stats.models_compare)
         notes = notes + model_notes
         res, disparity, models = models_family(res, disparity, models, primary, alpha)
@@ -590,7 +606,7 @@ def analyze_cells(
     meta_df = pd.DataFrame({"key": list(meta), "value": [v if isinstance(v, str) else json.dumps(v, default=str)
                                                          for v in meta.values()]})
     return AnalysisResult(res, paired, inter, power_df, meta_df, axes=ax, disparity=disparity, ppi=ppi,
-                          models=models, variability=_variability(observed, reference), axis_contrasts=axes_df)
+                          models=models, variability=variability, axis_contrasts=axes_df)
 
 
 def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -600,9 +616,12 @@ def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
     empty with one sample per variant."""
     if observed.empty or observed["n"].max() < 2:
         return pd.DataFrame()
-    cont = [o for o, d in observed.groupby("outcome") if not cells_binary(d)]
-    return sampling_variability(observed[observed["outcome"].isin(cont)], replicate="sample_index",
-                                reference=reference, cells=CELLS)
+    flags = observed[["outcome", CELLS.n, CELLS.binary, CELLS.lo, CELLS.hi]]  # a group-by copies its slices
+    cont = [o for o, d in flags.groupby("outcome") if not cells_binary(d)]
+    cols = [c for c in observed.columns if c in {"outcome", "model_label", "value", "group", "post_id", "variant_id",
+                                                  "style", *CELL_STATS}]  # the rows are copied: only what it reads
+    return sampling_variability(observed.loc[observed["outcome"].isin(cont).to_numpy(), cols],
+                                replicate="sample_index", reference=reference, cells=CELLS)
 
 
 # --------------------------------------------------------------------------- pre-registration, human ratings
@@ -831,14 +850,15 @@ def _declared_ranges(store: RunStore, table: pd.DataFrame) -> dict[str, tuple[fl
 
 def analysis_fingerprint(store: RunStore, spec: Any) -> str:
     """SHA-256 of everything the analysis reads: the tool version (a new version refits), the spec's
-    analysis settings, and every stored score with its reply's status."""
+    analysis settings, every stored score and every reply's status
+    (:meth:`audit.store.RunStore.analysis_inputs_lines`)."""
     h = hashlib.sha256()
     h.update(f"empathy-audit {__version__}\n".encode())
     h.update(canonical_json(spec.analysis.model_dump(mode="json")).encode())
     h.update(f"design {store.get_meta('design_id')}\n".encode())  # the rows the analysis works on
     h.update(canonical_json(store.reply_status_counts()).encode())  # failed replies are missing outcomes
-    for row in store.scores_with_status():
-        h.update(json.dumps(list(row)).encode())
+    for lines in store.analysis_inputs_lines():
+        h.update(lines.encode())
     human = _human_from_store(store)
     if human is not None:  # new ratings refit the corrected gaps (a run without ratings: hash unchanged)
         h.update(b"human ratings\n")

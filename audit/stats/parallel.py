@@ -1,0 +1,122 @@
+"""Independent parts of one analysis run side by side in a forked process.
+
+Why not :mod:`concurrent.futures` / :mod:`multiprocessing` pools: they pickle the work's arguments to
+the worker, and the analysis's argument is the cell table (a few hundred MB at a million replies). A
+forked child already has the table (its pages are shared until written), so only the result (a few
+small tables) is pickled back, through a pipe. Each part is a pure function of the table with its own
+seed, so the results are those of running the parts one after the other, number for number
+(``tests/test_stats_parallel.py``).
+
+Used only where it pays and is safe: on POSIX systems with ``os.fork`` and at least two usable cores
+(``EMPATHY_AUDIT_WORKERS`` when set, as for scoring, else :func:`audit.scoring.cpu_count`), and for tables of at least
+:data:`MIN_CELLS` cells (``EMPATHY_AUDIT_PARALLEL_MIN_CELLS``); otherwise the part runs in this process.
+The child never touches the parent's open run store (it only computes) and leaves by ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from typing import Any, Callable
+
+__all__ = ["MIN_CELLS", "Beside", "beside", "parallel_enabled"]
+
+#: Smallest cell table whose analysis is split over two processes (a fork costs ~10-50 ms; a small run
+#: is analysed in a second anyway).
+MIN_CELLS = 200_000
+
+
+def parallel_enabled(n_cells: int) -> bool:
+    """Whether an analysis of ``n_cells`` cells runs its independent parts in a forked process."""
+    if not hasattr(os, "fork") or sys.platform == "darwin":  # macOS: fork after Accelerate/ObjC is unsafe
+        return False
+    from ..scoring import cpu_count
+
+    def env_int(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, "").strip() or default)
+        except ValueError:
+            return default
+    workers = env_int("EMPATHY_AUDIT_WORKERS", 0) or cpu_count()  # 0 or unset: one per core, as for scoring
+    return workers >= 2 and n_cells >= env_int("EMPATHY_AUDIT_PARALLEL_MIN_CELLS", MIN_CELLS)
+
+
+class Beside:
+    """The result of a function run in a forked child (or, when not forked, here and now)."""
+
+    def __init__(self, fn: Callable[[], Any], fork: bool):
+        self._pid = None
+        self._value: Any = None
+        self._error: BaseException | None = None
+        if not fork:
+            try:
+                self._value = fn()
+            except BaseException as exc:  # noqa: BLE001 - raised where the result is asked for
+                self._error = exc
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: compute, send, leave without running the parent's exit handlers
+            code = 0
+            try:
+                os.close(r)
+                try:
+                    payload = pickle.dumps(("ok", fn()), protocol=pickle.HIGHEST_PROTOCOL)
+                except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+                    try:
+                        payload = pickle.dumps(("error", exc))
+                    except Exception:  # noqa: BLE001 - an exception that does not pickle
+                        payload = pickle.dumps(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+                with os.fdopen(w, "wb") as fh:
+                    fh.write(payload)
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        self._pid, self._fd = pid, r
+
+    def __enter__(self) -> "Beside":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the child if its result was never asked for (the parent failed first)."""
+        if self._pid is not None:
+            import signal
+
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self._pid, 0)
+            os.close(self._fd)
+            self._pid = None
+
+    def result(self) -> Any:
+        """Wait for the child (when forked) and return what the function returned, or raise what it raised."""
+        if self._pid is not None:
+            with os.fdopen(self._fd, "rb") as fh:
+                data = fh.read()
+            _, status = os.waitpid(self._pid, 0)
+            self._pid = None
+            if not data:
+                raise RuntimeError(f"the analysis worker process ended without a result (wait status {status})")
+            kind, value = pickle.loads(data)
+            if kind == "error":
+                self._error = value
+            else:
+                self._value = value
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def beside(fn: Callable[[], Any], n_cells: int) -> Beside:
+    """Start ``fn()`` beside this process when :func:`parallel_enabled` (``n_cells``), else run it now."""
+    return Beside(fn, parallel_enabled(n_cells))

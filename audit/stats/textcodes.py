@@ -1,0 +1,59 @@
+"""Text labels of a column without a conversion per row (issue 31).
+
+The analysis's cell table keeps its labels as categoricals (:func:`audit.stats.stage.analysis_cells`).
+``col.astype(str)`` converts every row (pandas' arrow-backed strings: seconds at a million cells), and a
+group-by or ``np.unique`` over text sorts or hashes every row again. Both helpers here convert each
+distinct label once and keep the rows as integer codes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["as_text", "text_codes", "text_factorize"]
+
+
+def as_text(col: pd.Series) -> np.ndarray:
+    """``col.astype(str).to_numpy()`` as an object array of ``str``, from a categorical's categories (each
+    converted once) when ``col`` is one without missing values."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        if len(codes) and codes.min() >= 0:
+            return np.asarray(col.cat.categories.astype(str).to_numpy(), dtype=object)[codes]
+    elif col.dtype == object and pd.api.types.infer_dtype(col, skipna=False) == "string":
+        return col.to_numpy()  # already str, every one
+    return np.asarray(col.astype(str).to_numpy(), dtype=object)
+
+
+def text_codes(col: pd.Series) -> np.ndarray:
+    """The codes of ``np.unique(col.astype(str), return_inverse=True)``: each row's label as its rank among
+    the distinct texts (sorted), from a categorical's codes when ``col`` is one without missing values."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        if len(codes) and codes.min() >= 0:
+            present = np.flatnonzero(np.bincount(codes, minlength=len(col.cat.categories)))  # ranked among these
+            texts = np.asarray(col.cat.categories[present].astype(str).to_numpy(), dtype=object)
+            if len(set(texts)) == len(texts):  # else two categories read the same: merge them below
+                rank = np.empty(len(col.cat.categories), dtype=np.intp)
+                rank[present] = np.argsort(np.argsort(texts, kind="stable"), kind="stable")
+                return rank[codes]
+    return pd.factorize(as_text(col), sort=True)[0].astype(np.intp)
+
+
+def text_factorize(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(col.astype(str))``: codes and the distinct texts in order of appearance, from a
+    categorical's codes when ``col`` is one without missing values (no text hashed per row)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        if len(codes) and codes.min() >= 0:
+            seen = pd.unique(codes)  # the categories in order of appearance
+            tcode, texts = pd.factorize(np.asarray(col.cat.categories[seen].astype(str).to_numpy(), dtype=object))
+            remap = np.full(len(col.cat.categories), -1, dtype=np.intp)
+            remap[seen] = tcode  # categories that read the same share a code
+            return remap[codes], np.asarray(texts, dtype=object)
+    if isinstance(col.dtype, pd.StringDtype) and not col.isna().any():  # pandas' own strings: hashed as they are
+        codes, texts = pd.factorize(col)
+        return codes.astype(np.intp), np.asarray(texts.to_numpy(dtype=object), dtype=object)
+    codes, texts = pd.factorize(as_text(col))
+    return codes.astype(np.intp), np.asarray(texts, dtype=object)
