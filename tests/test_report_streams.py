@@ -42,7 +42,7 @@ def _forbid_whole_run_reads(monkeypatch) -> list[str]:
         return method
 
     monkeypatch.setattr(RunStore, "replies_df", replies_df)
-    for name in ("scores_df", "reply_units_df", "score_cells", "score_matrix", "scores_with_status"):
+    for name in ("scores_df", "reply_units_df", "score_cells", "score_matrix"):
         monkeypatch.setattr(RunStore, name, refuse(name))
     return calls
 
