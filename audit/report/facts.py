@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..store import MESSAGES_SQL, PROMPTS_JOIN, RunStore, _expand_attributes  # noqa: F401
+from ..store import RunStore, _expand_attributes
 
 #: The distribution figure draws the scores of at most this many answered replies: every reply of a
 #: smaller run, else the replies with the smallest request keys (SHA-256 content addresses, so the
@@ -106,11 +106,6 @@ class ReplyFacts:
                "  AND s.value IS NOT NULL)) AS unscored"
                + _FROM + self.where() + " GROUP BY 1, 2, 3, 4, 5, 6")
         return self.store.query_df(sql, self.params)
-
-    def first_row(self, extra: str, params: tuple = ()) -> dict[str, Any] | None:
-        """The first reply row (``replies_df`` order) matching ``extra``; None when none does."""
-        df = self.rows(extra, params, limit=1)
-        return df.iloc[0].to_dict() if len(df) else None
 
     def errors(self) -> tuple[list[dict[str, Any]], int]:
         """Distinct errors of failed requests (``[{error, n}]``, by error text, at most :data:`MAX_ERRORS`)
