@@ -204,7 +204,9 @@ def _run_phase(phase: str, run_dir: Path) -> None:
         extra = {"html_mb": Path(paths["html"]).stat().st_size / 1e6,
                  "replies_csv": (Path(run_dir) / "tables" / "replies.csv").is_file()}
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": _rss_mb()[0],
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)  # the analysis's forked worker (audit.stats.parallel)
+    print(json.dumps({"s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime,
+                      "worker_cpu_s": ch.ru_utime + ch.ru_stime, "rss_mb": _rss_mb()[0], "worker_rss_mb": _rss_mb()[1],
                       **extra}))
 
 
@@ -216,8 +218,10 @@ def time_stages(run_dir: Path, n: int) -> dict:
           f"{agg['cells_per_outcome']:,} per outcome, from "
           f"{n:,} replies); peak RSS {agg['rss_mb']:,.0f} MB", flush=True)
     an = _phase("analyze", run_dir)
-    print(f"analyze: {an['s']:.1f} s ({an['tests']:,} tests, {an.get('cpu_s', 0):.1f} s CPU); peak RSS "
-          f"{an['rss_mb']:,.0f} MB", flush=True)
+    worker = (f" + forked worker {an['worker_cpu_s']:.1f} s CPU" if an.get("worker_cpu_s") else "")
+    print(f"analyze: {an['s']:.1f} s ({an['tests']:,} tests, {an.get('cpu_s', 0):.1f} s CPU{worker}); peak RSS "
+          f"{an['rss_mb']:,.0f} MB" + (f", forked worker {an['worker_rss_mb']:,.0f} MB (pages shared by the fork "
+                                      "counted in both)" if an.get("worker_rss_mb") else ""), flush=True)
     rep = _phase("report", run_dir)
     print(f"report: {rep['s']:.1f} s ({rep.get('cpu_s', 0):.1f} s CPU, {rep['html_mb']:.1f} MB HTML; "
           "tables/replies.csv "

@@ -71,3 +71,17 @@ def test_warns_as_statsmodels_at_the_iteration_limit():
     assert not fit.converged
     assert [str(w.message) for w in ours if issubclass(w.category, IterationLimitWarning)] == \
         [str(w.message) for w in theirs if issubclass(w.category, IterationLimitWarning)] != []
+
+
+def test_a_continuous_covariate_makes_every_cell_its_own_row_and_still_equals_statsmodels():
+    """More distinct covariate rows than fastlmm._MAX_DESIGN_ROWS: the counts are kept per cell."""
+    y, n, X, cl = _data(6, 250, 9, 3)
+    x = np.random.default_rng(6).normal(size=len(y))
+    X = np.column_stack([X, x])
+    from audit.stats.fastlmm import _MAX_DESIGN_ROWS, _design_rows
+
+    assert len(y) > _MAX_DESIGN_ROWS and _design_rows(X) is None
+    ref = _statsmodels(y, n, X, cl)
+    fit = gee_logit_cells(y, n, X, cl)
+    np.testing.assert_allclose(fit.params, ref.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fit.cov_bias_reduced, ref.cov_params(), rtol=1e-9, atol=1e-14)

@@ -4,10 +4,12 @@ Why not ``statsmodels.GEE`` on the observations: it loops over clusters in Pytho
 observation, so its time grows with the replies (a million replies: 200,000 rows per outcome and
 model, ~20 s a fit on the project's machine), while every quantity it computes depends on a cluster
 only through sums over that cluster's observations. This module computes the same iterates from the
-cells of :mod:`audit.stats.cells` (a cell: observations sharing their covariates and cluster; a 0/1
-outcome makes each cell two *pseudo-rows*, its ones and its zeros, each with a count), vectorised over
-clusters. It follows ``statsmodels.genmod.GEE.fit`` (statsmodels 0.14-0.15) step by step, so the
-estimates equal statsmodels' up to summation order (checked in ``tests/test_gee_cells.py``):
+cells of :mod:`audit.stats.cells` (a cell: observations sharing their covariates and cluster; of a 0/1
+outcome it holds a count of ones and a count of zeros), vectorised over clusters: an observation's mean, derivative and residual depend only on its covariate row and its
+value, so every per-cluster sum is a product of the counts of ones and zeros per (cluster, distinct
+covariate row) with quantities of those rows. It follows ``statsmodels.genmod.GEE.fit`` (statsmodels
+0.14-0.15) step by step, so the estimates equal statsmodels' up to summation order (checked in
+``tests/test_gee_cells.py``):
 
 * start: the independence GLM (``statsmodels.GLM``, IRLS) on the distinct (covariates, value) rows with
   their counts as frequency weights, which is the GLM of the observations (same sums, same starting means);
@@ -50,22 +52,6 @@ class GeeCellsFit:
     converged: bool
 
 
-def _pseudo_rows(y: np.ndarray, n: np.ndarray, X: np.ndarray, cluster: np.ndarray):
-    """Each cell's ones and zeros as two rows with counts (rows of count 0 dropped), sorted by cluster."""
-    n = np.asarray(n, dtype=float)
-    ones = np.rint(np.asarray(y, dtype=float) * n)
-    zeros = n - ones
-    m = len(n)
-    value = np.concatenate([np.ones(m), np.zeros(m)])
-    count = np.concatenate([ones, zeros])
-    cell = np.concatenate([np.arange(m), np.arange(m)])
-    keep = count > 0
-    value, count, cell = value[keep], count[keep], cell[keep]
-    order = np.argsort(cluster[cell], kind="stable")
-    value, count, cell = value[order], count[order], cell[order]
-    return value, count, X[cell], cluster[cell]
-
-
 def gee_logit_cells(y: np.ndarray, n: np.ndarray, X: np.ndarray, cluster: np.ndarray, *,
                     maxiter: int = 100, ctol: float = 1e-6) -> GeeCellsFit:
     """Logistic GEE with an exchangeable working correlation within ``cluster``, from cells.
@@ -74,46 +60,63 @@ def gee_logit_cells(y: np.ndarray, n: np.ndarray, X: np.ndarray, cluster: np.nda
     row; ``cluster``: its cluster as integer codes. Equals ``statsmodels.GEE(obs_y, obs_X, groups=...,
     family=Binomial(), cov_struct=Exchangeable()).fit(maxiter, ctol, cov_type=...)`` on the observations
     the cells hold (module docstring); warns as statsmodels does when the iteration limit is reached or
-    the update matrix is singular."""
+    the update matrix is singular.
+
+    The observations enter only through the counts of ones ``N1[g, r]`` and zeros ``N0[g, r]`` of each
+    cluster g at each distinct covariate row r (an observation's mean, derivative and residual depend on
+    nothing else), so every per-cluster sum is a (sparse) product of those counts with a quantity of
+    the R distinct rows: a design of dummies has a few dozen, a continuous covariate makes each cell its
+    own row."""
+    import scipy.sparse as sp
     import statsmodels.api as sm
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning, IterationLimitWarning
+    from statsmodels.tools.sm_exceptions import IterationLimitWarning
 
-    cluster = np.asarray(cluster)
-    value, count, Xp, cl = _pseudo_rows(y, n, np.asarray(X, dtype=float), cluster)
-    _, cid = np.unique(cl, return_inverse=True)
+    from .fastlmm import _design_rows
+
+    y = np.asarray(y, dtype=float)
+    n = np.asarray(n, dtype=float)
+    X = np.asarray(X, dtype=float)
+    ones = np.rint(y * n)
+    zeros = n - ones
+    keep = n > 0
+    ones, zeros, X, cluster = ones[keep], zeros[keep], X[keep], np.asarray(cluster)[keep]
+    _, cid = np.unique(cluster, return_inverse=True)
+    cid = cid.ravel()
     G = int(cid.max()) + 1 if len(cid) else 0
-    N = float(count.sum())
-    p = Xp.shape[1]
-    starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]]) if len(cid) else np.zeros(0, dtype=int)
-
-    def csum(a):  # per-cluster sums of the rows of ``a`` (rows sorted by cluster)
-        return np.add.reduceat(a, starts, axis=0)
-    k = csum(count)  # cluster sizes
+    dr = _design_rows(X)
+    D, r = dr if dr is not None else (X, np.arange(len(X)))  # the distinct rows, else every cell its own
+    R, p = D.shape
+    N1 = sp.csr_matrix((ones, (cid, r)), shape=(G, R))  # duplicates (cells of a cluster sharing a row) summed
+    N0 = sp.csr_matrix((zeros, (cid, r)), shape=(G, R))
+    Nt = N1 + N0
+    c1, c0 = np.asarray(N1.sum(axis=0)).ravel(), np.asarray(N0.sum(axis=0)).ravel()  # per row, all clusters
+    ct = c1 + c0
+    k = np.asarray(Nt.sum(axis=1)).ravel()  # cluster sizes
+    N = float(k.sum())
     family = sm.families.Binomial()
-    # the start ignores the clusters: the pseudo-rows with the same covariates and value pooled (a few dozen
-    # rows however many cells; IRLS's least squares on 130,000 pseudo-rows took half of the whole fit)
-    uniq, inv = np.unique(np.column_stack([Xp, value]), axis=0, return_inverse=True)
-    glm = sm.GLM(uniq[:, -1], uniq[:, :-1], family=family,
-                 freq_weights=np.bincount(inv.ravel(), weights=count, minlength=len(uniq)))
+    # the start ignores the clusters: the independence GLM of the distinct (row, value) pairs with their
+    # counts as frequency weights (a few dozen rows however many cells)
+    seen = np.r_[c1 > 0, c0 > 0]
+    glm = sm.GLM(np.r_[np.ones(R), np.zeros(R)][seen], np.vstack([D, D])[seen], family=family,
+                 freq_weights=np.r_[c1, c0][seen])
     beta = np.asarray(glm.fit().params, dtype=float).copy()
     a = 0.0
 
     def parts(beta, a):
-        lpr = Xp @ beta
+        lpr = D @ beta
         mu = family.link.inverse(lpr)
         s = np.sqrt(family.variance(mu))
-        u = Xp * (family.link.inverse_deriv(lpr) / s)[:, None]
-        e = (value - mu) / s
+        u = D * (family.link.inverse_deriv(lpr) / s)[:, None]  # (R, p)
+        e1, e0 = (1.0 - mu) / s, (0.0 - mu) / s  # standardised residuals of a one and a zero
         ci = a / (1.0 - a) / (1.0 + a * (k - 1.0))
-        cu = u * count[:, None]
-        U = csum(cu)
-        E = csum(count * e)
-        return u, e, cu, U, E, ci
+        U = Nt @ u  # (G, p): sum_j c_j u_j per cluster
+        E = N1 @ e1 + N0 @ e0  # (G,): sum_j c_j e_j per cluster
+        return u, e1, e0, U, E, ci
 
     def bmat_score(beta, a):
-        u, e, cu, U, E, ci = parts(beta, a)
-        B = (cu.T @ u) / (1.0 - a) - (U * ci[:, None]).T @ U
-        g = (cu.T @ e) / (1.0 - a) - U.T @ (ci * E)
+        u, e1, e0, U, E, ci = parts(beta, a)
+        B = (u.T * ct) @ u / (1.0 - a) - (U * ci[:, None]).T @ U
+        g = u.T @ (c1 * e1 + c0 * e0) / (1.0 - a) - U.T @ (ci * E)
         return B, g
 
     del_params = -1.0
@@ -131,8 +134,8 @@ def gee_logit_cells(y: np.ndarray, n: np.ndarray, X: np.ndarray, cluster: np.nda
         if del_params < ctol and updates > 0:
             break
         # exchangeable correlation at the new means (statsmodels' Exchangeable.update)
-        _, e, _, _, E, _ = parts(beta, a)
-        ssr_c = csum(count * e * e)
+        _, e1, e0, _, E, _ = parts(beta, a)
+        ssr_c = N1 @ (e1 * e1) + N0 @ (e0 * e0)
         scale = ssr_c.sum() / (N * (N - p) / N)
         resid_pairs = np.sum((E ** 2 - ssr_c) / 2.0) / scale
         npairs = float(np.sum(0.5 * k * (k - 1.0)))
@@ -143,16 +146,17 @@ def gee_logit_cells(y: np.ndarray, n: np.ndarray, X: np.ndarray, cluster: np.nda
         warnings.warn("Iteration limit reached prior to convergence", IterationLimitWarning, stacklevel=2)
 
     # covariances at the final means and correlation (statsmodels' _covmat and _bc_covmat)
-    u, e, cu, U, E, ci = parts(beta, a)
-    Gi = csum(u * (count * e)[:, None]) / (1.0 - a) - U * (ci * E)[:, None]
-    B = (cu.T @ u) / (1.0 - a) - (U * ci[:, None]).T @ U
+    u, e1, e0, U, E, ci = parts(beta, a)
+    Gi = (N1 @ (u * e1[:, None]) + N0 @ (u * e0[:, None])) / (1.0 - a) - U * (ci * E)[:, None]
+    B = (u.T * ct) @ u / (1.0 - a) - (U * ci[:, None]).T @ U
     try:
         C = np.linalg.inv(B)
     except np.linalg.LinAlgError:
         C = np.linalg.pinv(B)
     robust = C @ (Gi.T @ Gi) @ C
     # per-cluster B_i for the bias-reduced covariance
-    Bi = csum(cu[:, :, None] * u[:, None, :]) / (1.0 - a) - ci[:, None, None] * U[:, :, None] * U[:, None, :]
+    Bi = np.asarray(Nt @ (u[:, :, None] * u[:, None, :]).reshape(R, p * p)).reshape(G, p, p) / (1.0 - a) \
+        - ci[:, None, None] * U[:, :, None] * U[:, None, :]
     eye = np.eye(p)
     CB = np.einsum("ab,gbc->gac", C, Bi)
     Cg = Gi @ C.T
