@@ -164,6 +164,37 @@ def request_key(
 
 
 
+#: Score tables with at least this many rows (by rowid) are summed in two halves by :meth:`RunStore.score_cells`,
+#: the second in a forked process when two cores are free (audit.stats.parallel). The split depends on the
+#: table only, never on the cores, so a run's cells are the same numbers on any machine.
+SCORE_SCAN_SPLIT_ROWS = 2_000_000
+
+
+def _merge_score_sums(stats: dict[str, dict[str, np.ndarray]], any_obs: np.ndarray,
+                      other: dict[str, dict[str, np.ndarray]], other_any: np.ndarray) -> None:
+    """Add the sums of a second part of the scores (``other``) into ``stats`` in place. Sums are of
+    ``value - shift`` with each part's own shift s2; moved to the first part's s1 with d = s2 - s1:
+    ``sum' = sum2 + n2 d`` and ``sumsq' = sumsq2 + 2 d sum2 + n2 d^2``."""
+    any_obs |= other_any
+    for name, b in other.items():
+        a = stats.get(name)
+        if a is None:
+            stats[name] = b
+            continue
+        if np.isnan(b["shift"]):  # the second part had no value of this outcome
+            continue
+        if np.isnan(a["shift"]):
+            a["shift"] = b["shift"]
+        d = float(b["shift"]) - float(a["shift"])
+        a["sumsq"] += b["sumsq"] + 2.0 * d * b["sum"] + b["n"] * d * d
+        a["sum"] += b["sum"] + b["n"] * d
+        a["n"] += b["n"]
+        np.minimum(a["min"], b["min"], out=a["min"])
+        np.maximum(a["max"], b["max"], out=a["max"])
+        for c in ("not01", "not012", "pos"):
+            a[c] += b[c]
+
+
 def _key_bytes(keys) -> np.ndarray:
     """Request keys (text) as a fixed-width bytes array, UTF-8 encoded: numpy's ASCII conversion in C
     (the keys are hex digests), a per-key encode only where a key is not ASCII."""
@@ -720,51 +751,76 @@ class RunStore:
         order = np.argsort(keys, kind="stable")
         skeys = keys[order]
         del keys
-        any_obs = np.zeros(len(unit), dtype=bool)
-        stats: dict[str, dict[str, np.ndarray]] = {}
-        # the outcome's name made by SQLite and the columns split by zip: no Python code runs per score row
-        # but the tuple SQLite hands over (a million replies: 7 million rows)
-        cur = self.conn.execute("SELECT request_key, scorer || '.' || measure, value FROM scores")
-        while True:
-            rows = cur.fetchmany(chunk)
-            if not rows:
-                break
-            kcol, ncol, vcol = zip(*rows)
-            del rows
-            k = _key_bytes(kcol)
-            pos = np.searchsorted(skeys, k)
-            pos[pos >= len(skeys)] = 0
-            hit = skeys[pos] == k if len(skeys) else np.zeros(len(k), dtype=bool)
-            req = order[pos]
-            codes, uniq = pd.factorize(np.array(ncol, dtype=object))  # a code per outcome: no text compared per row
-            vals = np.array(vcol, dtype=float)  # NULL (None) -> NaN
-            for j in pd.unique(codes[hit]):
-                name = uniq[j]
-                sel = hit & (codes == j)
-                r_ = req[sel]
-                v = vals[sel]
-                use = ok[r_] & ~np.isnan(v)
-                r_, v = r_[use], v[use]
-                any_obs[r_] = True
-                u = unit[r_]
-                st = stats.get(name)
-                if st is None:
-                    st = stats[name] = {"n": np.zeros(U), "sum": np.zeros(U), "sumsq": np.zeros(U),
-                                        "min": np.full(U, np.inf), "max": np.full(U, -np.inf), "not01": np.zeros(U),
-                                        "not012": np.zeros(U), "pos": np.zeros(U), "shift": np.array(np.nan)}
-                if not len(v):
-                    continue
-                if np.isnan(st["shift"]):
-                    st["shift"] = np.array(float(v.mean()))
-                c = v - float(st["shift"])
-                st["n"] += np.bincount(u, minlength=U)
-                st["sum"] += np.bincount(u, c, minlength=U)
-                st["sumsq"] += np.bincount(u, c * c, minlength=U)
-                np.minimum.at(st["min"], u, v)
-                np.maximum.at(st["max"], u, v)
-                st["not01"] += np.bincount(u, ~np.isin(v, (0.0, 1.0)), minlength=U)
-                st["not012"] += np.bincount(u, ~np.isin(v, (0.0, 1.0, 2.0)), minlength=U)
-                st["pos"] += np.bincount(u, v > 0, minlength=U)
+        def scan_scores(conn: sqlite3.Connection, rowids: tuple[int, int] | None):
+            """The sums of the scores with rowid in ``rowids`` (all: None) per unit and outcome."""
+            any_obs = np.zeros(len(unit), dtype=bool)
+            stats: dict[str, dict[str, np.ndarray]] = {}
+            # the outcome's name made by SQLite and the columns split by zip: no Python code runs per score
+            # row but the tuple SQLite hands over (a million replies: 7 million rows)
+            sql = "SELECT request_key, scorer || '.' || measure, value FROM scores"
+            cur = conn.execute(sql + " WHERE rowid BETWEEN ? AND ?" if rowids else sql, rowids or ())
+            while True:
+                rows = cur.fetchmany(chunk)
+                if not rows:
+                    break
+                kcol, ncol, vcol = zip(*rows)
+                del rows
+                k = _key_bytes(kcol)
+                pos = np.searchsorted(skeys, k)
+                pos[pos >= len(skeys)] = 0
+                hit = skeys[pos] == k if len(skeys) else np.zeros(len(k), dtype=bool)
+                req = order[pos]
+                codes, uniq = pd.factorize(np.array(ncol, dtype=object))  # a code per outcome, not its text
+                vals = np.array(vcol, dtype=float)  # NULL (None) -> NaN
+                for j in pd.unique(codes[hit]):
+                    name = uniq[j]
+                    sel = hit & (codes == j)
+                    r_ = req[sel]
+                    v = vals[sel]
+                    use = ok[r_] & ~np.isnan(v)
+                    r_, v = r_[use], v[use]
+                    any_obs[r_] = True
+                    u = unit[r_]
+                    st = stats.get(name)
+                    if st is None:
+                        st = stats[name] = {"n": np.zeros(U), "sum": np.zeros(U), "sumsq": np.zeros(U),
+                                            "min": np.full(U, np.inf), "max": np.full(U, -np.inf),
+                                            "not01": np.zeros(U), "not012": np.zeros(U), "pos": np.zeros(U),
+                                            "shift": np.array(np.nan)}
+                    if not len(v):
+                        continue
+                    if np.isnan(st["shift"]):
+                        st["shift"] = np.array(float(v.mean()))
+                    c = v - float(st["shift"])
+                    st["n"] += np.bincount(u, minlength=U)
+                    st["sum"] += np.bincount(u, c, minlength=U)
+                    st["sumsq"] += np.bincount(u, c * c, minlength=U)
+                    np.minimum.at(st["min"], u, v)
+                    np.maximum.at(st["max"], u, v)
+                    st["not01"] += np.bincount(u, ~np.isin(v, (0.0, 1.0)), minlength=U)
+                    st["not012"] += np.bincount(u, ~np.isin(v, (0.0, 1.0, 2.0)), minlength=U)
+                    st["pos"] += np.bincount(u, v > 0, minlength=U)
+            return stats, any_obs
+
+        lo, hi = self.conn.execute("SELECT min(rowid), max(rowid) FROM scores").fetchone()
+        if lo is None or hi - lo + 1 < SCORE_SCAN_SPLIT_ROWS:
+            stats, any_obs = scan_scores(self.conn, None)
+        else:  # two halves of the table, the second in a forked process where two cores are free
+            from .stats.parallel import Beside, parallel_enabled
+
+            mid = lo + (hi - lo) // 2
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+
+            def second_half():  # a connection of its own: the parent's is not used across the fork
+                conn = sqlite3.connect(uri, uri=True)
+                try:
+                    conn.execute("PRAGMA cache_size=-16384")
+                    return scan_scores(conn, (mid + 1, hi))
+                finally:
+                    conn.close()
+            with Beside(second_half, parallel_enabled(hi - lo + 1)) as side:
+                stats, any_obs = scan_scores(self.conn, (lo, mid))
+                _merge_score_sums(stats, any_obs, *side.result())
         units = pd.DataFrame({"variant_id": pd.Series([t[0] for t in uk], dtype=object),
                               "style": pd.Series([t[1] for t in uk], dtype=object),
                               "model_label": pd.Series([t[2] for t in uk], dtype=object)})

@@ -163,6 +163,34 @@ def test_the_store_pass_gives_the_cells_of_the_reply_rows(tmp_path):
                 want[c].astype(object).where(want[c].notna(), None).tolist(), c
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_store_pass_in_two_halves_gives_the_same_cells(tmp_path, monkeypatch, workers):
+    """Above SCORE_SCAN_SPLIT_ROWS the scores are summed in two halves (the second forked where two cores
+    are free) and merged: the cells of the reply rows again, forked or not."""
+    import audit.store as store_mod
+
+    _messy_store(tmp_path)
+    with RunStore(tmp_path, create=False) as st:
+        whole = analysis_cells(st)
+    monkeypatch.setattr(store_mod, "SCORE_SCAN_SPLIT_ROWS", 1)
+    monkeypatch.setenv("EMPATHY_AUDIT_WORKERS", workers)
+    monkeypatch.setenv("EMPATHY_AUDIT_PARALLEL_MIN_CELLS", "0")
+    with RunStore(tmp_path, create=False) as st:
+        lo, hi = st.conn.execute("SELECT min(rowid), max(rowid) FROM scores").fetchone()
+        sql = []
+        st.conn.set_trace_callback(sql.append)
+        halves = analysis_cells(st)
+        st.conn.set_trace_callback(None)
+    assert any("rowid BETWEEN" in q for q in sql) and hi > lo  # the split path ran
+    assert len(halves) == len(whole) and list(halves.columns) == list(whole.columns)
+    for c in whole.columns:
+        if c in ("value", "ss", "vmin", "vmax"):
+            _close(halves, whole, [c], rel=1e-12)
+        else:
+            assert halves[c].astype(object).where(halves[c].notna(), None).tolist() == \
+                whole[c].astype(object).where(whole[c].notna(), None).tolist(), c
+
+
 def test_the_replies_table_is_written_for_small_runs_and_on_request(tmp_path, monkeypatch):
     """``tables/replies.csv`` (every reply's text) is opt-in above REPLIES_TABLE_MAX replies: a million
     replies made 2.4 GB of it. ``report --replies-table`` writes it for any run, ``--no-replies-table``

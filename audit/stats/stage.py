@@ -397,15 +397,12 @@ def analyze_cells(
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
     observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
 
-    def beside_gaps():  # independent of the gap family: in a forked process at scale (audit.stats.parallel)
+    def disparities():  # independent of the gap family: in a forked process at scale (audit.stats.parallel),
+        # where it takes about as long as everything else (1,999 permutations of every post's labels per block)
         # between the demographic groups (the control, where there is one, left out), whatever the reference:
         # a release without a control (reference = a group) has its disparities too
-        return (disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n"),
-                models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
-                             pre_registered=bool(primary) and reference_model is not None,
-                             model_order=model_order, cells=CELLS),
-                _variability(observed, reference))
-    side = beside(beside_gaps, len(table))
+        return disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n")
+    side = beside(disparities, len(table))
     try:  # a failure here stops the forked part too
         blocks, paired_parts = [], []
         formulas = set()
@@ -447,10 +444,14 @@ def analyze_cells(
             first = notes[0] if notes else "no test could be fitted"
             raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
                              fix="score more posts (a random-intercept model needs at least 5) or check the scores")
+        models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
+                                           pre_registered=bool(primary) and reference_model is not None,
+                                           model_order=model_order, cells=CELLS)
+        variability = _variability(observed, reference)
     except BaseException:
         side.cancel()
         raise
-    disparity, (models, model_notes), variability = side.result()
+    disparity = side.result()
     res["family_id"] = _family_id(res)
     if not models.empty:  # several models: the differences of gaps join the family (audit.stats.models_compare)
         notes = notes + model_notes
