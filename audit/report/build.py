@@ -140,13 +140,13 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
 
 def _style_prompts(data: ReportData) -> list[dict[str, Any]]:
     """Each prompt style's full messages, shown for one control post (the stored request, verbatim)."""
-    r = data.replies
-    if r.empty:
+    if not data.has_replies:
         return []
-    rows = []
-    for style, d in r.groupby("style", sort=True):
-        ctrl = d[d["group"] == "control"]
-        rows.append((style, (ctrl if not ctrl.empty else d).iloc[0]))
+    # the first request of each style, a control one if there is one
+    firsts = data.facts.first_rows("q.style", "v.group_name = 'control'").drop_duplicates("style")
+    rows = [(style, row) for style, row in zip(firsts["style"], firsts.to_dict("records"))
+            if style in set(data.design["styles"])]
+    rows.sort(key=lambda sr: sr[0])
     texts = data.texts([row["request_key"] for _, row in rows])
     out = []
     for style, row in rows:
@@ -192,31 +192,30 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
     """For a few posts: the control reply and one reply per group, side by side (first model and style).
     A post without a control (an observational or mixed release) shows the replies it has, under their
     group; the posts are then taken from every group in turn, so each group has an example."""
-    r = data.replies
-    if r.empty:
+    summ = data.summary
+    answered = summ[summ["status"].notna()] if not summ.empty else summ
+    if answered.empty:
         return []
-    r = r[r["status"].notna()]
-    if r.empty:
-        return []
-    model = sorted(r["model_label"].unique())[0]
-    style = sorted(r["style"].dropna().unique())[0] if r["style"].notna().any() else None
-    d = r[(r["model_label"] == model) & ((r["style"] == style) if style is not None else True)]
-    wide = data.scores_wide.rename(columns=lambda c: str(c).split(".", 1)[-1])
+    model = sorted(answered["model_label"].unique())[0]
+    style = sorted(answered["style"].dropna().unique())[0] if answered["style"].notna().any() else None
+    # only the rows of the posts shown are read (a million replies are never held)
+    cond = "r.status IS NOT NULL AND q.model_label = ?" + (" AND q.style = ?" if style is not None else "")
+    params = (model, style) if style is not None else (model,)
+    facts = data.facts
+    posts = facts.example_posts(cond, params, n_posts, n_groups=max(len(data.design["groups"]) + 1, n_posts))
+    d = facts.rows(cond + (f" AND v.post_id IN ({','.join('?' * len(posts))})" if posts else " AND 0"),
+                   (*params, *posts))
+    wide = data.scores_wide(list(d["request_key"]))
+    columns = sorted(f"{sc}.{m}" for sc, m, has in data.score_outcomes if has)  # the run's, as before
+    wide = wide.reindex(columns=columns)
+    wide = wide.rename(columns=lambda c: str(c).split(".", 1)[-1])
     wide = wide.loc[:, ~wide.columns.duplicated()]  # the first scorer's value of a measure, as before
     cue_pref = [c for c in ("explicit_statement", "explicit_tag", "implicit_name", "implicit_context",
                             "implicit_dialect") if c in set(d["cue_type"])]
     cue_pref += sorted(c for c in set(d["cue_type"]) if c not in cue_pref and c != "control")
     show_measures = [m for m in ("empathy", "ER", "IP", "EX", "words", "refusal") if m in wide.columns][:4]
     out = []
-    with_control = set(d.loc[d["cue_type"] == "control", "post_id"].dropna())
-    if with_control:
-        posts = [p for p in d["post_id"].dropna().unique() if p in with_control][:n_posts]
-    else:  # no control: posts from every group in turn
-        firsts = d.dropna(subset=["post_id"]).drop_duplicates("post_id")
-        by_group = [list(g["post_id"]) for _, g in firsts.groupby("group", sort=True)]
-        n = max(n_posts, len(by_group))
-        posts = [p for i in range(n) for p in (lst[i] for lst in by_group if i < len(lst))][:n]
-    texts = data.texts(list(d.loc[d["post_id"].isin(posts), "request_key"]))
+    texts = data.texts(list(d["request_key"]))
     for pid in posts:
         dp = d[d["post_id"] == pid].sort_values(["sample_index", "request_key"])
         ctrl = dp[dp["cue_type"] == "control"]
@@ -456,25 +455,9 @@ def _variability_rows(df: pd.DataFrame | None, measures: Any) -> list[dict[str, 
 
 
 def _group_summary(data: ReportData) -> pd.DataFrame:
-    """fairlearn-style: mean, SD and n of every score per model, group and cue type."""
-    df = data.analysis_frame
-    if df.empty:
-        return pd.DataFrame(columns=["model_label", "outcome", "group", "cue_type", "mean", "sd", "n"])
-    g = df.groupby(["model_label", "outcome", "group", "cue_type"])["value"]
-    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"std": "sd", "count": "n"})
-    return out
-
-
-def _answers_changed(replies: pd.DataFrame) -> list[dict[str, Any]]:
-    """What the request engine changed in stored answers before storing them (a redacted API key,
-    replaced unencodable characters, a cut over-long reply): ``[{kind, n, example}]``."""
-    if replies.empty or "flags" not in replies:
-        return []
-    found: dict[str, list[str]] = {}
-    for raw in replies["flags"].dropna():
-        for flag in json.loads(raw):
-            found.setdefault(flag.split(":")[0], []).append(flag)
-    return [dict(kind=k, n=len(v), example=v[0]) for k, v in sorted(found.items())]
+    """fairlearn-style: mean, SD and n of every score per model, group and cue type (a SQL aggregate,
+    :meth:`audit.report.facts.ReplyFacts.group_summary`)."""
+    return data.group_summary.drop(columns=["sum"], errors="ignore")
 
 
 def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any]) -> dict[str, Any]:
@@ -530,19 +513,10 @@ def _limitations(data: ReportData, status: pd.DataFrame, design: dict[str, Any])
     by = status.groupby("status")["n"].sum().to_dict() if not status.empty else {}
     lim["status"] = dict(total=total, ok=int(by.get("ok", 0)), content_filter=int(by.get("content_filter", 0)),
                          failed=int(by.get("failed", 0)), pending=int(by.get("not answered", 0)))
-    unscored = 0
-    if not data.replies.empty and not data.scores.empty:
-        ok_keys = set(data.replies.loc[data.replies["status"] == "ok", "request_key"])
-        scored = set(data.scores.loc[data.scores["value"].notna(), "request_key"])
-        unscored = len(ok_keys - scored)
-    lim["unscored"] = unscored
-    errors = []
-    if not data.replies.empty:
-        f = data.replies[data.replies["status"] == "failed"]
-        for err, d in f.groupby(f["error"].fillna("unknown error")):
-            errors.append(dict(error=str(err)[:300], n=len(d)))
-    lim["errors"] = errors
-    lim["changed"] = _answers_changed(data.replies)
+    lim["unscored"] = data.unscored
+    lim["errors"] = data.errors  # SQL GROUP BY error, at most facts.MAX_ERRORS of them
+    lim["errors_left_out"] = data.errors_left_out
+    lim["changed"] = data.answers_changed
     # Non-converged fits
     res = data.results
     if res is not None and not res.empty and "converged" in res:
@@ -587,7 +561,7 @@ def _evidence_lines(data: ReportData, primary: str | None, ratings_json: dict[st
         out.append(f"On this run's replies, against {r['n_items']} human-rated replies: {kappa}, mean error "
                    f"{r['bias']:+.2f} (see \u201cDoes the scorer treat groups alike?\u201d).")
         return out
-    n_replies = int((data.replies["status"] == "ok").sum()) if not data.replies.empty else 0
+    n_replies = data.n_answered
     out.append("On LLM replies like this run's its agreement is unvalidated: no human ratings are stored.")
     if n_replies >= 4:
         from ..errors import AuditError
@@ -641,7 +615,7 @@ def _provenance(data: ReportData, generated_at: str) -> dict[str, Any]:
                      "valid YAML) as spec.yaml, then run this command.")
     reproduce = f"empathy-audit run {_shell(spec_arg)} --out {_shell(run_dir)}"
     imported = import_provenance(meta, run_dir)
-    n_imported, n_generated = reply_origins(data.replies)
+    n_imported, n_generated = data.reply_origins
     if imported is not None and n_imported == 0 and n_generated > 0:
         imported = None  # the current design's replies were all generated: the import is not what is analysed
     if imported is not None and n_generated > 0:
@@ -765,15 +739,16 @@ def build_context(data: ReportData, figures: list, generated_at: str) -> dict[st
     stages_missing = []
     if data.variants.empty:
         stages_missing.append("variants")
-    if data.replies.empty:
+    if not data.has_replies:
         stages_missing.append("replies")
-    if data.scores.empty:
+    if not data.has_scores:
         stages_missing.append("scores")
     if res is None:
         stages_missing.append("analysis")
     analysis_error = data.meta.get("analysis_error")
     corrections = ", ".join(spec.analysis.corrections) if spec is not None else "holm, bh"
-    hr = report_section(data.ratings, data.scores, data.replies, alpha=alpha)
+    rated_replies, rated_scores = data.rated if data.rated is not None else (pd.DataFrame(), pd.DataFrame())
+    hr = report_section(data.ratings, rated_scores, rated_replies, alpha=alpha)  # the rated replies only
     ctx = dict(
         title=f"Empathy audit: {spec.name if spec is not None else data.meta.get('spec_name', data.run_dir.name)}",
         name=spec.name if spec is not None else data.meta.get("spec_name", data.run_dir.name),
@@ -1057,8 +1032,8 @@ def _render_files(run_dir: Path, data: Any, figures: Any, ctx: dict[str, Any],
     if data.probe_summary is not None:
         csv_safe(data.probe_summary).to_csv(tdir / "probe_summary.csv", index=False)
     if replies_table is None:
-        replies_table = len(data.replies) <= REPLIES_TABLE_MAX
-    if not data.replies.empty and replies_table:
+        replies_table = data.n_requests <= REPLIES_TABLE_MAX
+    if data.has_replies and replies_table:
         _replies_csv(data, tdir / "replies.csv")
     return [p for p in run_dir.rglob("*") if p.is_file()]
 
@@ -1071,19 +1046,20 @@ REPLIES_TABLE_MAX = 100_000
 
 
 def _replies_csv(data: ReportData, path: Path) -> None:
-    """``tables/replies.csv``: every reply of the run with its post, text and scores, written a chunk of
-    :data:`REPLIES_CSV_CHUNK` replies at a time (their texts read from the store per chunk)."""
+    """``tables/replies.csv``: every reply of the run with its post, text and scores, streamed: a chunk of
+    :data:`REPLIES_CSV_CHUNK` replies at a time is read (facts, texts and scores), written and dropped."""
     cols = ["request_key", "model_label", "style", "sample_index", "post_id", "group", "cue_type", "alternative",
             "status", "finish_reason", "post_text", "reply", "error"]
-    wide = data.scores_wide
+    columns = sorted(f"{sc}.{m}" for sc, m, has in data.score_outcomes if has)  # every chunk has the run's columns
     with path.open("w", encoding="utf-8", newline="") as fh:
-        for i in range(0, len(data.replies), REPLIES_CSV_CHUNK):
-            rep = data.replies.iloc[i:i + REPLIES_CSV_CHUNK]
+        for i, rep in enumerate(data.facts.chunks(REPLIES_CSV_CHUNK)):
             texts = data.texts(list(rep["request_key"]))[["post_text", "reply"]]
             rep = rep.join(texts, on="request_key")
             rep = rep[[c for c in cols if c in rep.columns]]
-            if not wide.empty:
-                rep = rep.join(wide, on="request_key")
+            if columns:
+                wide = data.scores_wide(list(rep["request_key"]))
+                wide = (wide if not wide.empty else pd.DataFrame(index=pd.Index([], name="request_key")))
+                rep = rep.join(wide.reindex(columns=columns).astype(float), on="request_key")
             csv_safe(rep).to_csv(fh, index=False, header=i == 0)
 
 

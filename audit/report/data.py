@@ -20,24 +20,34 @@ from ..scorers.agreement import agreement_table
 from ..scorers.probe import probe_summary
 from ..store import STORE_FILENAME, RunStore
 from ..scorers.measures import MeasureCatalog
+from .facts import SAMPLE_REPLIES, ReplyFacts
 from .findings import measure_of
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
                  "results_disparity", "results_ppi", "results_models",
               "results_variability", "results_axes")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+REPORT_CACHE_KIB = 64 * 1024  # SQLite page cache of the report's connections (the store's default: 256 MB)
 
 
 @dataclass
 class ReportData:
+    """What the report shows. The per-reply facts are never held whole (a million replies' facts and
+    seven million scores were 3.8 GB): :attr:`summary` (reply counts per model, status and style),
+    :attr:`group_summary` (score mean, SD and n per model, outcome, group and cue type) and the other
+    aggregates are computed by SQLite in :func:`collect`; the few rows a section shows (example replies,
+    the first request per model or style, the distribution figure's sample) are read when shown, through
+    :attr:`facts` (:mod:`audit.report.facts`)."""
+
     run_dir: Path
     spec: Any  # AuditSpec or None
     spec_yaml: str
     spec_hash: str | None
     meta: dict[str, str]
     variants: pd.DataFrame
-    replies: pd.DataFrame
-    scores: pd.DataFrame
+    summary: pd.DataFrame  # ReplyFacts.summary(): one row per (model, status, style, runtime, ...)
+    group_summary: pd.DataFrame  # ReplyFacts.group_summary() (with each group's ``sum``)
+    score_outcomes: list[tuple[str, str, bool]]  # (scorer, measure, any value) of the design's scores
     scorer_info: dict[str, dict[str, Any]]
     tables: dict[str, pd.DataFrame | None]
     probe: pd.DataFrame | None
@@ -48,28 +58,39 @@ class ReportData:
     store_tables: list[str] = field(default_factory=list)
     ratings: pd.DataFrame | None = None  # human ratings (table ratings, audit/ratings/); None when none stored
     spend: dict[str, Any] | None = None  # tokens reported and their cost (audit.costs.spend); None without prices
+    errors: list[dict[str, Any]] = field(default_factory=list)  # distinct errors of failed requests
+    errors_left_out: int = 0
+    answers_changed: list[dict[str, Any]] = field(default_factory=list)
+    rated: tuple[pd.DataFrame, pd.DataFrame] | None = None  # (replies, scores) of the rated replies
     _reader: RunStore | None = field(default=None, repr=False, compare=False)
 
-    # ------------------------------------------------------------------ texts, read when shown
-    def texts(self, keys: list[str]) -> pd.DataFrame:
-        """The prompt, reply, post and cue texts of the requests ``keys``, indexed by request key:
-        :attr:`replies` holds none (a million replies are ~3 GB of text), so the sections that show
-        texts read the few they show, and ``tables/replies.csv`` reads them a chunk at a time."""
-        if self._reader is None:  # opened once, without the integrity check collect() has just made
+    # ------------------------------------------------------------------ bounded reads, when shown
+    @property
+    def facts(self) -> ReplyFacts:
+        """Queries over the run's reply requests (:class:`audit.report.facts.ReplyFacts`), on a store
+        connection opened once, without the integrity check collect() has just made."""
+        if self._reader is None:
             self._reader = RunStore(self.run_dir, create=False, check=False)
-        return self._reader.texts_by_key(keys).set_index("request_key")
+            self._reader.conn.execute(f"PRAGMA cache_size=-{REPORT_CACHE_KIB}")
+        return ReplyFacts(self._reader)
+
+    def texts(self, keys: list[str]) -> pd.DataFrame:
+        """The prompt, reply, post and cue texts of the requests ``keys``, indexed by request key (a
+        million replies are ~3 GB of text: the sections that show texts read the few they show, and
+        ``tables/replies.csv`` reads them a chunk at a time)."""
+        return self.facts.store.texts_by_key(keys).set_index("request_key")
 
     def close(self) -> None:
-        """Close the store connection :meth:`texts` opened (the last connection to close a store in
+        """Close the store connection :attr:`facts` opened (the last connection to close a store in
         WAL mode folds its log into store.sqlite)."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None
 
-    @cached_property
-    def scores_wide(self) -> pd.DataFrame:
-        """The stored scores as one row per request and one column per ``scorer.measure``."""
-        sc = self.scores
+    def scores_wide(self, keys: list[str]) -> pd.DataFrame:
+        """The stored scores of the requests ``keys`` as one row per request and one column per
+        ``scorer.measure`` (a column only for a measure with a value)."""
+        sc = self.facts.scores_of(keys)
         if sc.empty:
             return pd.DataFrame()
         col = sc["scorer"].astype(str) + "." + sc["measure"].astype(str)
@@ -94,16 +115,36 @@ class ReportData:
         return [c for c in self.variants.columns if c not in skip]
 
     @property
+    def has_replies(self) -> bool:
+        return not self.summary.empty
+
+    @property
+    def has_scores(self) -> bool:
+        return bool(self.score_outcomes)
+
+    @property
+    def n_requests(self) -> int:
+        return int(self.summary["n"].sum()) if self.has_replies else 0
+
+    @property
+    def n_answered(self) -> int:
+        """Reply requests answered with status ok."""
+        s = self.summary
+        return int(s.loc[s["status"] == "ok", "n"].sum()) if self.has_replies else 0
+
+    @cached_property
     def models(self) -> pd.DataFrame:
-        """One row per audited model: label, endpoint, model name, reported name, runtime, parameters."""
-        r = self.replies
-        if r.empty:
+        """One row per audited model: label, endpoint, model name, reported name, runtime, parameters
+        (endpoint, model name and parameters of the model's first answered request, else its first)."""
+        s = self.summary
+        if s.empty:
             return pd.DataFrame(columns=["model_label", "endpoint_id", "model_name", "model_reported", "runtime",
                                          "runtime_version", "params", "embedded"])
         rows = []
-        for label, d in r.groupby("model_label", sort=True):
-            ok = d[d["status"].notna()]
-            first = (ok if not ok.empty else d).iloc[0]
+        firsts = self.facts.first_rows("q.model_label", "r.status IS NOT NULL").drop_duplicates("model_label")
+        firsts = firsts.set_index("model_label", drop=False)
+        for label, d in s.groupby("model_label", sort=True):
+            first = firsts.loc[label].to_dict() if label in firsts.index else {}
             params = json.loads(first["params_json"]) if isinstance(first.get("params_json"), str) else {}
             params = {k: v for k, v in params.items() if k not in ("messages",)}
             rows.append(dict(
@@ -120,8 +161,8 @@ class ReportData:
 
     @property
     def embedded_used(self) -> bool:
-        if not self.replies.empty:
-            return bool(self.replies["endpoint_id"].astype(str).str.startswith("embedded").any())
+        if self.has_replies:
+            return bool(self.summary["embedded"].sum() > 0)
         if self.spec is not None:
             return any(m.is_embedded for m in self.spec.models)
         return False
@@ -129,33 +170,27 @@ class ReportData:
     @property
     def status_counts(self) -> pd.DataFrame:
         """Replies per model and status ('ok', 'content_filter', 'failed', 'not answered')."""
-        r = self.replies
-        if r.empty:
+        s = self.summary
+        if s.empty:
             return pd.DataFrame(columns=["model_label", "status", "n"])
-        s = r.assign(status=r["status"].fillna("not answered"))
-        return s.groupby(["model_label", "status"]).size().rename("n").reset_index()
+        s = s.assign(status=s["status"].fillna("not answered"))
+        out = s.groupby(["model_label", "status"])["n"].sum().rename("n").reset_index()
+        return out.astype({"n": "int64"})
 
-    @cached_property
-    def analysis_frame(self) -> pd.DataFrame:
-        """Answered replies joined with their scores, long: one row per (request, scorer.measure) with a
-        value. Text columns are categoricals (a code per row; a million replies x seven measures would
-        otherwise hold every request key and label seven times over)."""
-        r = self.replies
-        if r.empty or self.scores.empty:
-            return pd.DataFrame(columns=["request_key", "group", "cue_type", "style", "model_label", "post_id",
-                                         "outcome", "measure", "value"])
-        keep = ["request_key", "group", "cue_type", "style", "model_label", "post_id", "sample_index",
-                *[a for a in self.axes if a in r.columns]]
-        ok = r.loc[r["status"] == "ok", keep].reset_index(drop=True)
-        ok = ok.astype({c: "category" for c in keep if c != "sample_index"})
-        sc = self.scores[self.scores["value"].notna()]
-        pos = pd.Index(ok["request_key"].astype(str)).get_indexer(sc["request_key"].astype(str))
-        sc = sc[pos >= 0]
-        df = ok.take(pos[pos >= 0]).reset_index(drop=True)
-        df["outcome"] = (sc["scorer"].astype(str) + "." + sc["measure"].astype(str)).astype("category").to_numpy()
-        df["measure"] = sc["measure"].astype("category").to_numpy()
-        df["value"] = sc["value"].to_numpy(dtype=float)
-        return df
+    @property
+    def reply_origins(self) -> tuple[int, int]:
+        """(imported, generated) answered replies of the design (:func:`audit.report.build.reply_origins`)."""
+        s = self.summary
+        if s.empty:
+            return 0, 0
+        answered = s[s["status"].notna()]
+        imported = int(answered["imported"].sum())
+        return imported, int(answered["n"].sum()) - imported
+
+    @property
+    def unscored(self) -> int:
+        """Answered (status ok) replies without a non-NULL score (0 when no score is stored)."""
+        return int(self.summary["unscored"].sum()) if self.has_replies and self.has_scores else 0
 
     @property
     def outcomes(self) -> list[str]:
@@ -163,9 +198,9 @@ class ReportData:
         res = self.results
         if res is not None and not res.empty:
             return sorted(res["outcome"].astype(str).unique(), key=self.measures.sort_key)
-        if self.scores.empty:
+        if not self.score_outcomes:
             return []
-        return sorted({f"{s}.{m}" for s, m in zip(self.scores["scorer"], self.scores["measure"])},
+        return sorted({f"{s}.{m}" for s, m, _ in self.score_outcomes},
                       key=lambda o: self.measures.sort_key(measure_of(o)))
 
     @property
@@ -178,9 +213,9 @@ class ReportData:
         g = v[v["group"] != "control"][["group", *axes]].drop_duplicates("group")
         return g.reset_index(drop=True)
 
-    @property
+    @cached_property
     def design(self) -> dict[str, Any]:
-        v, r = self.variants, self.replies
+        v, s = self.variants, self.summary
         groups = sorted(g for g in v["group"].unique() if g != "control") if not v.empty else []
         cue_types = sorted(c for c in v["cue_type"].unique() if c != "control") if not v.empty else []
         return dict(
@@ -188,15 +223,39 @@ class ReportData:
             variants=int(len(v)),
             groups=groups,
             cue_types=cue_types,
-            styles=sorted(r["style"].dropna().unique()) if not r.empty else (self.spec.styles if self.spec else []),
-            models=sorted(r["model_label"].unique()) if not r.empty else [],
-            samples=int(r["sample_index"].max() + 1) if not r.empty else (self.spec.samples if self.spec else 0),
-            requests=int(len(r)),
-            answered=int((r["status"] == "ok").sum()) if not r.empty else 0,
-            scored=int(self.scores["request_key"].nunique()) if not self.scores.empty else 0,
+            styles=sorted(s["style"].dropna().unique()) if not s.empty else (self.spec.styles if self.spec else []),
+            models=sorted(s["model_label"].unique()) if not s.empty else [],
+            samples=int(s["max_sample"].max() + 1) if not s.empty else (self.spec.samples if self.spec else 0),
+            requests=self.n_requests,
+            answered=self.n_answered,
+            scored=int(s["scored"].sum()) if self.has_scores and not s.empty else 0,
         )
 
-
+    @cached_property
+    def sample(self) -> tuple[pd.DataFrame, int]:
+        """(frame, n answered) for the figures drawn from individual replies: the answered replies of the
+        sample (:data:`audit.report.facts.SAMPLE_REPLIES`: every one of a smaller run) joined with their
+        non-NULL scores, long: one row per (request, ``scorer.measure``), columns ``request_key, group,
+        cue_type, style, model_label, post_id, sample_index``, the axes, ``outcome``, ``measure``, ``value``."""
+        cols = ["request_key", "group", "cue_type", "style", "model_label", "post_id", "outcome", "measure", "value"]
+        n_ok = self.n_answered
+        if not n_ok or not self.has_scores:
+            return pd.DataFrame(columns=cols), n_ok
+        facts = self.facts
+        keys = facts.sample_keys(SAMPLE_REPLIES)
+        r = facts.rows_of(keys)
+        keep = ["request_key", "group", "cue_type", "style", "model_label", "post_id", "sample_index",
+                *[a for a in self.axes if a in r.columns]]
+        ok = r.loc[r["status"] == "ok", keep].reset_index(drop=True)
+        sc = facts.scores_of(keys)
+        sc = sc[sc["value"].notna()]
+        pos = pd.Index(ok["request_key"].astype(str)).get_indexer(sc["request_key"].astype(str))
+        sc = sc[pos >= 0]
+        df = ok.take(pos[pos >= 0]).reset_index(drop=True)
+        df["outcome"] = (sc["scorer"].astype(str) + "." + sc["measure"].astype(str)).to_numpy()
+        df["measure"] = sc["measure"].astype(str).to_numpy()
+        df["value"] = sc["value"].to_numpy(dtype=float)
+        return df, n_ok
 
 
 def collect(run_dir: str | Path) -> ReportData:
@@ -207,31 +266,96 @@ def collect(run_dir: str | Path) -> ReportData:
     with RunStore(run_dir, create=False) as store:
         names = store.table_names()
         _refuse_stale_analysis(store, run_dir)
-        meta = store.meta_dict()
-        spec, spec_yaml = None, ""
-        if meta.get("spec_hash"):
-            try:
-                spec = store.latest_spec()
-                spec_yaml = spec._source_text or ""
-            except Exception:  # noqa: BLE001 - an old or foreign spec still gets a report
-                spec_yaml = store.spec_yaml(meta["spec_hash"])
-        variants = store.variants_df()
-        replies = store.replies_df("reply", texts=False)  # texts are read where shown (ReportData.texts)
-        # a code per row for the repeated texts: a million replies' seven scores are ~120 MB, not ~900
-        scores = store.scores_df().astype({"request_key": "category", "scorer": "category", "measure": "category",
-                                           "detail": "category"})
-        tables = {t: store.table_df(t) for t in RESULT_TABLES}
-        probe = store.table_df("probe")
-        invariance = store.table_df("invariance")
-        agreement = agreement_table(scores)  # between scorers that share a measure (e.g. epitome vs llm-judge)
-        return ReportData(
-            run_dir=run_dir, spec=spec, spec_yaml=spec_yaml, spec_hash=meta.get("spec_hash"), meta=meta,
-            variants=variants, replies=replies, scores=scores, scorer_info=store.scorer_info(), tables=tables,
-            probe=probe, probe_summary=probe_summary(store), invariance=invariance,
-            store_sha256=store.content_sha256(), store_tables=names,
-            agreement=agreement if agreement is not None and not agreement.empty else None,
-            ratings=_ratings(store), spend=_spend(store, spec),
-        )
+        # the aggregates' sorts and look-ups do with a smaller page cache (the OS caches the file too),
+        # and the report's memory stays under 1 GB at a million replies
+        store.conn.execute(f"PRAGMA cache_size=-{REPORT_CACHE_KIB}")
+        # the content hash reads every row of the store (~70 s at a million replies): a thread of its own,
+        # on its own connection, while SQLite computes the aggregates below (both release the GIL)
+        hasher = _Hasher(run_dir)
+        hasher.start()
+        try:
+            meta = store.meta_dict()
+            spec, spec_yaml = None, ""
+            if meta.get("spec_hash"):
+                try:
+                    spec = store.latest_spec()
+                    spec_yaml = spec._source_text or ""
+                except Exception:  # noqa: BLE001 - an old or foreign spec still gets a report
+                    spec_yaml = store.spec_yaml(meta["spec_hash"])
+            variants = store.variants_df()
+            facts = ReplyFacts(store)
+            summary = facts.summary()
+            outcomes = facts.scored_outcomes()
+            group_summary = facts.group_summary() if outcomes and not summary.empty else None
+            tables = {t: store.table_df(t) for t in RESULT_TABLES}
+            probe = store.table_df("probe")
+            invariance = store.table_df("invariance")
+            agreement = _agreement(facts, outcomes)  # between scorers that share a measure (e.g. epitome vs llm-judge)
+            errors, errors_left_out = facts.errors() if (summary["status"] == "failed").any() else ([], 0)
+            changed = facts.answers_changed() if summary["flagged"].sum() > 0 else []
+            ratings = _ratings(store)
+            rated = None
+            if ratings is not None:  # the rated replies' facts and scores only
+                keys = list(dict.fromkeys(ratings["request_key"].astype(str)))
+                rated = (facts.rows_of(keys), facts.scores_of(keys))
+            data = ReportData(
+                run_dir=run_dir, spec=spec, spec_yaml=spec_yaml, spec_hash=meta.get("spec_hash"), meta=meta,
+                variants=variants, summary=summary,
+                group_summary=group_summary if group_summary is not None else pd.DataFrame(
+                    columns=["model_label", "outcome", "group", "cue_type", "mean", "sd", "n"]),
+                score_outcomes=outcomes, scorer_info=store.scorer_info(), tables=tables,
+                probe=probe, probe_summary=probe_summary(store), invariance=invariance,
+                store_sha256="", store_tables=names,
+                agreement=agreement if agreement is not None and not agreement.empty else None,
+                ratings=ratings, spend=_spend(store, spec), errors=errors, errors_left_out=errors_left_out,
+                answers_changed=changed, rated=rated,
+            )
+        finally:
+            data_sha = hasher.result()
+        data.store_sha256 = data_sha
+        return data
+
+
+class _Hasher:
+    """:meth:`RunStore.content_sha256` in a thread, on a connection of its own."""
+
+    def __init__(self, run_dir: Path):
+        import threading
+
+        self.run_dir = run_dir
+        self.value: str | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="store-sha256", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with RunStore(self.run_dir, create=False, check=False) as st:
+                # one pass in index order: a page cache would only cost memory (the store's is 256 MB)
+                st.conn.execute("PRAGMA cache_size=-8192")
+                self.value = st.content_sha256()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self.error = exc
+
+    def result(self) -> str:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value or ""
+
+
+def _agreement(facts: ReplyFacts, outcomes: list[tuple[str, str]]) -> pd.DataFrame | None:
+    """:func:`agreement_table` of the scores of the measures two or more scorers share (only those
+    scores are read; a run whose scorers share no measure reads none)."""
+    by: dict[str, list[str]] = {}
+    for s, m, _ in outcomes:
+        by.setdefault(m, []).append(s)
+    shared = [(s, m) for m, ss in by.items() if len(set(ss)) > 1 for s in ss]
+    if not shared:
+        return None
+    return agreement_table(facts.scores_of_measures(sorted(shared)))
 
 
 def _spend(store: RunStore, spec: Any) -> dict[str, Any] | None:

@@ -43,6 +43,7 @@ import pandas as pd
 
 from ..scorers.measures import MeasureCatalog
 from .findings import cue_short, is_absolute, is_proportion, measure_of, outcome_label, scale_unit, short_reason
+from .facts import SAMPLE_REPLIES
 
 _ROW_H = 0.32  # inches per row in the forest plot
 NOTE_GID = "panel-note"        # gid of the text that stands in for a panel with nothing to show
@@ -323,10 +324,16 @@ def distributions(data) -> FigureOut:
                    "Boxes: quartiles of the reply scores per group; colours: cue type (the control has no cue); "
                    "diamonds: means. Unanswered and unscored replies are left out.",
                    "Box plots of reply scores per demographic group, coloured by cue type.")
-    df = data.analysis_frame
+    df, n_answered = data.sample
     if df.empty:
         fo.missing = "no scored replies are stored"
         return fo
+    n_drawn = df["request_key"].nunique()
+    if n_answered > SAMPLE_REPLIES:  # a large run: the boxes are drawn from a fixed sample of its replies
+        fo.caption += (f" Drawn from a sample of {n_drawn:,} of the {n_answered:,} answered replies (those with the "
+                       "smallest request keys, which are SHA-256 content addresses: a fixed pseudo-random sample "
+                       "independent of group, model and post); the means and SDs of every reply are in the "
+                       "per-group summary table.")
     present = list(pd.unique(df["outcome"].astype(str)))
     seen = set(present)
     outcomes = [o for o in data.outcomes if o in seen or f"x.{o}" in seen]
@@ -797,15 +804,21 @@ def refusals(data) -> FigureOut:
                    "95% bootstrap confidence intervals. Replies blocked by a content filter are counted as "
                    "refusals here.",
                    "Bar chart of refusal rates per demographic group and cue type.")
-    r = data.replies
-    sc = data.scores
-    if r.empty or sc.empty or not (sc["measure"] == "refusal").any():
+    if not data.has_replies or not any(m == "refusal" for _, m, _ in data.score_outcomes):
         fo.missing = "no refusal scores are stored (the refusal scorer was not run)"
         return fo
-    ref = sc[sc["measure"] == "refusal"][["request_key", "value"]]
-    d = r[r["status"].isin(["ok", "content_filter"])][["request_key", "group", "cue_type", "status"]]
-    d = d.merge(ref, on="request_key", how="left")
-    d.loc[d["status"] == "content_filter", "value"] = 1.0
+    st = data.status_counts
+    n_answered = int(st.loc[st["status"].isin(["ok", "content_filter"]), "n"].sum())
+    if n_answered > SAMPLE_REPLIES:  # a large run: rates and Wilson intervals from SQL counts
+        if st.loc[st["status"] == "content_filter", "n"].sum() == 0:  # answered = ok: the group summary's sums
+            gs = data.group_summary
+            gs = gs[gs["outcome"].astype(str).str.rpartition(".")[2] == "refusal"]
+            counts = gs.groupby(["group", "cue_type"], sort=True)[["n", "sum"]].sum().reset_index()
+            counts = counts.rename(columns={"group": "grp", "sum": "refused"})
+        else:
+            counts = data.facts.refusal_counts()
+        return _refusals_from_counts(fo, counts)
+    d = data.facts.refusal_rows()  # a small run: one row per answered reply, bootstrap intervals as before
     d = d.dropna(subset=["value"])
     if d.empty:
         fo.missing = "no refusal scores are stored"
@@ -814,7 +827,7 @@ def refusals(data) -> FigureOut:
     d["group"] = d["group"].map(mpl_text)
     cue_types = sorted(set(d["cue_type"].astype(str)), key=lambda c: (c != "control", c))
     d["cue"] = d["cue_type"].map(lambda c: mpl_text(cue_short(c)))
-    order = [mpl_text(g) for g in _group_order(r["group"].dropna().unique())]
+    order = [mpl_text(g) for g in _group_order(d["group"].dropna().unique())]
     order = [g for g in order if g in set(d["group"])]
     fig = Figure(figsize=(7.0, 3.3))
     ax = fig.subplots()
@@ -836,6 +849,56 @@ def refusals(data) -> FigureOut:
         _note(ax, f"no reply was flagged as a refusal (0 of {len(d)} answered replies, every group)", keep_axes=True)
     rates = d.groupby("group")["value"].mean()
     fo.alt = (f"Bar chart of refusal rates for {len(order)} groups by cue type; {n_refused} of {len(d)} answered "
+              f"replies were refusals"
+              + (f"; the highest rate is {rates.max():.0%} ({rates.idxmax()})" if n_refused else "") + ".")
+    return _finish(fo, fig)
+
+
+def _refusals_from_counts(fo: FigureOut, counts: pd.DataFrame) -> FigureOut:
+    """The refusal bar chart of a large run: each bar the exact share of refused answered replies of a
+    group and cue type (SQL counts), with its 95% Wilson score interval (Wilson 1927; for k of n,
+    centre (k + z^2/2) / (n + z^2), half-width z sqrt(k(n-k)/n + z^2/4) / (n + z^2)) instead of the
+    bootstrap a small run's chart resamples its replies for."""
+    from scipy.stats import norm
+
+    counts = counts[counts["n"] > 0]
+    if counts.empty:
+        fo.missing = "no refusal scores are stored"
+        return fo
+    fo.caption = fo.caption.replace("95% bootstrap confidence intervals", "95% Wilson intervals from the counts")
+    z = float(norm.ppf(0.975))
+    n = counts["n"].to_numpy(float)
+    k = counts["refused"].to_numpy(float)
+    rate = k / n
+    centre = (k + z * z / 2) / (n + z * z)
+    half = z * np.sqrt(np.maximum(k * (n - k) / n, 0) + z * z / 4) / (n + z * z)
+    counts = counts.assign(rate=rate, lo=centre - half, hi=centre + half)
+    _, Figure = _setup()
+    groups = _group_order(counts["grp"].astype(str).unique())
+    cue_types = sorted(set(counts["cue_type"].astype(str)), key=lambda c: (c != "control", c))
+    fig = Figure(figsize=(7.0, 3.3))
+    ax = fig.subplots()
+    width = 0.8 / max(len(cue_types), 1)
+    n_refused = int(k.sum())
+    for j, c in enumerate(cue_types):
+        sub = counts[counts["cue_type"].astype(str) == c].set_index("grp")
+        xs = [i - 0.4 + width * (j + 0.5) for i, g in enumerate(groups) if g in sub.index]
+        rows = sub.loc[[g for g in groups if g in sub.index]]
+        ax.bar(xs, rows["rate"], width, color=cue_colour(c), label=mpl_text(cue_short(c)))
+        if n_refused:
+            ax.errorbar(xs, rows["rate"], yerr=[rows["rate"] - rows["lo"], rows["hi"] - rows["rate"]], fmt="none",
+                        ecolor="0.25", elinewidth=1)
+    ax.set_xticks(range(len(groups)), [mpl_text(g) for g in groups])
+    ax.set_ylim(0, min(1.0, max(0.05, float(counts["hi"].max()) * 1.05)))
+    ax.set_ylabel("refusal rate (share of answered replies)")
+    _group_axis(ax)
+    ax.legend(title="cue type", fontsize=8, title_fontsize=8, frameon=False)
+    total = int(n.sum())
+    if not n_refused:
+        _note(ax, f"no reply was flagged as a refusal (0 of {total} answered replies, every group)", keep_axes=True)
+    by_group = counts.groupby("grp")[["refused", "n"]].sum()
+    rates = by_group["refused"] / by_group["n"]
+    fo.alt = (f"Bar chart of refusal rates for {len(groups)} groups by cue type; {n_refused} of {total} answered "
               f"replies were refusals"
               + (f"; the highest rate is {rates.max():.0%} ({rates.idxmax()})" if n_refused else "") + ".")
     return _finish(fo, fig)
