@@ -73,3 +73,25 @@ def test_invariant_to_row_order_and_cluster_labels():
     labels = pd.factorize(t["post_id"])[0] * 7 + 3
     f2 = fit_nested_ri(t["value"].to_numpy()[perm], X[perm], labels[perm])
     assert np.allclose(f1.params, f2.params, atol=1e-10) and np.allclose(f1.bse, f2.bse, atol=1e-8)
+
+
+def test_an_outcome_the_fixed_effects_reproduce_exactly_is_a_stated_zero_variance_fit():
+    """Every cell of a group has the same value and no within-cell spread: the REML criterion is log(0)
+    everywhere. The fit says so (no optimiser crash, as scipy's Powell gave on this case), with zero
+    variances and standard errors, which the gap test then reports as 'no standard error'."""
+    import numpy as np
+
+    from audit.stats.fastlmm import fit_nested_ri
+
+    X = np.array([[1, 1, 0], [1, 0, 1], [1, 0, 0]] * 5, dtype=float)
+    y = X @ np.array([-0.473, 0.1361, 0.0])
+    clusters = np.repeat(np.arange(5), 3)
+    inner = np.arange(15)
+    weights = np.tile([1.0, 2.0, 1.0], 5)
+    fit = fit_nested_ri(y, X, clusters, inner, weights=weights, within_ss=0.0)
+    np.testing.assert_allclose(fit.params, [-0.473, 0.1361, 0.0], atol=1e-12)
+    assert np.all(fit.bse == 0) and fit.scale == 0 and fit.singular
+    assert any("reproduce the outcome exactly" in w for w in fit.warnings)
+    moved = fit_nested_ri(y + np.random.default_rng(1).normal(0, 0.05, len(y)), X, clusters, inner,
+                          weights=weights, within_ss=0.0)
+    assert not any("reproduce the outcome exactly" in w for w in moved.warnings) and np.all(moved.bse > 0)

@@ -480,8 +480,12 @@ def fit_nested_ri(
 
     warnings: list[str] = []
     converged = True
-    if solve(np.zeros(2)) is None:
+    s0 = solve(np.zeros(2))
+    if s0 is None:
         raise np.linalg.LinAlgError("the fixed-effects design matrix is rank deficient")
+    # the fixed effects reproduce y (e.g. every group's values equal within each cell and no within-cell
+    # spread): no residual variation, so the criterion is log(0) everywhere and no optimiser can run
+    exact = not s0[1] > 1e-12 * float(assemble(np.zeros(2))[0][p, p])
     grid = np.r_[0.0, np.logspace(-3, 2.5, 12)]
 
     def min1d(f):
@@ -500,7 +504,11 @@ def fit_nested_ri(
             return 0.0, float(vals[0]), ok
         return float(res.x), float(res.fun), ok
 
-    if not has_inner:
+    if exact:
+        theta = np.zeros(2)
+        warnings.append("the fixed effects reproduce the outcome exactly (no variation left within the groups): "
+                        "the variances are 0 and no standard error can be estimated")
+    elif not has_inner:
         t0, _, ok = min1d(lambda t: crit(np.array([t, 0.0])))
         theta = np.array([t0, 0.0])
         if not ok:
@@ -535,7 +543,7 @@ def fit_nested_ri(
             converged = False
             warnings.append("optimiser did not converge")
     beta_c, r, logdetH, logdetA, L = solve(theta)
-    scale = r / dof
+    scale = max(r, 0.0) / dof
     Ainv = linalg.cho_solve(L, np.eye(p), check_finite=False)
     cov_c = scale * Ainv
     # undo the centring: X beta = Xc beta + shift'beta; the intercept absorbs it
