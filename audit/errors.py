@@ -31,5 +31,5 @@ class AuditError(Exception):
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.message
 
-    def __reduce__(self):  # pickled whole (an analysis part in a forked process, audit.stats.parallel)
+    def __reduce__(self):  # pickled whole (an analysis part in a forked process, audit.parallel)
         return (type(self), (self.what, self.where, self.fix))

@@ -165,7 +165,7 @@ def request_key(
 
 
 #: Score tables with at least this many rows (by rowid) are summed in two halves by :meth:`RunStore.score_cells`,
-#: the second in a forked process when two cores are free (audit.stats.parallel). The split depends on the
+#: the second in a forked process when two cores are free (audit.parallel). The split depends on the
 #: table only, never on the cores, so a run's cells are the same numbers on any machine.
 SCORE_SCAN_SPLIT_ROWS = 2_000_000
 
@@ -806,7 +806,7 @@ class RunStore:
         if lo is None or hi - lo + 1 < SCORE_SCAN_SPLIT_ROWS:
             stats, any_obs = scan_scores(self.conn, None)
         else:  # two halves of the table, the second in a forked process where two cores are free
-            from .stats.parallel import Beside, parallel_enabled
+            from .parallel import Beside, parallel_enabled
 
             mid = lo + (hi - lo) // 2
             uri = self.path.resolve().as_uri() + "?mode=ro"

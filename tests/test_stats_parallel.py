@@ -1,4 +1,4 @@
-"""The analysis's independent parts in a forked process (audit.stats.parallel) give the results of
+"""The analysis's independent parts in a forked process (audit.parallel) give the results of
 running them one after the other, number for number; failures in either process surface."""
 
 import os
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from audit.errors import AuditError
-from audit.stats import parallel
+from audit import parallel
 from audit.stats.simulate import simulate_audit_table
 from audit.stats.stage import analyze_scores
 

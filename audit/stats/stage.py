@@ -41,7 +41,7 @@ from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
 from .intervals import ADJ_COLUMNS, clip_to_range, holm_intervals
 from .paired import paired_contrasts
-from .parallel import beside
+from ..parallel import beside
 from .pooling import partial_pool
 from .power import detectable_gap
 from .ppi import ppi_table
@@ -397,7 +397,7 @@ def analyze_cells(
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
     observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
 
-    def disparities():  # independent of the gap family: in a forked process at scale (audit.stats.parallel),
+    def disparities():  # independent of the gap family: in a forked process at scale (audit.parallel),
         # where it takes about as long as everything else (1,999 permutations of every post's labels per block)
         # between the demographic groups (the control, where there is one, left out), whatever the reference:
         # a release without a control (reference = a group) has its disparities too

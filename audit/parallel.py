@@ -1,4 +1,4 @@
-"""Independent parts of one analysis run side by side in a forked process.
+"""Independent parts of one analysis (and of its pass over the scores) side by side in a forked process.
 
 Why not :mod:`concurrent.futures` / :mod:`multiprocessing` pools: they pickle the work's arguments to
 the worker, and the analysis's argument is the cell table (a few hundred MB at a million replies). A
@@ -8,7 +8,7 @@ seed, so the results are those of running the parts one after the other, number 
 (``tests/test_stats_parallel.py``).
 
 Used only where it pays and is safe: on POSIX systems with ``os.fork`` and at least two usable cores
-(``EMPATHY_AUDIT_WORKERS`` when set, as for scoring, else :func:`audit.scoring.cpu_count`), and for tables of at least
+(``EMPATHY_AUDIT_WORKERS`` when set, as for scoring, else the cores this process may use), and for tables of at least
 :data:`MIN_CELLS` cells (``EMPATHY_AUDIT_PARALLEL_MIN_CELLS``); otherwise the part runs in this process.
 The child never touches the parent's open run store (it only computes) and leaves by ``os._exit``.
 """
@@ -31,7 +31,11 @@ def parallel_enabled(n_cells: int) -> bool:
     """Whether an analysis of ``n_cells`` cells runs its independent parts in a forked process."""
     if not hasattr(os, "fork") or sys.platform == "darwin":  # macOS: fork after Accelerate/ObjC is unsafe
         return False
-    from ..scoring import cpu_count
+    def cpu_count() -> int:  # as audit.scoring.cpu_count (not imported: the store imports this module)
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - macOS, Windows
+            return os.cpu_count() or 1
 
     def env_int(name: str, default: int) -> int:
         try:
