@@ -54,9 +54,17 @@ SYSTEM = "You are a peer supporter on a mental-health forum. Reply to the post b
 
 
 def _rss_mb() -> tuple[float, float]:
-    """Peak RSS (MB) of this process and of its largest finished child."""
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    """Peak RSS (MB) of this process and of its largest finished child. This process's peak is the
+    kernel's high-water mark of its own address space (``VmHWM``): ``ru_maxrss`` carries over the
+    peak of the process that started it (a phase started by a build that held 2.6 GB reported 2.6 GB).
+    A forked child's peak counts the pages it shares with its parent."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as fh:
+            own = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):  # not Linux
+        pass
+    return own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def _text(rng: random.Random, words: int) -> str:
