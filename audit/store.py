@@ -716,7 +716,12 @@ class RunStore:
 
         def sorted_keys(sql: str, params: tuple = ()) -> np.ndarray:
             parts = [_key_bytes([r[0] for r in rows]) for rows in scan(sql, params)]
-            return np.sort(np.concatenate(parts)) if parts else np.array([], dtype=bytes)
+            if not parts:
+                return np.array([], dtype=bytes)
+            out = np.concatenate(parts)
+            del parts
+            out.sort()  # in place: 10M keys are 330 MB, and a sorted copy was another 330
+            return out
 
         def member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
             if not len(sorted_set):
@@ -735,15 +740,15 @@ class RunStore:
             rows = [r for r in rows if r[1] in vcode_of]  # a request of a variant without a post is left out
             m = len(rows)
             key_parts.append(_key_bytes([r[0] for r in rows]))
-            var_parts.append(np.fromiter((vcode_of[r[1]] for r in rows), dtype=np.int64, count=m))
-            style_parts.append(np.fromiter((style_of.setdefault(r[2], len(style_of)) for r in rows), dtype=np.int64,
+            var_parts.append(np.fromiter((vcode_of[r[1]] for r in rows), dtype=np.int32, count=m))
+            style_parts.append(np.fromiter((style_of.setdefault(r[2], len(style_of)) for r in rows), dtype=np.int32,
                                            count=m))
-            model_parts.append(np.fromiter((model_of.setdefault(r[3], len(model_of)) for r in rows), dtype=np.int64,
+            model_parts.append(np.fromiter((model_of.setdefault(r[3], len(model_of)) for r in rows), dtype=np.int32,
                                            count=m))
-            sample_parts.append(np.fromiter((r[4] if r[4] is not None else 0 for r in rows), dtype=np.int64, count=m))
+            sample_parts.append(np.fromiter((r[4] if r[4] is not None else 0 for r in rows), dtype=np.int32, count=m))
         cat = (lambda parts, dt: np.concatenate(parts) if parts else np.array([], dtype=dt))
-        keys, var = cat(key_parts, bytes), cat(var_parts, np.int64)
-        style, model, sample = cat(style_parts, np.int64), cat(model_parts, np.int64), cat(sample_parts, np.int64)
+        keys, var = cat(key_parts, bytes), cat(var_parts, np.int32)  # 32-bit codes: 10M requests x 4 x 40 MB less
+        style, model, sample = cat(style_parts, np.int32), cat(model_parts, np.int32), cat(sample_parts, np.int32)
         del key_parts, var_parts, style_parts, model_parts, sample_parts
         design = self.get_meta("design_id")
         if design is not None:
@@ -758,7 +763,8 @@ class RunStore:
             np.arange(len(styles))
         first = np.lexsort((keys, sample, style_rank[style] if len(styles) else style, vrank_arr[var]))
         keys, ok = keys[first], ok[first]
-        combined = (var[first] * max(len(styles), 1) + style[first]) * max(len(model_of), 1) + model[first]
+        combined = (var[first].astype(np.int64) * max(len(styles), 1) + style[first]) * max(len(model_of), 1) \
+            + model[first]
         del var, style, model, sample, first
         unit, uniq = pd.factorize(combined)  # units numbered in order of their first request
         unit = unit.astype(np.int64)
