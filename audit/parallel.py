@@ -7,9 +7,10 @@ small tables) is pickled back, through a pipe. Each part is a pure function of t
 seed, so the results are those of running the parts one after the other, number for number
 (``tests/test_stats_parallel.py``).
 
-Used only where it pays and is safe: on POSIX systems with ``os.fork`` and at least two usable cores
-(``EMPATHY_AUDIT_WORKERS`` when set, as for scoring, else the cores this process may use), and for tables of at least
-:data:`MIN_CELLS` cells (``EMPATHY_AUDIT_PARALLEL_MIN_CELLS``); otherwise the part runs in this process.
+Used only where it pays and is safe: on POSIX systems with ``os.fork`` (not macOS) and at least two
+usable cores (``EMPATHY_AUDIT_WORKERS`` when set, as for scoring, else the cores this process may use),
+and for tables of at least :data:`MIN_CELLS` cells (``EMPATHY_AUDIT_PARALLEL_MIN_CELLS``); otherwise
+the part runs in this process.
 The child never touches the parent's open run store (it only computes) and leaves by ``os._exit``.
 """
 
@@ -31,6 +32,7 @@ def parallel_enabled(n_cells: int) -> bool:
     """Whether an analysis of ``n_cells`` cells runs its independent parts in a forked process."""
     if not hasattr(os, "fork") or sys.platform == "darwin":  # macOS: fork after Accelerate/ObjC is unsafe
         return False
+
     def cpu_count() -> int:  # as audit.scoring.cpu_count (not imported: the store imports this module)
         try:
             return len(os.sched_getaffinity(0))
@@ -42,6 +44,7 @@ def parallel_enabled(n_cells: int) -> bool:
             return int(os.environ.get(name, "").strip() or default)
         except ValueError:
             return default
+
     workers = env_int("EMPATHY_AUDIT_WORKERS", 0) or cpu_count()  # 0 or unset: one per core, as for scoring
     return workers >= 2 and n_cells >= env_int("EMPATHY_AUDIT_PARALLEL_MIN_CELLS", MIN_CELLS)
 
