@@ -147,6 +147,16 @@ def _messy_store(run_dir):
             c.executemany("DELETE FROM scores WHERE request_key = ? AND measure = 'ER'", [(k,) for k in keys[7::9]])
 
 
+def _same_cells(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Two cell tables agree: the statistics to 1e-12 relative, every other column exactly."""
+    for c in got.columns:
+        if c in ("value", "ss", "vmin", "vmax"):
+            _close(got, want, [c], rel=1e-12)
+        else:
+            assert got[c].astype(object).where(got[c].notna(), None).tolist() == \
+                want[c].astype(object).where(want[c].notna(), None).tolist(), c
+
+
 def test_the_store_pass_gives_the_cells_of_the_reply_rows(tmp_path):
     _messy_store(tmp_path)
     with RunStore(tmp_path, create=False) as st:
@@ -155,12 +165,7 @@ def test_the_store_pass_gives_the_cells_of_the_reply_rows(tmp_path):
     assert set(got["outcome"].astype(str)) == {"epitome.ER", "epitome.ER>0", "epitome.empathy", "refusal.refusal"}
     assert len(got) == len(want) and list(got.columns) == list(want.columns)
     assert (got["n_missing"] > 0).any() and (got["n"] == 0).any()
-    for c in got.columns:
-        if c in ("value", "ss", "vmin", "vmax"):
-            _close(got, want, [c], rel=1e-12)
-        else:
-            assert got[c].astype(object).where(got[c].notna(), None).tolist() == \
-                want[c].astype(object).where(want[c].notna(), None).tolist(), c
+    _same_cells(got, want)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -183,12 +188,7 @@ def test_the_store_pass_in_two_halves_gives_the_same_cells(tmp_path, monkeypatch
         st.conn.set_trace_callback(None)
     assert any("rowid BETWEEN" in q for q in sql) and hi > lo  # the split path ran
     assert len(halves) == len(whole) and list(halves.columns) == list(whole.columns)
-    for c in whole.columns:
-        if c in ("value", "ss", "vmin", "vmax"):
-            _close(halves, whole, [c], rel=1e-12)
-        else:
-            assert halves[c].astype(object).where(halves[c].notna(), None).tolist() == \
-                whole[c].astype(object).where(whole[c].notna(), None).tolist(), c
+    _same_cells(halves, whole)
 
 
 def test_the_replies_table_is_written_for_small_runs_and_on_request(tmp_path, monkeypatch):

@@ -226,6 +226,16 @@ class _Patterns:
         self._A = A.reshape(len(m_vals), q * q)
         self._C = C.reshape(-1, q * q)
 
+    @staticmethod
+    def _group_patterns(counts: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The distinct rows of ``counts`` (groups x cell sizes: each group's *pattern*) and each group's
+        pattern, or None when the pattern sums would exceed :data:`_PATTERN_FLOATS` floats."""
+        pats, pat_of_group = np.unique(counts, axis=0, return_inverse=True)
+        K = counts.shape[1]
+        if len(pats) * (K * q) ** 2 + K * q * q > _PATTERN_FLOATS:
+            return None
+        return pats, pat_of_group.ravel()
+
     @classmethod
     def build(cls, S: np.ndarray, n_cell: np.ndarray, gstarts: np.ndarray, n_groups: int) -> "_Patterns | None":
         q = S.shape[1]
@@ -234,10 +244,10 @@ class _Patterns:
         group_of_cell = np.repeat(np.arange(n_groups), np.diff(np.r_[gstarts, len(n_cell)]))
         counts = np.zeros((n_groups, K))
         np.add.at(counts, (group_of_cell, m_idx), 1.0)
-        pats, pat_of_group = np.unique(counts, axis=0, return_inverse=True)
-        pat_of_group = pat_of_group.ravel()
-        if len(pats) * (K * q) ** 2 + K * q * q > _PATTERN_FLOATS:
+        found = cls._group_patterns(counts, q)
+        if found is None:
             return None
+        pats, pat_of_group = found
         A = np.zeros((K, q, q))
         for j in range(K):
             Sj = S[m_idx == j]
@@ -268,10 +278,10 @@ class _Patterns:
         K = len(m_vals)
         gm = cell_group.astype(np.int64) * K + m_idx
         counts = np.bincount(gm, minlength=n_groups * K).astype(float).reshape(n_groups, K)
-        pats, pat_of_group = np.unique(counts, axis=0, return_inverse=True)
-        pat_of_group = pat_of_group.ravel()
-        if len(pats) * (K * q) ** 2 + K * q * q > _PATTERN_FLOATS:
+        found = cls._group_patterns(counts, q)
+        if found is None:
             return None
+        pats, pat_of_group = found
         A = np.zeros((K, q, q))
         for j in range(K):
             sel = m_idx == j

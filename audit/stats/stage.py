@@ -872,13 +872,12 @@ def _declared_ranges(store: RunStore, table: pd.DataFrame) -> dict[str, tuple[fl
 
 def analysis_fingerprint(store: RunStore, spec: Any) -> str:
     """SHA-256 of everything the analysis reads: the tool version (a new version refits), the spec's
-    analysis settings, every stored score and every reply's status
-    (:meth:`audit.store.RunStore.analysis_inputs_lines`)."""
+    analysis settings, every stored score and every reply's status (failed replies are missing outcomes;
+    :meth:`audit.store.RunStore.analysis_inputs_lines`)."""
     h = hashlib.sha256()
     h.update(f"empathy-audit {__version__}\n".encode())
     h.update(canonical_json(spec.analysis.model_dump(mode="json")).encode())
     h.update(f"design {store.get_meta('design_id')}\n".encode())  # the rows the analysis works on
-    h.update(canonical_json(store.reply_status_counts()).encode())  # failed replies are missing outcomes
     for lines in store.analysis_inputs_lines():
         h.update(lines.encode())
     human = _human_from_store(store)
