@@ -180,12 +180,19 @@ def test_the_store_pass_in_two_halves_gives_the_same_cells(tmp_path, monkeypatch
     monkeypatch.setattr(store_mod, "SCORE_SCAN_SPLIT_ROWS", 1)
     monkeypatch.setenv("EMPATHY_AUDIT_WORKERS", workers)
     monkeypatch.setenv("EMPATHY_AUDIT_PARALLEL_MIN_CELLS", "0")
+    import audit.arrow_scan as arrow_mod
+
+    sql = []
+    real_scan = arrow_mod.scan
+
+    def traced(path, query, *args, **kw):  # the parent's scans (a forked child's calls stay in the child)
+        sql.append(query)
+        return real_scan(path, query, *args, **kw)
+
+    monkeypatch.setattr(arrow_mod, "scan", traced)
     with RunStore(tmp_path, create=False) as st:
         lo, hi = st.conn.execute("SELECT min(rowid), max(rowid) FROM scores").fetchone()
-        sql = []
-        st.conn.set_trace_callback(sql.append)
         halves = analysis_cells(st)
-        st.conn.set_trace_callback(None)
     assert any("rowid BETWEEN" in q for q in sql) and hi > lo  # the split path ran
     assert len(halves) == len(whole) and list(halves.columns) == list(whole.columns)
     _same_cells(halves, whole)

@@ -36,12 +36,13 @@ from .axes import axis_contrasts as axis_contrasts_of
 from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .corrections import adjust_family
 from .designs import detect_design
-from .disparity import adjust_with, disparity_table, keep_matched, reference_map
+from .disparity import DisparityBlocks, adjust_with, keep_matched, reference_map
 from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
 from .intervals import ADJ_COLUMNS, clip_to_range, holm_intervals
 from .paired import paired_contrasts
-from ..parallel import beside
+from ..memory import release_free_memory
+from ..parallel import Beside, SharedTasks, parallel_enabled
 from .pooling import partial_pool
 from .power import detectable_gap
 from .ppi import ppi_table
@@ -188,6 +189,7 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
     :func:`table_cells`, with the columns :func:`analyze_cells` reads. The text columns are categoricals.
     """
     units, stats = store.score_cells()
+    release_free_memory()  # the pass's request keys and chunks are freed: its heap back to the system
     axes = [c for c in units.columns if c not in _NOT_AXES | {"n_requests", "n_any", "group"}]
     cols = _CELL_COLS + axes + ["value"] + CELL_STATS + ["n_any"]
     if units.empty or not stats:
@@ -248,7 +250,10 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
     for c in ("ss", "vmin", "vmax", "all01"):
         data[c] = column(c)
     data["n_any"] = np.repeat(units["n_any"].to_numpy(), K)
-    return pd.DataFrame(data, columns=cols)
+    out = pd.DataFrame(data, columns=cols)
+    del data, per
+    release_free_memory()
+    return out
 
 
 def _compact(df: pd.DataFrame) -> pd.DataFrame:
@@ -395,14 +400,18 @@ def analyze_cells(
     cue types pooled), with Holm and BH within that table (exploratory, outside the gap family).
     """
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
-    observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
+    # the observed cells (n > 0) as a mask, not a copy: a copy was another ~240 MB at a million replies
+    seen = table["n"].to_numpy() > 0
 
-    def disparities():  # independent of the gap family: in a forked process at scale (audit.parallel),
-        # where it takes about as long as everything else (1,999 permutations of every post's labels per block)
-        # between the demographic groups (the control, where there is one, left out), whatever the reference:
-        # a release without a control (reference = a group) has its disparities too
-        return disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n")
-    side = beside(disparities, len(table))
+    # the disparity tests between the demographic groups (the control, where there is one, left out),
+    # whatever the reference: a release without a control (reference = a group) has its disparities too.
+    # Independent of the gap family: at scale (audit.parallel) a forked process starts on the blocks and
+    # this one takes the blocks left when its own fits are done (1,999 bootstrap resamples and
+    # permutations of every post's labels per block: about as long as everything else)
+    disparity_blocks = DisparityBlocks(table, control="control", alpha=alpha, seed=seed, weight="n", keep=seen)
+    fork = parallel_enabled(len(table))
+    tasks = SharedTasks(disparity_blocks.n) if fork else None
+    side = Beside(lambda: disparity_blocks.rows(tasks.take if tasks else None), fork)
     paired_parts: list[pd.DataFrame] = []
     formulas: set[str] = set()
 
@@ -458,11 +467,12 @@ def analyze_cells(
         models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
                                            pre_registered=bool(primary) and reference_model is not None,
                                            model_order=model_order, cells=CELLS)
-        variability = _variability(observed, reference)
+        variability = _variability(table, seen, reference)
+        mine = disparity_blocks.rows(tasks.take) if tasks else {}  # the blocks the forked process has not taken
     except BaseException:
         side.cancel()
         raise
-    disparity = side.result()
+    disparity = disparity_blocks.table_of({**side.result(), **mine})
     res["family_id"] = _family_id(res)
     if not models.empty:  # several models: the differences of gaps join the family (audit.stats.models_compare)
         notes = notes + model_notes
@@ -480,7 +490,7 @@ def analyze_cells(
         ppi = _with_human(rows[rows["value"].notna()], human, reference, alpha)
     if margins:
         res, disparity = verdicts(res, disparity, ppi, margins, alpha=alpha, reference=reference)
-    binary = _binary_outcomes(observed)
+    binary = _binary_outcomes(table)  # it reads the observed cells only
     rng = {o: (0.0, 1.0) for o in binary}
     rng.update({o: tuple(r) for o, r in (ranges or {}).items() if r is not None})
     res = holm_intervals(clip_to_range(res, rng), alpha=alpha, ranges=rng,
@@ -551,7 +561,7 @@ def analyze_cells(
         mde, rel = detectable_gap(se, ref_mean, alpha=alpha, family_size=m, power=power)
         zc = stats.norm.ppf(1 - alpha / (2 * max(m, 1)))
         pw_gap = float(stats.norm.cdf(abs(power_gap * ref_mean) / se - zc)) if se > 0 else np.nan
-        d_om = observed[(observed["outcome"] == outcome) & (observed["model_label"] == model)]
+        d_om = table[((table["outcome"] == outcome) & (table["model_label"] == model)).to_numpy() & seen]
         pw_rows.append(dict(outcome=outcome, model_label=model, ref_mean=ref_mean, se=se, detectable_gap=mde,
                             detectable_relative_gap=rel, power=power, alpha=alpha, family_size=m,
                             gap=power_gap, power_at_gap=pw_gap,
@@ -592,7 +602,7 @@ def analyze_cells(
         "fallbacks_used": fallbacks.value_counts().to_dict(),
         "singular_fits": int(res["warning"].astype(str).str.contains("singular").sum()),
         "not_fitted": notes,
-        "n_rows": int(observed["n"].sum()),
+        "n_rows": int(table["n"].sum()),  # the empty cells add 0
         "design": design.kind,
         "design_statement": design.statement(),
         "software": software_versions(),
@@ -631,18 +641,19 @@ def _binary_outcomes(observed: pd.DataFrame) -> list[str]:
     return sorted(str(o) for o, r in g.iterrows() if bool(r["b"]) and r["lo"] == 0.0 and r["hi"] == 1.0)
 
 
-def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
+def _variability(table: pd.DataFrame, seen: np.ndarray, reference: str) -> pd.DataFrame:
     """``results_variability``: with repeated samples of a variant (``samples > 1``), the within-variant
     sampling variance of every continuous outcome and model, the share of a gap's variance it explains
     and the advice on samples versus posts (:func:`audit.stats.models_compare.sampling_variability`);
-    empty with one sample per variant."""
-    if observed.empty or observed["n"].max() < 2:
+    empty with one sample per variant. ``seen``: the observed cells (n > 0), the rows it reads."""
+    if not seen.any() or table["n"].max() < 2:
         return pd.DataFrame()
-    flags = observed[["outcome", CELLS.n, CELLS.binary, CELLS.lo, CELLS.hi]]  # a group-by copies its slices
+    flags = table.loc[seen, ["outcome", CELLS.n, CELLS.binary, CELLS.lo, CELLS.hi]]  # a group-by copies its slices
     cont = [o for o, d in flags.groupby("outcome") if not cells_binary(d)]
-    cols = [c for c in observed.columns if c in {"outcome", "model_label", "value", "group", "post_id", "variant_id",
-                                                  "style", *CELL_STATS}]  # the rows are copied: only what it reads
-    return sampling_variability(observed.loc[observed["outcome"].isin(cont).to_numpy(), cols],
+    del flags
+    cols = [c for c in table.columns if c in {"outcome", "model_label", "value", "group", "post_id", "variant_id",
+                                               "style", *CELL_STATS}]  # the rows are copied: only what it reads
+    return sampling_variability(table.loc[seen & table["outcome"].isin(cont).to_numpy(), cols],
                                 replicate="sample_index", reference=reference, cells=CELLS)
 
 
