@@ -26,7 +26,10 @@ if sys.platform.startswith("linux"):
 
 
 def release_free_memory() -> bool:
-    """Return the C heap's free memory to the operating system (glibc ``malloc_trim(0)``); whether it ran."""
+    """Return the C heap's free memory to the operating system (glibc ``malloc_trim(0)``, and Arrow's
+    memory pool); whether the C heap was trimmed."""
+    if "pyarrow" in sys.modules:  # Arrow's own allocator (mimalloc) keeps freed batches of the scans (~110 MB at 1M)
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
     if _LIBC is None:  # pragma: no cover - not glibc
         return False
     _LIBC.malloc_trim(0)

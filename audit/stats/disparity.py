@@ -64,6 +64,7 @@ import pandas as pd
 
 from ..errors import AuditError
 from .corrections import adjust_family
+from .textcodes import block_numbers
 
 __all__ = ["reference_map", "keep_matched", "max_min_disparity", "DisparityBlocks", "disparity_table", "adjust_with",
            "DISPARITY_COLUMNS"]
@@ -482,11 +483,7 @@ class DisparityBlocks:
         self.seed = seed
         # the groupby's blocks in its order (the seeds follow it), taken one at a time: iterating the
         # groupby would first copy the whole table in sorted order (+330 MB at a million replies)
-        gb = table.groupby(["outcome", "model_label"], sort=True)
-        codes = gb.ngroup().to_numpy()
-        if codes.dtype.kind == "f":  # rows with a missing key: NaN, in no block
-            codes = np.where(np.isnan(codes), -1, codes).astype(np.int64)
-        n = gb.ngroups
+        codes, n = block_numbers(table, ["outcome", "model_label"])
         if keep is not None:  # the blocks with a kept row, numbered in order: those of table[keep]'s groupby
             codes = np.where(keep, codes, -1)
             present = np.zeros(n + 1, dtype=bool)

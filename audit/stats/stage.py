@@ -36,6 +36,7 @@ from .axes import axis_contrasts as axis_contrasts_of
 from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .corrections import adjust_family
 from .designs import detect_design
+from .textcodes import block_numbers
 from .disparity import DisparityBlocks, adjust_with, keep_matched, reference_map
 from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
@@ -250,7 +251,7 @@ def analysis_cells(store: RunStore, spec: Any = None) -> pd.DataFrame:
     for c in ("ss", "vmin", "vmax", "all01"):
         data[c] = column(c)
     data["n_any"] = np.repeat(units["n_any"].to_numpy(), K)
-    out = pd.DataFrame(data, columns=cols)
+    out = pd.DataFrame(data, columns=cols, copy=False)  # each column as made: consolidating copied ~180 MB at 1M
     del data, per
     release_free_memory()
     return out
@@ -410,6 +411,7 @@ def analyze_cells(
     # permutations of every post's labels per block: about as long as everything else)
     disparity_blocks = DisparityBlocks(table, control="control", alpha=alpha, seed=seed, weight="n", keep=seen)
     fork = parallel_enabled(len(table))
+    release_free_memory()  # before the fork: the child starts from what is in use
     tasks = SharedTasks(disparity_blocks.n) if fork else None
     side = Beside(lambda: disparity_blocks.rows(tasks.take if tasks else None), fork)
     paired_parts: list[pd.DataFrame] = []
@@ -419,9 +421,9 @@ def analyze_cells(
         """One (outcome, model, style) block at a time, taken out of the table by its group number: a
         groupby's iteration (and a list of every block) would hold a sorted copy of the whole table
         (~450 MB at a million replies). The paired contrasts of each block are made on the way."""
-        key = table.groupby(["outcome", "model_label"], sort=True, observed=True).ngroup().to_numpy()
+        key, n_blocks = block_numbers(table, ["outcome", "model_label"])
         order = np.argsort(key, kind="stable")
-        bounds = np.searchsorted(key[order], np.arange(int(key.max()) + 2 if len(key) else 1))
+        bounds = np.searchsorted(key[order], np.arange(n_blocks + 1))
         for k in range(len(bounds) - 1):
             d_om = table.take(order[bounds[k]:bounds[k + 1]])
             outcome, model = d_om["outcome"].iloc[0], d_om["model_label"].iloc[0]
@@ -464,10 +466,13 @@ def analyze_cells(
             first = notes[0] if notes else "no test could be fitted"
             raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
                              fix="score more posts (a random-intercept model needs at least 5) or check the scores")
+        release_free_memory()  # each phase's peak starts from what is in use, not from the last one's heap
         models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
                                            pre_registered=bool(primary) and reference_model is not None,
                                            model_order=model_order, cells=CELLS)
+        release_free_memory()
         variability = _variability(table, seen, reference)
+        release_free_memory()
         mine = disparity_blocks.rows(tasks.take) if tasks else {}  # the blocks the forked process has not taken
     except BaseException:
         side.cancel()
