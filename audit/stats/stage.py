@@ -36,7 +36,7 @@ from .axes import axis_contrasts as axis_contrasts_of
 from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .corrections import adjust_family
 from .designs import detect_design
-from .textcodes import block_numbers
+from .textcodes import block_numbers, text_factorize
 from .disparity import DisparityBlocks, adjust_with, keep_matched, reference_map
 from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
@@ -451,7 +451,7 @@ def analyze_cells(
 
     ax = [a for a in axes if a in table.columns]
     group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
-    between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
+    between = (reference_map(sorted(text_factorize(table["group"])[1]), reference_group, group_axes)
                if reference_group else {})
     keep_all = [reference, *extra_references]
     references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
@@ -805,7 +805,7 @@ def _checked_margins(margins: dict[str, Any] | None, table: pd.DataFrame) -> dic
     """``analysis.margins`` whose every key names a stored outcome (else an AuditError naming it)."""
     if not margins:
         return None
-    have = sorted(str(o) for o in pd.unique(table["outcome"].astype(str)))
+    have = sorted(str(o) for o in text_factorize(table["outcome"])[1])
     for key in margins:
         if not any(o == key or ("." not in key and o.rpartition(".")[2] == key) for o in have):
             raise AuditError(f"analysis.margins names '{key}', which the stored scores do not have",
@@ -883,7 +883,9 @@ def analyze_store(store: RunStore, spec: Any) -> AnalysisResult:
 def _declared_ranges(store: RunStore, table: pd.DataFrame) -> dict[str, tuple[float, float] | None]:
     """``{outcome: (min, max)}`` of every outcome in ``table`` from its scorer's measure declaration."""
     catalog = MeasureCatalog.from_scorer_info(store.scorer_info())
-    return {str(o): catalog.measure(str(o)).range for o in table["outcome"].astype(str).unique()}
+    # the distinct texts in order of appearance from the categorical's codes (astype(str) made a string per cell:
+    # ~250 MB at a million replies)
+    return {str(o): catalog.measure(str(o)).range for o in text_factorize(table["outcome"])[1]}
 
 
 def analysis_fingerprint(store: RunStore, spec: Any) -> str:
