@@ -159,10 +159,10 @@ def _cells(d: pd.DataFrame, outcome: str, group: str, cluster: str, unit: str, w
 
 def _group_means(sums, counts, cell_post, cell_group, n_post, n_group, w):
     """Within-post group means (centred) for post weights ``w`` (B x P): (B x G)."""
-    S = np.zeros((n_post, n_group))
-    N = np.zeros((n_post, n_group))
-    np.add.at(S, (cell_post, cell_group), sums)
-    np.add.at(N, (cell_post, cell_group), counts)
+    # one bincount per table: the same additions in the same (cell) order as np.add.at, ~5x faster
+    at = cell_post * n_group + cell_group
+    S = np.bincount(at, sums, n_post * n_group).reshape(n_post, n_group)
+    N = np.bincount(at, counts, n_post * n_group).reshape(n_post, n_group)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (w @ S) / (w @ N)
 
@@ -204,16 +204,17 @@ def _post_weights(rng: np.random.Generator, P: int, n_boot: int) -> np.ndarray:
     counted (O(n_boot P)); numpy's ``multinomial`` draws P binomials per row, ten times slower at 7,000
     posts.
 
-    The indices are drawn :data:`_BOOT_ROWS` rows at a time and counted row by row straight into the
+    The indices are drawn :data:`_BOOT_ROWS` rows at a time and counted (one bincount per block of rows) into the
     float weights: the same numbers as one ``rng.integers(0, P, size=(n_boot, P))`` (the generator's
     stream does not depend on how a draw is split into calls) and the same state of ``rng`` after, without
     the four n_boot x P temporaries of counting them all at once (at 7,400 posts: 0.5 s and 470 MB a test).
     """
     w = np.empty((n_boot, P))
     for start in range(0, n_boot, _BOOT_ROWS):
-        idx = rng.integers(0, P, size=(min(_BOOT_ROWS, n_boot - start), P))
-        for i, row in enumerate(idx, start):
-            w[i] = np.bincount(row, minlength=P)
+        rows = min(_BOOT_ROWS, n_boot - start)
+        idx = rng.integers(0, P, size=(rows, P))
+        idx += (P * np.arange(rows))[:, None]  # row r's posts counted in bins r*P .. r*P + P - 1: one bincount
+        w[start:start + rows] = np.bincount(idx.ravel(), minlength=rows * P).reshape(rows, P)
     return w
 
 
