@@ -711,15 +711,21 @@ def gap_test(
         cond = "__condition__"
         dd = d.copy()
         is_ref = dd[group] == ctrl
-        dd[cond] = np.where(is_ref, ctrl, dd[group].astype(str) + "\x1f" + dd[by].astype(str))
+        # each distinct (group, level) pair's label made once, not a text per row
+        gc, gt = text_factorize(dd[group])
+        bc, bt = text_factorize(dd[by])
+        pairs, which = np.unique(gc.astype(np.int64) * len(bt) + bc, return_inverse=True)
+        label = np.array([gt[p // len(bt)] + "\x1f" + bt[p % len(bt)] for p in pairs], dtype=object)
+        dd[cond] = np.where(is_ref, ctrl, label[which.ravel()])
         rows, _ = _fit_stated(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary,
                               cells)
         r = pd.DataFrame(rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object})
         split = r["group"].str.split("\x1f", n=1, expand=True)
         r["group"] = split[0]
         r.insert(1, by, split[1])
+        by_text = as_text(d[by])
         for lv, idx in r.groupby(by).groups.items():
-            sub = d[(d[group] == ctrl) | (d[by].astype(str) == lv)]
+            sub = d[((d[group] == ctrl).to_numpy(dtype=bool)) | (by_text == lv)]
             r.loc[idx] = annotate(r.loc[idx].copy(), sub, lv)
         parts.append(r)
     else:
