@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audit.errors import AuditError
 from audit.stats import gap_test
 from audit.stats.cells import CELLS, cells_from_rows
 from audit.stats.fastlmm import fit_nested_ri
@@ -217,3 +218,25 @@ def test_the_replies_table_is_written_for_small_runs_and_on_request(tmp_path, mo
     assert cli_main(["report", str(run), "--replies-table"]) == 0
     text = (run / "tables" / "replies.csv").read_text(encoding="utf-8")
     assert text.count("\n") > 3
+
+
+def test_the_store_pass_reads_null_styles_as_the_rows_do_and_refuses_a_score_that_is_text(tmp_path):
+    """The pass reads the store as Arrow columns (audit/arrow_scan.py), which need one type per column: a
+    NULL style is read beside its text (the cells equal those of the reply rows), and a
+    score stored as text is one clear error naming the request, not a silent zero."""
+    _messy_store(tmp_path)
+    with RunStore(tmp_path, create=False) as st:
+        keys = [r[0] for r in st.conn.execute("SELECT request_key FROM requests WHERE purpose = 'reply'"
+                                              " ORDER BY rowid")]
+        with st.transaction() as c:  # NULL style on the first rows (the reader's types come from its first batch)
+            c.executemany("UPDATE requests SET style = NULL WHERE request_key = ?", [(k,) for k in keys[:40]])
+        got = analysis_cells(st)
+        want = table_cells(analysis_table(st, compact=True))
+        assert "default" in set(got["style"].astype(str))
+        _same_cells(got, want)
+        bad = keys[50]
+        with st.transaction() as c:
+            c.execute("UPDATE scores SET value = 'n/a' WHERE request_key = ? AND measure = 'empathy'", (bad,))
+        with pytest.raises(AuditError) as e:
+            analysis_cells(st)
+    assert "not a number" in e.value.what and bad in e.value.what
