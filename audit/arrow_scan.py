@@ -9,7 +9,7 @@ fills Arrow arrays: the same scan is ~1.8 s (measured on ``benchmarks/bench_run_
 The driver infers each column's Arrow type from the first rows it reads and refuses a later row of
 another type; the queries given here must therefore make every column type-stable in SQL (``ifnull``
 with an ``IS NULL`` flag, ``CAST``). :func:`key_codes` turns a column of request keys into the
-fixed-width codes :func:`audit.store._key_bytes` makes from Python strings, without a Python object
+fixed-width codes :func:`audit.keycodes.key_bytes` makes from Python strings, without a Python object
 per key.
 """
 
@@ -20,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+
+from .keycodes import key_bytes
 
 #: Rows the driver puts in one Arrow batch (its default, 1,024, costs ~1 s of per-batch overhead on a
 #: 7-million-row scan).
@@ -78,11 +80,9 @@ def column(table: pa.Table, i: int) -> pa.Array:
 
 
 def key_codes(keys: pa.Array) -> np.ndarray:
-    """Request keys as the fixed-width codes of :func:`audit.store._key_bytes` (``b"\\x01"`` + 32 raw
+    """Request keys as the fixed-width codes of :func:`audit.keycodes.key_bytes` (``b"\\x01"`` + 32 raw
     bytes for a key of 64 lowercase hex digits, ``b"\\x02"`` + UTF-8 bytes for any other): decoded
     from the Arrow string buffers in numpy when every key is 64 lowercase hex digits, else key by key."""
-    from .store import _key_bytes
-
     n = len(keys)
     if not n:
         return np.array([], dtype="S33")
@@ -100,4 +100,4 @@ def key_codes(keys: pa.Array) -> np.ndarray:
                 v[:, 0] = 1
                 v[:, 1:] = val.reshape(n, 32).astype(np.uint8)
                 return out
-    return _key_bytes(keys.to_pylist())
+    return key_bytes(keys.to_pylist())

@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AuditError
+from .keycodes import find_keys as _find_keys, key_prefix as _key_prefix
 from .store_migrations import SCHEMA_VERSION, execute_script, migrate, now_iso  # noqa: F401 - re-exported
 
 STORE_FILENAME = "store.sqlite"
@@ -193,65 +194,6 @@ def _merge_score_sums(stats: dict[str, dict[str, np.ndarray]], any_obs: np.ndarr
         np.maximum(a["max"], b["max"], out=a["max"])
         for c in ("not01", "not012", "pos"):
             a[c] += b[c]
-
-
-def _key_bytes(keys) -> np.ndarray:
-    """Request keys as a fixed-width bytes array for sorting and matching in numpy, one code per key
-    whatever the chunk it comes in: a key of 64 lowercase hex digits (every key this tool makes: a
-    SHA-256 digest) is ``b"\\x01"`` + its 32 raw bytes, any other key ``b"\\x02"`` + its UTF-8 bytes (the
-    prefixes keep the two kinds apart). Half the memory of the text: 10M keys are 330 MB, not 640 MB."""
-    n = len(keys)
-    if not n:
-        return np.array([], dtype="S33")
-    joined = "".join(keys)
-    if len(joined) == 64 * n and set(map(len, keys)) == {64} and not any(c in joined for c in "ABCDEF"):
-        try:
-            raw = bytes.fromhex(joined)
-        except ValueError:
-            raw = None
-        if raw is not None:
-            out = np.empty(n, dtype="S33")
-            v = out.view(np.uint8).reshape(n, 33)
-            v[:, 0] = 1
-            v[:, 1:] = np.frombuffer(raw, dtype=np.uint8).reshape(n, 32)
-            return out
-    return np.array([_key_code(k) for k in keys], dtype=bytes)
-
-
-def _key_code(k: str) -> bytes:
-    if len(k) == 64 and not any(c in k for c in "ABCDEF"):
-        try:
-            return b"\x01" + bytes.fromhex(k)
-        except ValueError:
-            pass
-    return b"\x02" + k.encode()
-
-
-def _key_prefix(codes: np.ndarray) -> np.ndarray:
-    """The first 8 bytes of each fixed-width key code as a big-endian uint64: sorted codes have sorted
-    prefixes (bytes compare as the integer does), and numpy searches uint64 ~3x faster than 33-byte strings."""
-    w = codes.dtype.itemsize
-    head = np.zeros((len(codes), 8), dtype=np.uint8)
-    head[:, :min(w, 8)] = codes.view(np.uint8).reshape(len(codes), w)[:, :8]
-    return head.view(">u8").ravel().astype(np.uint64)
-
-
-def _find_keys(sorted_codes: np.ndarray, sorted_prefix: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(pos, hit)``: for each of ``codes`` its index in ``sorted_codes`` and whether it is there. Searched by
-    the 8-byte prefix, then checked whole; a code whose prefix several stored codes share (two SHA-256 keys
-    with the same first 64 bits: almost never) is searched again by the whole code."""
-    if not len(sorted_codes):
-        return np.zeros(len(codes), dtype=np.int64), np.zeros(len(codes), dtype=bool)
-    pos = np.searchsorted(sorted_prefix, _key_prefix(codes))
-    pos[pos >= len(sorted_codes)] = 0
-    hit = sorted_codes[pos] == codes
-    again = np.flatnonzero(~hit)
-    if len(again):
-        p2 = np.searchsorted(sorted_codes, codes[again])
-        p2[p2 >= len(sorted_codes)] = 0
-        pos[again] = p2
-        hit[again] = sorted_codes[p2] == codes[again]
-    return pos, hit
 
 
 def _dict_codes(texts, is_null, table: dict[Any, int], add: bool = True) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from audit.arrow_scan import key_codes, scan
-from audit.store import _find_keys, _key_bytes, _key_prefix
+from audit.keycodes import find_keys as _find_keys, key_bytes as _key_bytes, key_prefix as _key_prefix
 
 
 def _keys(n: int, seed: int = 0) -> list[str]:
