@@ -436,14 +436,14 @@ def _analyze_cells(
 ) -> AnalysisResult:
     axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
     # the observed cells (n > 0) as a mask, not a copy: a copy was another ~240 MB at a million replies
-    seen = table["n"].to_numpy() > 0
+    observed_rows = table["n"].to_numpy() > 0
 
     # the disparity tests between the demographic groups (the control, where there is one, left out),
     # whatever the reference: a release without a control (reference = a group) has its disparities too.
     # Independent of the gap family: at scale (audit.parallel) a forked process starts on the blocks and
     # this one takes the blocks left when its own fits are done (1,999 bootstrap resamples and
     # permutations of every post's labels per block: about as long as everything else)
-    disparity_blocks = DisparityBlocks(table, control="control", alpha=alpha, seed=seed, weight="n", keep=seen)
+    disparity_blocks = DisparityBlocks(table, control="control", alpha=alpha, seed=seed, weight="n", keep=observed_rows)
     fork = parallel_enabled(len(table))
     release_free_memory()  # before the fork: the child starts from what is in use
     tasks = SharedTasks(disparity_blocks.n) if fork else None
@@ -505,7 +505,7 @@ def _analyze_cells(
                                            pre_registered=bool(primary) and reference_model is not None,
                                            model_order=model_order, cells=CELLS)
         release_free_memory()
-        variability = _variability(table, seen, reference)
+        variability = _variability(table, observed_rows, reference)
         release_free_memory()
         mine = disparity_blocks.rows(tasks.take) if tasks else {}  # the blocks the forked process has not taken
     except BaseException:
@@ -600,7 +600,7 @@ def _analyze_cells(
         mde, rel = detectable_gap(se, ref_mean, alpha=alpha, family_size=m, power=power)
         zc = stats.norm.ppf(1 - alpha / (2 * max(m, 1)))
         pw_gap = float(stats.norm.cdf(abs(power_gap * ref_mean) / se - zc)) if se > 0 else np.nan
-        d_om = table[((table["outcome"] == outcome) & (table["model_label"] == model)).to_numpy() & seen]
+        d_om = table[((table["outcome"] == outcome) & (table["model_label"] == model)).to_numpy() & observed_rows]
         pw_rows.append(dict(outcome=outcome, model_label=model, ref_mean=ref_mean, se=se, detectable_gap=mde,
                             detectable_relative_gap=rel, power=power, alpha=alpha, family_size=m,
                             gap=power_gap, power_at_gap=pw_gap,
