@@ -22,6 +22,7 @@ from ..store import STORE_FILENAME, RunStore
 from ..scorers.measures import MeasureCatalog
 from .facts import SAMPLE_REPLIES, ReplyFacts
 from .findings import measure_of
+from ..stats.stage import GROUP_SUMMARY_TABLE, stored_group_summary
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
                  "results_disparity", "results_ppi", "results_models",
@@ -53,7 +54,7 @@ class ReportData:
     probe: pd.DataFrame | None
     probe_summary: pd.DataFrame | None
     invariance: pd.DataFrame | None
-    store_sha256: str
+    _store_sha256: str
     agreement: pd.DataFrame | None = None
     store_tables: list[str] = field(default_factory=list)
     ratings: pd.DataFrame | None = None  # human ratings (table ratings, audit/ratings/); None when none stored
@@ -63,6 +64,16 @@ class ReportData:
     answers_changed: list[dict[str, Any]] = field(default_factory=list)
     rated: tuple[pd.DataFrame, pd.DataFrame] | None = None  # (replies, scores) of the rated replies
     _reader: RunStore | None = field(default=None, repr=False, compare=False)
+    _hasher: "_Hasher | None" = field(default=None, repr=False, compare=False)
+
+    @property
+    def store_sha256(self) -> str:
+        """:meth:`RunStore.content_sha256` of the store, computed in a thread since :func:`collect`
+        (joined here, when first asked)."""
+        if self._hasher is not None:
+            self._store_sha256 = self._hasher.result()
+            self._hasher = None
+        return self._store_sha256
 
     # ------------------------------------------------------------------ bounded reads, when shown
     @property
@@ -82,7 +93,10 @@ class ReportData:
 
     def close(self) -> None:
         """Close the store connection :attr:`facts` opened (the last connection to close a store in
-        WAL mode folds its log into store.sqlite)."""
+        WAL mode folds its log into store.sqlite) and wait for the content hash's thread."""
+        if self._hasher is not None:
+            self._hasher.thread.join()
+            self._hasher = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -141,7 +155,8 @@ class ReportData:
             return pd.DataFrame(columns=["model_label", "endpoint_id", "model_name", "model_reported", "runtime",
                                          "runtime_version", "params", "embedded"])
         rows = []
-        firsts = self.facts.first_rows("q.model_label", "r.status IS NOT NULL").drop_duplicates("model_label")
+        firsts = self.facts.first_rows("q.model_label", "r.status IS NOT NULL",
+                                       values=sorted(s["model_label"].dropna().unique())).drop_duplicates("model_label")
         firsts = firsts.set_index("model_label", drop=False)
         for label, d in s.groupby("model_label", sort=True):
             first = firsts.loc[label].to_dict() if label in firsts.index else {}
@@ -269,10 +284,13 @@ def collect(run_dir: str | Path) -> ReportData:
         # the aggregates' sorts and look-ups do with a smaller page cache (the OS caches the file too),
         # and the report's memory stays under 1 GB at a million replies
         store.conn.execute(f"PRAGMA cache_size=-{REPORT_CACHE_KIB}")
-        # the content hash reads every row of the store (~70 s at a million replies): a thread of its own,
-        # on its own connection, while SQLite computes the aggregates below (both release the GIL)
-        hasher = _Hasher(run_dir)
+        # the content hash reads every row of the store: a thread of its own, on its own connection, while
+        # SQLite computes the aggregates below and the figures are drawn (both release the GIL); first it
+        # takes the fingerprint that tells whether the stored per-group summary is the store's own
+        stored_summary = (GROUP_SUMMARY_TABLE in names and store.get_meta("group_summary_inputs_sha256") is not None)
+        hasher = _Hasher(run_dir, fingerprint=stored_summary)
         hasher.start()
+        data = None
         try:
             meta = store.meta_dict()
             spec, spec_yaml = None, ""
@@ -286,7 +304,6 @@ def collect(run_dir: str | Path) -> ReportData:
             facts = ReplyFacts(store)
             summary = facts.summary()
             outcomes = facts.scored_outcomes()
-            group_summary = facts.group_summary() if outcomes and not summary.empty else None
             tables = {t: store.table_df(t) for t in RESULT_TABLES}
             probe = store.table_df("probe")
             invariance = store.table_df("invariance")
@@ -294,6 +311,11 @@ def collect(run_dir: str | Path) -> ReportData:
             errors, errors_left_out = facts.errors() if (summary["status"] == "failed").any() else ([], 0)
             changed = facts.answers_changed() if summary["flagged"].sum() > 0 else []
             ratings = _ratings(store)
+            group_summary = None
+            if outcomes and not summary.empty:  # stored by the analysis (58 s of SQL at a million replies)
+                group_summary = stored_group_summary(store, hasher.fingerprint()) if stored_summary else None
+                if group_summary is None:  # none stored, or the scores or answers changed since
+                    group_summary = facts.group_summary()
             rated = None
             if ratings is not None:  # the rated replies' facts and scores only
                 keys = list(dict.fromkeys(ratings["request_key"].astype(str)))
@@ -305,26 +327,31 @@ def collect(run_dir: str | Path) -> ReportData:
                     columns=["model_label", "outcome", "group", "cue_type", "mean", "sd", "n"]),
                 score_outcomes=outcomes, scorer_info=store.scorer_info(), tables=tables,
                 probe=probe, probe_summary=probe_summary(store), invariance=invariance,
-                store_sha256="", store_tables=names,
+                _store_sha256="", store_tables=names,
                 agreement=agreement if agreement is not None and not agreement.empty else None,
                 ratings=ratings, spend=_spend(store, spec), errors=errors, errors_left_out=errors_left_out,
-                answers_changed=changed, rated=rated,
+                answers_changed=changed, rated=rated, _hasher=hasher,
             )
         finally:
-            data_sha = hasher.result()
-        data.store_sha256 = data_sha
+            if data is None:  # failed: no thread left behind
+                hasher.thread.join()
         return data
 
 
 class _Hasher:
-    """:meth:`RunStore.content_sha256` in a thread, on a connection of its own."""
+    """In a thread, on a connection of its own: the fingerprint of the inputs of the stored per-group
+    summary (``fingerprint``: :func:`audit.stats.stage.inputs_fingerprints`), then
+    :meth:`RunStore.content_sha256`."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, *, fingerprint: bool = False):
         import threading
 
         self.run_dir = run_dir
+        self.want_fingerprint = fingerprint
         self.value: str | None = None
+        self.summary_fingerprint: str | None = None
         self.error: BaseException | None = None
+        self.fingerprinted = threading.Event()
         self.thread = threading.Thread(target=self._run, name="store-sha256", daemon=True)
 
     def start(self) -> None:
@@ -335,9 +362,23 @@ class _Hasher:
             with RunStore(self.run_dir, create=False, check=False) as st:
                 # one pass in index order: a page cache would only cost memory (the store's is 256 MB)
                 st.conn.execute("PRAGMA cache_size=-8192")
+                if self.want_fingerprint:
+                    from ..stats.stage import inputs_fingerprints
+
+                    self.summary_fingerprint = inputs_fingerprints(st)["group_summary"]
+                    self.fingerprinted.set()
                 self.value = st.content_sha256()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self.error = exc
+        finally:
+            self.fingerprinted.set()
+
+    def fingerprint(self) -> str | None:
+        """The summary's input fingerprint (waits for it; None when not asked for)."""
+        self.fingerprinted.wait()
+        if self.error is not None:
+            raise self.error
+        return self.summary_fingerprint
 
     def result(self) -> str:
         self.thread.join()
