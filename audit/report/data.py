@@ -95,7 +95,7 @@ class ReportData:
         """Close the store connection :attr:`facts` opened (the last connection to close a store in
         WAL mode folds its log into store.sqlite) and wait for the content hash's thread."""
         if self._hasher is not None:
-            self._hasher.thread.join()
+            self._hasher.join()
             self._hasher = None
         if self._reader is not None:
             self._reader.close()
@@ -333,58 +333,123 @@ def collect(run_dir: str | Path) -> ReportData:
                 answers_changed=changed, rated=rated, _hasher=hasher,
             )
         finally:
-            if data is None:  # failed: no thread left behind
-                hasher.thread.join()
+            if data is None:  # failed: no process left behind
+                hasher.join()
         return data
 
 
 class _Hasher:
-    """In a thread, on a connection of its own: the fingerprint of the inputs of the stored per-group
-    summary (``fingerprint``: :func:`audit.stats.stage.inputs_fingerprints`), then
-    :meth:`RunStore.content_sha256`."""
+    """The store's content hash (:func:`audit.store.store_content_sha256`) and, first when asked
+    (``fingerprint``), the fingerprint of the stored per-group summary's inputs
+    (:func:`audit.stats.stage.inputs_fingerprints`), computed in a process of its own while this one
+    computes the aggregates and draws the figures: on its own core, without this process's GIL, and
+    reading through ADBC's own SQLite library, which must not share a process with open sqlite3
+    connections to the file. Where no process can be started: the same, in a thread."""
 
     def __init__(self, run_dir: Path, *, fingerprint: bool = False):
-        import threading
-
         self.run_dir = run_dir
         self.want_fingerprint = fingerprint
-        self.value: str | None = None
         self.summary_fingerprint: str | None = None
+        self.value: str | None = None
+        self.proc: Any = None
+        self.thread: Any = None
         self.error: BaseException | None = None
-        self.fingerprinted = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="store-sha256", daemon=True)
+        self.stderr: Any = None
+        self._fingerprinted = not fingerprint
 
     def start(self) -> None:
-        self.thread.start()
+        import os
+        import subprocess
+        import sys
+        import tempfile
 
-    def _run(self) -> None:
+        root = str(Path(__file__).resolve().parents[2])  # this copy of the package, first on the path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty library cannot stall it
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from audit.report.data import _hash_main; _hash_main()",
+                 str(self.run_dir), "1" if self.want_fingerprint else "0"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        except OSError:  # no interpreter to start (an embedded Python): a thread, through sqlite3
+            import threading
+
+            self.thread = threading.Thread(target=self._run_here, name="store-sha256", daemon=True)
+            self.thread.start()
+
+    def _run_here(self) -> None:
         try:
             with RunStore(self.run_dir, create=False, check=False) as st:
-                # one pass in index order: a page cache would only cost memory (the store's is 256 MB)
                 st.conn.execute("PRAGMA cache_size=-8192")
                 if self.want_fingerprint:
                     from ..stats.stage import inputs_fingerprints
 
                     self.summary_fingerprint = inputs_fingerprints(st)["group_summary"]
-                    self.fingerprinted.set()
                 self.value = st.content_sha256()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self.error = exc
-        finally:
-            self.fingerprinted.set()
+
+    def _read(self, what: str) -> str:
+        line = self.proc.stdout.readline().strip()
+        kind, _, value = line.partition(" ")
+        if kind != what:
+            self.proc.wait()
+            self.stderr.seek(0)
+            err = self.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            raise AuditError("the store's content hash could not be computed: "
+                             + (value if kind == "error" else (err[-1] if err else "its process ended")),
+                             where=str(self.run_dir / STORE_FILENAME))
+        return value
 
     def fingerprint(self) -> str | None:
         """The summary's input fingerprint (waits for it; None when not asked for)."""
-        self.fingerprinted.wait()
-        if self.error is not None:
-            raise self.error
+        if self.thread is not None:
+            self.thread.join()
+            if self.error is not None:
+                raise self.error
+        elif not self._fingerprinted:
+            self.summary_fingerprint = self._read("fingerprint")
+            self._fingerprinted = True
         return self.summary_fingerprint
 
     def result(self) -> str:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
+        if self.value is None:
+            self.fingerprint()
+            if self.proc is not None:
+                self.value = self._read("sha256")
+                self.join()
         return self.value or ""
+
+    def join(self) -> None:
+        """Wait for the process or thread (a report that failed: the hash is not wanted)."""
+        if self.thread is not None:
+            self.thread.join()
+        elif self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # not needed any more
+            self.proc.wait()
+        if self.proc is not None:
+            self.proc.stdout.close()
+            self.stderr.close()
+
+
+def _hash_main() -> None:
+    """The process :class:`_Hasher` starts: ``RUN_DIR 0|1``; prints ``fingerprint HEX`` (when asked)
+    and ``sha256 HEX``, or ``error MESSAGE``."""
+    import sys
+
+    from ..store import store_content_sha256
+
+    run_dir, want = Path(sys.argv[1]), sys.argv[2] == "1"
+    try:
+        if want:
+            from ..stats.stage import inputs_fingerprints
+
+            with RunStore(run_dir, create=False, check=False) as st:  # closed before ADBC opens the file
+                st.conn.execute("PRAGMA cache_size=-8192")
+                print("fingerprint", inputs_fingerprints(st)["group_summary"], flush=True)
+        print("sha256", store_content_sha256(run_dir / STORE_FILENAME), flush=True)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        print("error", f"{type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
 
 
 def _agreement(facts: ReplyFacts, outcomes: list[tuple[str, str]]) -> pd.DataFrame | None:
