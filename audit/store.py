@@ -60,7 +60,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -1405,7 +1405,9 @@ class _TableReader:
             out.append((t, [(r[1], _affinity(r[2])) for r in info], [r[1] for r in info if r[5]]))
         return out
 
-    def query(self, t: str, cols: list[tuple[str, str]], pk: list[str]) -> str:
+    def query(self, t: str, cols: list[tuple[str, str]], pk: list[str], order: str | None = None) -> str:
+        """The SELECT of ``cols`` (``[(column, affinity)]``) of ``t`` as classes, REAL values and bytes, in
+        the table's canonical order (``order``: in that order instead, e.g. ``rowid``)."""
         exprs = []
         for c, aff in cols:
             q = '"' + c.replace('"', '""') + '"'
@@ -1415,10 +1417,11 @@ class _TableReader:
                 exprs.append(f"CASE WHEN typeof({q}) = 'real' THEN X'' ELSE ifnull(CAST({q} AS BLOB), X'') END")
             else:
                 exprs.append(f"ifnull(CAST({q} AS BLOB), X'')")
-        quoted = ['"' + c.replace('"', '""') + '"' for c, _ in cols]
-        order = ", ".join(quoted)
-        if len(pk) == 1 and pk[0] == cols[0][0] and self.first_column_has_no_null(t, quoted[0]):
-            order = quoted[0]  # unique and not NULL: the same order as every column's, without sorting rows
+        if order is None:
+            quoted = ['"' + c.replace('"', '""') + '"' for c, _ in cols]
+            order = ", ".join(quoted)
+            if len(pk) == 1 and pk[0] == cols[0][0] and self.first_column_has_no_null(t, quoted[0]):
+                order = quoted[0]  # unique and not NULL: the same order as every column's, without sorting rows
         return f'SELECT {", ".join(exprs)} FROM "{t}" ORDER BY {order}'
 
     def first_column_has_no_null(self, t: str, q: str) -> bool:
@@ -1533,30 +1536,198 @@ def _arrow_doubles(arr: Any) -> np.ndarray:
     return np.frombuffer(arr.buffers()[1], dtype="<f8")[arr.offset:arr.offset + len(arr)]
 
 
+def _column_digests(reader: _TableReader, sql: str, cols: list[tuple[str, str]],
+                    seen: Callable[[int, bytes], None] | None = None) -> tuple[int, list[str]]:
+    """(rows, one line ``T R L D`` of hex digests per column) of the rows of ``sql`` (:meth:`_TableReader.query`);
+    ``seen(i, data)``: shown each chunk of column ``i``'s bytes."""
+    kinds = [aff if aff == "text" else "number" for _, aff in cols]
+    streams = [[hashlib.sha256() for _ in range(4)] for _ in cols]
+    rows = 0
+    for chunk in reader.chunks(sql, kinds):
+        for i, ((types, reals, lens, data), hs) in enumerate(zip(chunk, streams)):
+            hs[0].update(types)
+            if reals is not None:
+                hs[1].update(np.ascontiguousarray(reals, dtype="<f8").tobytes())
+            hs[2].update(np.ascontiguousarray(lens, dtype="<i8").tobytes())
+            hs[3].update(data)
+            if seen is not None:
+                seen(i, data)
+        rows += len(chunk[0][2]) if chunk else 0
+    return rows, [f"{hs[0].hexdigest()} {hs[1].hexdigest() if aff != 'text' else '-'} {hs[2].hexdigest()} "
+                  f"{hs[3].hexdigest()}" for (_, aff), hs in zip(cols, streams)]
+
+
 def _content_digest(reader: _TableReader) -> str:
     """The hash :func:`store_content_sha256` describes, of the tables ``reader`` reads."""
     try:
         h = hashlib.sha256()
         for t, cols, pk in reader.tables():
-            kinds = [aff if aff == "text" else "number" for _, aff in cols]
-            streams = [[hashlib.sha256() for _ in range(4)] for _ in cols]
-            rows = 0
-            for chunk in reader.chunks(reader.query(t, cols, pk), kinds):
-                for (types, reals, lens, data), hs in zip(chunk, streams):
-                    hs[0].update(types)
-                    if reals is not None:
-                        hs[1].update(np.ascontiguousarray(reals, dtype="<f8").tobytes())
-                    hs[2].update(np.ascontiguousarray(lens, dtype="<i8").tobytes())
-                    hs[3].update(data)
-                rows += len(chunk[0][2]) if chunk else 0
+            rows, lines = _column_digests(reader, reader.query(t, cols, pk), cols)
             h.update(f"table {t} {','.join(c for c, _ in cols)} {rows}\n".encode("utf-8"))
-            for (c, aff), hs in zip(cols, streams):
-                r = hs[1].hexdigest() if aff != "text" else "-"
-                h.update(f"{c} {hs[0].hexdigest()} {r} {hs[2].hexdigest()} {hs[3].hexdigest()}\n".encode("utf-8"))
+            for (c, _), line in zip(cols, lines):
+                h.update(f"{c} {line}\n".encode("utf-8"))
         return h.hexdigest()
     finally:
         if isinstance(reader, _ArrowTableReader):
             reader.close()
+
+
+#: What the analysis and the per-group summary are made of (:func:`store_inputs_sha256`).
+INPUT_COLUMNS = (("scores", ("request_key", "scorer", "measure", "value")), ("replies", ("request_key", "status")))
+
+
+def _inputs_digest(reader: _TableReader) -> tuple[str, bool]:
+    """(:func:`store_inputs_sha256`, whether a reply has status ``content_filter``) through ``reader``."""
+    try:
+        h = hashlib.sha256(b"inputs 1\n")
+        filtered = [False]
+
+        def seen(i: int, data: bytes) -> None:  # the status column: statuses one after the other
+            filtered[0] = filtered[0] or (i == 1 and b"content_filter" in data)
+
+        tables = {t: dict(cols) for t, cols, _ in reader.tables()}
+        for t, names in INPUT_COLUMNS:
+            cols = [(c, tables.get(t, {}).get(c, "text")) for c in names]
+            if t not in tables or any(c not in tables[t] for c in names):
+                h.update(f"{t} absent\n".encode())
+                continue
+            rows, lines = _column_digests(reader, reader.query(t, cols, [], order="rowid"), cols,
+                                          seen if t == "replies" else None)
+            h.update(f"{t} {rows}\n".encode())
+            for c, line in zip(names, lines):
+                h.update(f"{c} {line}\n".encode())
+        return h.hexdigest(), filtered[0]
+    finally:
+        if isinstance(reader, _ArrowTableReader):
+            reader.close()
+
+
+def store_inputs_sha256(path: str | Path) -> tuple[str, bool]:
+    """SHA-256 of what the analysis reads of the store file ``path``: every score's request key, scorer,
+    measure and value and every reply's request key and status (as :func:`store_content_sha256` hashes
+    values, each table in rowid order), and whether a reply has status ``content_filter``. Through
+    ADBC where installed (a million replies in ~5 s; run it in a process without sqlite3 connections
+    to the file: :class:`StoreDigests`), else sqlite3; the same hash."""
+    try:
+        import adbc_driver_sqlite.dbapi as adbc  # noqa: F401
+    except ImportError:
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            return _inputs_digest(_TableReader(conn))
+        finally:
+            conn.close()
+    return _inputs_digest(_ArrowTableReader(path))
+
+
+class StoreDigests:
+    """:func:`store_inputs_sha256` (``inputs``) then :func:`store_content_sha256` (``content``) of a run's
+    store, computed in a process of its own: on another core, without the caller's GIL, and reading
+    through ADBC's SQLite library, which must not share a process with sqlite3 connections to the file
+    (two SQLite libraries in one process release each other's POSIX locks). Where no process can be
+    started: the same hashes through sqlite3, in a thread. ``inputs()`` and ``content()`` wait for
+    theirs."""
+
+    def __init__(self, path: str | Path, *, inputs: bool = True, content: bool = True):
+        import subprocess
+        import sys
+        import tempfile
+
+        self.path = Path(path)
+        self.want = (inputs, content)
+        self._inputs: tuple[str, bool] | None = None
+        self._content: str | None = None
+        self.error: BaseException | None = None
+        self.proc: Any = None
+        self.thread: Any = None
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty library cannot stall it
+        root = str(Path(__file__).resolve().parents[1])  # this copy of the package, first on the path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from audit.store import _digests_main; _digests_main()", str(self.path),
+                 "1" if inputs else "0", "1" if content else "0"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        except OSError:  # no interpreter to start (an embedded Python)
+            import threading
+
+            self.thread = threading.Thread(target=self._here, name="store-digests", daemon=True)
+            self.thread.start()
+
+    def _here(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                if self.want[0]:
+                    self._inputs = _inputs_digest(_TableReader(conn))
+                if self.want[1]:
+                    self._content = _content_digest(_TableReader(conn))
+            finally:
+                conn.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self.error = exc
+
+    def _read(self, what: str) -> str:
+        line = self.proc.stdout.readline().strip()
+        kind, _, value = line.partition(" ")
+        if kind != what:
+            self.proc.wait()
+            self.stderr.seek(0)
+            err = self.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            raise AuditError("the store's hashes could not be computed: "
+                             + (value if kind == "error" else (err[-1] if err else "their process ended")),
+                             where=str(self.path))
+        return value
+
+    def _wait_thread(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def inputs(self) -> tuple[str, bool]:
+        if self._inputs is None:
+            if self.thread is not None:
+                self._wait_thread()
+            else:
+                digest, _, filtered = self._read("inputs").partition(" ")
+                self._inputs = (digest, filtered == "1")
+        return self._inputs
+
+    def content(self) -> str:
+        if self._content is None:
+            if self.thread is not None:
+                self._wait_thread()
+            else:
+                if self.want[0]:
+                    self.inputs()
+                self._content = self._read("content")
+        return self._content or ""
+
+    def close(self) -> None:
+        """Stop and wait (what was not asked for yet is not wanted)."""
+        if self.thread is not None:
+            self.thread.join()
+        elif self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc.stdout.close()
+        self.stderr.close()
+
+
+def _digests_main() -> None:
+    """The process :class:`StoreDigests` starts: ``PATH 0|1 0|1``; prints ``inputs HEX 0|1`` and
+    ``content HEX`` (those asked for), or ``error MESSAGE``."""
+    import sys
+
+    path, inputs, content = Path(sys.argv[1]), sys.argv[2] == "1", sys.argv[3] == "1"
+    try:
+        if inputs:
+            digest, filtered = store_inputs_sha256(path)
+            print("inputs", digest, "1" if filtered else "0", flush=True)
+        if content:
+            print("content", store_content_sha256(path), flush=True)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        print("error", f"{type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
 
 
 def _sql_type(s: pd.Series) -> str:

@@ -87,3 +87,57 @@ def test_any_change_of_a_value_changes_the_hash(tmp_path, change):
         assert changed == base  # the same value stored: affinity made '1' the integer 1
     else:
         assert changed != base
+
+
+def test_the_inputs_hash_covers_scores_and_statuses_and_agrees_across_readers(tmp_path, monkeypatch):
+    """store_inputs_sha256 (what the stored per-group summary is checked against): the same through
+    sqlite3, through ADBC in a process of its own (StoreDigests) and in a thread where no process can
+    start; a changed score or status changes it, a changed reply text does not; it tells whether a reply
+    was withheld by a content filter."""
+    import subprocess
+
+    from audit.store import StoreDigests, _inputs_digest
+
+    run = tmp_path / "run"
+    with RunStore(run) as st:
+        st.put_request(dict(request_key="k1", purpose="reply", variant_id="v", model_label="m", endpoint_id="e",
+                            model_name="m", messages=[{"role": "user", "content": "x"}], params={}))
+        st.put_reply(dict(request_key="k1", status="ok", text="a reply"))
+        st.put_scores([("k1", "s", "m", 0.1 + 0.2, None), ("k1", "s", "n", None, "unparseable")])
+    path = run / STORE_FILENAME
+
+    def by_sqlite3():
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            return _inputs_digest(_TableReader(conn))
+        finally:
+            conn.close()
+
+    first = by_sqlite3()
+    assert first[1] is False
+    digests = StoreDigests(path, inputs=True, content=True)
+    try:
+        assert digests.inputs() == first
+        assert digests.content() == store_content_sha256(path)
+    finally:
+        digests.close()
+
+    def no_process(*args, **kwargs):
+        raise OSError("no interpreter")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    in_thread = StoreDigests(path, inputs=True, content=False)
+    try:
+        assert in_thread.proc is None and in_thread.inputs() == first
+    finally:
+        in_thread.close()
+    monkeypatch.undo()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE replies SET text = 'another reply'")
+    assert by_sqlite3() == first
+    conn.execute("UPDATE scores SET value = 0.3 WHERE measure = 'm'")
+    changed = by_sqlite3()
+    assert changed != first
+    conn.execute("UPDATE replies SET status = 'content_filter'")
+    conn.close()
+    assert by_sqlite3()[0] != changed[0] and by_sqlite3()[1] is True

@@ -18,11 +18,11 @@ import pandas as pd
 from ..errors import AuditError
 from ..scorers.agreement import agreement_table
 from ..scorers.probe import probe_summary
-from ..store import STORE_FILENAME, RunStore
+from ..store import STORE_FILENAME, RunStore, StoreDigests
 from ..scorers.measures import MeasureCatalog
 from .facts import SAMPLE_REPLIES, ReplyFacts
 from .findings import measure_of
-from ..stats.stage import GROUP_SUMMARY_TABLE, stored_group_summary
+from ..stats.stage import GROUP_SUMMARY_TABLE, inputs_fingerprints, stored_group_summary
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
                  "results_disparity", "results_ppi", "results_models",
@@ -64,14 +64,15 @@ class ReportData:
     answers_changed: list[dict[str, Any]] = field(default_factory=list)
     rated: tuple[pd.DataFrame, pd.DataFrame] | None = None  # (replies, scores) of the rated replies
     _reader: RunStore | None = field(default=None, repr=False, compare=False)
-    _hasher: "_Hasher | None" = field(default=None, repr=False, compare=False)
+    _hasher: StoreDigests | None = field(default=None, repr=False, compare=False)
 
     @property
     def store_sha256(self) -> str:
         """:meth:`RunStore.content_sha256` of the store, computed in a thread since :func:`collect`
         (joined here, when first asked)."""
         if self._hasher is not None:
-            self._store_sha256 = self._hasher.result()
+            self._store_sha256 = self._hasher.content()
+            self._hasher.close()
             self._hasher = None
         return self._store_sha256
 
@@ -95,7 +96,7 @@ class ReportData:
         """Close the store connection :attr:`facts` opened (the last connection to close a store in
         WAL mode folds its log into store.sqlite) and wait for the content hash's thread."""
         if self._hasher is not None:
-            self._hasher.join()
+            self._hasher.close()
             self._hasher = None
         if self._reader is not None:
             self._reader.close()
@@ -284,12 +285,11 @@ def collect(run_dir: str | Path) -> ReportData:
         # the aggregates' sorts and look-ups do with a smaller page cache (the OS caches the file too),
         # and the report's memory stays under 1 GB at a million replies
         store.conn.execute(f"PRAGMA cache_size=-{REPORT_CACHE_KIB}")
-        # the content hash reads every row of the store: a thread of its own, on its own connection, while
-        # SQLite computes the aggregates below and the figures are drawn (both release the GIL); first it
-        # takes the fingerprint that tells whether the stored per-group summary is the store's own
+        # the store's hashes read every row (a million replies: ~5 s for the analysis inputs, ~25 s for the
+        # content), in a process of their own while SQLite computes the aggregates below and the figures
+        # are drawn; first the inputs' hash, which tells whether the stored per-group summary is the store's
         stored_summary = (GROUP_SUMMARY_TABLE in names and store.get_meta("group_summary_inputs_sha256") is not None)
-        hasher = _Hasher(run_dir, fingerprint=stored_summary)
-        hasher.start()
+        hasher = StoreDigests(run_dir / STORE_FILENAME, inputs=stored_summary, content=True)
         data = None
         try:
             meta = store.meta_dict()
@@ -313,7 +313,8 @@ def collect(run_dir: str | Path) -> ReportData:
             ratings = _ratings(store)
             group_summary = None
             if outcomes and not summary.empty:  # stored by the analysis (58 s of SQL at a million replies)
-                group_summary = stored_group_summary(store, hasher.fingerprint()) if stored_summary else None
+                group_summary = stored_group_summary(store, inputs_fingerprints(
+                    store, digest=hasher.inputs())["group_summary"]) if stored_summary else None
                 if group_summary is None:  # none stored, or the scores or answers changed since
                     group_summary = facts.group_summary()
             rated = None
@@ -334,122 +335,8 @@ def collect(run_dir: str | Path) -> ReportData:
             )
         finally:
             if data is None:  # failed: no process left behind
-                hasher.join()
+                hasher.close()
         return data
-
-
-class _Hasher:
-    """The store's content hash (:func:`audit.store.store_content_sha256`) and, first when asked
-    (``fingerprint``), the fingerprint of the stored per-group summary's inputs
-    (:func:`audit.stats.stage.inputs_fingerprints`), computed in a process of its own while this one
-    computes the aggregates and draws the figures: on its own core, without this process's GIL, and
-    reading through ADBC's own SQLite library, which must not share a process with open sqlite3
-    connections to the file. Where no process can be started: the same, in a thread."""
-
-    def __init__(self, run_dir: Path, *, fingerprint: bool = False):
-        self.run_dir = run_dir
-        self.want_fingerprint = fingerprint
-        self.summary_fingerprint: str | None = None
-        self.value: str | None = None
-        self.proc: Any = None
-        self.thread: Any = None
-        self.error: BaseException | None = None
-        self.stderr: Any = None
-        self._fingerprinted = not fingerprint
-
-    def start(self) -> None:
-        import os
-        import subprocess
-        import sys
-        import tempfile
-
-        root = str(Path(__file__).resolve().parents[2])  # this copy of the package, first on the path
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty library cannot stall it
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from audit.report.data import _hash_main; _hash_main()",
-                 str(self.run_dir), "1" if self.want_fingerprint else "0"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
-        except OSError:  # no interpreter to start (an embedded Python): a thread, through sqlite3
-            import threading
-
-            self.thread = threading.Thread(target=self._run_here, name="store-sha256", daemon=True)
-            self.thread.start()
-
-    def _run_here(self) -> None:
-        try:
-            with RunStore(self.run_dir, create=False, check=False) as st:
-                st.conn.execute("PRAGMA cache_size=-8192")
-                if self.want_fingerprint:
-                    from ..stats.stage import inputs_fingerprints
-
-                    self.summary_fingerprint = inputs_fingerprints(st)["group_summary"]
-                self.value = st.content_sha256()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            self.error = exc
-
-    def _read(self, what: str) -> str:
-        line = self.proc.stdout.readline().strip()
-        kind, _, value = line.partition(" ")
-        if kind != what:
-            self.proc.wait()
-            self.stderr.seek(0)
-            err = self.stderr.read().decode("utf-8", "replace").strip().splitlines()
-            raise AuditError("the store's content hash could not be computed: "
-                             + (value if kind == "error" else (err[-1] if err else "its process ended")),
-                             where=str(self.run_dir / STORE_FILENAME))
-        return value
-
-    def fingerprint(self) -> str | None:
-        """The summary's input fingerprint (waits for it; None when not asked for)."""
-        if self.thread is not None:
-            self.thread.join()
-            if self.error is not None:
-                raise self.error
-        elif not self._fingerprinted:
-            self.summary_fingerprint = self._read("fingerprint")
-            self._fingerprinted = True
-        return self.summary_fingerprint
-
-    def result(self) -> str:
-        if self.value is None:
-            self.fingerprint()
-            if self.proc is not None:
-                self.value = self._read("sha256")
-                self.join()
-        return self.value or ""
-
-    def join(self) -> None:
-        """Wait for the process or thread (a report that failed: the hash is not wanted)."""
-        if self.thread is not None:
-            self.thread.join()
-        elif self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # not needed any more
-            self.proc.wait()
-        if self.proc is not None:
-            self.proc.stdout.close()
-            self.stderr.close()
-
-
-def _hash_main() -> None:
-    """The process :class:`_Hasher` starts: ``RUN_DIR 0|1``; prints ``fingerprint HEX`` (when asked)
-    and ``sha256 HEX``, or ``error MESSAGE``."""
-    import sys
-
-    from ..store import store_content_sha256
-
-    run_dir, want = Path(sys.argv[1]), sys.argv[2] == "1"
-    try:
-        if want:
-            from ..stats.stage import inputs_fingerprints
-
-            with RunStore(run_dir, create=False, check=False) as st:  # closed before ADBC opens the file
-                st.conn.execute("PRAGMA cache_size=-8192")
-                print("fingerprint", inputs_fingerprints(st)["group_summary"], flush=True)
-        print("sha256", store_content_sha256(run_dir / STORE_FILENAME), flush=True)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        print("error", f"{type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
 
 
 def _agreement(facts: ReplyFacts, outcomes: list[tuple[str, str]]) -> pd.DataFrame | None:

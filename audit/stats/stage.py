@@ -989,34 +989,39 @@ def analysis_fingerprint(store: RunStore, spec: Any) -> str:
     return inputs_fingerprints(store, spec)["analysis"]
 
 
-def inputs_fingerprints(store: RunStore, spec: Any = None) -> dict[str, Any]:
-    """The fingerprints of one pass over :meth:`audit.store.RunStore.analysis_inputs_lines`:
+def inputs_fingerprints(store: RunStore, spec: Any = None, *,
+                        digest: tuple[str, bool] | None = None) -> dict[str, Any]:
+    """Fingerprints of what the analysis reads:
 
-    - ``analysis``: :func:`analysis_fingerprint` (only when ``spec`` is given);
     - ``group_summary``: SHA-256 of what the stored per-group summary (:data:`GROUP_SUMMARY_TABLE`) is
-      made of: the design, every stored score and every reply's status, so that the report uses the
-      stored summary only while the store holds the same scores and answers (a request's model and
-      variant are fixed by its key, a variant's group and cue type by its id: both are insert-only);
+      made of: the design and :func:`audit.store.store_inputs_sha256` (every score and every reply's
+      status; ``digest``: that, already computed, else computed now in a process of its own,
+      :class:`audit.store.StoreDigests`), so that the report uses the stored summary only while the
+      store holds the same scores and answers (a request's model and variant are fixed by its key, a
+      variant's group and cue type by its id: both are insert-only);
     - ``content_filter``: whether a reply has status ``content_filter`` (the summary's sums would count
-      its scores, which the report's summary leaves out).
+      its scores, which the report's summary leaves out);
+    - ``analysis``: :func:`analysis_fingerprint` (only when ``spec`` is given).
     """
-    h = hashlib.sha256() if spec is not None else None
-    g = hashlib.sha256(b"group summary inputs 1\n")
-    design = f"design {store.get_meta('design_id')}\n".encode()
-    g.update(design)
-    if h is not None:
+    from ..store import StoreDigests
+
+    if digest is None:
+        digests = StoreDigests(store.path, inputs=True, content=False)
+        try:
+            digest = digests.inputs()
+        finally:
+            digests.close()
+    g = hashlib.sha256(b"group summary inputs 2\n")
+    g.update(f"design {store.get_meta('design_id')}\n".encode())
+    g.update(digest[0].encode())
+    out: dict[str, Any] = {"group_summary": g.hexdigest(), "content_filter": digest[1]}
+    if spec is not None:
+        h = hashlib.sha256()
         h.update(f"empathy-audit {__version__}\n".encode())
         h.update(canonical_json(spec.analysis.model_dump(mode="json")).encode())
-        h.update(design)  # the rows the analysis works on
-    filtered = False
-    for lines in store.analysis_inputs_lines():
-        b = lines.encode()
-        g.update(b)
-        if h is not None:
-            h.update(b)
-        filtered = filtered or ",content_filter\n" in lines  # a reply line ends with its status
-    out: dict[str, Any] = {"group_summary": g.hexdigest(), "content_filter": filtered}
-    if h is not None:
+        h.update(f"design {store.get_meta('design_id')}\n".encode())  # the rows the analysis works on
+        for lines in store.analysis_inputs_lines():
+            h.update(lines.encode())
         human = _human_from_store(store)
         if human is not None:  # new ratings refit the corrected gaps (a run without ratings: hash unchanged)
             h.update(b"human ratings\n")
