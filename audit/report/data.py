@@ -290,6 +290,10 @@ def collect(run_dir: str | Path) -> ReportData:
         # are drawn; first the inputs' hash, which tells whether the stored per-group summary is the store's
         stored_summary = (GROUP_SUMMARY_TABLE in names and store.get_meta("group_summary_inputs_sha256") is not None)
         hasher = StoreDigests(run_dir / STORE_FILENAME, inputs=stored_summary, content=True)
+        # the reply counts (17 s of SQL at a million replies, most of it looking up each request's reply
+        # and scores) on a connection of their own, in a thread, while this one reads the rest (SQLite
+        # releases the GIL)
+        counts = _Background(run_dir, lambda facts: facts.summary())
         data = None
         try:
             meta = store.meta_dict()
@@ -302,15 +306,15 @@ def collect(run_dir: str | Path) -> ReportData:
                     spec_yaml = store.spec_yaml(meta["spec_hash"])
             variants = store.variants_df()
             facts = ReplyFacts(store)
-            summary = facts.summary()
             outcomes = facts.scored_outcomes()
             tables = {t: store.table_df(t) for t in RESULT_TABLES}
             probe = store.table_df("probe")
             invariance = store.table_df("invariance")
             agreement = _agreement(facts, outcomes)  # between scorers that share a measure (e.g. epitome vs llm-judge)
+            ratings = _ratings(store)
+            summary = counts.result()
             errors, errors_left_out = facts.errors() if (summary["status"] == "failed").any() else ([], 0)
             changed = facts.answers_changed() if summary["flagged"].sum() > 0 else []
-            ratings = _ratings(store)
             group_summary = None
             if outcomes and not summary.empty:  # stored by the analysis (58 s of SQL at a million replies)
                 group_summary = stored_group_summary(store, inputs_fingerprints(
@@ -334,9 +338,37 @@ def collect(run_dir: str | Path) -> ReportData:
                 answers_changed=changed, rated=rated, _hasher=hasher,
             )
         finally:
-            if data is None:  # failed: no process left behind
+            if data is None:  # failed: no process or thread left behind
                 hasher.close()
+                counts.result(wait_only=True)
         return data
+
+
+class _Background:
+    """``job(ReplyFacts)`` on a store connection of its own, in a thread; :meth:`result` waits for it."""
+
+    def __init__(self, run_dir: Path, job: Any):
+        import threading
+
+        self.run_dir, self.job = run_dir, job
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="report-counts", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with RunStore(self.run_dir, create=False, check=False) as st:
+                st.conn.execute(f"PRAGMA cache_size=-{REPORT_CACHE_KIB}")
+                self.value = self.job(ReplyFacts(st))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self.error = exc
+
+    def result(self, wait_only: bool = False) -> Any:
+        self.thread.join()
+        if self.error is not None and not wait_only:
+            raise self.error
+        return self.value
 
 
 def _agreement(facts: ReplyFacts, outcomes: list[tuple[str, str]]) -> pd.DataFrame | None:
