@@ -68,8 +68,8 @@ class ReportData:
 
     @property
     def store_sha256(self) -> str:
-        """:meth:`RunStore.content_sha256` of the store, computed in a thread since :func:`collect`
-        (joined here, when first asked)."""
+        """:meth:`RunStore.content_sha256` of the store, computed in a process of its own since
+        :func:`collect` (:class:`audit.store.StoreDigests`; waited for here, when first asked)."""
         if self._hasher is not None:
             self._store_sha256 = self._hasher.content()
             self._hasher.close()
@@ -94,7 +94,7 @@ class ReportData:
 
     def close(self) -> None:
         """Close the store connection :attr:`facts` opened (the last connection to close a store in
-        WAL mode folds its log into store.sqlite) and wait for the content hash's thread."""
+        WAL mode folds its log into store.sqlite) and stop the hashes' process."""
         if self._hasher is not None:
             self._hasher.close()
             self._hasher = None
