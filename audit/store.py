@@ -227,6 +227,56 @@ def _key_code(k: str) -> bytes:
     return b"\x02" + k.encode()
 
 
+def _key_prefix(codes: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each fixed-width key code as a big-endian uint64: sorted codes have sorted
+    prefixes (bytes compare as the integer does), and numpy searches uint64 ~3x faster than 33-byte strings."""
+    w = codes.dtype.itemsize
+    head = np.zeros((len(codes), 8), dtype=np.uint8)
+    head[:, :min(w, 8)] = codes.view(np.uint8).reshape(len(codes), w)[:, :8]
+    return head.view(">u8").ravel().astype(np.uint64)
+
+
+def _find_keys(sorted_codes: np.ndarray, sorted_prefix: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(pos, hit)``: for each of ``codes`` its index in ``sorted_codes`` and whether it is there. Searched by
+    the 8-byte prefix, then checked whole; a code whose prefix several stored codes share (two SHA-256 keys
+    with the same first 64 bits: almost never) is searched again by the whole code."""
+    if not len(sorted_codes):
+        return np.zeros(len(codes), dtype=np.int64), np.zeros(len(codes), dtype=bool)
+    pos = np.searchsorted(sorted_prefix, _key_prefix(codes))
+    pos[pos >= len(sorted_codes)] = 0
+    hit = sorted_codes[pos] == codes
+    again = np.flatnonzero(~hit)
+    if len(again):
+        p2 = np.searchsorted(sorted_codes, codes[again])
+        p2[p2 >= len(sorted_codes)] = 0
+        pos[again] = p2
+        hit[again] = sorted_codes[p2] == codes[again]
+    return pos, hit
+
+
+def _dict_codes(texts, is_null, table: dict[Any, int], add: bool = True) -> np.ndarray:
+    """Integer codes of an Arrow string column through ``table`` (value -> code; a row whose ``is_null``
+    flag is set is the value None). With ``add`` a value not in ``table`` gets the next code, else -1.
+    Python sees each distinct value of the column once, not each row."""
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(texts)
+    idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    words = enc.dictionary.to_pylist()
+    nd = len(words)
+    if is_null is not None:  # (word, null) pairs: index + nd for the NULL rows (their text is '')
+        idx = idx + nd * is_null.to_numpy(zero_copy_only=False).astype(np.int64)
+        words = words + [None] * nd
+    lut = np.full(len(words), -1, dtype=np.int32)
+    for i in np.flatnonzero(np.bincount(idx, minlength=len(words))):  # the values present, in dictionary order
+        w = words[i]
+        code = table.get(w)
+        if code is None and add:
+            code = table[w] = len(table)
+        lut[i] = -1 if code is None else code
+    return lut[idx] if len(idx) else np.array([], dtype=np.int32)
+
+
 class RunStore:
     """A run directory's SQLite store.
 
@@ -683,47 +733,36 @@ class RunStore:
         ``min``, ``max``, ``not01`` / ``not012`` (values outside {0, 1} / {0, 1, 2}) and ``pos`` (values
         above 0).
 
-        Memory: the request keys as fixed-width bytes (64 bytes a request) and arrays over the units; the
-        scores are read ``chunk`` rows at a time. Why not ``GROUP BY`` in SQLite: joining each score to
-        its request and sorting for the groups took ~2.5x the time of this scan (and a streamed join
-        ~6x), measured on a 100,000-request run.
+        Memory: the request keys as fixed-width codes (33 bytes a request) and arrays over the units;
+        every table is read ``chunk`` rows at a time as Arrow columns (:mod:`audit.arrow_scan`: no
+        Python object per row). A score that is not a number (text in ``scores.value``) is an AuditError.
+        Why not ``GROUP BY`` in SQLite: joining each score to its request and sorting for the groups
+        took ~2.5x the time of this scan (and a streamed join ~6x), measured on a 100,000-request run.
         """
-        # a scan reads each page once: the page cache (CACHE_KIB, for the writers' random inserts) is
-        # shrunk for it, else it fills with pages never read again (256 MB at a million replies)
-        self.conn.execute("PRAGMA cache_size=-16384")
-        try:
-            return self._score_cells(chunk)
-        finally:
-            self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        return self._score_cells(chunk)
 
     def _score_cells(self, chunk: int) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-        # plain scans of requests, replies and design_requests joined here on sorted keys: SQLite's joins
-        # look every key up in a B-tree (~5x slower at 100,000 requests)
+        # plain scans of requests, replies and design_requests, read as Arrow columns (audit.arrow_scan)
+        # and joined here on sorted keys: SQLite's joins look every key up in a B-tree (~5x slower at
+        # 100,000 requests). The scans see committed rows only (their connection is their own).
+        from . import arrow_scan as arrow
+
+        if self.conn.in_transaction:  # pragma: no cover - a programming error, not a user's
+            raise RuntimeError("score_cells reads committed rows only: call it outside a transaction")
         variants = self.variants_df(all_designs=True).drop_duplicates("variant_id")  # requests carry the design
         rank = variants.groupby(["post_id", "group_name", "cue_type"], sort=True).ngroup()  # ties as SQL's ORDER BY
 
-        def scan(sql: str, params: tuple = ()) -> Iterator[list[tuple]]:
-            cur = self.conn.execute(sql, params)
-            while True:
-                rows = cur.fetchmany(chunk)
-                if not rows:
-                    return
-                yield rows
-
         def sorted_keys(sql: str, params: tuple = ()) -> np.ndarray:
-            parts = [_key_bytes([r[0] for r in rows]) for rows in scan(sql, params)]
+            parts = [arrow.key_codes(arrow.column(t, 0)) for t in arrow.scan(self.path, sql, params, chunk)]
             if not parts:
-                return np.array([], dtype=bytes)
+                return np.array([], dtype="S33")
             out = np.concatenate(parts)
             del parts
             out.sort()  # in place: 10M keys are 330 MB, and a sorted copy was another 330
             return out
 
         def member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-            if not len(sorted_set):
-                return np.zeros(len(keys), dtype=bool)
-            pos = np.minimum(np.searchsorted(sorted_set, keys), len(sorted_set) - 1)
-            return sorted_set[pos] == keys
+            return _find_keys(sorted_set, _key_prefix(sorted_set), keys)[1]
 
         # codes, not texts, per request: a million requests' variant, style and model strings would be ~200 MB
         vcode_of = {v: i for i, v in enumerate(variants["variant_id"])}
@@ -731,19 +770,20 @@ class RunStore:
         style_of: dict[Any, int] = {}
         model_of: dict[Any, int] = {}
         key_parts, var_parts, style_parts, model_parts, sample_parts = [], [], [], [], []
-        for rows in scan("SELECT request_key, variant_id, style, model_label, sample_index FROM requests"
-                         " WHERE purpose = 'reply'"):
-            rows = [r for r in rows if r[1] in vcode_of]  # a request of a variant without a post is left out
-            m = len(rows)
-            key_parts.append(_key_bytes([r[0] for r in rows]))
-            var_parts.append(np.fromiter((vcode_of[r[1]] for r in rows), dtype=np.int32, count=m))
-            style_parts.append(np.fromiter((style_of.setdefault(r[2], len(style_of)) for r in rows), dtype=np.int32,
-                                           count=m))
-            model_parts.append(np.fromiter((model_of.setdefault(r[3], len(model_of)) for r in rows), dtype=np.int32,
-                                           count=m))
-            sample_parts.append(np.fromiter((r[4] if r[4] is not None else 0 for r in rows), dtype=np.int32, count=m))
+        # every column type-stable for the Arrow reader: NULL as a flag beside the text
+        for t in arrow.scan(self.path, "SELECT request_key, CAST(variant_id AS TEXT), ifnull(CAST(style AS TEXT), ''),"
+                                       " style IS NULL, ifnull(CAST(model_label AS TEXT), ''), model_label IS NULL,"
+                                       " CAST(ifnull(sample_index, 0) AS INTEGER) FROM requests"
+                                       " WHERE purpose = 'reply' AND variant_id IS NOT NULL", (), chunk):
+            vc = _dict_codes(arrow.column(t, 1), None, vcode_of, add=False)
+            keep = vc >= 0  # a request of a variant without a post is left out
+            key_parts.append(arrow.key_codes(arrow.column(t, 0))[keep])
+            var_parts.append(vc[keep])
+            style_parts.append(_dict_codes(arrow.column(t, 2), arrow.column(t, 3), style_of)[keep])
+            model_parts.append(_dict_codes(arrow.column(t, 4), arrow.column(t, 5), model_of)[keep])
+            sample_parts.append(arrow.column(t, 6).to_numpy().astype(np.int32)[keep])
         cat = (lambda parts, dt: np.concatenate(parts) if parts else np.array([], dtype=dt))
-        keys, var = cat(key_parts, bytes), cat(var_parts, np.int32)  # 32-bit codes: 10M requests x 4 x 40 MB less
+        keys, var = cat(key_parts, "S33"), cat(var_parts, np.int32)  # 32-bit codes: 10M requests x 4 x 40 MB less
         style, model, sample = cat(style_parts, np.int32), cat(model_parts, np.int32), cat(sample_parts, np.int32)
         del key_parts, var_parts, style_parts, model_parts, sample_parts
         design = self.get_meta("design_id")
@@ -775,45 +815,51 @@ class RunStore:
         U = len(uk)
         order = np.argsort(keys, kind="stable")
         skeys = keys[order]
+        sprefix = _key_prefix(skeys)
         del keys
-        def scan_scores(conn: sqlite3.Connection, rowids: tuple[int, int] | None):
+
+        def scan_scores(rowids: tuple[int, int] | None):
             """The sums of the scores with rowid in ``rowids`` (all: None) per unit and outcome."""
             any_obs = np.zeros(len(unit), dtype=bool)
             stats: dict[str, dict[str, np.ndarray]] = {}
-            # the outcome's name made by SQLite and the columns split by zip: no Python code runs per score
-            # row but the tuple SQLite hands over (a million replies: 7 million rows)
-            sql = "SELECT request_key, scorer || '.' || measure, value FROM scores"
-            cur = conn.execute(sql + " WHERE rowid BETWEEN ? AND ?" if rowids else sql, rowids or ())
-            while True:
-                rows = cur.fetchmany(chunk)
-                if not rows:
-                    break
-                kcol, ncol, vcol = zip(*rows)
-                del rows
-                k = _key_bytes(kcol)
-                pos = np.searchsorted(skeys, k)
-                pos[pos >= len(skeys)] = 0
-                hit = skeys[pos] == k if len(skeys) else np.zeros(len(k), dtype=bool)
-                req = order[pos]
-                codes, uniq = pd.factorize(np.array(ncol, dtype=object))  # a code per outcome, not its text
-                vals = np.array(vcol, dtype=float)  # NULL (None) -> NaN
+            outcome_of: dict[Any, int] = {}
+            # the outcome's name made by SQLite; the value as a REAL with its kind beside it (0 NULL,
+            # 1 a number, 2 anything else), so that the Arrow reader sees one type per column
+            sql = ("SELECT request_key, scorer || '.' || measure, CASE WHEN typeof(value) IN ('real', 'integer')"
+                   " THEN CAST(value AS REAL) ELSE 0.0 END, CASE WHEN value IS NULL THEN 0 WHEN typeof(value)"
+                   " IN ('real', 'integer') THEN 1 ELSE 2 END FROM scores")
+            for t in arrow.scan(self.path, sql + " WHERE rowid BETWEEN ? AND ?" if rowids else sql, rowids or (),
+                                chunk):
+                kind = arrow.column(t, 3).to_numpy()
+                if (kind == 2).any():
+                    i = int(np.flatnonzero(kind == 2)[0])
+                    raise AuditError(
+                        f"a stored score is not a number (request {arrow.column(t, 0)[i].as_py()!r}, "
+                        f"{arrow.column(t, 1)[i].as_py()!r})", where=str(self.path),
+                        fix="rescore the run (empathy-audit score RUN_DIR --rescore) or delete that score row")
+                pos, hit = _find_keys(skeys, sprefix, arrow.key_codes(arrow.column(t, 0)))
+                req = order[pos] if len(order) else pos
+                del pos
+                codes = _dict_codes(arrow.column(t, 1), None, outcome_of)  # a code per outcome, not its text
+                names = list(outcome_of)
+                vals = arrow.column(t, 2).to_numpy()
+                use = hit & ok[req] & (kind == 1)
                 for j in pd.unique(codes[hit]):
-                    name = uniq[j]
-                    sel = hit & (codes == j)
-                    r_ = req[sel]
-                    v = vals[sel]
-                    use = ok[r_] & ~np.isnan(v)
-                    r_, v = r_[use], v[use]
+                    name = names[j]
+                    if name not in stats:
+                        stats[name] = {"n": np.zeros(U), "sum": np.zeros(U), "sumsq": np.zeros(U),
+                                       "min": np.full(U, np.inf), "max": np.full(U, -np.inf),
+                                       "not01": np.zeros(U), "not012": np.zeros(U), "pos": np.zeros(U),
+                                       "shift": np.array(np.nan)}
+                rows = np.flatnonzero(use)
+                by = np.argsort(codes[rows], kind="stable")  # the rows of one outcome together, in scan order
+                rows = rows[by]
+                cut = np.flatnonzero(np.diff(codes[rows])) + 1
+                for seg in np.split(rows, cut) if len(rows) else ():
+                    st = stats[names[codes[seg[0]]]]
+                    r_, v = req[seg], vals[seg]
                     any_obs[r_] = True
                     u = unit[r_]
-                    st = stats.get(name)
-                    if st is None:
-                        st = stats[name] = {"n": np.zeros(U), "sum": np.zeros(U), "sumsq": np.zeros(U),
-                                            "min": np.full(U, np.inf), "max": np.full(U, -np.inf),
-                                            "not01": np.zeros(U), "not012": np.zeros(U), "pos": np.zeros(U),
-                                            "shift": np.array(np.nan)}
-                    if not len(v):
-                        continue
                     if np.isnan(st["shift"]):
                         st["shift"] = np.array(float(v.mean()))
                     c = v - float(st["shift"])
@@ -822,29 +868,23 @@ class RunStore:
                     st["sumsq"] += np.bincount(u, c * c, minlength=U)
                     np.minimum.at(st["min"], u, v)
                     np.maximum.at(st["max"], u, v)
-                    st["not01"] += np.bincount(u, ~np.isin(v, (0.0, 1.0)), minlength=U)
-                    st["not012"] += np.bincount(u, ~np.isin(v, (0.0, 1.0, 2.0)), minlength=U)
+                    is0, is1 = v == 0.0, v == 1.0
+                    st["not01"] += np.bincount(u, ~(is0 | is1), minlength=U)
+                    st["not012"] += np.bincount(u, ~(is0 | is1 | (v == 2.0)), minlength=U)
                     st["pos"] += np.bincount(u, v > 0, minlength=U)
             return stats, any_obs
 
-        lo, hi = self.conn.execute("SELECT min(rowid), max(rowid) FROM scores").fetchone()
+        # two queries: SQLite answers a lone min() or max() from the B-tree, both in one from a full scan
+        lo = self.conn.execute("SELECT min(rowid) FROM scores").fetchone()[0]
+        hi = self.conn.execute("SELECT max(rowid) FROM scores").fetchone()[0]
         if lo is None or hi - lo + 1 < SCORE_SCAN_SPLIT_ROWS:
-            stats, any_obs = scan_scores(self.conn, None)
+            stats, any_obs = scan_scores(None)
         else:  # two halves of the table, the second in a forked process where two cores are free
             from .parallel import Beside, parallel_enabled
 
             mid = lo + (hi - lo) // 2
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-
-            def second_half():  # a connection of its own: the parent's is not used across the fork
-                conn = sqlite3.connect(uri, uri=True)
-                try:
-                    conn.execute("PRAGMA cache_size=-16384")
-                    return scan_scores(conn, (mid + 1, hi))
-                finally:
-                    conn.close()
-            with Beside(second_half, parallel_enabled(hi - lo + 1)) as side:
-                stats, any_obs = scan_scores(self.conn, (lo, mid))
+            with Beside(lambda: scan_scores((mid + 1, hi)), parallel_enabled(hi - lo + 1)) as side:
+                stats, any_obs = scan_scores((lo, mid))
                 _merge_score_sums(stats, any_obs, *side.result())
         units = pd.DataFrame({"variant_id": pd.Series([t[0] for t in uk], dtype=object),
                               "style": pd.Series([t[1] for t in uk], dtype=object),

@@ -133,3 +133,28 @@ def test_text_codes_are_those_of_the_texts():
         ref_codes, ref_uniq = pd.factorize(text)
         np.testing.assert_array_equal(codes, ref_codes)
         assert list(uniq) == list(ref_uniq)
+
+
+def test_block_numbers_from_category_codes_equal_the_groupby():
+    """``block_numbers`` (the analysis's (outcome, model) blocks from the categoricals' codes) numbers rows as
+    ``groupby(keys, sort=True).ngroup()``: category order (not alphabetical), unused categories and combinations
+    skipped, a missing key in no block (-1); and the same through the group-by for plain text columns."""
+    from audit.stats.textcodes import block_numbers
+
+    rng = np.random.default_rng(4)
+    n = 500
+    out = pd.Categorical(rng.choice(["z.ER", "a.EX", "m.x", None], size=n, p=[0.4, 0.3, 0.2, 0.1]),
+                         categories=["z.ER", "unused", "m.x", "a.EX"])
+    mod = pd.Categorical(rng.choice(["m2", "m1"], size=n), categories=["m2", "m0", "m1"])
+    t = pd.DataFrame({"outcome": out, "model_label": mod})
+    t = t[~((t["outcome"] == "m.x") & (t["model_label"] == "m1"))].reset_index(drop=True)  # a combination never seen
+    got, k = block_numbers(t, ["outcome", "model_label"])
+    gb = t.groupby(["outcome", "model_label"], sort=True, observed=True)
+    want = gb.ngroup().to_numpy()
+    assert k == gb.ngroups == 5
+    assert (got[np.isnan(want)] == -1).all() and (np.isnan(want) == (got == -1)).all()
+    assert np.array_equal(got[got >= 0], want[~np.isnan(want)].astype(np.int64))
+    plain = t.astype(object).dropna()
+    got2, k2 = block_numbers(plain, ["outcome", "model_label"])
+    assert k2 == plain.groupby(["outcome", "model_label"]).ngroups
+    assert np.array_equal(got2, plain.groupby(["outcome", "model_label"], sort=True).ngroup().to_numpy())

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audit.errors import AuditError
 from audit.stats import gap_test
 from audit.stats.cells import CELLS, cells_from_rows
 from audit.stats.fastlmm import fit_nested_ri
@@ -180,12 +181,19 @@ def test_the_store_pass_in_two_halves_gives_the_same_cells(tmp_path, monkeypatch
     monkeypatch.setattr(store_mod, "SCORE_SCAN_SPLIT_ROWS", 1)
     monkeypatch.setenv("EMPATHY_AUDIT_WORKERS", workers)
     monkeypatch.setenv("EMPATHY_AUDIT_PARALLEL_MIN_CELLS", "0")
+    import audit.arrow_scan as arrow_mod
+
+    sql = []
+    real_scan = arrow_mod.scan
+
+    def traced(path, query, *args, **kw):  # the parent's scans (a forked child's calls stay in the child)
+        sql.append(query)
+        return real_scan(path, query, *args, **kw)
+
+    monkeypatch.setattr(arrow_mod, "scan", traced)
     with RunStore(tmp_path, create=False) as st:
         lo, hi = st.conn.execute("SELECT min(rowid), max(rowid) FROM scores").fetchone()
-        sql = []
-        st.conn.set_trace_callback(sql.append)
         halves = analysis_cells(st)
-        st.conn.set_trace_callback(None)
     assert any("rowid BETWEEN" in q for q in sql) and hi > lo  # the split path ran
     assert len(halves) == len(whole) and list(halves.columns) == list(whole.columns)
     _same_cells(halves, whole)
@@ -210,3 +218,25 @@ def test_the_replies_table_is_written_for_small_runs_and_on_request(tmp_path, mo
     assert cli_main(["report", str(run), "--replies-table"]) == 0
     text = (run / "tables" / "replies.csv").read_text(encoding="utf-8")
     assert text.count("\n") > 3
+
+
+def test_the_store_pass_reads_null_styles_as_the_rows_do_and_refuses_a_score_that_is_text(tmp_path):
+    """The pass reads the store as Arrow columns (audit/arrow_scan.py), which need one type per column: a
+    NULL style is read beside its text (the cells equal those of the reply rows), and a
+    score stored as text is one clear error naming the request, not a silent zero."""
+    _messy_store(tmp_path)
+    with RunStore(tmp_path, create=False) as st:
+        keys = [r[0] for r in st.conn.execute("SELECT request_key FROM requests WHERE purpose = 'reply'"
+                                              " ORDER BY rowid")]
+        with st.transaction() as c:  # NULL style on the first rows (the reader's types come from its first batch)
+            c.executemany("UPDATE requests SET style = NULL WHERE request_key = ?", [(k,) for k in keys[:40]])
+        got = analysis_cells(st)
+        want = table_cells(analysis_table(st, compact=True))
+        assert "default" in set(got["style"].astype(str))
+        _same_cells(got, want)
+        bad = keys[50]
+        with st.transaction() as c:
+            c.execute("UPDATE scores SET value = 'n/a' WHERE request_key = ? AND measure = 'empathy'", (bad,))
+        with pytest.raises(AuditError) as e:
+            analysis_cells(st)
+    assert "not a number" in e.value.what and bad in e.value.what

@@ -69,3 +69,51 @@ def test_a_child_that_dies_is_an_error_and_a_cancelled_child_is_reaped():
     slow.cancel()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # already reaped: no zombie left
+
+
+def test_disparity_blocks_shared_by_two_processes_are_each_computed_once_and_equal_one_process():
+    """The parent and a forked child take the disparity blocks from one shared counter (audit.parallel
+    SharedTasks): each block is computed by exactly one of them, both take some, and the table put back
+    together is the one-process table number for number (block i has seed + i whoever computes it)."""
+    import time
+
+    from audit.stats.disparity import DisparityBlocks, disparity_table
+
+    t = _table()
+    t = pd.concat([t.assign(outcome=t["outcome"] + s) for s in ("", ".b", ".c")], ignore_index=True)  # 12 blocks
+    blocks = DisparityBlocks(t, control="control", seed=3, n_boot=99, n_perm=99)
+    tasks = parallel.SharedTasks(blocks.n)
+
+    def slow_take():  # each process pauses after taking a block, so that the other one takes some too
+        i = tasks.take()
+        time.sleep(0.05)
+        return i
+
+    side = parallel.Beside(lambda: blocks.rows(slow_take), fork=True)
+    mine = blocks.rows(slow_take)
+    theirs = side.result()
+    assert blocks.n == 12 and mine and theirs and not set(mine) & set(theirs)
+    assert set(mine) | set(theirs) == set(range(blocks.n))
+    assert tasks.take() is None
+    want = disparity_table(t, control="control", seed=3, n_boot=99, n_perm=99)
+    pd.testing.assert_frame_equal(blocks.table_of({**theirs, **mine}), want, check_exact=True)
+
+
+def test_disparity_blocks_of_a_mask_are_those_of_the_masked_table():
+    """``DisparityBlocks(table, keep=mask)`` (the analysis passes the observed cells as a mask, not a copy)
+    numbers its blocks and seeds as the groupby of ``table[mask]``: a block whose rows are all masked out
+    leaves no gap in the seeds of the blocks after it."""
+    from audit.stats.disparity import DisparityBlocks, disparity_table
+
+    t = _table()
+    t = pd.concat([t.assign(outcome=t["outcome"] + s) for s in ("", ".b")], ignore_index=True)
+    t["outcome"] = t["outcome"].astype("category")
+    rng = np.random.default_rng(0)
+    keep = rng.random(len(t)) > 0.2
+    first = sorted(t["outcome"].unique())[0]
+    keep &= (t["outcome"] != first).to_numpy()  # every row of the first outcome's blocks masked out
+    blocks = DisparityBlocks(t, control="control", seed=7, n_boot=49, n_perm=49, keep=keep)
+    got = blocks.table_of(blocks.rows())
+    want = disparity_table(t[keep], control="control", seed=7, n_boot=49, n_perm=49)
+    assert first not in set(got["outcome"]) and blocks.n == len(want) == 6
+    pd.testing.assert_frame_equal(got, want, check_exact=True)

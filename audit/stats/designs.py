@@ -34,7 +34,7 @@ import pandas as pd
 
 from .missing import level_labels
 
-__all__ = ["DesignInfo", "detect_design"]
+__all__ = ["DesignInfo", "design_codes", "design_of_codes", "detect_design"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,14 @@ def detect_design(data: pd.DataFrame, group: str, cluster: str, *, weight: str |
     Rows with a missing group or cluster are ignored. ``weight``: a column of row counts (the rows are
     cells of that many observations, :mod:`audit.stats.cells`). Example: see the module docstring.
     """
-    # integer codes, not texts: group labels as the user wrote them (level_labels), clusters by their text
+    g, c, w, ok = design_codes(data, group, cluster, weight=weight)
+    return design_of_codes(g[ok], c[ok], w[ok])
+
+
+def design_codes(data: pd.DataFrame, group: str, cluster: str, *,
+                 weight: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The columns :func:`detect_design` reads as ``(group codes, cluster codes, counts, usable)``: groups
+    as the user wrote them (level_labels), clusters by their text, ``usable`` the rows with both."""
     g = pd.factorize(level_labels(data[group]), use_na_sentinel=True)[0]
     col = data[cluster]
     if isinstance(col.dtype, pd.CategoricalDtype) and pd.api.types.is_string_dtype(col.cat.categories):
@@ -88,7 +95,13 @@ def detect_design(data: pd.DataFrame, group: str, cluster: str, *, weight: str |
         c = pd.factorize(col.astype(str), use_na_sentinel=True)[0]
     w = data[weight].to_numpy(dtype=float) if weight is not None else np.ones(len(data))
     ok = (g >= 0) & (c >= 0) & data[cluster].notna().to_numpy()
-    g, c, w = g[ok], c[ok], w[ok]
+    return g, c, w, ok
+
+
+def design_of_codes(g: np.ndarray, c: np.ndarray, w: np.ndarray) -> DesignInfo:
+    """:func:`detect_design` of rows given as integer codes of their group ``g`` and cluster ``c`` (any
+    numbering, no missing value) and their counts ``w``: a caller that classifies several subsets of one
+    table (each group against the reference) codes its columns once."""
     cu, c = np.unique(c, return_inverse=True)
     n = len(cu)
     pairs = np.unique(c * (int(g.max()) + 1 if len(g) else 1) + g)

@@ -57,15 +57,16 @@ Example
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..errors import AuditError
 from .corrections import adjust_family
+from .textcodes import block_numbers
 
-__all__ = ["reference_map", "keep_matched", "max_min_disparity", "disparity_table", "adjust_with",
+__all__ = ["reference_map", "keep_matched", "max_min_disparity", "DisparityBlocks", "disparity_table", "adjust_with",
            "DISPARITY_COLUMNS"]
 
 DISPARITY_COLUMNS = [
@@ -158,10 +159,10 @@ def _cells(d: pd.DataFrame, outcome: str, group: str, cluster: str, unit: str, w
 
 def _group_means(sums, counts, cell_post, cell_group, n_post, n_group, w):
     """Within-post group means (centred) for post weights ``w`` (B x P): (B x G)."""
-    S = np.zeros((n_post, n_group))
-    N = np.zeros((n_post, n_group))
-    np.add.at(S, (cell_post, cell_group), sums)
-    np.add.at(N, (cell_post, cell_group), counts)
+    # one bincount per table: the same additions in the same (cell) order as np.add.at, ~5x faster
+    at = cell_post * n_group + cell_group
+    S = np.bincount(at, sums, n_post * n_group).reshape(n_post, n_group)
+    N = np.bincount(at, counts, n_post * n_group).reshape(n_post, n_group)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (w @ S) / (w @ N)
 
@@ -203,16 +204,17 @@ def _post_weights(rng: np.random.Generator, P: int, n_boot: int) -> np.ndarray:
     counted (O(n_boot P)); numpy's ``multinomial`` draws P binomials per row, ten times slower at 7,000
     posts.
 
-    The indices are drawn :data:`_BOOT_ROWS` rows at a time and counted row by row straight into the
+    The indices are drawn :data:`_BOOT_ROWS` rows at a time and counted (one bincount per block of rows) into the
     float weights: the same numbers as one ``rng.integers(0, P, size=(n_boot, P))`` (the generator's
     stream does not depend on how a draw is split into calls) and the same state of ``rng`` after, without
     the four n_boot x P temporaries of counting them all at once (at 7,400 posts: 0.5 s and 470 MB a test).
     """
     w = np.empty((n_boot, P))
     for start in range(0, n_boot, _BOOT_ROWS):
-        idx = rng.integers(0, P, size=(min(_BOOT_ROWS, n_boot - start), P))
-        for i, row in enumerate(idx, start):
-            w[i] = np.bincount(row, minlength=P)
+        rows = min(_BOOT_ROWS, n_boot - start)
+        idx = rng.integers(0, P, size=(rows, P))
+        idx += (P * np.arange(rows))[:, None]  # row r's posts counted in bins r*P .. r*P + P - 1: one bincount
+        w[start:start + rows] = np.bincount(idx.ravel(), minlength=rows * P).reshape(rows, P)
     return w
 
 
@@ -467,32 +469,72 @@ def _between_posts(d: pd.DataFrame, base: dict, *, outcome: str, group: str, clu
                 warning="; ".join(warn) or None)
 
 
+class DisparityBlocks:
+    """The (outcome, model_label) blocks of :func:`disparity_table`, each a test computed on its own:
+    block ``i`` is :func:`max_min_disparity` with seed ``seed + i``, whoever computes it, so two
+    processes may share the blocks (:meth:`rows` with a shared ``take``) and :meth:`table` puts the
+    rows back in block order: the table of computing them one after the other, number for number."""
+
+    def __init__(self, table: pd.DataFrame, *, control: str = "control", alpha: float = 0.05, seed: int = 0,
+                 n_boot: int = 1999, n_perm: int = 1999, weight: str | None = None, keep: np.ndarray | None = None):
+        """``keep``: a mask of the rows to use (the blocks and their seeds are those of ``table[keep]``,
+        without copying it)."""
+        self.table = table
+        self.kw = dict(control=control, alpha=alpha, n_boot=n_boot, n_perm=n_perm, weight=weight)
+        self.seed = seed
+        # the groupby's blocks in its order (the seeds follow it), taken one at a time: iterating the
+        # groupby would first copy the whole table in sorted order (+330 MB at a million replies)
+        codes, n = block_numbers(table, ["outcome", "model_label"])
+        if keep is not None:  # the blocks with a kept row, numbered in order: those of table[keep]'s groupby
+            codes = np.where(keep, codes, -1)
+            present = np.zeros(n + 1, dtype=bool)
+            present[codes[codes >= 0]] = True
+            renumber = np.full(n + 1, -1, dtype=np.int64)
+            renumber[present] = np.arange(int(present.sum()))
+            codes = np.where(codes >= 0, renumber[np.maximum(codes, 0)], -1)
+            n = int(present.sum())
+        self.order = np.argsort(codes, kind="stable")
+        self.bounds = np.searchsorted(codes, np.arange(n + 1), sorter=self.order)
+        self.n = n
+
+    def row(self, i: int) -> dict:
+        """Block ``i``'s row of the table."""
+        d = self.table.iloc[self.order[self.bounds[i]:self.bounds[i + 1]]]
+        outcome, model = d["outcome"].iloc[0], d["model_label"].iloc[0]
+        inner = "variant_id" if "variant_id" in d.columns else None
+        r = max_min_disparity(d, outcome="value", inner=inner, seed=self.seed + i, **self.kw)
+        return dict(outcome=outcome, model_label=model, style="pooled", cue_type="pooled", **r)
+
+    def rows(self, take: Callable[[], int | None] | None = None) -> dict[int, dict]:
+        """The rows of the blocks ``take()`` hands out until it returns None (every block: None)."""
+        if take is None:
+            return {i: self.row(i) for i in range(self.n)}
+        out = {}
+        while (i := take()) is not None:
+            out[i] = self.row(i)
+        return out
+
+    def table_of(self, rows: dict[int, dict]) -> pd.DataFrame:
+        """The table of every block's row, in block order (columns :data:`DISPARITY_COLUMNS`)."""
+        missing = sorted(set(range(self.n)) - set(rows))
+        if missing:  # pragma: no cover - a programming error
+            raise RuntimeError(f"disparity blocks {missing[:5]} were never computed")
+        out = pd.DataFrame([rows[i] for i in range(self.n)])
+        for c in DISPARITY_COLUMNS:
+            if c not in out.columns:
+                out[c] = np.nan
+        return out[DISPARITY_COLUMNS]
+
+
 def disparity_table(table: pd.DataFrame, *, control: str = "control", alpha: float = 0.05, seed: int = 0,
                     n_boot: int = 1999, n_perm: int = 1999, weight: str | None = None) -> pd.DataFrame:
     """:func:`max_min_disparity` for every (outcome, model_label) of an :func:`~audit.stats.analysis_table`,
-    all styles and cue types pooled (``style = cue_type = 'pooled'``); columns :data:`DISPARITY_COLUMNS`
-    (``p_holm``, ``p_bh``, ``significant_holm`` and ``family_id`` filled by the caller's family)."""
-    rows = []
-    # the groupby's blocks in its order (the seeds follow it), taken one at a time: iterating the groupby
-    # would first copy the whole table in sorted order (+330 MB at a million replies)
-    gb = table.groupby(["outcome", "model_label"], sort=True)
-    codes = gb.ngroup().to_numpy()
-    if codes.dtype.kind == "f":  # rows with a missing key: NaN, in no block
-        codes = np.where(np.isnan(codes), -1, codes).astype(np.int64)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes, np.arange(gb.ngroups + 1), sorter=order)
-    for i in range(gb.ngroups):
-        d = table.iloc[order[bounds[i]:bounds[i + 1]]]
-        outcome, model = d["outcome"].iloc[0], d["model_label"].iloc[0]
-        inner = "variant_id" if "variant_id" in d.columns else None
-        r = max_min_disparity(d, outcome="value", control=control, inner=inner, alpha=alpha, n_boot=n_boot,
-                              n_perm=n_perm, seed=seed + i, weight=weight)
-        rows.append(dict(outcome=outcome, model_label=model, style="pooled", cue_type="pooled", **r))
-    out = pd.DataFrame(rows)
-    for c in DISPARITY_COLUMNS:
-        if c not in out.columns:
-            out[c] = np.nan
-    return out[DISPARITY_COLUMNS]
+    all styles and cue types pooled (``style = cue_type = 'pooled'``), block ``i`` with seed ``seed + i``;
+    columns :data:`DISPARITY_COLUMNS` (``p_holm``, ``p_bh``, ``significant_holm`` and ``family_id``
+    filled by the caller's family)."""
+    blocks = DisparityBlocks(table, control=control, alpha=alpha, seed=seed, n_boot=n_boot, n_perm=n_perm,
+                             weight=weight)
+    return blocks.table_of(blocks.rows())
 
 
 def adjust_with(results: pd.DataFrame, others: pd.DataFrame, *, alpha: float = 0.05):

@@ -88,7 +88,7 @@ from ..errors import AuditError
 from .cells import Cells, cell_weights, cells_binary
 from .degenerate import (CONSTANT, attach_warnings, captured, numerical_only, constant_arms, constant_pair_reason, constant_value,
                          is_constant, no_standard_error)
-from .designs import detect_design
+from .designs import design_codes, design_of_codes
 from .fastlmm import NestedRIFit, fit_nested_ri
 from .textcodes import as_text, text_codes, text_factorize
 from .missing import differential_missingness, level_labels, match_level, missing_by_group, missing_note
@@ -668,6 +668,10 @@ def gap_test(
         arms = constant_arms(values, np.tile(sub[group].to_numpy(), len(values) // max(len(sub), 1)))
         scale = float(np.nanmax(np.abs(values))) if len(values) and np.isfinite(values).any() else 0.0
         no_p = ["se", "ci_low", "ci_high", "relative_gap", "rel_ci_low", "rel_ci_high", "std_effect", "z", "p_value"]
+        # the design of each group against the reference from the columns coded once (a copy of the rows of
+        # each pair was ~3 ms a group)
+        dg, dc, dw, dok = design_codes(sub, group, cluster, weight=weight)
+        ref_rows = is_ref.to_numpy(dtype=bool)
         for i, g in r["group"].items():
             fitted = not str(r.at[i, "method"]).startswith("not fitted")
             why = constant_pair_reason(arms, g, ctrl) if fitted else None
@@ -681,8 +685,10 @@ def gap_test(
                         "reference's outcomes agree within every cluster, or the fit is numerically singular), "
                         "so no p-value")
                 r.at[i, "warning"] = "; ".join(x for x in (note, r.at[i, "warning"]) if isinstance(x, str) and x)
-            if (sub[group] == g).any():
-                info = detect_design(sub[is_ref | (sub[group] == g)], group, cluster, weight=weight)
+            g_rows = (sub[group] == g).to_numpy(dtype=bool)
+            if g_rows.any():
+                m = dok & (ref_rows | g_rows)
+                info = design_of_codes(dg[m], dc[m], dw[m])
                 r.at[i, "n_clusters"], r.at[i, "design"] = info.n_clusters, info.kind
             if level is None:
                 r.at[i, "n_missing"], r.at[i, "ref_n_missing"] = miss.get(g, 0), miss.get(ctrl, 0)
@@ -705,15 +711,21 @@ def gap_test(
         cond = "__condition__"
         dd = d.copy()
         is_ref = dd[group] == ctrl
-        dd[cond] = np.where(is_ref, ctrl, dd[group].astype(str) + "\x1f" + dd[by].astype(str))
+        # each distinct (group, level) pair's label made once, not a text per row
+        gc, gt = text_factorize(dd[group])
+        bc, bt = text_factorize(dd[by])
+        pairs, which = np.unique(gc.astype(np.int64) * len(bt) + bc, return_inverse=True)
+        label = np.array([gt[p // len(bt)] + "\x1f" + bt[p % len(bt)] for p in pairs], dtype=object)
+        dd[cond] = np.where(is_ref, ctrl, label[which.ravel()])
         rows, _ = _fit_stated(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary,
                               cells)
         r = pd.DataFrame(rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object})
         split = r["group"].str.split("\x1f", n=1, expand=True)
         r["group"] = split[0]
         r.insert(1, by, split[1])
+        by_text = as_text(d[by])
         for lv, idx in r.groupby(by).groups.items():
-            sub = d[(d[group] == ctrl) | (d[by].astype(str) == lv)]
+            sub = d[((d[group] == ctrl).to_numpy(dtype=bool)) | (by_text == lv)]
             r.loc[idx] = annotate(r.loc[idx].copy(), sub, lv)
         parts.append(r)
     else:

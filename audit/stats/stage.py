@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from .. import __version__
 from ..errors import AuditError
@@ -37,12 +38,14 @@ from .axes import axis_contrasts as axis_contrasts_of
 from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .corrections import adjust_family
 from .designs import detect_design
-from .disparity import adjust_with, disparity_table, keep_matched, reference_map
+from .textcodes import block_numbers, text_factorize
+from .disparity import DisparityBlocks, adjust_with, keep_matched, reference_map
 from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
 from .intervals import ADJ_COLUMNS, clip_to_range, holm_intervals
 from .paired import paired_contrasts
-from ..parallel import beside
+from ..memory import release_free_memory
+from ..parallel import Beside, SharedTasks, parallel_enabled
 from .pooling import partial_pool
 from .power import detectable_gap
 from .ppi import ppi_table
@@ -191,6 +194,7 @@ def analysis_cells(store: RunStore, spec: Any = None, *, group_summary: bool = F
     from the same sums (:func:`group_summary_of_sums`; None where it cannot be).
     """
     units, stats = store.score_cells()
+    release_free_memory()  # the pass's request keys and chunks are freed: its heap back to the system
     if not group_summary:
         return _cells_of_sums(store, spec, units, stats)
     summary = group_summary_of_sums(units, stats)  # before the cells: they free the sums as they go
@@ -260,7 +264,10 @@ def _cells_of_sums(store: RunStore, spec: Any, units: pd.DataFrame,
     for c in ("ss", "vmin", "vmax", "all01"):
         data[c] = column(c)
     data["n_any"] = np.repeat(units["n_any"].to_numpy(), K)
-    return pd.DataFrame(data, columns=cols)
+    out = pd.DataFrame(data, columns=cols, copy=False)  # each column as made: consolidating copied ~180 MB at 1M
+    del data, per
+    release_free_memory()
+    return out
 
 
 #: The report's per-group score summary, stored by :func:`analyze_store` (:func:`group_summary_of_sums`)
@@ -476,15 +483,53 @@ def analyze_cells(
     axis's reference, averaged over the other axes, from the same model as the cell gaps (styles and
     cue types pooled), with Holm and BH within that table (exploratory, outside the gap family).
     """
-    axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
-    observed = table if (table["n"] > 0).all() else table[table["n"] > 0]
+    # one BLAS thread: the fits' matrices are small (tens of columns), and OpenBLAS's threads spin on the
+    # cores the forked part of the analysis needs (a million replies: 35 s of CPU for 24 s of fits with two
+    # threads, 22 s for 23 s with one). The same setting everywhere, so the numbers do not depend on the cores.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _analyze_cells(
+            table, reference=reference, extra_references=extra_references, alpha=alpha, by_style=by_style,
+            paired_check=paired_check, power=power, power_gap=power_gap, reference_group=reference_group, seed=seed,
+            primary=primary, human=human, allow_missing=allow_missing, reference_model=reference_model,
+            model_order=model_order, rows=rows, margins=margins, axis_contrasts=axis_contrasts, ranges=ranges)
 
-    def disparities():  # independent of the gap family: in a forked process at scale (audit.parallel),
-        # where it takes about as long as everything else (1,999 permutations of every post's labels per block)
-        # between the demographic groups (the control, where there is one, left out), whatever the reference:
-        # a release without a control (reference = a group) has its disparities too
-        return disparity_table(observed, control="control", alpha=alpha, seed=seed, weight="n")
-    side = beside(disparities, len(table))
+
+def _analyze_cells(
+    table: pd.DataFrame,
+    *,
+    reference: str,
+    extra_references: list[str] | tuple[str, ...],
+    alpha: float,
+    by_style: bool,
+    paired_check: bool,
+    power: float,
+    power_gap: float,
+    reference_group: str | None,
+    seed: int,
+    primary: list[str] | None,
+    human: pd.DataFrame | None,
+    allow_missing: bool,
+    reference_model: str | None,
+    model_order: list[str] | None,
+    rows: pd.DataFrame | None,
+    margins: dict[str, Any] | None,
+    axis_contrasts: bool,
+    ranges: dict[str, tuple[float, float] | None] | None,
+) -> AnalysisResult:
+    axes = [c for c in table.columns if c not in set(_BASE_COLS) | {"outcome", "value", "n_any"} | set(CELL_STATS)]
+    # the observed cells (n > 0) as a mask, not a copy: a copy was another ~240 MB at a million replies
+    seen = table["n"].to_numpy() > 0
+
+    # the disparity tests between the demographic groups (the control, where there is one, left out),
+    # whatever the reference: a release without a control (reference = a group) has its disparities too.
+    # Independent of the gap family: at scale (audit.parallel) a forked process starts on the blocks and
+    # this one takes the blocks left when its own fits are done (1,999 bootstrap resamples and
+    # permutations of every post's labels per block: about as long as everything else)
+    disparity_blocks = DisparityBlocks(table, control="control", alpha=alpha, seed=seed, weight="n", keep=seen)
+    fork = parallel_enabled(len(table))
+    release_free_memory()  # before the fork: the child starts from what is in use
+    tasks = SharedTasks(disparity_blocks.n) if fork else None
+    side = Beside(lambda: disparity_blocks.rows(tasks.take if tasks else None), fork)
     paired_parts: list[pd.DataFrame] = []
     formulas: set[str] = set()
 
@@ -492,9 +537,9 @@ def analyze_cells(
         """One (outcome, model, style) block at a time, taken out of the table by its group number: a
         groupby's iteration (and a list of every block) would hold a sorted copy of the whole table
         (~450 MB at a million replies). The paired contrasts of each block are made on the way."""
-        key = table.groupby(["outcome", "model_label"], sort=True, observed=True).ngroup().to_numpy()
+        key, n_blocks = block_numbers(table, ["outcome", "model_label"])
         order = np.argsort(key, kind="stable")
-        bounds = np.searchsorted(key[order], np.arange(int(key.max()) + 2 if len(key) else 1))
+        bounds = np.searchsorted(key[order], np.arange(n_blocks + 1))
         for k in range(len(bounds) - 1):
             d_om = table.take(order[bounds[k]:bounds[k + 1]])
             outcome, model = d_om["outcome"].iloc[0], d_om["model_label"].iloc[0]
@@ -522,7 +567,7 @@ def analyze_cells(
 
     ax = [a for a in axes if a in table.columns]
     group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
-    between = (reference_map(sorted(table["group"].astype(str).unique()), reference_group, group_axes)
+    between = (reference_map(sorted(text_factorize(table["group"])[1]), reference_group, group_axes)
                if reference_group else {})
     keep_all = [reference, *extra_references]
     references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
@@ -537,14 +582,18 @@ def analyze_cells(
             first = notes[0] if notes else "no test could be fitted"
             raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
                              fix="score more posts (a random-intercept model needs at least 5) or check the scores")
+        release_free_memory()  # each phase's peak starts from what is in use, not from the last one's heap
         models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
                                            pre_registered=bool(primary) and reference_model is not None,
                                            model_order=model_order, cells=CELLS)
-        variability = _variability(observed, reference)
+        release_free_memory()
+        variability = _variability(table, seen, reference)
+        release_free_memory()
+        mine = disparity_blocks.rows(tasks.take) if tasks else {}  # the blocks the forked process has not taken
     except BaseException:
         side.cancel()
         raise
-    disparity = side.result()
+    disparity = disparity_blocks.table_of({**side.result(), **mine})
     res["family_id"] = _family_id(res)
     if not models.empty:  # several models: the differences of gaps join the family (audit.stats.models_compare)
         notes = notes + model_notes
@@ -562,7 +611,7 @@ def analyze_cells(
         ppi = _with_human(rows[rows["value"].notna()], human, reference, alpha)
     if margins:
         res, disparity = verdicts(res, disparity, ppi, margins, alpha=alpha, reference=reference)
-    binary = _binary_outcomes(observed)
+    binary = _binary_outcomes(table)  # it reads the observed cells only
     rng = {o: (0.0, 1.0) for o in binary}
     rng.update({o: tuple(r) for o, r in (ranges or {}).items() if r is not None})
     res = holm_intervals(clip_to_range(res, rng), alpha=alpha, ranges=rng,
@@ -633,7 +682,7 @@ def analyze_cells(
         mde, rel = detectable_gap(se, ref_mean, alpha=alpha, family_size=m, power=power)
         zc = stats.norm.ppf(1 - alpha / (2 * max(m, 1)))
         pw_gap = float(stats.norm.cdf(abs(power_gap * ref_mean) / se - zc)) if se > 0 else np.nan
-        d_om = observed[(observed["outcome"] == outcome) & (observed["model_label"] == model)]
+        d_om = table[((table["outcome"] == outcome) & (table["model_label"] == model)).to_numpy() & seen]
         pw_rows.append(dict(outcome=outcome, model_label=model, ref_mean=ref_mean, se=se, detectable_gap=mde,
                             detectable_relative_gap=rel, power=power, alpha=alpha, family_size=m,
                             gap=power_gap, power_at_gap=pw_gap,
@@ -674,7 +723,7 @@ def analyze_cells(
         "fallbacks_used": fallbacks.value_counts().to_dict(),
         "singular_fits": int(res["warning"].astype(str).str.contains("singular").sum()),
         "not_fitted": notes,
-        "n_rows": int(observed["n"].sum()),
+        "n_rows": int(table["n"].sum()),  # the empty cells add 0
         "design": design.kind,
         "design_statement": design.statement(),
         "software": software_versions(),
@@ -713,18 +762,19 @@ def _binary_outcomes(observed: pd.DataFrame) -> list[str]:
     return sorted(str(o) for o, r in g.iterrows() if bool(r["b"]) and r["lo"] == 0.0 and r["hi"] == 1.0)
 
 
-def _variability(observed: pd.DataFrame, reference: str) -> pd.DataFrame:
+def _variability(table: pd.DataFrame, seen: np.ndarray, reference: str) -> pd.DataFrame:
     """``results_variability``: with repeated samples of a variant (``samples > 1``), the within-variant
     sampling variance of every continuous outcome and model, the share of a gap's variance it explains
     and the advice on samples versus posts (:func:`audit.stats.models_compare.sampling_variability`);
-    empty with one sample per variant."""
-    if observed.empty or observed["n"].max() < 2:
+    empty with one sample per variant. ``seen``: the observed cells (n > 0), the rows it reads."""
+    if not seen.any() or table["n"].max() < 2:
         return pd.DataFrame()
-    flags = observed[["outcome", CELLS.n, CELLS.binary, CELLS.lo, CELLS.hi]]  # a group-by copies its slices
+    flags = table.loc[seen, ["outcome", CELLS.n, CELLS.binary, CELLS.lo, CELLS.hi]]  # a group-by copies its slices
     cont = [o for o, d in flags.groupby("outcome") if not cells_binary(d)]
-    cols = [c for c in observed.columns if c in {"outcome", "model_label", "value", "group", "post_id", "variant_id",
-                                                  "style", *CELL_STATS}]  # the rows are copied: only what it reads
-    return sampling_variability(observed.loc[observed["outcome"].isin(cont).to_numpy(), cols],
+    del flags
+    cols = [c for c in table.columns if c in {"outcome", "model_label", "value", "group", "post_id", "variant_id",
+                                               "style", *CELL_STATS}]  # the rows are copied: only what it reads
+    return sampling_variability(table.loc[seen & table["outcome"].isin(cont).to_numpy(), cols],
                                 replicate="sample_index", reference=reference, cells=CELLS)
 
 
@@ -871,7 +921,7 @@ def _checked_margins(margins: dict[str, Any] | None, table: pd.DataFrame) -> dic
     """``analysis.margins`` whose every key names a stored outcome (else an AuditError naming it)."""
     if not margins:
         return None
-    have = sorted(str(o) for o in pd.unique(table["outcome"].astype(str)))
+    have = sorted(str(o) for o in text_factorize(table["outcome"])[1])
     for key in margins:
         if not any(o == key or ("." not in key and o.rpartition(".")[2] == key) for o in have):
             raise AuditError(f"analysis.margins names '{key}', which the stored scores do not have",
@@ -979,7 +1029,9 @@ def stored_group_summary(store: RunStore, fingerprint: str | None) -> pd.DataFra
 def _declared_ranges(store: RunStore, table: pd.DataFrame) -> dict[str, tuple[float, float] | None]:
     """``{outcome: (min, max)}`` of every outcome in ``table`` from its scorer's measure declaration."""
     catalog = MeasureCatalog.from_scorer_info(store.scorer_info())
-    return {str(o): catalog.measure(str(o)).range for o in table["outcome"].astype(str).unique()}
+    # the distinct texts in order of appearance from the categorical's codes (astype(str) made a string per cell:
+    # ~250 MB at a million replies)
+    return {str(o): catalog.measure(str(o)).range for o in text_factorize(table["outcome"])[1]}
 
 
 def analysis_fingerprint(store: RunStore, spec: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["as_text", "text_codes", "text_factorize"]
+__all__ = ["as_text", "block_numbers", "text_codes", "text_factorize"]
 
 
 def as_text(col: pd.Series) -> np.ndarray:
@@ -57,3 +57,28 @@ def text_factorize(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return codes.astype(np.intp), np.asarray(texts.to_numpy(dtype=object), dtype=object)
     codes, texts = pd.factorize(as_text(col))
     return codes.astype(np.intp), np.asarray(texts, dtype=object)
+
+
+def block_numbers(table: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, int]:
+    """``(table.groupby(keys, sort=True).ngroup(), ngroups)`` with -1 for a row with a missing key: each
+    row's block, blocks numbered in the sorted order of their keys. From the categoricals' codes when every
+    key is one (a group-by built ~150 MB of index arrays for a million-reply cell table)."""
+    cols = [table[k] for k in keys]
+    if cols and all(isinstance(c.dtype, pd.CategoricalDtype) for c in cols):
+        combined = np.zeros(len(table), dtype=np.int64)
+        missing = np.zeros(len(table), dtype=bool)
+        for c in cols:  # mixed radix over the categories, the first key most significant: the sort order
+            codes = c.cat.codes.to_numpy()
+            missing |= codes < 0
+            combined *= len(c.cat.categories)
+            combined += codes
+        combined[missing] = -1
+        present, numbers = np.unique(combined[~missing], return_inverse=True)
+        out = np.full(len(table), -1, dtype=np.int64)
+        out[~missing] = numbers
+        return out, len(present)
+    gb = table.groupby(keys, sort=True)
+    numbers = gb.ngroup().to_numpy()
+    if numbers.dtype.kind == "f":  # rows with a missing key: NaN, in no block
+        numbers = np.where(np.isnan(numbers), -1, numbers)
+    return numbers.astype(np.int64), gb.ngroups  # a copy of its own (pandas' array is read-only)
