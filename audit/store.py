@@ -1397,7 +1397,7 @@ def _affinity(declared: str | None) -> str:
 
 def store_content_sha256(path: str | Path) -> str:
     """:meth:`RunStore.content_sha256` of the store file ``path``, read through ADBC (a million-reply
-    store in ~25 s, where Python's sqlite3 makes an object of every value: ~60 s), or through sqlite3
+    store in ~27 s of CPU, where Python's sqlite3 makes an object of every value: ~55 s), or through sqlite3
     when ADBC is not installed. The same hash either way.
 
     What is hashed, for each table by name: the line ``table NAME COL,COL,... ROWS``, then per column
@@ -1649,7 +1649,7 @@ def store_inputs_sha256(path: str | Path) -> tuple[str, bool]:
     """SHA-256 of what the analysis reads of the store file ``path``: every score's request key, scorer,
     measure and value and every reply's request key and status (as :func:`store_content_sha256` hashes
     values, each table in rowid order), and whether a reply has status ``content_filter``. Through
-    ADBC where installed (a million replies in ~5 s; run it in a process without sqlite3 connections
+    ADBC where installed (a million replies in ~7 s; run it in a process without sqlite3 connections
     to the file: :class:`StoreDigests`), else sqlite3; the same hash."""
     try:
         import adbc_driver_sqlite.dbapi as adbc  # noqa: F401

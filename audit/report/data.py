@@ -285,7 +285,7 @@ def collect(run_dir: str | Path) -> ReportData:
         # the aggregates' sorts and look-ups do with a smaller page cache (the OS caches the file too),
         # and the report's memory stays under 1 GB at a million replies
         store.conn.execute(f"PRAGMA cache_size=-{REPORT_CACHE_KIB}")
-        # the store's hashes read every row (a million replies: ~5 s for the analysis inputs, ~25 s for the
+        # the store's hashes read every row (a million replies: ~7 s of CPU for the analysis inputs, ~27 s for the
         # content), in a process of their own while SQLite computes the aggregates below and the figures
         # are drawn; first the inputs' hash, which tells whether the stored per-group summary is the store's
         stored_summary = (GROUP_SUMMARY_TABLE in names and store.get_meta("group_summary_inputs_sha256") is not None)
