@@ -60,7 +60,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -385,20 +385,11 @@ class RunStore:
                 c.execute(f'DROP TABLE IF EXISTS "{name}"')
 
     def content_sha256(self) -> str:
-        """SHA-256 of every row of every table of the store, in a canonical order (tables by name, rows
-        sorted by all their columns): the same data gives the same hash whatever the file's page layout
-        or WAL state. SQLite's own tables are left out."""
-        h = hashlib.sha256()
-        # one encoder for every row: json.dumps with options builds a new one per call (the same bytes)
-        encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
-        for t in self.table_names():
-            cols = [r[1] for r in self.conn.execute(f'PRAGMA table_info("{t}")')]
-            h.update(f"table {t} {','.join(cols)}\n".encode("utf-8"))
-            order = ", ".join(f'"{c}"' for c in cols)
-            cur = self.conn.execute(f'SELECT * FROM "{t}" ORDER BY {order}')
-            while rows := cur.fetchmany(10_000):
-                h.update("".join(encode(list(row)) + "\n" for row in rows).encode("utf-8"))
-        return h.hexdigest()
+        """SHA-256 of every row of every table of the store, in a canonical order: the same data gives
+        the same hash whatever the file's page layout, WAL state or the order rows were written in.
+        SQLite's own tables are left out. What is hashed: :func:`store_content_sha256`, here read through
+        this connection (the report reads through ADBC, in a process of its own: the same hash)."""
+        return _content_digest(_TableReader(self.conn))
 
     def migrations(self) -> pd.DataFrame:
         """The schema migrations applied to this store: ``version, name, applied_at`` in order."""
@@ -490,8 +481,13 @@ class RunStore:
     def variants_df(self, *, all_designs: bool = False) -> pd.DataFrame:
         """Variants with the axis attributes expanded into columns and ``group`` = group_name: those the
         current design asks replies for (every stored one when ``all_designs`` or no design is recorded)."""
-        cond, params = self._design_filter("q.request_key", all_designs)
-        where = (f" WHERE variant_id IN (SELECT q.variant_id FROM requests q WHERE {cond})" if cond else "")
+        design = None if all_designs else self.get_meta("design_id")
+        # each variant's requests looked up (index requests_variant) until one is the design's: a few
+        # look-ups per variant, where a scan of every request took 5-12 s at a million replies
+        where = (" WHERE EXISTS (SELECT 1 FROM requests q WHERE q.variant_id = variants.variant_id AND EXISTS"
+                 " (SELECT 1 FROM design_requests d WHERE d.design_id = ? AND d.request_key = q.request_key))"
+                 if design is not None else "")
+        params = (design,) if design is not None else ()
         df = self.query_df("SELECT * FROM variants" + where + " ORDER BY post_id, group_name, cue_type, variant_id",
                            params)
         return _expand_attributes(df)
@@ -1325,6 +1321,398 @@ class RunStore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _affinity(declared: str | None) -> str:
+    """SQLite's column affinity of a declared type (https://sqlite.org/datatype3.html, 3.1)."""
+    d = (declared or "").upper()
+    if "INT" in d:
+        return "integer"
+    if "CHAR" in d or "CLOB" in d or "TEXT" in d:
+        return "text"
+    if "BLOB" in d or not d:
+        return "blob"
+    if "REAL" in d or "FLOA" in d or "DOUB" in d:
+        return "real"
+    return "numeric"
+
+
+def store_content_sha256(path: str | Path) -> str:
+    """:meth:`RunStore.content_sha256` of the store file ``path``, read through ADBC (a million-reply
+    store in ~27 s of CPU, where Python's sqlite3 makes an object of every value: ~55 s), or through sqlite3
+    when ADBC is not installed. The same hash either way.
+
+    What is hashed, for each table by name: the line ``table NAME COL,COL,... ROWS``, then per column
+    ``NAME T R L D`` (hex SHA-256 digests) over its values in the table's canonical row order (every
+    column ascending, as ``ORDER BY`` all columns; a table whose first column is its one-column
+    primary key, without NULL, in that key's order, the same order):
+
+    - T: the storage classes (SQLite's ``typeof``: ``null``, ``integer``, ``real``, ``text``, ``blob``,
+      a prefix-free code) written one after the other;
+    - R: the REAL values as IEEE-754 binary64, little-endian, 0.0 for a value of another class (``-``
+      for a column of TEXT affinity, which holds no number);
+    - L and D: the bytes of every other value (a text's UTF-8, a blob's bytes, an integer's decimal
+      digits; none for NULL and REAL), L their lengths as 64-bit little-endian integers, D the bytes
+      one after the other.
+
+    Class, number and bytes together are the value exactly: two stores hash alike only if they hold
+    the same rows. (Until this version the hash was of each row written as a JSON line by Python: the
+    same certainty, another number, ~2.5x the time.)
+    """
+    try:
+        import adbc_driver_sqlite.dbapi as adbc  # noqa: F401
+    except ImportError:
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            return _content_digest(_TableReader(conn))
+        finally:
+            conn.close()
+    return _content_digest(_ArrowTableReader(path))
+
+
+class _TableReader:
+    """The value columns :func:`store_content_sha256` hashes, read through Python's sqlite3."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def tables(self) -> list[tuple[str, list[tuple[str, str]], list[str]]]:
+        """(name, [(column, affinity)], primary-key columns) of every table but SQLite's own, by name."""
+        names = [r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name").fetchall()
+            if not r[0].startswith("sqlite_")]
+        out = []
+        for t in names:
+            info = list(self.conn.execute(f'PRAGMA table_info("{t}")'))
+            out.append((t, [(r[1], _affinity(r[2])) for r in info], [r[1] for r in info if r[5]]))
+        return out
+
+    def query(self, t: str, cols: list[tuple[str, str]], pk: list[str], order: str | None = None) -> str:
+        """The SELECT of ``cols`` (``[(column, affinity)]``) of ``t`` as classes, REAL values and bytes, in
+        the table's canonical order (``order``: in that order instead, e.g. ``rowid``)."""
+        exprs = []
+        for c, aff in cols:
+            q = '"' + c.replace('"', '""') + '"'
+            exprs.append(f"typeof({q})")
+            if aff != "text":
+                exprs.append(f"CASE WHEN typeof({q}) = 'real' THEN {q} ELSE 0.0 END")
+                exprs.append(f"CASE WHEN typeof({q}) = 'real' THEN X'' ELSE ifnull(CAST({q} AS BLOB), X'') END")
+            else:
+                exprs.append(f"ifnull(CAST({q} AS BLOB), X'')")
+        if order is None:
+            quoted = ['"' + c.replace('"', '""') + '"' for c, _ in cols]
+            order = ", ".join(quoted)
+            if len(pk) == 1 and pk[0] == cols[0][0] and self.first_column_has_no_null(t, quoted[0]):
+                order = quoted[0]  # unique and not NULL: the same order as every column's, without sorting rows
+        return f'SELECT {", ".join(exprs)} FROM "{t}" ORDER BY {order}'
+
+    def first_column_has_no_null(self, t: str, q: str) -> bool:
+        return self.conn.execute(f'SELECT 1 FROM "{t}" WHERE {q} IS NULL LIMIT 1').fetchone() is None
+
+    def chunks(self, sql: str, kinds: list[str]) -> Iterator[list[Any]]:
+        """The rows of ``sql`` in chunks: per column (``kinds``: its affinity is ``text`` or not), its classes
+        (bytes), REAL values (float64; None for a text column), byte lengths (int64) and bytes."""
+        cur = self.conn.execute(sql)
+        while rows := cur.fetchmany(20_000):
+            cols = list(zip(*rows))
+            out, i = [], 0
+            for kind in kinds:
+                types = "".join(cols[i])
+                i += 1
+                reals = None
+                if kind != "text":
+                    reals = np.asarray(cols[i], dtype="<f8")
+                    i += 1
+                data = cols[i]
+                i += 1
+                lens = np.fromiter((len(b) for b in data), dtype="<i8", count=len(data))
+                out.append((types.encode("ascii"), reals, lens, b"".join(data)))
+            yield out
+
+
+class _ArrowTableReader(_TableReader):
+    """The same columns read through ADBC's SQLite driver into Arrow arrays (no Python object per
+    value). Its own SQLite library: used where no sqlite3 connection of this process holds the file
+    (:func:`audit.report.data` runs it in a process of its own), as two SQLite libraries in one
+    process release each other's POSIX locks."""
+
+    def __init__(self, path: str | Path):
+        import adbc_driver_sqlite.dbapi as adbc
+
+        self.adbc = adbc.connect(Path(path).resolve().as_uri() + "?mode=ro")
+        self.conn = _AdbcConn(self.adbc)
+
+    def chunks(self, sql: str, kinds: list[str]) -> Iterator[list[Any]]:
+        cur = self.adbc.cursor()
+        try:
+            # the driver's default, 1,024 rows a batch, costs ~1 s of overhead per 7 million rows; 16,384 rows
+            # of a million-reply store's replies are ~35 MB
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "16384"})
+            cur.execute(sql)
+            for batch in cur.fetch_record_batch():
+                out, i = [], 0
+                for kind in kinds:
+                    types = _arrow_bytes(batch.column(i))[1]
+                    i += 1
+                    reals = None
+                    if kind != "text":
+                        reals = _arrow_doubles(batch.column(i))
+                        i += 1
+                    lens, data = _arrow_bytes(batch.column(i))
+                    i += 1
+                    out.append((types, reals, lens, data))
+                yield out
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        self.adbc.close()
+
+
+class _AdbcConn:
+    """The few statements :class:`_TableReader` runs, through an ADBC connection."""
+
+    def __init__(self, adbc: Any):
+        self.adbc = adbc
+
+    def execute(self, sql: str) -> "_Rows":
+        cur = self.adbc.cursor()
+        try:
+            cur.execute(sql)
+            return _Rows(cur.fetchall())
+        finally:
+            cur.close()
+
+
+class _Rows:
+    def __init__(self, rows: list[tuple]):
+        self.rows = rows
+
+    def fetchall(self) -> list[tuple]:
+        return self.rows
+
+    def fetchone(self) -> tuple | None:
+        return self.rows[0] if self.rows else None
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.rows)
+
+
+def _arrow_bytes(arr: Any) -> tuple[np.ndarray, bytes]:
+    """(lengths as int64, the bytes one after the other) of a string or binary Arrow array without NULLs."""
+    import pyarrow as pa
+
+    if pa.types.is_large_binary(arr.type) or pa.types.is_large_string(arr.type):
+        odt = np.int64
+    else:
+        odt = np.int32
+    if len(arr) == 0:
+        return np.zeros(0, dtype="<i8"), b""
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=odt)[arr.offset:arr.offset + len(arr) + 1]
+    data = bufs[2]
+    raw = b"" if data is None else memoryview(data)[int(offsets[0]):int(offsets[-1])].tobytes()
+    return np.diff(offsets).astype("<i8"), raw
+
+
+def _arrow_doubles(arr: Any) -> np.ndarray:
+    if len(arr) == 0:
+        return np.zeros(0, dtype="<f8")
+    return np.frombuffer(arr.buffers()[1], dtype="<f8")[arr.offset:arr.offset + len(arr)]
+
+
+def _column_digests(reader: _TableReader, sql: str, cols: list[tuple[str, str]],
+                    seen: Callable[[int, bytes], None] | None = None) -> tuple[int, list[str]]:
+    """(rows, one line ``T R L D`` of hex digests per column) of the rows of ``sql`` (:meth:`_TableReader.query`);
+    ``seen(i, data)``: shown each chunk of column ``i``'s bytes."""
+    kinds = [aff if aff == "text" else "number" for _, aff in cols]
+    streams = [[hashlib.sha256() for _ in range(4)] for _ in cols]
+    rows = 0
+    for chunk in reader.chunks(sql, kinds):
+        for i, ((types, reals, lens, data), hs) in enumerate(zip(chunk, streams)):
+            hs[0].update(types)
+            if reals is not None:
+                hs[1].update(np.ascontiguousarray(reals, dtype="<f8").tobytes())
+            hs[2].update(np.ascontiguousarray(lens, dtype="<i8").tobytes())
+            hs[3].update(data)
+            if seen is not None:
+                seen(i, data)
+        rows += len(chunk[0][2]) if chunk else 0
+    return rows, [f"{hs[0].hexdigest()} {hs[1].hexdigest() if aff != 'text' else '-'} {hs[2].hexdigest()} "
+                  f"{hs[3].hexdigest()}" for (_, aff), hs in zip(cols, streams)]
+
+
+def _content_digest(reader: _TableReader) -> str:
+    """The hash :func:`store_content_sha256` describes, of the tables ``reader`` reads."""
+    try:
+        h = hashlib.sha256()
+        for t, cols, pk in reader.tables():
+            rows, lines = _column_digests(reader, reader.query(t, cols, pk), cols)
+            h.update(f"table {t} {','.join(c for c, _ in cols)} {rows}\n".encode("utf-8"))
+            for (c, _), line in zip(cols, lines):
+                h.update(f"{c} {line}\n".encode("utf-8"))
+        return h.hexdigest()
+    finally:
+        if isinstance(reader, _ArrowTableReader):
+            reader.close()
+
+
+#: What the analysis and the per-group summary are made of (:func:`store_inputs_sha256`).
+INPUT_COLUMNS = (("scores", ("request_key", "scorer", "measure", "value")), ("replies", ("request_key", "status")))
+
+
+def _inputs_digest(reader: _TableReader) -> tuple[str, bool]:
+    """(:func:`store_inputs_sha256`, whether a reply has status ``content_filter``) through ``reader``."""
+    try:
+        h = hashlib.sha256(b"inputs 1\n")
+        filtered = [False]
+
+        def seen(i: int, data: bytes) -> None:  # the status column: statuses one after the other
+            filtered[0] = filtered[0] or (i == 1 and b"content_filter" in data)
+
+        tables = {t: dict(cols) for t, cols, _ in reader.tables()}
+        for t, names in INPUT_COLUMNS:
+            cols = [(c, tables.get(t, {}).get(c, "text")) for c in names]
+            if t not in tables or any(c not in tables[t] for c in names):
+                h.update(f"{t} absent\n".encode())
+                continue
+            rows, lines = _column_digests(reader, reader.query(t, cols, [], order="rowid"), cols,
+                                          seen if t == "replies" else None)
+            h.update(f"{t} {rows}\n".encode())
+            for c, line in zip(names, lines):
+                h.update(f"{c} {line}\n".encode())
+        return h.hexdigest(), filtered[0]
+    finally:
+        if isinstance(reader, _ArrowTableReader):
+            reader.close()
+
+
+def store_inputs_sha256(path: str | Path) -> tuple[str, bool]:
+    """SHA-256 of what the analysis reads of the store file ``path``: every score's request key, scorer,
+    measure and value and every reply's request key and status (as :func:`store_content_sha256` hashes
+    values, each table in rowid order), and whether a reply has status ``content_filter``. Through
+    ADBC where installed (a million replies in ~7 s; run it in a process without sqlite3 connections
+    to the file: :class:`StoreDigests`), else sqlite3; the same hash."""
+    try:
+        import adbc_driver_sqlite.dbapi as adbc  # noqa: F401
+    except ImportError:
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            return _inputs_digest(_TableReader(conn))
+        finally:
+            conn.close()
+    return _inputs_digest(_ArrowTableReader(path))
+
+
+class StoreDigests:
+    """:func:`store_inputs_sha256` (``inputs``) then :func:`store_content_sha256` (``content``) of a run's
+    store, computed in a process of its own: on another core, without the caller's GIL, and reading
+    through ADBC's SQLite library, which must not share a process with sqlite3 connections to the file
+    (two SQLite libraries in one process release each other's POSIX locks). Where no process can be
+    started: the same hashes through sqlite3, in a thread. ``inputs()`` and ``content()`` wait for
+    theirs."""
+
+    def __init__(self, path: str | Path, *, inputs: bool = True, content: bool = True):
+        import subprocess
+        import sys
+        import tempfile
+
+        self.path = Path(path)
+        self.want = (inputs, content)
+        self._inputs: tuple[str, bool] | None = None
+        self._content: str | None = None
+        self.error: BaseException | None = None
+        self.proc: Any = None
+        self.thread: Any = None
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty library cannot stall it
+        root = str(Path(__file__).resolve().parents[1])  # this copy of the package, first on the path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from audit.store import _digests_main; _digests_main()", str(self.path),
+                 "1" if inputs else "0", "1" if content else "0"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        except OSError:  # no interpreter to start (an embedded Python)
+            import threading
+
+            self.thread = threading.Thread(target=self._here, name="store-digests", daemon=True)
+            self.thread.start()
+
+    def _here(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                if self.want[0]:
+                    self._inputs = _inputs_digest(_TableReader(conn))
+                if self.want[1]:
+                    self._content = _content_digest(_TableReader(conn))
+            finally:
+                conn.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self.error = exc
+
+    def _read(self, what: str) -> str:
+        line = self.proc.stdout.readline().strip()
+        kind, _, value = line.partition(" ")
+        if kind != what:
+            self.proc.wait()
+            self.stderr.seek(0)
+            err = self.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            raise AuditError("the store's hashes could not be computed: "
+                             + (value if kind == "error" else (err[-1] if err else "their process ended")),
+                             where=str(self.path))
+        return value
+
+    def _wait_thread(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def inputs(self) -> tuple[str, bool]:
+        if self._inputs is None:
+            if self.thread is not None:
+                self._wait_thread()
+            else:
+                digest, _, filtered = self._read("inputs").partition(" ")
+                self._inputs = (digest, filtered == "1")
+        return self._inputs
+
+    def content(self) -> str:
+        if self._content is None:
+            if self.thread is not None:
+                self._wait_thread()
+            else:
+                if self.want[0]:
+                    self.inputs()
+                self._content = self._read("content")
+        return self._content or ""
+
+    def close(self) -> None:
+        """Stop and wait (what was not asked for yet is not wanted)."""
+        if self.thread is not None:
+            self.thread.join()
+        elif self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc.stdout.close()
+        self.stderr.close()
+
+
+def _digests_main() -> None:
+    """The process :class:`StoreDigests` starts: ``PATH 0|1 0|1``; prints ``inputs HEX 0|1`` and
+    ``content HEX`` (those asked for), or ``error MESSAGE``."""
+    import sys
+
+    path, inputs, content = Path(sys.argv[1]), sys.argv[2] == "1", sys.argv[3] == "1"
+    try:
+        if inputs:
+            digest, filtered = store_inputs_sha256(path)
+            print("inputs", digest, "1" if filtered else "0", flush=True)
+        if content:
+            print("content", store_content_sha256(path), flush=True)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        print("error", f"{type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
 
 
 def _sql_type(s: pd.Series) -> str:

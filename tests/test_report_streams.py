@@ -119,3 +119,181 @@ def test_a_small_run_draws_every_reply(synthetic, monkeypatch):
     finally:
         data.close()
     assert calls == []
+
+
+# ----------------------------------------------------------------------------- the stored group summary
+
+
+def _messy(run_dir):
+    """The synthetic run made messier for the per-group summary: a second model whose replies give one
+    length each (constant) and one group of a single reply, a group label differing only by case, NULL
+    scores, a score of a failed reply and a request never answered (neither is counted), and two
+    failed replies."""
+    run = fill_store(run_dir, with_results=False, failed=2)
+    with RunStore(run, create=False) as st:
+        v = st.variants_df()
+        odd = v[(v["post_id"] == "p02") & (v["group"] == "Black woman") & (v["cue_type"] == "explicit_tag")].iloc[0]
+        st.put_variants(pd.DataFrame([dict(variant_id="casevariant00001", post_id="p02", topic="t", risk="low",
+                                           group="black woman", cue_type="explicit_tag", alternative="x",
+                                           cue_text="[black woman]", text="[black woman] \"quoted\"\nline",
+                                           race="Black", gender="woman")]))
+        targets = [(vid, g) for vid, g in zip(v["variant_id"], v["group"]) if g in ("control", "White woman")]
+        targets += [(odd["variant_id"], "single"), ("casevariant00001", "case")]
+        scores, n = [], 0
+        for i, (vid, g) in enumerate(targets):
+            for s in range(1 if g == "single" else 2):
+                key = f"m2-{i}-{s}"
+                st.put_request(dict(request_key=key, purpose="reply", variant_id=vid, model_label="m2",
+                                    endpoint_id="http://m2", model_name="m2", style="plain", style_hash="f" * 64,
+                                    sample_index=s, messages=[{"role": "user", "content": "x"}], params={}))
+                if g == "control" and s == 1 and n == 0:  # failed, yet scored: not counted
+                    st.put_reply(dict(request_key=key, status="failed", error="boom"))
+                    scores.append((key, "length", "words", 99.0, None))
+                    n += 1
+                    continue
+                st.put_reply(dict(request_key=key, status="ok", text="seven words in this reply right here"))
+                scores += [(key, "length", "words", 7.0, None),
+                           (key, "sentiment", "compound", None if s else 0.1 * (i % 7) - 0.25, "unparseable"),
+                           (key, "refusal", "refusal", float(i % 3 == 0), None)]
+        st.put_request(dict(request_key="m2-unanswered", purpose="reply", variant_id=odd["variant_id"],
+                            model_label="m2", endpoint_id="http://m2", model_name="m2", style="plain",
+                            style_hash="f" * 64, sample_index=5, messages=[{"role": "user", "content": "y"}],
+                            params={}))
+        st.put_scores(scores)
+    return run
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    return _messy(tmp_path_factory.mktemp("messy") / "run")
+
+
+def _store_summary(run):
+    """What :func:`audit.stats.stage.analyze_store` stores besides the fits (the synthetic run has too few
+    posts to fit): the summary from the cells' sums and the fingerprint of its inputs."""
+    from audit.stats.stage import analysis_cells, inputs_fingerprints, store_group_summary
+
+    with RunStore(run, create=False) as st:
+        fp = inputs_fingerprints(st)
+        _, summary = analysis_cells(st, st.latest_spec(), group_summary=True)
+        store_group_summary(st, None if fp["content_filter"] else summary, fp["group_summary"])
+    return summary
+
+
+def test_the_summary_from_the_cells_equals_the_sql_one(messy):
+    """The per-group summary the analysis makes from its cells is the SQL GROUP BY's: the same rows,
+    counts and order; a 0/1 outcome's mean and SD bit for bit (from the count of ones); a constant
+    outcome's SD exactly 0 and a single value's NaN; other means and SDs to rounding."""
+    from audit.report.facts import ReplyFacts
+
+    summary = _store_summary(messy)
+    with RunStore(messy, create=False) as st:
+        sql = ReplyFacts(st).group_summary()
+    assert len(summary) == len(sql) > 0
+    for c in ("model_label", "outcome", "group", "cue_type", "n"):
+        assert summary[c].tolist() == sql[c].tolist(), c
+    binary = sql["outcome"] == "refusal.refusal"
+    for c in ("mean", "sd", "sum"):
+        got, want = summary[c].to_numpy(float), sql[c].to_numpy(float)
+        assert ((got == want) | (pd.isna(got) & pd.isna(want)))[binary.to_numpy()].all(), c
+        close = abs(got - want) <= 1e-12 * abs(want) + 1e-12
+        assert (close | (pd.isna(got) & pd.isna(want))).all(), c
+    m2 = summary[(summary["model_label"] == "m2") & (summary["outcome"] == "length.words")]
+    assert (m2["mean"] == 7.0).all() and set(m2["group"]) >= {"black woman", "Black woman", "control"}
+    assert (m2.loc[m2["n"] > 1, "sd"] == 0.0).all() and m2.loc[m2["n"] == 1, "sd"].isna().all()
+    assert m2.loc[m2["group"] == "control", "n"].sum() == sql.loc[(sql["model_label"] == "m2") & (
+        sql["outcome"] == "length.words") & (sql["group"] == "control"), "n"].sum()  # the failed reply's 99 left out
+
+
+def test_the_report_reads_the_stored_summary_only_while_its_inputs_are_the_store_s(messy, tmp_path):
+    """A stored summary whose inputs are the store's is read (not recomputed: a value planted in it
+    shows); once a score changes, the report computes the summary from the replies again."""
+    import shutil
+
+    from audit.report.facts import ReplyFacts
+
+    run = tmp_path / "run"
+    shutil.copytree(messy, run)
+    _store_summary(run)
+    with RunStore(run, create=False) as st:
+        with st.transaction() as c:
+            c.execute("UPDATE group_summary SET mean = 123.0 WHERE model_label = 'm2' AND outcome = 'length.words'")
+    data = collect(run)
+    try:
+        gs = data.group_summary
+        assert (gs.loc[(gs["model_label"] == "m2") & (gs["outcome"] == "length.words"), "mean"] == 123.0).all()
+    finally:
+        data.close()
+    with RunStore(run, create=False) as st:  # a score changes after the analysis: the stored summary is stale
+        with st.transaction() as c:
+            c.execute("UPDATE scores SET value = 8.0 WHERE request_key = 'm2-0-0' AND measure = 'words'")
+        sql = ReplyFacts(st).group_summary()
+    data = collect(run)
+    try:
+        gs = data.group_summary
+        assert 123.0 not in set(gs["mean"])
+        pd.testing.assert_frame_equal(gs.reset_index(drop=True), sql.reset_index(drop=True))
+    finally:
+        data.close()
+
+
+def test_a_run_with_content_filtered_replies_stores_no_summary(messy, tmp_path):
+    """The cells' sums count a content-filtered reply's scores (its refusal is 1); the report's summary
+    counts status ok only: such a run keeps no stored summary, and the report computes it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(messy, run)
+    _store_summary(run)
+    with RunStore(run, create=False) as st:
+        assert "group_summary" in st.table_names()
+        v = st.variants_df()
+        st.put_request(dict(request_key="cf-1", purpose="reply", variant_id=v["variant_id"].iloc[0], model_label="m2",
+                            endpoint_id="http://m2", model_name="m2", style="plain", style_hash="f" * 64,
+                            sample_index=9, messages=[{"role": "user", "content": "z"}], params={}))
+        st.put_reply(dict(request_key="cf-1", status="content_filter"))
+        st.put_scores([("cf-1", "refusal", "refusal", 1.0, "content_filter")])
+    _store_summary(run)
+    with RunStore(run, create=False) as st:
+        assert "group_summary" not in st.table_names() and st.get_meta("group_summary_inputs_sha256") is None
+
+
+def test_the_golden_run_stores_its_summary_and_the_report_uses_it(golden_run):
+    """The pipeline's analysis stores the per-group summary with the fingerprint of its inputs; it is
+    the SQL's summary (the golden tables above are rendered from it)."""
+    from audit.report.facts import ReplyFacts
+    from audit.stats.stage import inputs_fingerprints, stored_group_summary
+
+    with RunStore(golden_run, create=False) as st:
+        stored = stored_group_summary(st, inputs_fingerprints(st)["group_summary"])
+        sql = ReplyFacts(st).group_summary()
+    assert stored is not None and len(stored) == len(sql) > 0
+    assert stored["n"].tolist() == sql["n"].tolist()
+    assert ((stored["mean"] - sql["mean"]).abs() <= 1e-12 * sql["mean"].abs() + 1e-12).all()
+
+
+def test_first_rows_walked_by_post_are_the_window_s(messy, tmp_path):
+    """The first request per model (answered first) and per style (control first), found by walking the
+    posts with LIMIT 1, are the window function's; with a request whose variant is not stored (it
+    would sort first), the window function is used."""
+    import shutil
+
+    from audit.report.facts import ReplyFacts
+
+    run = tmp_path / "run"
+    shutil.copytree(messy, run)
+    with RunStore(run, create=False) as st:
+        f = ReplyFacts(st)
+        models = sorted(f.summary()["model_label"].unique())
+        for part, prefer, values in (("q.model_label", "r.status IS NOT NULL", models),
+                                     ("q.style", "v.group_name = 'control'", ["plain"]),
+                                     ("q.model_label", "r.status = 'failed'", models)):
+            assert f.every_request_has_variant()
+            want = f.first_rows(part, prefer)["request_key"].tolist()
+            assert f.first_rows(part, prefer, values=values)["request_key"].tolist() == want and want
+        st.put_request(dict(request_key="orphan", purpose="reply", variant_id="no-such-variant", model_label="m2",
+                            endpoint_id="http://m2", model_name="m2", style="plain", style_hash="f" * 64,
+                            sample_index=0, messages=[{"role": "user", "content": "o"}], params={}))
+        assert not f.every_request_has_variant()
+        want = f.first_rows("q.model_label", "r.status IS NOT NULL")["request_key"].tolist()
+        assert f.first_rows("q.model_label", "r.status IS NOT NULL", values=models)["request_key"].tolist() == want

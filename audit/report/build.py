@@ -143,7 +143,8 @@ def _style_prompts(data: ReportData) -> list[dict[str, Any]]:
     if not data.has_replies:
         return []
     # the first request of each style, a control one if there is one
-    firsts = data.facts.first_rows("q.style", "v.group_name = 'control'").drop_duplicates("style")
+    firsts = data.facts.first_rows("q.style", "v.group_name = 'control'",
+                                   values=list(data.summary["style"].dropna().unique())).drop_duplicates("style")
     rows = [(style, row) for style, row in zip(firsts["style"], firsts.to_dict("records"))
             if style in set(data.design["styles"])]
     rows.sort(key=lambda sr: sr[0])
@@ -204,7 +205,7 @@ def _examples(data: ReportData, n_posts: int = 3) -> list[dict[str, Any]]:
     facts = data.facts
     posts = facts.example_posts(cond, params, n_posts, n_groups=max(len(data.design["groups"]) + 1, n_posts))
     d = facts.rows(cond + (f" AND v.post_id IN ({','.join('?' * len(posts))})" if posts else " AND 0"),
-                   (*params, *posts))
+                   (*params, *posts), by_post=True)
     wide = data.scores_wide(list(d["request_key"]))
     columns = sorted(f"{sc}.{m}" for sc, m, has in data.score_outcomes if has)  # the run's, as before
     wide = wide.reindex(columns=columns)

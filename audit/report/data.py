@@ -18,10 +18,11 @@ import pandas as pd
 from ..errors import AuditError
 from ..scorers.agreement import agreement_table
 from ..scorers.probe import probe_summary
-from ..store import STORE_FILENAME, RunStore
+from ..store import STORE_FILENAME, RunStore, StoreDigests
 from ..scorers.measures import MeasureCatalog
 from .facts import SAMPLE_REPLIES, ReplyFacts
 from .findings import measure_of
+from ..stats.stage import GROUP_SUMMARY_TABLE, inputs_fingerprints, stored_group_summary
 
 RESULT_TABLES = ("results", "results_paired", "results_intersectional", "results_power", "analysis_meta",
                  "results_disparity", "results_ppi", "results_models",
@@ -53,7 +54,7 @@ class ReportData:
     probe: pd.DataFrame | None
     probe_summary: pd.DataFrame | None
     invariance: pd.DataFrame | None
-    store_sha256: str
+    _store_sha256: str
     agreement: pd.DataFrame | None = None
     store_tables: list[str] = field(default_factory=list)
     ratings: pd.DataFrame | None = None  # human ratings (table ratings, audit/ratings/); None when none stored
@@ -63,6 +64,17 @@ class ReportData:
     answers_changed: list[dict[str, Any]] = field(default_factory=list)
     rated: tuple[pd.DataFrame, pd.DataFrame] | None = None  # (replies, scores) of the rated replies
     _reader: RunStore | None = field(default=None, repr=False, compare=False)
+    _hasher: StoreDigests | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def store_sha256(self) -> str:
+        """:meth:`RunStore.content_sha256` of the store, computed in a process of its own since
+        :func:`collect` (:class:`audit.store.StoreDigests`; waited for here, when first asked)."""
+        if self._hasher is not None:
+            self._store_sha256 = self._hasher.content()
+            self._hasher.close()
+            self._hasher = None
+        return self._store_sha256
 
     # ------------------------------------------------------------------ bounded reads, when shown
     @property
@@ -82,7 +94,10 @@ class ReportData:
 
     def close(self) -> None:
         """Close the store connection :attr:`facts` opened (the last connection to close a store in
-        WAL mode folds its log into store.sqlite)."""
+        WAL mode folds its log into store.sqlite) and stop the hashes' process."""
+        if self._hasher is not None:
+            self._hasher.close()
+            self._hasher = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -141,7 +156,8 @@ class ReportData:
             return pd.DataFrame(columns=["model_label", "endpoint_id", "model_name", "model_reported", "runtime",
                                          "runtime_version", "params", "embedded"])
         rows = []
-        firsts = self.facts.first_rows("q.model_label", "r.status IS NOT NULL").drop_duplicates("model_label")
+        firsts = self.facts.first_rows("q.model_label", "r.status IS NOT NULL",
+                                       values=sorted(s["model_label"].dropna().unique())).drop_duplicates("model_label")
         firsts = firsts.set_index("model_label", drop=False)
         for label, d in s.groupby("model_label", sort=True):
             first = firsts.loc[label].to_dict() if label in firsts.index else {}
@@ -269,10 +285,16 @@ def collect(run_dir: str | Path) -> ReportData:
         # the aggregates' sorts and look-ups do with a smaller page cache (the OS caches the file too),
         # and the report's memory stays under 1 GB at a million replies
         store.conn.execute(f"PRAGMA cache_size=-{REPORT_CACHE_KIB}")
-        # the content hash reads every row of the store (~70 s at a million replies): a thread of its own,
-        # on its own connection, while SQLite computes the aggregates below (both release the GIL)
-        hasher = _Hasher(run_dir)
-        hasher.start()
+        # the store's hashes read every row (a million replies: ~7 s of CPU for the analysis inputs, ~27 s for the
+        # content), in a process of their own while SQLite computes the aggregates below and the figures
+        # are drawn; first the inputs' hash, which tells whether the stored per-group summary is the store's
+        stored_summary = (GROUP_SUMMARY_TABLE in names and store.get_meta("group_summary_inputs_sha256") is not None)
+        hasher = StoreDigests(run_dir / STORE_FILENAME, inputs=stored_summary, content=True)
+        # the reply counts (17 s of SQL at a million replies, most of it looking up each request's reply
+        # and scores) on a connection of their own, in a thread, while this one reads the rest (SQLite
+        # releases the GIL)
+        counts = _Background(run_dir, lambda facts: facts.summary())
+        data = None
         try:
             meta = store.meta_dict()
             spec, spec_yaml = None, ""
@@ -284,16 +306,21 @@ def collect(run_dir: str | Path) -> ReportData:
                     spec_yaml = store.spec_yaml(meta["spec_hash"])
             variants = store.variants_df()
             facts = ReplyFacts(store)
-            summary = facts.summary()
             outcomes = facts.scored_outcomes()
-            group_summary = facts.group_summary() if outcomes and not summary.empty else None
             tables = {t: store.table_df(t) for t in RESULT_TABLES}
             probe = store.table_df("probe")
             invariance = store.table_df("invariance")
             agreement = _agreement(facts, outcomes)  # between scorers that share a measure (e.g. epitome vs llm-judge)
+            ratings = _ratings(store)
+            summary = counts.result()
             errors, errors_left_out = facts.errors() if (summary["status"] == "failed").any() else ([], 0)
             changed = facts.answers_changed() if summary["flagged"].sum() > 0 else []
-            ratings = _ratings(store)
+            group_summary = None
+            if outcomes and not summary.empty:  # stored by the analysis (58 s of SQL at a million replies)
+                group_summary = stored_group_summary(store, inputs_fingerprints(
+                    store, digest=hasher.inputs())["group_summary"]) if stored_summary else None
+                if group_summary is None:  # none stored, or the scores or answers changed since
+                    group_summary = facts.group_summary()
             rated = None
             if ratings is not None:  # the rated replies' facts and scores only
                 keys = list(dict.fromkeys(ratings["request_key"].astype(str)))
@@ -305,45 +332,43 @@ def collect(run_dir: str | Path) -> ReportData:
                     columns=["model_label", "outcome", "group", "cue_type", "mean", "sd", "n"]),
                 score_outcomes=outcomes, scorer_info=store.scorer_info(), tables=tables,
                 probe=probe, probe_summary=probe_summary(store), invariance=invariance,
-                store_sha256="", store_tables=names,
+                _store_sha256="", store_tables=names,
                 agreement=agreement if agreement is not None and not agreement.empty else None,
                 ratings=ratings, spend=_spend(store, spec), errors=errors, errors_left_out=errors_left_out,
-                answers_changed=changed, rated=rated,
+                answers_changed=changed, rated=rated, _hasher=hasher,
             )
         finally:
-            data_sha = hasher.result()
-        data.store_sha256 = data_sha
+            if data is None:  # failed: no process or thread left behind
+                hasher.close()
+                counts.result(wait_only=True)
         return data
 
 
-class _Hasher:
-    """:meth:`RunStore.content_sha256` in a thread, on a connection of its own."""
+class _Background:
+    """``job(ReplyFacts)`` on a store connection of its own, in a thread; :meth:`result` waits for it."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, job: Any):
         import threading
 
-        self.run_dir = run_dir
-        self.value: str | None = None
+        self.run_dir, self.job = run_dir, job
+        self.value: Any = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="store-sha256", daemon=True)
-
-    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="report-counts", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
             with RunStore(self.run_dir, create=False, check=False) as st:
-                # one pass in index order: a page cache would only cost memory (the store's is 256 MB)
-                st.conn.execute("PRAGMA cache_size=-8192")
-                self.value = st.content_sha256()
+                st.conn.execute(f"PRAGMA cache_size=-{REPORT_CACHE_KIB}")
+                self.value = self.job(ReplyFacts(st))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self.error = exc
 
-    def result(self) -> str:
+    def result(self, wait_only: bool = False) -> Any:
         self.thread.join()
-        if self.error is not None:
+        if self.error is not None and not wait_only:
             raise self.error
-        return self.value or ""
+        return self.value
 
 
 def _agreement(facts: ReplyFacts, outcomes: list[tuple[str, str]]) -> pd.DataFrame | None:
