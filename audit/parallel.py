@@ -22,16 +22,21 @@ import struct
 import sys
 from typing import Any, Callable
 
-__all__ = ["MIN_CELLS", "Beside", "SharedTasks", "beside", "parallel_enabled"]
+__all__ = ["MIN_CELLS", "Beside", "SharedTasks", "beside", "fork_available", "parallel_enabled"]
 
 #: Smallest cell table whose analysis is split over two processes (a fork costs ~10-50 ms; a small run
 #: is analysed in a second anyway).
 MIN_CELLS = 200_000
 
 
+def fork_available() -> bool:
+    """Whether this system forks safely: POSIX with ``os.fork``, not macOS (fork after Accelerate/ObjC is unsafe)."""
+    return hasattr(os, "fork") and sys.platform != "darwin"
+
+
 def parallel_enabled(n_cells: int) -> bool:
     """Whether an analysis of ``n_cells`` cells runs its independent parts in a forked process."""
-    if not hasattr(os, "fork") or sys.platform == "darwin":  # macOS: fork after Accelerate/ObjC is unsafe
+    if not fork_available():
         return False
 
     def cpu_count() -> int:  # as audit.scoring.cpu_count (not imported: the store imports this module)

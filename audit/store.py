@@ -219,6 +219,159 @@ def _dict_codes(texts, is_null, table: dict[Any, int], add: bool = True) -> np.n
     return lut[idx] if len(idx) else np.array([], dtype=np.int32)
 
 
+def _score_cells(path: Path, variants: pd.DataFrame, design: str | None, lo: int | None, hi: int | None,
+                 chunk: int) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """:meth:`RunStore.score_cells`'s pass, reading the store at ``path`` through its own connections only."""
+    # plain scans of requests, replies and design_requests, read as Arrow columns (audit.arrow_scan)
+    # and joined here on sorted keys: SQLite's joins look every key up in a B-tree (~5x slower at
+    # 100,000 requests). The scans see committed rows only (their connection is their own).
+    from . import arrow_scan as arrow
+    rank = variants.groupby(["post_id", "group_name", "cue_type"], sort=True).ngroup()  # ties as SQL's ORDER BY
+
+    def sorted_keys(sql: str, params: tuple = ()) -> np.ndarray:
+        parts = [arrow.key_codes(arrow.column(t, 0)) for t in arrow.scan(path, sql, params, chunk)]
+        if not parts:
+            return np.array([], dtype="S33")
+        out = np.concatenate(parts)
+        del parts
+        out.sort()  # in place: 10M keys are 330 MB, and a sorted copy was another 330
+        return out
+
+    def member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+        return _find_keys(sorted_set, _key_prefix(sorted_set), keys)[1]
+
+    # codes, not texts, per request: a million requests' variant, style and model strings would be ~200 MB
+    vcode_of = {v: i for i, v in enumerate(variants["variant_id"])}
+    vrank_arr = rank.to_numpy(dtype=np.int64)
+    style_of: dict[Any, int] = {}
+    model_of: dict[Any, int] = {}
+    key_parts, var_parts, style_parts, model_parts, sample_parts = [], [], [], [], []
+    # every column type-stable for the Arrow reader: NULL as a flag beside the text
+    for t in arrow.scan(path, "SELECT request_key, CAST(variant_id AS TEXT), ifnull(CAST(style AS TEXT), ''),"
+                                   " style IS NULL, ifnull(CAST(model_label AS TEXT), ''), model_label IS NULL,"
+                                   " CAST(ifnull(sample_index, 0) AS INTEGER) FROM requests"
+                                   " WHERE purpose = 'reply' AND variant_id IS NOT NULL", (), chunk):
+        vc = _dict_codes(arrow.column(t, 1), None, vcode_of, add=False)
+        keep = vc >= 0  # a request of a variant without a post is left out
+        key_parts.append(arrow.key_codes(arrow.column(t, 0))[keep])
+        var_parts.append(vc[keep])
+        style_parts.append(_dict_codes(arrow.column(t, 2), arrow.column(t, 3), style_of)[keep])
+        model_parts.append(_dict_codes(arrow.column(t, 4), arrow.column(t, 5), model_of)[keep])
+        sample_parts.append(arrow.column(t, 6).to_numpy().astype(np.int32)[keep])
+    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.array([], dtype=dt))
+    keys, var = cat(key_parts, "S33"), cat(var_parts, np.int32)  # 32-bit codes: 10M requests x 4 x 40 MB less
+    style, model, sample = cat(style_parts, np.int32), cat(model_parts, np.int32), cat(sample_parts, np.int32)
+    del key_parts, var_parts, style_parts, model_parts, sample_parts
+    if design is not None:
+        keep = member(keys, sorted_keys("SELECT request_key FROM design_requests WHERE design_id = ?", (design,)))
+        keys, var, style, model, sample = keys[keep], var[keep], style[keep], model[keep], sample[keep]
+    ok = member(keys, sorted_keys("SELECT request_key FROM replies WHERE status IN ('ok', 'content_filter')"))
+    # the order of reply_units_df: post, group, cue type (a rank per variant), style (NULL first, as in
+    # SQLite), sample, request key
+    styles = list(style_of)
+    style_rank = np.empty(len(styles), dtype=np.int64)
+    style_rank[sorted(range(len(styles)), key=lambda i: (styles[i] is not None, str(styles[i])))] = \
+        np.arange(len(styles))
+    first = np.lexsort((keys, sample, style_rank[style] if len(styles) else style, vrank_arr[var]))
+    keys, ok = keys[first], ok[first]
+    combined = (var[first].astype(np.int64) * max(len(styles), 1) + style[first]) * max(len(model_of), 1) \
+        + model[first]
+    del var, style, model, sample, first
+    unit, uniq = pd.factorize(combined)  # units numbered in order of their first request
+    unit = unit.astype(np.int64)
+    del combined
+    models = list(model_of)
+    uvar = uniq // (max(len(styles), 1) * max(len(models), 1))
+    ustyle = (uniq // max(len(models), 1)) % max(len(styles), 1)
+    umodel = uniq % max(len(models), 1)
+    vids = variants["variant_id"].to_numpy(dtype=object)
+    uk = list(zip(vids[uvar], ["default" if styles[k] is None else styles[k] for k in ustyle],
+                  [models[k] for k in umodel]))
+    U = len(uk)
+    order = np.argsort(keys, kind="stable")
+    skeys = keys[order]
+    sprefix = _key_prefix(skeys)
+    del keys
+
+    def scan_scores(rowids: tuple[int, int] | None):
+        """The sums of the scores with rowid in ``rowids`` (all: None) per unit and outcome."""
+        any_obs = np.zeros(len(unit), dtype=bool)
+        stats: dict[str, dict[str, np.ndarray]] = {}
+        outcome_of: dict[Any, int] = {}
+        # the outcome's name made by SQLite; the value as a REAL with its kind beside it (0 NULL,
+        # 1 a number, 2 anything else), so that the Arrow reader sees one type per column
+        sql = ("SELECT request_key, scorer || '.' || measure, CASE WHEN typeof(value) IN ('real', 'integer')"
+               " THEN CAST(value AS REAL) ELSE 0.0 END, CASE WHEN value IS NULL THEN 0 WHEN typeof(value)"
+               " IN ('real', 'integer') THEN 1 ELSE 2 END FROM scores")
+        for t in arrow.scan(path, sql + " WHERE rowid BETWEEN ? AND ?" if rowids else sql, rowids or (),
+                            chunk):
+            kind = arrow.column(t, 3).to_numpy()
+            if (kind == 2).any():
+                i = int(np.flatnonzero(kind == 2)[0])
+                raise AuditError(
+                    f"a stored score is not a number (request {arrow.column(t, 0)[i].as_py()!r}, "
+                    f"{arrow.column(t, 1)[i].as_py()!r})", where=str(path),
+                    fix="rescore the run (empathy-audit score RUN_DIR --rescore) or delete that score row")
+            pos, hit = _find_keys(skeys, sprefix, arrow.key_codes(arrow.column(t, 0)))
+            req = order[pos] if len(order) else pos
+            del pos
+            codes = _dict_codes(arrow.column(t, 1), None, outcome_of)  # a code per outcome, not its text
+            names = list(outcome_of)
+            vals = arrow.column(t, 2).to_numpy()
+            use = hit & ok[req] & (kind == 1)
+            for j in pd.unique(codes[hit]):
+                name = names[j]
+                if name not in stats:
+                    stats[name] = {"n": np.zeros(U), "sum": np.zeros(U), "sumsq": np.zeros(U),
+                                   "min": np.full(U, np.inf), "max": np.full(U, -np.inf),
+                                   "not01": np.zeros(U), "not012": np.zeros(U), "pos": np.zeros(U),
+                                   "shift": np.array(np.nan)}
+            rows = np.flatnonzero(use)
+            by = np.argsort(codes[rows], kind="stable")  # the rows of one outcome together, in scan order
+            rows = rows[by]
+            cut = np.flatnonzero(np.diff(codes[rows])) + 1
+            for seg in np.split(rows, cut) if len(rows) else ():
+                st = stats[names[codes[seg[0]]]]
+                r_, v = req[seg], vals[seg]
+                any_obs[r_] = True
+                u = unit[r_]
+                if np.isnan(st["shift"]):
+                    st["shift"] = np.array(float(v.mean()))
+                c = v - float(st["shift"])
+                st["n"] += np.bincount(u, minlength=U)
+                st["sum"] += np.bincount(u, c, minlength=U)
+                st["sumsq"] += np.bincount(u, c * c, minlength=U)
+                np.minimum.at(st["min"], u, v)
+                np.maximum.at(st["max"], u, v)
+                is0, is1 = v == 0.0, v == 1.0
+                st["not01"] += np.bincount(u, ~(is0 | is1), minlength=U)
+                st["not012"] += np.bincount(u, ~(is0 | is1 | (v == 2.0)), minlength=U)
+                st["pos"] += np.bincount(u, v > 0, minlength=U)
+        return stats, any_obs
+
+    if lo is None or hi - lo + 1 < SCORE_SCAN_SPLIT_ROWS:
+        stats, any_obs = scan_scores(None)
+    else:  # two halves of the table, the second in a forked process where two cores are free
+        from .parallel import Beside, parallel_enabled
+
+        mid = lo + (hi - lo) // 2
+        with Beside(lambda: scan_scores((mid + 1, hi)), parallel_enabled(hi - lo + 1)) as side:
+            stats, any_obs = scan_scores((lo, mid))
+            _merge_score_sums(stats, any_obs, *side.result())
+    units = pd.DataFrame({"variant_id": pd.Series([t[0] for t in uk], dtype=object),
+                          "style": pd.Series([t[1] for t in uk], dtype=object),
+                          "model_label": pd.Series([t[2] for t in uk], dtype=object)})
+    units["n_requests"] = np.bincount(unit, minlength=U).astype(np.int64)
+    units["n_any"] = np.bincount(unit, any_obs, minlength=U).astype(np.int64)
+    v = variants.drop(columns=[c for c in ("text", "cue_text", "topic", "risk", "alternative", "group_name",
+                                           "created_at") if c in variants.columns]).drop_duplicates("variant_id")
+    v["variant_id"] = v["variant_id"].astype(object)
+    units = units.merge(v, on="variant_id", how="left", sort=False)
+    for st in stats.values():
+        st["shift"] = float(st["shift"]) if not np.isnan(st["shift"]) else 0.0
+    return units, stats
+
+
 class RunStore:
     """A run directory's SQLite store.
 
@@ -280,6 +433,15 @@ class RunStore:
         except AuditError:
             self.conn.close()
             raise
+
+    def _connect(self) -> None:
+        """Open this store's connection again (after :meth:`score_cells` closed it meanwhile), with the
+        settings of the first open; the store was checked and migrated then."""
+        self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        for pragma in ("busy_timeout=30000", "journal_mode=WAL", "synchronous=NORMAL", f"cache_size=-{CACHE_KIB}",
+                       "foreign_keys=OFF"):
+            self.conn.execute(f"PRAGMA {pragma}")
 
     # ------------------------------------------------------------------ basics
     def __enter__(self) -> "RunStore":
@@ -681,165 +843,29 @@ class RunStore:
         Why not ``GROUP BY`` in SQLite: joining each score to its request and sorting for the groups
         took ~2.5x the time of this scan (and a streamed join ~6x), measured on a 100,000-request run.
         """
-        return self._score_cells(chunk)
-
-    def _score_cells(self, chunk: int) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-        # plain scans of requests, replies and design_requests, read as Arrow columns (audit.arrow_scan)
-        # and joined here on sorted keys: SQLite's joins look every key up in a B-tree (~5x slower at
-        # 100,000 requests). The scans see committed rows only (their connection is their own).
-        from . import arrow_scan as arrow
-
         if self.conn.in_transaction:  # pragma: no cover - a programming error, not a user's
             raise RuntimeError("score_cells reads committed rows only: call it outside a transaction")
+        # what this connection reads first; the scans then run where no sqlite3 connection is open:
+        # ADBC's driver links a SQLite library of its own, and two SQLite libraries with the same file open
+        # in one process drop each other's POSIX locks when one closes it (sqlite.org/howtocorrupt.html
+        # 2.2.1), which another process writing the store could then corrupt. So the scans run in a forked
+        # child (whose locks are its own), or, where there is no fork, with this connection closed meanwhile.
         variants = self.variants_df(all_designs=True).drop_duplicates("variant_id")  # requests carry the design
-        rank = variants.groupby(["post_id", "group_name", "cue_type"], sort=True).ngroup()  # ties as SQL's ORDER BY
-
-        def sorted_keys(sql: str, params: tuple = ()) -> np.ndarray:
-            parts = [arrow.key_codes(arrow.column(t, 0)) for t in arrow.scan(self.path, sql, params, chunk)]
-            if not parts:
-                return np.array([], dtype="S33")
-            out = np.concatenate(parts)
-            del parts
-            out.sort()  # in place: 10M keys are 330 MB, and a sorted copy was another 330
-            return out
-
-        def member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-            return _find_keys(sorted_set, _key_prefix(sorted_set), keys)[1]
-
-        # codes, not texts, per request: a million requests' variant, style and model strings would be ~200 MB
-        vcode_of = {v: i for i, v in enumerate(variants["variant_id"])}
-        vrank_arr = rank.to_numpy(dtype=np.int64)
-        style_of: dict[Any, int] = {}
-        model_of: dict[Any, int] = {}
-        key_parts, var_parts, style_parts, model_parts, sample_parts = [], [], [], [], []
-        # every column type-stable for the Arrow reader: NULL as a flag beside the text
-        for t in arrow.scan(self.path, "SELECT request_key, CAST(variant_id AS TEXT), ifnull(CAST(style AS TEXT), ''),"
-                                       " style IS NULL, ifnull(CAST(model_label AS TEXT), ''), model_label IS NULL,"
-                                       " CAST(ifnull(sample_index, 0) AS INTEGER) FROM requests"
-                                       " WHERE purpose = 'reply' AND variant_id IS NOT NULL", (), chunk):
-            vc = _dict_codes(arrow.column(t, 1), None, vcode_of, add=False)
-            keep = vc >= 0  # a request of a variant without a post is left out
-            key_parts.append(arrow.key_codes(arrow.column(t, 0))[keep])
-            var_parts.append(vc[keep])
-            style_parts.append(_dict_codes(arrow.column(t, 2), arrow.column(t, 3), style_of)[keep])
-            model_parts.append(_dict_codes(arrow.column(t, 4), arrow.column(t, 5), model_of)[keep])
-            sample_parts.append(arrow.column(t, 6).to_numpy().astype(np.int32)[keep])
-        cat = (lambda parts, dt: np.concatenate(parts) if parts else np.array([], dtype=dt))
-        keys, var = cat(key_parts, "S33"), cat(var_parts, np.int32)  # 32-bit codes: 10M requests x 4 x 40 MB less
-        style, model, sample = cat(style_parts, np.int32), cat(model_parts, np.int32), cat(sample_parts, np.int32)
-        del key_parts, var_parts, style_parts, model_parts, sample_parts
         design = self.get_meta("design_id")
-        if design is not None:
-            keep = member(keys, sorted_keys("SELECT request_key FROM design_requests WHERE design_id = ?", (design,)))
-            keys, var, style, model, sample = keys[keep], var[keep], style[keep], model[keep], sample[keep]
-        ok = member(keys, sorted_keys("SELECT request_key FROM replies WHERE status IN ('ok', 'content_filter')"))
-        # the order of reply_units_df: post, group, cue type (a rank per variant), style (NULL first, as in
-        # SQLite), sample, request key
-        styles = list(style_of)
-        style_rank = np.empty(len(styles), dtype=np.int64)
-        style_rank[sorted(range(len(styles)), key=lambda i: (styles[i] is not None, str(styles[i])))] = \
-            np.arange(len(styles))
-        first = np.lexsort((keys, sample, style_rank[style] if len(styles) else style, vrank_arr[var]))
-        keys, ok = keys[first], ok[first]
-        combined = (var[first].astype(np.int64) * max(len(styles), 1) + style[first]) * max(len(model_of), 1) \
-            + model[first]
-        del var, style, model, sample, first
-        unit, uniq = pd.factorize(combined)  # units numbered in order of their first request
-        unit = unit.astype(np.int64)
-        del combined
-        models = list(model_of)
-        uvar = uniq // (max(len(styles), 1) * max(len(models), 1))
-        ustyle = (uniq // max(len(models), 1)) % max(len(styles), 1)
-        umodel = uniq % max(len(models), 1)
-        vids = variants["variant_id"].to_numpy(dtype=object)
-        uk = list(zip(vids[uvar], ["default" if styles[k] is None else styles[k] for k in ustyle],
-                      [models[k] for k in umodel]))
-        U = len(uk)
-        order = np.argsort(keys, kind="stable")
-        skeys = keys[order]
-        sprefix = _key_prefix(skeys)
-        del keys
+        lo = self.conn.execute("SELECT min(rowid) FROM scores").fetchone()[0]  # two queries: a lone min()
+        hi = self.conn.execute("SELECT max(rowid) FROM scores").fetchone()[0]  # or max() is read off the B-tree
+        job = (lambda: _score_cells(self.path, variants, design, lo, hi, chunk))
+        from .parallel import Beside, fork_available
 
-        def scan_scores(rowids: tuple[int, int] | None):
-            """The sums of the scores with rowid in ``rowids`` (all: None) per unit and outcome."""
-            any_obs = np.zeros(len(unit), dtype=bool)
-            stats: dict[str, dict[str, np.ndarray]] = {}
-            outcome_of: dict[Any, int] = {}
-            # the outcome's name made by SQLite; the value as a REAL with its kind beside it (0 NULL,
-            # 1 a number, 2 anything else), so that the Arrow reader sees one type per column
-            sql = ("SELECT request_key, scorer || '.' || measure, CASE WHEN typeof(value) IN ('real', 'integer')"
-                   " THEN CAST(value AS REAL) ELSE 0.0 END, CASE WHEN value IS NULL THEN 0 WHEN typeof(value)"
-                   " IN ('real', 'integer') THEN 1 ELSE 2 END FROM scores")
-            for t in arrow.scan(self.path, sql + " WHERE rowid BETWEEN ? AND ?" if rowids else sql, rowids or (),
-                                chunk):
-                kind = arrow.column(t, 3).to_numpy()
-                if (kind == 2).any():
-                    i = int(np.flatnonzero(kind == 2)[0])
-                    raise AuditError(
-                        f"a stored score is not a number (request {arrow.column(t, 0)[i].as_py()!r}, "
-                        f"{arrow.column(t, 1)[i].as_py()!r})", where=str(self.path),
-                        fix="rescore the run (empathy-audit score RUN_DIR --rescore) or delete that score row")
-                pos, hit = _find_keys(skeys, sprefix, arrow.key_codes(arrow.column(t, 0)))
-                req = order[pos] if len(order) else pos
-                del pos
-                codes = _dict_codes(arrow.column(t, 1), None, outcome_of)  # a code per outcome, not its text
-                names = list(outcome_of)
-                vals = arrow.column(t, 2).to_numpy()
-                use = hit & ok[req] & (kind == 1)
-                for j in pd.unique(codes[hit]):
-                    name = names[j]
-                    if name not in stats:
-                        stats[name] = {"n": np.zeros(U), "sum": np.zeros(U), "sumsq": np.zeros(U),
-                                       "min": np.full(U, np.inf), "max": np.full(U, -np.inf),
-                                       "not01": np.zeros(U), "not012": np.zeros(U), "pos": np.zeros(U),
-                                       "shift": np.array(np.nan)}
-                rows = np.flatnonzero(use)
-                by = np.argsort(codes[rows], kind="stable")  # the rows of one outcome together, in scan order
-                rows = rows[by]
-                cut = np.flatnonzero(np.diff(codes[rows])) + 1
-                for seg in np.split(rows, cut) if len(rows) else ():
-                    st = stats[names[codes[seg[0]]]]
-                    r_, v = req[seg], vals[seg]
-                    any_obs[r_] = True
-                    u = unit[r_]
-                    if np.isnan(st["shift"]):
-                        st["shift"] = np.array(float(v.mean()))
-                    c = v - float(st["shift"])
-                    st["n"] += np.bincount(u, minlength=U)
-                    st["sum"] += np.bincount(u, c, minlength=U)
-                    st["sumsq"] += np.bincount(u, c * c, minlength=U)
-                    np.minimum.at(st["min"], u, v)
-                    np.maximum.at(st["max"], u, v)
-                    is0, is1 = v == 0.0, v == 1.0
-                    st["not01"] += np.bincount(u, ~(is0 | is1), minlength=U)
-                    st["not012"] += np.bincount(u, ~(is0 | is1 | (v == 2.0)), minlength=U)
-                    st["pos"] += np.bincount(u, v > 0, minlength=U)
-            return stats, any_obs
+        if fork_available():
+            with Beside(job, True) as child:
+                return child.result()
+        self.conn.close()
+        try:
+            return job()
+        finally:
+            self._connect()
 
-        # two queries: SQLite answers a lone min() or max() from the B-tree, both in one from a full scan
-        lo = self.conn.execute("SELECT min(rowid) FROM scores").fetchone()[0]
-        hi = self.conn.execute("SELECT max(rowid) FROM scores").fetchone()[0]
-        if lo is None or hi - lo + 1 < SCORE_SCAN_SPLIT_ROWS:
-            stats, any_obs = scan_scores(None)
-        else:  # two halves of the table, the second in a forked process where two cores are free
-            from .parallel import Beside, parallel_enabled
-
-            mid = lo + (hi - lo) // 2
-            with Beside(lambda: scan_scores((mid + 1, hi)), parallel_enabled(hi - lo + 1)) as side:
-                stats, any_obs = scan_scores((lo, mid))
-                _merge_score_sums(stats, any_obs, *side.result())
-        units = pd.DataFrame({"variant_id": pd.Series([t[0] for t in uk], dtype=object),
-                              "style": pd.Series([t[1] for t in uk], dtype=object),
-                              "model_label": pd.Series([t[2] for t in uk], dtype=object)})
-        units["n_requests"] = np.bincount(unit, minlength=U).astype(np.int64)
-        units["n_any"] = np.bincount(unit, any_obs, minlength=U).astype(np.int64)
-        v = variants.drop(columns=[c for c in ("text", "cue_text", "topic", "risk", "alternative", "group_name",
-                                               "created_at") if c in variants.columns]).drop_duplicates("variant_id")
-        v["variant_id"] = v["variant_id"].astype(object)
-        units = units.merge(v, on="variant_id", how="left", sort=False)
-        for st in stats.values():
-            st["shift"] = float(st["shift"]) if not np.isnan(st["shift"]) else 0.0
-        return units, stats
 
     def texts_by_key(self, keys: Iterable[str]) -> pd.DataFrame:
         """The texts :meth:`replies_df` leaves out with ``texts=False``, for ``keys`` only: one row per

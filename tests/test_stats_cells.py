@@ -183,18 +183,20 @@ def test_the_store_pass_in_two_halves_gives_the_same_cells(tmp_path, monkeypatch
     monkeypatch.setenv("EMPATHY_AUDIT_PARALLEL_MIN_CELLS", "0")
     import audit.arrow_scan as arrow_mod
 
-    sql = []
+    log = tmp_path / "scans.log"
     real_scan = arrow_mod.scan
 
-    def traced(path, query, *args, **kw):  # the parent's scans (a forked child's calls stay in the child)
-        sql.append(query)
+    def traced(path, query, *args, **kw):  # the scans run in forked processes: logged to a file
+        with open(log, "a") as fh:
+            fh.write(query.replace("\n", " ") + "\n")
         return real_scan(path, query, *args, **kw)
 
     monkeypatch.setattr(arrow_mod, "scan", traced)
     with RunStore(tmp_path, create=False) as st:
         lo, hi = st.conn.execute("SELECT min(rowid), max(rowid) FROM scores").fetchone()
         halves = analysis_cells(st)
-    assert any("rowid BETWEEN" in q for q in sql) and hi > lo  # the split path ran
+    sql = log.read_text().splitlines()
+    assert sum("rowid BETWEEN" in q for q in sql) == 2 and hi > lo  # the split path ran, both halves
     assert len(halves) == len(whole) and list(halves.columns) == list(whole.columns)
     _same_cells(halves, whole)
 
@@ -240,3 +242,23 @@ def test_the_store_pass_reads_null_styles_as_the_rows_do_and_refuses_a_score_tha
         with pytest.raises(AuditError) as e:
             analysis_cells(st)
     assert "not a number" in e.value.what and bad in e.value.what
+
+
+def test_the_store_pass_without_fork_reads_with_the_connection_closed_and_reopens_it(tmp_path, monkeypatch):
+    """Where there is no fork (Windows, macOS) the Arrow reader's SQLite and Python's sqlite3 must not hold
+    the file at once (one releases the other's locks when it closes it): the store's connection is closed
+    for the pass and opened again after, with the same cells as the forked pass and a usable store."""
+    import audit.parallel as parallel_mod
+
+    _messy_store(tmp_path)
+    with RunStore(tmp_path, create=False) as st:
+        forked = analysis_cells(st)
+    monkeypatch.setattr(parallel_mod, "fork_available", lambda: False)
+    with RunStore(tmp_path, create=False) as st:
+        before = st.conn
+        here = analysis_cells(st)
+        assert st.conn is not before  # closed and opened again
+        assert st.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        st.set_meta("after_the_pass", "written")  # the reopened connection writes
+        assert st.get_meta("after_the_pass") == "written"
+    _same_cells(here, forked)
