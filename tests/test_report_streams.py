@@ -297,3 +297,44 @@ def test_first_rows_walked_by_post_are_the_window_s(messy, tmp_path):
         assert not f.every_request_has_variant()
         want = f.first_rows("q.model_label", "r.status IS NOT NULL")["request_key"].tolist()
         assert f.first_rows("q.model_label", "r.status IS NOT NULL", values=models)["request_key"].tolist() == want
+
+
+def test_analyze_hashes_the_summary_inputs_beside_the_pass_and_stores_no_summary_if_the_store_changed(golden_run,
+                                                                                                     tmp_path,
+                                                                                                     monkeypatch):
+    """`empathy-audit analyze RUN_DIR` hashes the summary's inputs in a process beside the pass and the fits
+    (not before them). The stored summary is kept only if no other connection committed while the store
+    was read (PRAGMA data_version): a score changed mid-analysis leaves no summary, never a stale one marked
+    fresh, and the report computes its summary from the replies."""
+    import shutil
+
+    import audit.stats.stage as stage_mod
+    from audit.cli import main as cli_main
+    from audit.report.facts import ReplyFacts
+    from audit.stats.stage import inputs_fingerprints, stored_group_summary
+
+    run = tmp_path / "run"
+    shutil.copytree(golden_run, run)
+    with RunStore(run, create=False) as st:
+        with st.transaction() as c:
+            c.execute("DROP TABLE IF EXISTS group_summary")
+        st.delete_meta("group_summary_inputs_sha256")
+    assert cli_main(["analyze", str(run)]) == 0
+    with RunStore(run, create=False) as st:
+        stored = stored_group_summary(st, inputs_fingerprints(st)["group_summary"])
+        assert stored is not None and stored["n"].tolist() == ReplyFacts(st).group_summary()["n"].tolist()
+
+    real = stage_mod._analyze_store_cells
+
+    def meanwhile(store, spec, table):  # another connection commits a changed score during the fits
+        with RunStore(run, create=False) as other:
+            key = other.conn.execute("SELECT request_key FROM scores WHERE value IS NOT NULL LIMIT 1").fetchone()[0]
+            with other.transaction() as c:
+                c.execute("UPDATE scores SET value = value + 0.5 WHERE request_key = ? AND rowid = "
+                          "(SELECT min(rowid) FROM scores WHERE request_key = ?)", (key, key))
+        return real(store, spec, table)
+
+    monkeypatch.setattr(stage_mod, "_analyze_store_cells", meanwhile)
+    assert cli_main(["analyze", str(run)]) == 0
+    with RunStore(run, create=False) as st:
+        assert "group_summary" not in st.table_names() and st.get_meta("group_summary_inputs_sha256") is None

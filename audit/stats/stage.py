@@ -972,12 +972,47 @@ def analyze_store(store: RunStore, spec: Any, *, fingerprints: dict[str, Any] | 
     the report's per-group summary (:data:`GROUP_SUMMARY_TABLE`) made from the same sums, with the
     fingerprint of its inputs (``fingerprints``: :func:`inputs_fingerprints` of the store as it is now,
     taken before the scores are read; computed here when not given)."""
-    fp = fingerprints if fingerprints is not None else inputs_fingerprints(store)  # before the scores are read:
-    # scores stored during the analysis then make the stored summary stale, never wrongly fresh
-    table, summary = analysis_cells(store, spec, group_summary=True)
-    if table.empty:
-        raise AuditError("the run store has no scored replies to analyse", where=str(store.run_dir),
-                         fix="run `empathy-audit generate` and `empathy-audit score` first")
+    from ..parallel import fork_available
+    from ..store import StoreDigests
+
+    digests = None
+    if fingerprints is not None:
+        fp = fingerprints
+    elif fork_available():  # the pass keeps this connection open (it reads in a forked child)
+        # the summary's fingerprint hashed beside the pass and the fits (before it, it was ~10 s at a million
+        # replies, ~140 s at 10M): both read the store as it is unless another connection commits meanwhile,
+        # which PRAGMA data_version on this connection reveals (then no summary is stored: never wrongly fresh)
+        version = store.conn.execute("PRAGMA data_version").fetchone()[0]
+        digests = StoreDigests(store.path, inputs=True, content=False)
+    else:  # before the scores are read: scores stored during the analysis make the summary stale
+        fp = inputs_fingerprints(store)
+    try:
+        table, summary = analysis_cells(store, spec, group_summary=True)
+        if table.empty:
+            raise AuditError("the run store has no scored replies to analyse", where=str(store.run_dir),
+                             fix="run `empathy-audit generate` and `empathy-audit score` first")
+        result = _analyze_store_cells(store, spec, table)
+        if digests is not None:
+            fp = inputs_fingerprints(store, digest=digests.inputs())
+            if store.conn.execute("PRAGMA data_version").fetchone()[0] != version:
+                summary = None  # the store changed while it was read: the report makes its summary itself
+    finally:
+        if digests is not None:
+            digests.close()
+    store.drop_tables(["results_ppi", "results_models", "results_variability", "results_axes"])  # ratings removed since the last analysis: no stale corrected gaps
+    store.replace_tables(result.tables)
+    store_group_summary(store, None if fp["content_filter"] else summary, fp["group_summary"])
+    store.set_meta("analyzed_at", now_iso())
+    fp = ratings_fingerprint(store)
+    if fp is None:
+        store.delete_meta("analysis_ratings_sha256")
+    else:
+        store.set_meta("analysis_ratings_sha256", fp)
+    return result
+
+
+def _analyze_store_cells(store: RunStore, spec: Any, table: pd.DataFrame) -> AnalysisResult:
+    """:func:`analyze_cells` of a store's cell table with the spec's analysis settings."""
     a = spec.analysis
     human = _human_from_store(store)
     rows = analysis_table(store, spec, compact=True) if human is not None else None  # PPI matches ratings to replies
@@ -990,15 +1025,6 @@ def analyze_store(store: RunStore, spec: Any, *, fingerprints: dict[str, Any] | 
                             margins=_checked_margins(a.margins, table),
                             axis_contrasts=store.get_meta("import") is not None,
                             ranges=_declared_ranges(store, table))
-    store.drop_tables(["results_ppi", "results_models", "results_variability", "results_axes"])  # ratings removed since the last analysis: no stale corrected gaps
-    store.replace_tables(result.tables)
-    store_group_summary(store, None if fp["content_filter"] else summary, fp["group_summary"])
-    store.set_meta("analyzed_at", now_iso())
-    fp = ratings_fingerprint(store)
-    if fp is None:
-        store.delete_meta("analysis_ratings_sha256")
-    else:
-        store.set_meta("analysis_ratings_sha256", fp)
     return result
 
 
