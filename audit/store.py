@@ -1385,15 +1385,21 @@ def store_content_sha256(path: str | Path) -> str:
     the same rows. (Until this version the hash was of each row written as a JSON line by Python: the
     same certainty, another number, ~2.5x the time.)
     """
+    return _digest_of(path, _content_digest)
+
+
+def _digest_of(path: str | Path, digest: Any) -> Any:
+    """``digest(reader)`` of the store file ``path``: read through ADBC where installed, else sqlite3 (the
+    same values, so the same hash)."""
     try:
         import adbc_driver_sqlite.dbapi as adbc  # noqa: F401
     except ImportError:
         conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            return _content_digest(_TableReader(conn))
+            return digest(_TableReader(conn))
         finally:
             conn.close()
-    return _content_digest(_ArrowTableReader(path))
+    return digest(_ArrowTableReader(path))
 
 
 class _TableReader:
@@ -1619,15 +1625,7 @@ def store_inputs_sha256(path: str | Path) -> tuple[str, bool]:
     values, each table in rowid order), and whether a reply has status ``content_filter``. Through
     ADBC where installed (a million replies in ~7 s; run it in a process without sqlite3 connections
     to the file: :class:`StoreDigests`), else sqlite3; the same hash."""
-    try:
-        import adbc_driver_sqlite.dbapi as adbc  # noqa: F401
-    except ImportError:
-        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            return _inputs_digest(_TableReader(conn))
-        finally:
-            conn.close()
-    return _inputs_digest(_ArrowTableReader(path))
+    return _digest_of(path, _inputs_digest)
 
 
 class StoreDigests:
