@@ -58,7 +58,7 @@ from .cells import Cells, cell_weights, cells_binary
 from .degenerate import attach_warnings, captured
 from .gaps import _fit_lmm, validate_table
 from .missing import match_level
-from .textcodes import block_numbers, text_codes, text_factorize
+from .textcodes import block_rows, text_codes, text_factorize
 
 __all__ = ["gap_interaction", "models_table", "join_family", "sampling_variability", "samples_vs_posts",
            "MODELS_COLUMNS", "reference_model_of"]
@@ -278,14 +278,9 @@ def models_table(table: pd.DataFrame, *, reference_model: str | None = None, ref
         """Each outcome's observed rows in the sorted order of a group-by, taken one at a time by their
         numbers (copying the columns and iterating a group-by held two more copies of the table: ~420 MB
         at a million replies)."""
-        numbers, n_blocks = block_numbers(table, ["outcome"])
-        numbers[~table["value"].notna().to_numpy()] = -1
-        order = np.argsort(numbers, kind="stable")
-        bounds = np.searchsorted(numbers[order], np.arange(n_blocks + 1))
-        for k in range(n_blocks):
-            if bounds[k + 1] > bounds[k]:
-                d = table.iloc[order[bounds[k]:bounds[k + 1]]][cols]
-                yield d["outcome"].iloc[0], d
+        for rows in block_rows(table, ["outcome"], table["value"].notna().to_numpy()):
+            d = table.iloc[rows][cols]
+            yield d["outcome"].iloc[0], d
 
     for outcome, d in outcomes():
         factors = ["style"] if d["style"].nunique() > 1 else []
@@ -443,14 +438,9 @@ def sampling_variability(table: pd.DataFrame, *, replicate: str = "sample_index"
         if not keys:
             yield (), table.loc[valid, cols]
             return
-        numbers, n_blocks = block_numbers(table, keys)
-        numbers[~valid] = -1
-        order = np.argsort(numbers, kind="stable")
-        bounds = np.searchsorted(numbers[order], np.arange(n_blocks + 1))
-        for k in range(n_blocks):
-            if bounds[k + 1] > bounds[k]:
-                d = table.iloc[order[bounds[k]:bounds[k + 1]]][cols]
-                yield tuple(d[c].iloc[0] for c in keys), d
+        for rows in block_rows(table, keys, valid):
+            d = table.iloc[rows][cols]
+            yield tuple(d[c].iloc[0] for c in keys), d
 
     for key, d in blocks():
         cell = ["variant_id", "style"] + (["model_label"] if "model_label" not in keys else [])

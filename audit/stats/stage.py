@@ -38,7 +38,7 @@ from .axes import axis_contrasts as axis_contrasts_of
 from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .corrections import adjust_family
 from .designs import detect_design
-from .textcodes import block_numbers, text_factorize
+from .textcodes import block_rows, text_factorize
 from .disparity import DisparityBlocks, adjust_with, keep_matched, reference_map
 from .family import Block, fit_family, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
@@ -537,11 +537,8 @@ def _analyze_cells(
         """One (outcome, model, style) block at a time, taken out of the table by its group number: a
         groupby's iteration (and a list of every block) would hold a sorted copy of the whole table
         (~450 MB at a million replies). The paired contrasts of each block are made on the way."""
-        key, n_blocks = block_numbers(table, ["outcome", "model_label"])
-        order = np.argsort(key, kind="stable")
-        bounds = np.searchsorted(key[order], np.arange(n_blocks + 1))
-        for k in range(len(bounds) - 1):
-            d_om = table.take(order[bounds[k]:bounds[k + 1]])
+        for rows_om in block_rows(table, ["outcome", "model_label"]):
+            d_om = table.take(rows_om)
             outcome, model = d_om["outcome"].iloc[0], d_om["model_label"].iloc[0]
             styles = sorted(d_om["style"].unique())
             style_blocks = [("pooled", d_om)]

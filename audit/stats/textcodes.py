@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["as_text", "block_numbers", "text_codes", "text_factorize"]
+__all__ = ["as_text", "block_numbers", "block_rows", "text_codes", "text_factorize"]
 
 
 def as_text(col: pd.Series) -> np.ndarray:
@@ -82,3 +82,18 @@ def block_numbers(table: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, int
     if numbers.dtype.kind == "f":  # rows with a missing key: NaN, in no block
         numbers = np.where(np.isnan(numbers), -1, numbers)
     return numbers.astype(np.int64), gb.ngroups  # a copy of its own (pandas' array is read-only)
+
+
+def block_rows(table: pd.DataFrame, keys: list[str], keep: np.ndarray | None = None):
+    """The row positions of each block of ``keys`` (:func:`block_numbers`), one array a block, in the sorted
+    order of a group-by; with ``keep``, only the kept rows, and a block without one is skipped. Taking each
+    block out by its positions copies one block at a time (iterating a group-by first copies the whole
+    table in sorted order)."""
+    numbers, n_blocks = block_numbers(table, keys)
+    if keep is not None:
+        numbers[~keep] = -1
+    order = np.argsort(numbers, kind="stable")
+    bounds = np.searchsorted(numbers[order], np.arange(n_blocks + 1))
+    for k in range(n_blocks):
+        if bounds[k + 1] > bounds[k]:
+            yield order[bounds[k]:bounds[k + 1]]
