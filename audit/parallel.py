@@ -22,7 +22,8 @@ import struct
 import sys
 from typing import Any, Callable
 
-__all__ = ["MIN_CELLS", "Beside", "SharedTasks", "beside", "fork_available", "parallel_enabled"]
+__all__ = ["MIN_CELLS", "Beside", "SharedTasks", "beside", "fork_available", "parallel_enabled", "run_parts",
+           "part_result"]
 
 #: Smallest cell table whose analysis is split over two processes (a fork costs ~10-50 ms; a small run
 #: is analysed in a second anyway).
@@ -196,3 +197,24 @@ class SharedTasks:
                 return None
             self._next.value = i + 1
         return i
+
+
+def run_parts(parts: list[Callable[[], Any]], take: Callable[[], int | None] | None = None) -> dict[int, tuple]:
+    """Run the parts ``take()`` hands out (every part, in order, when ``take`` is None): ``{i: ("ok", value)}``,
+    or ``{i: ("error", exception)}`` for a part that raised, so that the caller raises the errors in the
+    parts' order (:func:`part_result`) whichever process met them first."""
+    out: dict[int, tuple] = {}
+    while (i := (take() if take is not None else (len(out) if len(out) < len(parts) else None))) is not None:
+        try:
+            out[i] = ("ok", parts[i]())
+        except Exception as exc:  # noqa: BLE001 - raised by part_result, in order
+            out[i] = ("error", exc)
+    return out
+
+
+def part_result(done: dict[int, tuple], i: int) -> Any:
+    """Part ``i``'s value from :func:`run_parts`' results, or the exception it raised, raised here."""
+    kind, value = done[i]
+    if kind == "error":
+        raise value
+    return value

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from audit.stats import disparity as dm
+from audit.stats import gather_kernel
 
 
 def _reference_post_weights(rng, P, n_boot):
@@ -103,7 +104,7 @@ def _messy_cells(seed=11):
 def small_blocks(monkeypatch):
     """Blocks small enough that every loop runs several times with a short last round."""
     monkeypatch.setattr(dm, "_PERM_BLOCK_CELLS", 2_000)
-    monkeypatch.setattr(dm, "_GATHER_PERMS", 3)
+    monkeypatch.setattr(gather_kernel, "GATHER_PERMS", 3)
     monkeypatch.setattr(dm, "_BOOT_ROWS", 7)
 
 

@@ -34,7 +34,7 @@ from .corrections import adjust_family
 from .gaps import gap_test
 from .missing import level_labels
 
-__all__ = ["Block", "fit_family", "split_families", "matches_primary", "CONFIRMATORY", "EXPLORATORY"]
+__all__ = ["Block", "fit_family", "fit_block", "family_table", "split_families", "matches_primary", "CONFIRMATORY", "EXPLORATORY"]
 
 
 @dataclass(frozen=True)
@@ -81,29 +81,60 @@ differential missingness). Returns ``(results, notes)``: the label columns, then
     """
     parts, notes = [], []
     for b in blocks:
-        for ref in references:
-            where = f"{b.where}, reference {ref}" if name_reference else b.where
-            try:
-                r = gap_test(b.data, outcome=b.outcome, group=group, control=str(ref), cluster=cluster,
-                             factors=list(b.factors), inner=b.inner, by=by, method=method, reml=reml, alpha=alpha,
-                             where=where, allow_missing=allow_missing, cells=b.cells)
-            except AuditError as exc:
-                if strict:
-                    raise
-                others = sorted(set(level_labels(b.data[group]).dropna()) - {str(ref)})
-                pooled = {by: "pooled"} if by else {}
-                r = pd.DataFrame([dict(group=g, reference=ref, **pooled, method="not fitted", converged=False,
-                                       warning=exc.message) for g in others])
-                notes.append(f"{where}: {exc.what}")
-            for i, (name, value) in enumerate(b.labels.items()):
-                r.insert(i, name, value)
-            parts.append(r)
+        p, n = fit_block(b, group=group, references=references, cluster=cluster, by=by, method=method, reml=reml,
+                         alpha=alpha, strict=strict, name_reference=name_reference, allow_missing=allow_missing)
+        parts += p
+        notes += n
+    return family_table(parts, alpha=alpha), notes
+
+
+def fit_block(
+    b: Block,
+    *,
+    group: str,
+    references: Sequence[str],
+    cluster: str,
+    by: str | None = None,
+    method: str = "auto",
+    reml: bool = True,
+    alpha: float = 0.05,
+    strict: bool = True,
+    name_reference: bool = True,
+    allow_missing: bool = False,
+) -> tuple[list[pd.DataFrame], list[str]]:
+    """One block's part of :func:`fit_family` (the same arguments): its labelled result rows against each
+    reference, not yet adjusted, and the notes of the tests that could not be fitted. A pure function of
+    the block, so blocks may be fitted in any process and order, and :func:`family_table` of the parts in
+    block order is :func:`fit_family`'s table."""
+    parts, notes = [], []
+    for ref in references:
+        where = f"{b.where}, reference {ref}" if name_reference else b.where
+        try:
+            r = gap_test(b.data, outcome=b.outcome, group=group, control=str(ref), cluster=cluster,
+                         factors=list(b.factors), inner=b.inner, by=by, method=method, reml=reml, alpha=alpha,
+                         where=where, allow_missing=allow_missing, cells=b.cells)
+        except AuditError as exc:
+            if strict:
+                raise
+            others = sorted(set(level_labels(b.data[group]).dropna()) - {str(ref)})
+            pooled = {by: "pooled"} if by else {}
+            r = pd.DataFrame([dict(group=g, reference=ref, **pooled, method="not fitted", converged=False,
+                                   warning=exc.message) for g in others])
+            notes.append(f"{where}: {exc.what}")
+        for i, (name, value) in enumerate(b.labels.items()):
+            r.insert(i, name, value)
+        parts.append(r)
+    return parts, notes
+
+
+def family_table(parts: list[pd.DataFrame], *, alpha: float = 0.05) -> pd.DataFrame:
+    """The blocks' parts (:func:`fit_block`) as one table, Holm/BH-adjusted over all of its tests."""
     if not parts:
-        return pd.DataFrame(), notes
+        return pd.DataFrame()
     res = pd.concat(parts, ignore_index=True)
     if "p_value" not in res.columns:  # not one test could be fitted
         res["p_value"] = float("nan")
-    return adjust_family(res, alpha=alpha), notes
+    return adjust_family(res, alpha=alpha)
 
 
 #: Family labels of a pre-registered analysis (spec key ``analysis.primary``).

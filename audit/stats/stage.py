@@ -40,12 +40,12 @@ from .corrections import adjust_family
 from .designs import detect_design
 from .textcodes import block_rows, text_factorize
 from .disparity import DisparityBlocks, adjust_with, keep_matched, reference_map
-from .family import Block, fit_family, split_families
+from .family import Block, family_table, fit_block, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
 from .intervals import ADJ_COLUMNS, clip_to_range, holm_intervals
 from .paired import paired_contrasts
 from ..memory import release_free_memory
-from ..parallel import Beside, SharedTasks, parallel_enabled
+from ..parallel import Beside, SharedTasks, parallel_enabled, part_result, run_parts
 from .pooling import partial_pool
 from .power import detectable_gap
 from .ppi import ppi_table
@@ -520,77 +520,108 @@ def _analyze_cells(
     # the observed cells (n > 0) as a mask, not a copy: a copy was another ~240 MB at a million replies
     observed_rows = table["n"].to_numpy() > 0
 
-    # the disparity tests between the demographic groups (the control, where there is one, left out),
-    # whatever the reference: a release without a control (reference = a group) has its disparities too.
-    # Independent of the gap family: at scale (audit.parallel) a forked process starts on the blocks and
-    # this one takes the blocks left when its own fits are done (1,999 bootstrap resamples and
-    # permutations of every post's labels per block: about as long as everything else)
+    # Three kinds of independent parts, each a pure function of the table (and of its number, for a seed):
+    # the gap tests of each (outcome, model) with their paired contrasts, the model comparisons and the
+    # sampling variability (``work``), and the disparity tests between the demographic groups (the control,
+    # where there is one, left out; whatever the reference: a release without a control has them too). At
+    # scale (audit.parallel) a forked process starts on the disparity blocks and this one on ``work``; each,
+    # when its own kind is handed out, takes what the other has left (two shared counters), so both cores
+    # stay busy to the end. The results are put back in order: the same tables as one process, number for
+    # number (tests/test_stats_parallel.py).
     disparity_blocks = DisparityBlocks(table, control="control", alpha=alpha, seed=seed, weight="n", keep=observed_rows)
-    fork = parallel_enabled(len(table))
-    release_free_memory()  # before the fork: the child starts from what is in use
-    tasks = SharedTasks(disparity_blocks.n) if fork else None
-    side = Beside(lambda: disparity_blocks.rows(tasks.take if tasks else None), fork)
-    paired_parts: list[pd.DataFrame] = []
-    formulas: set[str] = set()
-
-    def blocks():
-        """One (outcome, model, style) block at a time, taken out of the table by its group number: a
-        groupby's iteration (and a list of every block) would hold a sorted copy of the whole table
-        (~450 MB at a million replies). The paired contrasts of each block are made on the way."""
-        for rows_om in block_rows(table, ["outcome", "model_label"]):
-            d_om = table.take(rows_om)
-            outcome, model = d_om["outcome"].iloc[0], d_om["model_label"].iloc[0]
-            styles = sorted(d_om["style"].unique())
-            style_blocks = [("pooled", d_om)]
-            if by_style and len(styles) > 1:
-                style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
-            for style, d in style_blocks:
-                factors = ["style"] if style == "pooled" and len(styles) > 1 else []
-                seen = d[d["n"] > 0]
-                inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
-                formulas.add(
-                    "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
-                    + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
-                )
-                if paired_check:
-                    p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type", weight="n")
-                    p.insert(0, "outcome", outcome)
-                    p.insert(1, "model_label", model)
-                    p.insert(2, "style", style)
-                    paired_parts.append(p)
-                yield Block({"outcome": outcome, "model_label": model, "style": style}, d, "value",
-                            tuple(factors), inner, where=f"outcome {outcome}, model {model}, style {style}",
-                            cells=CELLS)
-
     ax = [a for a in axes if a in table.columns]
     group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
     between = (reference_map(sorted(text_factorize(table["group"])[1]), reference_group, group_axes)
                if reference_group else {})
     keep_all = [reference, *extra_references]
     references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
+    om_rows = list(block_rows(table, ["outcome", "model_label"]))  # one (outcome, model) block's rows each
+
+    def gap_part(j: int) -> tuple[list[pd.DataFrame], list[str], list[pd.DataFrame], set[str]]:
+        """The gap tests of (outcome, model) block ``j``: pooled styles and each style (the blocks of
+        :func:`audit.stats.family.fit_family`), with their paired contrasts and model formulas. The block is
+        taken out of the table by its rows (a group-by's iteration would copy the whole table)."""
+        d_om = table.take(om_rows[j])
+        outcome, model = d_om["outcome"].iloc[0], d_om["model_label"].iloc[0]
+        styles = sorted(d_om["style"].unique())
+        style_blocks = [("pooled", d_om)]
+        if by_style and len(styles) > 1:
+            style_blocks += [(s, d_om[d_om["style"] == s]) for s in styles]
+        parts, notes, paired, formulas = [], [], [], set()
+        for style, d in style_blocks:
+            factors = ["style"] if style == "pooled" and len(styles) > 1 else []
+            seen = d[d["n"] > 0]
+            inner = "variant_id" if len(seen) and seen.groupby("variant_id")["n"].sum().max() > 1 else None
+            formulas.add(
+                "value ~ C(group, Treatment(reference))" + "".join(f" + C({f})" for f in factors)
+                + " + (1 | post_id)" + (" + (1 | post_id:variant_id)" if inner else "")
+            )
+            if paired_check:
+                p = paired_contrasts(seen, "value", "group", reference, "post_id", by="cue_type", weight="n")
+                p.insert(0, "outcome", outcome)
+                p.insert(1, "model_label", model)
+                p.insert(2, "style", style)
+                paired.append(p)
+            block = Block({"outcome": outcome, "model_label": model, "style": style}, d, "value", tuple(factors),
+                          inner, where=f"outcome {outcome}, model {model}, style {style}", cells=CELLS)
+            r, n = fit_block(block, group="group", references=references, cluster="post_id", by="cue_type",
+                             alpha=alpha, strict=False, allow_missing=allow_missing)
+            parts += r
+            notes += n
+        return parts, notes, paired, formulas
+
+    def models_part():
+        out = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
+                           pre_registered=bool(primary) and reference_model is not None, model_order=model_order,
+                           cells=CELLS)
+        release_free_memory()  # each part's peak starts from what is in use, not from the last one's heap
+        return out
+
+    def variability_part():
+        out = _variability(table, observed_rows, reference)
+        release_free_memory()
+        return out
+
+    # the two longest parts first: whoever is free takes the short ones last
+    work = [models_part, variability_part, *[(lambda j=j: gap_part(j)) for j in range(len(om_rows))]]
+    fork = parallel_enabled(len(table))
+    release_free_memory()  # before the fork: the child starts from what is in use
+    work_tasks = SharedTasks(len(work)) if fork else None
+    disparity_tasks = SharedTasks(disparity_blocks.n) if fork else None
+
+    def beside_part():
+        if not fork:
+            return disparity_blocks.rows(), {}
+        return disparity_blocks.rows(disparity_tasks.take), run_parts(work, work_tasks.take)
+
+    side = Beside(beside_part, fork)
     try:  # a failure here stops the forked part too
-        res, notes = fit_family(blocks(), group="group", references=references, cluster="post_id",
-                                by="cue_type", alpha=alpha, strict=False, allow_missing=allow_missing)
-        if between and not res.empty:
-            res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
-        if res.empty:
-            raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
-        if res["p_value"].isna().all():
-            first = notes[0] if notes else "no test could be fitted"
-            raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
-                             fix="score more posts (a random-intercept model needs at least 5) or check the scores")
-        release_free_memory()  # each phase's peak starts from what is in use, not from the last one's heap
-        models, model_notes = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
-                                           pre_registered=bool(primary) and reference_model is not None,
-                                           model_order=model_order, cells=CELLS)
-        release_free_memory()
-        variability = _variability(table, observed_rows, reference)
-        release_free_memory()
-        mine = disparity_blocks.rows(tasks.take) if tasks else {}  # the blocks the forked process has not taken
+        done = run_parts(work, work_tasks.take if work_tasks else None)
+        mine = disparity_blocks.rows(disparity_tasks.take) if disparity_tasks else {}
+        side_disparity, side_done = side.result()
     except BaseException:
         side.cancel()
         raise
-    disparity = disparity_blocks.table_of({**side.result(), **mine})
+    done.update(side_done)
+    parts, notes, paired_parts, formulas = [], [], [], set()
+    for j in range(len(om_rows)):
+        p, n, pc, f = part_result(done, 2 + j)
+        parts += p
+        notes += n
+        paired_parts += pc
+        formulas |= f
+    res = family_table(parts, alpha=alpha)
+    if between and not res.empty:
+        res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
+    if res.empty:
+        raise AuditError("no scored replies to analyse", fix="run `empathy-audit score` first")
+    if res["p_value"].isna().all():
+        first = notes[0] if notes else "no test could be fitted"
+        raise AuditError(f"no gap test could be fitted ({len(res)} tests); first reason: {first}",
+                         fix="score more posts (a random-intercept model needs at least 5) or check the scores")
+    models, model_notes = part_result(done, 0)
+    variability = part_result(done, 1)
+    disparity = disparity_blocks.table_of({**side_disparity, **mine})
     res["family_id"] = _family_id(res)
     if not models.empty:  # several models: the differences of gaps join the family (audit.stats.models_compare)
         notes = notes + model_notes
