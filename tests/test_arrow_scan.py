@@ -7,7 +7,10 @@ import numpy as np
 import pyarrow as pa
 
 from audit.arrow_scan import key_codes, scan
-from audit.keycodes import find_keys as _find_keys, key_bytes as _key_bytes, key_prefix as _key_prefix
+import pytest
+
+from audit import keycodes
+from audit.keycodes import KeyFinder, find_keys as _find_keys, key_bytes as _key_bytes, key_prefix as _key_prefix
 
 
 def _keys(n: int, seed: int = 0) -> list[str]:
@@ -37,6 +40,28 @@ def test_find_keys_by_prefix_matches_a_full_search_even_where_prefixes_collide()
     assert (hit == np.isin(asked, stored)).all()
     assert (stored[pos[hit]] == asked[hit]).all()
     assert hit[-4] and hit[-3] and not hit[-2] and not hit[-1]  # both twins found, the third and a bare prefix not
+
+
+@pytest.mark.parametrize("hash_max", [10**9, 0])
+@pytest.mark.parametrize("twins", [False, True])
+def test_key_finder_equals_find_keys_by_hash_or_binary_search(monkeypatch, hash_max, twins):
+    """The hash table of prefixes (distinct prefixes, small sets) and the binary search (shared prefixes,
+    or above HASH_MAX_KEYS) give find_keys' positions and hits."""
+    monkeypatch.setattr(keycodes, "HASH_MAX_KEYS", hash_max)
+    codes = _key_bytes(_keys(3000, seed=2) + ["imported-id-1", "imported-id-2"])
+    stored = codes[::3].copy()
+    if twins:  # two stored codes with one 8-byte prefix: no hash table
+        stored = np.concatenate([stored, np.array([b"\x01" + b"\x00" * 7 + bytes([k]) * 25 for k in (1, 2)],
+                                                  dtype="S33")])
+    stored = np.sort(stored)
+    finder = KeyFinder(stored)
+    assert (finder.index is not None) == (hash_max > 0 and not twins)
+    asked = np.concatenate([codes, stored[::-1], np.array([b"\x01" + b"\x00" * 7], dtype="S33")])
+    pos, hit = finder.find(asked)
+    want_pos, want_hit = _find_keys(stored, _key_prefix(stored), asked)
+    assert np.array_equal(hit, want_hit) and np.array_equal(pos[hit], want_pos[want_hit])
+    assert (hit == np.isin(asked, stored)).all() and (stored[pos[hit]] == asked[hit]).all()
+    assert not KeyFinder(stored[:0]).find(asked)[1].any()
 
 
 def test_scan_reads_a_query_in_order_in_tables_of_at_least_the_given_rows(tmp_path):

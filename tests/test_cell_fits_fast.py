@@ -158,3 +158,40 @@ def test_block_numbers_from_category_codes_equal_the_groupby():
     got2, k2 = block_numbers(plain, ["outcome", "model_label"])
     assert k2 == plain.groupby(["outcome", "model_label"]).ngroups
     assert np.array_equal(got2, plain.groupby(["outcome", "model_label"], sort=True).ngroup().to_numpy())
+
+
+def test_block_numbers_of_many_combinations_equal_the_groupby():
+    """Keys with more combinations than rows go the sorted way; the numbers are the group-by's all the same."""
+    from audit.stats.textcodes import block_numbers
+
+    rng = np.random.default_rng(5)
+    cats = [f"k{i:04d}" for i in range(400)]
+    a = pd.Categorical(rng.choice(cats, size=300), categories=cats[::-1])
+    b = pd.Categorical(rng.choice(cats + [None], size=300), categories=cats)
+    t = pd.DataFrame({"a": a, "b": b})
+    got, k = block_numbers(t, ["a", "b"])
+    want = t.groupby(["a", "b"], sort=True, observed=True).ngroup().to_numpy()
+    assert k == int(np.nanmax(want)) + 1
+    assert np.array_equal(np.isnan(want), got == -1)
+    assert np.array_equal(got[got >= 0], want[~np.isnan(want)].astype(np.int64))
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_first_rows_equal_drop_duplicates(many):
+    """first_rows (from the categoricals' codes) keeps the rows drop_duplicates keeps, missing values a value
+    of their own; few combinations are counted, many go the sorted way; text columns go to drop_duplicates."""
+    from audit.stats.textcodes import first_rows
+
+    rng = np.random.default_rng(8)
+    n = 400
+    cats = [f"c{i}" for i in range(30_000 if many else 4)]  # many: more combinations than the counted way takes
+    a = pd.Categorical(rng.choice(cats + [None], size=n), categories=cats[::-1])
+    b = pd.Categorical(rng.choice(["x", "y", None], size=n), categories=["y", "unused", "x"])
+    t = pd.DataFrame({"a": a, "b": b, "v": np.arange(n)})
+    t.index = t.index * 3 + 1  # an index that is not positions
+    for keys in (["a"], ["a", "b"], ["b"]):
+        want = t.drop_duplicates(keys)
+        got = first_rows(t, keys)
+        pd.testing.assert_frame_equal(got, want)
+    plain = t.astype({"a": object})
+    pd.testing.assert_frame_equal(first_rows(plain, ["a", "b"]), plain.drop_duplicates(["a", "b"]))

@@ -218,3 +218,50 @@ def test_binary_gap_p_value_and_ci_never_disagree_even_near_separation():
     for r in res.itertuples():
         excludes_zero = r.ci_low > 0 or r.ci_high < 0
         assert (r.p_value < 0.05) == excludes_zero, (r.group, r.p_value, r.ci_low, r.ci_high)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("groups", [["A", "B", "C"], ["Asian", "Asian man", "Black woman"]])
+def test_one_cue_type_per_group_reuses_the_pooled_fit_number_for_number(monkeypatch, binary, groups):
+    """With one cue type besides the control's, the group-by-cue-type model is the pooled model: its rows
+    (relabelled) must equal a refit of the condition model exactly; with two cue types it is refitted."""
+    import audit.stats.gaps as gaps_mod
+
+    t = simulate_audit_table(n_posts=30, groups=groups, gaps={groups[0]: -0.3}, samples=2, binary=binary,
+                             ref_mean=0.4 if binary else 1.0, seed=11)
+    kw = dict(outcome="value", group="group", control="control", cluster="post_id", by="cue_type",
+              inner="variant_id")
+    fits = []
+    real = gaps_mod._fit_stated
+    monkeypatch.setattr(gaps_mod, "_fit_stated", lambda *a: fits.append(a[2]) or real(*a))
+    shortcut = gap_test(t, **kw)
+    assert len(fits) == 1  # the pooled fit only
+    monkeypatch.setattr(gaps_mod, "_condition_is_group", lambda *a: None)
+    refit = gap_test(t, **kw)
+    assert len(fits) == 3 and fits[-1] == "__condition__"
+    pd.testing.assert_frame_equal(shortcut, refit, check_exact=True)
+    assert set(shortcut["cue_type"]) == {"pooled", "explicit_tag"}
+    # two cue types: each group has two levels, the condition model is another model and is fitted
+    t2 = simulate_audit_table(n_posts=30, groups=groups, cue_types=["tag", "name"], seed=11)
+    fits.clear()
+    monkeypatch.setattr(gaps_mod, "_condition_is_group", real_condition_is_group)
+    gap_test(t2, **kw)
+    assert fits == ["group", "__condition__"]
+
+
+from audit.stats.gaps import _condition_is_group as real_condition_is_group  # noqa: E402
+
+
+def test_a_gee_fallback_is_refitted_by_cue_type(monkeypatch):
+    """The pooled GEE fell back (no variation in a group): its reason names the groups, so the condition
+    model is fitted on its own, as before, and names its labels' groups."""
+    import audit.stats.gaps as gaps_mod
+
+    t = simulate_audit_table(n_posts=30, groups=["A", "B"], binary=True, ref_mean=0.4, seed=2)
+    t.loc[t["group"] == "A", "value"] = 0.0
+    fits = []
+    real = gaps_mod._fit_stated
+    monkeypatch.setattr(gaps_mod, "_fit_stated", lambda *a: fits.append(a[2]) or real(*a))
+    r = gap_test(t, outcome="value", group="group", control="control", cluster="post_id", by="cue_type")
+    assert fits == ["group", "__condition__"]
+    assert r["method"].str.contains("GEE fallback").all()

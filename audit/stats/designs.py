@@ -102,10 +102,19 @@ def design_of_codes(g: np.ndarray, c: np.ndarray, w: np.ndarray) -> DesignInfo:
     """:func:`detect_design` of rows given as integer codes of their group ``g`` and cluster ``c`` (any
     numbering, no missing value) and their counts ``w``: a caller that classifies several subsets of one
     table (each group against the reference) codes its columns once."""
-    cu, c = np.unique(c, return_inverse=True)
-    n = len(cu)
-    pairs = np.unique(c * (int(g.max()) + 1 if len(g) else 1) + g)
-    per = np.bincount(pairs // (int(g.max()) + 1 if len(g) else 1), minlength=n)  # groups per cluster
+    k = int(g.max()) + 1 if len(g) else 1
+    if len(c) and c.min() >= 0 and c.max() < 4 * len(c) + 1024 and (int(c.max()) + 1) * k < 16 * len(c) + 65536:
+        # dense codes (a categorical's): clusters and (cluster, group) pairs counted in bins, not sorted
+        # (np.unique sorts; ~2 ms for each group of a 66,000-cell block, 8 groups a block)
+        present = np.bincount(c) > 0
+        c = (np.cumsum(present) - 1)[c]
+        n = int(present.sum())
+        per = (np.bincount(c * k + g, minlength=n * k).reshape(n, k) > 0).sum(axis=1)  # groups per cluster
+    else:
+        cu, c = np.unique(c, return_inverse=True)
+        n = len(cu)
+        pairs = np.unique(c * k + g)
+        per = np.bincount(pairs // k, minlength=n)  # groups per cluster
     shared = int((per > 1).sum())
     kind = "counterfactual" if shared == n and n else ("observational" if shared == 0 else "mixed")
     repeats = bool(len(w) and np.bincount(c, weights=w, minlength=n).max() > 1)

@@ -65,7 +65,6 @@ import pandas as pd
 from ..errors import AuditError
 from .corrections import adjust_family
 from .gather_kernel import gathered_sums
-from .gather_kernel import warm as warm_gather
 from .textcodes import block_numbers
 
 __all__ = ["reference_map", "keep_matched", "max_min_disparity", "DisparityBlocks", "disparity_table", "adjust_with",
@@ -473,7 +472,6 @@ class DisparityBlocks:
         self.order = np.argsort(codes, kind="stable")
         self.bounds = np.searchsorted(codes, np.arange(n + 1), sorter=self.order)
         self.n = n
-        warm_gather()  # compiled (or loaded from the cache) here, before a fork: not once per process
 
     def row(self, i: int) -> dict:
         """Block ``i``'s row of the table."""

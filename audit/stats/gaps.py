@@ -550,6 +550,25 @@ def _fit_one(d, outcome, group, reference, cluster, factors, inner, method, reml
     return _gap_rows(fit, X, is_ref, names, levels, d, group, cluster, reference, alpha, w), fit
 
 
+def _condition_is_group(pairs: np.ndarray, gt: np.ndarray, bt: np.ndarray, pooled_rows: list[dict]) -> dict | None:
+    """When every compared group has one level of ``by`` (e.g. one cue type besides the control's), the
+    model with a group-by-level condition is the pooled model: its labels (``group\x1flevel``) are the groups
+    one for one and sort as they do, so its design matrix, columns in the same order, and fit are the same,
+    number for number. Returns ``{group: label}`` then, else None (refit). ``pairs``: the distinct codes
+    ``group code * len(bt) + level code`` of the non-reference rows. Not where the pooled fit fell back
+    from GEE: the reason names the groups, which the condition fit names by their labels."""
+    groups = pairs // len(bt)
+    if len(np.unique(groups)) != len(groups) or any("fallback" in str(r.get("method")) for r in pooled_rows):
+        return None
+    label_of = {str(gt[g]): str(gt[g]) + "\x1f" + str(bt[p % len(bt)]) for g, p in zip(groups, pairs)}
+    names = sorted(label_of)
+    if sorted(label_of.values()) != [label_of[g] for g in names]:
+        return None
+    if {str(r["group"]) for r in pooled_rows} - set(label_of):  # pragma: no cover - every fitted group has rows
+        return None
+    return label_of
+
+
 def _fit_stated(*args):
     """:func:`_fit_one` with its numerical warnings caught and stated on its rows (audit.stats.degenerate)."""
     with captured() as caught:
@@ -700,6 +719,7 @@ def gap_test(
         return r
 
     rows, _ = _fit_stated(d, outcome, group, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary, cells)
+    pooled_rows = rows
     out = annotate(pd.DataFrame(rows + empty_rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object}),
                    d, None)
     if by is None:
@@ -709,16 +729,20 @@ def gap_test(
     ref_by = d.loc[d[group] == ctrl, by].astype(str).unique()
     if len(ref_by) == 1:
         cond = "__condition__"
-        dd = d.copy()
-        is_ref = dd[group] == ctrl
+        is_ref = (d[group] == ctrl).to_numpy(dtype=bool)
         # each distinct (group, level) pair's label made once, not a text per row
-        gc, gt = text_factorize(dd[group])
-        bc, bt = text_factorize(dd[by])
+        gc, gt = text_factorize(d[group])
+        bc, bt = text_factorize(d[by])
         pairs, which = np.unique(gc.astype(np.int64) * len(bt) + bc, return_inverse=True)
         label = np.array([gt[p // len(bt)] + "\x1f" + bt[p % len(bt)] for p in pairs], dtype=object)
-        dd[cond] = np.where(is_ref, ctrl, label[which.ravel()])
-        rows, _ = _fit_stated(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha, binary,
-                              cells)
+        same = _condition_is_group(pairs[np.unique(which.ravel()[~is_ref])], gt, bt, pooled_rows)
+        if same is not None:  # the condition model is the pooled model: its rows, relabelled (no second fit)
+            rows = [dict(r, group=same[r["group"]]) for r in pooled_rows]
+        else:
+            dd = d.copy()
+            dd[cond] = np.where(is_ref, ctrl, label[which.ravel()])
+            rows, _ = _fit_stated(dd, outcome, cond, ctrl, cluster, tuple(factors), inner, method, reml, alpha,
+                                  binary, cells)
         r = pd.DataFrame(rows, columns=GAP_COLUMNS).astype({"warning": object, "design": object})
         split = r["group"].str.split("\x1f", n=1, expand=True)
         r["group"] = split[0]

@@ -9,7 +9,9 @@ counts from ``Cx`` where the posts' cells differ in their counts.
 
 Why compiled: at a million replies this is ~118M gathered values per test (7,400 posts, 8 groups,
 1,999 permutations), 50 tests per analysis; numpy's ``take`` and ``add.reduce`` spent ~0.45 s per test
-on its temporaries, the loop below ~0.1 s (numba, https://numba.pydata.org, compiled once and cached).
+on its temporaries, the loop below ~0.1 s (numba, https://numba.pydata.org). It is compiled on first use
+in a process and cached by numba beside this file (~0.8 s once, then ~0.3 s to load per process): not
+before the analysis forks, so that the forked process loads it while this one fits the gap tests.
 
 Same numbers: each sum is added post after post (``n = 0, 1, ...``) starting from the first post's
 value, the order in which numpy's ``add.reduce`` over the post axis and ``bincount`` add them, so the
@@ -24,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["gathered_sums", "numpy_gathered_sums", "warm", "compiled"]
+__all__ = ["gathered_sums", "numpy_gathered_sums", "compiled"]
 
 #: Permutations whose group sums the numpy path gathers at once (a few MB of temporaries).
 GATHER_PERMS = 16
@@ -75,15 +77,6 @@ def _typed(o, Sx, Cx, J, idx):
             np.ascontiguousarray(Cx if Cx is not None else np.zeros((0, Sx.shape[1])), dtype=np.float64),
             np.ascontiguousarray(J, dtype=np.uint8),
             np.ascontiguousarray(idx if idx is not None else np.zeros((0, G), dtype=np.int64), dtype=np.int64))
-
-
-def warm() -> None:
-    """Compile (or load from numba's cache) the kernel now: before a fork, so the forked process does
-    not compile it again (~0.8 s the first time, ~0.3 s from the cache)."""
-    kernel = compiled()
-    if kernel is not None:
-        kernel(*_typed(np.zeros((1, 1), dtype=np.int64), np.zeros((1, 2)), None, np.zeros((1, 1), dtype=np.uint8),
-                       None), 1)
 
 
 def gathered_sums(o: np.ndarray, Sx: np.ndarray, Cx: np.ndarray | None, J: np.ndarray, idx: np.ndarray | None,

@@ -38,7 +38,7 @@ from .axes import axis_contrasts as axis_contrasts_of
 from .cells import CELL_STATS, CELLS, cells_binary, cells_from_rows
 from .corrections import adjust_family
 from .designs import detect_design
-from .textcodes import block_rows, text_factorize
+from .textcodes import block_rows, first_rows, text_factorize
 from .disparity import DisparityBlocks, adjust_with, keep_matched, reference_map
 from .family import Block, family_table, fit_block, split_families
 from .models_compare import models_family, models_meta, models_table, sampling_variability
@@ -530,19 +530,23 @@ def _analyze_cells(
     # number (tests/test_stats_parallel.py).
     disparity_blocks = DisparityBlocks(table, control="control", alpha=alpha, seed=seed, weight="n", keep=observed_rows)
     ax = [a for a in axes if a in table.columns]
-    group_axes = table.drop_duplicates("group").set_index("group")[ax] if ax else None
+    group_axes = first_rows(table, ["group"]).set_index("group")[ax] if ax else None
     between = (reference_map(sorted(text_factorize(table["group"])[1]), reference_group, group_axes)
                if reference_group else {})
     keep_all = [reference, *extra_references]
     references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
     om_rows = list(block_rows(table, ["outcome", "model_label"]))  # one (outcome, model) block's rows each
 
-    def gap_part(j: int) -> tuple[list[pd.DataFrame], list[str], list[pd.DataFrame], set[str]]:
+    sizes: dict[tuple[str, str], tuple[int, int]] = {}  # (outcome, model): observed posts and replies
+
+    def gap_part(j: int) -> tuple[list[pd.DataFrame], list[str], list[pd.DataFrame], set[str], dict]:
         """The gap tests of (outcome, model) block ``j``: pooled styles and each style (the blocks of
         :func:`audit.stats.family.fit_family`), with their paired contrasts and model formulas. The block is
         taken out of the table by its rows (a group-by's iteration would copy the whole table)."""
         d_om = table.take(om_rows[j])
         outcome, model = d_om["outcome"].iloc[0], d_om["model_label"].iloc[0]
+        seen_om = d_om[d_om["n"] > 0]  # the observed cells: the power table's counts of posts and replies
+        sizes[(outcome, model)] = (int(seen_om["post_id"].nunique()), int(seen_om["n"].sum()))
         styles = sorted(d_om["style"].unique())
         style_blocks = [("pooled", d_om)]
         if by_style and len(styles) > 1:
@@ -568,7 +572,7 @@ def _analyze_cells(
                              alpha=alpha, strict=False, allow_missing=allow_missing)
             parts += r
             notes += n
-        return parts, notes, paired, formulas
+        return parts, notes, paired, formulas, {(outcome, model): sizes[(outcome, model)]}
 
     def models_part():
         out = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
@@ -605,11 +609,12 @@ def _analyze_cells(
     done.update(side_done)
     parts, notes, paired_parts, formulas = [], [], [], set()
     for j in range(len(om_rows)):
-        p, n, pc, f = part_result(done, 2 + j)
+        p, n, pc, f, sz = part_result(done, 2 + j)
         parts += p
         notes += n
         paired_parts += pc
         formulas |= f
+        sizes.update(sz)
     res = family_table(parts, alpha=alpha)
     if between and not res.empty:
         res = adjust_family(keep_matched(res, between, keep_all), alpha=alpha)
@@ -710,16 +715,16 @@ def _analyze_cells(
         mde, rel = detectable_gap(se, ref_mean, alpha=alpha, family_size=m, power=power)
         zc = stats.norm.ppf(1 - alpha / (2 * max(m, 1)))
         pw_gap = float(stats.norm.cdf(abs(power_gap * ref_mean) / se - zc)) if se > 0 else np.nan
-        d_om = table[((table["outcome"] == outcome) & (table["model_label"] == model)).to_numpy() & observed_rows]
+        n_posts, n_rows = sizes[(outcome, model)]
         pw_rows.append(dict(outcome=outcome, model_label=model, ref_mean=ref_mean, se=se, detectable_gap=mde,
                             detectable_relative_gap=rel, power=power, alpha=alpha, family_size=m,
                             gap=power_gap, power_at_gap=pw_gap,
-                            n_posts=int(d_om["post_id"].nunique()), n_rows=int(d_om["n"].sum()),
+                            n_posts=n_posts, n_rows=n_rows,
                             method="(z_{1-alpha/(2m)} + z_power) * median SE of the pooled gaps; "
                                    "power_at_gap = Phi(|gap * ref_mean| / SE - z_{1-alpha/(2m)})"))
     power_df = pd.DataFrame(pw_rows)
 
-    units = table.drop_duplicates(["variant_id", "style", "model_label"])
+    units = first_rows(table, ["variant_id", "style", "model_label"])
     design = detect_design(units[units["n_any"] > 0], "group", "post_id", weight="n_any")
     fallbacks = res.loc[res["method"].astype(str).str.contains("fallback|ols|not fitted"), "method"]
     meta = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["as_text", "block_numbers", "block_rows", "text_codes", "text_factorize"]
+__all__ = ["as_text", "block_numbers", "block_rows", "first_rows", "text_codes", "text_factorize"]
 
 
 def as_text(col: pd.Series) -> np.ndarray:
@@ -72,6 +72,12 @@ def block_numbers(table: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, int
             missing |= codes < 0
             combined *= len(c.cat.categories)
             combined += codes
+        size = int(np.prod([len(c.cat.categories) for c in cols], dtype=np.float64))
+        if size <= 4 * len(table) + 65_536:  # few combinations: numbered through a table of them, not sorted
+            combined[missing] = size          # (np.unique sorted 3.3M codes in ~0.3 s, 4 times an analysis)
+            present = np.bincount(combined, minlength=size + 1)[:size] > 0
+            renumber = np.append(np.cumsum(present) - 1, -1)
+            return renumber[combined], int(present.sum())
         combined[missing] = -1
         present, numbers = np.unique(combined[~missing], return_inverse=True)
         out = np.full(len(table), -1, dtype=np.int64)
@@ -97,3 +103,25 @@ def block_rows(table: pd.DataFrame, keys: list[str], keep: np.ndarray | None = N
     for k in range(n_blocks):
         if bounds[k + 1] > bounds[k]:
             yield order[bounds[k]:bounds[k + 1]]
+
+
+def first_rows(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``table.drop_duplicates(keys)``: the first row of each distinct combination of ``keys``, in the
+    table's order. From the categoricals' codes when every key is one (hashing the rows of a million-reply
+    cell table took ~0.2 s a call): a missing value is a value of its own, as for ``drop_duplicates``."""
+    cols = [table[k] for k in keys]
+    if not cols or not all(isinstance(c.dtype, pd.CategoricalDtype) for c in cols):
+        return table.drop_duplicates(keys)
+    combined = np.zeros(len(table), dtype=np.int64)
+    size = 1
+    for c in cols:  # mixed radix; code -1 (missing) shifted to 0
+        combined *= len(c.cat.categories) + 1
+        combined += c.cat.codes.to_numpy().astype(np.int64) + 1
+        size *= len(c.cat.categories) + 1
+    if size <= 4 * len(table) + 65_536:
+        first = np.full(size, len(table), dtype=np.int64)
+        np.minimum.at(first, combined, np.arange(len(table), dtype=np.int64))
+        pos = np.sort(first[first < len(table)])
+    else:
+        pos = np.sort(np.unique(combined, return_index=True)[1])
+    return table.iloc[pos]
