@@ -67,6 +67,7 @@ import pandas as pd
 
 from .errors import AuditError
 from .keycodes import KeyFinder
+from .memory import release_free_memory
 from .store_migrations import SCHEMA_VERSION, execute_script, migrate, now_iso  # noqa: F401 - re-exported
 
 STORE_FILENAME = "store.sqlite"
@@ -240,15 +241,16 @@ def _score_cells(path: Path, variants: pd.DataFrame, design: str | None, lo: int
     def member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
         return KeyFinder(sorted_set).find(keys)[1]
 
-    # the keys of the design's requests and of the answered replies, scanned and sorted in a forked process
-    # while this one scans the requests (at a million replies ~2.3 s beside ~1.3 s)
+    # the keys of the design's requests and of the answered replies, each scanned and sorted in a forked
+    # process while this one scans the requests (at a million replies ~2.3 s beside ~1.3 s); each set is
+    # taken in (through its pipe) only when it is used, one at a time (10M keys: 330 MB a set)
     from .parallel import Beside, parallel_enabled
 
     split = lo is not None and parallel_enabled(hi - lo + 1)
-    key_sets = Beside(lambda: (
-        sorted_keys("SELECT request_key FROM design_requests WHERE design_id = ?", (design,)) if design is not None
-        else None,
-        sorted_keys("SELECT request_key FROM replies WHERE status IN ('ok', 'content_filter')")), split)
+    design_set = Beside(lambda: sorted_keys("SELECT request_key FROM design_requests WHERE design_id = ?",
+                                            (design,)) if design is not None else None, split)
+    ok_set = Beside(lambda: sorted_keys("SELECT request_key FROM replies WHERE status IN ('ok', 'content_filter')"),
+                    split)
     # codes, not texts, per request: a million requests' variant, style and model strings would be ~200 MB
     vcode_of = {v: i for i, v in enumerate(variants["variant_id"])}
     vrank_arr = rank.to_numpy(dtype=np.int64)
@@ -271,13 +273,12 @@ def _score_cells(path: Path, variants: pd.DataFrame, design: str | None, lo: int
     keys, var = cat(key_parts, "S33"), cat(var_parts, np.int32)  # 32-bit codes: 10M requests x 4 x 40 MB less
     style, model, sample = cat(style_parts, np.int32), cat(model_parts, np.int32), cat(sample_parts, np.int32)
     del key_parts, var_parts, style_parts, model_parts, sample_parts
-    design_keys, ok_keys = key_sets.result()
-    if design_keys is not None:
-        keep = member(keys, design_keys)
-        keys, var, style, model, sample = keys[keep], var[keep], style[keep], model[keep], sample[keep]
+    design_keys = design_set.result()
+    keep = member(keys, design_keys) if design_keys is not None else None
     del design_keys
-    ok = member(keys, ok_keys)
-    del ok_keys
+    if keep is not None:
+        keys, var, style, model, sample = keys[keep], var[keep], style[keep], model[keep], sample[keep]
+    ok = member(keys, ok_set.result())
     # the order of reply_units_df: post, group, cue type (a rank per variant), style (NULL first, as in
     # SQLite), sample, request key
     styles = list(style_of)
@@ -365,6 +366,7 @@ def _score_cells(path: Path, variants: pd.DataFrame, design: str | None, lo: int
         stats, any_obs = scan_scores(None)
     else:  # two halves of the table, the second in a forked process where two cores are free
         mid = lo + (hi - lo) // 2
+        release_free_memory()  # the freed key sets' heap back to the system: the forked half starts from what is in use
         with Beside(lambda: scan_scores((mid + 1, hi)), split) as side:
             stats, any_obs = scan_scores((lo, mid))
             _merge_score_sums(stats, any_obs, *side.result())

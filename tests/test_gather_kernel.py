@@ -70,3 +70,29 @@ def test_disparity_without_numba_gives_the_same_result(monkeypatch):
     without = dm.max_min_disparity(t, **kw)
     assert calls  # the numpy path ran
     assert with_kernel == without  # every key, p-value and interval the same
+
+
+def test_kernel_compiles_without_a_writable_cache(monkeypatch):
+    """Where numba finds no writable place for its cache, the kernel is compiled per process, same numbers."""
+    import numba
+
+    real = numba.njit
+    calls = []
+
+    def njit(*args, **kw):
+        calls.append(kw.get("cache", False))
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    gk.compiled.cache_clear()
+    try:
+        kernel = gk.compiled()
+        J = np.array([[0, 1]], dtype=np.uint8)
+        Sx = np.array([[1.5, 2.5], [0.25, 4.0]])
+        tot, _ = gk.gathered_sums(np.zeros((1, 2), dtype=np.int64), Sx, None, J, None, 2)
+    finally:
+        gk.compiled.cache_clear()
+    assert kernel is not None and calls == [True, False]
+    assert tot.tolist() == [[1.75, 6.5]]

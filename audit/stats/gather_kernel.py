@@ -67,7 +67,10 @@ def compiled():
         import numba
     except ImportError:  # pragma: no cover - numba is a dependency; a platform without its wheels
         return None
-    return numba.njit(cache=True, nogil=True)(_kernel_source)
+    try:
+        return numba.njit(cache=True, nogil=True)(_kernel_source)
+    except RuntimeError:  # no writable place for numba's cache (a read-only install, no home): compiled per process
+        return numba.njit(nogil=True)(_kernel_source)
 
 
 def _typed(o, Sx, Cx, J, idx):
