@@ -273,12 +273,19 @@ def _score_cells(path: Path, variants: pd.DataFrame, design: str | None, lo: int
     keys, var = cat(key_parts, "S33"), cat(var_parts, np.int32)  # 32-bit codes: 10M requests x 4 x 40 MB less
     style, model, sample = cat(style_parts, np.int32), cat(model_parts, np.int32), cat(sample_parts, np.int32)
     del key_parts, var_parts, style_parts, model_parts, sample_parts
+    release_free_memory()  # the chunks' heap, scattered between what stays, back to the system (~125 MB at 1M)
     design_keys = design_set.result()
     keep = member(keys, design_keys) if design_keys is not None else None
     del design_keys
-    if keep is not None:
-        keys, var, style, model, sample = keys[keep], var[keep], style[keep], model[keep], sample[keep]
+    if keep is not None and not keep.all():  # one array at a time, each old one freed as its copy is made
+        keys = keys[keep]
+        var = var[keep]
+        style = style[keep]
+        model = model[keep]
+        sample = sample[keep]
+    del keep
     ok = member(keys, ok_set.result())
+    release_free_memory()  # the received key sets and the look-ups' hash tables
     # the order of reply_units_df: post, group, cue type (a rank per variant), style (NULL first, as in
     # SQLite), sample, request key
     styles = list(style_of)

@@ -201,6 +201,34 @@ def test_the_store_pass_in_two_halves_gives_the_same_cells(tmp_path, monkeypatch
     _same_cells(halves, whole)
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_the_store_pass_leaves_out_requests_outside_the_current_design(tmp_path, monkeypatch, split):
+    """Requests stored for another design (an earlier sweep in the same store) are not the run's: the
+    pass keeps the current design's requests only, as the reply rows do, in one pass or in halves."""
+    import audit.store as store_mod
+
+    _messy_store(tmp_path)
+    if split:
+        monkeypatch.setattr(store_mod, "SCORE_SCAN_SPLIT_ROWS", 1)
+        monkeypatch.setenv("EMPATHY_AUDIT_WORKERS", "2")
+    with RunStore(tmp_path, create=False) as st:
+        every = analysis_cells(st)
+        keys = [r[0] for r in st.conn.execute("SELECT request_key FROM requests ORDER BY request_key")]
+        kept = [k for i, k in enumerate(keys) if i % 3 != 2 and "post005" not in k]  # a post left out whole
+        st.put_design_requests("d-current", kept)
+        st.bind_design("d-current", {"note": "a subset"})
+        got = analysis_cells(st)
+        want = table_cells(analysis_table(st, compact=True))
+    def requests(cells):  # every request is a reply, observed or missing, of each outcome
+        one = cells[cells["outcome"].astype(str) == "refusal.refusal"]
+        return int((one["n"] + one["n_missing"]).sum())
+
+    assert requests(got) == len(kept) < requests(every) == len(keys)
+    assert "post005" not in set(got["post_id"].astype(str)) and "post005" in set(every["post_id"].astype(str))
+    assert len(got) == len(want) and list(got.columns) == list(want.columns)
+    _same_cells(got, want)
+
+
 def test_the_replies_table_is_written_for_small_runs_and_on_request(tmp_path, monkeypatch):
     """``tables/replies.csv`` (every reply's text) is opt-in above REPLIES_TABLE_MAX replies: a million
     replies made 2.4 GB of it. ``report --replies-table`` writes it for any run, ``--no-replies-table``
