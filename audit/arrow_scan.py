@@ -55,6 +55,11 @@ def scan(path: Path, sql: str, params: tuple = (), rows: int = 500_000) -> Itera
     conn = adbc.connect(read_only_uri(path))
     try:
         cur = conn.cursor()
+        # wait for a lock as the store's own connections do (RunStore: busy_timeout=30000) instead of
+        # failing at once: two connections opening a WAL store that no connection holds open race to
+        # rebuild its index, and the loser gets SQLITE_BUSY ("database is locked")
+        cur.execute("PRAGMA busy_timeout = 30000")
+        cur.fetchall()
         cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
         cur.execute(sql, params if params else None)
         reader = cur.fetch_record_batch()
