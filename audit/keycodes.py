@@ -64,6 +64,12 @@ def find_keys(sorted_codes: np.ndarray, sorted_prefix: np.ndarray, codes: np.nda
         return np.zeros(len(codes), dtype=np.int64), np.zeros(len(codes), dtype=bool)
     pos = np.searchsorted(sorted_prefix, key_prefix(codes))
     pos[pos >= len(sorted_codes)] = 0
+    return _checked(sorted_codes, codes, pos)
+
+
+def _checked(sorted_codes: np.ndarray, codes: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(pos, hit)`` from candidate positions found by prefix: each checked against the whole code, and a
+    code not found so searched again by the whole code (``pos`` is updated in place)."""
     hit = sorted_codes[pos] == codes
     again = np.flatnonzero(~hit)
     if len(again):
@@ -104,11 +110,4 @@ class KeyFinder:
             return find_keys(self.codes, self.prefix, codes)
         pos = self.index.get_indexer(key_prefix(codes)).astype(np.int64)
         pos[pos < 0] = 0
-        hit = self.codes[pos] == codes
-        again = np.flatnonzero(~hit)
-        if len(again):
-            p2 = np.searchsorted(self.codes, codes[again])
-            p2[p2 >= len(self.codes)] = 0
-            pos[again] = p2
-            hit[again] = self.codes[p2] == codes[again]
-        return pos, hit
+        return _checked(self.codes, codes, pos)

@@ -121,13 +121,13 @@ def test_gathered_permutations_equal_the_bincount_of_every_cell(small_blocks, mo
     t = _messy_cells()
     sp, sc, pp, gg, P, G = _sorted_cells(t[t["model_label"] == "m0"], outcome)
     paths = []
-    real = dm._gathered_sums
+    real = dm.gathered_sums
 
     def spy(o, Sx, Cx, J, idx, G):
         paths.append(("same labels" if idx is None else "own labels", "counts" if Cx is not None else "constant"))
         return real(o, Sx, Cx, J, idx, G)
 
-    monkeypatch.setattr(dm, "_gathered_sums", spy)
+    monkeypatch.setattr(dm, "gathered_sums", spy)
     for seed in (0, 1, 2):
         r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
         fast = dm._permuted_ranges(sp, sc, pp, gg, P, G, 101, r1)

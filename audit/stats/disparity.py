@@ -297,7 +297,7 @@ def _permuted_ranges(sp: np.ndarray, sc: np.ndarray, pp: np.ndarray, gg: np.ndar
             if cls[0] == "gather":
                 _, k, n, Sx, Cx, ccnt, J, idx = cls
                 o = rng.integers(0, J.shape[0], size=(b, n))  # (b, posts): each permutation's sums over posts
-                t, c = _gathered_sums(o, Sx, Cx, J, idx, G)
+                t, c = gathered_sums(o, Sx, Cx, J, idx, G)  # compiled (audit.stats.gather_kernel)
                 tot += t
                 cnt += ccnt if Cx is None else c
                 continue
@@ -316,13 +316,6 @@ def _permuted_ranges(sp: np.ndarray, sc: np.ndarray, pp: np.ndarray, gg: np.ndar
             mp = tot / cnt
         Dp[start:start + b] = np.nanmax(mp, axis=1) - np.nanmin(mp, axis=1)
     return Dp
-
-
-def _gathered_sums(o: np.ndarray, Sx: np.ndarray, Cx: np.ndarray | None, J: np.ndarray, idx: np.ndarray | None,
-                   G: int):
-    """(b x G) permuted group sums of one class (and counts, unless ``Cx`` is None) for the order
-    indices ``o`` (b permutations x posts): :func:`audit.stats.gather_kernel.gathered_sums` (compiled)."""
-    return gathered_sums(o, Sx, Cx, J, idx, G)
 
 
 def max_min_disparity(

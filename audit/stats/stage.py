@@ -537,8 +537,6 @@ def _analyze_cells(
     references = list(dict.fromkeys([*keep_all, *sorted(set(between.values()))]))
     om_rows = list(block_rows(table, ["outcome", "model_label"]))  # one (outcome, model) block's rows each
 
-    sizes: dict[tuple[str, str], tuple[int, int]] = {}  # (outcome, model): observed posts and replies
-
     def gap_part(j: int) -> tuple[list[pd.DataFrame], list[str], list[pd.DataFrame], set[str], dict]:
         """The gap tests of (outcome, model) block ``j``: pooled styles and each style (the blocks of
         :func:`audit.stats.family.fit_family`), with their paired contrasts and model formulas. The block is
@@ -546,7 +544,7 @@ def _analyze_cells(
         d_om = table.take(om_rows[j])
         outcome, model = d_om["outcome"].iloc[0], d_om["model_label"].iloc[0]
         seen_om = d_om[d_om["n"] > 0]  # the observed cells: the power table's counts of posts and replies
-        sizes[(outcome, model)] = (int(seen_om["post_id"].nunique()), int(seen_om["n"].sum()))
+        size = (int(seen_om["post_id"].nunique()), int(seen_om["n"].sum()))
         styles = sorted(d_om["style"].unique())
         style_blocks = [("pooled", d_om)]
         if by_style and len(styles) > 1:
@@ -572,7 +570,7 @@ def _analyze_cells(
                              alpha=alpha, strict=False, allow_missing=allow_missing)
             parts += r
             notes += n
-        return parts, notes, paired, formulas, {(outcome, model): sizes[(outcome, model)]}
+        return parts, notes, paired, formulas, {(outcome, model): size}
 
     def models_part():
         out = models_table(table, reference_model=reference_model, reference=reference, alpha=alpha,
@@ -608,6 +606,7 @@ def _analyze_cells(
         raise
     done.update(side_done)
     parts, notes, paired_parts, formulas = [], [], [], set()
+    sizes: dict[tuple[str, str], tuple[int, int]] = {}  # (outcome, model): observed posts and replies
     for j in range(len(om_rows)):
         p, n, pc, f, sz = part_result(done, 2 + j)
         parts += p
